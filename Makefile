@@ -1,0 +1,52 @@
+# Thin wrapper around CMake. `make run` and `make test` are the two commands a
+# newcomer needs (README.md); everything else is for developers.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc)
+PYTEST     ?= /usr/bin/python3 -m pytest
+RUN_ARGS   ?= -upload-dir ./data
+
+.PHONY: all build run test deps deps-test unit integration clients bench install clean asan
+
+all: build
+
+deps:
+	@sh scripts/install-deps.sh
+
+deps-test:
+	@sh scripts/install-deps.sh test
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTUSC_TESTS=OFF >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	./$(BUILD)/tusc $(RUN_ARGS)
+
+asan: deps-test
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTUSC_SANITIZE=ON >/dev/null
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+clients: deps-test
+	cd tests/clients && npm ci --no-audit --no-fund --loglevel=error
+
+unit: asan
+	cd $(ASAN_BUILD) && ctest --output-on-failure
+
+integration: asan clients
+	TUSC_BIN=$(CURDIR)/$(ASAN_BUILD)/tusc $(PYTEST) -q tests/integration
+
+# Everything CI runs: unit tests, then the integration and real-client suites against
+# the sanitizer build.
+test: asan clients
+	cd $(ASAN_BUILD) && ctest --output-on-failure
+	TUSC_BIN=$(CURDIR)/$(ASAN_BUILD)/tusc $(PYTEST) -q -p no:cacheprovider tests/integration
+
+bench: build
+	$(MAKE) -C bench TUSC_BIN=$(CURDIR)/$(BUILD)/tusc
+
+install: build
+	cmake --install $(BUILD) --prefix $(or $(PREFIX),/usr/local)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,24 @@
+#!/bin/sh
+# Installs the Debian packages tusc needs to build (and, with "test", to test).
+# As root it runs apt-get; otherwise it prints the one line to run.
+set -eu
+pkgs="build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libssl-dev libjansson-dev libcurl4-openssl-dev libcrypt-dev"
+if [ "${1:-}" = test ]; then
+  pkgs="$pkgs libcmocka-dev python3-pytest python3-tuspy"
+  command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
+  command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
+fi
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" = 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends $missing
+else
+  echo "tusc needs these Debian packages; run:" >&2
+  echo "  sudo apt-get install -y$missing" >&2
+  exit 1
+fi

@@ -1,0 +1,78 @@
+/*
+ * error — tusc's error codes, their messages, and the one mapping from an error to
+ * an HTTP status and a tusd error-code name.
+ *
+ * Contract: functions across tusc return 0 on success or a negative code. A code is
+ * either a libuv code (UV_E*, i.e. a negated errno) passed through unchanged, or one
+ * of the TUSC_E* codes below, which live far below libuv's range. All functions here
+ * are pure and thread-safe; returned strings are static.
+ */
+#ifndef TUSC_ERROR_H
+#define TUSC_ERROR_H
+
+/* X(name, http status, tusd code, message). The message is the tusd wording where
+ * tusd has one; it is what the client reads after "ERR_CODE: ". */
+#define TUSC_ERROR_MAP(X)                                                                   \
+  X(UNSUPPORTED_VERSION, 412, "ERR_UNSUPPORTED_VERSION",                                    \
+    "missing, invalid or unsupported Tus-Resumable header")                                 \
+  X(NOT_FOUND, 404, "ERR_UPLOAD_NOT_FOUND", "upload not found")                             \
+  X(GONE, 410, "ERR_UPLOAD_NOT_FOUND", "upload has expired or was terminated")              \
+  X(MISMATCHED_OFFSET, 409, "ERR_MISMATCHED_OFFSET", "mismatched offset")                   \
+  X(INVALID_OFFSET, 400, "ERR_INVALID_OFFSET", "missing or invalid Upload-Offset header")   \
+  X(INVALID_CONTENT_TYPE, 415, "ERR_INVALID_CONTENT_TYPE",                                  \
+    "missing or invalid Content-Type header")                                               \
+  X(UPLOAD_SIZE_EXCEEDED, 413, "ERR_UPLOAD_SIZE_EXCEEDED", "upload's size exceeded")        \
+  X(MAX_SIZE_EXCEEDED, 413, "ERR_MAX_SIZE_EXCEEDED", "maximum size exceeded")               \
+  X(INVALID_UPLOAD_LENGTH, 400, "ERR_INVALID_UPLOAD_LENGTH",                                \
+    "missing or invalid Upload-Length header")                                              \
+  X(INVALID_UPLOAD_LENGTH_DEFER, 400, "ERR_INVALID_UPLOAD_LENGTH_DEFER",                    \
+    "invalid Upload-Defer-Length header")                                                   \
+  X(AMBIGUOUS_UPLOAD_LENGTH, 400, "ERR_AMBIGUOUS_UPLOAD_LENGTH",                            \
+    "either Upload-Length or Upload-Defer-Length must be specified, not both")              \
+  X(INVALID_METADATA, 400, "ERR_INVALID_METADATA", "invalid Upload-Metadata header")        \
+  X(METADATA_TOO_LARGE, 400, "ERR_INVALID_METADATA", "Upload-Metadata header too large")    \
+  X(INVALID_ID, 404, "ERR_UPLOAD_NOT_FOUND", "upload not found")                            \
+  X(MODIFY_FINAL, 403, "ERR_MODIFY_FINAL", "modifying a final upload is not allowed")       \
+  X(UPLOAD_NOT_FINISHED, 400, "ERR_UPLOAD_NOT_FINISHED",                                    \
+    "one of the partial uploads is not finished")                                           \
+  X(INVALID_CONCAT, 400, "ERR_INVALID_CONCAT", "invalid Upload-Concat header")              \
+  X(CONCATENATION_UNSUPPORTED, 400, "ERR_CONCATENATION_UNSUPPORTED",                        \
+    "concatenation is not supported")                                                       \
+  X(UPLOAD_INTERRUPTED, 400, "ERR_UPLOAD_INTERRUPTED",                                      \
+    "upload has been interrupted by another request for this upload resource")              \
+  X(LOCK_TIMEOUT, 500, "ERR_LOCK_TIMEOUT", "failed to acquire lock before timeout")         \
+  X(UNEXPECTED_EOF, 400, "ERR_UNEXPECTED_EOF", "server expected to receive more bytes")     \
+  X(READ_TIMEOUT, 500, "ERR_READ_TIMEOUT", "timeout while reading request body")            \
+  X(SERVER_SHUTDOWN, 503, "ERR_SERVER_SHUTDOWN", "request interrupted due to server shutdown") \
+  X(ORIGIN_NOT_ALLOWED, 403, "ERR_ORIGIN_NOT_ALLOWED", "request origin is not allowed")     \
+  X(NOT_IMPLEMENTED, 501, "ERR_NOT_IMPLEMENTED", "feature not implemented")                 \
+  X(METHOD_NOT_ALLOWED, 405, "ERR_METHOD_NOT_ALLOWED", "method not allowed")                \
+  X(BAD_REQUEST, 400, "ERR_BAD_REQUEST", "malformed request")                               \
+  X(HEADERS_TOO_LARGE, 431, "ERR_HEADERS_TOO_LARGE", "request header fields too large")     \
+  X(INVALID_HEADER, 400, "ERR_INVALID_HEADER", "invalid header value")                      \
+  X(INVALID_RANGE, 416, "ERR_INVALID_RANGE", "requested range not satisfiable")             \
+  X(INSUFFICIENT_STORAGE, 507, "ERR_INSUFFICIENT_STORAGE", "insufficient storage")          \
+  X(INTERNAL, 500, "ERR_INTERNAL_SERVER_ERROR", "internal server error")                    \
+  X(LOCKED, 423, "ERR_LOCKED", "upload is locked by another request")                       \
+  X(INVALID_ARGUMENT, 500, "ERR_INTERNAL_SERVER_ERROR", "invalid argument")                 \
+  X(NOMEM, 503, "ERR_INTERNAL_SERVER_ERROR", "out of memory")
+
+enum tusc_error {
+  TUSC_E__BASE = -20000,
+#define TUSC_ERROR_ENUM(name, status, code, msg) TUSC_E##name,
+  TUSC_ERROR_MAP(TUSC_ERROR_ENUM)
+#undef TUSC_ERROR_ENUM
+  TUSC_E__END
+};
+
+/* Human-readable message for any code (TUSC_E* or UV_E*/negated errno). */
+const char *tusc_strerror(int err);
+
+/* HTTP status a request failing with `err` answers with. I/O errors map to 500,
+ * ENOSPC/EDQUOT to 507, unknown codes to 500. */
+int tusc_error_status(int err);
+
+/* tusd error-code name for the response body ("ERR_UPLOAD_NOT_FOUND"). */
+const char *tusc_error_code(int err);
+
+#endif

@@ -1,0 +1,114 @@
+/*
+ * config — tusd-compatible command line (Go flag syntax) into an immutable
+ * tusc_config_t, with validation and defaults.
+ *
+ * Syntax: `-name` and `--name` are equal; `-name=value` or `-name value`; booleans as
+ * `-name`, `-name=false`, or `-name true|false`. Durations in Go syntax ("500ms",
+ * "1m30s", "2h", "0"); a bare integer means seconds, except for the old alias
+ * `-timeout` where it means milliseconds. Aliases: -dir = -upload-dir,
+ * -timeout = -network-timeout.
+ *
+ * Threads: parse on the main thread before workers start; afterwards the struct is
+ * read-only and shared by every thread. Owns its strings: tusc_config_dispose frees.
+ */
+#ifndef TUSC_CONFIG_H
+#define TUSC_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum tusc_fsync_mode { TUSC_FSYNC_ALWAYS = 0, TUSC_FSYNC_NEVER };
+
+typedef struct tusc_config_s {
+  /* listening */
+  char *host;           /* "0.0.0.0" default; dual-stack when "" or "0.0.0.0"/"::" */
+  int port;             /* 1080; 0 = ephemeral (tests) */
+  char *unix_sock;      /* NULL = TCP */
+  char *base_path;      /* "/files/", always with leading and trailing '/' */
+  bool behind_proxy;
+  bool show_greeting;   /* true */
+  int workers;          /* 0 = number of CPUs */
+  char *port_file;      /* tusc extra: write the bound port here once listening */
+
+  /* protocol */
+  int64_t max_size;     /* 0 = no limit */
+  bool disable_download;
+  bool disable_termination;
+  bool disable_concatenation;
+  bool enable_experimental_protocol;
+  int64_t max_metadata_size; /* bytes of the Upload-Metadata header; default 64 KiB */
+
+  /* CORS */
+  bool disable_cors;
+  char *cors_allow_origin;      /* regex, anchored by tusc; default ".*" */
+  bool cors_allow_credentials;
+  char *cors_allow_methods;     /* default: "POST, HEAD, PATCH, OPTIONS, GET, DELETE" */
+  char *cors_allow_headers;     /* default: tusd's list */
+  int64_t cors_max_age;         /* seconds; 86400 */
+  char *cors_expose_headers;    /* default: tusd's list */
+
+  /* file store */
+  char *upload_dir;     /* "./data" */
+  unsigned dir_perms;   /* 0775 */
+  unsigned file_perms;  /* 0664 */
+  enum tusc_fsync_mode fsync;
+
+  /* HTTP limits */
+  int64_t max_header_size;  /* 64 KiB */
+  int max_header_count;     /* 100 */
+
+  /* hooks (accepted; run by a later module) */
+  char *hooks_dir;
+  char *hooks_http;
+  char *hooks_http_forward_headers;
+  int hooks_http_retry;             /* 3 */
+  int64_t hooks_http_backoff_ms;    /* 1000 */
+  int64_t hooks_http_timeout_ms;    /* 15000 */
+  int64_t hooks_http_size_limit;    /* 5120 */
+  char *hooks_enabled_events;       /* NULL = tusd default set, "" = all seven */
+  int64_t progress_hooks_interval_ms; /* 1000 */
+  int64_t hooks_timeout_ms;         /* 30000 */
+
+  /* TLS (accepted; served by a later module) */
+  char *tls_certificate;
+  char *tls_key;
+  char *tls_mode;       /* "tls12" */
+
+  /* metrics and logs */
+  bool expose_metrics;  /* true */
+  char *metrics_path;   /* "/metrics" */
+  bool verbose;
+  char *log_format;     /* "text" | "json" */
+  bool show_startup_logs;
+
+  /* timeouts, milliseconds */
+  int64_t network_timeout_ms;      /* 60000 */
+  int64_t shutdown_timeout_ms;     /* 10000 */
+  int64_t acquire_lock_timeout_ms; /* 20000 */
+
+  /* S3 (accepted; a later module) */
+  char *s3_bucket;
+  char *s3_endpoint;
+  char *s3_object_prefix;
+} tusc_config_t;
+
+/* Result of tusc_config_parse besides 0 (= run the server). */
+enum { TUSC_CONFIG_EXIT_OK = 1, TUSC_CONFIG_EXIT_USAGE = 2 };
+
+/* Fills `cfg` with defaults, then applies argv[1..argc-1].
+ * Returns 0 to run; TUSC_CONFIG_EXIT_OK after printing -help/-version to `out`;
+ * TUSC_CONFIG_EXIT_USAGE after writing what is wrong (the flag and the problem) and,
+ * for unknown flags, the usage to `err`. On any return cfg must be disposed. */
+int tusc_config_parse(tusc_config_t *cfg, int argc, char **argv, FILE *out, FILE *err);
+
+void tusc_config_dispose(tusc_config_t *cfg);
+
+/* Prints the man-style usage text. */
+void tusc_config_usage(FILE *out);
+
+/* Go duration ("1h2m3.5s", "500ms", "0"; a bare integer = `bare_unit_ms` ms each) into
+ * milliseconds. Returns 0 or TUSC_EINVALID_ARGUMENT; *out written only on success. */
+int tusc_duration_parse(const char *s, int64_t bare_unit_ms, int64_t *out_ms);
+
+#endif

@@ -1,0 +1,125 @@
+/*
+ * store — where upload data and upload info live. An interface (table of function
+ * pointers) so that backends (file now, S3 later) plug in; tus/ sees only this header.
+ *
+ * Threads: every operation is synchronous and may block on disk. The caller decides
+ * where to run it: the tus handler runs cheap calls (info reads, pwrite into the page
+ * cache) on its loop and slow ones (create with fsync, sync, terminate) on libuv's
+ * thread pool. A store object is shared by all workers: its operations are
+ * thread-safe; one tusc_upload_t handle is used by one thread at a time (the holder
+ * of the upload's lock).
+ *
+ * Errors: 0 or negative codes (TUSC_ENOT_FOUND, TUSC_EINVALID_ID, UV_E* / -errno for
+ * I/O failures such as UV_ENOSPC).
+ */
+#ifndef TUSC_STORE_H
+#define TUSC_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "tus/headers.h"
+
+#define TUSC_PATH_MAX 4096
+
+/* tusd's FileInfo plus what tusc keeps. Owns its heap members. */
+typedef struct tusc_upload_info_s {
+  char id[TUSC_ID_MAX + 1];
+  int64_t size;             /* -1 while deferred */
+  bool size_is_deferred;
+  int64_t offset;           /* bytes stored: the data file's length */
+  tusc_metadata_t metadata;
+  bool is_partial;
+  bool is_final;
+  char **partial_uploads;   /* IDs, NULL when none */
+  size_t partial_count;
+  int64_t created_at;       /* unix seconds */
+  int64_t expires_at;       /* unix seconds, 0 = never */
+  char *owner;              /* authenticated principal or NULL */
+  char data_path[TUSC_PATH_MAX];  /* absolute path of the data file ("" if none) */
+  char info_path[TUSC_PATH_MAX];  /* absolute path of the .info file */
+} tusc_upload_info_t;
+
+void tusc_upload_info_init(tusc_upload_info_t *info);
+void tusc_upload_info_dispose(tusc_upload_info_t *info);
+
+/* tusd-compatible compact JSON of the info (ID, Size, SizeIsDeferred, Offset, MetaData,
+ * IsPartial, IsFinal, PartialUploads, Storage{Type,Path,InfoPath}) plus tusc's fields.
+ * Returns malloc'd text or NULL. */
+char *tusc_upload_info_to_json(const tusc_upload_info_t *info);
+
+/* Parses .info JSON (tusd's or tusc's). Size -1/absent with SizeIsDeferred handled.
+ * Returns 0 or TUSC_EINTERNAL on malformed input; *info initialised by caller. */
+int tusc_upload_info_from_json(const char *json, size_t len, tusc_upload_info_t *info);
+
+typedef struct tusc_store_s tusc_store_t;
+typedef struct tusc_upload_s tusc_upload_t; /* an open upload: data fd + info */
+
+typedef struct tusc_store_ops_s {
+  /* Creates data and info for info->id (caller generated and validated it), durable
+   * before returning (file store: fsync data file, info, directories). Fills
+   * info->data_path/info_path. Fails with UV_EEXIST if the ID is taken. */
+  int (*create)(tusc_store_t *store, tusc_upload_info_t *info);
+
+  /* Reads the info of `id`; info->offset is the stored length. TUSC_ENOT_FOUND when
+   * there is no such upload. `info` must be initialised; filled only on success. */
+  int (*get_info)(tusc_store_t *store, const char *id, tusc_upload_info_t *info);
+
+  /* Opens an upload for appending/reading. *out owned by caller (close). */
+  int (*open)(tusc_store_t *store, const char *id, tusc_upload_t **out);
+
+  /* Writes `len` bytes at `offset` (must equal the current length). Returns bytes
+   * written (may be short only on error, then the error on the next call) or < 0. */
+  ssize_t (*write)(tusc_upload_t *up, int64_t offset, const void *buf, size_t len);
+
+  /* Reads up to `len` bytes at `offset`; returns bytes read (0 at end) or < 0. */
+  ssize_t (*read)(tusc_upload_t *up, int64_t offset, void *buf, size_t len);
+
+  /* Makes every written byte durable (fdatasync). */
+  int (*sync)(tusc_upload_t *up);
+
+  /* Cuts the data back to `length` bytes (used to drop a rejected chunk). */
+  int (*truncate)(tusc_upload_t *up, int64_t length);
+
+  /* Rewrites the info atomically (temp, fsync, rename, fsync dir), e.g. after the
+   * length of a deferred upload becomes known. */
+  int (*save_info)(tusc_upload_t *up);
+
+  /* The info of the open upload, kept current by write (offset). */
+  tusc_upload_info_t *(*info)(tusc_upload_t *up);
+
+  void (*close)(tusc_upload_t *up);
+
+  /* Deletes data, info and lock file. TUSC_ENOT_FOUND when absent. */
+  int (*terminate)(tusc_store_t *store, const char *id);
+
+  /* Path of the per-upload lock file (for flock), written into out. */
+  int (*lock_path)(tusc_store_t *store, const char *id, char *out, size_t cap);
+
+  void (*free)(tusc_store_t *store);
+} tusc_store_ops_t;
+
+struct tusc_store_s {
+  const tusc_store_ops_t *ops;
+};
+
+typedef struct tusc_file_store_options_s {
+  const char *dir;      /* upload directory; created if missing */
+  unsigned dir_perms;   /* e.g. 0775 */
+  unsigned file_perms;  /* e.g. 0664 */
+  bool fsync;           /* false = -fsync=never: skip fsync/fdatasync everywhere */
+} tusc_file_store_options_t;
+
+/* The sharded file store (DESIGN.md "File store"). `dir` is made absolute.
+ * Returns 0 and *out, or a negative code. */
+int tusc_file_store_new(const tusc_file_store_options_t *opts, tusc_store_t **out);
+
+/* Sharded relative path of `id`: "ab/cd/<id>" for a generated 32-hex ID (first two
+ * and next two characters); a hook-chosen ID "p/x" shards its last segment under its
+ * own directories: "p/ab/cd/x" when the last segment has ≥4 chars, else "p/x".
+ * Returns 0 or TUSC_EINVALID_ID / UV_ENAMETOOLONG. Pure. */
+int tusc_file_store_shard_path(const char *id, char *out, size_t cap);
+
+#endif

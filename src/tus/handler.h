@@ -1,0 +1,42 @@
+/*
+ * handler — the tus 1.0 protocol (core, creation, creation-with-upload,
+ * creation-defer-length, termination) plus downloads, CORS, the greeting page and
+ * Location building, on top of the http layer, a store and the lock table.
+ *
+ * Objects: one tusc_tus_t per process (immutable after creation: config, store,
+ * lock table — shared by all workers), one tusc_tus_worker_t per worker loop (its
+ * pending requests, lock-release wake-ups). The worker is the `ctx` of the http
+ * handler table returned by tusc_tus_http_handler().
+ *
+ * Threads: tusc_tus_new/free on the main thread; a worker's functions and callbacks
+ * only on its own loop. Slow store calls (create, sync, terminate) run on libuv's
+ * thread pool; the loop never waits for a disk flush.
+ */
+#ifndef TUSC_TUS_HANDLER_H
+#define TUSC_TUS_HANDLER_H
+
+#include <uv.h>
+
+#include "config/config.h"
+#include "http/http.h"
+#include "lock/lock.h"
+#include "store/store.h"
+
+typedef struct tusc_tus_s tusc_tus_t;
+typedef struct tusc_tus_worker_s tusc_tus_worker_t;
+
+/* Borrows cfg, store and locks (they must outlive the tusc_tus_t). Compiles the CORS
+ * origin regex (anchored). Returns 0 or a negative code. */
+int tusc_tus_new(const tusc_config_t *cfg, tusc_store_t *store, tusc_lock_table_t *locks,
+                 tusc_tus_t **out);
+void tusc_tus_free(tusc_tus_t *tus);
+
+/* Per-loop state. Returns 0 or a negative code. */
+int tusc_tus_worker_new(tusc_tus_t *tus, uv_loop_t *loop, tusc_tus_worker_t **out);
+/* Closes the worker's handles; frees it from their close callbacks (run the loop). */
+void tusc_tus_worker_close(tusc_tus_worker_t *worker);
+
+/* The callbacks to give to tusc_http_server_new with the worker as ctx. */
+const tusc_http_handler_t *tusc_tus_http_handler(void);
+
+#endif

@@ -65,7 +65,7 @@ enum tusc_error {
   TUSC_E__END
 };
 
-/* Human-readable message for any code (TUSC_E* or UV_E*/negated errno). */
+/* Human-readable message for any code (TUSC_E*, UV_E* or a negated errno). */
 const char *tusc_strerror(int err);
 
 /* HTTP status a request failing with `err` answers with. I/O errors map to 500,

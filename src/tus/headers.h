@@ -54,14 +54,16 @@ void tusc_metadata_dispose(tusc_metadata_t *md);
 /* Upload-ID grammar (DESIGN.md): 1..TUSC_ID_MAX bytes, segments joined by '/', each
  * segment 1..TUSC_ID_SEGMENT_MAX bytes of [A-Za-z0-9_.-], not starting or ending with
  * '.', never only dots. Rejects "..", "%2e", NUL, backslash, empty segments, leading or
- * trailing '/'. Returns true when valid. */
+ * trailing '/'. Also rejects any segment ending in ".info", ".lock" or ".tmp" (any case):
+ * the file store uses those names for side files next to each upload.
+ * Returns true when valid. */
 bool tusc_id_valid(const char *id, size_t len);
 
 /* A fresh ID: 32 lowercase hex characters from 128 random bits (getrandom).
  * `out` must hold 33 bytes. Returns 0 or a negative errno. */
 int tusc_id_generate(char out[33]);
 
-/* First element of an RFC 7239 Forwarded header. Fields point into a caller buffer. */
+/* First element of an RFC 7239 Forwarded header, values copied and NUL-terminated. */
 typedef struct tusc_forwarded_s {
   char host[256];
   char proto[16];   /* lower-case; only "http" or "https" are kept, else "" */

@@ -6,7 +6,11 @@
  * Lock release (tusd behaviour): a request that wants a held lock calls
  * tusc_lock_request_release(); the holder's `on_release_requested` callback runs *on
  * the requesting thread*, under no lock of this module, and must only do something
- * thread-safe (e.g. set an atomic flag and uv_async_send to the holder's loop). The
+ * thread-safe and quick (e.g. set an atomic flag and uv_async_send to the holder's
+ * loop): the holder is guaranteed alive during the call because tusc_lock_release() of
+ * that holder waits until every callback in flight for it has returned. Hence the
+ * callback must never call tusc_lock_release() on the holder it was handed (that would
+ * wait for itself); other calls into this module are fine. The
  * holder then saves its bytes and calls tusc_lock_release(); the requester retries
  * tusc_lock_try_acquire() (e.g. from a timer) until it succeeds or its
  * -acquire-lock-timeout passes.

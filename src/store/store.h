@@ -95,7 +95,9 @@ typedef struct tusc_store_ops_s {
   /* Deletes data, info and lock file. TUSC_ENOT_FOUND when absent. */
   int (*terminate)(tusc_store_t *store, const char *id);
 
-  /* Path of the per-upload lock file (for flock), written into out. */
+  /* Path of the per-upload lock file (for flock), written into out: beside the data
+   * file (flat tusd uploads: <dir>/<id>.lock). Its directory exists only once the
+   * upload does. */
   int (*lock_path)(tusc_store_t *store, const char *id, char *out, size_t cap);
 
   void (*free)(tusc_store_t *store);
@@ -117,9 +119,13 @@ typedef struct tusc_file_store_options_s {
 int tusc_file_store_new(const tusc_file_store_options_t *opts, tusc_store_t **out);
 
 /* Sharded relative path of `id`: "ab/cd/<id>" for a generated 32-hex ID (first two
- * and next two characters); a hook-chosen ID "p/x" shards its last segment under its
- * own directories: "p/ab/cd/x" when the last segment has ≥4 chars, else "p/x".
- * Returns 0 or TUSC_EINVALID_ID / UV_ENAMETOOLONG. Pure. */
+ * and next two characters of the ID); a hook-chosen ID "p/q/x" keeps its prefix
+ * directories and shards its last segment: "p/q/s1/s2/x". The shard directory names
+ * are the segment's characters 1-2 and 3-4, '_' standing in for a missing character
+ * or a '.': "x" → "x_/__/x", "ab" → "ab/__/ab", "a.bc" → "a_/bc/a.bc".
+ * IDs must pass tusc_id_valid, and no segment may end in ".info", ".lock" or ".tmp"
+ * (those names belong to an upload's sibling files). Returns 0 or TUSC_EINVALID_ID /
+ * UV_ENAMETOOLONG. Pure. */
 int tusc_file_store_shard_path(const char *id, char *out, size_t cap);
 
 #endif

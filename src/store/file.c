@@ -1,0 +1,633 @@
+/*
+ * The sharded file store (DESIGN.md "File store", TUSD-COMPAT.md "On disk").
+ *
+ * Files of one upload, all in one shard directory:
+ *   <dir>/<shard path>            data; its length is the offset
+ *   <dir>/<shard path>.info       tusd FileInfo JSON, replaced atomically by rename
+ *   <dir>/<shard path>.info.tmp   the next .info while it is being written
+ *   <dir>/<shard path>.lock       flock(2) target of lock/
+ * An existing flat tusd directory (<dir>/<id>, <dir>/<id>.info) is served as well:
+ * readers look at the sharded path first, then the flat one.
+ *
+ * Invariants: every ID is checked (tusc_id_valid plus the reserved suffixes below)
+ * before any path is built from it; the store object is immutable after
+ * tusc_file_store_new, so any thread may use it; an upload handle belongs to the holder
+ * of the upload's lock, so its info needs no mutex.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "store/store.h"
+
+/* Longest suffix appended to a data path; a data path is accepted only when it fits. */
+#define TMP_SUFFIX ".info.tmp"
+/* .info files bigger than this are treated as corrupt rather than read into memory. */
+#define INFO_MAX_BYTES (16 * 1024 * 1024)
+
+typedef struct file_store_s {
+  tusc_store_t base;
+  char dir[TUSC_PATH_MAX];
+  unsigned dir_perms;
+  unsigned file_perms;
+  bool fsync;
+} file_store_t;
+
+struct tusc_upload_s {
+  file_store_t *store;
+  int fd;
+  tusc_upload_info_t info;
+};
+
+/* Where an upload's files are (or would be). */
+typedef struct upload_paths_s {
+  char data[TUSC_PATH_MAX];
+  char info[TUSC_PATH_MAX];
+} upload_paths_t;
+
+static int err_from_errno(void) {
+  return errno > 0 ? -errno : TUSC_EINTERNAL;
+}
+
+/* A segment that ends like one of an upload's sibling files could make one upload's
+ * data file another upload's .info or .lock, so such IDs are refused. */
+static bool reserved_suffix(const char *seg, size_t len) {
+  static const char *const suffixes[] = {".info", ".lock", ".tmp"};
+  for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+    size_t n = strlen(suffixes[i]);
+    if (len >= n && memcmp(seg + len - n, suffixes[i], n) == 0)
+      return true;
+  }
+  return false;
+}
+
+static int check_id(const char *id, size_t len) {
+  if (!tusc_id_valid(id, len))
+    return TUSC_EINVALID_ID;
+  const char *seg = id;
+  for (;;) {
+    const char *slash = memchr(seg, '/', len - (size_t)(seg - id));
+    size_t seg_len = slash != NULL ? (size_t)(slash - seg) : len - (size_t)(seg - id);
+    /* Belt and braces: the grammar already forbids these. */
+    if (seg_len == 0 || (seg_len == 1 && seg[0] == '.') ||
+        (seg_len == 2 && seg[0] == '.' && seg[1] == '.'))
+      return TUSC_EINVALID_ID;
+    if (reserved_suffix(seg, seg_len))
+      return TUSC_EINVALID_ID;
+    if (slash == NULL)
+      return 0;
+    seg = slash + 1;
+  }
+}
+
+/* One character of a shard directory name: '_' pads short segments and replaces '.', so
+ * that no shard directory is ever named "." or "..". */
+static char shard_char(const char *seg, size_t seg_len, size_t i) {
+  if (i >= seg_len || seg[i] == '.')
+    return '_';
+  return seg[i];
+}
+
+int tusc_file_store_shard_path(const char *id, char *out, size_t cap) {
+  if (id == NULL)
+    return TUSC_EINVALID_ID;
+  size_t len = strnlen(id, TUSC_ID_MAX + 1);
+  int rc = check_id(id, len);
+  if (rc != 0)
+    return rc;
+  const char *last = strrchr(id, '/');
+  last = last != NULL ? last + 1 : id;
+  size_t prefix_len = (size_t)(last - id);
+  size_t seg_len = len - prefix_len;
+  int n = snprintf(out, cap, "%.*s%c%c/%c%c/%s", (int)prefix_len, id,
+                   shard_char(last, seg_len, 0), shard_char(last, seg_len, 1),
+                   shard_char(last, seg_len, 2), shard_char(last, seg_len, 3), last);
+  if (n < 0 || (size_t)n >= cap)
+    return -ENAMETOOLONG;
+  return 0;
+}
+
+static int join(char *out, const char *a, const char *b, const char *suffix) {
+  int n = snprintf(out, TUSC_PATH_MAX, "%s/%s%s", a, b, suffix);
+  if (n < 0 || (size_t)n + sizeof(TMP_SUFFIX) > TUSC_PATH_MAX)
+    return -ENAMETOOLONG;
+  return 0;
+}
+
+static int sharded_paths(const file_store_t *fs, const char *id, upload_paths_t *p) {
+  char rel[TUSC_PATH_MAX];
+  int rc = tusc_file_store_shard_path(id, rel, sizeof(rel));
+  if (rc == 0)
+    rc = join(p->data, fs->dir, rel, "");
+  if (rc == 0)
+    rc = join(p->info, fs->dir, rel, ".info");
+  return rc;
+}
+
+/* tusd's flat layout only ever holds IDs without '/'; the caller validated `id`. */
+static bool flat_paths(const file_store_t *fs, const char *id, upload_paths_t *p) {
+  if (strchr(id, '/') != NULL)
+    return false;
+  return join(p->data, fs->dir, id, "") == 0 && join(p->info, fs->dir, id, ".info") == 0;
+}
+
+static bool is_regular_file(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int fsync_path(const char *path) {
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return err_from_errno();
+  int rc = fsync(fd) == 0 ? 0 : err_from_errno();
+  close(fd);
+  return rc;
+}
+
+static int fsync_parent(const char *path) {
+  char dir[TUSC_PATH_MAX];
+  const char *slash = strrchr(path, '/');
+  if (slash == NULL)
+    return 0;
+  size_t n = slash == path ? 1 : (size_t)(slash - path);
+  memcpy(dir, path, n);
+  dir[n] = '\0';
+  return fsync_path(dir);
+}
+
+static int write_all(int fd, const char *buf, size_t len) {
+  while (len > 0) {
+    ssize_t n = write(fd, buf, len);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return err_from_errno();
+    }
+    buf += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* Reads and parses an .info file. TUSC_ENOT_FOUND when there is no regular file. */
+static int read_info(const char *path, tusc_upload_info_t *info) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT || errno == ENOTDIR || errno == EISDIR)
+      return TUSC_ENOT_FOUND;
+    return err_from_errno();
+  }
+  char *buf = NULL;
+  int rc;
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    rc = err_from_errno();
+    goto out;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    rc = TUSC_ENOT_FOUND;
+    goto out;
+  }
+  if (st.st_size > INFO_MAX_BYTES) {
+    rc = TUSC_EINTERNAL;
+    goto out;
+  }
+  size_t cap = (size_t)st.st_size + 1;
+  buf = malloc(cap);
+  if (buf == NULL) {
+    rc = TUSC_ENOMEM;
+    goto out;
+  }
+  size_t len = 0;
+  for (;;) {
+    ssize_t n = read(fd, buf + len, cap - len);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      rc = err_from_errno();
+      goto out;
+    }
+    if (n == 0)
+      break;
+    len += (size_t)n;
+    if (len == cap) {
+      /* The file grew since fstat: a writer does not rewrite in place, so this is
+       * not ours; refuse rather than chase it. */
+      rc = TUSC_EINTERNAL;
+      goto out;
+    }
+  }
+  rc = tusc_upload_info_from_json(buf, len, info);
+  if (rc != 0)
+    TUSC_LOG(TUSC_LOG_ERROR, "store: malformed upload info %s", path);
+out:
+  free(buf);
+  close(fd);
+  return rc;
+}
+
+/* Finds an upload's info, sharded first then flat, parses it and opens its data file
+ * (fd_out != NULL: read-write, kept open) or stats it. On success *info is replaced,
+ * its id, paths and offset set from what is on disk. */
+static int load(file_store_t *fs, const char *id, tusc_upload_info_t *info, int *fd_out) {
+  upload_paths_t p;
+  int rc = sharded_paths(fs, id, &p);
+  if (rc != 0)
+    return rc;
+  tusc_upload_info_t parsed;
+  tusc_upload_info_init(&parsed);
+  rc = read_info(p.info, &parsed);
+  if (rc == TUSC_ENOT_FOUND && flat_paths(fs, id, &p))
+    rc = read_info(p.info, &parsed);
+  if (rc != 0)
+    goto fail;
+
+  int fd = open(p.data, (fd_out != NULL ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) {
+    rc = (errno == ENOENT || errno == ENOTDIR || errno == EISDIR) ? TUSC_ENOT_FOUND
+                                                                     : err_from_errno();
+    goto fail;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    rc = err_from_errno();
+    close(fd);
+    goto fail;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    rc = TUSC_ENOT_FOUND;
+    close(fd);
+    goto fail;
+  }
+  /* The .info's Offset is stale by design (tusd never rewrites it per chunk). */
+  parsed.offset = st.st_size;
+  snprintf(parsed.id, sizeof(parsed.id), "%s", id);
+  memcpy(parsed.data_path, p.data, sizeof(p.data));
+  memcpy(parsed.info_path, p.info, sizeof(p.info));
+  if (fd_out != NULL)
+    *fd_out = fd;
+  else
+    close(fd);
+  tusc_upload_info_dispose(info);
+  *info = parsed;
+  return 0;
+
+fail:
+  tusc_upload_info_dispose(&parsed);
+  return rc;
+}
+
+/* Writes the info JSON to <info_path>.tmp, makes it durable, renames it over the .info
+ * and makes the rename durable. Readers see the old or the new file, never a mix. */
+static int write_info_atomic(const file_store_t *fs, const tusc_upload_info_t *info) {
+  char tmp[TUSC_PATH_MAX];
+  int n = snprintf(tmp, sizeof(tmp), "%s.tmp", info->info_path);
+  if (n < 0 || (size_t)n >= sizeof(tmp))
+    return -ENAMETOOLONG;
+  char *json = tusc_upload_info_to_json(info);
+  if (json == NULL)
+    return TUSC_ENOMEM;
+  int rc;
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)fs->file_perms);
+  if (fd < 0) {
+    rc = err_from_errno();
+    goto out;
+  }
+  rc = fchmod(fd, (mode_t)fs->file_perms) == 0 ? 0 : err_from_errno();
+  if (rc == 0)
+    rc = write_all(fd, json, strlen(json));
+  if (rc == 0 && fs->fsync && fsync(fd) != 0)
+    rc = err_from_errno();
+  if (close(fd) != 0 && rc == 0)
+    rc = err_from_errno();
+  if (rc == 0 && rename(tmp, info->info_path) != 0)
+    rc = err_from_errno();
+  if (rc != 0) {
+    unlink(tmp);
+    goto out;
+  }
+  if (fs->fsync)
+    rc = fsync_parent(info->info_path);
+out:
+  free(json);
+  return rc;
+}
+
+/* mkdir -p of the directories between the store root and `path`'s last component.
+ * New directories get exactly dir_perms (chmod, so the umask does not decide), and
+ * their parents are fsynced so the new entries survive a crash. */
+static int make_parents(const file_store_t *fs, const char *path) {
+  char buf[TUSC_PATH_MAX];
+  size_t root_len = strlen(fs->dir);
+  snprintf(buf, sizeof(buf), "%s", path);
+  for (char *s = strchr(buf + root_len + 1, '/'); s != NULL; s = strchr(s + 1, '/')) {
+    *s = '\0';
+    if (mkdir(buf, (mode_t)fs->dir_perms) == 0) {
+      if (chmod(buf, (mode_t)fs->dir_perms) != 0)
+        return err_from_errno();
+      if (fs->fsync) {
+        int rc = fsync_parent(buf);
+        if (rc != 0)
+          return rc;
+      }
+    } else if (errno != EEXIST) {
+      return err_from_errno();
+    }
+    *s = '/';
+  }
+  return 0;
+}
+
+static int fs_create(tusc_store_t *store, tusc_upload_info_t *info) {
+  file_store_t *fs = (file_store_t *)store;
+  upload_paths_t p;
+  int rc = sharded_paths(fs, info->id, &p);
+  if (rc != 0)
+    return rc;
+  upload_paths_t flat;
+  if (flat_paths(fs, info->id, &flat) && is_regular_file(flat.info))
+    return -EEXIST;
+  rc = make_parents(fs, p.data);
+  if (rc != 0)
+    return rc;
+
+  /* O_EXCL on the data file is what reserves the ID. */
+  int fd = open(p.data, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)fs->file_perms);
+  if (fd < 0)
+    return err_from_errno();
+  if (fchmod(fd, (mode_t)fs->file_perms) != 0) {
+    rc = err_from_errno();
+    goto fail;
+  }
+  memcpy(info->data_path, p.data, sizeof(p.data));
+  memcpy(info->info_path, p.info, sizeof(p.info));
+  info->offset = 0;
+  if (info->created_at == 0)
+    info->created_at = (int64_t)time(NULL);
+  if (fs->fsync && fsync(fd) != 0) {
+    rc = err_from_errno();
+    goto fail;
+  }
+  /* Also fsyncs the shard directory, which holds the data file's entry too. */
+  rc = write_info_atomic(fs, info);
+  if (rc != 0)
+    goto fail;
+  close(fd);
+  return 0;
+
+fail:
+  close(fd);
+  unlink(p.data);
+  info->data_path[0] = '\0';
+  info->info_path[0] = '\0';
+  return rc;
+}
+
+static int fs_get_info(tusc_store_t *store, const char *id, tusc_upload_info_t *info) {
+  return load((file_store_t *)store, id, info, NULL);
+}
+
+static int fs_open(tusc_store_t *store, const char *id, tusc_upload_t **out) {
+  tusc_upload_t *up = malloc(sizeof(*up));
+  if (up == NULL)
+    return TUSC_ENOMEM;
+  up->store = (file_store_t *)store;
+  tusc_upload_info_init(&up->info);
+  int rc = load(up->store, id, &up->info, &up->fd);
+  if (rc != 0) {
+    free(up);
+    return rc;
+  }
+  *out = up;
+  return 0;
+}
+
+static ssize_t fs_write(tusc_upload_t *up, int64_t offset, const void *buf, size_t len) {
+  if (offset != up->info.offset)
+    return TUSC_EMISMATCHED_OFFSET;
+  if (len > (size_t)SSIZE_MAX || (int64_t)len > INT64_MAX - offset)
+    return TUSC_EINVALID_ARGUMENT;
+  if (!up->info.size_is_deferred && up->info.size >= 0 &&
+      offset + (int64_t)len > up->info.size)
+    return TUSC_EUPLOAD_SIZE_EXCEEDED;
+  const char *p = buf;
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pwrite(up->fd, p + done, len - done, (off_t)(offset + (int64_t)done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      int rc = n < 0 ? err_from_errno() : -EIO;
+      if (done > 0)
+        break; /* report the bytes that did land; the error repeats on the next call */
+      return rc;
+    }
+    done += (size_t)n;
+    up->info.offset += n;
+  }
+  return (ssize_t)done;
+}
+
+static ssize_t fs_read(tusc_upload_t *up, int64_t offset, void *buf, size_t len) {
+  if (offset < 0 || len > (size_t)SSIZE_MAX)
+    return TUSC_EINVALID_ARGUMENT;
+  char *p = buf;
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(up->fd, p + done, len - done, (off_t)(offset + (int64_t)done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      if (done > 0)
+        break;
+      return err_from_errno();
+    }
+    if (n == 0)
+      break;
+    done += (size_t)n;
+  }
+  return (ssize_t)done;
+}
+
+static int fs_sync(tusc_upload_t *up) {
+  if (!up->store->fsync)
+    return 0;
+  return fdatasync(up->fd) == 0 ? 0 : err_from_errno();
+}
+
+static int fs_truncate(tusc_upload_t *up, int64_t length) {
+  if (length < 0 || length > up->info.offset)
+    return TUSC_EINVALID_ARGUMENT;
+  if (ftruncate(up->fd, (off_t)length) != 0)
+    return err_from_errno();
+  up->info.offset = length;
+  /* A dropped chunk must stay dropped across a crash (DESIGN.md: a bad checksum leaves
+   * the offset where it was). */
+  return fs_sync(up);
+}
+
+static int fs_save_info(tusc_upload_t *up) {
+  return write_info_atomic(up->store, &up->info);
+}
+
+static tusc_upload_info_t *fs_info(tusc_upload_t *up) {
+  return &up->info;
+}
+
+static void fs_close(tusc_upload_t *up) {
+  if (up == NULL)
+    return;
+  close(up->fd);
+  tusc_upload_info_dispose(&up->info);
+  free(up);
+}
+
+/* unlink that counts a missing file (or a directory squatting on the name) as absent. */
+static int remove_file(const char *path, bool *existed) {
+  if (unlink(path) == 0) {
+    *existed = true;
+    return 0;
+  }
+  if (errno == ENOENT || errno == ENOTDIR || errno == EISDIR)
+    return 0;
+  return err_from_errno();
+}
+
+static int remove_upload(const upload_paths_t *p, bool *existed) {
+  char lock[TUSC_PATH_MAX];
+  int n = snprintf(lock, sizeof(lock), "%s.lock", p->data);
+  if (n < 0 || (size_t)n >= sizeof(lock))
+    return -ENAMETOOLONG;
+  bool lock_existed = false;
+  /* The .info goes first: once it is gone, get_info already reports "not found". */
+  int rc = remove_file(p->info, existed);
+  if (rc == 0)
+    rc = remove_file(p->data, existed);
+  if (rc == 0)
+    rc = remove_file(lock, &lock_existed);
+  return rc;
+}
+
+static int fs_terminate(tusc_store_t *store, const char *id) {
+  file_store_t *fs = (file_store_t *)store;
+  upload_paths_t p;
+  int rc = sharded_paths(fs, id, &p);
+  if (rc != 0)
+    return rc;
+  bool existed = false;
+  rc = remove_upload(&p, &existed);
+  if (rc != 0 || existed)
+    return rc;
+  /* Only a flat upload with its .info is tusd's; a lone <dir>/<id> may be anything. */
+  if (flat_paths(fs, id, &p) && is_regular_file(p.info)) {
+    rc = remove_upload(&p, &existed);
+    if (rc != 0 || existed)
+      return rc;
+  }
+  return TUSC_ENOT_FOUND;
+}
+
+static int fs_lock_path(tusc_store_t *store, const char *id, char *out, size_t cap) {
+  file_store_t *fs = (file_store_t *)store;
+  upload_paths_t p;
+  int rc = sharded_paths(fs, id, &p);
+  if (rc != 0)
+    return rc;
+  if (!is_regular_file(p.info)) {
+    upload_paths_t flat;
+    if (flat_paths(fs, id, &flat) && is_regular_file(flat.info))
+      p = flat;
+  }
+  int n = snprintf(out, cap, "%s.lock", p.data);
+  if (n < 0 || (size_t)n >= cap)
+    return -ENAMETOOLONG;
+  return 0;
+}
+
+static void fs_free(tusc_store_t *store) {
+  free(store);
+}
+
+static const tusc_store_ops_t file_store_ops = {
+    .create = fs_create,
+    .get_info = fs_get_info,
+    .open = fs_open,
+    .write = fs_write,
+    .read = fs_read,
+    .sync = fs_sync,
+    .truncate = fs_truncate,
+    .save_info = fs_save_info,
+    .info = fs_info,
+    .close = fs_close,
+    .terminate = fs_terminate,
+    .lock_path = fs_lock_path,
+    .free = fs_free,
+};
+
+/* mkdir -p for the upload directory itself (relative or absolute). */
+static int make_root(const char *dir, unsigned perms) {
+  char buf[TUSC_PATH_MAX];
+  int n = snprintf(buf, sizeof(buf), "%s", dir);
+  if (n < 0 || (size_t)n >= sizeof(buf))
+    return -ENAMETOOLONG;
+  for (char *s = buf + 1;; s++) {
+    bool end = *s == '\0';
+    if (*s == '/' || end) {
+      char saved = *s;
+      *s = '\0';
+      if (mkdir(buf, (mode_t)perms) == 0) {
+        if (chmod(buf, (mode_t)perms) != 0)
+          return err_from_errno();
+      } else if (errno != EEXIST) {
+        return err_from_errno();
+      }
+      *s = saved;
+    }
+    if (end)
+      break;
+  }
+  return 0;
+}
+
+int tusc_file_store_new(const tusc_file_store_options_t *opts, tusc_store_t **out) {
+  if (opts == NULL || opts->dir == NULL || opts->dir[0] == '\0')
+    return TUSC_EINVALID_ARGUMENT;
+  int rc = make_root(opts->dir, opts->dir_perms);
+  if (rc != 0)
+    return rc;
+  file_store_t *fs = calloc(1, sizeof(*fs));
+  if (fs == NULL)
+    return TUSC_ENOMEM;
+  char resolved[PATH_MAX];
+  if (realpath(opts->dir, resolved) == NULL) {
+    rc = err_from_errno();
+    free(fs);
+    return rc;
+  }
+  struct stat st;
+  if (stat(resolved, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    free(fs);
+    return -ENOTDIR;
+  }
+  /* Leave room for the longest shard path so that join() is the only length check. */
+  if (strlen(resolved) + 1 + TUSC_ID_MAX + 6 + sizeof(TMP_SUFFIX) >= TUSC_PATH_MAX) {
+    free(fs);
+    return -ENAMETOOLONG;
+  }
+  snprintf(fs->dir, sizeof(fs->dir), "%s", strcmp(resolved, "/") == 0 ? "" : resolved);
+  fs->base.ops = &file_store_ops;
+  fs->dir_perms = opts->dir_perms;
+  fs->file_perms = opts->file_perms;
+  fs->fsync = opts->fsync;
+  *out = &fs->base;
+  return 0;
+}

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <string.h>
 #include <uv.h>
 
 struct error_entry {
@@ -40,9 +41,13 @@ const char *tusc_strerror(int err) {
     return "success";
   if (err == -EDQUOT)
     return "disk quota exceeded";
-  if (err > TUSC_E__BASE && err < 0)
-    return uv_strerror(err);
-  return "unknown error";
+  /* uv_strerror leaks a formatted string for codes it does not know, so ask first
+   * with the non-allocating uv_err_name_r. */
+  char name[64];
+  uv_err_name_r(err, name, sizeof(name));
+  if (strncmp(name, "Unknown system error", 20) == 0)
+    return "unknown error";
+  return uv_strerror(err);
 }
 
 int tusc_error_status(int err) {

@@ -22,14 +22,14 @@
 #endif
 
 #define DEFAULT_CORS_ALLOW_METHODS "POST, HEAD, PATCH, OPTIONS, GET, DELETE"
-#define DEFAULT_CORS_ALLOW_HEADERS                                                          \
-  "Authorization, Origin, X-Requested-With, X-Request-ID, X-HTTP-Method-Override, "         \
-  "Content-Type, Upload-Length, Upload-Offset, Tus-Resumable, Upload-Metadata, "            \
-  "Upload-Defer-Length, Upload-Concat, Upload-Incomplete, Upload-Complete, "                \
+#define DEFAULT_CORS_ALLOW_HEADERS                                                                 \
+  "Authorization, Origin, X-Requested-With, X-Request-ID, X-HTTP-Method-Override, "                \
+  "Content-Type, Upload-Length, Upload-Offset, Tus-Resumable, Upload-Metadata, "                   \
+  "Upload-Defer-Length, Upload-Concat, Upload-Incomplete, Upload-Complete, "                       \
   "Upload-Draft-Interop-Version"
-#define DEFAULT_CORS_EXPOSE_HEADERS                                                         \
-  "Upload-Offset, Location, Upload-Length, Tus-Version, Tus-Resumable, Tus-Max-Size, "      \
-  "Tus-Extension, Upload-Metadata, Upload-Defer-Length, Upload-Concat, Upload-Incomplete, " \
+#define DEFAULT_CORS_EXPOSE_HEADERS                                                                \
+  "Upload-Offset, Location, Upload-Length, Tus-Version, Tus-Resumable, Tus-Max-Size, "             \
+  "Tus-Extension, Upload-Metadata, Upload-Defer-Length, Upload-Concat, Upload-Incomplete, "        \
   "Upload-Complete, Upload-Draft-Interop-Version"
 
 #define MS_PER_S INT64_C(1000)
@@ -83,8 +83,8 @@ static const char *const group_titles[G__COUNT] = {
 static const char *const tls_modes[] = {"tls12", "tls12-strong", "tls13", NULL};
 static const char *const log_formats[] = {"text", "json", NULL};
 static const char *const fsync_modes[] = {"always", "never", NULL};
-static const char *const hook_events[] = {"pre-create",  "post-create",   "post-receive",
-                                          "pre-finish",  "post-finish",   "pre-terminate",
+static const char *const hook_events[] = {"pre-create",     "post-create", "post-receive",
+                                          "pre-finish",     "post-finish", "pre-terminate",
                                           "post-terminate", NULL};
 
 struct flag_def {
@@ -92,12 +92,12 @@ struct flag_def {
   enum flag_kind kind;
   enum flag_group group;
   size_t off;
-  int64_t min, max;            /* K_INT, K_INT64 */
-  int64_t bare_unit_ms;        /* K_DURATION: what a bare integer counts */
-  const char *const *choices;  /* K_CHOICE, K_FSYNC */
-  const char *arg;             /* placeholder in the usage page; NULL for booleans */
+  int64_t min, max;           /* K_INT, K_INT64 */
+  int64_t bare_unit_ms;       /* K_DURATION: what a bare integer counts */
+  const char *const *choices; /* K_CHOICE, K_FSYNC */
+  const char *arg;            /* placeholder in the usage page; NULL for booleans */
   const char *help;
-  bool alias;                  /* listed under its main flag, not on its own */
+  bool alias; /* listed under its main flag, not on its own */
 };
 
 #define F(field) offsetof(tusc_config_t, field)
@@ -137,19 +137,18 @@ static const struct flag_def flags[] = {
      "Do not serve GET downloads of uploads.", false},
     {"disable-termination", K_BOOL, G_PROTOCOL, F(disable_termination), 0, 0, 0, NULL, NULL,
      "Disable the termination extension (DELETE).", false},
-    {"disable-concatenation", K_BOOL, G_PROTOCOL, F(disable_concatenation), 0, 0, 0, NULL,
-     NULL, "Disable the concatenation extension.", false},
-    {"enable-experimental-protocol", K_BOOL, G_PROTOCOL, F(enable_experimental_protocol), 0, 0,
-     0, NULL, NULL, "Also speak the IETF resumable-uploads draft (experimental).", false},
-    {"max-metadata-size", K_INT64, G_PROTOCOL, F(max_metadata_size), 0, INT64_MAX, 0, NULL,
-     "BYTES", "Largest Upload-Metadata header accepted.", false},
+    {"disable-concatenation", K_BOOL, G_PROTOCOL, F(disable_concatenation), 0, 0, 0, NULL, NULL,
+     "Disable the concatenation extension.", false},
+    {"enable-experimental-protocol", K_BOOL, G_PROTOCOL, F(enable_experimental_protocol), 0, 0, 0,
+     NULL, NULL, "Also speak the IETF resumable-uploads draft (experimental).", false},
+    {"max-metadata-size", K_INT64, G_PROTOCOL, F(max_metadata_size), 0, INT64_MAX, 0, NULL, "BYTES",
+     "Largest Upload-Metadata header accepted.", false},
 
     /* CORS */
-    {"disable-cors", K_BOOL, G_CORS, F(disable_cors), 0, 0, 0, NULL, NULL,
-     "Send no CORS headers.", false},
-    {"cors-allow-origin", K_STRING, G_CORS, F(cors_allow_origin), 0, 0, 0, NULL, "REGEX",
-     "Origins allowed, as a regular expression matched against the whole Origin header.",
+    {"disable-cors", K_BOOL, G_CORS, F(disable_cors), 0, 0, 0, NULL, NULL, "Send no CORS headers.",
      false},
+    {"cors-allow-origin", K_STRING, G_CORS, F(cors_allow_origin), 0, 0, 0, NULL, "REGEX",
+     "Origins allowed, as a regular expression matched against the whole Origin header.", false},
     {"cors-allow-credentials", K_BOOL, G_CORS, F(cors_allow_credentials), 0, 0, 0, NULL, NULL,
      "Send Access-Control-Allow-Credentials: true.", false},
     {"cors-allow-methods", K_STRING, G_CORS, F(cors_allow_methods), 0, 0, 0, NULL, "LIST",
@@ -185,25 +184,24 @@ static const struct flag_def flags[] = {
      "Run executable hook files from this directory (named after the event).", false},
     {"hooks-http", K_OPTSTRING, G_HOOKS, F(hooks_http), 0, 0, 0, NULL, "URL",
      "POST hook events as JSON to this endpoint.", false},
-    {"hooks-http-forward-headers", K_OPTSTRING, G_HOOKS, F(hooks_http_forward_headers), 0, 0,
-     0, NULL, "LIST", "Client request headers (comma-separated) forwarded to -hooks-http.",
-     false},
+    {"hooks-http-forward-headers", K_OPTSTRING, G_HOOKS, F(hooks_http_forward_headers), 0, 0, 0,
+     NULL, "LIST", "Client request headers (comma-separated) forwarded to -hooks-http.", false},
     {"hooks-http-retry", K_INT, G_HOOKS, F(hooks_http_retry), 0, 100, 0, NULL, "N",
      "Attempts in total for an HTTP hook on network errors and 5xx answers.", false},
-    {"hooks-http-backoff", K_DURATION, G_HOOKS, F(hooks_http_backoff_ms), 0, INT64_MAX,
-     MS_PER_S, NULL, "DURATION", "Pause between HTTP hook attempts.", false},
-    {"hooks-http-timeout", K_DURATION, G_HOOKS, F(hooks_http_timeout_ms), 0, INT64_MAX,
-     MS_PER_S, NULL, "DURATION", "Time limit for an HTTP hook, all attempts included.", false},
-    {"hooks-http-size-limit", K_INT64, G_HOOKS, F(hooks_http_size_limit), 0, INT64_MAX, 0,
-     NULL, "BYTES", "Largest HTTP hook response body accepted.", false},
+    {"hooks-http-backoff", K_DURATION, G_HOOKS, F(hooks_http_backoff_ms), 0, INT64_MAX, MS_PER_S,
+     NULL, "DURATION", "Pause between HTTP hook attempts.", false},
+    {"hooks-http-timeout", K_DURATION, G_HOOKS, F(hooks_http_timeout_ms), 0, INT64_MAX, MS_PER_S,
+     NULL, "DURATION", "Time limit for an HTTP hook, all attempts included.", false},
+    {"hooks-http-size-limit", K_INT64, G_HOOKS, F(hooks_http_size_limit), 0, INT64_MAX, 0, NULL,
+     "BYTES", "Largest HTTP hook response body accepted.", false},
     {"hooks-enabled-events", K_EVENTS, G_HOOKS, F(hooks_enabled_events), 0, 0, 0, NULL, "LIST",
      "Comma-separated events to run hooks for (pre-create, post-create, post-receive, "
      "pre-finish, post-finish, pre-terminate, post-terminate); an empty value enables all "
      "seven. Default: pre-create,post-create,post-receive,post-terminate,post-finish.",
      false},
-    {"progress-hooks-interval", K_DURATION, G_HOOKS, F(progress_hooks_interval_ms), 0,
-     INT64_MAX, MS_PER_S, NULL, "DURATION",
-     "Least time between two post-receive hooks of one request.", false},
+    {"progress-hooks-interval", K_DURATION, G_HOOKS, F(progress_hooks_interval_ms), 0, INT64_MAX,
+     MS_PER_S, NULL, "DURATION", "Least time between two post-receive hooks of one request.",
+     false},
     {"hooks-timeout", K_DURATION, G_HOOKS, F(hooks_timeout_ms), 0, INT64_MAX, MS_PER_S, NULL,
      "DURATION", "Time limit for a file hook; the process is killed after it.", false},
 
@@ -220,16 +218,16 @@ static const struct flag_def flags[] = {
      "Log the effective configuration at startup.", false},
 
     /* timeouts */
-    {"network-timeout", K_DURATION, G_TIMEOUTS, F(network_timeout_ms), 0, INT64_MAX, MS_PER_S,
-     NULL, "DURATION",
+    {"network-timeout", K_DURATION, G_TIMEOUTS, F(network_timeout_ms), 0, INT64_MAX, MS_PER_S, NULL,
+     "DURATION",
      "Close a connection that sends or accepts nothing for this long (alias: -timeout, "
      "where a bare number is milliseconds).",
      false},
-    {"timeout", K_DURATION, G_TIMEOUTS, F(network_timeout_ms), 0, INT64_MAX, 1, NULL,
-     "DURATION", NULL, true},
-    {"shutdown-timeout", K_DURATION, G_TIMEOUTS, F(shutdown_timeout_ms), 0, INT64_MAX,
-     MS_PER_S, NULL, "DURATION",
-     "On SIGTERM/SIGINT, wait this long for requests in flight before exiting.", false},
+    {"timeout", K_DURATION, G_TIMEOUTS, F(network_timeout_ms), 0, INT64_MAX, 1, NULL, "DURATION",
+     NULL, true},
+    {"shutdown-timeout", K_DURATION, G_TIMEOUTS, F(shutdown_timeout_ms), 0, INT64_MAX, MS_PER_S,
+     NULL, "DURATION", "On SIGTERM/SIGINT, wait this long for requests in flight before exiting.",
+     false},
     {"acquire-lock-timeout", K_DURATION, G_TIMEOUTS, F(acquire_lock_timeout_ms), 0, INT64_MAX,
      MS_PER_S, NULL, "DURATION",
      "How long a request waits for another request to release an upload.", false},
@@ -248,8 +246,8 @@ static const struct flag_def flags[] = {
     {"help", K_HELP, G_GENERAL, NOFIELD, 0, 0, 0, NULL, NULL, "Print this page and exit (also -h).",
      false},
     {"h", K_HELP, G_GENERAL, NOFIELD, 0, 0, 0, NULL, NULL, NULL, true},
-    {"version", K_VERSION, G_GENERAL, NOFIELD, 0, 0, 0, NULL, NULL,
-     "Print the version and exit.", false},
+    {"version", K_VERSION, G_GENERAL, NOFIELD, 0, 0, 0, NULL, NULL, "Print the version and exit.",
+     false},
 };
 
 #define NFLAGS (sizeof flags / sizeof flags[0])
@@ -604,8 +602,7 @@ static int apply_duration(tusc_config_t *cfg, const struct flag_def *def,
   return 0;
 }
 
-static int apply_perms(tusc_config_t *cfg, const struct flag_def *def,
-                       const struct flag_ctx *ctx) {
+static int apply_perms(tusc_config_t *cfg, const struct flag_def *def, const struct flag_ctx *ctx) {
   const char *p = ctx->value;
   if (p[0] == '0' && (p[1] == 'o' || p[1] == 'O'))
     p += 2;
@@ -634,8 +631,7 @@ static int bad_choice(const struct flag_ctx *ctx, const char *const *choices) {
   char problem[128] = "must be one of";
   size_t used = strlen(problem);
   for (int i = 0; choices[i] != NULL && used < sizeof problem; i++) {
-    int n = snprintf(problem + used, sizeof problem - used, "%s %s", i == 0 ? "" : ",",
-                     choices[i]);
+    int n = snprintf(problem + used, sizeof problem - used, "%s %s", i == 0 ? "" : ",", choices[i]);
     if (n < 0)
       break;
     used += (size_t)n;
@@ -656,10 +652,13 @@ static int apply_base_path(tusc_config_t *cfg, const struct flag_def *def,
     if (!path_char_ok((unsigned char)v[i]))
       return bad_value(ctx, "a URL path must not contain spaces, control characters, '?' "
                             "or '#'");
-  bool lead = len > 0 && v[0] == '/';
-  bool trail = len > 0 && v[len - 1] == '/';
-  if (len == 1 && lead)
-    trail = true;
+  if (len == 0) {
+    v = "/";
+    len = 1;
+  }
+  /* In "/" the one slash is both the leading and the trailing one. */
+  bool lead = v[0] == '/';
+  bool trail = v[len - 1] == '/';
   size_t size = len + (lead ? 0 : 1) + (trail ? 0 : 1) + 1;
   char *path = malloc(size);
   if (path == NULL)
@@ -741,8 +740,7 @@ static int apply_events(tusc_config_t *cfg, const struct flag_def *def,
   return 0;
 }
 
-static int apply_value(tusc_config_t *cfg, const struct flag_def *def,
-                       const struct flag_ctx *ctx) {
+static int apply_value(tusc_config_t *cfg, const struct flag_def *def, const struct flag_ctx *ctx) {
   switch (def->kind) {
   case K_STRING:
   case K_OPTSTRING: {

@@ -5,8 +5,8 @@
  * whole writes together).
  *
  * Lines are capped at LINE_MAX_BYTES so a hostile header value cannot make us
- * allocate without bound; a longer line is cut and marked with "...". (A cut JSON
- * line may not parse; 64 KiB of log fields is already a bug elsewhere.)
+ * allocate without bound; a longer line is cut and marked with "...", and a cut JSON
+ * line is still closed into a valid object.
  */
 #include "common/log.h"
 
@@ -20,8 +20,8 @@
 
 #define LINE_STACK_BYTES 1024
 #define LINE_MAX_BYTES (64 * 1024)
-/* Bytes always kept free for the ending: "..." + "}" + "\n". */
-#define LINE_TAIL_BYTES 5
+/* Bytes always kept free for the ending: "...\"" + "}" + "\n". */
+#define LINE_TAIL_BYTES 6
 
 static enum tusc_log_level min_level = TUSC_LOG_INFO;
 static enum tusc_log_format log_format = TUSC_LOG_TEXT;
@@ -53,6 +53,10 @@ struct line {
   size_t len;
   size_t cap;
   bool truncated;
+  /* JSON only: where the field being written began, and whether its value string is
+   * open, so a cut line can still be closed into a valid object. */
+  size_t field_start;
+  bool value_open;
   char stack[LINE_STACK_BYTES];
 };
 
@@ -61,6 +65,8 @@ static void line_init(struct line *l) {
   l->len = 0;
   l->cap = sizeof(l->stack);
   l->truncated = false;
+  l->field_start = 0;
+  l->value_open = false;
 }
 
 static void line_free(struct line *l) {
@@ -105,6 +111,22 @@ static void put(struct line *l, const char *s, size_t n) {
 
 static void puts_(struct line *l, const char *s) { put(l, s, strlen(s)); }
 
+/* Like puts_, but when the line fills up, keeps as much of s as fits. Only for runs
+ * of plain bytes, where a cut cannot split an escape sequence. */
+static void puts_partial(struct line *l, const char *s) {
+  size_t n = strlen(s);
+  if (l->truncated)
+    return;
+  /* line_reserve never lets len pass LINE_MAX_BYTES - LINE_TAIL_BYTES. */
+  size_t room = LINE_MAX_BYTES - LINE_TAIL_BYTES - l->len;
+  if (n <= room) {
+    put(l, s, n);
+    return;
+  }
+  put(l, s, room);
+  l->truncated = true;
+}
+
 static void putc_(struct line *l, char c) { put(l, &c, 1); }
 
 static const char hex_digits[] = "0123456789abcdef";
@@ -122,7 +144,7 @@ static void put_text_value(struct line *l, const char *v) {
   if (v == NULL)
     v = "";
   if (!needs_quotes(v)) {
-    puts_(l, v);
+    puts_partial(l, v);
     return;
   }
   putc_(l, '"');
@@ -185,11 +207,14 @@ static size_t utf8_seq(const unsigned char *p) {
   return n;
 }
 
-/* JSON string; invalid UTF-8 becomes U+FFFD so the line always parses. */
-static void put_json_string(struct line *l, const char *v) {
+/* JSON string; invalid UTF-8 becomes U+FFFD so the line always parses. Escapes and
+ * UTF-8 sequences are each written whole, so a cut never splits one. */
+static void put_json_string(struct line *l, const char *v, bool is_value) {
   if (v == NULL)
     v = "";
   putc_(l, '"');
+  if (is_value && !l->truncated)
+    l->value_open = true;
   const unsigned char *p = (const unsigned char *)v;
   while (*p) {
     unsigned char c = *p;
@@ -222,6 +247,8 @@ static void put_json_string(struct line *l, const char *v) {
     }
   }
   putc_(l, '"');
+  if (!l->truncated)
+    l->value_open = false;
 }
 
 static void put_time(struct line *l) {
@@ -251,14 +278,17 @@ static void begin(struct line *l, enum tusc_log_level level) {
     puts_(l, " level=");
     puts_(l, level_name(level));
   }
+  l->field_start = l->len;
 }
 
 static void field(struct line *l, const char *key, const char *value) {
   if (log_format == TUSC_LOG_JSON) {
+    if (!l->truncated)
+      l->field_start = l->len;
     putc_(l, ',');
-    put_json_string(l, key);
+    put_json_string(l, key, false);
     putc_(l, ':');
-    put_json_string(l, value);
+    put_json_string(l, value, true);
   } else {
     putc_(l, ' ');
     /* Keys come from our code, but keep the line parseable whatever they hold. */
@@ -271,7 +301,14 @@ static void field(struct line *l, const char *key, const char *value) {
 
 static void finish(struct line *l) {
   /* line_reserve keeps LINE_TAIL_BYTES free, so the ending always fits. */
-  if (l->truncated) {
+  if (l->truncated && log_format == TUSC_LOG_JSON) {
+    if (l->value_open) {
+      memcpy(l->p + l->len, "...\"", 4);
+      l->len += 4;
+    } else {
+      l->len = l->field_start; /* drop the half-written field */
+    }
+  } else if (l->truncated) {
     memcpy(l->p + l->len, "...", 3);
     l->len += 3;
   }
@@ -327,7 +364,7 @@ void tusc_log_msg(enum tusc_log_level level, const char *fmt, ...) {
       put_text_value(&l, msg);
     } else {
       putc_(&l, '"');
-      puts_(&l, msg);
+      puts_partial(&l, msg);
       putc_(&l, '"');
     }
   }

@@ -76,6 +76,8 @@ int tusc_http_date_parse(const char *s, int64_t *out_unix_seconds) {
   if (s[3] != ',' || s[4] != ' ' || s[7] != ' ' || s[11] != ' ' || s[16] != ' ' ||
       s[19] != ':' || s[22] != ':' || s[25] != ' ' || memcmp(s + 26, "GMT", 3) != 0)
     return TUSC_EINVALID_HEADER;
+  /* The weekday must be a real name but is not checked against the date: it is
+   * redundant, and RFC 9110 lets recipients ignore it. */
   int wday = -1;
   for (int i = 0; i < 7; i++)
     if (memcmp(s, day_names[i], 3) == 0)

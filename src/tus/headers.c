@@ -130,6 +130,29 @@ static int parse_metadata_pair(const char *s, size_t len, tusc_metadata_pair_t *
   return 0;
 }
 
+static int compare_keys(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorting a copy of the key pointers keeps this O(n log n): a header of many tiny
+ * pairs must not turn into a quadratic scan. */
+static int check_unique_keys(const tusc_metadata_pair_t *pairs, size_t count) {
+  if (count < 2)
+    return 0;
+  char **keys = malloc(count * sizeof(*keys));
+  if (keys == NULL)
+    return TUSC_ENOMEM;
+  for (size_t i = 0; i < count; i++)
+    keys[i] = pairs[i].key;
+  qsort(keys, count, sizeof(*keys), compare_keys);
+  int err = 0;
+  for (size_t i = 1; i < count && err == 0; i++)
+    if (strcmp(keys[i - 1], keys[i]) == 0)
+      err = TUSC_EINVALID_METADATA;
+  free(keys);
+  return err;
+}
+
 int tusc_metadata_parse(const char *s, size_t len, tusc_metadata_t *out) {
   if (s == NULL && len > 0)
     return TUSC_EINVALID_METADATA;
@@ -176,17 +199,14 @@ int tusc_metadata_parse(const char *s, size_t len, tusc_metadata_t *out) {
     if (err != 0)
       goto out;
     count++;
-    for (size_t i = 0; i + 1 < count; i++) {
-      if (strcmp(pairs[i].key, pairs[count - 1].key) == 0) {
-        err = TUSC_EINVALID_METADATA;
-        goto out;
-      }
-    }
     if (elem_end == end)
       break;
     pos = elem_end + 1;
   }
 
+  err = check_unique_keys(pairs, count);
+  if (err != 0)
+    goto out;
   out->pairs = pairs;
   out->count = count;
   pairs = NULL;

@@ -216,6 +216,15 @@ out:
   return err;
 }
 
+static bool metadata_key_valid(const char *key) {
+  if (key == NULL || key[0] == '\0')
+    return false;
+  for (const char *k = key; *k; k++)
+    if (!is_metadata_key_char((unsigned char)*k))
+      return false;
+  return true;
+}
+
 char *tusc_metadata_format(const tusc_metadata_t *md) {
   size_t total = 1;
   size_t n = md != NULL ? md->count : 0;
@@ -230,7 +239,11 @@ char *tusc_metadata_format(const tusc_metadata_t *md) {
   size_t pos = 0;
   for (size_t i = 0; i < n; i++) {
     const tusc_metadata_pair_t *p = &md->pairs[i];
-    if (i > 0)
+    /* Keys set by hooks or read from old .info files are not checked on the way in;
+     * one with a space, comma or CR/LF would corrupt (or inject into) the header. */
+    if (!metadata_key_valid(p->key))
+      continue;
+    if (pos > 0)
       buf[pos++] = ',';
     size_t key_len = strlen(p->key);
     memcpy(buf + pos, p->key, key_len);

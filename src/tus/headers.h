@@ -39,8 +39,10 @@ typedef struct tusc_metadata_s {
  * (tusc_metadata_dispose). On failure *out is untouched. */
 int tusc_metadata_parse(const char *s, size_t len, tusc_metadata_t *out);
 
-/* Formats metadata back into a header value ("k1 dmFs,k2"). Returns a malloc'd
- * NUL-terminated string (caller frees) or NULL on out-of-memory. */
+/* Formats metadata back into a header value ("k1 dmFs,k2"). Pairs whose key could not
+ * appear in the header (empty, or with space, comma, control or non-ASCII bytes — e.g.
+ * set by a hook) are left out. Returns a malloc'd NUL-terminated string (caller frees)
+ * or NULL on out-of-memory. */
 char *tusc_metadata_format(const tusc_metadata_t *md);
 
 /* Value of `key`, or NULL. */

@@ -235,6 +235,32 @@ static void test_metadata_set_get(void **state) {
   tusc_metadata_dispose(&md); /* idempotent */
 }
 
+/* Keys that arrive through tusc_metadata_set (hooks, .info files) are not checked;
+ * format must never emit a header that would not parse back. */
+static void test_metadata_format_skips_bad_keys(void **state) {
+  (void)state;
+  tusc_metadata_t md = {NULL, 0};
+  assert_int_equal(tusc_metadata_set(&md, "bad key", "x", 1), 0);
+  assert_int_equal(tusc_metadata_set(&md, "good", "x", 1), 0);
+  assert_int_equal(tusc_metadata_set(&md, "a,b", "x", 1), 0);
+  assert_int_equal(tusc_metadata_set(&md, "crlf\r\nX-Evil: 1", "x", 1), 0);
+  assert_int_equal(tusc_metadata_set(&md, "", "x", 1), 0);
+  assert_int_equal(tusc_metadata_set(&md, "k\xc3\xa9", "x", 1), 0);
+  assert_int_equal(tusc_metadata_set(&md, "also_good", NULL, 0), 0);
+  char *s = tusc_metadata_format(&md);
+  assert_non_null(s);
+  assert_string_equal(s, "good eA==,also_good");
+  free(s);
+  tusc_metadata_dispose(&md);
+  md.pairs = NULL;
+  assert_int_equal(tusc_metadata_set(&md, "only bad", "x", 1), 0);
+  s = tusc_metadata_format(&md);
+  assert_non_null(s);
+  assert_string_equal(s, "");
+  free(s);
+  tusc_metadata_dispose(&md);
+}
+
 /* ---- upload IDs ---- */
 
 struct id_case {
@@ -550,6 +576,7 @@ int main(void) {
       cmocka_unit_test(test_metadata_binary_value),
       cmocka_unit_test(test_metadata_round_trip),
       cmocka_unit_test(test_metadata_set_get),
+      cmocka_unit_test(test_metadata_format_skips_bad_keys),
       cmocka_unit_test(test_id_valid),
       cmocka_unit_test(test_id_generate),
       cmocka_unit_test(test_forwarded),

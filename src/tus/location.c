@@ -1,0 +1,152 @@
+/*
+ * location — builds upload URLs. Proxy headers are client-controlled unless a trusted
+ * proxy overwrote them, so they are read only with behind_proxy, and every value that
+ * ends up in a Location header is validated first (no CR/LF, no spaces, no userinfo).
+ */
+#include "tus/location.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include <uv.h>
+
+#include "common/error.h"
+#include "tus/headers.h"
+
+static void trim(const char **s, size_t *len) {
+  while (*len > 0 && (**s == ' ' || **s == '\t')) {
+    (*s)++;
+    (*len)--;
+  }
+  while (*len > 0 && ((*s)[*len - 1] == ' ' || (*s)[*len - 1] == '\t'))
+    (*len)--;
+}
+
+/* First element of a comma-separated list, trimmed. */
+static void first_element(const char **s, size_t *len) {
+  const char *comma = memchr(*s, ',', *len);
+  if (comma != NULL)
+    *len = (size_t)(comma - *s);
+  trim(s, len);
+}
+
+/* A path prefix safe to put into a URL: '/' followed by pchars (RFC 3986) and '/'. */
+static int prefix_valid(const char *s, size_t len) {
+  if (len == 0 || s[0] != '/')
+    return 0;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+      continue;
+    if (strchr("/-._~!$&'()*+,;=:@%", c) == NULL || c == '\0')
+      return 0;
+  }
+  return 1;
+}
+
+static int ends_with(const char *s, size_t len, const char *suffix) {
+  size_t n = strlen(suffix);
+  return len >= n && memcmp(s + len - n, suffix, n) == 0;
+}
+
+int tusc_location_collection(const tusc_location_input_t *in, const char *base_path, char *out,
+                             size_t cap) {
+  const char *host = in->host;
+  size_t host_len = in->host_len;
+  const char *proto = in->tls ? "https" : "http";
+  const char *prefix = "";
+  size_t prefix_len = 0;
+  tusc_forwarded_t fwd;
+
+  if (host != NULL) {
+    trim(&host, &host_len);
+    if (host_len == 0)
+      host = NULL;
+    else if (!tusc_host_valid(host, host_len))
+      return TUSC_EINVALID_HEADER;
+  }
+
+  if (in->behind_proxy) {
+    if (in->x_forwarded_host != NULL) {
+      const char *h = in->x_forwarded_host;
+      size_t hl = in->x_forwarded_host_len;
+      first_element(&h, &hl);
+      if (hl > 0) {
+        if (!tusc_host_valid(h, hl))
+          return TUSC_EINVALID_HEADER;
+        host = h;
+        host_len = hl;
+      }
+    }
+    if (in->x_forwarded_proto != NULL) {
+      const char *p = in->x_forwarded_proto;
+      size_t pl = in->x_forwarded_proto_len;
+      first_element(&p, &pl);
+      if (pl == 4 && strncasecmp(p, "http", 4) == 0)
+        proto = "http";
+      else if (pl == 5 && strncasecmp(p, "https", 5) == 0)
+        proto = "https";
+    }
+    /* Forwarded is the standard header and wins over the X- variants (tusd's order).
+     * An unparseable one is ignored, as tusd does. */
+    if (in->forwarded != NULL && tusc_forwarded_parse(in->forwarded, in->forwarded_len, &fwd) == 0) {
+      if (fwd.host[0] != '\0') {
+        size_t hl = strlen(fwd.host);
+        if (!tusc_host_valid(fwd.host, hl))
+          return TUSC_EINVALID_HEADER;
+        host = fwd.host;
+        host_len = hl;
+      }
+      if (strcmp(fwd.proto, "http") == 0 || strcmp(fwd.proto, "https") == 0)
+        proto = strcmp(fwd.proto, "http") == 0 ? "http" : "https";
+    }
+    if (in->x_forwarded_prefix != NULL) {
+      const char *p = in->x_forwarded_prefix;
+      size_t pl = in->x_forwarded_prefix_len;
+      first_element(&p, &pl);
+      if (pl > 0) {
+        if (!prefix_valid(p, pl))
+          return TUSC_EINVALID_HEADER;
+        /* base_path starts with '/', so the prefix must not end with one. */
+        while (pl > 0 && p[pl - 1] == '/')
+          pl--;
+        prefix = p;
+        prefix_len = pl;
+      }
+    }
+  }
+
+  if (host != NULL) {
+    if (strcmp(proto, "http") == 0 && ends_with(host, host_len, ":80"))
+      host_len -= 3;
+    else if (strcmp(proto, "https") == 0 && ends_with(host, host_len, ":443"))
+      host_len -= 4;
+  }
+
+  int n;
+  if (host != NULL)
+    n = snprintf(out, cap, "%s://%.*s%.*s%s", proto, (int)host_len, host, (int)prefix_len, prefix,
+                 base_path);
+  else
+    n = snprintf(out, cap, "%.*s%s", (int)prefix_len, prefix, base_path);
+  if (n < 0 || (size_t)n >= cap)
+    return UV_ENOBUFS;
+  return 0;
+}
+
+void tusc_location_client_addr(bool behind_proxy, const char *x_forwarded_for, size_t xff_len,
+                               const char *forwarded, size_t forwarded_len,
+                               const char *remote_addr, char out[64]) {
+  if (behind_proxy) {
+    if (x_forwarded_for != NULL && tusc_xff_first(x_forwarded_for, xff_len, out) == 0)
+      return;
+    tusc_forwarded_t fwd;
+    if (forwarded != NULL && tusc_forwarded_parse(forwarded, forwarded_len, &fwd) == 0 &&
+        fwd.for_addr[0] != '\0') {
+      snprintf(out, 64, "%s", fwd.for_addr);
+      return;
+    }
+  }
+  snprintf(out, 64, "%s", remote_addr != NULL ? remote_addr : "");
+}

@@ -1,0 +1,44 @@
+/*
+ * location — where an upload lives, as a client should see it: the absolute upload URL
+ * put into Location headers, and the client address for logs. Honours the proxy headers
+ * (X-Forwarded-Host/-Proto/-Prefix/-For, Forwarded) only when told the server sits behind
+ * a proxy. Pure: no I/O, no allocation; thread-safe.
+ */
+#ifndef TUSC_TUS_LOCATION_H
+#define TUSC_TUS_LOCATION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Header values as received (NULL when the header is absent); lengths in bytes. */
+typedef struct tusc_location_input_s {
+  const char *host;
+  size_t host_len;
+  const char *x_forwarded_host;
+  size_t x_forwarded_host_len;
+  const char *x_forwarded_proto;
+  size_t x_forwarded_proto_len;
+  const char *x_forwarded_prefix;
+  size_t x_forwarded_prefix_len;
+  const char *forwarded;
+  size_t forwarded_len;
+  bool behind_proxy; /* believe the forwarding headers above */
+  bool tls;          /* the connection itself is TLS */
+} tusc_location_input_t;
+
+/* Writes the URL of the upload collection: "<proto>://<host><prefix><base_path>" into out
+ * (NUL-terminated), so that appending an upload ID gives the upload URL. Default ports
+ * (:80 for http, :443 for https) are dropped. When no usable host is known (HTTP/1.0
+ * without Host) the result is relative: "<prefix><base_path>".
+ * Returns 0, TUSC_EINVALID_HEADER for an invalid Host, or UV_ENOBUFS when cap is too
+ * small; out is written only on success. */
+int tusc_location_collection(const tusc_location_input_t *in, const char *base_path, char *out,
+                             size_t cap);
+
+/* Client address for logs: with behind_proxy, the first X-Forwarded-For address, else
+ * the Forwarded for= address, else `remote_addr`. Never fails; out holds 64 bytes. */
+void tusc_location_client_addr(bool behind_proxy, const char *x_forwarded_for, size_t xff_len,
+                               const char *forwarded, size_t forwarded_len,
+                               const char *remote_addr, char out[64]);
+
+#endif

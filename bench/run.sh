@@ -1,0 +1,273 @@
+#!/usr/bin/env bash
+# make bench driver: runs tusc, a raw socket→file receiver and @tus/server (Node) under
+# the same loads from bench/loadgen, prints a table and writes bench/results/latest.md.
+# Every process it starts is stopped by PID and every temp dir removed on exit.
+#
+# Environment (defaults = the issue's figures):
+#   TUSC_BIN   tusc binary (make bench passes build/tusc)      LOADGEN  loadgen binary
+#   BIG_SIZE=2G BIG_CHUNK=64M   MANY_N=5000 MANY_SIZE=64K MANY_C=64   IDLE_K=2000
+#   REPEAT=3   runs of (a) and (b) per server; the best one counts (the machine is shared)
+#   BENCH_DIR  parent of the scratch dir (default /var/tmp: on disk, not tmpfs)
+#   SKIP_NODE=1  leave out @tus/server (no npm registry)
+set -u -o pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+LOADGEN=${LOADGEN:-$HERE/build/loadgen}
+TUSC_BIN=${TUSC_BIN:-$HERE/../build/tusc}
+BIG_SIZE=${BIG_SIZE:-2G}
+BIG_CHUNK=${BIG_CHUNK:-64M}
+MANY_N=${MANY_N:-5000}
+MANY_SIZE=${MANY_SIZE:-64K}
+MANY_C=${MANY_C:-64}
+IDLE_K=${IDLE_K:-2000}
+REPEAT=${REPEAT:-3}
+BENCH_DIR=${BENCH_DIR:-/var/tmp}
+SKIP_NODE=${SKIP_NODE:-0}
+RESULTS=$HERE/results/latest.md
+
+die() { echo "bench: $*" >&2; exit 1; }
+note() { echo "bench: $*" >&2; }
+
+[ -x "$LOADGEN" ] || die "no loadgen at $LOADGEN (run make -C bench loadgen)"
+[ -x "$TUSC_BIN" ] || die "no tusc binary at $TUSC_BIN (run make build)"
+
+# 2000 idle connections need 2000+ descriptors in the server and in loadgen.
+ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge 4200 ] ||
+  die "ulimit -n is $(ulimit -n); the idle test needs >= 4200"
+
+WORK=$(mktemp -d "$BENCH_DIR/tusc-bench.XXXXXX") || die "cannot create a dir under $BENCH_DIR"
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do
+    kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+FSTYPE=$(findmnt -n -o FSTYPE -T "$WORK" 2>/dev/null || stat -f -c %T "$WORK")
+[ "$FSTYPE" = tmpfs ] && note "warning: $WORK is on tmpfs; figures will not reflect a disk"
+
+# ---- helpers ------------------------------------------------------------------------
+
+# start_server NAME LOG CMD... — starts CMD in the background, waits for its
+# "listening on HOST:PORT" line, sets SERVER_PID and SERVER_PORT.
+start_server() {
+  local name=$1 log=$2
+  shift 2
+  "$@" >"$log" 2>&1 &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  SERVER_PORT=
+  local i
+  for i in $(seq 1 200); do
+    SERVER_PORT=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\).*/\1/p' "$log" | head -n 1)
+    [ -n "$SERVER_PORT" ] && return 0
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  cat "$log" >&2
+  die "$name did not report a listening port"
+}
+
+stop_server() {
+  local pid=$1 p
+  kill "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  local keep=()
+  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+
+# field KEY LINE — value of key=value in a loadgen result line
+field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
+
+# fresh_dir DIR — empty the upload dir and flush dirty pages so runs start alike
+fresh_dir() {
+  rm -rf "$1"
+  mkdir -p "$1"
+  sync
+}
+
+best() { # best VALUES... — the largest
+  printf '%s\n' "$@" | sort -g | tail -n 1
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a != "") printf "%.2f", a / b; else print "n/a" }'; }
+
+# bench_big PORT DIR — RESULT = best MB/s of REPEAT big uploads
+bench_big() {
+  RESULT=
+  local port=$1 dir=$2 out vals=() i
+  for i in $(seq 1 "$REPEAT"); do
+    fresh_dir "$dir"
+    out=$(timeout 300 "$LOADGEN" big -port "$port" -size "$BIG_SIZE" -chunk "$BIG_CHUNK") ||
+      { note "big run failed: $out"; return 1; }
+    note "  $out"
+    vals+=("$(field mbps "$out")")
+  done
+  RESULT=$(best "${vals[@]}")
+}
+
+# bench_many PORT DIR — RESULT = best uploads/s of REPEAT runs
+bench_many() {
+  RESULT=
+  local port=$1 dir=$2 out vals=() i
+  for i in $(seq 1 "$REPEAT"); do
+    fresh_dir "$dir"
+    out=$(timeout 300 "$LOADGEN" many -port "$port" -n "$MANY_N" -size "$MANY_SIZE" -c "$MANY_C") ||
+      { note "many run failed: $out"; return 1; }
+    note "  $out"
+    vals+=("$(field per_sec "$out")")
+  done
+  RESULT=$(best "${vals[@]}")
+}
+
+# bench_idle PID PORT — RESULT = KiB of server RSS per idle connection; IDLE_DETAIL
+bench_idle() {
+  local pid=$1 port=$2 before after lpid i out
+  RESULT= IDLE_DETAIL=
+  # warm up: the server's per-worker buffers and allocator arenas exist before we count
+  timeout 60 "$LOADGEN" many -port "$port" -n 200 -size 4K -c 8 >/dev/null || return 1
+  sleep 0.5
+  before=$(rss_kib "$pid")
+  "$LOADGEN" idle -port "$port" -k "$IDLE_K" -hold 120 >"$WORK/idle.out" 2>&1 &
+  lpid=$!
+  PIDS+=("$lpid")
+  for i in $(seq 1 600); do
+    grep -q established "$WORK/idle.out" && break
+    kill -0 "$lpid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if ! grep -q established "$WORK/idle.out"; then
+    cat "$WORK/idle.out" >&2
+    stop_server "$lpid"
+    return 1
+  fi
+  sleep 1 # let the server read the few body bytes every connection sent
+  after=$(rss_kib "$pid")
+  stop_server "$lpid"
+  out=$(grep dropped "$WORK/idle.out")
+  [ "$(field dropped "$out")" = 0 ] || note "  idle: server dropped connections: $out"
+  IDLE_DETAIL="RSS $before KiB → $after KiB"
+  note "  idle: $IDLE_DETAIL with $IDLE_K connections"
+  RESULT=$(awk -v a="$after" -v b="$before" -v k="$IDLE_K" 'BEGIN { printf "%.1f", (a - b) / k }')
+}
+
+# ---- run ----------------------------------------------------------------------------
+
+T_START=$(date +%s)
+note "scratch dir $WORK ($FSTYPE), loadgen $LOADGEN, tusc $TUSC_BIN"
+
+# (a) physical limit: same bytes over one loopback TCP socket into a file
+note "(a) raw socket → file, $BIG_SIZE, best of $REPEAT"
+vals=()
+for i in $(seq 1 "$REPEAT"); do
+  fresh_dir "$WORK/raw"
+  out=$(timeout 300 "$LOADGEN" raw -size "$BIG_SIZE" -chunk "$BIG_CHUNK" -file "$WORK/raw/data") ||
+    die "raw run failed"
+  note "  $out"
+  vals+=("$(field mbps "$out")")
+done
+RAW_A=$(best "${vals[@]}")
+rm -rf "$WORK/raw"
+
+# tusc, -fsync=never for (a) and (b); the default (-fsync=always) for (b) too
+TUSC_ARGS=(-host 127.0.0.1 -port 0)
+note "(a) tusc -fsync=never, best of $REPEAT"
+start_server tusc "$WORK/tusc-never.log" "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/tusc" -fsync=never
+TUSC_PID=$SERVER_PID
+bench_big "$SERVER_PORT" "$WORK/tusc"; TUSC_A=$RESULT
+note "(b) tusc -fsync=never, best of $REPEAT"
+bench_many "$SERVER_PORT" "$WORK/tusc"; TUSC_B=$RESULT
+TUSC_HWM=$(hwm_kib "$TUSC_PID")
+stop_server "$TUSC_PID"
+
+note "(b) tusc default (-fsync=always), best of $REPEAT"
+start_server tusc "$WORK/tusc-always.log" "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/tusc"
+TUSC_PID=$SERVER_PID
+bench_many "$SERVER_PORT" "$WORK/tusc"; TUSC_B_SYNC=$RESULT
+stop_server "$TUSC_PID"
+
+note "(c) tusc default flags, $IDLE_K idle connections"
+fresh_dir "$WORK/tusc"
+start_server tusc "$WORK/tusc-idle.log" "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/tusc"
+TUSC_PID=$SERVER_PID
+bench_idle "$TUSC_PID" "$SERVER_PORT"; TUSC_C=$RESULT TUSC_C_DETAIL=$IDLE_DETAIL
+stop_server "$TUSC_PID"
+rm -rf "$WORK/tusc"
+
+NODE_A= NODE_B= NODE_C= NODE_C_DETAIL= NODE_HWM= NODE_VER=
+if [ "$SKIP_NODE" != 1 ]; then
+  note "@tus/server: npm ci in $HERE/node"
+  if (cd "$HERE/node" && npm ci --no-audit --no-fund --loglevel=error >&2); then
+    NODE_VER="@tus/server $(node -p "require('$HERE/node/node_modules/@tus/server/package.json').version")"
+    NODE_VER="$NODE_VER + @tus/file-store $(node -p "require('$HERE/node/node_modules/@tus/file-store/package.json').version"), node $(node --version)"
+    note "(a) $NODE_VER, best of $REPEAT"
+    mkdir -p "$WORK/node"
+    start_server node "$WORK/node.log" env TUS_DIR="$WORK/node" node "$HERE/node/server.js"
+    NODE_PID=$SERVER_PID
+    bench_big "$SERVER_PORT" "$WORK/node"; NODE_A=$RESULT
+    note "(b) @tus/server, best of $REPEAT"
+    bench_many "$SERVER_PORT" "$WORK/node"; NODE_B=$RESULT
+    NODE_HWM=$(hwm_kib "$NODE_PID")
+    stop_server "$NODE_PID"
+
+    note "(c) @tus/server, $IDLE_K idle connections"
+    fresh_dir "$WORK/node"
+    start_server node "$WORK/node-idle.log" env TUS_DIR="$WORK/node" node "$HERE/node/server.js"
+    NODE_PID=$SERVER_PID
+    bench_idle "$NODE_PID" "$SERVER_PORT"; NODE_C=$RESULT NODE_C_DETAIL=$IDLE_DETAIL
+    stop_server "$NODE_PID"
+    rm -rf "$WORK/node"
+  else
+    note "npm ci failed: no @tus/server reference this run"
+  fi
+fi
+
+# ---- report -------------------------------------------------------------------------
+
+verdict() { # verdict VALUE OP LIMIT
+  [ -n "$1" ] && [ "$1" != n/a ] || { echo "not measured"; return; }
+  awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN {
+    ok = (op == ">=") ? (v >= l) : (v < l); print (ok ? "met" : "MISSED") }'
+}
+or_na() { [ -n "$1" ] && echo "$1" || echo "n/a"; }
+
+R_A_RAW=$(ratio "$TUSC_A" "$RAW_A")
+R_A_NODE=$(ratio "$TUSC_A" "$NODE_A")
+R_B_NODE=$(ratio "$TUSC_B" "$NODE_B")
+R_B_SYNC_NODE=$(ratio "$TUSC_B_SYNC" "$NODE_B")
+R_C_NODE=$(ratio "$NODE_C" "$TUSC_C")
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+MEM=$(awk '/^MemTotal:/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
+COMMIT=$(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo unknown)
+ELAPSED=$(($(date +%s) - T_START))
+
+mkdir -p "$HERE/results"
+{
+  echo "# tusc bench — $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  echo "Machine: $(nproc) cores ($CPU), $MEM RAM, Linux $(uname -r), scratch dir on $FSTYPE."
+  echo "tusc commit $COMMIT; reference: $(or_na "$NODE_VER"). Best of $REPEAT runs for (a) and (b); took ${ELAPSED}s."
+  echo
+  echo "| figure | tusc | reference | ratio | target |"
+  echo "|---|---|---|---|---|"
+  echo "| (a) $BIG_SIZE in $BIG_CHUNK PATCHes, -fsync=never, MB/s | $(or_na "$TUSC_A") | raw TCP socket → file: $RAW_A | $R_A_RAW | ≥ 0.8: $(verdict "$R_A_RAW" '>=' 0.8) |"
+  echo "| (a) same load, MB/s | $(or_na "$TUSC_A") | @tus/server: $(or_na "$NODE_A") | $R_A_NODE | — |"
+  echo "| (b) $MANY_N × $MANY_SIZE uploads, $MANY_C at a time, -fsync=never, uploads/s | $(or_na "$TUSC_B") | @tus/server: $(or_na "$NODE_B") | $R_B_NODE | ≥ 3: $(verdict "$R_B_NODE" '>=' 3) |"
+  echo "| (b) same, tusc default -fsync=always, uploads/s | $(or_na "$TUSC_B_SYNC") | @tus/server: $(or_na "$NODE_B") | $R_B_SYNC_NODE | (no fsync in @tus/server) |"
+  echo "| (c) $IDLE_K idle upload connections, server RSS KiB per connection | $(or_na "$TUSC_C") | @tus/server: $(or_na "$NODE_C") | $R_C_NODE× less | < 8 KiB: $(verdict "$TUSC_C" '<' 8) |"
+  echo
+  echo "(c) detail: tusc $(or_na "$TUSC_C_DETAIL"); @tus/server $(or_na "$NODE_C_DETAIL")."
+  echo "Peak RSS during (a)+(b): tusc $(or_na "$TUSC_HWM") KiB, @tus/server $(or_na "$NODE_HWM") KiB."
+  echo "MB = 10^6 bytes."
+} >"$RESULTS"
+echo
+cat "$RESULTS"

@@ -1,0 +1,81 @@
+"""Command line: the seed's systemd command line starts, bad flags exit 2, -help 0."""
+import subprocess
+
+import pytest
+
+from conftest import SANITIZER_MARKERS, STOP_TIMEOUT, TUSC_BIN, sanitizer_env
+
+
+def run(args, tmp_path, timeout=STOP_TIMEOUT):
+    p = subprocess.run([TUSC_BIN] + args, stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=timeout, env=sanitizer_env(), cwd=tmp_path)
+    out = p.stdout.decode("utf-8", "replace")
+    err = p.stderr.decode("utf-8", "replace")
+    for m in SANITIZER_MARKERS:
+        assert m not in err, err
+    return p.returncode, out, err
+
+
+def test_seed_command_line_starts(tusc, tmp_path):
+    data = tmp_path / "tusupload"
+    hooks = tmp_path / "hooks"
+    data.mkdir()
+    hooks.mkdir()
+    srv = tusc(start=False)
+    srv.start(command=[TUSC_BIN, "-dir", str(data), "-hooks-dir", str(hooks), "-behind-proxy",
+                       "-port", "0", "-host", "127.0.0.1"])
+    r = srv.request("OPTIONS", "/files/", tus=False)
+    assert r.status == 200, r
+    up = srv.create(length=4)
+    assert srv.patch(up, 0, b"seed").status == 204
+    uid = up.rsplit("/", 1)[1]
+    found = [p for p in data.rglob(uid + "*")]
+    assert found, "upload files should be under -dir"
+    r = srv.request("POST", "/files/", {"Upload-Length": "1", "X-Forwarded-Host": "seed.example",
+                                        "X-Forwarded-Proto": "https"})
+    assert r.header("Location").startswith("https://seed.example/files/"), r
+
+
+def test_go_flag_syntax_variants(tusc, tmp_path):
+    data = tmp_path / "d"
+    srv = tusc(start=False)
+    srv.start(command=[TUSC_BIN, "--upload-dir=" + str(data), "-port=0", "--host", "127.0.0.1",
+                       "-max-size=100", "-behind-proxy=false", "-workers", "1"])
+    r = srv.request("OPTIONS", "/files/", tus=False)
+    assert r.header("Tus-Max-Size") == "100", r
+
+
+def test_unknown_flag_exits_2_with_usage(tmp_path):
+    rc, out, err = run(["-no-such-flag", "-port", "0"], tmp_path)
+    assert rc == 2, (rc, out, err)
+    assert "no-such-flag" in err, err
+    assert "upload-dir" in err, "usage should be printed on stderr"
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["-port", "abc"], "port"),
+    (["-port", "70000"], "port"),
+    (["-max-size", "-5"], "max-size"),
+    (["-max-size", "lots"], "max-size"),
+    (["-network-timeout", "forever"], "network-timeout"),
+    (["-shutdown-timeout", "5parsecs"], "shutdown-timeout"),
+    (["-upload-dir"], "upload-dir"),
+])
+def test_bad_flag_value_exits_2_naming_flag(tmp_path, args, flag):
+    rc, out, err = run(args, tmp_path)
+    assert rc == 2, (rc, out, err)
+    assert flag in err, err
+
+
+@pytest.mark.parametrize("flag", ["-help", "--help", "-h"])
+def test_help_exits_0(tmp_path, flag):
+    rc, out, err = run([flag], tmp_path)
+    assert rc == 0, (rc, out, err)
+    assert "upload-dir" in out + err
+    assert "base-path" in out + err
+
+
+def test_version_exits_0(tmp_path):
+    rc, out, err = run(["-version"], tmp_path)
+    assert rc == 0, (rc, out, err)
+    assert (out + err).strip()

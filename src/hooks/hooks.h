@@ -1,0 +1,176 @@
+/*
+ * hooks — tusd v2 compatible hooks: the seven events, the process-wide hook settings,
+ * and a per-loop runner that sends each invocation to the configured hook sender (file
+ * hooks run through uv_spawn, HTTP hooks through libcurl multi on the loop) without
+ * ever blocking the loop.
+ *
+ * Objects:
+ *   - tusc_hooks_t, one per process, built from the config on the main thread; after
+ *     that read-only except for its atomic counters, shared by every worker.
+ *   - tusc_hooks_worker_t, one per worker loop; all its functions and every callback
+ *     run on that loop.
+ *
+ * Invocation: tusc_hooks_invoke() serialises the request JSON at once (the upload info
+ * and request facts are only borrowed during the call) and returns. Blocking events
+ * (pre-*) start immediately. Non-blocking events (post-*) go through a bounded queue
+ * per worker with a small number running at once; when the queue is full the
+ * invocation is dropped, logged ("hook queue full") and counted.
+ *
+ * Callback discipline (libuv's): when tusc_hooks_invoke returns 0, `cb` (if not NULL)
+ * fires exactly once, later, on the loop; when it returns an error, `cb` never fires.
+ * The response passed to `cb` is owned by the runner and disposed after `cb` returns;
+ * `cb` may move members out of it (set the pointer to NULL / has_metadata to false).
+ *
+ * Errors given to `cb`: 0 (the hook ran and answered, or there was nothing to run),
+ * UV_ETIMEDOUT (file hook exceeded -hooks-timeout, HTTP hook exceeded
+ * -hooks-http-timeout), UV_ECANCELED (worker closed first), TUSC_EINTERNAL (any
+ * other hook failure: non-zero exit, not executable, bad JSON, HTTP status/type/size).
+ * resp->error then says what went wrong (also logged). Blocking hooks that fail
+ * answer 500 in tusd; tusc_error_status() gives that for all of these codes.
+ */
+#ifndef TUSC_HOOKS_H
+#define TUSC_HOOKS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "config/config.h"
+#include "store/store.h"
+#include "tus/headers.h"
+
+enum tusc_hook_event {
+  TUSC_HOOK_PRE_CREATE = 0,
+  TUSC_HOOK_POST_CREATE,
+  TUSC_HOOK_POST_RECEIVE,
+  TUSC_HOOK_PRE_FINISH,
+  TUSC_HOOK_POST_FINISH,
+  TUSC_HOOK_PRE_TERMINATE,
+  TUSC_HOOK_POST_TERMINATE,
+};
+#define TUSC_HOOK_EVENT_COUNT 7
+
+/* "pre-create", "post-receive", ...; "" for an out-of-range value. */
+const char *tusc_hook_event_name(enum tusc_hook_event ev);
+/* Exact (case-sensitive, like tusd) name → event. Returns 0 or TUSC_EINVALID_ARGUMENT;
+ * *out written only on success. `name` need not be NUL-terminated. */
+int tusc_hook_event_parse(const char *name, size_t len, enum tusc_hook_event *out);
+/* True for pre-create, pre-finish, pre-terminate: the request waits for the answer. */
+bool tusc_hook_event_blocking(enum tusc_hook_event ev);
+
+/* --- what the hook is told about the HTTP request ------------------------------ */
+
+typedef struct tusc_hook_header_s {
+  const char *name;  /* as received; canonicalised (Go textproto) in the JSON */
+  const char *value; /* NUL-terminated */
+} tusc_hook_header_t;
+
+/* Borrowed for the duration of tusc_hooks_invoke only. */
+typedef struct tusc_hook_http_request_s {
+  const char *method;    /* "POST" */
+  const char *uri;       /* raw request-target including the query: "/files/?x=1" */
+  const char *remote_ip; /* client IP (v6 without brackets); "" or NULL if none */
+  int remote_port;       /* formatted as Go's JoinHostPort: "1.2.3.4:5", "[::1]:5" */
+  const tusc_hook_header_t *headers; /* every request header (not trailers), Host too */
+  size_t header_count;
+} tusc_hook_http_request_t;
+
+/* --- what the hook answered ----------------------------------------------------- */
+
+typedef struct tusc_hook_resp_header_s {
+  char *name;
+  char *value;
+} tusc_hook_resp_header_t;
+
+typedef struct tusc_hook_response_s {
+  /* HTTPResponse: merged into the client's response. */
+  int status_code;                  /* 0 = keep ours */
+  char *body;                       /* NULL or "" = keep ours; NUL-terminated */
+  size_t body_len;
+  tusc_hook_resp_header_t *headers; /* added to ours */
+  size_t header_count;
+
+  bool reject_upload;      /* pre-create: answer 400 ERR_UPLOAD_REJECTED (+HTTPResponse) */
+  bool reject_termination; /* pre-terminate: 400 ERR_UPLOAD_TERMINATION_REJECTED */
+  bool stop_upload;        /* post-receive: stop + delete, 400 ERR_UPLOAD_STOPPED */
+
+  /* ChangeFileInfo (pre-create). */
+  char *change_id;             /* NULL = keep; else already checked with tusc_id_valid */
+  bool has_metadata;           /* MetaData was an object: it replaces all metadata */
+  tusc_metadata_t metadata;
+  char *change_storage_path;   /* Storage.Path; NULL = keep. NOT validated here. */
+
+  char error[256]; /* why the hook failed ("" on success) */
+} tusc_hook_response_t;
+
+void tusc_hook_response_init(tusc_hook_response_t *resp);
+void tusc_hook_response_dispose(tusc_hook_response_t *resp);
+
+/* --- process-wide settings ------------------------------------------------------- */
+
+typedef struct tusc_hooks_s tusc_hooks_t;
+
+/* Reads hooks_dir, hooks_http*, hooks_enabled_events, progress/hook timeouts from
+ * cfg (copied; cfg may go away afterwards). With both -hooks-dir and -hooks-http set,
+ * file hooks win (tusd's order) and a warning is logged. An unknown event name in
+ * -hooks-enabled-events → TUSC_EINVALID_ARGUMENT (logged). Initialises libcurl when
+ * HTTP hooks are configured. Main thread only. Returns 0 and *out, or a code. */
+int tusc_hooks_new(const tusc_config_t *cfg, tusc_hooks_t **out);
+/* After every worker is closed. NULL is a no-op. */
+void tusc_hooks_free(tusc_hooks_t *hooks);
+
+/* Some sender (file or HTTP) is configured. */
+bool tusc_hooks_active(const tusc_hooks_t *hooks);
+/* A sender is configured and `ev` is in the enabled set: only then is an invocation
+ * worth building. (tusc_hooks_invoke answers an empty success otherwise.) */
+bool tusc_hooks_enabled(const tusc_hooks_t *hooks, enum tusc_hook_event ev);
+/* -progress-hooks-interval in milliseconds (for post-receive pacing by the caller). */
+int64_t tusc_hooks_progress_interval_ms(const tusc_hooks_t *hooks);
+
+typedef struct tusc_hooks_stats_s {
+  uint64_t invocations[TUSC_HOOK_EVENT_COUNT]; /* tusd_hook_invocations_total */
+  uint64_t errors[TUSC_HOOK_EVENT_COUNT];      /* tusd_hook_errors_total */
+  uint64_t dropped;                            /* "hook queue full" drops */
+} tusc_hooks_stats_t;
+
+/* Snapshot of the counters (all workers). Any thread. */
+void tusc_hooks_stats(const tusc_hooks_t *hooks, tusc_hooks_stats_t *out);
+
+/* --- per-loop runner ------------------------------------------------------------- */
+
+typedef struct tusc_hooks_worker_s tusc_hooks_worker_t;
+
+typedef struct tusc_hooks_worker_options_s {
+  size_t queue_max;   /* non-blocking invocations waiting + running; 0 = default 1024 */
+  size_t concurrency; /* non-blocking invocations running at once; 0 = default 8 */
+} tusc_hooks_worker_options_t;
+
+/* Borrows hooks (must outlive the worker). opts may be NULL (defaults).
+ * Returns 0 and *out, or a negative code. */
+int tusc_hooks_worker_new(tusc_hooks_t *hooks, uv_loop_t *loop,
+                          const tusc_hooks_worker_options_t *opts, tusc_hooks_worker_t **out);
+
+/* Cancels everything: queued invocations and running ones (children get SIGKILL,
+ * HTTP transfers are aborted) complete with UV_ECANCELED, then the worker frees
+ * itself from its handles' close callbacks — keep running the loop. No invoke after. */
+void tusc_hooks_worker_close(tusc_hooks_worker_t *worker);
+
+typedef void (*tusc_hook_done_cb)(int status, tusc_hook_response_t *resp, void *arg);
+
+/* Runs hook `ev` for `upload` (borrowed; ID "" and Storage null are sent for
+ * pre-create whatever it holds) and `req` (borrowed; NULL = no HTTP request, e.g. an
+ * expiry sweep). cb may be NULL (fire and forget; use for post-* events).
+ * Returns 0 (cb will fire once), UV_EBUSY when the non-blocking queue is full (dropped,
+ * logged, counted; cb will not fire), TUSC_ENOMEM, or TUSC_EINVALID_ARGUMENT.
+ * When the event is not enabled, returns 0 and cb fires with status 0 and an empty
+ * response on a later loop iteration. */
+int tusc_hooks_invoke(tusc_hooks_worker_t *worker, enum tusc_hook_event ev,
+                      const tusc_upload_info_t *upload, const tusc_hook_http_request_t *req,
+                      tusc_hook_done_cb cb, void *arg) __attribute__((warn_unused_result));
+
+/* Non-blocking invocations waiting or running on this worker. */
+size_t tusc_hooks_worker_pending(const tusc_hooks_worker_t *worker);
+
+#endif

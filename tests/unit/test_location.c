@@ -1,0 +1,132 @@
+/* Unit tests for src/tus/location.c: upload URLs with and without proxy headers. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "common/error.h"
+#include "tus/location.h"
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+struct loc_case {
+  const char *host, *xfh, *xfp, *xfprefix, *fwd;
+  bool proxy, tls;
+  const char *base;
+  int err;
+  const char *want;
+};
+
+static void set(const char *v, const char **p, size_t *len) {
+  *p = v;
+  *len = v != NULL ? strlen(v) : 0;
+}
+
+static void test_collection(void **state) {
+  (void)state;
+  static const struct loc_case cases[] = {
+      {"example.com", NULL, NULL, NULL, NULL, false, false, "/files/", 0,
+       "http://example.com/files/"},
+      {"example.com:8080", NULL, NULL, NULL, NULL, false, false, "/files/", 0,
+       "http://example.com:8080/files/"},
+      {"example.com:80", NULL, NULL, NULL, NULL, false, false, "/files/", 0,
+       "http://example.com/files/"},
+      {"example.com:443", NULL, NULL, NULL, NULL, false, true, "/", 0, "https://example.com/"},
+      {"example.com:443", NULL, NULL, NULL, NULL, false, false, "/", 0,
+       "http://example.com:443/"},
+      {"[::1]:1080", NULL, NULL, NULL, NULL, false, false, "/files/", 0,
+       "http://[::1]:1080/files/"},
+      {"127.0.0.1:8080", NULL, NULL, NULL, NULL, false, false, "/files/", 0,
+       "http://127.0.0.1:8080/files/"},
+      /* no Host (HTTP/1.0): relative */
+      {NULL, NULL, NULL, NULL, NULL, false, false, "/files/", 0, "/files/"},
+      {"", NULL, NULL, NULL, NULL, false, false, "/files/", 0, "/files/"},
+      /* hostile Host */
+      {"evil.com/x", NULL, NULL, NULL, NULL, false, false, "/files/", TUSC_EINVALID_HEADER, NULL},
+      {"user@evil.com", NULL, NULL, NULL, NULL, false, false, "/files/", TUSC_EINVALID_HEADER,
+       NULL},
+      {"a b", NULL, NULL, NULL, NULL, false, false, "/files/", TUSC_EINVALID_HEADER, NULL},
+      /* proxy headers ignored without behind_proxy */
+      {"internal:1080", "public.example", "https", "/up", "host=x.example;proto=https", false,
+       false, "/files/", 0, "http://internal:1080/files/"},
+      /* X-Forwarded-Host/Proto */
+      {"internal:1080", "public.example", "https", NULL, NULL, true, false, "/files/", 0,
+       "https://public.example/files/"},
+      {"internal:1080", "public.example:443, other", "https", NULL, NULL, true, false, "/files/",
+       0, "https://public.example/files/"},
+      {"internal:1080", "public.example:80", "http", NULL, NULL, true, false, "/files/", 0,
+       "http://public.example/files/"},
+      {"internal:1080", NULL, "ftp", NULL, NULL, true, false, "/files/", 0,
+       "http://internal:1080/files/"},
+      {"internal:1080", "bad host", NULL, NULL, NULL, true, false, "/files/",
+       TUSC_EINVALID_HEADER, NULL},
+      /* Forwarded wins over X-Forwarded-* */
+      {"internal", "xfh.example", "http", NULL, "for=1.2.3.4;host=fwd.example;proto=https",
+       true, false, "/files/", 0, "https://fwd.example/files/"},
+      {"internal", NULL, NULL, NULL, "proto=https, proto=http", true, false, "/files/", 0,
+       "https://internal/files/"},
+      /* X-Forwarded-Prefix */
+      {"h", NULL, NULL, "/uploads", NULL, true, false, "/files/", 0, "http://h/uploads/files/"},
+      {"h", NULL, NULL, "/uploads/", NULL, true, false, "/files/", 0, "http://h/uploads/files/"},
+      {"h", NULL, NULL, "uploads", NULL, true, false, "/files/", TUSC_EINVALID_HEADER, NULL},
+      {"h", NULL, NULL, "/a\"b", NULL, true, false, "/files/", TUSC_EINVALID_HEADER, NULL},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    const struct loc_case *c = &cases[i];
+    tusc_location_input_t in;
+    memset(&in, 0, sizeof(in));
+    set(c->host, &in.host, &in.host_len);
+    set(c->xfh, &in.x_forwarded_host, &in.x_forwarded_host_len);
+    set(c->xfp, &in.x_forwarded_proto, &in.x_forwarded_proto_len);
+    set(c->xfprefix, &in.x_forwarded_prefix, &in.x_forwarded_prefix_len);
+    set(c->fwd, &in.forwarded, &in.forwarded_len);
+    in.behind_proxy = c->proxy;
+    in.tls = c->tls;
+    char out[256] = "untouched";
+    int err = tusc_location_collection(&in, c->base, out, sizeof(out));
+    if (err != c->err)
+      fail_msg("row %zu: err %d, want %d", i, err, c->err);
+    if (err == 0 && strcmp(out, c->want) != 0)
+      fail_msg("row %zu: got \"%s\", want \"%s\"", i, out, c->want);
+    if (err != 0 && strcmp(out, "untouched") != 0)
+      fail_msg("row %zu: out written on failure", i);
+  }
+}
+
+static void test_collection_too_small(void **state) {
+  (void)state;
+  tusc_location_input_t in;
+  memset(&in, 0, sizeof(in));
+  set("example.com", &in.host, &in.host_len);
+  char out[10];
+  assert_int_equal(tusc_location_collection(&in, "/files/", out, sizeof(out)), UV_ENOBUFS);
+}
+
+static void test_client_addr(void **state) {
+  (void)state;
+  char out[64];
+  const char *xff = "203.0.113.7, 10.0.0.1";
+  const char *fwd = "for=\"[2001:db8::1]:4711\";proto=https";
+  tusc_location_client_addr(false, xff, strlen(xff), fwd, strlen(fwd), "10.0.0.9", out);
+  assert_string_equal(out, "10.0.0.9");
+  tusc_location_client_addr(true, xff, strlen(xff), fwd, strlen(fwd), "10.0.0.9", out);
+  assert_string_equal(out, "203.0.113.7");
+  tusc_location_client_addr(true, NULL, 0, fwd, strlen(fwd), "10.0.0.9", out);
+  assert_string_equal(out, "2001:db8::1");
+  tusc_location_client_addr(true, "garbage", 7, NULL, 0, "10.0.0.9", out);
+  assert_string_equal(out, "10.0.0.9");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_collection),
+      cmocka_unit_test(test_collection_too_small),
+      cmocka_unit_test(test_client_addr),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -247,3 +247,12 @@ def test_proxy_headers_ignored_without_flag(server, headers, _prefix):
     r = server.request("POST", "/files/", dict(headers, **{"Upload-Length": "1"}))
     assert r.status == 201, r
     assert r.header("Location").startswith(f"http://127.0.0.1:{server.port}/files/"), r
+
+
+def test_max_metadata_size(tusc):
+    srv = tusc("-max-metadata-size", "100")
+    small = f"filename {b64('x' * 30)}"
+    assert srv.create(length=1, metadata=small)
+    big = f"filename {b64('x' * 200)}"
+    r = srv.request("POST", "/files/", {"Upload-Length": "1", "Upload-Metadata": big})
+    assert_error(r, 400, "ERR_INVALID_METADATA")

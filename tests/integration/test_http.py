@@ -309,3 +309,19 @@ def test_unknown_method(server):
         r = c.read_response()
         assert r.status in (400, 404, 405, 501), r
     still_serving(server)
+
+
+def test_max_header_size_flag(tusc):
+    srv = tusc("-max-header-size", "4096")
+    ok = build_request("OPTIONS", "/files/", [("X-Pad", "a" * 2000)])
+    expect_status_or_close(srv, ok, 200)
+    big = build_request("OPTIONS", "/files/", [("X-Pad", "a" * 5000)])
+    expect_status_or_close(srv, big, 431)
+
+
+def test_max_header_count_flag(tusc):
+    srv = tusc("-max-header-count", "10")
+    ok = build_request("OPTIONS", "/files/", [(f"X-H{i}", "1") for i in range(5)])
+    expect_status_or_close(srv, ok, 200)
+    many = build_request("OPTIONS", "/files/", [(f"X-H{i}", "1") for i in range(20)])
+    expect_status_or_close(srv, many, 431)

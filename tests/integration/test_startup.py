@@ -79,3 +79,9 @@ def test_version_exits_0(tmp_path):
     rc, out, err = run(["-version"], tmp_path)
     assert rc == 0, (rc, out, err)
     assert (out + err).strip()
+
+
+def test_port_file(tusc, tmp_path):
+    pf = tmp_path / "port"
+    srv = tusc("-port-file", str(pf))
+    assert pf.read_text().strip() == str(srv.port)

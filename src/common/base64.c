@@ -52,8 +52,8 @@ long tusc_base64_decode(const char *in, size_t len, unsigned char *out) {
       out[o++] = (unsigned char)((v[0] << 2) | (v[1] >> 4));
       out[o++] = (unsigned char)(((v[1] & 0x0f) << 4) | (v[2] >> 2));
     } else {
-      uint32_t n = ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) | ((uint32_t)v[2] << 6) |
-                   (uint32_t)v[3];
+      uint32_t n =
+          ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) | ((uint32_t)v[2] << 6) | (uint32_t)v[3];
       out[o++] = (unsigned char)(n >> 16);
       out[o++] = (unsigned char)(n >> 8);
       out[o++] = (unsigned char)n;

@@ -31,7 +31,9 @@ void tusc_log_setup(enum tusc_log_level level, enum tusc_log_format format) {
   log_format = format;
 }
 
-bool tusc_log_enabled(enum tusc_log_level level) { return level >= min_level; }
+bool tusc_log_enabled(enum tusc_log_level level) {
+  return level >= min_level;
+}
 
 static const char *level_name(enum tusc_log_level level) {
   switch (level) {
@@ -109,7 +111,9 @@ static void put(struct line *l, const char *s, size_t n) {
   l->len += n;
 }
 
-static void puts_(struct line *l, const char *s) { put(l, s, strlen(s)); }
+static void puts_(struct line *l, const char *s) {
+  put(l, s, strlen(s));
+}
 
 /* Like puts_, but when the line fills up, keeps as much of s as fits. Only for runs
  * of plain bytes, where a cut cannot split an escape sequence. */
@@ -127,7 +131,9 @@ static void puts_partial(struct line *l, const char *s) {
   l->truncated = true;
 }
 
-static void putc_(struct line *l, char c) { put(l, &c, 1); }
+static void putc_(struct line *l, char c) {
+  put(l, &c, 1);
+}
 
 static const char hex_digits[] = "0123456789abcdef";
 

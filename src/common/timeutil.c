@@ -65,7 +65,9 @@ static int digits(const char *s, int n, int *out) {
   return 0;
 }
 
-static int is_leap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+static int is_leap(int y) {
+  return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
 
 int tusc_http_date_parse(const char *s, int64_t *out_unix_seconds) {
   /* "Sun, 06 Nov 1994 08:49:37 GMT": fixed length, fixed positions. The obsolete
@@ -73,8 +75,8 @@ int tusc_http_date_parse(const char *s, int64_t *out_unix_seconds) {
   static const char shape[] = "www, dd mmm yyyy hh:mm:ss GMT";
   if (s == NULL || strlen(s) != sizeof(shape) - 1)
     return TUSC_EINVALID_HEADER;
-  if (s[3] != ',' || s[4] != ' ' || s[7] != ' ' || s[11] != ' ' || s[16] != ' ' ||
-      s[19] != ':' || s[22] != ':' || s[25] != ' ' || memcmp(s + 26, "GMT", 3) != 0)
+  if (s[3] != ',' || s[4] != ' ' || s[7] != ' ' || s[11] != ' ' || s[16] != ' ' || s[19] != ':' ||
+      s[22] != ':' || s[25] != ' ' || memcmp(s + 26, "GMT", 3) != 0)
     return TUSC_EINVALID_HEADER;
   /* The weekday must be a real name but is not checked against the date: it is
    * redundant, and RFC 9110 lets recipients ignore it. */

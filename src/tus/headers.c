@@ -14,9 +14,13 @@
 #include "common/base64.h"
 #include "common/error.h"
 
-static bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+static bool is_digit(unsigned char c) {
+  return c >= '0' && c <= '9';
+}
 
-static bool is_alpha(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+static bool is_alpha(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
 
 static bool is_hex(unsigned char c) {
   return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
@@ -30,7 +34,9 @@ static int hex_value(unsigned char c) {
   return c - 'A' + 10;
 }
 
-static bool is_ows(char c) { return c == ' ' || c == '\t'; }
+static bool is_ows(char c) {
+  return c == ' ' || c == '\t';
+}
 
 static unsigned char lower(unsigned char c) {
   return (c >= 'A' && c <= 'Z') ? (unsigned char)(c - 'A' + 'a') : c;
@@ -73,7 +79,9 @@ int tusc_parse_size(const char *s, size_t len, int64_t *out) {
 
 /* ---- Upload-Metadata ------------------------------------------------------ */
 
-static bool is_metadata_key_char(unsigned char c) { return c > 0x20 && c < 0x7f && c != ','; }
+static bool is_metadata_key_char(unsigned char c) {
+  return c > 0x20 && c < 0x7f && c != ',';
+}
 
 static char *copy_bytes(const char *s, size_t len) {
   char *p = malloc(len + 1);
@@ -421,8 +429,8 @@ static int parse_node(const char *s, size_t len, bool allow_hidden, char out[64]
     addr = s + 1;
     addr_len = (size_t)(close - addr);
     size_t rest = len - (size_t)(close - s) - 1;
-    if (rest > 0 && (close[1] != ':' ||
-                     (!port_valid(close + 2, rest - 1) && !obf_valid(close + 2, rest - 1))))
+    if (rest > 0 &&
+        (close[1] != ':' || (!port_valid(close + 2, rest - 1) && !obf_valid(close + 2, rest - 1))))
       return TUSC_EINVALID_HEADER;
     family = AF_INET6;
   } else if (ip_literal(s, len, AF_INET6)) {
@@ -436,8 +444,7 @@ static int parse_node(const char *s, size_t len, bool allow_hidden, char out[64]
         return TUSC_EINVALID_HEADER;
     }
     family = AF_INET;
-    if (allow_hidden &&
-        (equals_nocase(addr, addr_len, "unknown") || obf_valid(addr, addr_len))) {
+    if (allow_hidden && (equals_nocase(addr, addr_len, "unknown") || obf_valid(addr, addr_len))) {
       out[0] = '\0';
       return 0;
     }

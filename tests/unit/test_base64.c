@@ -18,8 +18,13 @@ struct vector {
 
 /* RFC 4648 §10. */
 static const struct vector rfc_vectors[] = {
-    {"", ""},          {"f", "Zg=="},         {"fo", "Zm8="},         {"foo", "Zm9v"},
-    {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"},
+    {"", ""},
+    {"f", "Zg=="},
+    {"fo", "Zm8="},
+    {"foo", "Zm9v"},
+    {"foob", "Zm9vYg=="},
+    {"fooba", "Zm9vYmE="},
+    {"foobar", "Zm9vYmFy"},
 };
 
 static void test_encode_vectors(void **state) {
@@ -49,21 +54,21 @@ static void test_decode_vectors(void **state) {
 static void test_decode_rejects(void **state) {
   (void)state;
   static const char *bad[] = {
-      "Zg",        /* unpadded */
-      "Zg=",       /* short padding */
-      "Zg===",     /* too much padding */
-      "Z===",      /* three pad characters */
-      "====",      /* only padding */
-      "Zh==",      /* nonzero unused bits (canonical is Zg==) */
-      "Zm9=",      /* nonzero unused bits (canonical is Zm8=) */
-      "Zg==Zg==",  /* padding in the middle */
-      "Z=g=",      /* padding before data */
-      "Zm9v\n",    /* line break */
-      "Zm 9v",     /* space */
-      "Zm9-",      /* url-safe alphabet */
-      "Zm9_",      /* url-safe alphabet */
-      "Zm9\x80",   /* high byte */
-      "Zm9v=",     /* length not a multiple of four */
+      "Zg",       /* unpadded */
+      "Zg=",      /* short padding */
+      "Zg===",    /* too much padding */
+      "Z===",     /* three pad characters */
+      "====",     /* only padding */
+      "Zh==",     /* nonzero unused bits (canonical is Zg==) */
+      "Zm9=",     /* nonzero unused bits (canonical is Zm8=) */
+      "Zg==Zg==", /* padding in the middle */
+      "Z=g=",     /* padding before data */
+      "Zm9v\n",   /* line break */
+      "Zm 9v",    /* space */
+      "Zm9-",     /* url-safe alphabet */
+      "Zm9_",     /* url-safe alphabet */
+      "Zm9\x80",  /* high byte */
+      "Zm9v=",    /* length not a multiple of four */
   };
   for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
     unsigned char out[32];
@@ -71,7 +76,7 @@ static void test_decode_rejects(void **state) {
       fail_msg("accepted non-canonical \"%s\"", bad[i]);
   }
   unsigned char out[8];
-  assert_int_equal(tusc_base64_decode("Zg\0=", 4, out), -1); /* NUL inside */
+  assert_int_equal(tusc_base64_decode("Zg\0=", 4, out), -1);   /* NUL inside */
   assert_int_equal(tusc_base64_decode("Zm9vYmFy", 4, out), 3); /* honours len */
 }
 

@@ -14,10 +14,10 @@
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Table checks name the failing row, so a red test says which input broke. */
-#define CHECK(cond)                                                                         \
-  do {                                                                                      \
-    if (!(cond))                                                                            \
-      fail_msg("row %zu (\"%s\"): %s", i, case_in, #cond);                                  \
+#define CHECK(cond)                                                                                \
+  do {                                                                                             \
+    if (!(cond))                                                                                   \
+      fail_msg("row %zu (\"%s\"): %s", i, case_in, #cond);                                         \
   } while (0)
 
 /* ---- sizes ---- */
@@ -535,18 +535,9 @@ struct url_case {
 static void test_url_decode(void **state) {
   (void)state;
   static const struct url_case cases[] = {
-      {"abc", 3, "abc"},
-      {"", 0, ""},
-      {"a%20b", 3, "a b"},
-      {"%2e%2E", 2, ".."},
-      {"%2F", 1, "/"},
-      {"a+b", 3, "a+b"},
-      {"%c3%a9", 2, "\xc3\xa9"},
-      {"%00", -1, NULL},
-      {"a%", -1, NULL},
-      {"a%2", -1, NULL},
-      {"a%2g", -1, NULL},
-      {"%%41", -1, NULL},
+      {"abc", 3, "abc"}, {"", 0, ""},       {"a%20b", 3, "a b"},       {"%2e%2E", 2, ".."},
+      {"%2F", 1, "/"},   {"a+b", 3, "a+b"}, {"%c3%a9", 2, "\xc3\xa9"}, {"%00", -1, NULL},
+      {"a%", -1, NULL},  {"a%2", -1, NULL}, {"a%2g", -1, NULL},        {"%%41", -1, NULL},
       {"%g0", -1, NULL},
   };
   for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
@@ -586,4 +577,3 @@ int main(void) {
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
-

@@ -45,7 +45,9 @@ static char *capture_end(size_t *len_out) {
   return buf;
 }
 
-static int is_d(char c) { return c >= '0' && c <= '9'; }
+static int is_d(char c) {
+  return c >= '0' && c <= '9';
+}
 
 /* "2026-11-25T08:00:00.123Z" */
 static void assert_timestamp(const char *s) {
@@ -121,8 +123,7 @@ static void test_text_event_values(void **state) {
   (void)state;
   for (size_t i = 0; i < ARRAY_LEN(value_cases); i++) {
     capture_begin();
-    tusc_log_event(TUSC_LOG_INFO, "UploadCreated", value_cases[i].key, value_cases[i].value,
-                   NULL);
+    tusc_log_event(TUSC_LOG_INFO, "UploadCreated", value_cases[i].key, value_cases[i].value, NULL);
     char *out = capture_end(NULL);
     char want[256];
     snprintf(want, sizeof(want), " level=INFO event=UploadCreated %s\n", value_cases[i].text);
@@ -135,8 +136,7 @@ static void test_json_event_values(void **state) {
   (void)state;
   for (size_t i = 0; i < ARRAY_LEN(value_cases); i++) {
     capture_begin();
-    tusc_log_event(TUSC_LOG_INFO, "UploadCreated", value_cases[i].key, value_cases[i].value,
-                   NULL);
+    tusc_log_event(TUSC_LOG_INFO, "UploadCreated", value_cases[i].key, value_cases[i].value, NULL);
     char *out = capture_end(NULL);
     char want[256];
     snprintf(want, sizeof(want), "\",\"level\":\"INFO\",\"event\":\"UploadCreated\",%s}\n",
@@ -150,8 +150,7 @@ static void test_text_shapes(void **state) {
   (void)state;
   capture_begin();
   tusc_log_event(TUSC_LOG_INFO, "UploadCreated", "id", "abc", "size", "42", NULL);
-  tusc_log_event(TUSC_LOG_ERROR, "ChunkWriteFailed", "id", "abc", "error", "no space left",
-                 NULL);
+  tusc_log_event(TUSC_LOG_ERROR, "ChunkWriteFailed", "id", "abc", "error", "no space left", NULL);
   tusc_log_msg(TUSC_LOG_WARN, "hello %d", 5);
   tusc_log_msg(TUSC_LOG_INFO, "quote \" here");
   tusc_log_msg(TUSC_LOG_DEBUG, "not shown");

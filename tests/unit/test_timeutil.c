@@ -116,9 +116,9 @@ static void test_now_ms_monotonic(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_format_known),   cmocka_unit_test(test_parse_known),
-      cmocka_unit_test(test_round_trip),     cmocka_unit_test(test_format_clamps),
-      cmocka_unit_test(test_parse_rejects),  cmocka_unit_test(test_now_ms_monotonic),
+      cmocka_unit_test(test_format_known),  cmocka_unit_test(test_parse_known),
+      cmocka_unit_test(test_round_trip),    cmocka_unit_test(test_format_clamps),
+      cmocka_unit_test(test_parse_rejects), cmocka_unit_test(test_now_ms_monotonic),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -88,45 +88,36 @@ hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 # field KEY LINE — value of key=value in a loadgen result line
 field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
-# fresh_dir DIR — empty the upload dir and flush dirty pages so runs start alike
+# fresh_dir DIR — empty the upload dir (kept: a server may hold it open) and flush
+# dirty pages so runs start alike
 fresh_dir() {
-  rm -rf "$1"
   mkdir -p "$1"
+  find "$1" -mindepth 1 -delete
   sync
 }
 
-best() { # best VALUES... — the largest
+best() { # best VALUES... — the largest, empty if none
+  [ $# -gt 0 ] || return 0
   printf '%s\n' "$@" | sort -g | tail -n 1
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a != "") printf "%.2f", a / b; else print "n/a" }'; }
 
-# bench_big PORT DIR — RESULT = best MB/s of REPEAT big uploads
-bench_big() {
-  RESULT=
-  local port=$1 dir=$2 out vals=() i
-  for i in $(seq 1 "$REPEAT"); do
-    fresh_dir "$dir"
-    out=$(timeout 300 "$LOADGEN" big -port "$port" -size "$BIG_SIZE" -chunk "$BIG_CHUNK") ||
-      { note "big run failed: $out"; return 1; }
-    note "  $out"
-    vals+=("$(field mbps "$out")")
-  done
-  RESULT=$(best "${vals[@]}")
-}
-
-# bench_many PORT DIR — RESULT = best uploads/s of REPEAT runs
-bench_many() {
-  RESULT=
-  local port=$1 dir=$2 out vals=() i
-  for i in $(seq 1 "$REPEAT"); do
-    fresh_dir "$dir"
-    out=$(timeout 300 "$LOADGEN" many -port "$port" -n "$MANY_N" -size "$MANY_SIZE" -c "$MANY_C") ||
-      { note "many run failed: $out"; return 1; }
-    note "  $out"
-    vals+=("$(field per_sec "$out")")
-  done
-  RESULT=$(best "${vals[@]}")
+# one_run KIND PORT DIR — OUT = loadgen's line, VAL = its figure; empties DIR first
+one_run() {
+  local kind=$1 port=$2 dir=$3
+  VAL=
+  fresh_dir "$dir"
+  case $kind in
+  raw) OUT=$(timeout 300 "$LOADGEN" raw -size "$BIG_SIZE" -chunk "$BIG_CHUNK" -file "$dir/data") ;;
+  big) OUT=$(timeout 300 "$LOADGEN" big -port "$port" -size "$BIG_SIZE" -chunk "$BIG_CHUNK") ;;
+  many) OUT=$(timeout 300 "$LOADGEN" many -port "$port" -n "$MANY_N" -size "$MANY_SIZE" -c "$MANY_C") ;;
+  esac || { note "  $kind run against port $port failed: $OUT"; return 1; }
+  note "  $OUT"
+  case $kind in
+  many) VAL=$(field per_sec "$OUT") ;;
+  *) VAL=$(field mbps "$OUT") ;;
+  esac
 }
 
 # bench_idle PID PORT — RESULT = KiB of server RSS per idle connection; IDLE_DETAIL
@@ -165,70 +156,81 @@ bench_idle() {
 T_START=$(date +%s)
 note "scratch dir $WORK ($FSTYPE), loadgen $LOADGEN, tusc $TUSC_BIN"
 
-# (a) physical limit: same bytes over one loopback TCP socket into a file
-note "(a) raw socket → file, $BIG_SIZE, best of $REPEAT"
-vals=()
-for i in $(seq 1 "$REPEAT"); do
-  fresh_dir "$WORK/raw"
-  out=$(timeout 300 "$LOADGEN" raw -size "$BIG_SIZE" -chunk "$BIG_CHUNK" -file "$WORK/raw/data") ||
-    die "raw run failed"
-  note "  $out"
-  vals+=("$(field mbps "$out")")
-done
-RAW_A=$(best "${vals[@]}")
-rm -rf "$WORK/raw"
+NODE_OK=0 NODE_VER=
+if [ "$SKIP_NODE" != 1 ]; then
+  note "@tus/server: npm ci in $HERE/node"
+  if (cd "$HERE/node" && npm ci --no-audit --no-fund --loglevel=error >&2); then
+    NODE_OK=1
+    NODE_VER="@tus/server $(node -p "require('$HERE/node/node_modules/@tus/server/package.json').version")"
+    NODE_VER="$NODE_VER + @tus/file-store $(node -p "require('$HERE/node/node_modules/@tus/file-store/package.json').version"), node $(node --version)"
+  else
+    note "npm ci failed: no @tus/server reference this run"
+  fi
+fi
 
-# tusc, -fsync=never for (a) and (b); the default (-fsync=always) for (b) too
+# The machine is shared, so the contenders run in alternating rounds (raw, tusc, node;
+# raw, tusc, node; ...) and each keeps its best round: a burst of someone else's load
+# hits all of them alike instead of one.
 TUSC_ARGS=(-host 127.0.0.1 -port 0)
-note "(a) tusc -fsync=never, best of $REPEAT"
 start_server tusc "$WORK/tusc-never.log" "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/tusc" -fsync=never
-TUSC_PID=$SERVER_PID
-bench_big "$SERVER_PORT" "$WORK/tusc"; TUSC_A=$RESULT
-note "(b) tusc -fsync=never, best of $REPEAT"
-bench_many "$SERVER_PORT" "$WORK/tusc"; TUSC_B=$RESULT
+TUSC_PID=$SERVER_PID TUSC_PORT=$SERVER_PORT
+start_server tusc "$WORK/tusc-always.log" "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/tusc-sync"
+TUSC_SYNC_PID=$SERVER_PID TUSC_SYNC_PORT=$SERVER_PORT
+NODE_PID= NODE_PORT=
+if [ "$NODE_OK" = 1 ]; then
+  start_server node "$WORK/node.log" env TUS_DIR="$WORK/node" node "$HERE/node/server.js"
+  NODE_PID=$SERVER_PID NODE_PORT=$SERVER_PORT
+fi
+
+# fig NAME KIND PORT DIR — appends this round's figure to array NAME (nothing on failure)
+fig() {
+  local -n arr=$1
+  one_run "$2" "$3" "$4" && arr+=("$VAL")
+  find "$4" -mindepth 1 -delete
+}
+
+RAW_V=() TUSC_AV=() NODE_AV=() TUSC_BV=() TUSC_SYNC_BV=() NODE_BV=()
+note "(a) $BIG_SIZE in $BIG_CHUNK PATCHes: raw socket → file, tusc -fsync=never, @tus/server; $REPEAT rounds"
+for i in $(seq 1 "$REPEAT"); do
+  fig RAW_V raw 0 "$WORK/raw"
+  fig TUSC_AV big "$TUSC_PORT" "$WORK/tusc"
+  [ -n "$NODE_PID" ] && fig NODE_AV big "$NODE_PORT" "$WORK/node"
+done
+note "(b) $MANY_N x $MANY_SIZE uploads, $MANY_C at a time: tusc -fsync=never, tusc default, @tus/server; $REPEAT rounds"
+for i in $(seq 1 "$REPEAT"); do
+  fig TUSC_BV many "$TUSC_PORT" "$WORK/tusc"
+  fig TUSC_SYNC_BV many "$TUSC_SYNC_PORT" "$WORK/tusc-sync"
+  [ -n "$NODE_PID" ] && fig NODE_BV many "$NODE_PORT" "$WORK/node"
+done
+RAW_A=$(best "${RAW_V[@]}")
+TUSC_A=$(best "${TUSC_AV[@]}")
+NODE_A=$(best "${NODE_AV[@]}")
+TUSC_B=$(best "${TUSC_BV[@]}")
+TUSC_B_SYNC=$(best "${TUSC_SYNC_BV[@]}")
+NODE_B=$(best "${NODE_BV[@]}")
 TUSC_HWM=$(hwm_kib "$TUSC_PID")
+NODE_HWM=
+[ -n "$NODE_PID" ] && NODE_HWM=$(hwm_kib "$NODE_PID")
 stop_server "$TUSC_PID"
+stop_server "$TUSC_SYNC_PID"
+[ -n "$NODE_PID" ] && stop_server "$NODE_PID"
 
-note "(b) tusc default (-fsync=always), best of $REPEAT"
-start_server tusc "$WORK/tusc-always.log" "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/tusc"
-TUSC_PID=$SERVER_PID
-bench_many "$SERVER_PORT" "$WORK/tusc"; TUSC_B_SYNC=$RESULT
-stop_server "$TUSC_PID"
-
+# (c) on fresh servers with default flags
 note "(c) tusc default flags, $IDLE_K idle connections"
-fresh_dir "$WORK/tusc"
 start_server tusc "$WORK/tusc-idle.log" "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/tusc"
 TUSC_PID=$SERVER_PID
 bench_idle "$TUSC_PID" "$SERVER_PORT"; TUSC_C=$RESULT TUSC_C_DETAIL=$IDLE_DETAIL
 stop_server "$TUSC_PID"
 rm -rf "$WORK/tusc"
 
-NODE_A= NODE_B= NODE_C= NODE_C_DETAIL= NODE_HWM= NODE_VER=
-if [ "$SKIP_NODE" != 1 ]; then
-  note "@tus/server: npm ci in $HERE/node"
-  if (cd "$HERE/node" && npm ci --no-audit --no-fund --loglevel=error >&2); then
-    NODE_VER="@tus/server $(node -p "require('$HERE/node/node_modules/@tus/server/package.json').version")"
-    NODE_VER="$NODE_VER + @tus/file-store $(node -p "require('$HERE/node/node_modules/@tus/file-store/package.json').version"), node $(node --version)"
-    note "(a) $NODE_VER, best of $REPEAT"
-    mkdir -p "$WORK/node"
-    start_server node "$WORK/node.log" env TUS_DIR="$WORK/node" node "$HERE/node/server.js"
-    NODE_PID=$SERVER_PID
-    bench_big "$SERVER_PORT" "$WORK/node"; NODE_A=$RESULT
-    note "(b) @tus/server, best of $REPEAT"
-    bench_many "$SERVER_PORT" "$WORK/node"; NODE_B=$RESULT
-    NODE_HWM=$(hwm_kib "$NODE_PID")
-    stop_server "$NODE_PID"
-
-    note "(c) @tus/server, $IDLE_K idle connections"
-    fresh_dir "$WORK/node"
-    start_server node "$WORK/node-idle.log" env TUS_DIR="$WORK/node" node "$HERE/node/server.js"
-    NODE_PID=$SERVER_PID
-    bench_idle "$NODE_PID" "$SERVER_PORT"; NODE_C=$RESULT NODE_C_DETAIL=$IDLE_DETAIL
-    stop_server "$NODE_PID"
-    rm -rf "$WORK/node"
-  else
-    note "npm ci failed: no @tus/server reference this run"
-  fi
+NODE_C= NODE_C_DETAIL=
+if [ "$NODE_OK" = 1 ]; then
+  note "(c) @tus/server, $IDLE_K idle connections"
+  start_server node "$WORK/node-idle.log" env TUS_DIR="$WORK/node" node "$HERE/node/server.js"
+  NODE_PID=$SERVER_PID
+  bench_idle "$NODE_PID" "$SERVER_PORT"; NODE_C=$RESULT NODE_C_DETAIL=$IDLE_DETAIL
+  stop_server "$NODE_PID"
+  rm -rf "$WORK/node"
 fi
 
 # ---- report -------------------------------------------------------------------------
@@ -255,7 +257,7 @@ mkdir -p "$HERE/results"
   echo "# tusc bench — $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "Machine: $(nproc) cores ($CPU), $MEM RAM, Linux $(uname -r), scratch dir on $FSTYPE."
-  echo "tusc commit $COMMIT; reference: $(or_na "$NODE_VER"). Best of $REPEAT runs for (a) and (b); took ${ELAPSED}s."
+  echo "tusc commit $COMMIT; reference: $(or_na "$NODE_VER"). Best of $REPEAT alternating rounds for (a) and (b); took ${ELAPSED}s."
   echo
   echo "| figure | tusc | reference | ratio | target |"
   echo "|---|---|---|---|---|"

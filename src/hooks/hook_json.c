@@ -498,6 +498,12 @@ static int parse_string_map_into_metadata(const json_t *v, tusc_hook_response_t 
   json_object_foreach((json_t *)v, k, mv) {
     if (!json_is_string(mv))
       return fail(resp, "ChangeFileInfo.MetaData values", "strings");
+    /* Keys must survive a later Upload-Metadata header (HEAD): no space or comma. */
+    bool key_ok = k[0] != '\0';
+    for (const unsigned char *c = (const unsigned char *)k; *c && key_ok; c++)
+      key_ok = *c > 0x20 && *c < 0x7f && *c != ',';
+    if (!key_ok)
+      return fail(resp, "ChangeFileInfo.MetaData keys", "printable ASCII without space or comma");
     if (tusc_metadata_set(&resp->metadata, k, json_string_value(mv), json_string_length(mv)) < 0)
       return TUSC_ENOMEM;
   }

@@ -107,9 +107,9 @@ int tusc_file_store_shard_path(const char *id, char *out, size_t cap) {
   last = last != NULL ? last + 1 : id;
   size_t prefix_len = (size_t)(last - id);
   size_t seg_len = len - prefix_len;
-  int n = snprintf(out, cap, "%.*s%c%c/%c%c/%s", (int)prefix_len, id,
-                   shard_char(last, seg_len, 0), shard_char(last, seg_len, 1),
-                   shard_char(last, seg_len, 2), shard_char(last, seg_len, 3), last);
+  int n = snprintf(out, cap, "%.*s%c%c/%c%c/%s", (int)prefix_len, id, shard_char(last, seg_len, 0),
+                   shard_char(last, seg_len, 1), shard_char(last, seg_len, 2),
+                   shard_char(last, seg_len, 3), last);
   if (n < 0 || (size_t)n >= cap)
     return -ENAMETOOLONG;
   return 0;
@@ -254,7 +254,7 @@ static int load(file_store_t *fs, const char *id, tusc_upload_info_t *info, int 
   int fd = open(p.data, (fd_out != NULL ? O_RDWR : O_RDONLY) | O_CLOEXEC);
   if (fd < 0) {
     rc = (errno == ENOENT || errno == ENOTDIR || errno == EISDIR) ? TUSC_ENOT_FOUND
-                                                                     : err_from_errno();
+                                                                  : err_from_errno();
     goto fail;
   }
   struct stat st;
@@ -416,8 +416,7 @@ static ssize_t fs_write(tusc_upload_t *up, int64_t offset, const void *buf, size
     return TUSC_EMISMATCHED_OFFSET;
   if (len > (size_t)SSIZE_MAX || (int64_t)len > INT64_MAX - offset)
     return TUSC_EINVALID_ARGUMENT;
-  if (!up->info.size_is_deferred && up->info.size >= 0 &&
-      offset + (int64_t)len > up->info.size)
+  if (!up->info.size_is_deferred && up->info.size >= 0 && offset + (int64_t)len > up->info.size)
     return TUSC_EUPLOAD_SIZE_EXCEEDED;
   const char *p = buf;
   size_t done = 0;

@@ -257,8 +257,7 @@ static int parse_root(json_t *root, tusc_upload_info_t *info) {
 
   if (!get_int(root, "Size", &info->size) ||
       !get_bool(root, "SizeIsDeferred", &info->size_is_deferred) ||
-      !get_int(root, "Offset", &info->offset) ||
-      !get_bool(root, "IsPartial", &info->is_partial) ||
+      !get_int(root, "Offset", &info->offset) || !get_bool(root, "IsPartial", &info->is_partial) ||
       !get_bool(root, "IsFinal", &info->is_final))
     return TUSC_EINTERNAL;
   /* tusd writes Size 0 with SizeIsDeferred; a missing or negative Size (older writers)

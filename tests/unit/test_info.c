@@ -100,11 +100,11 @@ static void test_round_trip(void **state) {
   in.size = 1234567890123;
   in.offset = 99;
   in.is_partial = true;
-  set_md(&in, "filename", "r\xc3\xa9sum\xc3\xa9.pdf", 11);  /* UTF-8 */
+  set_md(&in, "filename", "r\xc3\xa9sum\xc3\xa9.pdf", 11); /* UTF-8 */
   set_md(&in, "empty", "", 0);
-  set_md(&in, "nul", "a\0b", 3);                             /* NUL inside */
-  set_md(&in, "binary", "\xff\xfe\x00\x80z", 5);              /* not UTF-8 */
-  set_md(&in, "surrogate", "\xed\xa0\x80", 3);               /* CESU surrogate: invalid */
+  set_md(&in, "nul", "a\0b", 3);                 /* NUL inside */
+  set_md(&in, "binary", "\xff\xfe\x00\x80z", 5); /* not UTF-8 */
+  set_md(&in, "surrogate", "\xed\xa0\x80", 3);   /* CESU surrogate: invalid */
   in.created_at = 1;
   in.expires_at = 4102444800;
   in.owner = strdup("alice@example");
@@ -152,12 +152,11 @@ static void test_round_trip(void **state) {
 /* What tusd v2 writes (Go's encoder: Size 0 while deferred; Storage filled). */
 static void test_parse_tusd(void **state) {
   (void)state;
-  const char *json =
-      "{\"ID\":\"8f3e1c\",\"Size\":0,\"SizeIsDeferred\":true,\"Offset\":0,"
-      "\"MetaData\":{\"filename\":\"a \\u003c b.txt\",\"filetype\":\"text/plain\"},"
-      "\"IsPartial\":false,\"IsFinal\":true,\"PartialUploads\":[\"p1\",\"p2\"],"
-      "\"Storage\":{\"InfoPath\":\"/srv/8f3e1c.info\",\"Path\":\"/srv/8f3e1c\","
-      "\"Type\":\"filestore\"}}";
+  const char *json = "{\"ID\":\"8f3e1c\",\"Size\":0,\"SizeIsDeferred\":true,\"Offset\":0,"
+                     "\"MetaData\":{\"filename\":\"a \\u003c b.txt\",\"filetype\":\"text/plain\"},"
+                     "\"IsPartial\":false,\"IsFinal\":true,\"PartialUploads\":[\"p1\",\"p2\"],"
+                     "\"Storage\":{\"InfoPath\":\"/srv/8f3e1c.info\",\"Path\":\"/srv/8f3e1c\","
+                     "\"Type\":\"filestore\"}}";
   tusc_upload_info_t info;
   tusc_upload_info_init(&info);
   assert_int_equal(tusc_upload_info_from_json(json, strlen(json), &info), 0);

@@ -86,12 +86,11 @@ static void test_acquire_release(void **state) {
   /* Holding one ID does not hold another. */
   assert_int_equal(tusc_lock_try_acquire(f->table, "b", NULL, 0640, &h3), 0);
   /* A holder already in use is refused. */
-  assert_int_equal(tusc_lock_try_acquire(f->table, "c", NULL, 0640, &h3),
-                   TUSC_EINVALID_ARGUMENT);
+  assert_int_equal(tusc_lock_try_acquire(f->table, "c", NULL, 0640, &h3), TUSC_EINVALID_ARGUMENT);
 
   tusc_lock_release(f->table, &h1);
   assert_false(h1.held);
-  tusc_lock_release(f->table, &h1); /* no-op */
+  tusc_lock_release(f->table, &h1);     /* no-op */
   assert_int_equal(stat(path, &st), 0); /* lock file is kept */
   assert_int_equal(tusc_lock_try_acquire(f->table, "a", path, 0640, &h2), 0);
   tusc_lock_release(f->table, &h2);
@@ -163,6 +162,53 @@ static void test_callback_may_reenter(void **state) {
   assert_int_equal(tusc_lock_request_release(f->table, "main"), 0);
   assert_int_equal(reentry_rc, 0);
   tusc_lock_release(f->table, &h);
+}
+
+/* tusc_lock_release must not return while a callback still uses the holder: the owner
+ * frees the holder right after. The callback lingers; if release did not wait, the
+ * ordering check fails and ASan reports the read of freed memory. */
+typedef struct linger_s {
+  tusc_lock_table_t *table;
+  atomic_int in_callback;
+  atomic_int callback_done;
+} linger_t;
+
+static linger_t linger;
+
+static void on_release_linger(tusc_lock_holder_t *h) {
+  atomic_store(&linger.in_callback, 1);
+  usleep(100 * 1000);
+  int *data = h->data;
+  if (*data == 42)
+    atomic_store(&linger.callback_done, 1);
+}
+
+static void *request_thread(void *arg) {
+  (void)arg;
+  tusc_lock_request_release(linger.table, "linger");
+  return NULL;
+}
+
+static void test_release_waits_for_callback(void **state) {
+  fixture_t *f = *state;
+  linger.table = f->table;
+  atomic_store(&linger.in_callback, 0);
+  atomic_store(&linger.callback_done, 0);
+  tusc_lock_holder_t *h = malloc(sizeof(*h));
+  int *data = malloc(sizeof(*data));
+  *data = 42;
+  holder_init(h, on_release_linger, data);
+  assert_int_equal(tusc_lock_try_acquire(f->table, "linger", NULL, 0600, h), 0);
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, request_thread, NULL), 0);
+  while (atomic_load(&linger.in_callback) == 0)
+    usleep(1000);
+  tusc_lock_release(f->table, h);
+  int done_at_release = atomic_load(&linger.callback_done);
+  free(data);
+  free(h);
+  pthread_join(t, NULL);
+  assert_int_equal(done_at_release, 1);
 }
 
 /* Exit 0: the lock was busy; 1: the child got it; 2: something else went wrong. */
@@ -349,6 +395,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_acquire_release, setup, teardown),
       cmocka_unit_test_setup_teardown(test_request_release, setup, teardown),
       cmocka_unit_test_setup_teardown(test_callback_may_reenter, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_release_waits_for_callback, setup, teardown),
       cmocka_unit_test_setup_teardown(test_flock_across_processes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_threads_hammer, setup, teardown),
       cmocka_unit_test_setup_teardown(test_many_ids, setup, teardown),

@@ -132,8 +132,7 @@ static void test_shard_paths(void **state) {
     if (rc != cases[i].err)
       fail_msg("row %zu (\"%s\"): rc %d, want %d", i, cases[i].id, rc, cases[i].err);
     if (cases[i].want != NULL && strcmp(out, cases[i].want) != 0)
-      fail_msg("row %zu (\"%s\"): got \"%s\", want \"%s\"", i, cases[i].id, out,
-               cases[i].want);
+      fail_msg("row %zu (\"%s\"): got \"%s\", want \"%s\"", i, cases[i].id, out, cases[i].want);
   }
   /* Too long for the ID grammar, and too long for the caller's buffer. */
   char long_id[TUSC_ID_MAX + 2];
@@ -141,8 +140,7 @@ static void test_shard_paths(void **state) {
   long_id[sizeof(long_id) - 1] = '\0';
   char out[16];
   assert_int_equal(tusc_file_store_shard_path(long_id, out, sizeof(out)), TUSC_EINVALID_ID);
-  assert_int_equal(tusc_file_store_shard_path("abcdefghijklmnop", out, sizeof(out)),
-                   -ENAMETOOLONG);
+  assert_int_equal(tusc_file_store_shard_path("abcdefghijklmnop", out, sizeof(out)), -ENAMETOOLONG);
 }
 
 /* ---- create / get_info ---- */
@@ -233,8 +231,7 @@ static void test_not_found_and_invalid(void **state) {
   tusc_upload_info_t info;
   tusc_upload_info_init(&info);
   snprintf(info.id, sizeof(info.id), "keep");
-  assert_int_equal(f->store->ops->get_info(f->store, "ffffffffffffffff", &info),
-                   TUSC_ENOT_FOUND);
+  assert_int_equal(f->store->ops->get_info(f->store, "ffffffffffffffff", &info), TUSC_ENOT_FOUND);
   assert_int_equal(f->store->ops->get_info(f->store, "../x", &info), TUSC_EINVALID_ID);
   assert_string_equal(info.id, "keep"); /* untouched on failure */
   tusc_upload_t *up = NULL;

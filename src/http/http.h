@@ -140,8 +140,18 @@ void tusc_http_respond_start(tusc_http_request_t *req, tusc_http_response_t *res
 /* `data` must stay valid until write_cb. */
 void tusc_http_respond_write(tusc_http_request_t *req, const void *data, size_t len,
                              tusc_http_write_cb cb, void *arg);
-/* Ends the request (after the last write_cb). */
+/* Ends the request (after the last write_cb). Once a streamed response has started,
+ * connection failures reach the handler through write_cb (status < 0), not on_abort. */
 void tusc_http_respond_end(tusc_http_request_t *req);
+
+/* Sends a 1xx interim response (e.g. 104 Upload Resumption Supported) before the
+ * final one; does not end the request. Ignored for HTTP/1.0 clients, for 101, or
+ * once the final response has started. Takes over resp's memory. */
+void tusc_http_send_interim(tusc_http_request_t *req, tusc_http_response_t *resp);
+
+/* Replaces the peer address in the access log with `addr` (e.g. the client address
+ * from X-Forwarded-For / Forwarded, once the handler trusts the proxy). Copied. */
+void tusc_http_request_set_client(tusc_http_request_t *req, const char *addr);
 
 /* The loop the request lives on (for timers and work requests). */
 uv_loop_t *tusc_http_request_loop(const tusc_http_request_t *req);

@@ -1,0 +1,35 @@
+/*
+ * internal — helpers shared by the files of src/http (not part of the contract).
+ *
+ * Threads: pure functions; any thread.
+ */
+#ifndef TUSC_HTTP_INTERNAL_H
+#define TUSC_HTTP_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "http/http.h"
+
+/* Reason phrase for a status ("Checksum Mismatch" for 460); "Unknown" otherwise. */
+const char *tusc_http_reason(int status);
+
+typedef struct tusc_http_head_opts_s {
+  bool head_request;      /* HEAD: keep a handler's Content-Length, send no body */
+  bool close;             /* Connection: close */
+  bool keep_alive_header; /* HTTP/1.0 client that asked: Connection: keep-alive */
+  int64_t content_length; /* -1: none */
+  const char *date;       /* IMF-fixdate, NULL = no Date header */
+} tusc_http_head_opts_t;
+
+/* Serialises status line and headers (+ blank line) into a new buffer that has
+ * `prefix` free bytes before the head and `extra` free bytes after it. Returns the
+ * buffer (free with free()) and *head_len, or NULL when out of memory. */
+char *tusc_http_build_head(const tusc_http_response_t *resp, const tusc_http_head_opts_t *opts,
+                           size_t prefix, size_t extra, size_t *head_len);
+
+/* Case-insensitive ASCII compare of NUL-terminated strings. */
+bool tusc_http_name_eq(const char *a, const char *b);
+
+#endif

@@ -46,6 +46,16 @@ def test_http10_closes(server):
         assert c.closed_by_peer(10), "HTTP/1.0 without keep-alive should be closed"
 
 
+@pytest.mark.parametrize("raw", [b"OPTIONS /files/ HTTP/1.1\r\n\r\n", b"GET / HTTP/1.0\r\n\r\n"])
+def test_request_without_any_header(server, raw):
+    """No header lines at all (HTTP/1.1 without Host may be refused with 400)."""
+    with server.raw() as c:
+        c.send(raw)
+        r = c.read_response(raw.split(b" ")[0].decode())
+        assert r.status in (200, 400), r
+    still_serving(server)
+
+
 def test_connection_close_honoured(server):
     with server.raw() as c:
         c.send(build_request("OPTIONS", "/files/", [("Connection", "close")]))

@@ -477,6 +477,100 @@ static void test_close_cancels(void **state) {
   remove_tree(f.dir);
 }
 
+static void big_upload(tusc_upload_info_t *info) {
+  sample_upload(info);
+  /* Far more than a pipe buffer: stdin is written in several asynchronous steps. */
+  size_t n = 300 * 1024;
+  char *v = malloc(n);
+  assert_non_null(v);
+  for (size_t i = 0; i < n; i++)
+    v[i] = (char)('a' + i % 26);
+  assert_int_equal(tusc_metadata_set(&info->metadata, "big", v, n), 0);
+  free(v);
+}
+
+static void test_big_input_read(void **state) {
+  (void)state;
+  struct fx f;
+  fx_start(&f, "", 10000, NULL);
+  write_script(&f, "post-receive", "sleep 0.1\ncat > stdin.json", 0755);
+  tusc_upload_info_t info;
+  big_upload(&info);
+  char *want = NULL;
+  size_t want_len = 0;
+  assert_int_equal(
+      tusc_hook_json_request(TUSC_HOOK_POST_RECEIVE, &info, NULL, &want, &want_len), 0);
+  assert_true(want_len > 300 * 1024);
+  struct result r = {0};
+  assert_int_equal(
+      tusc_hooks_invoke(f.worker, TUSC_HOOK_POST_RECEIVE, &info, NULL, on_done, &r), 0);
+  tusc_upload_info_dispose(&info);
+  uv_run(&f.loop, UV_RUN_DEFAULT);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r.status, 0);
+  char path[256];
+  snprintf(path, sizeof(path), "%s/stdin.json", f.dir);
+  FILE *fp = fopen(path, "r");
+  assert_non_null(fp);
+  char *got = malloc(want_len + 1);
+  size_t n = fread(got, 1, want_len + 1, fp);
+  fclose(fp);
+  assert_int_equal(n, want_len);
+  assert_memory_equal(got, want, want_len);
+  free(got);
+  free(want);
+  fx_stop(&f);
+}
+
+static void test_big_input_ignored(void **state) {
+  (void)state;
+  struct fx f;
+  fx_start(&f, "", 10000, NULL);
+  /* Exits without reading: our write fails with EPIPE, which is not the hook's fault. */
+  write_script(&f, "pre-create", "echo '{\"RejectUpload\":true}'", 0755);
+  tusc_upload_info_t info;
+  big_upload(&info);
+  struct result r = {0};
+  assert_int_equal(tusc_hooks_invoke(f.worker, TUSC_HOOK_PRE_CREATE, &info, NULL, on_done, &r),
+                   0);
+  tusc_upload_info_dispose(&info);
+  uv_run(&f.loop, UV_RUN_DEFAULT);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r.status, 0);
+  assert_true(r.resp.reject_upload);
+  fx_stop(&f);
+}
+
+static void test_no_sender(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  tusc_config_t cfg;
+  memset(&cfg, 0, sizeof(cfg));
+  tusc_hooks_t *h = NULL;
+  assert_int_equal(tusc_hooks_new(&cfg, &h), 0);
+  tusc_hooks_worker_t *w = NULL;
+  assert_int_equal(tusc_hooks_worker_new(h, &loop, NULL, &w), 0);
+  tusc_upload_info_t info;
+  sample_upload(&info);
+  struct result r = {0};
+  assert_int_equal(tusc_hooks_invoke(w, TUSC_HOOK_PRE_CREATE, &info, NULL, on_done, &r), 0);
+  assert_int_equal(tusc_hooks_invoke(w, TUSC_HOOK_POST_FINISH, &info, NULL, NULL, NULL), 0);
+  tusc_upload_info_dispose(&info);
+  assert_int_equal(r.calls, 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r.status, 0);
+  assert_false(r.resp.reject_upload);
+  tusc_hooks_stats_t st;
+  tusc_hooks_stats(h, &st);
+  assert_int_equal(st.invocations[TUSC_HOOK_PRE_CREATE], 0);
+  tusc_hooks_worker_close(w);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  tusc_hooks_free(h);
+}
+
 int main(void) {
   /* A hook that exits without reading stdin must not kill the test (the server
    * ignores SIGPIPE the same way). */
@@ -496,6 +590,9 @@ int main(void) {
       cmocka_unit_test(test_enabled_events_list),
       cmocka_unit_test(test_queue_full),
       cmocka_unit_test(test_close_cancels),
+      cmocka_unit_test(test_big_input_read),
+      cmocka_unit_test(test_big_input_ignored),
+      cmocka_unit_test(test_no_sender),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -505,6 +505,29 @@ static void test_fire_and_forget(void **state) {
   server_stop(&s);
 }
 
+static void test_hostname_url(void **state) {
+  (void)state;
+  /* A name, not an address: the resolver's wake-ups go through the same loop glue. */
+  static const struct reply replies[] = {{200, "application/json", "{\"RejectTermination\":true}", 0}};
+  struct server s;
+  server_start(&s, replies, 1);
+  struct fx f;
+  fx_start(&f, s.port, 3, 10, 10000, 5120);
+  tusc_hooks_worker_close(f.worker);
+  uv_run(&f.loop, UV_RUN_DEFAULT);
+  tusc_hooks_free(f.hooks);
+  snprintf(f.url, sizeof(f.url), "http://localhost:%d/hook", s.port);
+  f.cfg.hooks_http = f.url;
+  assert_int_equal(tusc_hooks_new(&f.cfg, &f.hooks), 0);
+  assert_int_equal(tusc_hooks_worker_new(f.hooks, &f.loop, NULL, &f.worker), 0);
+  struct result r;
+  run_hook(&f, TUSC_HOOK_PRE_TERMINATE, &r);
+  assert_int_equal(r.status, 0);
+  assert_true(r.resp.reject_termination);
+  fx_stop(&f);
+  server_stop(&s);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
@@ -519,6 +542,7 @@ int main(void) {
       cmocka_unit_test(test_backoff_beyond_deadline),
       cmocka_unit_test(test_close_cancels_transfer),
       cmocka_unit_test(test_fire_and_forget),
+      cmocka_unit_test(test_hostname_url),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -356,12 +356,15 @@ static int fs_create(tusc_store_t *store, tusc_upload_info_t *info) {
   upload_paths_t flat;
   if (flat_paths(fs, info->id, &flat) && is_regular_file(flat.info))
     return -EEXIST;
-  rc = make_parents(fs, p.data);
-  if (rc != 0)
-    return rc;
-
-  /* O_EXCL on the data file is what reserves the ID. */
+  /* O_EXCL on the data file is what reserves the ID. The shard directories usually
+   * exist already, so they are made only when the first attempt says they are not. */
   int fd = open(p.data, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)fs->file_perms);
+  if (fd < 0 && errno == ENOENT) {
+    rc = make_parents(fs, p.data);
+    if (rc != 0)
+      return rc;
+    fd = open(p.data, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)fs->file_perms);
+  }
   if (fd < 0)
     return err_from_errno();
   if (fchmod(fd, (mode_t)fs->file_perms) != 0) {

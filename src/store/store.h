@@ -46,8 +46,11 @@ void tusc_upload_info_init(tusc_upload_info_t *info);
 void tusc_upload_info_dispose(tusc_upload_info_t *info);
 
 /* tusd-compatible compact JSON of the info (ID, Size, SizeIsDeferred, Offset, MetaData,
- * IsPartial, IsFinal, PartialUploads, Storage{Type,Path,InfoPath}) plus tusc's fields.
- * Returns malloc'd text or NULL. */
+ * IsPartial, IsFinal, PartialUploads, Storage{Type,Path,InfoPath}) plus tusc's fields
+ * under "tusc" (CreatedAt, ExpiresAt, Owner). Size is 0 while deferred and Storage is
+ * null while data_path is "" (as tusd). A metadata value that is not UTF-8 appears in
+ * MetaData with U+FFFD for each bad byte and exactly in tusc.MetaDataB64 (base64),
+ * which from_json prefers. Returns malloc'd text or NULL. */
 char *tusc_upload_info_to_json(const tusc_upload_info_t *info);
 
 /* Parses .info JSON (tusd's or tusc's). Size -1/absent with SizeIsDeferred handled.

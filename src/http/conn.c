@@ -250,6 +250,8 @@ static bool in_trailers(const struct req_ctx *ctx) { return ctx->head_done; }
 static int finish_header(struct req_ctx *ctx) {
   size_t limit = head_store_cap(ctx->conn->server);
   struct hbuf *b = in_trailers(ctx) ? &ctx->tail : &ctx->head;
+  if (ctx->hdr_state == HDR_NONE)
+    return 0;
   struct hrec *r = in_trailers(ctx) ? &ctx->trecs[ctx->ntrec - 1] : &ctx->recs[ctx->nrec - 1];
   int rc = 0;
   if (ctx->hdr_state == HDR_FIELD) {

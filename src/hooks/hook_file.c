@@ -89,7 +89,9 @@ static void set_error(struct run *r, int status, const char *fmt, ...) {
   va_end(ap);
 }
 
-static const char *hook_name(const struct run *r) { return tusc_hook_event_name(r->call->event); }
+static const char *hook_name(const struct run *r) {
+  return tusc_hook_event_name(r->call->event);
+}
 
 static void on_handle_closed(uv_handle_t *h) {
   struct run *r = h->data;
@@ -131,8 +133,7 @@ static void check_end(struct run *r) {
   flush_errline(r);
   if (r->status == 0) {
     if (r->term_signal) {
-      set_error(r, TUSC_EINTERNAL, "hook %s was killed by signal %d", hook_name(r),
-                r->term_signal);
+      set_error(r, TUSC_EINTERNAL, "hook %s was killed by signal %d", hook_name(r), r->term_signal);
     } else if (r->exit_status != 0) {
       set_error(r, TUSC_EINTERNAL, "hook %s exited with status %" PRId64, hook_name(r),
                 r->exit_status);

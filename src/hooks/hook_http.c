@@ -43,7 +43,7 @@ struct post {
   CURL *easy;
   struct curl_slist *headers;
   uv_timer_t timer;
-  int attempt; /* attempts started */
+  int attempt;          /* attempts started */
   uint64_t deadline_ms; /* 0 = none */
   bool in_multi, finished;
   int status;
@@ -189,7 +189,9 @@ static bool blank(const char *s, size_t n) {
   return true;
 }
 
-static void on_backoff(uv_timer_t *t) { start_attempt(t->data); }
+static void on_backoff(uv_timer_t *t) {
+  start_attempt(t->data);
+}
 
 static void attempt_failed(struct post *p, const char *why) {
   struct http_sender *hs = p->hs;
@@ -206,6 +208,7 @@ static void attempt_failed(struct post *p, const char *why) {
   }
   tusc_log_msg(TUSC_LOG_WARN, "HTTP hook %s attempt %d/%d failed: %s; retrying",
                tusc_hook_event_name(p->call->event), p->attempt, hs->retry, why);
+  uv_update_time(hs->loop); /* the backoff counts from now, not from the loop's wake-up */
   uv_timer_start(&p->timer, on_backoff, (uint64_t)hs->backoff_ms, 0);
 }
 
@@ -248,8 +251,10 @@ static void attempt_done(struct post *p, CURLcode res) {
   char *ctype = NULL;
   curl_easy_getinfo(p->easy, CURLINFO_CONTENT_TYPE, &ctype);
   if (!is_json_type(ctype)) {
-    finish(p, TUSC_EINTERNAL, "HTTP hook %s: endpoint answered Content-Type \"%s\", not "
-           "application/json", ev, ctype ? ctype : "");
+    finish(p, TUSC_EINTERNAL,
+           "HTTP hook %s: endpoint answered Content-Type \"%s\", not "
+           "application/json",
+           ev, ctype ? ctype : "");
     return;
   }
   if (blank(p->body ? p->body : "", p->body_len)) {
@@ -415,7 +420,9 @@ static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp) {
   return 0;
 }
 
-static void sock_closed(uv_handle_t *h) { free(h); }
+static void sock_closed(uv_handle_t *h) {
+  free(h);
+}
 
 static int curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
   (void)easy;

@@ -22,8 +22,8 @@
 #include "hooks/hook_sender.h"
 
 typedef struct tusc_hook_http_options_s {
-  const char *url;    /* copied */
-  int retry;          /* attempts in total; < 1 counts as 1 */
+  const char *url; /* copied */
+  int retry;       /* attempts in total; < 1 counts as 1 */
   int64_t backoff_ms;
   int64_t timeout_ms; /* the whole invocation, retries included; 0 = none */
   int64_t size_limit; /* response body bytes; 0 = none */

@@ -50,7 +50,9 @@ static void jb_put(struct jbuf *b, const char *s, size_t n) {
   b->p[b->len] = '\0';
 }
 
-static void jb_lit(struct jbuf *b, const char *s) { jb_put(b, s, strlen(s)); }
+static void jb_lit(struct jbuf *b, const char *s) {
+  jb_put(b, s, strlen(s));
+}
 
 static void jb_i64(struct jbuf *b, int64_t v) {
   char tmp[32];
@@ -58,7 +60,9 @@ static void jb_i64(struct jbuf *b, int64_t v) {
   jb_put(b, tmp, (size_t)n);
 }
 
-static void jb_bool(struct jbuf *b, bool v) { jb_lit(b, v ? "true" : "false"); }
+static void jb_bool(struct jbuf *b, bool v) {
+  jb_lit(b, v ? "true" : "false");
+}
 
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 when invalid — the same
  * acceptance as Go's utf8.DecodeRune (no overlongs, no surrogates, ≤ U+10FFFF).
@@ -177,7 +181,9 @@ static void jb_str(struct jbuf *b, const char *str, size_t n) {
   jb_put(b, "\"", 1);
 }
 
-static void jb_cstr(struct jbuf *b, const char *s) { jb_str(b, s ? s : "", s ? strlen(s) : 0); }
+static void jb_cstr(struct jbuf *b, const char *s) {
+  jb_str(b, s ? s : "", s ? strlen(s) : 0);
+}
 
 /* --- header canonicalisation --------------------------------------------------------- */
 
@@ -389,7 +395,9 @@ out:
 
 /* --- response ------------------------------------------------------------------------ */
 
-void tusc_hook_response_init(tusc_hook_response_t *resp) { memset(resp, 0, sizeof(*resp)); }
+void tusc_hook_response_init(tusc_hook_response_t *resp) {
+  memset(resp, 0, sizeof(*resp));
+}
 
 void tusc_hook_response_dispose(tusc_hook_response_t *resp) {
   if (!resp)
@@ -467,8 +475,8 @@ static int parse_http_response(const json_t *obj, tusc_hook_response_t *resp) {
           return fail(resp, "HTTPResponse.Header values", "strings");
         /* A header name or value with CR/LF would split the response. */
         const char *val = json_string_value(hv);
-        if (strpbrk(hk, "\r\n") || strpbrk(val, "\r\n") ||
-            strlen(val) != json_string_length(hv) || !hk[0])
+        if (strpbrk(hk, "\r\n") || strpbrk(val, "\r\n") || strlen(val) != json_string_length(hv) ||
+            !hk[0])
           return fail(resp, "HTTPResponse.Header", "free of CR, LF and NUL");
         tusc_hook_resp_header_t *e = &resp->headers[resp->header_count];
         e->name = strdup(hk);

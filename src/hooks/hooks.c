@@ -32,7 +32,7 @@
 #define DEFAULT_CONCURRENCY 8
 
 static const char *const event_names[TUSC_HOOK_EVENT_COUNT] = {
-    "pre-create",  "post-create",  "post-receive",   "pre-finish",
+    "pre-create",  "post-create",   "post-receive",   "pre-finish",
     "post-finish", "pre-terminate", "post-terminate",
 };
 
@@ -53,8 +53,7 @@ int tusc_hook_event_parse(const char *name, size_t len, enum tusc_hook_event *ou
 }
 
 bool tusc_hook_event_blocking(enum tusc_hook_event ev) {
-  return ev == TUSC_HOOK_PRE_CREATE || ev == TUSC_HOOK_PRE_FINISH ||
-         ev == TUSC_HOOK_PRE_TERMINATE;
+  return ev == TUSC_HOOK_PRE_CREATE || ev == TUSC_HOOK_PRE_FINISH || ev == TUSC_HOOK_PRE_TERMINATE;
 }
 
 /* --- process-wide ----------------------------------------------------------------- */
@@ -77,7 +76,9 @@ struct tusc_hooks_s {
   atomic_uint_fast64_t dropped;
 };
 
-static bool is_space(char c) { return c == ' ' || c == '\t'; }
+static bool is_space(char c) {
+  return c == ' ' || c == '\t';
+}
 
 /* Calls fn for every trimmed, non-empty element of a comma list. */
 static int each_csv(const char *list, int (*fn)(const char *s, size_t n, void *arg), void *arg) {
@@ -210,13 +211,17 @@ void tusc_hooks_free(tusc_hooks_t *h) {
   free(h);
 }
 
-bool tusc_hooks_active(const tusc_hooks_t *h) { return h && (h->dir || h->http_url); }
+bool tusc_hooks_active(const tusc_hooks_t *h) {
+  return h && (h->dir || h->http_url);
+}
 
 bool tusc_hooks_enabled(const tusc_hooks_t *h, enum tusc_hook_event ev) {
   return tusc_hooks_active(h) && (unsigned)ev < TUSC_HOOK_EVENT_COUNT && h->enabled[ev];
 }
 
-int64_t tusc_hooks_progress_interval_ms(const tusc_hooks_t *h) { return h->progress_interval_ms; }
+int64_t tusc_hooks_progress_interval_ms(const tusc_hooks_t *h) {
+  return h->progress_interval_ms;
+}
 
 void tusc_hooks_stats(const tusc_hooks_t *h, tusc_hooks_stats_t *out) {
   for (int i = 0; i < TUSC_HOOK_EVENT_COUNT; i++) {
@@ -294,9 +299,8 @@ static void run_callback(struct job *j) {
   enum tusc_hook_event ev = j->call.event;
   if (j->sent && j->status < 0 && j->status != UV_ECANCELED) {
     atomic_fetch_add(&w->hooks->errors[ev], 1);
-    tusc_log_event(TUSC_LOG_WARN, "HookFailed", "type", tusc_hook_event_name(ev), "id",
-                   j->call.id, "error", j->call.resp.error[0] ? j->call.resp.error
-                                                               : tusc_strerror(j->status),
+    tusc_log_event(TUSC_LOG_WARN, "HookFailed", "type", tusc_hook_event_name(ev), "id", j->call.id,
+                   "error", j->call.resp.error[0] ? j->call.resp.error : tusc_strerror(j->status),
                    NULL);
   }
   if (j->status < 0 && !j->call.resp.error[0])

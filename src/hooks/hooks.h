@@ -69,10 +69,10 @@ typedef struct tusc_hook_header_s {
 
 /* Borrowed for the duration of tusc_hooks_invoke only. */
 typedef struct tusc_hook_http_request_s {
-  const char *method;    /* "POST" */
-  const char *uri;       /* raw request-target including the query: "/files/?x=1" */
-  const char *remote_ip; /* client IP (v6 without brackets); "" or NULL if none */
-  int remote_port;       /* formatted as Go's JoinHostPort: "1.2.3.4:5", "[::1]:5" */
+  const char *method;                /* "POST" */
+  const char *uri;                   /* raw request-target including the query: "/files/?x=1" */
+  const char *remote_ip;             /* client IP (v6 without brackets); "" or NULL if none */
+  int remote_port;                   /* formatted as Go's JoinHostPort: "1.2.3.4:5", "[::1]:5" */
   const tusc_hook_header_t *headers; /* every request header (not trailers), Host too */
   size_t header_count;
 } tusc_hook_http_request_t;
@@ -86,8 +86,8 @@ typedef struct tusc_hook_resp_header_s {
 
 typedef struct tusc_hook_response_s {
   /* HTTPResponse: merged into the client's response. */
-  int status_code;                  /* 0 = keep ours */
-  char *body;                       /* NULL or "" = keep ours; NUL-terminated */
+  int status_code; /* 0 = keep ours */
+  char *body;      /* NULL or "" = keep ours; NUL-terminated */
   size_t body_len;
   tusc_hook_resp_header_t *headers; /* added to ours */
   size_t header_count;
@@ -97,10 +97,10 @@ typedef struct tusc_hook_response_s {
   bool stop_upload;        /* post-receive: stop + delete, 400 ERR_UPLOAD_STOPPED */
 
   /* ChangeFileInfo (pre-create). */
-  char *change_id;             /* NULL = keep; else already checked with tusc_id_valid */
-  bool has_metadata;           /* MetaData was an object: it replaces all metadata */
+  char *change_id;   /* NULL = keep; else already checked with tusc_id_valid */
+  bool has_metadata; /* MetaData was an object: it replaces all metadata */
   tusc_metadata_t metadata;
-  char *change_storage_path;   /* Storage.Path; NULL = keep. NOT validated here. */
+  char *change_storage_path; /* Storage.Path; NULL = keep. NOT validated here. */
 
   char error[256]; /* why the hook failed ("" on success) */
 } tusc_hook_response_t;
@@ -163,7 +163,8 @@ typedef void (*tusc_hook_done_cb)(int status, tusc_hook_response_t *resp, void *
  * pre-create whatever it holds) and `req` (borrowed; NULL = no HTTP request, e.g. an
  * expiry sweep). cb may be NULL (fire and forget; use for post-* events).
  * Returns 0 (cb will fire once), UV_EBUSY when the non-blocking queue is full (dropped,
- * logged, counted; cb will not fire), TUSC_ENOMEM, or TUSC_EINVALID_ARGUMENT.
+ * logged, counted; cb will not fire), UV_ECANCELED (worker closing), TUSC_ENOMEM, or
+ * TUSC_EINVALID_ARGUMENT (also when the request JSON would exceed 4 MiB).
  * When the event is not enabled, returns 0 and cb fires with status 0 and an empty
  * response on a later loop iteration. */
 int tusc_hooks_invoke(tusc_hooks_worker_t *worker, enum tusc_hook_event ev,

@@ -192,9 +192,8 @@ static void test_stdin_env_cwd(void **state) {
   sample_upload(&info);
   char *want = NULL;
   size_t want_len = 0;
-  assert_int_equal(tusc_hook_json_request(TUSC_HOOK_POST_FINISH, &info, &sample_req, &want,
-                                          &want_len),
-                   0);
+  assert_int_equal(
+      tusc_hook_json_request(TUSC_HOOK_POST_FINISH, &info, &sample_req, &want, &want_len), 0);
   tusc_upload_info_dispose(&info);
   char *got = read_file(&f, "stdin.json");
   assert_non_null(got);
@@ -230,8 +229,9 @@ static void test_exit_status(void **state) {
   (void)state;
   struct fx f;
   fx_start(&f, "", 5000, NULL);
-  write_script(&f, "pre-terminate", "echo 'going to fail' >&2\necho '{\"RejectTermination\":true}'\n"
-                                    "exit 1",
+  write_script(&f, "pre-terminate",
+               "echo 'going to fail' >&2\necho '{\"RejectTermination\":true}'\n"
+               "exit 1",
                0755);
   struct result r;
   run_hook(&f, TUSC_HOOK_PRE_TERMINATE, &r);
@@ -417,17 +417,14 @@ static void test_queue_full(void **state) {
   write_script(&f, "pre-create", "echo '{\"RejectUpload\":true}'", 0755);
   tusc_upload_info_t info;
   sample_upload(&info);
-  assert_int_equal(tusc_hooks_invoke(f.worker, TUSC_HOOK_POST_CREATE, &info, NULL, NULL, NULL),
-                   0);
-  assert_int_equal(tusc_hooks_invoke(f.worker, TUSC_HOOK_POST_CREATE, &info, NULL, NULL, NULL),
-                   0);
+  assert_int_equal(tusc_hooks_invoke(f.worker, TUSC_HOOK_POST_CREATE, &info, NULL, NULL, NULL), 0);
+  assert_int_equal(tusc_hooks_invoke(f.worker, TUSC_HOOK_POST_CREATE, &info, NULL, NULL, NULL), 0);
   assert_int_equal(tusc_hooks_worker_pending(f.worker), 2);
   assert_int_equal(tusc_hooks_invoke(f.worker, TUSC_HOOK_POST_CREATE, &info, NULL, NULL, NULL),
                    UV_EBUSY);
   /* Blocking hooks never wait behind background ones. */
   struct result r = {0};
-  assert_int_equal(tusc_hooks_invoke(f.worker, TUSC_HOOK_PRE_CREATE, &info, NULL, on_done, &r),
-                   0);
+  assert_int_equal(tusc_hooks_invoke(f.worker, TUSC_HOOK_PRE_CREATE, &info, NULL, on_done, &r), 0);
   tusc_upload_info_dispose(&info);
   uv_run(&f.loop, UV_RUN_DEFAULT);
   assert_int_equal(r.calls, 1);
@@ -498,12 +495,12 @@ static void test_big_input_read(void **state) {
   big_upload(&info);
   char *want = NULL;
   size_t want_len = 0;
-  assert_int_equal(
-      tusc_hook_json_request(TUSC_HOOK_POST_RECEIVE, &info, NULL, &want, &want_len), 0);
+  assert_int_equal(tusc_hook_json_request(TUSC_HOOK_POST_RECEIVE, &info, NULL, &want, &want_len),
+                   0);
   assert_true(want_len > 300 * 1024);
   struct result r = {0};
-  assert_int_equal(
-      tusc_hooks_invoke(f.worker, TUSC_HOOK_POST_RECEIVE, &info, NULL, on_done, &r), 0);
+  assert_int_equal(tusc_hooks_invoke(f.worker, TUSC_HOOK_POST_RECEIVE, &info, NULL, on_done, &r),
+                   0);
   tusc_upload_info_dispose(&info);
   uv_run(&f.loop, UV_RUN_DEFAULT);
   assert_int_equal(r.calls, 1);
@@ -531,8 +528,7 @@ static void test_big_input_ignored(void **state) {
   tusc_upload_info_t info;
   big_upload(&info);
   struct result r = {0};
-  assert_int_equal(tusc_hooks_invoke(f.worker, TUSC_HOOK_PRE_CREATE, &info, NULL, on_done, &r),
-                   0);
+  assert_int_equal(tusc_hooks_invoke(f.worker, TUSC_HOOK_PRE_CREATE, &info, NULL, on_done, &r), 0);
   tusc_upload_info_dispose(&info);
   uv_run(&f.loop, UV_RUN_DEFAULT);
   assert_int_equal(r.calls, 1);

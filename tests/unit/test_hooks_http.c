@@ -336,7 +336,8 @@ static void test_bad_answers(void **state) {
       {{200, "application/jsonx", "{}", 0}, 5120, "Content-Type"},
       {{200, "application/json", "{\"RejectUpload\":1}", 0}, 5120, "RejectUpload"},
       {{200, "application/json", "not json", 0}, 5120, "not valid JSON"},
-      {{200, "application/json", "{\"HTTPResponse\":{\"Body\":\"0123456789012345\"}}", 0}, 16,
+      {{200, "application/json", "{\"HTTPResponse\":{\"Body\":\"0123456789012345\"}}", 0},
+       16,
        "exceeds 16 bytes"},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -508,7 +509,8 @@ static void test_fire_and_forget(void **state) {
 static void test_hostname_url(void **state) {
   (void)state;
   /* A name, not an address: the resolver's wake-ups go through the same loop glue. */
-  static const struct reply replies[] = {{200, "application/json", "{\"RejectTermination\":true}", 0}};
+  static const struct reply replies[] = {
+      {200, "application/json", "{\"RejectTermination\":true}", 0}};
   struct server s;
   server_start(&s, replies, 1);
   struct fx f;
@@ -531,18 +533,12 @@ static void test_hostname_url(void **state) {
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_retry_5xx_then_ok),
-      cmocka_unit_test(test_5xx_exhausts_attempts),
-      cmocka_unit_test(test_4xx_not_retried),
-      cmocka_unit_test(test_bad_answers),
-      cmocka_unit_test(test_answer_parsed),
-      cmocka_unit_test(test_network_error_retried),
-      cmocka_unit_test(test_connection_refused),
-      cmocka_unit_test(test_overall_timeout),
-      cmocka_unit_test(test_backoff_beyond_deadline),
-      cmocka_unit_test(test_close_cancels_transfer),
-      cmocka_unit_test(test_fire_and_forget),
-      cmocka_unit_test(test_hostname_url),
+      cmocka_unit_test(test_retry_5xx_then_ok),       cmocka_unit_test(test_5xx_exhausts_attempts),
+      cmocka_unit_test(test_4xx_not_retried),         cmocka_unit_test(test_bad_answers),
+      cmocka_unit_test(test_answer_parsed),           cmocka_unit_test(test_network_error_retried),
+      cmocka_unit_test(test_connection_refused),      cmocka_unit_test(test_overall_timeout),
+      cmocka_unit_test(test_backoff_beyond_deadline), cmocka_unit_test(test_close_cancels_transfer),
+      cmocka_unit_test(test_fire_and_forget),         cmocka_unit_test(test_hostname_url),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

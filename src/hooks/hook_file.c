@@ -51,8 +51,8 @@ struct run {
   size_t output_cap;
   char errline[ERRLINE_MAX];
   size_t errline_len;
-  char read_buf[READ_CHUNK]; /* stdout and stderr are read alternately, never at once */
-  bool read_buf_busy;
+  char out_buf[READ_CHUNK];
+  char err_buf[READ_CHUNK];
   struct run *prev, *next;
 };
 
@@ -191,18 +191,14 @@ static void on_timeout(uv_timer_t *t) {
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   struct run *r = h->data;
-  if (r->read_buf_busy) {
-    *buf = uv_buf_init(NULL, 0); /* libuv then reports UV_ENOBUFS; cannot happen */
-    return;
-  }
-  r->read_buf_busy = true;
-  *buf = uv_buf_init(r->read_buf, sizeof(r->read_buf));
+  if (h == (uv_handle_t *)&r->out)
+    *buf = uv_buf_init(r->out_buf, sizeof(r->out_buf));
+  else
+    *buf = uv_buf_init(r->err_buf, sizeof(r->err_buf));
 }
 
 static void on_stdout(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  (void)buf;
   struct run *r = s->data;
-  r->read_buf_busy = false;
   if (n == 0 || r->out_done)
     return;
   if (n < 0) {
@@ -233,15 +229,13 @@ static void on_stdout(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     r->output = p;
     r->output_cap = cap;
   }
-  memcpy(r->output + r->output_len, r->read_buf, (size_t)n);
+  memcpy(r->output + r->output_len, buf->base, (size_t)n);
   r->output_len += (size_t)n;
   r->output[r->output_len] = '\0';
 }
 
 static void on_stderr(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  (void)buf;
   struct run *r = s->data;
-  r->read_buf_busy = false;
   if (n == 0 || r->err_done)
     return;
   if (n < 0) {
@@ -251,7 +245,7 @@ static void on_stderr(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     return;
   }
   for (ssize_t i = 0; i < n; i++) {
-    char c = r->read_buf[i];
+    char c = buf->base[i];
     if (c == '\n') {
       flush_errline(r);
       continue;

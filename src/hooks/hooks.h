@@ -166,10 +166,11 @@ typedef void (*tusc_hook_done_cb)(int status, tusc_hook_response_t *resp, void *
  * logged, counted; cb will not fire), UV_ECANCELED (worker closing), TUSC_ENOMEM, or
  * TUSC_EINVALID_ARGUMENT (also when the request JSON would exceed 4 MiB).
  * When the event is not enabled, returns 0 and cb fires with status 0 and an empty
- * response on a later loop iteration. */
+ * response on a later loop iteration. Not warn_unused_result: fire-and-forget callers
+ * may ignore the result (gcc does not accept a (void) cast for that attribute). */
 int tusc_hooks_invoke(tusc_hooks_worker_t *worker, enum tusc_hook_event ev,
                       const tusc_upload_info_t *upload, const tusc_hook_http_request_t *req,
-                      tusc_hook_done_cb cb, void *arg) __attribute__((warn_unused_result));
+                      tusc_hook_done_cb cb, void *arg);
 
 /* Non-blocking invocations waiting or running on this worker. */
 size_t tusc_hooks_worker_pending(const tusc_hooks_worker_t *worker);

@@ -537,8 +537,8 @@ static void next_work(struct conn *c, bool reconnect) {
     conn_close(c);
     if (g_idle_mode)
       g_opened++;
-    if (!conn_open(c))
-      next_work(c, false);
+    if (!conn_open(c) && !g_idle_mode)
+      die("cannot reconnect to %s:%d", g_host, g_port);
     return;
   }
   begin_upload(c);

@@ -342,8 +342,7 @@ int tusc_server_run(const tusc_config_t *cfg) {
     w->thread_started = true;
     uv_sem_wait(&s.started);
     if (w->start_rc != 0) {
-      tusc_log_msg(TUSC_LOG_ERROR, "worker %zu failed to start: %s", i,
-                   tusc_strerror(w->start_rc));
+      tusc_log_msg(TUSC_LOG_ERROR, "worker %zu failed to start: %s", i, tusc_strerror(w->start_rc));
       start_failed = true;
       break;
     }
@@ -357,8 +356,7 @@ int tusc_server_run(const tusc_config_t *cfg) {
   tusc_log_event(TUSC_LOG_INFO, "ServerStarted", NULL);
   print_listening(&s);
   if (cfg->port_file != NULL && (rc = write_port_file(cfg->port_file, s.listeners.port)) != 0)
-    tusc_log_msg(TUSC_LOG_WARN, "cannot write port file %s: %s", cfg->port_file,
-                 tusc_strerror(rc));
+    tusc_log_msg(TUSC_LOG_WARN, "cannot write port file %s: %s", cfg->port_file, tusc_strerror(rc));
 
   uv_run(&s.loop, UV_RUN_DEFAULT);
   exit_code = 0;

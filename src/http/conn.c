@@ -19,15 +19,15 @@
  * request (if any) has been ended by the handler and no write is outstanding. A
  * request's memory is freed when its response has been written or discarded.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -75,8 +75,9 @@ struct req_ctx {
   size_t ntrec, trec_cap;
   tusc_http_header_t *head_headers; /* the array before trailers were merged in */
 
-  size_t head_raw;      /* raw bytes of request line + headers seen so far */
-  size_t trailer_bytes; /* counted against the same limit */
+  uint64_t head_start_ms; /* loop time of the request's first byte */
+  size_t head_raw;        /* raw bytes of request line + headers seen so far */
+  size_t trailer_bytes;   /* counted against the same limit */
   enum hdr_state hdr_state;
   bool url_done;
   unsigned char prev_byte; /* raw scan of the head: bare LF and obs-fold */
@@ -89,19 +90,19 @@ struct req_ctx {
   const char *exec_end;
 
   bool has_body;
-  bool head_done;     /* validated and given to the handler */
+  bool head_done; /* validated and given to the handler */
   bool body_started;
   bool body_paused;
-  bool msg_complete;  /* the parser saw the end of the message */
+  bool msg_complete; /* the parser saw the end of the message */
   bool body_end_pending;
   bool body_end_sent;
-  bool responding;    /* a respond function was called: the handler no longer reads */
+  bool responding; /* a respond function was called: the handler no longer reads */
   bool response_ended;
   bool streaming;
   bool aborted;
-  bool discard;       /* connection failed: responses are dropped */
+  bool discard; /* connection failed: responses are dropped */
   bool close_after;
-  bool linger_after;  /* unread request bytes may follow: half-close, then drain */
+  bool linger_after; /* unread request bytes may follow: half-close, then drain */
   int status;
   int64_t stream_length;
   int64_t bytes_out;
@@ -177,7 +178,9 @@ static void on_timer(uv_timer_t *timer);
 static void conn_maybe_free(tusc_http_conn_t *conn);
 static void server_check_done(tusc_http_server_t *server);
 
-static struct req_ctx *ctx_of(tusc_http_request_t *req) { return (struct req_ctx *)req; }
+static struct req_ctx *ctx_of(tusc_http_request_t *req) {
+  return (struct req_ctx *)req;
+}
 
 static bool handler_owns(const struct req_ctx *ctx) {
   return ctx->head_done && !ctx->responding;
@@ -245,7 +248,9 @@ static void ctx_free(struct req_ctx *ctx) {
 
 /* --- parser callbacks ------------------------------------------------------------ */
 
-static bool in_trailers(const struct req_ctx *ctx) { return ctx->head_done; }
+static bool in_trailers(const struct req_ctx *ctx) {
+  return ctx->head_done;
+}
 
 static int finish_header(struct req_ctx *ctx) {
   size_t limit = head_store_cap(ctx->conn->server);
@@ -758,6 +763,7 @@ static int request_new(tusc_http_conn_t *conn) {
   ctx->req.path = "";
   ctx->req.query = "";
   ctx->req.start_ms = tusc_now_ms();
+  ctx->head_start_ms = uv_now(conn->server->loop);
   ctx->seen_crlf = true; /* a request line may not start with whitespace either */
   conn->req = ctx;
   return 0;
@@ -1152,8 +1158,16 @@ static void on_timer(uv_timer_t *timer) {
   } else if (conn->writes_pending > 0) {
     action = 2;
     err = UV_ETIMEDOUT;
-  } else if (ctx == NULL || !ctx->head_done) {
+  } else if (ctx == NULL) {
     action = 1;
+  } else if (!ctx->head_done) {
+    /* The whole head must arrive within the timeout, not just each byte: a client
+     * dribbling one byte at a time would otherwise hold the connection forever. */
+    action = 1;
+    if (ctx->head_start_ms < conn->activity_ms)
+      limit = timeout > conn->activity_ms - ctx->head_start_ms
+                  ? timeout - (conn->activity_ms - ctx->head_start_ms)
+                  : 1;
   } else if (can_parse(conn)) {
     action = 2; /* waiting for body bytes */
   }
@@ -1190,8 +1204,7 @@ static void log_access(struct req_ctx *ctx) {
   snprintf(status, sizeof(status), "%d", ctx->status);
   snprintf(bytes_in, sizeof(bytes_in), "%lld", (long long)req->body_received);
   snprintf(bytes_out, sizeof(bytes_out), "%lld", (long long)ctx->bytes_out);
-  snprintf(duration, sizeof(duration), "%llu",
-           (unsigned long long)(tusc_now_ms() - req->start_ms));
+  snprintf(duration, sizeof(duration), "%llu", (unsigned long long)(tusc_now_ms() - req->start_ms));
   if (ctx->client != NULL)
     snprintf(remote, sizeof(remote), "%s", ctx->client);
   else if (req->remote_addr[0] == '\0')
@@ -1451,8 +1464,11 @@ static void http_error(tusc_http_conn_t *conn, int status, int err, const char *
   tusc_http_response_header(&resp, "Tus-Resumable", "1.0.0");
   tusc_http_response_header(&resp, "X-Content-Type-Options", "nosniff");
   resp.close = true;
-  tusc_log_event(TUSC_LOG_INFO, "RequestRejected", "status", status == 431 ? "431" :
-                 status == 505 ? "505" : status == 503 ? "503" : "400",
+  tusc_log_event(TUSC_LOG_INFO, "RequestRejected", "status",
+                 status == 431   ? "431"
+                 : status == 505 ? "505"
+                 : status == 503 ? "503"
+                                 : "400",
                  "reason", message ? message : tusc_strerror(err), NULL);
   send_response(ctx, &resp, body, (size_t)n, n);
 }
@@ -1591,8 +1607,7 @@ static void on_connection(uv_stream_t *listener, int status) {
 }
 
 int tusc_http_server_new(uv_loop_t *loop, int fd, const tusc_http_limits_t *limits,
-                         const tusc_http_handler_t *handler, void *ctx,
-                         tusc_http_server_t **out) {
+                         const tusc_http_handler_t *handler, void *ctx, tusc_http_server_t **out) {
   if (loop == NULL || fd < 0 || limits == NULL || handler == NULL || handler->on_request == NULL)
     return TUSC_EINVALID_ARGUMENT;
   tusc_http_server_t *server = calloc(1, sizeof(*server));
@@ -1719,8 +1734,12 @@ void tusc_http_server_stop(tusc_http_server_t *server, bool abort_in_flight,
       continue;
     }
     ctx->close_after = true;
-    if (server->abort_in_flight && handler_owns(ctx))
+    if (!server->abort_in_flight)
+      continue;
+    if (handler_owns(ctx))
       soft_abort(ctx, TUSC_ESERVER_SHUTDOWN);
+    else if (ctx->streaming && !ctx->response_ended)
+      conn_fail(conn, TUSC_ESERVER_SHUTDOWN); /* a download would outlast the stop */
   }
   server_check_done(server);
 }

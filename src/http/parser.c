@@ -20,7 +20,9 @@ struct tusc_hparser_s {
   int cb_error; /* the negative code a callback returned */
 };
 
-static tusc_hparser_t *from_hp(http_parser *hp) { return (tusc_hparser_t *)hp; }
+static tusc_hparser_t *from_hp(http_parser *hp) {
+  return (tusc_hparser_t *)hp;
+}
 
 /* A callback's negative code is kept and the library is told to stop with 1. */
 static int relay(tusc_hparser_t *p, int rc) {
@@ -86,7 +88,9 @@ int tusc_hparser_new(const tusc_hparser_callbacks_t *cbs, void *ud, tusc_hparser
   return 0;
 }
 
-void tusc_hparser_free(tusc_hparser_t *parser) { free(parser); }
+void tusc_hparser_free(tusc_hparser_t *parser) {
+  free(parser);
+}
 
 static pthread_mutex_t limit_mutex = PTHREAD_MUTEX_INITIALIZER;
 static size_t limit_set;
@@ -105,8 +109,7 @@ void tusc_hparser_set_min_head_limit(size_t bytes) {
   pthread_mutex_unlock(&limit_mutex);
 }
 
-int tusc_hparser_execute(tusc_hparser_t *parser, const char *data, size_t len,
-                         size_t *consumed) {
+int tusc_hparser_execute(tusc_hparser_t *parser, const char *data, size_t len, size_t *consumed) {
   parser->cb_error = 0;
   size_t n = http_parser_execute(&parser->hp, &settings, data, len);
   *consumed = n;
@@ -126,7 +129,9 @@ int tusc_hparser_execute(tusc_hparser_t *parser, const char *data, size_t len,
   return TUSC_EBAD_REQUEST;
 }
 
-void tusc_hparser_pause(tusc_hparser_t *parser) { http_parser_pause(&parser->hp, 1); }
+void tusc_hparser_pause(tusc_hparser_t *parser) {
+  http_parser_pause(&parser->hp, 1);
+}
 
 void tusc_hparser_resume(tusc_hparser_t *parser) {
   if (HTTP_PARSER_ERRNO(&parser->hp) == HPE_PAUSED)

@@ -14,49 +14,92 @@
 
 const char *tusc_http_reason(int status) {
   switch (status) {
-  case 100: return "Continue";
-  case 101: return "Switching Protocols";
-  case 103: return "Early Hints";
-  case 104: return "Upload Resumption Supported";
-  case 200: return "OK";
-  case 201: return "Created";
-  case 202: return "Accepted";
-  case 204: return "No Content";
-  case 206: return "Partial Content";
-  case 301: return "Moved Permanently";
-  case 302: return "Found";
-  case 304: return "Not Modified";
-  case 307: return "Temporary Redirect";
-  case 308: return "Permanent Redirect";
-  case 400: return "Bad Request";
-  case 401: return "Unauthorized";
-  case 403: return "Forbidden";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 408: return "Request Timeout";
-  case 409: return "Conflict";
-  case 410: return "Gone";
-  case 411: return "Length Required";
-  case 412: return "Precondition Failed";
-  case 413: return "Content Too Large";
-  case 414: return "URI Too Long";
-  case 415: return "Unsupported Media Type";
-  case 416: return "Range Not Satisfiable";
-  case 417: return "Expectation Failed";
-  case 422: return "Unprocessable Content";
-  case 423: return "Locked";
-  case 428: return "Precondition Required";
-  case 429: return "Too Many Requests";
-  case 431: return "Request Header Fields Too Large";
-  case 460: return "Checksum Mismatch";
-  case 500: return "Internal Server Error";
-  case 501: return "Not Implemented";
-  case 502: return "Bad Gateway";
-  case 503: return "Service Unavailable";
-  case 504: return "Gateway Timeout";
-  case 505: return "HTTP Version Not Supported";
-  case 507: return "Insufficient Storage";
-  default: return "Unknown";
+  case 100:
+    return "Continue";
+  case 101:
+    return "Switching Protocols";
+  case 103:
+    return "Early Hints";
+  case 104:
+    return "Upload Resumption Supported";
+  case 200:
+    return "OK";
+  case 201:
+    return "Created";
+  case 202:
+    return "Accepted";
+  case 204:
+    return "No Content";
+  case 206:
+    return "Partial Content";
+  case 301:
+    return "Moved Permanently";
+  case 302:
+    return "Found";
+  case 304:
+    return "Not Modified";
+  case 307:
+    return "Temporary Redirect";
+  case 308:
+    return "Permanent Redirect";
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 403:
+    return "Forbidden";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 408:
+    return "Request Timeout";
+  case 409:
+    return "Conflict";
+  case 410:
+    return "Gone";
+  case 411:
+    return "Length Required";
+  case 412:
+    return "Precondition Failed";
+  case 413:
+    return "Content Too Large";
+  case 414:
+    return "URI Too Long";
+  case 415:
+    return "Unsupported Media Type";
+  case 416:
+    return "Range Not Satisfiable";
+  case 417:
+    return "Expectation Failed";
+  case 422:
+    return "Unprocessable Content";
+  case 423:
+    return "Locked";
+  case 428:
+    return "Precondition Required";
+  case 429:
+    return "Too Many Requests";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 460:
+    return "Checksum Mismatch";
+  case 500:
+    return "Internal Server Error";
+  case 501:
+    return "Not Implemented";
+  case 502:
+    return "Bad Gateway";
+  case 503:
+    return "Service Unavailable";
+  case 504:
+    return "Gateway Timeout";
+  case 505:
+    return "HTTP Version Not Supported";
+  case 507:
+    return "Insufficient Storage";
+  default:
+    return "Unknown";
   }
 }
 
@@ -184,12 +227,12 @@ char *tusc_http_build_head(const tusc_http_response_t *resp, const tusc_http_hea
     return NULL;
   char *p = buf + prefix;
   size_t cap = need, len = 0;
-#define APPEND(...)                                                                         \
-  do {                                                                                      \
-    int n_ = snprintf(p + len, cap - len, __VA_ARGS__);                                     \
-    if (n_ < 0 || (size_t)n_ >= cap - len)                                                  \
-      goto overflow;                                                                        \
-    len += (size_t)n_;                                                                      \
+#define APPEND(...)                                                                                \
+  do {                                                                                             \
+    int n_ = snprintf(p + len, cap - len, __VA_ARGS__);                                            \
+    if (n_ < 0 || (size_t)n_ >= cap - len)                                                         \
+      goto overflow;                                                                               \
+    len += (size_t)n_;                                                                             \
   } while (0)
 
   APPEND("HTTP/1.1 %d %s\r\n", status, tusc_http_reason(status));

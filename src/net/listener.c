@@ -90,8 +90,8 @@ static int resolve(const char *host, int port, struct sockaddr_storage *ss, sock
       return TUSC_EINVALID_ARGUMENT;
     memcpy(name, host, hl + 1);
   }
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                           .ai_flags = AI_PASSIVE};
+  struct addrinfo hints = {
+      .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
   struct addrinfo *res = NULL;
   int gai = getaddrinfo(name, NULL, &hints, &res);
   if (gai != 0 || res == NULL) {

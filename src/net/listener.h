@@ -19,9 +19,9 @@
 #include <stddef.h>
 
 typedef struct tusc_listeners_s {
-  int *fds;       /* `count` listening sockets; -1 once handed over */
+  int *fds; /* `count` listening sockets; -1 once handed over */
   size_t count;
-  int port;       /* bound TCP port; 0 for a unix socket */
+  int port; /* bound TCP port; 0 for a unix socket */
   bool is_unix;
   char *unix_path; /* owned copy; the socket file is removed by tusc_listeners_close */
 } tusc_listeners_t;

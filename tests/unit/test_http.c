@@ -44,7 +44,9 @@ struct handler_req {
   int stream_step;
 };
 
-static void free_handler_data(uv_handle_t *h) { free(h->data); }
+static void free_handler_data(uv_handle_t *h) {
+  free(h->data);
+}
 
 static void release(tusc_http_request_t *req) {
   struct handler_req *hr = req->handler_data;
@@ -243,7 +245,9 @@ static void send_all(int fd, const char *data, size_t len) {
   }
 }
 
-static void send_str(int fd, const char *s) { send_all(fd, s, strlen(s)); }
+static void send_str(int fd, const char *s) {
+  send_all(fd, s, strlen(s));
+}
 
 /* Reads exactly n bytes; returns bytes read before EOF. */
 static size_t read_n(int fd, char *buf, size_t n) {
@@ -417,28 +421,45 @@ struct reject_case {
 };
 
 static const struct reject_case reject_cases[] = {
-    {"CL and TE", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-                  "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "ERR_BAD_REQUEST", false},
-    {"duplicate CL", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-                     "Content-Length: 5\r\n\r\nhello", 400, "ERR_BAD_REQUEST", false},
-    {"conflicting CL", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-                       "Content-Length: 6\r\n\r\nhello!", 400, "ERR_BAD_REQUEST", false},
-    {"TE gzip,chunked", "POST /echo HTTP/1.1\r\nHost: x\r\n"
-                        "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400, "ERR_BAD_REQUEST", false},
-    {"TE twice", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                 "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "ERR_BAD_REQUEST", false},
+    {"CL and TE",
+     "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+     "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+     400, "ERR_BAD_REQUEST", false},
+    {"duplicate CL",
+     "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+     "Content-Length: 5\r\n\r\nhello",
+     400, "ERR_BAD_REQUEST", false},
+    {"conflicting CL",
+     "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+     "Content-Length: 6\r\n\r\nhello!",
+     400, "ERR_BAD_REQUEST", false},
+    {"TE gzip,chunked",
+     "POST /echo HTTP/1.1\r\nHost: x\r\n"
+     "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+     400, "ERR_BAD_REQUEST", false},
+    {"TE twice",
+     "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+     "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+     400, "ERR_BAD_REQUEST", false},
     {"garbage", "HELLO THERE\r\n\r\n", 400, "ERR_BAD_REQUEST", false},
     {"bare LF", "GET /hello HTTP/1.1\nHost: x\n\n", 400, "ERR_BAD_REQUEST", false},
-    {"obs-fold", "GET /hello HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400, "ERR_BAD_REQUEST", false},
-    {"space before colon", "GET /hello HTTP/1.1\r\nHost : x\r\n\r\n", 400, "ERR_BAD_REQUEST", false},
-    {"NUL in header", "GET /hello HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n", 400,
-     "ERR_BAD_REQUEST", false},
+    {"obs-fold", "GET /hello HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400, "ERR_BAD_REQUEST",
+     false},
+    {"space before colon", "GET /hello HTTP/1.1\r\nHost : x\r\n\r\n", 400, "ERR_BAD_REQUEST",
+     false},
+    {"NUL in header", "GET /hello HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n", 400, "ERR_BAD_REQUEST",
+     false},
     {"missing Host", "GET /hello HTTP/1.1\r\n\r\n", 400, "ERR_BAD_REQUEST", false},
-    {"two Hosts", "GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "ERR_BAD_REQUEST", false},
-    {"bad chunk size", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                       "zz\r\n", 400, "ERR_BAD_REQUEST", true},
-    {"chunk without CRLF", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                           "3\r\nabcXY0\r\n\r\n", 400, "ERR_BAD_REQUEST", true},
+    {"two Hosts", "GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "ERR_BAD_REQUEST",
+     false},
+    {"bad chunk size",
+     "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "zz\r\n",
+     400, "ERR_BAD_REQUEST", true},
+    {"chunk without CRLF",
+     "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "3\r\nabcXY0\r\n\r\n",
+     400, "ERR_BAD_REQUEST", true},
     {"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, "ERR_BAD_REQUEST", false},
     {"HTTP/3.0", "GET /hello HTTP/3.0\r\nHost: x\r\n\r\n", 505, "ERR_BAD_REQUEST", false},
     {"negative CL", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400,
@@ -544,6 +565,39 @@ static void test_idle_timeout(void **state) {
   struct response r;
   read_response(fd, &r, false);
   assert_true(closed_by_server(fd));
+  close(fd);
+}
+
+static void test_slow_head_times_out(void **state) {
+  (void)state;
+  int fd = client();
+  struct timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  send_str(fd, "GET /hello HTTP/1.1\r\n");
+  /* One header byte every 100 ms keeps "activity" going but the head never ends. */
+  bool closed = false;
+  for (int i = 0; i < 40 && !closed; i++) {
+    usleep(100000);
+    closed = send(fd, "X", 1, MSG_NOSIGNAL) < 0;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (!closed && poll(&p, 1, 0) == 1)
+      closed = closed_by_server(fd);
+  }
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  long ms = (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
+  assert_true(closed);
+  assert_true(ms < 3 * TIMEOUT_MS);
+  close(fd);
+}
+
+static void test_absolute_form(void **state) {
+  (void)state;
+  int fd = client();
+  struct response r;
+  send_str(fd, "GET http://example.com/hello?q HTTP/1.1\r\nHost: example.com\r\n\r\n");
+  read_response(fd, &r, false);
+  assert_int_equal(r.status, 200);
+  assert_string_equal(r.body, "http://example.com/hello?q"); /* target stays raw */
   close(fd);
 }
 
@@ -669,6 +723,8 @@ int main(void) {
       cmocka_unit_test(test_header_limits),
       cmocka_unit_test(test_early_response_closes),
       cmocka_unit_test(test_idle_timeout),
+      cmocka_unit_test(test_slow_head_times_out),
+      cmocka_unit_test(test_absolute_form),
       cmocka_unit_test(test_client_abort_mid_body),
       cmocka_unit_test(test_body_read_timeout),
       cmocka_unit_test(test_pause_resume),

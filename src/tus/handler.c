@@ -1049,16 +1049,13 @@ static void do_greeting(tus_request_t *st) {
 /* --- routing --------------------------------------------------------------------- */
 
 static bool version_ok(const tusc_http_request_t *req, enum tusc_http_method method) {
+  /* Browsers and plain HTTP tools send GET/HEAD without (or with any) Tus-Resumable;
+   * tusd exempts both whatever they carry, and PROTOCOL.md says to do the same. */
+  if (method == TUSC_HTTP_GET || method == TUSC_HTTP_HEAD)
+    return true;
   size_t len = 0;
   const char *v = header_value(req, "Tus-Resumable", &len);
-  bool match = v != NULL && len == strlen(TUS_VERSION) && memcmp(v, TUS_VERSION, len) == 0;
-  if (method == TUSC_HTTP_GET)
-    return true;
-  /* Browsers poke HEAD without the header; a tus client that sends another version
-   * must still learn that we do not speak it. */
-  if (method == TUSC_HTTP_HEAD)
-    return v == NULL || match;
-  return match;
+  return v != NULL && len == strlen(TUS_VERSION) && memcmp(v, TUS_VERSION, len) == 0;
 }
 
 static void route_upload(tus_request_t *st, enum tusc_http_method method, const char *raw,

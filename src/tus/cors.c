@@ -15,12 +15,12 @@ int tusc_cors_init(tusc_cors_t *cors, const tusc_config_t *cfg) {
   memset(cors, 0, sizeof(*cors));
   cors->enabled = !cfg->disable_cors;
   cors->allow_credentials = cfg->cors_allow_credentials;
-  cors->allow_methods = cfg->cors_allow_methods != NULL ? cfg->cors_allow_methods
-                                                        : TUSC_CORS_DEFAULT_METHODS;
-  cors->allow_headers = cfg->cors_allow_headers != NULL ? cfg->cors_allow_headers
-                                                        : TUSC_CORS_DEFAULT_HEADERS;
-  cors->expose_headers = cfg->cors_expose_headers != NULL ? cfg->cors_expose_headers
-                                                          : TUSC_CORS_DEFAULT_EXPOSE;
+  cors->allow_methods =
+      cfg->cors_allow_methods != NULL ? cfg->cors_allow_methods : TUSC_CORS_DEFAULT_METHODS;
+  cors->allow_headers =
+      cfg->cors_allow_headers != NULL ? cfg->cors_allow_headers : TUSC_CORS_DEFAULT_HEADERS;
+  cors->expose_headers =
+      cfg->cors_expose_headers != NULL ? cfg->cors_expose_headers : TUSC_CORS_DEFAULT_EXPOSE;
   snprintf(cors->max_age, sizeof(cors->max_age), "%lld", (long long)cfg->cors_max_age);
   if (!cors->enabled)
     return 0;

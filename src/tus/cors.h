@@ -18,14 +18,14 @@
 #include "config/config.h"
 
 #define TUSC_CORS_DEFAULT_METHODS "POST, HEAD, PATCH, OPTIONS, GET, DELETE"
-#define TUSC_CORS_DEFAULT_HEADERS                                                           \
-  "Authorization, Origin, X-Requested-With, X-Request-ID, X-HTTP-Method-Override, "         \
-  "Content-Type, Upload-Length, Upload-Offset, Tus-Resumable, Upload-Metadata, "            \
-  "Upload-Defer-Length, Upload-Concat, Upload-Incomplete, Upload-Complete, "                \
+#define TUSC_CORS_DEFAULT_HEADERS                                                                  \
+  "Authorization, Origin, X-Requested-With, X-Request-ID, X-HTTP-Method-Override, "                \
+  "Content-Type, Upload-Length, Upload-Offset, Tus-Resumable, Upload-Metadata, "                   \
+  "Upload-Defer-Length, Upload-Concat, Upload-Incomplete, Upload-Complete, "                       \
   "Upload-Draft-Interop-Version"
-#define TUSC_CORS_DEFAULT_EXPOSE                                                            \
-  "Upload-Offset, Location, Upload-Length, Tus-Version, Tus-Resumable, Tus-Max-Size, "      \
-  "Tus-Extension, Upload-Metadata, Upload-Defer-Length, Upload-Concat, Upload-Incomplete, " \
+#define TUSC_CORS_DEFAULT_EXPOSE                                                                   \
+  "Upload-Offset, Location, Upload-Length, Tus-Version, Tus-Resumable, Tus-Max-Size, "             \
+  "Tus-Extension, Upload-Metadata, Upload-Defer-Length, Upload-Concat, Upload-Incomplete, "        \
   "Upload-Complete, Upload-Draft-Interop-Version"
 
 typedef struct tusc_cors_s {

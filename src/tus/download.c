@@ -10,7 +10,9 @@
 
 #include <uv.h>
 
-static int is_space(char c) { return c == ' ' || c == '\t'; }
+static int is_space(char c) {
+  return c == ' ' || c == '\t';
+}
 
 /* Saturating decimal parse of 1+ digits at s[*i]; returns 0 when there are none. */
 static int parse_digits(const char *s, size_t len, size_t *i, int64_t *out) {
@@ -27,8 +29,8 @@ static int parse_digits(const char *s, size_t len, size_t *i, int64_t *out) {
   return 1;
 }
 
-enum tusc_range_result tusc_download_range(const char *s, size_t len, int64_t size,
-                                           int64_t *first, int64_t *last) {
+enum tusc_range_result tusc_download_range(const char *s, size_t len, int64_t size, int64_t *first,
+                                           int64_t *last) {
   size_t i = 0;
   int64_t a = 0, b = 0;
   if (s == NULL)
@@ -151,9 +153,8 @@ static int media_type_valid(const char *s, size_t len, size_t *essence_len) {
 
 /* Types a browser may render in place without executing anything. */
 static const char *const inline_types[] = {
-    "text/plain", "image/png",  "image/jpeg", "image/gif",  "image/webp", "image/avif",
-    "audio/mpeg", "audio/ogg",  "audio/wav",  "audio/wave", "audio/webm", "video/mp4",
-    "video/webm", "video/ogg",
+    "text/plain", "image/png", "image/jpeg", "image/gif",  "image/webp", "image/avif", "audio/mpeg",
+    "audio/ogg",  "audio/wav", "audio/wave", "audio/webm", "video/mp4",  "video/webm", "video/ogg",
 };
 
 void tusc_download_content_type(const char *filetype, char *out, size_t cap, bool *inline_ok) {
@@ -166,7 +167,8 @@ void tusc_download_content_type(const char *filetype, char *out, size_t cap, boo
   }
   snprintf(out, cap, "%s", filetype);
   for (size_t i = 0; i < sizeof(inline_types) / sizeof(inline_types[0]); i++) {
-    if (strlen(inline_types[i]) == essence && strncasecmp(filetype, inline_types[i], essence) == 0) {
+    if (strlen(inline_types[i]) == essence &&
+        strncasecmp(filetype, inline_types[i], essence) == 0) {
       *inline_ok = true;
       break;
     }
@@ -179,8 +181,8 @@ static int is_attr_char(unsigned char c) {
   return c != '\0' && strchr("!#$&+-.^_`|~", c) != NULL;
 }
 
-int tusc_download_disposition(bool inline_ok, const char *filename, size_t filename_len,
-                              char *out, size_t cap) {
+int tusc_download_disposition(bool inline_ok, const char *filename, size_t filename_len, char *out,
+                              size_t cap) {
   static const char hex[] = "0123456789ABCDEF";
   const char *type = inline_ok ? "inline" : "attachment";
   size_t n = strlen(type);

@@ -12,17 +12,17 @@
 
 /* Result of parsing a Range header against a representation of `size` bytes. */
 enum tusc_range_result {
-  TUSC_RANGE_NONE = 0,      /* serve everything (absent, unsupported unit, malformed,
-                             * several ranges: RFC 9110 lets us ignore those) */
-  TUSC_RANGE_PARTIAL = 1,   /* serve [*first, *last] with 206 */
+  TUSC_RANGE_NONE = 0,          /* serve everything (absent, unsupported unit, malformed,
+                                 * several ranges: RFC 9110 lets us ignore those) */
+  TUSC_RANGE_PARTIAL = 1,       /* serve [*first, *last] with 206 */
   TUSC_RANGE_UNSATISFIABLE = 2, /* 416 with Content-Range: bytes *\/size */
 };
 
 /* Parses "bytes=a-b", "bytes=a-", "bytes=-n" (one range; whitespace around tolerated).
  * `s` may be NULL (absent). *first and *last are written only for TUSC_RANGE_PARTIAL;
  * last is clamped to size - 1. */
-enum tusc_range_result tusc_download_range(const char *s, size_t len, int64_t size,
-                                           int64_t *first, int64_t *last);
+enum tusc_range_result tusc_download_range(const char *s, size_t len, int64_t size, int64_t *first,
+                                           int64_t *last);
 
 /* Content-Type for a download: `filetype` (NUL-terminated metadata value, may be NULL)
  * when it is a valid media type "type/subtype" with optional ";param=value" parameters
@@ -37,7 +37,7 @@ void tusc_download_content_type(const char *filetype, char *out, size_t cap, boo
  * when the name has non-ASCII bytes, `filename*=UTF-8''<percent-encoded>`. `filename`
  * may be NULL. Truncates the name to fit; returns 0 or UV_ENOBUFS when cap cannot even
  * hold the disposition type. */
-int tusc_download_disposition(bool inline_ok, const char *filename, size_t filename_len,
-                              char *out, size_t cap);
+int tusc_download_disposition(bool inline_ok, const char *filename, size_t filename_len, char *out,
+                              size_t cap);
 
 #endif

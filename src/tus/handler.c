@@ -61,7 +61,7 @@ struct tusc_tus_worker_s {
   uv_loop_t *loop;
   uv_async_t release_async;
   tus_request_t *requests; /* every live request state of this worker */
-  atomic_bool closing;      /* read by lock-release callbacks on other threads */
+  atomic_bool closing;     /* read by lock-release callbacks on other threads */
   bool async_closed;
 };
 
@@ -151,8 +151,8 @@ static enum tusc_http_method method_from_name(const char *s, size_t len) {
     const char *name;
     enum tusc_http_method method;
   } methods[] = {
-      {"GET", TUSC_HTTP_GET},     {"HEAD", TUSC_HTTP_HEAD},     {"POST", TUSC_HTTP_POST},
-      {"PUT", TUSC_HTTP_PUT},     {"PATCH", TUSC_HTTP_PATCH},   {"DELETE", TUSC_HTTP_DELETE},
+      {"GET", TUSC_HTTP_GET},         {"HEAD", TUSC_HTTP_HEAD},   {"POST", TUSC_HTTP_POST},
+      {"PUT", TUSC_HTTP_PUT},         {"PATCH", TUSC_HTTP_PATCH}, {"DELETE", TUSC_HTTP_DELETE},
       {"OPTIONS", TUSC_HTTP_OPTIONS},
   };
   for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
@@ -161,10 +161,16 @@ static enum tusc_http_method method_from_name(const char *s, size_t len) {
   return TUSC_HTTP_OTHER;
 }
 
-static void fmt_i64(char out[24], int64_t v) { snprintf(out, 24, "%lld", (long long)v); }
+static void fmt_i64(char out[24], int64_t v) {
+  snprintf(out, 24, "%lld", (long long)v);
+}
 
-static tusc_store_t *store_of(const tus_request_t *st) { return st->w->tus->store; }
-static const tusc_config_t *cfg_of(const tus_request_t *st) { return st->w->tus->cfg; }
+static tusc_store_t *store_of(const tus_request_t *st) {
+  return st->w->tus->store;
+}
+static const tusc_config_t *cfg_of(const tus_request_t *st) {
+  return st->w->tus->cfg;
+}
 
 /* --- request state lifetime ------------------------------------------------------ */
 
@@ -254,7 +260,9 @@ static void respond_error_with(tus_request_t *st, int err, const char *allow) {
   respond_text(st, &resp, body);
 }
 
-static void respond_error(tus_request_t *st, int err) { respond_error_with(st, err, NULL); }
+static void respond_error(tus_request_t *st, int err) {
+  respond_error_with(st, err, NULL);
+}
 
 /* The "upload not found" answer for a failed store lookup. */
 static void respond_store_error(tus_request_t *st, int err) {
@@ -337,8 +345,8 @@ static void lock_got(tus_request_t *st) {
 static void on_lock_timer(uv_timer_t *timer) {
   tus_request_t *st = timer->data;
   tusc_tus_t *tus = st->w->tus;
-  int rc = tusc_lock_try_acquire(tus->locks, st->id, st->lock_path, tus->cfg->file_perms,
-                                 &st->holder);
+  int rc =
+      tusc_lock_try_acquire(tus->locks, st->id, st->lock_path, tus->cfg->file_perms, &st->holder);
   if (rc == 0) {
     uv_timer_stop(timer);
     lock_got(st);
@@ -379,8 +387,8 @@ static void lock_upload(tus_request_t *st, step_fn next) {
   }
   st->holder.on_release_requested = on_release_requested;
   st->holder.data = st;
-  int rc = tusc_lock_try_acquire(tus->locks, st->id, st->lock_path, tus->cfg->file_perms,
-                                 &st->holder);
+  int rc =
+      tusc_lock_try_acquire(tus->locks, st->id, st->lock_path, tus->cfg->file_perms, &st->holder);
   if (rc == 0) {
     lock_got(st);
     return;
@@ -391,9 +399,9 @@ static void lock_upload(tus_request_t *st, step_fn next) {
   }
   uint64_t now = tusc_now_ms();
   st->last_release_ask = now;
-  st->lock_deadline = now + (uint64_t)(tus->cfg->acquire_lock_timeout_ms > 0
-                                           ? tus->cfg->acquire_lock_timeout_ms
-                                           : 0);
+  st->lock_deadline =
+      now +
+      (uint64_t)(tus->cfg->acquire_lock_timeout_ms > 0 ? tus->cfg->acquire_lock_timeout_ms : 0);
   (void)tusc_lock_request_release(tus->locks, st->id);
   if (!st->timer_init) {
     rc = uv_timer_init(st->w->loop, &st->timer);
@@ -545,8 +553,8 @@ static int on_body(tusc_http_request_t *req, const char *data, size_t len, void 
   tusc_store_t *store = store_of(st);
   size_t done = 0;
   while (done < take) {
-    ssize_t n = store->ops->write(st->upload, st->start_offset + st->written, data + done,
-                                  take - done);
+    ssize_t n =
+        store->ops->write(st->upload, st->start_offset + st->written, data + done, take - done);
     if (n <= 0)
       return chunk_stop(st, n < 0 ? (int)n : TUSC_EINTERNAL);
     done += (size_t)n;
@@ -849,8 +857,8 @@ static void post_created(tus_request_t *st) {
     return;
   }
   fmt_i64(size_s, st->info->size_is_deferred ? -1 : st->info->size);
-  tusc_log_event(TUSC_LOG_INFO, "UploadCreated", "id", st->id, "size", size_s, "url",
-                 st->location, "remote", st->client, NULL);
+  tusc_log_event(TUSC_LOG_INFO, "UploadCreated", "id", st->id, "size", size_s, "url", st->location,
+                 "remote", st->client, NULL);
   bool empty = !st->info->size_is_deferred && st->info->size == 0;
   if (empty)
     tusc_log_event(TUSC_LOG_INFO, "UploadFinished", "id", st->id, "size", size_s, "remote",
@@ -881,8 +889,7 @@ static int location_input(tus_request_t *st, tusc_location_input_t *in) {
   if (in->behind_proxy) {
     in->x_forwarded_host = header_value(req, "X-Forwarded-Host", &in->x_forwarded_host_len);
     in->x_forwarded_proto = header_value(req, "X-Forwarded-Proto", &in->x_forwarded_proto_len);
-    in->x_forwarded_prefix =
-        header_value(req, "X-Forwarded-Prefix", &in->x_forwarded_prefix_len);
+    in->x_forwarded_prefix = header_value(req, "X-Forwarded-Prefix", &in->x_forwarded_prefix_len);
     in->forwarded = header_value(req, "Forwarded", &in->forwarded_len);
   }
   return 0;
@@ -1004,7 +1011,9 @@ static void delete_done(tus_request_t *st) {
   finish(st, &resp, NULL, 0);
 }
 
-static void delete_locked(tus_request_t *st) { queue_work(st, WORK_TERMINATE, delete_done); }
+static void delete_locked(tus_request_t *st) {
+  queue_work(st, WORK_TERMINATE, delete_done);
+}
 
 static void do_delete(tus_request_t *st) {
   if (!upload_exists(st))
@@ -1162,12 +1171,12 @@ static void on_request(tusc_http_request_t *req, void *ctx) {
   size_t path_len = strlen(path);
   const char *base = cfg->base_path;
   size_t base_len = strlen(base);
-  bool is_collection = (path_len == base_len && memcmp(path, base, base_len) == 0) ||
-                       (base_len > 1 && path_len == base_len - 1 &&
-                        memcmp(path, base, base_len - 1) == 0);
+  bool is_collection =
+      (path_len == base_len && memcmp(path, base, base_len) == 0) ||
+      (base_len > 1 && path_len == base_len - 1 && memcmp(path, base, base_len - 1) == 0);
   bool is_upload = !is_collection && path_len > base_len && memcmp(path, base, base_len) == 0;
-  bool is_metrics = cfg->expose_metrics && cfg->metrics_path != NULL &&
-                    strcmp(path, cfg->metrics_path) == 0;
+  bool is_metrics =
+      cfg->expose_metrics && cfg->metrics_path != NULL && strcmp(path, cfg->metrics_path) == 0;
 
   /* The metrics endpoint is served elsewhere; never route it as an upload ID. */
   if (is_metrics) {
@@ -1321,4 +1330,6 @@ static const tusc_http_handler_t http_handler = {
     .on_abort = on_abort,
 };
 
-const tusc_http_handler_t *tusc_tus_http_handler(void) { return &http_handler; }
+const tusc_http_handler_t *tusc_tus_http_handler(void) {
+  return &http_handler;
+}

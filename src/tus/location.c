@@ -90,7 +90,8 @@ int tusc_location_collection(const tusc_location_input_t *in, const char *base_p
     }
     /* Forwarded is the standard header and wins over the X- variants (tusd's order).
      * An unparseable one is ignored, as tusd does. */
-    if (in->forwarded != NULL && tusc_forwarded_parse(in->forwarded, in->forwarded_len, &fwd) == 0) {
+    if (in->forwarded != NULL &&
+        tusc_forwarded_parse(in->forwarded, in->forwarded_len, &fwd) == 0) {
       if (fwd.host[0] != '\0') {
         size_t hl = strlen(fwd.host);
         if (!tusc_host_valid(fwd.host, hl))
@@ -136,8 +137,8 @@ int tusc_location_collection(const tusc_location_input_t *in, const char *base_p
 }
 
 void tusc_location_client_addr(bool behind_proxy, const char *x_forwarded_for, size_t xff_len,
-                               const char *forwarded, size_t forwarded_len,
-                               const char *remote_addr, char out[64]) {
+                               const char *forwarded, size_t forwarded_len, const char *remote_addr,
+                               char out[64]) {
   if (behind_proxy) {
     if (x_forwarded_for != NULL && tusc_xff_first(x_forwarded_for, xff_len, out) == 0)
       return;

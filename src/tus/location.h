@@ -38,7 +38,7 @@ int tusc_location_collection(const tusc_location_input_t *in, const char *base_p
 /* Client address for logs: with behind_proxy, the first X-Forwarded-For address, else
  * the Forwarded for= address, else `remote_addr`. Never fails; out holds 64 bytes. */
 void tusc_location_client_addr(bool behind_proxy, const char *x_forwarded_for, size_t xff_len,
-                               const char *forwarded, size_t forwarded_len,
-                               const char *remote_addr, char out[64]);
+                               const char *forwarded, size_t forwarded_len, const char *remote_addr,
+                               char out[64]);
 
 #endif

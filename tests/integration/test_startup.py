@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from conftest import SANITIZER_MARKERS, STOP_TIMEOUT, TUSC_BIN, sanitizer_env
+from conftest import SANITIZER_MARKERS, STOP_TIMEOUT, TUSC_BIN, deadline_poll, sanitizer_env
 
 
 def run(args, tmp_path, timeout=STOP_TIMEOUT):
@@ -84,4 +84,9 @@ def test_version_exits_0(tmp_path):
 def test_port_file(tusc, tmp_path):
     pf = tmp_path / "port"
     srv = tusc("-port-file", str(pf))
-    assert pf.read_text().strip() == str(srv.port)
+    # The file may appear just after the stdout line; a reader must never see it
+    # half-written, so any content it has must be the whole port.
+    def content():
+        return pf.exists() and pf.read_text()
+    text = deadline_poll(content, 10, what="the port file")
+    assert text.strip() == str(srv.port), text

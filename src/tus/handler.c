@@ -645,6 +645,14 @@ static void do_get(tus_request_t *st) {
 
   size_t range_len = 0;
   const char *range = header_value(st->req, "Range", &range_len);
+  /* An upload grows while it is downloaded: a client resuming a download with If-Range
+   * gets the rest only if the data has not changed since, else the whole thing. Only
+   * the date form can match (no ETags here). */
+  const char *if_range = header_value(st->req, "If-Range", NULL);
+  int64_t if_range_time = 0;
+  if (range != NULL && if_range != NULL &&
+      (tusc_http_date_parse(if_range, &if_range_time) != 0 || if_range_time != mtime))
+    range = NULL;
   int64_t first = 0, last = size - 1;
   enum tusc_range_result rr = tusc_download_range(range, range_len, size, &first, &last);
 
@@ -1122,6 +1130,8 @@ static void client_address(tus_request_t *st) {
   const char *fwd = header_value(st->req, "Forwarded", &fwd_len);
   tusc_location_client_addr(cfg_of(st)->behind_proxy, xff, xff_len, fwd, fwd_len,
                             st->req->remote_addr, st->client);
+  if (strcmp(st->client, st->req->remote_addr) != 0)
+    tusc_http_request_set_client(st->req, st->client);
 }
 
 static void on_request(tusc_http_request_t *req, void *ctx) {

@@ -125,14 +125,16 @@ int tusc_location_collection(const tusc_location_input_t *in, const char *base_p
       host_len -= 4;
   }
 
-  int n;
+  size_t need = strlen(base_path) + prefix_len + 1;
   if (host != NULL)
-    n = snprintf(out, cap, "%s://%.*s%.*s%s", proto, (int)host_len, host, (int)prefix_len, prefix,
-                 base_path);
-  else
-    n = snprintf(out, cap, "%.*s%s", (int)prefix_len, prefix, base_path);
-  if (n < 0 || (size_t)n >= cap)
+    need += strlen(proto) + 3 + host_len;
+  if (need > cap)
     return UV_ENOBUFS;
+  if (host != NULL)
+    snprintf(out, cap, "%s://%.*s%.*s%s", proto, (int)host_len, host, (int)prefix_len, prefix,
+             base_path);
+  else
+    snprintf(out, cap, "%.*s%s", (int)prefix_len, prefix, base_path);
   return 0;
 }
 

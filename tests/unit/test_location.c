@@ -102,8 +102,12 @@ static void test_collection_too_small(void **state) {
   tusc_location_input_t in;
   memset(&in, 0, sizeof(in));
   set("example.com", &in.host, &in.host_len);
-  char out[10];
-  assert_int_equal(tusc_location_collection(&in, "/files/", out, sizeof(out)), UV_ENOBUFS);
+  char out[26] = "untouched";
+  /* "http://example.com/files/" is 25 bytes + NUL: one byte short fails, exact fits. */
+  assert_int_equal(tusc_location_collection(&in, "/files/", out, 25), UV_ENOBUFS);
+  assert_string_equal(out, "untouched");
+  assert_int_equal(tusc_location_collection(&in, "/files/", out, 26), 0);
+  assert_string_equal(out, "http://example.com/files/");
 }
 
 static void test_client_addr(void **state) {

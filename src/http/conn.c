@@ -60,6 +60,36 @@ struct hrec {
 };
 
 enum hdr_state { HDR_NONE = 0, HDR_FIELD, HDR_VALUE };
+
+/* The lenient library lets through a head ending "\r\n\rX", chunk lines ending in
+ * a bare CR, any two bytes after chunk data, and bare LF / obs-fold in trailers.
+ * This scanner walks the same bytes strictly (RFC 9112 section 7.1) just ahead of
+ * the parser, so the parser is only ever given a valid prefix. */
+enum framing_state {
+  FR_ANY = 0, /* sized body or none: the parser's own checks suffice */
+  FR_HEAD_LF, /* the head's last LF, which the parser reads after pausing */
+  FR_SIZE_START,
+  FR_SIZE,
+  FR_SIZE_WS,
+  FR_EXT,
+  FR_SIZE_LF,
+  FR_DATA,
+  FR_DATA_CR,
+  FR_DATA_LF,
+  FR_TRAILER_START,
+  FR_TRAILER_LINE,
+  FR_TRAILER_LF,
+  FR_FINAL_LF,
+  FR_DONE,
+};
+
+struct framing {
+  enum framing_state state;
+  enum framing_state after_head;
+  unsigned digits;
+  uint64_t size;
+  uint64_t left;
+};
 enum pause_reason { PAUSE_NONE = 0, PAUSE_HEAD, PAUSE_BODY, PAUSE_MESSAGE };
 
 struct req_ctx {
@@ -84,10 +114,7 @@ struct req_ctx {
   bool seen_crlf;          /* prev bytes were CR LF */
   enum pause_reason pause_reason;
 
-  /* chunk framing checks the lenient parser skips */
-  uint64_t chunk_left;
-  int need_crlf;
-  const char *exec_end;
+  struct framing framing; /* strict check of the bytes after the head */
 
   bool has_body;
   bool head_done; /* validated and given to the handler */
@@ -358,20 +385,135 @@ static int on_headers_complete(void *ud) {
   return 0;
 }
 
-static int check_crlf(struct req_ctx *ctx, const char *p, const char *end) {
-  while (ctx->need_crlf > 0 && p < end) {
-    char want = ctx->need_crlf == 2 ? '\r' : '\n';
-    if (*p != want)
-      return TUSC_EBAD_REQUEST;
-    ctx->need_crlf--;
-    p++;
+static int hex_value(unsigned char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+/* Advances over p[0..n); returns how many bytes are valid. *bad tells whether it
+ * stopped at an invalid byte (else at the end of the input or of the message). */
+static size_t framing_scan(struct framing *f, const char *p, size_t n, bool *bad) {
+  size_t i = 0;
+  *bad = false;
+  while (i < n) {
+    unsigned char c = (unsigned char)p[i];
+    switch (f->state) {
+    case FR_ANY:
+      return n;
+    case FR_DONE:
+      return i;
+    case FR_HEAD_LF:
+      if (c != '\n')
+        goto bad;
+      f->state = f->after_head;
+      break;
+    case FR_SIZE_START:
+    case FR_SIZE: {
+      int h = hex_value(c);
+      if (h >= 0) {
+        if (f->digits >= 15) /* > 2^60 bytes: not a size anyone sends */
+          goto bad;
+        f->size = f->size * 16 + (uint64_t)h;
+        f->digits++;
+        f->state = FR_SIZE;
+      } else if (f->state == FR_SIZE_START) {
+        goto bad;
+      } else if (c == ';') {
+        f->state = FR_EXT;
+      } else if (c == ' ' || c == '\t') {
+        f->state = FR_SIZE_WS;
+      } else if (c == '\r') {
+        f->state = FR_SIZE_LF;
+      } else {
+        goto bad;
+      }
+      break;
+    }
+    case FR_SIZE_WS:
+      if (c == ';')
+        f->state = FR_EXT;
+      else if (c == '\r')
+        f->state = FR_SIZE_LF;
+      else if (c != ' ' && c != '\t')
+        goto bad;
+      break;
+    case FR_EXT:
+      if (c == '\r')
+        f->state = FR_SIZE_LF;
+      else if ((c < 0x20 && c != '\t') || c == 0x7f)
+        goto bad;
+      break;
+    case FR_SIZE_LF:
+      if (c != '\n')
+        goto bad;
+      f->digits = 0;
+      if (f->size == 0) {
+        f->state = FR_TRAILER_START;
+      } else {
+        f->left = f->size;
+        f->size = 0;
+        f->state = FR_DATA;
+      }
+      break;
+    case FR_DATA: {
+      size_t take = f->left < n - i ? (size_t)f->left : n - i;
+      f->left -= take;
+      i += take;
+      if (f->left == 0)
+        f->state = FR_DATA_CR;
+      continue;
+    }
+    case FR_DATA_CR:
+      if (c != '\r')
+        goto bad;
+      f->state = FR_DATA_LF;
+      break;
+    case FR_DATA_LF:
+      if (c != '\n')
+        goto bad;
+      f->state = FR_SIZE_START;
+      break;
+    case FR_TRAILER_START:
+      if (c == '\r')
+        f->state = FR_FINAL_LF;
+      else if (c == ' ' || c == '\t' || c == '\n' || c == '\0')
+        goto bad;
+      else
+        f->state = FR_TRAILER_LINE;
+      break;
+    case FR_TRAILER_LINE:
+      if (c == '\r')
+        f->state = FR_TRAILER_LF;
+      else if (c == '\n' || c == '\0')
+        goto bad;
+      break;
+    case FR_TRAILER_LF:
+      if (c != '\n')
+        goto bad;
+      f->state = FR_TRAILER_START;
+      break;
+    case FR_FINAL_LF:
+      if (c != '\n')
+        goto bad;
+      f->state = FR_DONE;
+      break;
+    }
+    i++;
   }
-  return 0;
+  return i;
+bad:
+  *bad = true;
+  return i;
 }
 
 static int on_chunk_header(void *ud, uint64_t size) {
-  struct req_ctx *ctx = ud;
-  ctx->chunk_left = size;
+  (void)ud;
+  (void)size;
   return 0;
 }
 
@@ -379,17 +521,6 @@ static int on_body(void *ud, const char *at, size_t len) {
   struct req_ctx *ctx = ud;
   tusc_http_server_t *server = ctx->conn->server;
   ctx->req.body_received += (int64_t)len;
-  if (ctx->req.chunked) {
-    if (len > ctx->chunk_left)
-      return TUSC_EBAD_REQUEST;
-    ctx->chunk_left -= len;
-    if (ctx->chunk_left == 0) {
-      ctx->need_crlf = 2;
-      int rc = check_crlf(ctx, at + len, ctx->exec_end);
-      if (rc != 0)
-        return rc;
-    }
-  }
   if (server->handler->on_body != NULL) {
     int rc = server->handler->on_body(&ctx->req, at, len, server->ctx);
     if (rc < 0) {
@@ -672,6 +803,8 @@ static int dispatch(struct req_ctx *ctx) {
   req->expect_continue = expect != NULL && req->http_minor >= 1 &&
                          eq_ci(expect->value, expect->value_len, "100-continue");
   ctx->has_body = req->chunked || req->content_length > 0;
+  ctx->framing.after_head = req->chunked ? FR_SIZE_START : FR_ANY;
+  ctx->framing.state = ctx->prev_byte == '\r' ? FR_HEAD_LF : ctx->framing.after_head;
   fill_remote(conn, req);
 
   ctx->head_done = true;
@@ -829,11 +962,17 @@ static size_t feed(tusc_http_conn_t *conn, const char *data, size_t len) {
       }
       if (avail > allow)
         avail = allow;
-    } else if (ctx->need_crlf > 0 && check_crlf(ctx, data + off, data + off + avail) != 0) {
-      parse_failed(conn, TUSC_EBAD_REQUEST);
-      break;
+    } else {
+      struct framing probe = ctx->framing;
+      bool bad = false;
+      size_t valid = framing_scan(&probe, data + off, avail, &bad);
+      if (valid == 0) {
+        /* An invalid byte, or bytes past the message end the parser did not see. */
+        parse_failed(conn, TUSC_EBAD_REQUEST);
+        break;
+      }
+      avail = valid;
     }
-    ctx->exec_end = data + off + avail;
     size_t n = 0;
     int rc = tusc_hparser_execute(ctx->parser, data + off, avail, &n);
     if (head_phase) {
@@ -841,6 +980,9 @@ static size_t feed(tusc_http_conn_t *conn, const char *data, size_t len) {
       ctx->head_raw += n;
       if (src != 0 && rc >= 0)
         rc = src;
+    } else {
+      bool bad = false;
+      framing_scan(&ctx->framing, data + off, n, &bad);
     }
     off += n;
     if (rc < 0) {
@@ -852,6 +994,11 @@ static size_t feed(tusc_http_conn_t *conn, const char *data, size_t len) {
       enum pause_reason why = ctx->pause_reason;
       ctx->pause_reason = PAUSE_NONE;
       if (why == PAUSE_HEAD) {
+        bool lf_pending = ctx->prev_byte == '\r';
+        if (lf_pending && off < len && data[off] != '\n') {
+          parse_failed(conn, TUSC_EBAD_REQUEST);
+          break;
+        }
         if (dispatch(ctx) != 0)
           break;
       } else if (why == PAUSE_MESSAGE) {

@@ -396,6 +396,25 @@ static void test_chunked_trailers(void **state) {
   close(fd);
 }
 
+/* Every byte in its own segment: parser and framing checks keep state across reads. */
+static void test_chunked_byte_by_byte(void **state) {
+  (void)state;
+  static const char req[] = "PUT /pause HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            "5;name=v\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\n"
+                            "X-Check: bytes\r\n\r\n";
+  int fd = client();
+  for (size_t i = 0; i < sizeof(req) - 1; i++) {
+    send_all(fd, req + i, 1);
+    if (i % 16 == 0)
+      usleep(1000);
+  }
+  struct response r;
+  read_response(fd, &r, false);
+  assert_int_equal(r.status, 200);
+  assert_string_equal(r.body, "len=16 trailer=bytes");
+  close(fd);
+}
+
 static void test_head_has_no_body(void **state) {
   (void)state;
   int fd = client();
@@ -459,6 +478,27 @@ static const struct reject_case reject_cases[] = {
     {"chunk without CRLF",
      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
      "3\r\nabcXY0\r\n\r\n",
+     400, "ERR_BAD_REQUEST", true},
+    {"head ends CR CR X", "GET /hello HTTP/1.1\r\nHost: x\r\n\rX", 400, "ERR_BAD_REQUEST", false},
+    {"chunk size bare CR",
+     "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "3\rXabc\r\n0\r\n\r\n",
+     400, "ERR_BAD_REQUEST", true},
+    {"chunk size bare LF",
+     "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "3\nabc\r\n0\r\n\r\n",
+     400, "ERR_BAD_REQUEST", true},
+    {"trailer bare LF",
+     "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "3\r\nabc\r\n0\r\nX-Check: 1\n\r\n",
+     400, "ERR_BAD_REQUEST", true},
+    {"trailer obs-fold",
+     "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "3\r\nabc\r\n0\r\nX-Check: 1\r\n 2\r\n\r\n",
+     400, "ERR_BAD_REQUEST", true},
+    {"chunk ext with CTL",
+     "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "3;a=\x01\r\nabc\r\n0\r\n\r\n",
      400, "ERR_BAD_REQUEST", true},
     {"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, "ERR_BAD_REQUEST", false},
     {"HTTP/3.0", "GET /hello HTTP/3.0\r\nHost: x\r\n\r\n", 505, "ERR_BAD_REQUEST", false},
@@ -713,25 +753,16 @@ static void test_shutdown_aborts_in_flight(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_keep_alive),
-      cmocka_unit_test(test_http10),
-      cmocka_unit_test(test_pipelined),
-      cmocka_unit_test(test_expect_continue),
-      cmocka_unit_test(test_chunked_trailers),
-      cmocka_unit_test(test_head_has_no_body),
-      cmocka_unit_test(test_rejects),
-      cmocka_unit_test(test_header_limits),
-      cmocka_unit_test(test_early_response_closes),
-      cmocka_unit_test(test_idle_timeout),
-      cmocka_unit_test(test_slow_head_times_out),
-      cmocka_unit_test(test_absolute_form),
-      cmocka_unit_test(test_client_abort_mid_body),
-      cmocka_unit_test(test_body_read_timeout),
-      cmocka_unit_test(test_pause_resume),
-      cmocka_unit_test(test_streamed_response),
-      cmocka_unit_test(test_interim),
-      cmocka_unit_test(test_status_reasons),
-      cmocka_unit_test(test_shutdown_aborts_in_flight),
+      cmocka_unit_test(test_keep_alive),        cmocka_unit_test(test_http10),
+      cmocka_unit_test(test_pipelined),         cmocka_unit_test(test_expect_continue),
+      cmocka_unit_test(test_chunked_trailers),  cmocka_unit_test(test_chunked_byte_by_byte),
+      cmocka_unit_test(test_head_has_no_body),  cmocka_unit_test(test_rejects),
+      cmocka_unit_test(test_header_limits),     cmocka_unit_test(test_early_response_closes),
+      cmocka_unit_test(test_idle_timeout),      cmocka_unit_test(test_slow_head_times_out),
+      cmocka_unit_test(test_absolute_form),     cmocka_unit_test(test_client_abort_mid_body),
+      cmocka_unit_test(test_body_read_timeout), cmocka_unit_test(test_pause_resume),
+      cmocka_unit_test(test_streamed_response), cmocka_unit_test(test_interim),
+      cmocka_unit_test(test_status_reasons),    cmocka_unit_test(test_shutdown_aborts_in_flight),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1693,10 +1693,7 @@ void tusc_http_body_resume(tusc_http_request_t *req) {
   ctx->body_paused = false;
   if (ctx->body_end_pending) {
     /* The message ended while paused; its end is all that is left to tell. */
-    if (conn->in_feed)
-      deliver_body_end(ctx);
-    else
-      kick(conn);
+    kick(conn);
     return;
   }
   continue_body(conn);

@@ -114,7 +114,8 @@ static void h_request(tusc_http_request_t *req, void *ctx) {
     tusc_http_send_interim(req, &interim);
     tusc_http_request_set_client(req, "203.0.113.9");
     respond_text(req, 200, "final");
-  } else if (path_is(req, "/echo") || path_is(req, "/pause") || path_is(req, "/abort")) {
+  } else if (path_is(req, "/echo") || path_is(req, "/pause") || path_is(req, "/abort") ||
+             path_is(req, "/stop")) {
     tusc_http_body_start(req);
     if (req->content_length <= 0 && !req->chunked)
       respond_text(req, 200, "len=0");
@@ -130,6 +131,11 @@ static int h_body(tusc_http_request_t *req, const char *data, size_t len, void *
   if (hr->paused)
     atomic_fetch_add(&body_while_paused, 1);
   hr->bytes += (int64_t)len;
+  if (path_is(req, "/stop")) {
+    /* Refuse the body midway (like a checksum or size failure) and answer at once. */
+    respond_text(req, 460, "stopped\n");
+    return -1;
+  }
   if (path_is(req, "/pause") && !hr->paused) {
     /* Pause after every delivery, resume from a timer: the body must arrive whole
      * and in order, and never while paused. */
@@ -588,6 +594,22 @@ static void test_early_response_closes(void **state) {
   close(fd);
 }
 
+static void test_handler_stops_body(void **state) {
+  (void)state;
+  int fd = client();
+  send_str(fd, "PATCH /stop HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n");
+  char chunk[4096];
+  memset(chunk, 's', sizeof(chunk));
+  send_all(fd, chunk, sizeof(chunk));
+  struct response r;
+  read_response(fd, &r, false);
+  assert_int_equal(r.status, 460);
+  assert_memory_equal(r.head, "HTTP/1.1 460 Checksum Mismatch\r\n", 32);
+  assert_non_null(strcasestr(r.head, "Connection: close"));
+  assert_true(closed_by_server(fd));
+  close(fd);
+}
+
 static void test_idle_timeout(void **state) {
   (void)state;
   int fd = client();
@@ -753,16 +775,27 @@ static void test_shutdown_aborts_in_flight(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_keep_alive),        cmocka_unit_test(test_http10),
-      cmocka_unit_test(test_pipelined),         cmocka_unit_test(test_expect_continue),
-      cmocka_unit_test(test_chunked_trailers),  cmocka_unit_test(test_chunked_byte_by_byte),
-      cmocka_unit_test(test_head_has_no_body),  cmocka_unit_test(test_rejects),
-      cmocka_unit_test(test_header_limits),     cmocka_unit_test(test_early_response_closes),
-      cmocka_unit_test(test_idle_timeout),      cmocka_unit_test(test_slow_head_times_out),
-      cmocka_unit_test(test_absolute_form),     cmocka_unit_test(test_client_abort_mid_body),
-      cmocka_unit_test(test_body_read_timeout), cmocka_unit_test(test_pause_resume),
-      cmocka_unit_test(test_streamed_response), cmocka_unit_test(test_interim),
-      cmocka_unit_test(test_status_reasons),    cmocka_unit_test(test_shutdown_aborts_in_flight),
+      cmocka_unit_test(test_keep_alive),
+      cmocka_unit_test(test_http10),
+      cmocka_unit_test(test_pipelined),
+      cmocka_unit_test(test_expect_continue),
+      cmocka_unit_test(test_chunked_trailers),
+      cmocka_unit_test(test_chunked_byte_by_byte),
+      cmocka_unit_test(test_head_has_no_body),
+      cmocka_unit_test(test_rejects),
+      cmocka_unit_test(test_header_limits),
+      cmocka_unit_test(test_early_response_closes),
+      cmocka_unit_test(test_handler_stops_body),
+      cmocka_unit_test(test_idle_timeout),
+      cmocka_unit_test(test_slow_head_times_out),
+      cmocka_unit_test(test_absolute_form),
+      cmocka_unit_test(test_client_abort_mid_body),
+      cmocka_unit_test(test_body_read_timeout),
+      cmocka_unit_test(test_pause_resume),
+      cmocka_unit_test(test_streamed_response),
+      cmocka_unit_test(test_interim),
+      cmocka_unit_test(test_status_reasons),
+      cmocka_unit_test(test_shutdown_aborts_in_flight),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1,0 +1,696 @@
+/* Unit tests for src/tus/handler.c: the real http layer and lock table on a loopback
+ * socket, with an in-memory store that can be told to fail — the paths (ENOSPC, EIO,
+ * final uploads, locks held elsewhere) that a test against the real file store cannot
+ * provoke. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "config/config.h"
+#include "lock/lock.h"
+#include "net/listener.h"
+#include "store/store.h"
+#include "tus/handler.h"
+
+/* --- an in-memory store with fault injection ------------------------------------- */
+
+#define MAX_UPLOADS 32
+
+typedef struct mem_entry_s {
+  bool used;
+  char id[TUSC_ID_MAX + 1];
+  int64_t size;
+  bool deferred;
+  bool is_final;
+  bool is_partial;
+  int64_t expires_at;
+  tusc_metadata_t metadata;
+  char *data;
+  int64_t len;
+} mem_entry_t;
+
+typedef struct mem_store_s {
+  tusc_store_t base;
+  pthread_mutex_t mu;
+  mem_entry_t entries[MAX_UPLOADS];
+  char lock_dir[64];
+  /* faults */
+  int64_t write_budget; /* bytes writable before UV_ENOSPC; -1 = unlimited */
+  int sync_err;
+  int create_err;
+  int save_err;
+} mem_store_t;
+
+struct tusc_upload_s {
+  mem_store_t *store;
+  mem_entry_t *entry;
+  tusc_upload_info_t info;
+};
+
+static mem_store_t mem;
+
+static mem_entry_t *find_entry(const char *id) {
+  for (size_t i = 0; i < MAX_UPLOADS; i++)
+    if (mem.entries[i].used && strcmp(mem.entries[i].id, id) == 0)
+      return &mem.entries[i];
+  return NULL;
+}
+
+static void copy_metadata(const tusc_metadata_t *from, tusc_metadata_t *to) {
+  for (size_t i = 0; i < from->count; i++)
+    assert_int_equal(
+        tusc_metadata_set(to, from->pairs[i].key, from->pairs[i].value, from->pairs[i].value_len),
+        0);
+}
+
+static void fill_info(const mem_entry_t *e, tusc_upload_info_t *info) {
+  snprintf(info->id, sizeof(info->id), "%s", e->id);
+  info->size = e->size;
+  info->size_is_deferred = e->deferred;
+  info->offset = e->len;
+  info->is_final = e->is_final;
+  info->is_partial = e->is_partial;
+  info->expires_at = e->expires_at;
+  copy_metadata(&e->metadata, &info->metadata);
+}
+
+static int mem_create(tusc_store_t *store, tusc_upload_info_t *info) {
+  (void)store;
+  int rc = 0;
+  pthread_mutex_lock(&mem.mu);
+  if (mem.create_err != 0) {
+    rc = mem.create_err;
+    goto out;
+  }
+  if (find_entry(info->id) != NULL) {
+    rc = UV_EEXIST;
+    goto out;
+  }
+  for (size_t i = 0; i < MAX_UPLOADS; i++) {
+    mem_entry_t *e = &mem.entries[i];
+    if (e->used)
+      continue;
+    memset(e, 0, sizeof(*e));
+    e->used = true;
+    snprintf(e->id, sizeof(e->id), "%s", info->id);
+    e->size = info->size;
+    e->deferred = info->size_is_deferred;
+    copy_metadata(&info->metadata, &e->metadata);
+    goto out;
+  }
+  rc = UV_ENOSPC;
+out:
+  pthread_mutex_unlock(&mem.mu);
+  return rc;
+}
+
+static int mem_get_info(tusc_store_t *store, const char *id, tusc_upload_info_t *info) {
+  (void)store;
+  pthread_mutex_lock(&mem.mu);
+  mem_entry_t *e = find_entry(id);
+  if (e != NULL)
+    fill_info(e, info);
+  pthread_mutex_unlock(&mem.mu);
+  return e != NULL ? 0 : TUSC_ENOT_FOUND;
+}
+
+static int mem_open(tusc_store_t *store, const char *id, tusc_upload_t **out) {
+  (void)store;
+  tusc_upload_t *up = calloc(1, sizeof(*up));
+  assert_non_null(up);
+  tusc_upload_info_init(&up->info);
+  pthread_mutex_lock(&mem.mu);
+  mem_entry_t *e = find_entry(id);
+  if (e != NULL)
+    fill_info(e, &up->info);
+  pthread_mutex_unlock(&mem.mu);
+  if (e == NULL) {
+    tusc_upload_info_dispose(&up->info);
+    free(up);
+    return TUSC_ENOT_FOUND;
+  }
+  up->store = &mem;
+  up->entry = e;
+  *out = up;
+  return 0;
+}
+
+static ssize_t mem_write(tusc_upload_t *up, int64_t offset, const void *buf, size_t len) {
+  ssize_t rc;
+  pthread_mutex_lock(&mem.mu);
+  mem_entry_t *e = up->entry;
+  if (offset != e->len) {
+    rc = TUSC_EMISMATCHED_OFFSET;
+    goto out;
+  }
+  size_t n = len;
+  if (mem.write_budget >= 0 && (int64_t)n > mem.write_budget)
+    n = (size_t)mem.write_budget;
+  if (n == 0) {
+    rc = UV_ENOSPC;
+    goto out;
+  }
+  mem.write_budget -= mem.write_budget >= 0 ? (int64_t)n : 0;
+  char *grown = realloc(e->data, (size_t)e->len + n);
+  assert_non_null(grown);
+  e->data = grown;
+  memcpy(e->data + e->len, buf, n);
+  e->len += (int64_t)n;
+  up->info.offset = e->len;
+  rc = (ssize_t)n;
+out:
+  pthread_mutex_unlock(&mem.mu);
+  return rc;
+}
+
+static ssize_t mem_read(tusc_upload_t *up, int64_t offset, void *buf, size_t len) {
+  pthread_mutex_lock(&mem.mu);
+  mem_entry_t *e = up->entry;
+  size_t n = 0;
+  if (offset < e->len) {
+    n = (size_t)(e->len - offset);
+    if (n > len)
+      n = len;
+    memcpy(buf, e->data + offset, n);
+  }
+  pthread_mutex_unlock(&mem.mu);
+  return (ssize_t)n;
+}
+
+static int mem_sync(tusc_upload_t *up) {
+  (void)up;
+  pthread_mutex_lock(&mem.mu);
+  int rc = mem.sync_err;
+  pthread_mutex_unlock(&mem.mu);
+  return rc;
+}
+
+static int mem_truncate(tusc_upload_t *up, int64_t length) {
+  (void)up;
+  (void)length;
+  return TUSC_EINTERNAL;
+}
+
+static int mem_save_info(tusc_upload_t *up) {
+  pthread_mutex_lock(&mem.mu);
+  int rc = mem.save_err;
+  if (rc == 0) {
+    up->entry->size = up->info.size;
+    up->entry->deferred = up->info.size_is_deferred;
+  }
+  pthread_mutex_unlock(&mem.mu);
+  return rc;
+}
+
+static tusc_upload_info_t *mem_info(tusc_upload_t *up) {
+  return &up->info;
+}
+
+static void mem_close(tusc_upload_t *up) {
+  tusc_upload_info_dispose(&up->info);
+  free(up);
+}
+
+static void entry_clear(mem_entry_t *e) {
+  tusc_metadata_dispose(&e->metadata);
+  free(e->data);
+  memset(e, 0, sizeof(*e));
+}
+
+static int mem_terminate(tusc_store_t *store, const char *id) {
+  (void)store;
+  pthread_mutex_lock(&mem.mu);
+  mem_entry_t *e = find_entry(id);
+  if (e != NULL)
+    entry_clear(e);
+  pthread_mutex_unlock(&mem.mu);
+  return e != NULL ? 0 : TUSC_ENOT_FOUND;
+}
+
+static int mem_lock_path(tusc_store_t *store, const char *id, char *out, size_t cap) {
+  (void)store;
+  char flat[TUSC_ID_MAX + 1];
+  snprintf(flat, sizeof(flat), "%s", id);
+  for (char *p = flat; *p; p++)
+    if (*p == '/')
+      *p = '_';
+  int n = snprintf(out, cap, "%s/%s.lock", mem.lock_dir, flat);
+  return n < 0 || (size_t)n >= cap ? UV_ENAMETOOLONG : 0;
+}
+
+static void mem_free(tusc_store_t *store) {
+  (void)store;
+}
+
+static const tusc_store_ops_t mem_ops = {
+    .create = mem_create,
+    .get_info = mem_get_info,
+    .open = mem_open,
+    .write = mem_write,
+    .read = mem_read,
+    .sync = mem_sync,
+    .truncate = mem_truncate,
+    .save_info = mem_save_info,
+    .info = mem_info,
+    .close = mem_close,
+    .terminate = mem_terminate,
+    .lock_path = mem_lock_path,
+    .free = mem_free,
+};
+
+static void faults_reset(void) {
+  pthread_mutex_lock(&mem.mu);
+  mem.write_budget = -1;
+  mem.sync_err = 0;
+  mem.create_err = 0;
+  mem.save_err = 0;
+  pthread_mutex_unlock(&mem.mu);
+}
+
+/* Puts an upload straight into the store (what a hook or concatenation would make). */
+static void mem_put(const char *id, int64_t size, bool is_final, bool is_partial,
+                    int64_t expires_at, const char *data) {
+  pthread_mutex_lock(&mem.mu);
+  for (size_t i = 0; i < MAX_UPLOADS; i++) {
+    mem_entry_t *e = &mem.entries[i];
+    if (e->used)
+      continue;
+    memset(e, 0, sizeof(*e));
+    e->used = true;
+    snprintf(e->id, sizeof(e->id), "%s", id);
+    e->size = size;
+    e->is_final = is_final;
+    e->is_partial = is_partial;
+    e->expires_at = expires_at;
+    e->len = (int64_t)strlen(data);
+    e->data = malloc((size_t)e->len + 1);
+    memcpy(e->data, data, (size_t)e->len + 1);
+    break;
+  }
+  pthread_mutex_unlock(&mem.mu);
+}
+
+static int64_t mem_len(const char *id) {
+  pthread_mutex_lock(&mem.mu);
+  mem_entry_t *e = find_entry(id);
+  int64_t len = e != NULL ? e->len : -1;
+  pthread_mutex_unlock(&mem.mu);
+  return len;
+}
+
+/* --- the server ---------------------------------------------------------------------- */
+
+static tusc_config_t cfg;
+static tusc_lock_table_t *locks;
+static tusc_tus_t *tus;
+static tusc_tus_worker_t *worker;
+static uv_loop_t loop;
+static uv_async_t stop_async;
+static uv_thread_t server_thread;
+static tusc_http_server_t *server;
+static int port;
+
+static void on_stopped(tusc_http_server_t *s, void *arg) {
+  (void)arg;
+  tusc_http_server_free(s);
+  server = NULL;
+  tusc_tus_worker_close(worker);
+  uv_close((uv_handle_t *)&stop_async, NULL);
+}
+
+static void on_stop(uv_async_t *a) {
+  (void)a;
+  tusc_http_server_stop(server, true, on_stopped, NULL);
+}
+
+static void server_main(void *arg) {
+  (void)arg;
+  uv_run(&loop, UV_RUN_DEFAULT);
+}
+
+static int group_setup(void **state) {
+  (void)state;
+  tusc_log_setup(getenv("TUSC_TEST_VERBOSE") ? TUSC_LOG_DEBUG : TUSC_LOG_ERROR, TUSC_LOG_TEXT);
+  pthread_mutex_init(&mem.mu, NULL);
+  mem.base.ops = &mem_ops;
+  snprintf(mem.lock_dir, sizeof(mem.lock_dir), "/tmp/tusc-test-handler-XXXXXX");
+  if (mkdtemp(mem.lock_dir) == NULL)
+    return -1;
+  faults_reset();
+
+  memset(&cfg, 0, sizeof(cfg));
+  cfg.base_path = "/files/";
+  cfg.show_greeting = true;
+  cfg.max_metadata_size = 1024;
+  cfg.cors_max_age = 86400;
+  cfg.file_perms = 0600;
+  cfg.acquire_lock_timeout_ms = 300;
+  cfg.fsync = TUSC_FSYNC_ALWAYS;
+  cfg.metrics_path = "/metrics";
+
+  if (tusc_lock_table_new(&locks) != 0 || tusc_tus_new(&cfg, &mem.base, locks, &tus) != 0)
+    return -1;
+  tusc_listeners_t l;
+  if (tusc_listeners_open("127.0.0.1", 0, NULL, 1, &l) != 0)
+    return -1;
+  port = l.port;
+  int fd = l.fds[0];
+  l.fds[0] = -1;
+  tusc_listeners_close(&l);
+  if (uv_loop_init(&loop) != 0 || tusc_tus_worker_new(tus, &loop, &worker) != 0)
+    return -1;
+  uv_async_init(&loop, &stop_async, on_stop);
+  tusc_http_limits_t limits = {
+      .max_header_size = 16384, .max_header_count = 50, .network_timeout_ms = 5000};
+  if (tusc_http_server_new(&loop, fd, &limits, tusc_tus_http_handler(), worker, &server) != 0)
+    return -1;
+  return uv_thread_create(&server_thread, server_main, NULL);
+}
+
+static int group_teardown(void **state) {
+  (void)state;
+  uv_async_send(&stop_async);
+  uv_thread_join(&server_thread);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  tusc_tus_free(tus);
+  tusc_lock_table_free(locks);
+  for (size_t i = 0; i < MAX_UPLOADS; i++)
+    if (mem.entries[i].used)
+      entry_clear(&mem.entries[i]);
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", mem.lock_dir);
+  if (system(cmd) != 0)
+    return -1;
+  pthread_mutex_destroy(&mem.mu);
+  return 0;
+}
+
+/* --- the client ------------------------------------------------------------------------ */
+
+struct response {
+  int status;
+  char head[4096];
+  char body[4096];
+};
+
+static int client(void) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+  struct timeval tv = {.tv_sec = 5};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
+static void send_str(int fd, const char *s) {
+  size_t len = strlen(s);
+  while (len > 0) {
+    ssize_t n = send(fd, s, len, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR)
+      continue;
+    assert_true(n > 0);
+    s += n;
+    len -= (size_t)n;
+  }
+}
+
+static void read_response(int fd, struct response *r, bool head_only) {
+  memset(r, 0, sizeof(*r));
+  size_t len = 0;
+  while (len < sizeof(r->head) - 1) {
+    ssize_t n = recv(fd, r->head + len, 1, 0);
+    assert_int_equal(n, 1);
+    len++;
+    if (len >= 4 && memcmp(r->head + len - 4, "\r\n\r\n", 4) == 0)
+      break;
+  }
+  assert_int_equal(sscanf(r->head, "HTTP/1.1 %d", &r->status), 1);
+  const char *cl = strcasestr(r->head, "\r\nContent-Length: ");
+  long body_len = cl != NULL ? strtol(cl + 18, NULL, 10) : 0;
+  if (head_only)
+    body_len = 0;
+  assert_true(body_len < (long)sizeof(r->body));
+  size_t got = 0;
+  while (got < (size_t)body_len) {
+    ssize_t n = recv(fd, r->body + got, (size_t)body_len - got, 0);
+    assert_true(n > 0);
+    got += (size_t)n;
+  }
+}
+
+/* One request on a fresh connection. */
+static void request(const char *raw, struct response *r) {
+  int fd = client();
+  send_str(fd, raw);
+  read_response(fd, r, strncmp(raw, "HEAD ", 5) == 0);
+  close(fd);
+}
+
+/* The value of a response header (first match, case-insensitive), or "" */
+static const char *header(const struct response *r, const char *name, char *out, size_t cap) {
+  char pat[128];
+  snprintf(pat, sizeof(pat), "\r\n%s: ", name);
+  const char *p = strcasestr(r->head, pat);
+  out[0] = '\0';
+  if (p != NULL) {
+    p += strlen(pat);
+    const char *end = strstr(p, "\r\n");
+    snprintf(out, cap, "%.*s", (int)(end - p), p);
+  }
+  return out;
+}
+
+static void create(const char *extra_headers, char id[64]) {
+  char raw[1024];
+  struct response r;
+  snprintf(raw, sizeof(raw), "POST /files/ HTTP/1.1\r\nHost: h\r\nTus-Resumable: 1.0.0\r\n%s\r\n",
+           extra_headers);
+  request(raw, &r);
+  assert_int_equal(r.status, 201);
+  char loc[256];
+  header(&r, "Location", loc, sizeof(loc));
+  const char *slash = strrchr(loc, '/');
+  assert_non_null(slash);
+  snprintf(id, 64, "%s", slash + 1);
+}
+
+static void patch(const char *id, int64_t offset, const char *body, const char *extra,
+                  struct response *r) {
+  char raw[4096];
+  snprintf(raw, sizeof(raw),
+           "PATCH /files/%s HTTP/1.1\r\nHost: h\r\nTus-Resumable: 1.0.0\r\n"
+           "Content-Type: application/offset+octet-stream\r\nUpload-Offset: %lld\r\n%s"
+           "Content-Length: %zu\r\n\r\n%s",
+           id, (long long)offset, extra, strlen(body), body);
+  request(raw, r);
+}
+
+/* --- tests ----------------------------------------------------------------------------- */
+
+static void test_enospc_keeps_written_bytes(void **state) {
+  (void)state;
+  char id[64], v[64];
+  struct response r;
+  create("Upload-Length: 20\r\n", id);
+  pthread_mutex_lock(&mem.mu);
+  mem.write_budget = 4;
+  pthread_mutex_unlock(&mem.mu);
+  patch(id, 0, "0123456789", "", &r);
+  assert_int_equal(r.status, 507);
+  assert_non_null(strstr(r.body, "ERR_INSUFFICIENT_STORAGE"));
+  assert_int_equal(mem_len(id), 4);
+  faults_reset();
+
+  /* Once space is back the client resumes from what HEAD reports. */
+  char raw[256];
+  snprintf(raw, sizeof(raw), "HEAD /files/%s HTTP/1.1\r\nHost: h\r\nTus-Resumable: 1.0.0\r\n\r\n",
+           id);
+  request(raw, &r);
+  assert_int_equal(r.status, 200);
+  assert_string_equal(header(&r, "Upload-Offset", v, sizeof(v)), "4");
+  patch(id, 4, "456789abcdefghij", "", &r);
+  assert_int_equal(r.status, 204);
+  assert_string_equal(header(&r, "Upload-Offset", v, sizeof(v)), "20");
+}
+
+static void test_sync_failure_is_500(void **state) {
+  (void)state;
+  char id[64];
+  struct response r;
+  create("Upload-Length: 5\r\n", id);
+  pthread_mutex_lock(&mem.mu);
+  mem.sync_err = UV_EIO;
+  pthread_mutex_unlock(&mem.mu);
+  patch(id, 0, "abc", "", &r);
+  faults_reset();
+  assert_int_equal(r.status, 500);
+  assert_non_null(strstr(r.body, "ERR_INTERNAL_SERVER_ERROR"));
+}
+
+static void test_create_failure(void **state) {
+  (void)state;
+  struct response r;
+  pthread_mutex_lock(&mem.mu);
+  mem.create_err = UV_ENOSPC;
+  pthread_mutex_unlock(&mem.mu);
+  request("POST /files/ HTTP/1.1\r\nHost: h\r\nTus-Resumable: 1.0.0\r\nUpload-Length: 5\r\n\r\n",
+          &r);
+  faults_reset();
+  assert_int_equal(r.status, 507);
+  assert_null(strcasestr(r.head, "\r\nLocation:"));
+}
+
+static void test_save_info_failure(void **state) {
+  (void)state;
+  char id[64], v[64];
+  struct response r;
+  create("Upload-Defer-Length: 1\r\n", id);
+  pthread_mutex_lock(&mem.mu);
+  mem.save_err = UV_EIO;
+  pthread_mutex_unlock(&mem.mu);
+  patch(id, 0, "abc", "Upload-Length: 3\r\n", &r);
+  faults_reset();
+  assert_int_equal(r.status, 500);
+  assert_int_equal(mem_len(id), 0); /* nothing written when the length could not be saved */
+
+  patch(id, 0, "abc", "Upload-Length: 3\r\n", &r);
+  assert_int_equal(r.status, 204);
+  assert_string_equal(header(&r, "Upload-Offset", v, sizeof(v)), "3");
+}
+
+static void test_modify_final(void **state) {
+  (void)state;
+  struct response r;
+  mem_put("finalupload", 3, true, false, 0, "abc");
+  patch("finalupload", 3, "", "", &r);
+  assert_int_equal(r.status, 403);
+  assert_non_null(strstr(r.body, "ERR_MODIFY_FINAL"));
+}
+
+static void test_head_fields(void **state) {
+  (void)state;
+  struct response r;
+  char v[128];
+  mem_put("proj/partial1", 10, false, true, 1795651200, "abcd");
+  request("HEAD /files/proj%2Fpartial1 HTTP/1.1\r\nHost: h\r\n\r\n", &r);
+  assert_int_equal(r.status, 200);
+  assert_string_equal(header(&r, "Upload-Offset", v, sizeof(v)), "4");
+  assert_string_equal(header(&r, "Upload-Length", v, sizeof(v)), "10");
+  assert_string_equal(header(&r, "Upload-Concat", v, sizeof(v)), "partial");
+  assert_string_equal(header(&r, "Upload-Expires", v, sizeof(v)), "Thu, 26 Nov 2026 00:00:00 GMT");
+  assert_string_equal(header(&r, "Cache-Control", v, sizeof(v)), "no-store");
+  assert_string_equal(header(&r, "Tus-Resumable", v, sizeof(v)), "1.0.0");
+
+  request("HEAD /files/proj/missing HTTP/1.1\r\nHost: h\r\n\r\n", &r);
+  assert_int_equal(r.status, 404);
+  assert_null(strcasestr(r.head, "Upload-Offset"));
+}
+
+static void test_download_partial_upload(void **state) {
+  (void)state;
+  struct response r;
+  char v[128];
+  mem_put("dl1", 100, false, false, 0, "<html>hi</html>");
+  request("GET /files/dl1 HTTP/1.1\r\nHost: h\r\nRange: bytes=6-7\r\n\r\n", &r);
+  assert_int_equal(r.status, 206);
+  assert_string_equal(r.body, "hi");
+  assert_string_equal(header(&r, "Content-Range", v, sizeof(v)), "bytes 6-7/15");
+  assert_string_equal(header(&r, "Content-Type", v, sizeof(v)), "application/octet-stream");
+  assert_string_equal(header(&r, "Content-Disposition", v, sizeof(v)), "attachment");
+
+  request("GET /files/dl1 HTTP/1.1\r\nHost: h\r\nRange: bytes=15-\r\n\r\n", &r);
+  assert_int_equal(r.status, 416);
+  assert_string_equal(header(&r, "Content-Range", v, sizeof(v)), "bytes */15");
+}
+
+static atomic_int release_asked;
+static void on_test_holder_release(tusc_lock_holder_t *holder) {
+  (void)holder;
+  atomic_fetch_add(&release_asked, 1);
+}
+
+static void test_lock_timeout_and_release(void **state) {
+  (void)state;
+  char id[64], v[64];
+  struct response r;
+  create("Upload-Length: 6\r\n", id);
+  char path[256];
+  assert_int_equal(mem_lock_path(&mem.base, id, path, sizeof(path)), 0);
+
+  /* Someone that never lets go: the PATCH asks, waits -acquire-lock-timeout, gives up. */
+  tusc_lock_holder_t holder = {.on_release_requested = on_test_holder_release};
+  assert_int_equal(tusc_lock_try_acquire(locks, id, path, 0600, &holder), 0);
+  atomic_store(&release_asked, 0);
+  patch(id, 0, "abc", "", &r);
+  assert_int_equal(r.status, 500);
+  assert_non_null(strstr(r.body, "ERR_LOCK_TIMEOUT"));
+  assert_true(atomic_load(&release_asked) >= 1);
+  assert_int_equal(mem_len(id), 0);
+
+  /* A holder that lets go when asked: the waiting PATCH proceeds. */
+  int fd = client();
+  char raw[512];
+  snprintf(raw, sizeof(raw),
+           "PATCH /files/%s HTTP/1.1\r\nHost: h\r\nTus-Resumable: 1.0.0\r\n"
+           "Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+           "Content-Length: 3\r\n\r\nabc",
+           id);
+  send_str(fd, raw);
+  for (int i = 0; i < 200 && atomic_load(&release_asked) < 2; i++)
+    usleep(1000);
+  assert_true(atomic_load(&release_asked) >= 2);
+  tusc_lock_release(locks, &holder);
+  read_response(fd, &r, false);
+  close(fd);
+  assert_int_equal(r.status, 204);
+  assert_string_equal(header(&r, "Upload-Offset", v, sizeof(v)), "3");
+}
+
+static void test_no_lock_file_for_unknown_ids(void **state) {
+  (void)state;
+  struct response r;
+  patch("0123456789abcdef0123456789abcdef", 0, "x", "", &r);
+  assert_int_equal(r.status, 404);
+  request("DELETE /files/0123456789abcdef0123456789abcdef HTTP/1.1\r\nHost: h\r\n"
+          "Tus-Resumable: 1.0.0\r\n\r\n",
+          &r);
+  assert_int_equal(r.status, 404);
+  char path[256];
+  assert_int_equal(mem_lock_path(&mem.base, "0123456789abcdef0123456789abcdef", path, sizeof(path)),
+                   0);
+  assert_int_equal(access(path, F_OK), -1);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_enospc_keeps_written_bytes),
+      cmocka_unit_test(test_sync_failure_is_500),
+      cmocka_unit_test(test_create_failure),
+      cmocka_unit_test(test_save_info_failure),
+      cmocka_unit_test(test_modify_final),
+      cmocka_unit_test(test_head_fields),
+      cmocka_unit_test(test_download_partial_upload),
+      cmocka_unit_test(test_lock_timeout_and_release),
+      cmocka_unit_test(test_no_lock_file_for_unknown_ids),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -495,7 +495,6 @@ static void chunk_begin(tus_request_t *st) {
   tusc_upload_info_t *info = store_of(st)->ops->info(st->upload);
 
   st->start_offset = info->offset;
-  st->was_complete = !info->size_is_deferred && info->offset == info->size;
   if (!info->size_is_deferred)
     st->limit = info->size - info->offset;
   else if (cfg->max_size > 0)
@@ -770,6 +769,10 @@ static bool upload_exists(tus_request_t *st) {
 
 static void patch_info_saved(tus_request_t *st) {
   if (st->work_result < 0) {
+    /* The length is not durable, so it is not known: keep the upload deferred. */
+    tusc_upload_info_t *info = store_of(st)->ops->info(st->upload);
+    info->size = -1;
+    info->size_is_deferred = true;
     st->result = st->work_result;
     st->work_kind = WORK_NOOP;
     chunk_finish(st, false);
@@ -790,6 +793,9 @@ static void patch_locked(tus_request_t *st) {
     return;
   }
   tusc_upload_info_t *info = store->ops->info(st->upload);
+  /* Taken before a deferred length is set, so that declaring a length equal to the
+   * offset still counts as finishing the upload. */
+  st->was_complete = !info->size_is_deferred && info->offset == info->size;
   if (info->is_final)
     rc = TUSC_EMODIFY_FINAL;
   else if (st->client_offset != info->offset)
@@ -855,6 +861,9 @@ static void post_locked(tus_request_t *st) {
     respond_error(st, rc == TUSC_ENOT_FOUND ? TUSC_EINTERNAL : rc);
     return;
   }
+  /* post_created already logged UploadFinished for an empty upload. */
+  tusc_upload_info_t *info = store->ops->info(st->upload);
+  st->was_complete = !info->size_is_deferred && info->offset == info->size;
   chunk_begin(st);
 }
 

@@ -1611,12 +1611,12 @@ static void http_error(tusc_http_conn_t *conn, int status, int err, const char *
   tusc_http_response_header(&resp, "Tus-Resumable", "1.0.0");
   tusc_http_response_header(&resp, "X-Content-Type-Options", "nosniff");
   resp.close = true;
-  tusc_log_event(TUSC_LOG_INFO, "RequestRejected", "status",
-                 status == 431   ? "431"
-                 : status == 505 ? "505"
-                 : status == 503 ? "503"
-                                 : "400",
-                 "reason", message ? message : tusc_strerror(err), NULL);
+  if (ctx->req.remote_addr[0] == '\0')
+    fill_remote(conn, &ctx->req);
+  char status_text[16];
+  snprintf(status_text, sizeof(status_text), "%d", status);
+  tusc_log_event(TUSC_LOG_INFO, "RequestRejected", "status", status_text, "reason",
+                 message ? message : tusc_strerror(err), "remote", ctx->req.remote_addr, NULL);
   send_response(ctx, &resp, body, (size_t)n, n);
 }
 

@@ -406,3 +406,56 @@ def test_query_string_ignored_for_upload_path(server):
     assert r.status == 204, r
     r = server.request("POST", "/files/?a=b", {"Upload-Length": "1"})
     assert r.status == 201, r
+
+
+def _second_answer_or_close(c, method):
+    """After a response to a request whose body the server may not have read, the
+    next pipelined request is either answered properly or the connection is closed —
+    the unread body must never be parsed as a request."""
+    try:
+        r = c.read_response(method)
+    except Exception as e:  # noqa: BLE001
+        if "closed" in str(e) or "reset" in str(e):
+            return None
+        raise
+    return r
+
+
+def test_pipelined_after_error_without_body(server):
+    unknown = "/files/0123456789abcdef0123456789abcdef"
+    with server.raw() as c:
+        c.send(build_request("HEAD", unknown, TUS) + build_request("OPTIONS", "/files/", []))
+        r1 = c.read_response("HEAD")
+        assert r1.status == 404, r1
+        r2 = c.read_response("OPTIONS")
+        assert r2.status == 200, r2
+
+
+@pytest.mark.parametrize("first", [
+    ("POST", "/files/", [("Upload-Length", "5"), ("Content-Type", "text/plain")], b"GET /"),
+    ("PATCH", "/files/0123456789abcdef0123456789abcdef",
+     [("Upload-Offset", "0"), ("Content-Type", OCTET)], b"GET / HTTP/1.1\r\n\r\n"),
+    ("GET", "/", [], b"GET /evil HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ("OPTIONS", "/files/", [], b"DELETE /files/x HTTP/1.1\r\n\r\n"),
+])
+def test_unread_body_never_parsed_as_request(server, first):
+    method, target, hs, body = first
+    req1 = build_request(method, target, TUS + hs, body)
+    req2 = build_request("HEAD", "/files/0123456789abcdef0123456789abcdef", TUS)
+    with server.raw() as c:
+        c.send(req1 + req2)
+        r1 = c.read_response(method)
+        assert r1.status < 500, r1
+        r2 = _second_answer_or_close(c, "HEAD")
+        if r2 is not None:
+            assert r2.status == 404, r2
+            assert c.buf == b"", c.buf
+    still_serving(server)
+
+
+def test_post_with_non_tus_body_keeps_offset_zero(server):
+    r = server.request("POST", "/files/", {"Upload-Length": "5", "Content-Type": "text/plain"},
+                       b"hello")
+    assert r.status == 201, r
+    up = urllib.parse.urlsplit(r.header("Location")).path
+    assert server.offset(up) == 0

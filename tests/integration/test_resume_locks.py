@@ -251,3 +251,42 @@ def test_sigint_clean_exit(tusc):
     srv = tusc()
     assert srv.create(length=1)
     assert srv.stop(sig=signal.SIGINT) == 0
+
+
+def test_sigterm_with_stalled_download(tusc):
+    """A client that stops reading a large download does not keep the server from
+    stopping cleanly within its shutdown timeout."""
+    srv = tusc("-shutdown-timeout", "2s")
+    data = os.urandom(20_000_000)
+    up = srv.create(length=len(data))
+    assert srv.patch(up, 0, data).status == 204
+    c = srv.raw(timeout=30)
+    try:
+        c.sock.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 4096)
+        c.send(build_request("GET", up, []))
+        c._fill()  # the response has started; now we stop reading
+        t0 = time.monotonic()
+        rc = srv.stop()
+        took = time.monotonic() - t0
+        assert rc == 0, f"exit code {rc}"
+        assert took < 2 + 10, f"took {took:.1f}s"
+    finally:
+        c.close()
+
+
+def test_sigterm_with_many_connections(tusc):
+    srv = tusc()
+    conns = []
+    try:
+        for i in range(100):
+            c = srv.raw()
+            if i % 2:
+                c.send(b"OPTIONS /files/ HTTP/1.1\r\nHost: x\r\n")  # half a request
+            conns.append(c)
+        assert srv.request("OPTIONS", "/files/", tus=False).status == 200
+        t0 = time.monotonic()
+        assert srv.stop() == 0
+        assert time.monotonic() - t0 < 10 + 10
+    finally:
+        for c in conns:
+            c.close()

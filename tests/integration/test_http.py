@@ -459,3 +459,42 @@ def test_post_with_non_tus_body_keeps_offset_zero(server):
     assert r.status == 201, r
     up = urllib.parse.urlsplit(r.header("Location")).path
     assert server.offset(up) == 0
+
+
+def test_pipeline_flood(server):
+    """2,000 pipelined requests in one go: all answered, in order."""
+    ups = [server.create(length=n) for n in (1, 2, 3)]
+    reqs = [build_request("HEAD", ups[i % 3], TUS) for i in range(2000)]
+    with server.raw(timeout=60) as c:
+        t = __import__("threading").Thread(target=c.send, args=(b"".join(reqs),))
+        t.start()
+        lengths = [c.read_response("HEAD").header("Upload-Length") for _ in reqs]
+        t.join(timeout=60)
+    assert lengths == [str(i % 3 + 1) for i in range(2000)]
+
+
+def test_expect_continue_body_sent_without_waiting(server):
+    up = server.create(length=5)
+    hs = TUS + [("Upload-Offset", "0"), ("Content-Type", OCTET), ("Expect", "100-continue")]
+    with server.raw() as c:
+        c.send(build_request("PATCH", up, hs, b"hello"))
+        r, _interim = c.read_final_response("PATCH")
+        assert r.status == 204, r
+        c.send(build_request("HEAD", up, TUS))
+        r = c.read_response("HEAD")
+        assert r.status == 200 and r.header("Upload-Offset") == "5", r
+
+
+def test_absolute_form_target(server):
+    """RFC 9112 3.2.2: a server MUST accept the absolute-form."""
+    up = server.create(length=1)
+    with server.raw() as c:
+        c.send(build_request("HEAD", f"http://127.0.0.1:{server.port}{up}", TUS))
+        r = c.read_response("HEAD")
+    assert r.status == 200, r
+    assert r.header("Upload-Length") == "1", r
+
+
+def test_date_header(server):
+    r = server.request("OPTIONS", "/files/")
+    assert r.header("Date") and r.header("Date").endswith(" GMT"), r

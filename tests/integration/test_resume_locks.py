@@ -34,7 +34,7 @@ def wait_offset(srv, up, target, timeout=20):
     return target
 
 
-def timed_head(srv, up, limit=3.0):
+def timed_head(srv, up, limit=5.0):
     t0 = time.monotonic()
     r = srv.head(up)
     took = time.monotonic() - t0
@@ -123,7 +123,7 @@ def test_lock_release_second_patch_proceeds(tusc):
         assert timed_head(srv, up) == 100_000
         t0 = time.monotonic()
         g = srv.download(up)
-        assert time.monotonic() - t0 < 3.0, "GET waited for the upload's lock"
+        assert time.monotonic() - t0 < 5.0, "GET waited for the upload's lock"
         assert g.status < 500, g
         c1.send(data[100_000:200_000])
         wait_offset(srv, up, 200_000)

@@ -955,6 +955,13 @@ static size_t feed(tusc_http_conn_t *conn, const char *data, size_t len) {
     size_t avail = len - off;
     bool head_phase = !ctx->head_done;
     if (head_phase) {
+      static const char h2_preface[] = "PRI * HTTP/2.0\r\n";
+      if (ctx->head_raw == 0 && avail >= sizeof(h2_preface) - 1 &&
+          memcmp(data + off, h2_preface, sizeof(h2_preface) - 1) == 0) {
+        /* Prior-knowledge HTTP/2 (e.g. h2c clients): say so rather than "malformed". */
+        http_error(conn, 505, TUSC_EBAD_REQUEST, "HTTP/2 is not supported, use HTTP/1.1");
+        break;
+      }
       size_t allow = server->limits.max_header_size - ctx->head_raw;
       if (allow == 0) {
         parse_failed(conn, TUSC_EHEADERS_TOO_LARGE);
@@ -1302,8 +1309,10 @@ static void on_timer(uv_timer_t *timer) {
   if (conn->lingering) {
     limit = timeout && timeout < LINGER_MS ? timeout : LINGER_MS;
     action = 1;
+  } else if (ctx != NULL && ctx->head_done && can_parse(conn)) {
+    action = 2; /* waiting for body bytes (a 100 Continue may still be queued) */
   } else if (conn->writes_pending > 0) {
-    action = 2;
+    action = 2; /* the client does not read its response */
     err = UV_ETIMEDOUT;
   } else if (ctx == NULL) {
     action = 1;
@@ -1315,8 +1324,6 @@ static void on_timer(uv_timer_t *timer) {
       limit = timeout > conn->activity_ms - ctx->head_start_ms
                   ? timeout - (conn->activity_ms - ctx->head_start_ms)
                   : 1;
-  } else if (can_parse(conn)) {
-    action = 2; /* waiting for body bytes */
   }
   if (action == 0 || limit == 0) {
     uv_timer_start(timer, on_timer, timeout ? timeout : 60000, 0);

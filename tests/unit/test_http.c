@@ -530,7 +530,7 @@ static const struct reject_case reject_cases[] = {
      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
      "3;a=\x01\r\nabc\r\n0\r\n\r\n",
      400, "ERR_BAD_REQUEST", true},
-    {"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, "ERR_BAD_REQUEST", false},
+    {"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, "ERR_BAD_REQUEST", false},
     {"HTTP/3.0", "GET /hello HTTP/3.0\r\nHost: x\r\n\r\n", 505, "ERR_BAD_REQUEST", false},
     {"negative CL", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400,
      "ERR_BAD_REQUEST", false},

@@ -49,6 +49,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# On ext4 without a journal (this machine's root), creating an inode scans past every
+# inode deleted in the last 1-6 minutes in the block group (fs/ext4/ialloc.c,
+# recently_deleted), so deleting thousands of files between rounds would make the next
+# round measure that scan, not the server. Hence: (b) never deletes between rounds, and
+# the scratch dir gets the Orlov "top directory" flag so each server's upload dir lands
+# in a block group of its own instead of next to earlier runs' deleted files.
+chattr +T "$WORK" 2>/dev/null || note "chattr +T failed on $WORK; (b) may suffer from earlier deletions"
 FSTYPE=$(findmnt -n -o FSTYPE -T "$WORK" 2>/dev/null || stat -f -c %T "$WORK")
 [ "$FSTYPE" = tmpfs ] && note "warning: $WORK is on tmpfs; figures will not reflect a disk"
 
@@ -104,11 +111,13 @@ best() { # best VALUES... — the largest, empty if none
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a != "") printf "%.2f", a / b; else print "n/a" }'; }
 
-# one_run KIND PORT DIR — OUT = loadgen's line, VAL = its figure; empties DIR first
+# one_run KIND PORT DIR — OUT = loadgen's line, VAL = its figure. Empties DIR first for
+# raw and big (a few huge files); many keeps what earlier rounds left (see the inode
+# note at the top).
 one_run() {
   local kind=$1 port=$2 dir=$3
   VAL=
-  fresh_dir "$dir"
+  if [ "$kind" = many ]; then sync; else fresh_dir "$dir"; fi
   case $kind in
   raw*) OUT=$(timeout 300 "$LOADGEN" raw -size "$BIG_SIZE" -chunk "$BIG_CHUNK" -file "$dir/data" -rbuf "${kind#raw}") ;;
   big) OUT=$(timeout 300 "$LOADGEN" big -port "$port" -size "$BIG_SIZE" -chunk "$BIG_CHUNK") ;;
@@ -187,7 +196,7 @@ fi
 fig() {
   local -n arr=$1
   one_run "$2" "$3" "$4" && arr+=("$VAL")
-  find "$4" -mindepth 1 -delete
+  [ "$2" = many ] || find "$4" -mindepth 1 -delete
 }
 
 RAW_V=() TUSC_AV=() NODE_AV=() TUSC_BV=() TUSC_SYNC_BV=() NODE_BV=()

@@ -1,4 +1,5 @@
 """POST (creation, creation-with-upload, creation-defer-length), metadata, Location."""
+import re
 import urllib.parse
 
 import pytest
@@ -255,3 +256,27 @@ def test_max_metadata_size(tusc):
     big = f"filename {b64('x' * 200)}"
     r = srv.request("POST", "/files/", {"Upload-Length": "1", "Upload-Metadata": big})
     assert_error(r, 400, "ERR_INVALID_METADATA")
+
+
+def test_location_without_host_header(server):
+    """HTTP/1.0 without Host: the Location is an absolute URL with some host, or a
+    path (a relative reference is valid in Location, RFC 9110 10.2.2) — never
+    "http:///files/..." with an empty host."""
+    from conftest import RawConn
+    with RawConn(server.port) as c:
+        c.send(b"POST /files/ HTTP/1.0\r\nTus-Resumable: 1.0.0\r\nUpload-Length: 1\r\n"
+               b"Content-Length: 0\r\n\r\n")
+        r = c.read_response("POST")
+    assert r.status == 201, r
+    assert re.fullmatch(r"(https?://[^/\s]+)?/files/[^/\s]+", r.header("Location") or ""), r
+
+
+@pytest.mark.parametrize("host", ["a b", "evil.com/x", "evil.com\\x", "evil.com?x", "<x>"])
+def test_invalid_host_header_400(server, host):
+    from conftest import RawConn, build_request
+    with RawConn(server.port) as c:
+        c.send(build_request("POST", "/files/", [("Host", host), ("Tus-Resumable", "1.0.0"),
+                                                 ("Upload-Length", "1")]))
+        r = c.read_response("POST")
+    assert r.status == 400, r
+    assert not r.has("Location"), r

@@ -40,7 +40,7 @@ IO_TIMEOUT = 15.0
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer",
                      "ERROR: ThreadSanitizer", "ERROR: UndefinedBehaviorSanitizer")
-LISTEN_RE = re.compile(r"tusc: listening on (\S+):(\d+)\s*$")
+LISTEN_RE = re.compile(r"tusc: listening on (?:unix:(\S+)|(\S+):(\d+))\s*$")
 
 TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
 OCTET = "application/offset+octet-stream"
@@ -313,6 +313,7 @@ class TuscServer:
         self.proc = None
         self.port = None
         self.host = "127.0.0.1"
+        self.unix_path = None
         self.returncode = None
         self.stderr_path = None
         self.stdout_lines = []
@@ -364,11 +365,15 @@ class TuscServer:
             self.stdout_lines.append(line)
             m = LISTEN_RE.search(line)
             if m and self.port is None:
-                host = m.group(1)
-                if host.startswith("["):
-                    host = host[1:-1]
-                self.host = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-                self.port = int(m.group(2))
+                if m.group(1):
+                    self.unix_path = m.group(1)
+                    self.port = 0
+                else:
+                    host = m.group(2)
+                    if host.startswith("["):
+                        host = host[1:-1]
+                    self.host = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+                    self.port = int(m.group(3))
                 self._ready.set()
         proc.stdout.close()
         self._ready.set()  # EOF: the process is gone (or closed stdout)

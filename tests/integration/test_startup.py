@@ -90,3 +90,44 @@ def test_port_file(tusc, tmp_path):
         return pf.exists() and pf.read_text()
     text = deadline_poll(content, 10, what="the port file")
     assert text.strip() == str(srv.port), text
+
+
+def test_unix_socket(tusc, tmp_path):
+    import socket as so
+    from conftest import RawConn, build_request
+    sock_path = tmp_path / "tusc.sock"
+    srv = tusc("-unix-sock", str(sock_path))
+    assert srv.unix_path == str(sock_path)
+    s = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(str(sock_path))
+    c = RawConn.__new__(RawConn)
+    c.sock, c.buf, c.eof = s, b"", False
+    with c:
+        c.send(build_request("POST", "/files/", [("Host", "uploads.example"),
+                                                 ("Tus-Resumable", "1.0.0"),
+                                                 ("Upload-Length", "2")]))
+        r = c.read_response("POST")
+        assert r.status == 201, r
+        assert r.header("Location").startswith("http://uploads.example/files/"), r
+        up = r.header("Location")[len("http://uploads.example"):]
+        c.send(build_request("PATCH", up, [("Tus-Resumable", "1.0.0"), ("Upload-Offset", "0"),
+                                           ("Content-Type", "application/offset+octet-stream")],
+                             b"ok"))
+        r = c.read_response("PATCH")
+        assert r.status == 204, r
+
+
+def test_ipv6_loopback(tusc):
+    import socket as so
+    try:
+        s = so.socket(so.AF_INET6, so.SOCK_STREAM)
+        s.bind(("::1", 0))
+        s.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    srv = tusc("-host", "::1")
+    assert srv.host == "::1"
+    r = srv.request("POST", "/files/", {"Upload-Length": "1"})
+    assert r.status == 201, r
+    assert r.header("Location").startswith(f"http://[::1]:{srv.port}/files/"), r

@@ -158,3 +158,41 @@ def test_method_override_delete(server):
     r = server.request("POST", up, {"X-HTTP-Method-Override": "DELETE"})
     assert r.status == 204, r
     assert server.head(up).status == 404
+
+
+def test_deferred_upload_capped_by_max_size(tusc):
+    """With the length still unknown, -max-size still bounds what a PATCH may store."""
+    srv = tusc("-max-size", "100")
+    r = srv.request("POST", "/files/", {"Upload-Defer-Length": "1"})
+    assert r.status == 201, r
+    up = urllib.parse.urlsplit(r.header("Location")).path
+    assert srv.patch(up, 0, b"a" * 60).status == 204
+    r = srv.patch(up, 60, b"b" * 60)
+    assert r.status == 413, r
+    assert srv.offset(up) <= 100
+
+
+def test_deferred_upload_chunked_capped_by_max_size(tusc):
+    from conftest import RawConn, build_request
+    srv = tusc("-max-size", "100")
+    r = srv.request("POST", "/files/", {"Upload-Defer-Length": "1"})
+    up = urllib.parse.urlsplit(r.header("Location")).path
+    body = b"".join(b"28\r\n" + b"c" * 40 + b"\r\n" for _ in range(5)) + b"0\r\n\r\n"
+    with RawConn(srv.port) as c:
+        c.send(build_request("PATCH", up, [("Tus-Resumable", "1.0.0"), ("Upload-Offset", "0"),
+                                           ("Content-Type", OCTET),
+                                           ("Transfer-Encoding", "chunked")]) + body)
+        try:
+            r, _ = c.read_final_response("PATCH")
+            assert r.status == 413, r
+        except Exception as e:  # noqa: BLE001 — closing is acceptable, storing is not
+            if "closed" not in str(e) and "reset" not in str(e):
+                raise
+    assert srv.offset(up) <= 100
+
+
+def test_creation_with_upload_over_max_size(tusc):
+    srv = tusc("-max-size", "10")
+    r = srv.request("POST", "/files/", {"Upload-Defer-Length": "1", "Content-Type": OCTET},
+                    b"x" * 20)
+    assert r.status == 413, r

@@ -9,6 +9,7 @@
 #   REPEAT_A=5 REPEAT=3  rounds of (a) and (b); each contender's best counts (shared machine)
 #   BENCH_DIR  parent of the scratch dir (default /var/tmp: on disk, not tmpfs)
 #   SKIP_NODE=1  leave out @tus/server (no npm registry)
+#   ONLY="a b c"  which figures to measure (e.g. ONLY=c while working on memory)
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -20,6 +21,7 @@ MANY_N=${MANY_N:-5000}
 MANY_SIZE=${MANY_SIZE:-64K}
 MANY_C=${MANY_C:-64}
 IDLE_K=${IDLE_K:-2000}
+ONLY=${ONLY:-a b c}
 REPEAT_A=${REPEAT_A:-5}
 REPEAT=${REPEAT:-3}
 BENCH_DIR=${BENCH_DIR:-/var/tmp}
@@ -200,7 +202,11 @@ fig() {
 }
 
 RAW_V=() TUSC_AV=() NODE_AV=() TUSC_BV=() TUSC_SYNC_BV=() NODE_BV=()
-note "(a) $BIG_SIZE in $BIG_CHUNK PATCHes: raw socket → file, tusc -fsync=never, @tus/server; $REPEAT_A rounds"
+want() { case " $ONLY " in *" $1 "*) return 0 ;; esac; return 1; }
+want a || REPEAT_A=0
+want b || REPEAT=0
+[ "$REPEAT_A" -gt 0 ] &&
+  note "(a) $BIG_SIZE in $BIG_CHUNK PATCHes: raw socket → file, tusc -fsync=never, @tus/server; $REPEAT_A rounds"
 for i in $(seq 1 "$REPEAT_A"); do
   # the receiver's read size that suits this machine best is not known: try both
   fig RAW_V raw64K 0 "$WORK/raw"
@@ -208,7 +214,8 @@ for i in $(seq 1 "$REPEAT_A"); do
   fig TUSC_AV big "$TUSC_PORT" "$WORK/tusc"
   [ -n "$NODE_PID" ] && fig NODE_AV big "$NODE_PORT" "$WORK/node"
 done
-note "(b) $MANY_N x $MANY_SIZE uploads, $MANY_C at a time: tusc -fsync=never, tusc default, @tus/server; $REPEAT rounds"
+[ "$REPEAT" -gt 0 ] &&
+  note "(b) $MANY_N x $MANY_SIZE uploads, $MANY_C at a time: tusc -fsync=never, tusc default, @tus/server; $REPEAT rounds"
 for i in $(seq 1 "$REPEAT"); do
   fig TUSC_BV many "$TUSC_PORT" "$WORK/tusc"
   fig TUSC_SYNC_BV many "$TUSC_SYNC_PORT" "$WORK/tusc-sync"
@@ -228,21 +235,24 @@ stop_server "$TUSC_SYNC_PID"
 [ -n "$NODE_PID" ] && stop_server "$NODE_PID"
 
 # (c) on fresh servers with default flags
-note "(c) tusc default flags, $IDLE_K idle connections"
-start_server tusc "$WORK/tusc-idle.log" "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/tusc"
-TUSC_PID=$SERVER_PID
-bench_idle "$TUSC_PID" "$SERVER_PORT"; TUSC_C=$RESULT TUSC_C_DETAIL=$IDLE_DETAIL
-stop_server "$TUSC_PID"
-rm -rf "$WORK/tusc"
+TUSC_C= TUSC_C_DETAIL= NODE_C= NODE_C_DETAIL=
+if want c; then
+  note "(c) tusc default flags, $IDLE_K idle connections"
+  start_server tusc "$WORK/tusc-idle.log" "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/tusc"
+  TUSC_PID=$SERVER_PID
+  bench_idle "$TUSC_PID" "$SERVER_PORT"; TUSC_C=$RESULT TUSC_C_DETAIL=$IDLE_DETAIL
+  stop_server "$TUSC_PID"
+  rm -rf "$WORK/tusc"
 
-NODE_C= NODE_C_DETAIL=
-if [ "$NODE_OK" = 1 ]; then
-  note "(c) @tus/server, $IDLE_K idle connections"
-  start_server node "$WORK/node-idle.log" env TUS_DIR="$WORK/node" node "$HERE/node/server.js"
-  NODE_PID=$SERVER_PID
-  bench_idle "$NODE_PID" "$SERVER_PORT"; NODE_C=$RESULT NODE_C_DETAIL=$IDLE_DETAIL
-  stop_server "$NODE_PID"
-  rm -rf "$WORK/node"
+  if [ "$NODE_OK" = 1 ]; then
+    note "(c) @tus/server, $IDLE_K idle connections"
+    start_server node "$WORK/node-idle.log" env TUS_DIR="$WORK/node" node "$HERE/node/server.js"
+    NODE_PID=$SERVER_PID
+    bench_idle "$NODE_PID" "$SERVER_PORT"; NODE_C=$RESULT NODE_C_DETAIL=$IDLE_DETAIL
+    stop_server "$NODE_PID"
+    rm -rf "$WORK/node"
+  fi
+
 fi
 
 # ---- report -------------------------------------------------------------------------
@@ -273,11 +283,11 @@ mkdir -p "$HERE/results"
   echo
   echo "| figure | tusc | reference | ratio | target |"
   echo "|---|---|---|---|---|"
-  echo "| (a) $BIG_SIZE in $BIG_CHUNK PATCHes, -fsync=never, MB/s | $(or_na "$TUSC_A") | raw TCP socket → file: $RAW_A | $R_A_RAW | ≥ 0.8: $(verdict "$R_A_RAW" '>=' 0.8) |"
+  echo "| (a) $BIG_SIZE in $BIG_CHUNK PATCHes, -fsync=never, MB/s | $(or_na "$TUSC_A") | raw TCP socket → file: $(or_na "$RAW_A") | $R_A_RAW | ≥ 0.8: $(verdict "$R_A_RAW" '>=' 0.8) |"
   echo "| (a) same load, MB/s | $(or_na "$TUSC_A") | @tus/server: $(or_na "$NODE_A") | $R_A_NODE | — |"
   echo "| (b) $MANY_N × $MANY_SIZE uploads, $MANY_C at a time, -fsync=never, uploads/s | $(or_na "$TUSC_B") | @tus/server: $(or_na "$NODE_B") | $R_B_NODE | ≥ 3: $(verdict "$R_B_NODE" '>=' 3) |"
   echo "| (b) same, tusc default -fsync=always, uploads/s | $(or_na "$TUSC_B_SYNC") | @tus/server: $(or_na "$NODE_B") | $R_B_SYNC_NODE | (no fsync in @tus/server) |"
-  echo "| (c) $IDLE_K idle upload connections, server RSS KiB per connection | $(or_na "$TUSC_C") | @tus/server: $(or_na "$NODE_C") | $R_C_NODE× less | < 8 KiB: $(verdict "$TUSC_C" '<' 8) |"
+  echo "| (c) $IDLE_K idle upload connections, server RSS KiB per connection | $(or_na "$TUSC_C") | @tus/server: $(or_na "$NODE_C") | $R_C_NODE$([ "$R_C_NODE" = n/a ] || echo "× less") | < 8 KiB: $(verdict "$TUSC_C" '<' 8) |"
   echo
   echo "All runs (the machine is shared; the table keeps each contender's best):"
   echo

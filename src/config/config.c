@@ -62,6 +62,7 @@ enum flag_group {
   G_METRICS,
   G_TIMEOUTS,
   G_S3,
+  G_AUTH,
   G_GENERAL,
   G__COUNT
 };
@@ -77,10 +78,12 @@ static const char *const group_titles[G__COUNT] = {
     [G_METRICS] = "Metrics and logging",
     [G_TIMEOUTS] = "Timeouts",
     [G_S3] = "S3 storage (not served yet; accepted for a later release)",
+    [G_AUTH] = "Authentication, hosts and proxies",
     [G_GENERAL] = "General",
 };
 
 static const char *const tls_modes[] = {"tls12", "tls12-strong", "tls13", NULL};
+static const char *const jwt_algs[] = {"HS256", "RS256", "ES256", NULL};
 static const char *const log_formats[] = {"text", "json", NULL};
 static const char *const fsync_modes[] = {"always", "never", NULL};
 static const char *const hook_events[] = {"pre-create",     "post-create", "post-receive",
@@ -178,6 +181,23 @@ static const struct flag_def flags[] = {
      "BYTES", "Largest request head (request line and headers) accepted.", false},
     {"max-header-count", K_INT, G_LIMITS, F(max_header_count), 1, 100000, 0, NULL, "N",
      "Most request headers accepted.", false},
+    {"max-connections", K_INT, G_LIMITS, F(max_connections), 0, 10000000, 0, NULL, "N",
+     "Most open client connections in total; more are answered 503 and closed. 0 = no limit.",
+     false},
+    {"max-connections-per-ip", K_INT, G_LIMITS, F(max_connections_per_ip), 0, 10000000, 0, NULL,
+     "N", "Most open connections from one client address; 0 = no limit.", false},
+    {"header-timeout", K_DURATION, G_LIMITS, F(header_timeout_ms), 0, INT64_MAX, MS_PER_S, NULL,
+     "DURATION",
+     "A request line and headers must arrive whole within this time (slow clients are "
+     "closed); 0 = only -network-timeout applies.",
+     false},
+    {"min-upload-rate", K_INT64, G_LIMITS, F(min_upload_rate), 0, INT64_MAX, 0, NULL,
+     "BYTES_PER_SEC",
+     "Cut a PATCH body arriving slower than this over -min-upload-rate-window (its bytes are "
+     "kept); 0 = off.",
+     false},
+    {"min-upload-rate-window", K_DURATION, G_LIMITS, F(min_upload_rate_window_ms), 1, INT64_MAX,
+     MS_PER_S, NULL, "DURATION", "Window over which -min-upload-rate is measured.", false},
 
     /* hooks */
     {"hooks-dir", K_OPTSTRING, G_HOOKS, F(hooks_dir), 0, 0, 0, NULL, "DIR",
@@ -242,6 +262,32 @@ static const struct flag_def flags[] = {
     {"s3-object-prefix", K_OPTSTRING, G_S3, F(s3_object_prefix), 0, 0, 0, NULL, "PREFIX",
      "Prefix for object names.", false},
 
+    /* authentication, hosts, proxies */
+    {"auth-htpasswd", K_OPTSTRING, G_AUTH, F(auth_htpasswd), 0, 0, 0, NULL, "FILE",
+     "Require HTTP Basic auth against this htpasswd file (bcrypt, sha512-crypt or yescrypt "
+     "entries; reloaded on SIGHUP).",
+     false},
+    {"auth-jwt-key", K_OPTSTRING, G_AUTH, F(auth_jwt_key), 0, 0, 0, NULL, "FILE",
+     "Accept Bearer JWTs signed with this key: the HMAC secret (HS256) or a PEM public key "
+     "(RS256, ES256); reloaded on SIGHUP.",
+     false},
+    {"auth-jwt-alg", K_CHOICE, G_AUTH, F(auth_jwt_alg), 0, 0, 0, jwt_algs, "ALG",
+     "Signature algorithm JWTs must use: HS256, RS256 or ES256.", false},
+    {"auth-jwt-audience", K_OPTSTRING, G_AUTH, F(auth_jwt_audience), 0, 0, 0, NULL, "AUD",
+     "Refuse JWTs whose \"aud\" does not contain this value.", false},
+    {"auth-jwt-issuer", K_OPTSTRING, G_AUTH, F(auth_jwt_issuer), 0, 0, 0, NULL, "ISS",
+     "Refuse JWTs whose \"iss\" is not this value.", false},
+    {"auth-realm", K_STRING, G_AUTH, F(auth_realm), 0, 0, 0, NULL, "REALM",
+     "Realm named in the WWW-Authenticate challenge.", false},
+    {"auth-hide-foreign", K_BOOL, G_AUTH, F(auth_hide_foreign), 0, 0, 0, NULL, NULL,
+     "Answer 404 instead of 403 for uploads owned by another user.", false},
+    {"allowed-hosts", K_OPTSTRING, G_AUTH, F(allowed_hosts), 0, 0, 0, NULL, "LIST",
+     "Comma-separated host names accepted in the Host header; others get 421.", false},
+    {"trusted-proxies", K_OPTSTRING, G_AUTH, F(trusted_proxies), 0, 0, 0, NULL, "CIDRS",
+     "Comma-separated addresses or CIDR ranges whose X-Forwarded-*/Forwarded headers are "
+     "believed (with -behind-proxy).",
+     false},
+
     /* general */
     {"help", K_HELP, G_GENERAL, NOFIELD, 0, 0, 0, NULL, NULL, "Print this page and exit (also -h).",
      false},
@@ -303,6 +349,14 @@ static const size_t string_fields[] = {
     F(s3_bucket),
     F(s3_endpoint),
     F(s3_object_prefix),
+    F(auth_htpasswd),
+    F(auth_jwt_key),
+    F(auth_jwt_alg),
+    F(auth_jwt_audience),
+    F(auth_jwt_issuer),
+    F(auth_realm),
+    F(allowed_hosts),
+    F(trusted_proxies),
 };
 
 static char **str_field(tusc_config_t *cfg, size_t off) {
@@ -354,6 +408,8 @@ static int set_defaults(tusc_config_t *cfg) {
   cfg->network_timeout_ms = 60000;
   cfg->shutdown_timeout_ms = 10000;
   cfg->acquire_lock_timeout_ms = 20000;
+  cfg->header_timeout_ms = 10000;
+  cfg->min_upload_rate_window_ms = 30000;
 
   static const struct {
     size_t off;
@@ -369,6 +425,8 @@ static int set_defaults(tusc_config_t *cfg) {
       {F(tls_mode), "tls12"},
       {F(metrics_path), "/metrics"},
       {F(log_format), "text"},
+      {F(auth_jwt_alg), "HS256"},
+      {F(auth_realm), "tusc"},
   };
   for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
     int rc = set_copy(cfg, strings[i].off, strings[i].value);

@@ -91,6 +91,26 @@ typedef struct tusc_config_s {
   char *s3_bucket;
   char *s3_endpoint;
   char *s3_object_prefix;
+
+  /* authentication and ownership (src/auth); all off by default */
+  char *auth_htpasswd;     /* Basic auth against this htpasswd file */
+  char *auth_jwt_key;      /* Bearer JWTs: HMAC secret or PEM public key file */
+  char *auth_jwt_alg;      /* "HS256" | "RS256" | "ES256" */
+  char *auth_jwt_audience; /* required "aud" when set */
+  char *auth_jwt_issuer;   /* required "iss" when set */
+  char *auth_realm;        /* WWW-Authenticate realm; "tusc" */
+  bool auth_hide_foreign;  /* another principal's upload answers 404, not 403 */
+
+  /* host and proxy trust */
+  char *allowed_hosts;   /* comma-separated Host names; NULL = any */
+  char *trusted_proxies; /* comma-separated CIDRs whose forwarding headers count */
+
+  /* connection limits */
+  int max_connections;          /* per process; 0 = unlimited */
+  int max_connections_per_ip;   /* 0 = unlimited */
+  int64_t header_timeout_ms;    /* whole request head must arrive within; 10000 */
+  int64_t min_upload_rate;      /* body bytes/s over the window; 0 = off */
+  int64_t min_upload_rate_window_ms; /* 30000 */
 } tusc_config_t;
 
 /* Result of tusc_config_parse besides 0 (= run the server). */

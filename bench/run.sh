@@ -47,6 +47,7 @@ cleanup() {
     kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
   done
   rm -rf "$WORK"
+  sync # deleted inodes stop counting as recent sooner once their blocks are clean
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -54,9 +55,10 @@ trap 'exit 130' INT TERM
 # On ext4 without a journal (this machine's root), creating an inode scans past every
 # inode deleted in the last 1-6 minutes in the block group (fs/ext4/ialloc.c,
 # recently_deleted), so deleting thousands of files between rounds would make the next
-# round measure that scan, not the server. Hence: (b) never deletes between rounds, and
-# the scratch dir gets the Orlov "top directory" flag so each server's upload dir lands
-# in a block group of its own instead of next to earlier runs' deleted files.
+# round measure that scan, not the server. Hence: (b) never deletes, each (b) round gets
+# a fresh server on a fresh upload dir, and the scratch dir gets the Orlov "top
+# directory" flag so those dirs spread over block groups instead of sitting next to
+# files deleted by earlier runs (or by anyone else on the machine).
 chattr +T "$WORK" 2>/dev/null || note "chattr +T failed on $WORK; (b) may suffer from earlier deletions"
 FSTYPE=$(findmnt -n -o FSTYPE -T "$WORK" 2>/dev/null || stat -f -c %T "$WORK")
 [ "$FSTYPE" = tmpfs ] && note "warning: $WORK is on tmpfs; figures will not reflect a disk"
@@ -184,15 +186,6 @@ fi
 # raw, tusc, node; ...) and each keeps its best round: a burst of someone else's load
 # hits all of them alike instead of one.
 TUSC_ARGS=(-host 127.0.0.1 -port 0)
-start_server tusc "$WORK/tusc-never.log" "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/tusc" -fsync=never
-TUSC_PID=$SERVER_PID TUSC_PORT=$SERVER_PORT
-start_server tusc "$WORK/tusc-always.log" "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/tusc-sync"
-TUSC_SYNC_PID=$SERVER_PID TUSC_SYNC_PORT=$SERVER_PORT
-NODE_PID= NODE_PORT=
-if [ "$NODE_OK" = 1 ]; then
-  start_server node "$WORK/node.log" env TUS_DIR="$WORK/node" node "$HERE/node/server.js"
-  NODE_PID=$SERVER_PID NODE_PORT=$SERVER_PORT
-fi
 
 # fig NAME KIND PORT DIR — appends this round's figure to array NAME (nothing on failure)
 fig() {
@@ -201,38 +194,65 @@ fig() {
   [ "$2" = many ] || find "$4" -mindepth 1 -delete
 }
 
+# fig_fresh NAME DIR LOG CMD... — (b) round on a server started just for it, on an
+# upload dir of its own (see the inode note at the top); tracks peak RSS in HWM_NAME
+fig_fresh() {
+  local name=$1 dir=$2 log=$3 hwm
+  shift 3
+  mkdir -p "$dir"
+  start_server "$name" "$log" "$@"
+  fig "$name" many "$SERVER_PORT" "$dir"
+  hwm=$(hwm_kib "$SERVER_PID")
+  local -n peak="HWM_$name"
+  [ -n "$peak" ] && [ "$peak" -ge "$hwm" ] || peak=$hwm
+  stop_server "$SERVER_PID"
+}
+
 RAW_V=() TUSC_AV=() NODE_AV=() TUSC_BV=() TUSC_SYNC_BV=() NODE_BV=()
+HWM_TUSC_BV= HWM_TUSC_SYNC_BV= HWM_NODE_BV= TUSC_HWM= NODE_HWM=
 want() { case " $ONLY " in *" $1 "*) return 0 ;; esac; return 1; }
 want a || REPEAT_A=0
 want b || REPEAT=0
-[ "$REPEAT_A" -gt 0 ] &&
+
+if [ "$REPEAT_A" -gt 0 ]; then
   note "(a) $BIG_SIZE in $BIG_CHUNK PATCHes: raw socket → file, tusc -fsync=never, @tus/server; $REPEAT_A rounds"
-for i in $(seq 1 "$REPEAT_A"); do
-  # the receiver's read size that suits this machine best is not known: try both
-  fig RAW_V raw64K 0 "$WORK/raw"
-  fig RAW_V raw1M 0 "$WORK/raw"
-  fig TUSC_AV big "$TUSC_PORT" "$WORK/tusc"
-  [ -n "$NODE_PID" ] && fig NODE_AV big "$NODE_PORT" "$WORK/node"
-done
-[ "$REPEAT" -gt 0 ] &&
-  note "(b) $MANY_N x $MANY_SIZE uploads, $MANY_C at a time: tusc -fsync=never, tusc default, @tus/server; $REPEAT rounds"
-for i in $(seq 1 "$REPEAT"); do
-  fig TUSC_BV many "$TUSC_PORT" "$WORK/tusc"
-  fig TUSC_SYNC_BV many "$TUSC_SYNC_PORT" "$WORK/tusc-sync"
-  [ -n "$NODE_PID" ] && fig NODE_BV many "$NODE_PORT" "$WORK/node"
-done
+  start_server tusc "$WORK/a-tusc.log" "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/a-tusc" -fsync=never
+  TUSC_PID=$SERVER_PID TUSC_PORT=$SERVER_PORT
+  NODE_PID= NODE_PORT=
+  if [ "$NODE_OK" = 1 ]; then
+    start_server node "$WORK/a-node.log" env TUS_DIR="$WORK/a-node" node "$HERE/node/server.js"
+    NODE_PID=$SERVER_PID NODE_PORT=$SERVER_PORT
+  fi
+  for i in $(seq 1 "$REPEAT_A"); do
+    # the receiver's read size that suits this machine best is not known: try both
+    fig RAW_V raw64K 0 "$WORK/raw"
+    fig RAW_V raw1M 0 "$WORK/raw"
+    fig TUSC_AV big "$TUSC_PORT" "$WORK/a-tusc"
+    [ -n "$NODE_PID" ] && fig NODE_AV big "$NODE_PORT" "$WORK/a-node"
+  done
+  TUSC_HWM=$(hwm_kib "$TUSC_PID")
+  [ -n "$NODE_PID" ] && NODE_HWM=$(hwm_kib "$NODE_PID")
+  stop_server "$TUSC_PID"
+  [ -n "$NODE_PID" ] && stop_server "$NODE_PID"
+fi
+
+if [ "$REPEAT" -gt 0 ]; then
+  note "(b) $MANY_N x $MANY_SIZE uploads, $MANY_C at a time: tusc -fsync=never, tusc default, @tus/server; $REPEAT rounds, fresh server and dir each"
+  for i in $(seq 1 "$REPEAT"); do
+    fig_fresh TUSC_BV "$WORK/b$i-tusc" "$WORK/b$i-tusc.log" \
+      "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/b$i-tusc" -fsync=never
+    fig_fresh TUSC_SYNC_BV "$WORK/b$i-tusc-sync" "$WORK/b$i-tusc-sync.log" \
+      "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/b$i-tusc-sync"
+    [ "$NODE_OK" = 1 ] && fig_fresh NODE_BV "$WORK/b$i-node" "$WORK/b$i-node.log" \
+      env TUS_DIR="$WORK/b$i-node" node "$HERE/node/server.js"
+  done
+fi
 RAW_A=$(best "${RAW_V[@]}")
 TUSC_A=$(best "${TUSC_AV[@]}")
 NODE_A=$(best "${NODE_AV[@]}")
 TUSC_B=$(best "${TUSC_BV[@]}")
 TUSC_B_SYNC=$(best "${TUSC_SYNC_BV[@]}")
 NODE_B=$(best "${NODE_BV[@]}")
-TUSC_HWM=$(hwm_kib "$TUSC_PID")
-NODE_HWM=
-[ -n "$NODE_PID" ] && NODE_HWM=$(hwm_kib "$NODE_PID")
-stop_server "$TUSC_PID"
-stop_server "$TUSC_SYNC_PID"
-[ -n "$NODE_PID" ] && stop_server "$NODE_PID"
 
 # (c) on fresh servers with default flags
 TUSC_C= TUSC_C_DETAIL= NODE_C= NODE_C_DETAIL=
@@ -295,7 +315,9 @@ mkdir -p "$HERE/results"
   echo "- (b) tusc -fsync=never: ${TUSC_BV[*]:-none}; tusc default: ${TUSC_SYNC_BV[*]:-none}; @tus/server: ${NODE_BV[*]:-none} uploads/s"
   echo
   echo "(c) detail: tusc $(or_na "$TUSC_C_DETAIL"); @tus/server $(or_na "$NODE_C_DETAIL")."
-  echo "Peak RSS during (a)+(b): tusc $(or_na "$TUSC_HWM") KiB, @tus/server $(or_na "$NODE_HWM") KiB."
+  echo "Peak RSS (VmHWM): in (a) tusc $(or_na "$TUSC_HWM") KiB, @tus/server $(or_na "$NODE_HWM") KiB;" \
+    "in (b) tusc -fsync=never $(or_na "$HWM_TUSC_BV") KiB, tusc default $(or_na "$HWM_TUSC_SYNC_BV") KiB," \
+    "@tus/server $(or_na "$HWM_NODE_BV") KiB."
   echo "MB = 10^6 bytes."
 } >"$RESULTS"
 echo

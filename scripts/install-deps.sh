@@ -2,7 +2,7 @@
 # Installs the Debian packages tusc needs to build (and, with "test", to test).
 # As root it runs apt-get; otherwise it prints the one line to run.
 set -eu
-pkgs="build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libssl-dev libjansson-dev libcurl4-openssl-dev libcrypt-dev"
+pkgs="build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libssl-dev libjansson-dev libcurl4-openssl-dev libcrypt-dev zlib1g-dev"
 if [ "${1:-}" = test ]; then
   pkgs="$pkgs libcmocka-dev python3-pytest python3-tuspy"
   command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"

@@ -40,6 +40,14 @@
     "concatenation is not supported")                                                       \
   X(UPLOAD_INTERRUPTED, 400, "ERR_UPLOAD_INTERRUPTED",                                      \
     "upload has been interrupted by another request for this upload resource")              \
+  X(UPLOAD_REJECTED, 400, "ERR_UPLOAD_REJECTED", "upload creation has been rejected by server") \
+  X(UPLOAD_TERMINATION_REJECTED, 400, "ERR_UPLOAD_TERMINATION_REJECTED",                    \
+    "upload termination has been rejected by server")                                       \
+  X(UPLOAD_STOPPED, 400, "ERR_UPLOAD_STOPPED", "upload has been stopped by server")         \
+  X(CHECKSUM_MISMATCH, 460, "ERR_CHECKSUM_MISMATCH", "checksum mismatch")                  \
+  X(CHECKSUM_ALGORITHM, 400, "ERR_UNSUPPORTED_CHECKSUM_ALGORITHM",                          \
+    "unsupported checksum algorithm")                                                       \
+  X(INVALID_CHECKSUM, 400, "ERR_INVALID_CHECKSUM", "invalid Upload-Checksum header")        \
   X(LOCK_TIMEOUT, 500, "ERR_LOCK_TIMEOUT", "failed to acquire lock before timeout")         \
   X(UNEXPECTED_EOF, 400, "ERR_UNEXPECTED_EOF", "server expected to receive more bytes")     \
   X(READ_TIMEOUT, 500, "ERR_READ_TIMEOUT", "timeout while reading request body")            \
@@ -54,6 +62,11 @@
   X(INSUFFICIENT_STORAGE, 507, "ERR_INSUFFICIENT_STORAGE", "insufficient storage")          \
   X(INTERNAL, 500, "ERR_INTERNAL_SERVER_ERROR", "internal server error")                    \
   X(LOCKED, 423, "ERR_LOCKED", "upload is locked by another request")                       \
+  X(UNAUTHORIZED, 401, "ERR_UNAUTHORIZED", "authentication required")                      \
+  X(FORBIDDEN, 403, "ERR_FORBIDDEN", "upload belongs to another user")                      \
+  X(MISDIRECTED, 421, "ERR_MISDIRECTED_REQUEST", "host is not served here")                 \
+  X(UPLOAD_TOO_SLOW, 408, "ERR_READ_TIMEOUT", "upload slower than the minimum rate")        \
+  X(TOO_MANY_CONNECTIONS, 503, "ERR_TOO_MANY_CONNECTIONS", "too many connections")          \
   X(INVALID_ARGUMENT, 500, "ERR_INTERNAL_SERVER_ERROR", "invalid argument")                 \
   X(NOMEM, 503, "ERR_INTERNAL_SERVER_ERROR", "out of memory")
 

@@ -22,7 +22,10 @@
 
 #include "tus/headers.h"
 
-#define TUSC_PATH_MAX 4096
+/* Longest absolute path of an upload's file. Not PATH_MAX: every open upload carries two
+ * of these, and an idle upload connection must cost a few KiB. The store refuses an
+ * upload directory too long to hold the longest ID under this limit. */
+#define TUSC_PATH_MAX 1024
 
 /* tusd's FileInfo plus what tusc keeps. Owns its heap members. */
 typedef struct tusc_upload_info_s {

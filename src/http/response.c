@@ -72,6 +72,8 @@ const char *tusc_http_reason(int status) {
     return "Range Not Satisfiable";
   case 417:
     return "Expectation Failed";
+  case 421:
+    return "Misdirected Request";
   case 422:
     return "Unprocessable Content";
   case 423:

@@ -1,0 +1,219 @@
+/*
+ * fuzz_http — bytes in, through the server's real request path.
+ *
+ * Once per process: a file store in a temp dir, the lock table, the tus handler and
+ * an http server on one loop, listening on a unix socket — the same objects and
+ * calls src/server.c wires up, minus threads and signals. Per input: the upload dir
+ * is reset to three fixture uploads (partial, deferred, complete, so PATCH / HEAD /
+ * GET / DELETE on a known URL reach the store), then a client socket connects, writes
+ * the input (in small steps for about a quarter of the inputs, to exercise partial
+ * reads), half-closes and reads everything the server answers until the server
+ * closes. An input that makes the server stop answering without closing is a hang,
+ * which libFuzzer reports through -timeout.
+ *
+ * Fixture URLs (also in http.dict): /files/00000000000000000000000000000001 (10 bytes
+ * declared, 5 stored), ...02 (deferred length, 0 stored), ...03 (3 of 3, complete).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "common/log.h"
+#include "config/config.h"
+#include "http/http.h"
+#include "lock/lock.h"
+#include "store/store.h"
+#include "tus/handler.h"
+
+static uv_loop_t loop;
+static char base_dir[256];
+static char upload_dir[300];
+static char sock_path[300];
+static tusc_config_t cfg;
+static tusc_store_t *store;
+static tusc_lock_table_t *locks;
+static tusc_tus_t *tus;
+static tusc_tus_worker_t *worker;
+static tusc_http_server_t *http;
+
+struct client {
+  uv_poll_t poll;
+  int fd;
+  const uint8_t *data;
+  size_t left;
+  size_t step;
+  bool eof;
+  bool closed;
+};
+
+static void die(const char *what, int rc) {
+  fprintf(stderr, "fuzz_http setup: %s: %d (%s)\n", what, rc, strerror(rc < 0 ? -rc : rc));
+  abort();
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st;
+  (void)flag;
+  if (ftw->level > 0)
+    remove(path);
+  return 0;
+}
+
+static void make_fixture(const char *id, int64_t size, const char *data, size_t len) {
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  snprintf(info.id, sizeof(info.id), "%s", id);
+  info.size = size;
+  info.size_is_deferred = size < 0;
+  tusc_metadata_set(&info.metadata, "filename", "a.txt", 5);
+  int rc = store->ops->create(store, &info);
+  if (rc != 0)
+    die("create fixture", rc);
+  tusc_upload_info_dispose(&info);
+  if (len == 0)
+    return;
+  tusc_upload_t *up;
+  if ((rc = store->ops->open(store, id, &up)) != 0)
+    die("open fixture", rc);
+  if (store->ops->write(up, 0, data, len) != (ssize_t)len)
+    die("write fixture", -EIO);
+  store->ops->close(up);
+}
+
+static void reset_uploads(void) {
+  nftw(upload_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  make_fixture("00000000000000000000000000000001", 10, "hello", 5);
+  make_fixture("00000000000000000000000000000002", -1, "", 0);
+  make_fixture("00000000000000000000000000000003", 3, "abc", 3);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  (void)argc;
+  (void)argv;
+  tusc_log_setup(TUSC_LOG_ERROR, TUSC_LOG_TEXT);
+  signal(SIGPIPE, SIG_IGN);
+  snprintf(base_dir, sizeof(base_dir), "/tmp/tusc-fuzz-http-XXXXXX");
+  if (mkdtemp(base_dir) == NULL)
+    die("mkdtemp", -errno);
+  snprintf(upload_dir, sizeof(upload_dir), "%s/up", base_dir);
+  snprintf(sock_path, sizeof(sock_path), "%s/sock", base_dir);
+
+  /* Flags as an operator would give them: small limits keep every input cheap. */
+  char *args[] = {"tusc", "-upload-dir", upload_dir, "-max-size", "65536", "-fsync", "never",
+                  "-network-timeout", "2s", "-behind-proxy", NULL};
+  int rc = tusc_config_parse(&cfg, 10, args, stdout, stderr);
+  if (rc != 0)
+    die("config", rc);
+  tusc_file_store_options_t so = {.dir = upload_dir, .dir_perms = 0700, .file_perms = 0600,
+                                  .fsync = false};
+  if ((rc = tusc_file_store_new(&so, &store)) != 0)
+    die("store", rc);
+  if ((rc = tusc_lock_table_new(&locks)) != 0)
+    die("locks", rc);
+  if ((rc = tusc_tus_new(&cfg, store, locks, &tus)) != 0)
+    die("tus", rc);
+  if ((rc = uv_loop_init(&loop)) != 0)
+    die("loop", rc);
+  if ((rc = tusc_tus_worker_new(tus, &loop, &worker)) != 0)
+    die("worker", rc);
+
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+  if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 64) != 0)
+    die("listen", -errno);
+  tusc_http_limits_t limits = {.max_header_size = 8192, .max_header_count = 64,
+                               .network_timeout_ms = 2000};
+  if ((rc = tusc_http_server_new(&loop, fd, &limits, tusc_tus_http_handler(), worker, &http)) != 0)
+    die("http server", rc);
+  return 0;
+}
+
+static void on_client(uv_poll_t *poll, int status, int events) {
+  struct client *c = poll->data;
+  if (status < 0) {
+    c->eof = true;
+    uv_poll_stop(poll);
+    return;
+  }
+  if ((events & UV_WRITABLE) && c->left > 0) {
+    size_t n = c->left < c->step ? c->left : c->step;
+    ssize_t w = send(c->fd, c->data, n, MSG_NOSIGNAL);
+    if (w > 0) {
+      c->data += w;
+      c->left -= (size_t)w;
+    } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+      c->left = 0; /* the server closed on us: stop writing, still read its answer */
+    }
+    if (c->left == 0) {
+      shutdown(c->fd, SHUT_WR);
+      uv_poll_start(poll, UV_READABLE | UV_DISCONNECT, on_client);
+    }
+  }
+  if (events & (UV_READABLE | UV_DISCONNECT)) {
+    char buf[16384];
+    for (;;) {
+      ssize_t r = recv(c->fd, buf, sizeof(buf), 0);
+      if (r > 0)
+        continue;
+      if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        break;
+      /* 0 or ECONNRESET. A server that answered early half-closes and drains until
+       * our EOF, so stop writing too (as a client seeing the close would). */
+      c->eof = true;
+      if (c->left > 0) {
+        c->left = 0;
+        shutdown(c->fd, SHUT_WR);
+      }
+      uv_poll_stop(poll);
+      break;
+    }
+  }
+}
+
+static void on_client_closed(uv_handle_t *h) {
+  struct client *c = h->data;
+  c->closed = true;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  reset_uploads();
+  struct client c = {.data = data, .left = size, .step = SIZE_MAX};
+  uint32_t h = 2166136261u;
+  for (size_t i = 0; i < size; i++)
+    h = (h ^ data[i]) * 16777619u;
+  if ((h & 3) == 0)
+    c.step = 1 + (h >> 2) % 61;
+
+  c.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+  if (c.fd < 0 || connect(c.fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+    die("connect", -errno);
+  uv_poll_init(&loop, &c.poll, c.fd);
+  c.poll.data = &c;
+  if (size == 0) {
+    shutdown(c.fd, SHUT_WR);
+    uv_poll_start(&c.poll, UV_READABLE | UV_DISCONNECT, on_client);
+  } else {
+    uv_poll_start(&c.poll, UV_READABLE | UV_WRITABLE | UV_DISCONNECT, on_client);
+  }
+  /* Done when the server closed our connection and has none left, i.e. every
+   * request of this input reached its end inside the server. */
+  while (!c.eof || tusc_http_server_connections(http) > 0)
+    uv_run(&loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&c.poll, on_client_closed);
+  while (!c.closed)
+    uv_run(&loop, UV_RUN_ONCE);
+  close(c.fd);
+  return 0;
+}

@@ -381,7 +381,8 @@ int tusc_id_generate(char out[33]) {
 /* Copies s[0..len) into a NUL-terminated buffer and asks inet_pton. */
 static bool ip_literal(const char *s, size_t len, int family) {
   char buf[64];
-  if (len == 0 || len >= sizeof(buf))
+  /* inet_pton stops at a NUL: "::8\0junk" must not pass as "::8" */
+  if (len == 0 || len >= sizeof(buf) || memchr(s, '\0', len) != NULL)
     return false;
   memcpy(buf, s, len);
   buf[len] = '\0';

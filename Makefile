@@ -2,11 +2,14 @@
 # newcomer needs (README.md); everything else is for developers.
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
 JOBS       ?= $(shell nproc)
 PYTEST     ?= /usr/bin/python3 -m pytest
 RUN_ARGS   ?= -upload-dir ./data
 
-.PHONY: all build run test deps deps-test unit integration clients bench install clean asan
+.PHONY: all build run test deps deps-test unit integration clients bench install clean asan \
+        fuzz-build fuzz
 
 all: build
 
@@ -27,6 +30,15 @@ asan: deps-test
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTUSC_SANITIZE=ON >/dev/null
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
+# libFuzzer targets (tests/fuzz) under ASan+UBSan; needs clang.
+fuzz-build: deps-test
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTUSC_FUZZ=ON -DTUSC_TESTS=OFF >/dev/null
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+
+# Each target for FUZZ_SECONDS (make fuzz FUZZ_SECONDS=600).
+fuzz: fuzz-build
+	sh scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
 clients: deps-test
 	cd tests/clients && npm ci --no-audit --no-fund --loglevel=error
 
@@ -38,9 +50,10 @@ integration: asan clients
 
 # Everything CI runs: unit tests, then the integration and real-client suites against
 # the sanitizer build.
-test: asan clients
+test: asan clients fuzz-build
 	cd $(ASAN_BUILD) && ctest --output-on-failure
 	TUSC_BIN=$(CURDIR)/$(ASAN_BUILD)/tusc $(PYTEST) -q -p no:cacheprovider tests/integration
+	sh scripts/fuzz.sh $(FUZZ_BUILD) 20
 
 bench: build
 	$(MAKE) -C bench TUSC_BIN=$(CURDIR)/$(BUILD)/tusc
@@ -49,4 +62,4 @@ install: build
 	cmake --install $(BUILD) --prefix $(or $(PREFIX),/usr/local)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,452 @@
+/*
+ * tls — OpenSSL server contexts and the memory-BIO TLS transport.
+ *
+ * Per connection: rbio holds ciphertext read from the socket until SSL_read takes it;
+ * wbio collects what OpenSSL wants sent (handshake messages, records, alerts,
+ * tickets), which is moved into a libuv write right after every OpenSSL call. So the
+ * order of bytes on the wire is exactly the order of the calls, and nothing waits on
+ * the socket inside OpenSSL.
+ */
+#include "net/tls.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "common/error.h"
+#include "common/log.h"
+
+/* TLS 1.2 suites of tusd's tls12-strong: ECDHE key exchange, AEAD only. TLS 1.3's
+ * suites are all AEAD already. */
+#define STRONG_TLS12_CIPHERS                                                                       \
+  "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                     \
+  "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                     \
+  "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+struct tusc_tls_s {
+  uv_mutex_t mu;
+  SSL_CTX *ctx; /* current; guarded by mu */
+  char *certificate;
+  char *key;
+  char *mode;
+  char hsts[64];
+  bool hsts_on;
+};
+
+struct tls_transport {
+  tusc_transport_t base;
+  SSL *ssl;
+  BIO *rbio; /* owned by ssl */
+  BIO *wbio; /* owned by ssl */
+  bool established;
+};
+
+struct tls_write {
+  uv_write_t w;
+  uv_write_t *user; /* handed back to cb */
+  uv_write_cb cb;
+  char data[];
+};
+
+/* --- contexts ----------------------------------------------------------------------- */
+
+static void openssl_reason(char *out, size_t cap) {
+  unsigned long e = ERR_peek_last_error();
+  const char *r = e ? ERR_reason_error_string(e) : NULL;
+  if (r != NULL)
+    snprintf(out, cap, "%s", r);
+  else if (e != 0)
+    ERR_error_string_n(e, out, cap);
+  else
+    snprintf(out, cap, "unknown error");
+  ERR_clear_error();
+}
+
+struct pw_state {
+  bool asked;
+};
+
+/* A passphrase is never available (no terminal, no prompt), so asking for one fails;
+ * the flag lets the caller say "encrypted" instead of OpenSSL's generic decode error. */
+static int refuse_password(char *buf, int size, int rwflag, void *userdata) {
+  (void)buf;
+  (void)size;
+  (void)rwflag;
+  struct pw_state *st = userdata;
+  st->asked = true;
+  return -1;
+}
+
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg) {
+  (void)ssl;
+  (void)arg;
+  static const unsigned char h11[] = "http/1.1";
+  for (unsigned int i = 0; i < inlen;) {
+    unsigned int n = in[i];
+    if (i + 1 + n > inlen)
+      break;
+    if (n == sizeof(h11) - 1 && memcmp(in + i + 1, h11, n) == 0) {
+      *out = in + i + 1;
+      *outlen = (unsigned char)n;
+      return SSL_TLSEXT_ERR_OK;
+    }
+    i += 1 + n;
+  }
+  /* Only h2 offered: go on without ALPN; such clients fall back to HTTP/1.1. */
+  return SSL_TLSEXT_ERR_NOACK;
+}
+
+static int check_readable(const char *what, const char *path, char *err, size_t errlen) {
+  if (path == NULL || path[0] == '\0') {
+    snprintf(err, errlen, "no %s file given", what);
+    return TUSC_EINVALID_ARGUMENT;
+  }
+  if (access(path, R_OK) != 0) {
+    int e = errno;
+    snprintf(err, errlen, "cannot read %s %s: %s", what, path, strerror(e));
+    return -e;
+  }
+  return 0;
+}
+
+static SSL_CTX *build_ctx(const tusc_tls_t *tls, char *err, size_t errlen) {
+  char reason[256];
+  if (check_readable("certificate", tls->certificate, err, errlen) != 0 ||
+      check_readable("private key", tls->key, err, errlen) != 0)
+    return NULL;
+  ERR_clear_error();
+  SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+  if (ctx == NULL) {
+    openssl_reason(reason, sizeof(reason));
+    snprintf(err, errlen, "cannot create a TLS context: %s", reason);
+    return NULL;
+  }
+  bool tls13 = strcmp(tls->mode, "tls13") == 0;
+  SSL_CTX_set_min_proto_version(ctx, tls13 ? TLS1_3_VERSION : TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                               SSL_OP_NO_COMPRESSION);
+  /* Idle keep-alive connections then hold no record buffers. */
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  /* Stateless tickets still resume sessions; no shared cache to lock across workers. */
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  if (strcmp(tls->mode, "tls12-strong") == 0 &&
+      SSL_CTX_set_cipher_list(ctx, STRONG_TLS12_CIPHERS) != 1) {
+    openssl_reason(reason, sizeof(reason));
+    snprintf(err, errlen, "cannot set the tls12-strong ciphers: %s", reason);
+    goto fail;
+  }
+  SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+
+  if (SSL_CTX_use_certificate_chain_file(ctx, tls->certificate) != 1) {
+    openssl_reason(reason, sizeof(reason));
+    snprintf(err, errlen, "cannot load certificate chain %s: %s", tls->certificate, reason);
+    goto fail;
+  }
+  struct pw_state pw = {false};
+  SSL_CTX_set_default_passwd_cb(ctx, refuse_password);
+  SSL_CTX_set_default_passwd_cb_userdata(ctx, &pw);
+  int ok = SSL_CTX_use_PrivateKey_file(ctx, tls->key, SSL_FILETYPE_PEM);
+  SSL_CTX_set_default_passwd_cb(ctx, NULL);
+  SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
+  if (ok != 1) {
+    openssl_reason(reason, sizeof(reason));
+    if (pw.asked)
+      snprintf(err, errlen,
+               "private key %s is encrypted with a passphrase; tusc needs an unencrypted key "
+               "(decrypt it with `openssl pkey -in %s -out NEW.key` and protect the file with "
+               "permissions instead)",
+               tls->key, tls->key);
+    else
+      snprintf(err, errlen, "cannot load private key %s: %s", tls->key, reason);
+    goto fail;
+  }
+  if (SSL_CTX_check_private_key(ctx) != 1) {
+    openssl_reason(reason, sizeof(reason));
+    snprintf(err, errlen, "private key %s does not match certificate %s: %s", tls->key,
+             tls->certificate, reason);
+    goto fail;
+  }
+  X509 *leaf = SSL_CTX_get0_certificate(ctx);
+  if (leaf != NULL && X509_cmp_current_time(X509_get0_notAfter(leaf)) < 0)
+    tusc_log_msg(TUSC_LOG_WARN, "certificate %s has expired; clients will refuse it",
+                 tls->certificate);
+  return ctx;
+fail:
+  SSL_CTX_free(ctx);
+  return NULL;
+}
+
+static void ctx_serial(SSL_CTX *ctx, char *out, size_t cap) {
+  snprintf(out, cap, "-");
+  X509 *leaf = ctx ? SSL_CTX_get0_certificate(ctx) : NULL;
+  if (leaf == NULL)
+    return;
+  BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(leaf), NULL);
+  char *hex = bn ? BN_bn2hex(bn) : NULL;
+  if (hex != NULL)
+    snprintf(out, cap, "%s", hex);
+  OPENSSL_free(hex);
+  BN_free(bn);
+}
+
+int tusc_tls_new(const tusc_tls_options_t *opts, tusc_tls_t **out, char *err, size_t errlen) {
+  snprintf(err, errlen, "out of memory");
+  tusc_tls_t *tls = calloc(1, sizeof(*tls));
+  if (tls == NULL)
+    return TUSC_ENOMEM;
+  const char *mode = opts->mode ? opts->mode : "tls12";
+  if (strcmp(mode, "tls12") != 0 && strcmp(mode, "tls12-strong") != 0 &&
+      strcmp(mode, "tls13") != 0) {
+    snprintf(err, errlen, "unknown TLS mode %s", mode);
+    free(tls);
+    return TUSC_EINVALID_ARGUMENT;
+  }
+  tls->certificate = opts->certificate ? strdup(opts->certificate) : NULL;
+  tls->key = opts->key ? strdup(opts->key) : NULL;
+  tls->mode = strdup(mode);
+  if ((opts->certificate && !tls->certificate) || (opts->key && !tls->key) || !tls->mode) {
+    free(tls->certificate);
+    free(tls->key);
+    free(tls->mode);
+    free(tls);
+    return TUSC_ENOMEM;
+  }
+  if (opts->hsts_max_age >= 0) {
+    tls->hsts_on = true;
+    snprintf(tls->hsts, sizeof(tls->hsts), "max-age=%lld", (long long)opts->hsts_max_age);
+  }
+  tls->ctx = build_ctx(tls, err, errlen);
+  if (tls->ctx == NULL || uv_mutex_init(&tls->mu) != 0) {
+    SSL_CTX_free(tls->ctx);
+    free(tls->certificate);
+    free(tls->key);
+    free(tls->mode);
+    free(tls);
+    return TUSC_EINVALID_ARGUMENT;
+  }
+  *out = tls;
+  return 0;
+}
+
+int tusc_tls_reload(tusc_tls_t *tls, char *err, size_t errlen) {
+  SSL_CTX *fresh = build_ctx(tls, err, errlen);
+  if (fresh == NULL)
+    return TUSC_EINVALID_ARGUMENT;
+  uv_mutex_lock(&tls->mu);
+  SSL_CTX *old = tls->ctx;
+  tls->ctx = fresh;
+  uv_mutex_unlock(&tls->mu);
+  /* Connections still using it hold their own reference. */
+  SSL_CTX_free(old);
+  return 0;
+}
+
+void tusc_tls_serial(tusc_tls_t *tls, char *out, size_t cap) {
+  uv_mutex_lock(&tls->mu);
+  ctx_serial(tls->ctx, out, cap);
+  uv_mutex_unlock(&tls->mu);
+}
+
+const char *tusc_tls_hsts(const tusc_tls_t *tls) {
+  return tls != NULL && tls->hsts_on ? tls->hsts : NULL;
+}
+
+void tusc_tls_free(tusc_tls_t *tls) {
+  if (tls == NULL)
+    return;
+  SSL_CTX_free(tls->ctx);
+  uv_mutex_destroy(&tls->mu);
+  free(tls->certificate);
+  free(tls->key);
+  free(tls->mode);
+  free(tls);
+}
+
+/* --- transport ---------------------------------------------------------------------- */
+
+static void on_tls_write(uv_write_t *w, int status) {
+  struct tls_write *tw = (struct tls_write *)w;
+  if (tw->cb != NULL)
+    tw->cb(tw->user, status);
+  free(tw);
+}
+
+/* Moves everything OpenSSL produced into one libuv write. With `user` set, a write
+ * (possibly empty) is issued even when nothing is pending, so its callback runs. */
+static int flush_out(struct tls_transport *t, uv_stream_t *stream, uv_write_t *user,
+                     uv_write_cb cb) {
+  size_t n = BIO_ctrl_pending(t->wbio);
+  if (n == 0 && user == NULL)
+    return 0;
+  struct tls_write *tw = malloc(sizeof(*tw) + n);
+  if (tw == NULL)
+    return UV_ENOMEM;
+  if (n > 0 && BIO_read(t->wbio, tw->data, (int)n) != (int)n) {
+    free(tw);
+    return UV_EPROTO;
+  }
+  tw->user = user;
+  tw->cb = cb;
+  uv_buf_t b = uv_buf_init(tw->data, (unsigned)n);
+  int rc = uv_write(&tw->w, stream, &b, 1, on_tls_write);
+  if (rc != 0)
+    free(tw);
+  return rc;
+}
+
+static void log_handshake_done(struct tls_transport *t) {
+  if (!tusc_log_enabled(TUSC_LOG_DEBUG))
+    return;
+  const unsigned char *alpn = NULL;
+  unsigned int alpn_len = 0;
+  SSL_get0_alpn_selected(t->ssl, &alpn, &alpn_len);
+  tusc_log_msg(TUSC_LOG_DEBUG, "TLS handshake done: %s %s alpn=%.*s", SSL_get_version(t->ssl),
+               SSL_get_cipher_name(t->ssl), (int)alpn_len, alpn ? (const char *)alpn : "");
+}
+
+static int tls_input(tusc_transport_t *base, uv_stream_t *stream, const char *data, size_t len,
+                     char *scratch, size_t scratch_len, tusc_transport_deliver_fn deliver,
+                     void *arg) {
+  struct tls_transport *t = (struct tls_transport *)base;
+  /* Take all input first: `data` may be `scratch`. */
+  while (len > 0) {
+    int chunk = len > INT32_MAX ? INT32_MAX : (int)len;
+    int w = BIO_write(t->rbio, data, chunk);
+    if (w <= 0)
+      return UV_ENOMEM;
+    data += w;
+    len -= (size_t)w;
+  }
+  int rc = 0;
+  size_t filled = 0;
+  for (;;) {
+    if (filled == scratch_len) {
+      deliver(arg, scratch, filled);
+      filled = 0;
+    }
+    int room = scratch_len - filled > INT32_MAX ? INT32_MAX : (int)(scratch_len - filled);
+    int n = SSL_read(t->ssl, scratch + filled, room);
+    if (!t->established && SSL_is_init_finished(t->ssl)) {
+      t->established = true;
+      log_handshake_done(t);
+    }
+    if (n > 0) {
+      filled += (size_t)n;
+      continue;
+    }
+    int e = SSL_get_error(t->ssl, n);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+      break;
+    if (e == SSL_ERROR_ZERO_RETURN) {
+      rc = UV_EOF; /* close_notify */
+    } else {
+      char reason[160];
+      openssl_reason(reason, sizeof(reason));
+      TUSC_LOG(TUSC_LOG_DEBUG, "TLS %s failed: %s", t->established ? "read" : "handshake", reason);
+      rc = UV_EPROTO;
+    }
+    break;
+  }
+  ERR_clear_error();
+  if (filled > 0)
+    deliver(arg, scratch, filled);
+  /* Handshake messages, tickets or an alert explaining a failure. */
+  int frc = flush_out(t, stream, NULL, NULL);
+  if (rc == 0 && frc != 0 && frc != UV_EBADF)
+    rc = frc;
+  return rc;
+}
+
+static int tls_write(tusc_transport_t *base, uv_stream_t *stream, uv_write_t *req,
+                     const char *data, size_t len, uv_write_cb cb) {
+  struct tls_transport *t = (struct tls_transport *)base;
+  while (len > 0) {
+    int chunk = len > (1 << 30) ? (1 << 30) : (int)len;
+    size_t written = 0;
+    if (SSL_write_ex(t->ssl, data, (size_t)chunk, &written) != 1) {
+      char reason[160];
+      openssl_reason(reason, sizeof(reason));
+      TUSC_LOG(TUSC_LOG_DEBUG, "TLS write failed: %s", reason);
+      return UV_EPROTO;
+    }
+    data += written;
+    len -= written;
+  }
+  return flush_out(t, stream, req, cb);
+}
+
+static void tls_close_notify(tusc_transport_t *base, uv_stream_t *stream) {
+  struct tls_transport *t = (struct tls_transport *)base;
+  if (!t->established)
+    return;
+  if (SSL_shutdown(t->ssl) < 0)
+    ERR_clear_error();
+  size_t n = BIO_ctrl_pending(t->wbio);
+  char buf[256];
+  if (n == 0 || n > sizeof(buf))
+    return;
+  if (BIO_read(t->wbio, buf, (int)n) != (int)n)
+    return;
+  /* Best effort: a full socket buffer just means the peer sees a plain close. */
+  uv_buf_t b = uv_buf_init(buf, (unsigned)n);
+  (void)uv_try_write(stream, &b, 1);
+}
+
+static bool tls_secure(const tusc_transport_t *base) {
+  (void)base;
+  return true;
+}
+
+static bool tls_established(const tusc_transport_t *base) {
+  return ((const struct tls_transport *)base)->established;
+}
+
+static void tls_free(tusc_transport_t *base) {
+  struct tls_transport *t = (struct tls_transport *)base;
+  SSL_free(t->ssl);
+  free(t);
+}
+
+static const tusc_transport_ops_t tls_ops = {
+    .name = "tls",
+    .input = tls_input,
+    .write = tls_write,
+    .close_notify = tls_close_notify,
+    .secure = tls_secure,
+    .established = tls_established,
+    .free = tls_free,
+};
+
+int tusc_tls_transport_new(tusc_tls_t *tls, tusc_transport_t **out) {
+  struct tls_transport *t = calloc(1, sizeof(*t));
+  if (t == NULL)
+    return TUSC_ENOMEM;
+  t->base.ops = &tls_ops;
+  uv_mutex_lock(&tls->mu);
+  t->ssl = SSL_new(tls->ctx); /* takes its own reference on the context */
+  uv_mutex_unlock(&tls->mu);
+  t->rbio = BIO_new(BIO_s_mem());
+  t->wbio = BIO_new(BIO_s_mem());
+  if (t->ssl == NULL || t->rbio == NULL || t->wbio == NULL) {
+    BIO_free(t->rbio);
+    BIO_free(t->wbio);
+    SSL_free(t->ssl);
+    free(t);
+    ERR_clear_error();
+    return TUSC_ENOMEM;
+  }
+  /* An empty read BIO means "wait for more", not end of file. */
+  BIO_set_mem_eof_return(t->rbio, -1);
+  SSL_set_bio(t->ssl, t->rbio, t->wbio);
+  SSL_set_accept_state(t->ssl);
+  *out = &t->base;
+  return 0;
+}

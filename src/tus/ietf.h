@@ -1,0 +1,112 @@
+/*
+ * ietf — the IETF draft "Resumable Uploads for HTTP" (draft-ietf-httpbis-resumable-
+ * upload), served beside tus 1.0 on the same base path and store when
+ * -enable-experimental-protocol is on. A request is a draft request when it carries
+ * Upload-Draft-Interop-Version; interop versions 3 (draft -01) to 8 (drafts -09 and
+ * later) are understood. Draft responses carry Upload-Draft-Interop-Version and no
+ * Tus-Resumable.
+ *
+ * Two layers:
+ *   - pure helpers (header parsing and formatting; no I/O, thread-safe), unit-tested;
+ *   - glue called by the tus handler (handler.c) on the request's loop: detection,
+ *     routing, offset retrieval, and hooks at the points where the shared creation /
+ *     append flow must behave the draft's way (104 interim response, completing a
+ *     deferred upload, extra response headers).
+ *
+ * Upload state maps onto the tus store: "complete" (Upload-Complete: ?1) is a known
+ * length equal to the offset. Upload-Complete: ?1 on a request whose length is not yet
+ * known fixes the length to the final offset.
+ */
+#ifndef TUSC_TUS_IETF_H
+#define TUSC_TUS_IETF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "http/http.h"
+#include "store/store.h"
+#include "tus/handler_internal.h"
+
+#define TUSC_IETF_VERSION_MIN 3
+#define TUSC_IETF_VERSION_MAX 8
+#define TUSC_IETF_PARTIAL_UPLOAD "application/partial-upload"
+
+/* Per-request draft state, embedded in the handler's request state. Zeroed = not a
+ * draft request. */
+typedef struct tusc_ietf_req_s {
+  int version;       /* interop version; 0 = tus request; -1 = unusable header */
+  bool complete;     /* the request asked to complete the upload */
+  bool saving;       /* a fixed length is being saved (see tusc_ietf_chunk_end) */
+  bool have_state;   /* offset/size describe the upload after this request */
+  bool emit_offset;  /* the response still needs Upload-Offset */
+  int64_t offset;
+  int64_t size;      /* -1 while deferred */
+} tusc_ietf_req_t;
+
+/* --- pure helpers ------------------------------------------------------------------ */
+
+/* Upload-Draft-Interop-Version: an SF Integer within [MIN, MAX]. Returns 0 and *out,
+ * or TUSC_EINVALID_HEADER. */
+int tusc_ietf_parse_version(const char *s, size_t len, int *out);
+
+/* Name of the completeness header for `version` ("Upload-Incomplete" for 3, inverted). */
+const char *tusc_ietf_complete_name(int version);
+/* Its value meaning "complete" = `complete` ("?1"/"?0", inverted for 3). */
+const char *tusc_ietf_complete_value(int version, bool complete);
+
+/* Reads the completeness header value (s may be NULL: absent) for `version`. Returns 0
+ * and *complete, or TUSC_EINVALID_HEADER when absent or not an SF Boolean. */
+int tusc_ietf_parse_complete(int version, const char *s, size_t len, bool *complete);
+
+/* The length a creation or append request declares. `upload_length` is the
+ * Upload-Length value or NULL; `body_length` the request's Content-Length (-1 when
+ * unknown, e.g. chunked); `offset` where the body starts. With `complete` and a known
+ * body length the length is offset + body_length. *out = -1 when nothing declares it.
+ * Returns 0, TUSC_EINVALID_UPLOAD_LENGTH (malformed or negative Upload-Length, or the
+ * two indications disagree). */
+int tusc_ietf_request_length(bool complete, const char *upload_length, size_t ul_len,
+                             int64_t body_length, int64_t offset, int64_t *out);
+
+/* The file name of a Content-Disposition value: filename* (RFC 8187, UTF-8 or
+ * ISO-8859-1, converted to UTF-8) preferred over filename (token or quoted-string).
+ * Writes a NUL-terminated name into out. Returns its length, or -1 when there is no
+ * usable name (absent, malformed, control characters, too long). */
+long tusc_ietf_disposition_filename(const char *s, size_t len, char *out, size_t cap);
+
+/* Upload-Limit value: "min-size=0" plus ", max-size=N" when max_size > 0. Returns the
+ * length or -1 when it does not fit. */
+int tusc_ietf_format_limit(int64_t max_size, char *out, size_t cap);
+
+/* --- glue for handler.c ----------------------------------------------------------- */
+
+/* Marks the request as a draft request when the flag is on and it carries
+ * Upload-Draft-Interop-Version (version -1 when that header is unusable). */
+void tusc_ietf_detect(tusc_tus_req_t *st);
+
+/* Answers a draft request for the collection (`is_collection`) or for the upload
+ * whose percent-encoded ID is raw[0..raw_len). Returns false, without touching the
+ * request, for methods the tus path serves as well (GET downloads). */
+bool tusc_ietf_handle(tusc_tus_req_t *st, enum tusc_http_method method, bool is_collection,
+                      const char *raw, size_t raw_len);
+
+/* Draft headers for a response being built (called by the handler's response_init in
+ * place of Tus-Resumable). */
+void tusc_ietf_response_headers(tusc_tus_req_t *st, tusc_http_response_t *resp, int status);
+
+/* Extra headers of a draft OPTIONS answer (Accept-Patch). */
+void tusc_ietf_options(tusc_tus_req_t *st, tusc_http_response_t *resp);
+
+/* The upload now exists (before any body byte is read): sends the 104 interim response
+ * and remembers the state for the final answer. */
+void tusc_ietf_created(tusc_tus_req_t *st, const tusc_upload_info_t *info);
+
+/* At the end of a body phase, before the answer. `result` is the request's outcome so
+ * far (0 = every byte stored); `work_result` the result of the last thread-pool call.
+ * Returns true when the caller must save the info (the request completed an upload of
+ * unknown length: info->size was just set) and call this again afterwards; may set
+ * *result (a completion that does not match the declared length). */
+bool tusc_ietf_chunk_end(tusc_ietf_req_t *ietf, tusc_upload_info_t *info, bool aborted,
+                         int work_result, int *result);
+
+#endif

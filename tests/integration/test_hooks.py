@@ -1,0 +1,429 @@
+"""File hooks (-hooks-dir) against real sh and /usr/bin/python3 scripts.
+
+The scripts in hooks_scripts/ record the JSON they received (and TUS_* environment,
+cwd) into $HOOK_LOG, which tusc passes on to its hooks; tests then check it field by
+field against tusd's v2 schema, and check what the scripts' answers did to the client's
+responses and to the stored uploads.
+"""
+import json
+import os
+import re
+import select
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import OCTET, b64, deadline_poll, upload_id
+
+HOOKS_DIR = Path(__file__).resolve().parent / "hooks_scripts"
+
+UPLOAD_KEYS = ["ID", "Size", "SizeIsDeferred", "Offset", "MetaData", "IsPartial", "IsFinal",
+               "PartialUploads", "Storage"]
+HTTP_KEYS = ["Method", "URI", "RemoteAddr", "Header"]
+CANONICAL = re.compile(r"^[A-Z0-9][a-z0-9]*(-[A-Z0-9][a-z0-9]*)*$")
+
+
+class HookLog:
+    def __init__(self, path):
+        self.path = path
+
+    def entries(self, event=None):
+        out = []
+        for p in sorted(self.path.glob("*.json")):
+            ns, ev = p.stem.split("-", 1)
+            if event is None or ev == event:
+                e = json.loads(p.read_text())
+                e["event"] = ev
+                out.append(e)
+        return out
+
+    def wait(self, event, n=1, timeout=15.0):
+        return deadline_poll(lambda: len(self.entries(event)) >= n and self.entries(event),
+                             timeout, what=f"{n} {event} hook(s)")
+
+
+@pytest.fixture
+def hooklog(tmp_path, monkeypatch):
+    d = tmp_path / "hooklog"
+    d.mkdir()
+    monkeypatch.setenv("HOOK_LOG", str(d))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    return HookLog(d)
+
+
+def hooks_server(tusc, *flags, hooks_dir=HOOKS_DIR):
+    return tusc("-hooks-dir", str(hooks_dir), "-hooks-enabled-events=", *flags)
+
+
+def check_schema(entry, event, method, uri):
+    """The request JSON is tusd's, key order included (Go writes struct fields in
+    declaration order)."""
+    raw = entry["raw"]
+    top = json.loads(raw, object_pairs_hook=lambda pairs: pairs)
+    assert [k for k, _ in top] == ["Type", "Event"]
+    ev = dict(top)["Event"]
+    assert [k for k, _ in ev] == ["Upload", "HTTPRequest"]
+    upload = dict(dict(ev)["Upload"])
+    assert [k for k, _ in dict(ev)["Upload"]] == UPLOAD_KEYS
+    assert [k for k, _ in dict(ev)["HTTPRequest"]] == HTTP_KEYS
+    assert "\n" not in raw and ": " not in raw.split('"MetaData"')[0]  # compact
+
+    data = entry["stdin"]
+    assert data["Type"] == event
+    up = data["Event"]["Upload"]
+    assert isinstance(up["ID"], str)
+    assert isinstance(up["Size"], int) and isinstance(up["Offset"], int)
+    assert isinstance(up["SizeIsDeferred"], bool)
+    assert isinstance(up["IsPartial"], bool) and isinstance(up["IsFinal"], bool)
+    assert isinstance(up["MetaData"], dict)
+    assert all(isinstance(v, str) for v in up["MetaData"].values())
+    assert up["PartialUploads"] is None
+    if event == "pre-create":
+        assert up["ID"] == "" and up["Storage"] is None
+    else:
+        assert up["ID"] != ""
+        st = up["Storage"]
+        assert list(st.keys()) == ["InfoPath", "Path", "Type"]  # a Go map: sorted keys
+        assert st["Type"] == "filestore"
+        assert os.path.isabs(st["Path"]) and st["InfoPath"] == st["Path"] + ".info"
+        assert os.path.basename(st["Path"]) == up["ID"].rsplit("/", 1)[-1]
+    del upload
+
+    req = data["Event"]["HTTPRequest"]
+    assert req["Method"] == method
+    assert req["URI"] == uri
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", req["RemoteAddr"]), req["RemoteAddr"]
+    hdr = req["Header"]
+    assert all(CANONICAL.match(k) for k in hdr), list(hdr)
+    assert all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in hdr.values())
+    assert "Host" in hdr and hdr["Tus-Resumable"] == ["1.0.0"]
+    assert list(hdr.keys()) == sorted(hdr.keys())
+    # The environment tusd sets for file hooks, and the hooks dir as cwd.
+    assert entry["env"]["TUS_ID"] == up["ID"]
+    assert entry["env"]["TUS_SIZE"] == str(up["Size"])
+    assert entry["env"]["TUS_OFFSET"] == str(up["Offset"])
+    assert entry["argv"] == []
+    return data
+
+
+def test_pre_create_rejects_upload_without_filename(tusc, hooklog):
+    srv = hooks_server(tusc)
+    r = srv.request("POST", "/files/", {"Upload-Length": "5", "X-Custom": "abc"})
+    assert r.status == 403, r
+    assert r.body == b'{"message":"no filename provided"}'
+    assert r.header("Content-Type") == "application/json"
+    assert r.header("Tus-Resumable") == "1.0.0"
+    assert not list(srv.upload_dir.rglob("*.info"))
+    (entry,) = hooklog.wait("pre-create")
+    data = check_schema(entry, "pre-create", "POST", "/files/")
+    up = data["Event"]["Upload"]
+    assert up["Size"] == 5 and up["Offset"] == 0 and up["MetaData"] == {}
+    assert data["Event"]["HTTPRequest"]["Header"]["X-Custom"] == ["abc"]
+    assert data["Event"]["HTTPRequest"]["Header"]["Upload-Length"] == ["5"]
+    assert entry["cwd"] == str(HOOKS_DIR)
+    # Rejected: nothing was created, so no post-create.
+    time.sleep(0.3)
+    assert hooklog.entries("post-create") == []
+
+
+def test_pre_create_changes_id_and_metadata(tusc, hooklog):
+    srv = hooks_server(tusc)
+    md = f"filename {b64('report.pdf')},project {b64('7')},extra {b64('dropped')}"
+    r = srv.request("POST", "/files/?src=test", {"Upload-Length": "11", "Upload-Metadata": md})
+    assert r.status == 201, r
+    assert r.header("X-Project") == "7"
+    path = re.sub(r"^https?://[^/]+", "", r.header("Location"))
+    assert re.fullmatch(r"/files/project-7/[0-9a-f]{32}", path), path
+    uid = path[len("/files/"):]
+
+    h = srv.head(path)
+    assert h.status == 200
+    pairs = dict(p.split(" ") for p in h.header("Upload-Metadata").split(","))
+    assert pairs == {"filename": b64("report.pdf"), "project": b64("7"), "checked": b64("yes")}
+
+    (pre,) = hooklog.wait("pre-create")
+    data = check_schema(pre, "pre-create", "POST", "/files/?src=test")
+    assert data["Event"]["Upload"]["MetaData"] == {"filename": "report.pdf", "project": "7",
+                                                   "extra": "dropped"}
+    (post,) = hooklog.wait("post-create")
+    data = check_schema(post, "post-create", "POST", "/files/?src=test")
+    up = data["Event"]["Upload"]
+    assert up["ID"] == uid and up["Size"] == 11 and up["Offset"] == 0
+    assert up["MetaData"] == {"filename": "report.pdf", "project": "7", "checked": "yes"}
+    assert Path(up["Storage"]["Path"]).exists()
+    assert Path(up["Storage"]["Path"]).resolve().is_relative_to(srv.upload_dir.resolve())
+
+    r = srv.patch(path, 0, b"hello world")
+    assert r.status == 204, r
+    assert srv.download(path).body == b"hello world"
+
+
+def test_lifecycle_json_and_post_finish_moves_file(tusc, hooklog, tmp_path, monkeypatch):
+    moved = tmp_path / "finished"
+    monkeypatch.setenv("HOOK_MOVE_TO", str(moved))
+    srv = hooks_server(tusc)
+    path = srv.create(10, metadata=f"filename {b64('a.txt')}")
+    uid = upload_id(path)
+    r = srv.patch(path, 0, b"01234")
+    assert r.status == 204
+    r = srv.patch(path, 5, b"56789")
+    assert r.status == 204, r
+    # pre-finish answered with a header: merged into the final 204 only.
+    assert r.header("X-Pre-Finish") == "ok"
+
+    (fin,) = hooklog.wait("post-finish")
+    data = check_schema(fin, "post-finish", "PATCH", path)
+    up = data["Event"]["Upload"]
+    assert up["Offset"] == 10 and up["Size"] == 10 and up["ID"] == uid
+    data_path = up["Storage"]["Path"]
+    deadline_poll(lambda: (moved / f"{uid}.bin").exists(), 15, what="post-finish moved the file")
+    assert (moved / f"{uid}.bin").read_bytes() == b"0123456789"
+    assert not Path(data_path).exists()
+
+    (pre,) = hooklog.entries("pre-finish")
+    data = check_schema(pre, "pre-finish", "PATCH", path)
+    assert data["Event"]["Upload"]["Offset"] == 10
+    assert pre["t"] <= fin["t"]
+    # One post-receive per PATCH here (each ends before the 1 s interval).
+    recv = hooklog.wait("post-receive", 2)
+    assert sorted(e["stdin"]["Event"]["Upload"]["Offset"] for e in recv) == [5, 10]
+    for e in recv:
+        check_schema(e, "post-receive", "PATCH", path)
+    info = json.loads(Path(up["Storage"]["InfoPath"]).read_text())
+    assert info["tusc"]["FinishHooks"] == "done"
+
+
+def test_terminate_hooks_and_reject_termination(tusc, hooklog):
+    srv = hooks_server(tusc)
+    keep = srv.create(3, metadata=f"filename {b64('k')},keep {b64('yes')}")
+    r = srv.request("DELETE", keep)
+    assert r.status == 409, r
+    assert r.body == b"this upload is kept\n"
+    assert srv.head(keep).status == 200
+
+    gone = srv.create(3, metadata=f"filename {b64('g')}")
+    assert srv.patch(gone, 0, b"ab").status == 204
+    r = srv.request("DELETE", gone)
+    assert r.status == 204, r
+    assert srv.head(gone).status == 404
+    pre = hooklog.wait("pre-terminate", 2)
+    (post,) = hooklog.wait("post-terminate")
+    data = check_schema(post, "post-terminate", "DELETE", gone)
+    # The info as it was before the upload was deleted.
+    assert data["Event"]["Upload"]["ID"] == upload_id(gone)
+    assert data["Event"]["Upload"]["Offset"] == 2
+    assert data["Event"]["Upload"]["MetaData"] == {"filename": "g"}
+    for e in pre:
+        check_schema(e, "pre-terminate", "DELETE", e["stdin"]["Event"]["HTTPRequest"]["URI"])
+
+
+def test_finish_hooks_rerun_after_pre_finish_failure(tusc, hooklog):
+    """tusd bug #496: a failed pre-finish must not leave an upload whose finish hooks
+    can never run. The next PATCH at offset == size runs them again."""
+    srv = hooks_server(tusc)
+    path = srv.create(4, metadata=f"filename {b64('x')}")
+    fail = hooklog.path / "fail-pre-finish"
+    fail.write_text("1")
+    r = srv.patch(path, 0, b"abcd")
+    assert r.status == 500, r
+    assert r.error_code() == "ERR_INTERNAL_SERVER_ERROR"
+    assert srv.offset(path) == 4  # the bytes are kept
+    time.sleep(0.3)
+    assert hooklog.entries("post-finish") == []
+    infos = list(srv.upload_dir.rglob(upload_id(path) + ".info"))
+    assert json.loads(infos[0].read_text())["tusc"]["FinishHooks"] == "pending"
+
+    # Still failing: still 500, still pending.
+    assert srv.patch(path, 4, b"").status == 500
+    fail.unlink()
+    r = srv.patch(path, 4, b"")
+    assert r.status == 204, r
+    assert r.header("Upload-Offset") == "4"
+    (fin,) = hooklog.wait("post-finish")
+    assert fin["stdin"]["Event"]["Upload"]["Offset"] == 4
+    assert json.loads(infos[0].read_text())["tusc"]["FinishHooks"] == "done"
+    assert len(hooklog.entries("pre-finish")) == 3
+    # Done: another PATCH at the end runs nothing more.
+    assert srv.patch(path, 4, b"").status == 204
+    time.sleep(0.3)
+    assert len(hooklog.entries("pre-finish")) == 3
+    assert len(hooklog.entries("post-finish")) == 1
+
+
+def test_empty_upload_runs_finish_hooks(tusc, hooklog):
+    srv = hooks_server(tusc)
+    path = srv.create(0, metadata=f"filename {b64('empty')}")
+    (fin,) = hooklog.wait("post-finish")
+    assert fin["stdin"]["Event"]["Upload"]["Size"] == 0
+    assert fin["stdin"]["Event"]["Upload"]["ID"] == upload_id(path)
+    assert len(hooklog.entries("pre-finish")) == 1
+
+
+# --- misbehaving hooks ----------------------------------------------------------------
+
+
+def make_hooks(tmp_path, scripts, mode=0o755):
+    d = tmp_path / "badhooks"
+    d.mkdir(exist_ok=True)
+    for name, text in scripts.items():
+        p = d / name
+        p.write_text(text)
+        p.chmod(mode)
+    return d
+
+
+@pytest.mark.parametrize("script,why", [
+    ("#!/bin/sh\necho '{\"RejectUpload\": tru'\n", "invalid JSON"),
+    ("#!/bin/sh\necho '{}'\nexit 1\n", "exit 1"),
+    ("#!/bin/sh\necho '{\"RejectUpload\": \"yes\"}'\n", "wrong type"),
+    ("#!/bin/sh\necho '{\"ChangeFileInfo\": {\"ID\": \"../escape\"}}'\n", "bad ID"),
+])
+def test_failing_pre_create_answers_500(tusc, tmp_path, script, why):
+    d = make_hooks(tmp_path, {"pre-create": script})
+    srv = hooks_server(tusc, hooks_dir=d)
+    r = srv.request("POST", "/files/", {"Upload-Length": "5"})
+    assert r.status == 500, (why, r)
+    assert r.error_code() == "ERR_INTERNAL_SERVER_ERROR"
+    assert not list(srv.upload_dir.rglob("*.info"))
+    # The server is fine afterwards.
+    assert srv.request("OPTIONS", "/files/").status == 200
+
+
+def test_non_executable_hook_is_an_error_naming_the_file(tusc, tmp_path):
+    d = make_hooks(tmp_path, {"pre-create": "#!/bin/sh\necho '{}'\n"}, mode=0o644)
+    srv = hooks_server(tusc, hooks_dir=d)
+    r = srv.request("POST", "/files/", {"Upload-Length": "5"})
+    assert r.status == 500, r
+    deadline_poll(lambda: str(d / "pre-create") in srv.stderr(), 10,
+                  what="log naming the hook file")
+
+
+def test_missing_hook_is_a_no_op(tusc, tmp_path):
+    d = make_hooks(tmp_path, {})
+    srv = hooks_server(tusc, hooks_dir=d)
+    path = srv.create(3)
+    assert srv.patch(path, 0, b"abc").status == 204
+    assert srv.request("DELETE", path).status == 204
+
+
+def test_hanging_hook_times_out_without_blocking_others(tusc, tmp_path):
+    d = make_hooks(tmp_path, {"pre-create": "#!/bin/sh\nexec sleep 60\n"})
+    srv = hooks_server(tusc, "-hooks-timeout", "1500ms", hooks_dir=d)
+    result = {}
+
+    def post():
+        t0 = time.monotonic()
+        result["r"] = srv.request("POST", "/files/", {"Upload-Length": "5"}, timeout=30)
+        result["t"] = time.monotonic() - t0
+
+    th = threading.Thread(target=post)
+    th.start()
+    time.sleep(0.3)
+    # Blocking hooks suspend only their own request.
+    t0 = time.monotonic()
+    assert srv.request("OPTIONS", "/files/").status == 200
+    assert srv.head("/files/" + "0" * 32).status == 404
+    assert time.monotonic() - t0 < 1.0
+    th.join(30)
+    assert result["r"].status == 500, result["r"]
+    assert 1.2 <= result["t"] < 10, result["t"]
+
+
+def test_hooks_enabled_events_default_skips_blocking_finish(tusc, hooklog):
+    """tusd's default set: pre-create, post-create, post-receive, post-terminate,
+    post-finish. pre-finish and pre-terminate are not run."""
+    srv = tusc("-hooks-dir", str(HOOKS_DIR))
+    path = srv.create(2, metadata=f"filename {b64('d')}")
+    assert srv.patch(path, 0, b"ab").status == 204
+    hooklog.wait("post-finish")
+    assert srv.request("DELETE", path).status in (204, 404)
+    hooklog.wait("post-terminate")
+    assert hooklog.entries("pre-finish") == []
+    assert hooklog.entries("pre-terminate") == []
+    assert len(hooklog.entries("pre-create")) == 1
+
+
+# --- post-receive -----------------------------------------------------------------------
+
+
+def slow_patch(srv, path, chunks, delay, stop_when_answered=False, offset=0):
+    """PATCH whose body trickles in; returns (status line, headers, body, bytes sent)."""
+    total = sum(len(c) for c in chunks)
+    head = (f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
+            f"Upload-Offset: {offset}\r\nContent-Type: {OCTET}\r\n"
+            f"Content-Length: {total}\r\n\r\n").encode()
+    s = socket.create_connection((srv.host, srv.port), timeout=20)
+    sent = 0
+    try:
+        s.sendall(head)
+        for c in chunks:
+            if stop_when_answered:
+                r, _, _ = select.select([s], [], [], 0)
+                if r:
+                    break
+            try:
+                s.sendall(c)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(c)
+            time.sleep(delay)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            got = s.recv(65536)
+            if not got:
+                break
+            data += got
+        headpart, _, rest = data.partition(b"\r\n\r\n")
+        lines = headpart.decode().split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        n = int(headers.get("content-length", "0"))
+        while len(rest) < n:
+            got = s.recv(65536)
+            if not got:
+                break
+            rest += got
+        return lines[0], headers, rest[:n], sent
+    finally:
+        s.close()
+
+
+def test_post_receive_cadence_on_slow_upload(tusc, hooklog):
+    srv = hooks_server(tusc, "-progress-hooks-interval", "400ms")
+    chunks = [bytes([65 + i]) * 1000 for i in range(16)]
+    path = srv.create(16000, metadata=f"filename {b64('slow')}")
+    status, _, _, _ = slow_patch(srv, path, chunks, 0.15)
+    assert " 204 " in status + " ", status
+    hooklog.wait("post-finish")
+    recv = hooklog.entries("post-receive")
+    offsets = [e["stdin"]["Event"]["Upload"]["Offset"] for e in recv]
+    # ~2.4 s of body at one event per 400 ms at most, plus the final one.
+    assert 3 <= len(recv) <= 8, offsets
+    assert offsets == sorted(set(offsets)), offsets  # only when the offset changed
+    assert offsets[-1] == 16000
+    times = [e["t"] for e in recv]
+    gaps = [b - a for a, b in zip(times, times[1:-1])]
+    assert all(g >= 0.25 for g in gaps), gaps  # spacing of the periodic ones
+    for e in recv:
+        check_schema(e, "post-receive", "PATCH", path)
+
+
+def test_stop_upload_from_post_receive(tusc, hooklog, monkeypatch):
+    monkeypatch.setenv("HOOK_STOP_AT", "1")
+    srv = hooks_server(tusc, "-progress-hooks-interval", "100ms")
+    path = srv.create(1_000_000, metadata=f"filename {b64('big')}")
+    chunks = [b"x" * 2000] * 400
+    status, headers, body, sent = slow_patch(srv, path, chunks, 0.02, stop_when_answered=True)
+    assert " 400 " in status + " ", status
+    assert body == b"stopped: quota exceeded\n"
+    assert headers.get("x-stopped-by") == "post-receive"
+    assert sent < 800_000  # cut short, not read to the end
+    assert srv.head(path).status == 404
+    assert not srv.files_of(path)
+    (post,) = hooklog.wait("post-terminate")
+    assert post["stdin"]["Event"]["Upload"]["ID"] == upload_id(path)

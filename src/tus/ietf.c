@@ -115,7 +115,8 @@ static long decode_ext_value(const char *v, size_t len, char *out, size_t cap) {
   for (const char *p = q2 + 1; p < v + len; p++) {
     unsigned char b = (unsigned char)*p;
     if (b == '%') {
-      if (v + len - p < 3 || hex_digit((unsigned char)p[1]) < 0 || hex_digit((unsigned char)p[2]) < 0)
+      if (v + len - p < 3 || hex_digit((unsigned char)p[1]) < 0 ||
+          hex_digit((unsigned char)p[2]) < 0)
         return -1;
       b = (unsigned char)(hex_digit((unsigned char)p[1]) * 16 + hex_digit((unsigned char)p[2]));
       p += 2;
@@ -279,9 +280,9 @@ void tusc_ietf_response_headers(tusc_tus_req_t *st, tusc_http_response_t *resp, 
   if (status >= 200 && status < 300 && ietf->have_state) {
     if (ietf->emit_offset)
       tusc_http_response_headerf(resp, "Upload-Offset", "%lld", (long long)ietf->offset);
-    tusc_http_response_header(resp, tusc_ietf_complete_name(ietf->version),
-                              tusc_ietf_complete_value(ietf->version,
-                                                       state_complete(ietf->offset, ietf->size)));
+    tusc_http_response_header(
+        resp, tusc_ietf_complete_name(ietf->version),
+        tusc_ietf_complete_value(ietf->version, state_complete(ietf->offset, ietf->size)));
     if (ietf->size >= 0)
       tusc_http_response_headerf(resp, "Upload-Length", "%lld", (long long)ietf->size);
   } else if (status == 409 && tusc_tus_req_id(st)[0] != '\0') {
@@ -292,10 +293,10 @@ void tusc_ietf_response_headers(tusc_tus_req_t *st, tusc_http_response_t *resp, 
     tusc_upload_info_init(&info);
     if (store->ops->get_info(store, tusc_tus_req_id(st), &info) == 0) {
       tusc_http_response_headerf(resp, "Upload-Offset", "%lld", (long long)info.offset);
-      tusc_http_response_header(resp, tusc_ietf_complete_name(ietf->version),
-                                tusc_ietf_complete_value(ietf->version,
-                                                         !info.size_is_deferred &&
-                                                             state_complete(info.offset, info.size)));
+      tusc_http_response_header(
+          resp, tusc_ietf_complete_name(ietf->version),
+          tusc_ietf_complete_value(ietf->version, !info.size_is_deferred &&
+                                                      state_complete(info.offset, info.size)));
     }
     tusc_upload_info_dispose(&info);
   }
@@ -510,7 +511,8 @@ static void do_head(tusc_tus_req_t *st) {
   if (rc < 0) {
     tusc_upload_info_dispose(&info);
     if (rc == TUSC_ENOT_FOUND || rc == TUSC_EINVALID_ID || rc == TUSC_EGONE) {
-      tusc_tus_req_response_init(st, &resp, tusc_error_status(rc == TUSC_EGONE ? rc : TUSC_ENOT_FOUND));
+      tusc_tus_req_response_init(st, &resp,
+                                 tusc_error_status(rc == TUSC_EGONE ? rc : TUSC_ENOT_FOUND));
       tusc_http_response_header(&resp, "Cache-Control", "no-store");
       tusc_tus_req_finish(st, &resp, NULL, 0);
       return;
@@ -606,7 +608,8 @@ bool tusc_ietf_handle(tusc_tus_req_t *st, enum tusc_http_method method, bool is_
                    (ietf->version >= 7 && (method == TUSC_HTTP_PUT || method == TUSC_HTTP_PATCH));
     if (!creates) {
       tusc_tus_req_respond_error(st, TUSC_EMETHOD_NOT_ALLOWED,
-                                 ietf->version >= 7 ? "OPTIONS, POST, PUT, PATCH" : "OPTIONS, POST");
+                                 ietf->version >= 7 ? "OPTIONS, POST, PUT, PATCH"
+                                                    : "OPTIONS, POST");
       return true;
     }
     do_create(st);

@@ -35,13 +35,13 @@
 /* Per-request draft state, embedded in the handler's request state. Zeroed = not a
  * draft request. */
 typedef struct tusc_ietf_req_s {
-  int version;       /* interop version; 0 = tus request; -1 = unusable header */
-  bool complete;     /* the request asked to complete the upload */
-  bool saving;       /* a fixed length is being saved (see tusc_ietf_chunk_end) */
-  bool have_state;   /* offset/size describe the upload after this request */
-  bool emit_offset;  /* the response still needs Upload-Offset */
+  int version;      /* interop version; 0 = tus request; -1 = unusable header */
+  bool complete;    /* the request asked to complete the upload */
+  bool saving;      /* a fixed length is being saved (see tusc_ietf_chunk_end) */
+  bool have_state;  /* offset/size describe the upload after this request */
+  bool emit_offset; /* the response still needs Upload-Offset */
   int64_t offset;
-  int64_t size;      /* -1 while deferred */
+  int64_t size; /* -1 while deferred */
 } tusc_ietf_req_t;
 
 /* --- pure helpers ------------------------------------------------------------------ */

@@ -146,9 +146,14 @@ struct typed_case {
 static void test_boolean_and_integer(void **state) {
   (void)state;
   static const struct typed_case bools[] = {
-      {"?1", 0, 1}, {"?0", 0, 0}, {"?1;x", 0, 1}, {"1", TUSC_EINVALID_HEADER, 0},
-      {"true", TUSC_EINVALID_HEADER, 0}, {"\"?1\"", TUSC_EINVALID_HEADER, 0},
-      {"?1, ?1", TUSC_EINVALID_HEADER, 0}, {"", TUSC_EINVALID_HEADER, 0},
+      {"?1", 0, 1},
+      {"?0", 0, 0},
+      {"?1;x", 0, 1},
+      {"1", TUSC_EINVALID_HEADER, 0},
+      {"true", TUSC_EINVALID_HEADER, 0},
+      {"\"?1\"", TUSC_EINVALID_HEADER, 0},
+      {"?1, ?1", TUSC_EINVALID_HEADER, 0},
+      {"", TUSC_EINVALID_HEADER, 0},
   };
   for (size_t i = 0; i < ARRAY_LEN(bools); i++) {
     const char *case_in = bools[i].in;
@@ -161,10 +166,14 @@ static void test_boolean_and_integer(void **state) {
       CHECK(v == true);
   }
   static const struct typed_case ints[] = {
-      {"0", 0, 0},       {"12", 0, 12},
-      {"-3", 0, -3},     {"5;unit=bytes", 0, 5},
-      {"1.0", TUSC_EINVALID_HEADER, 0}, {"?1", TUSC_EINVALID_HEADER, 0},
-      {"1,2", TUSC_EINVALID_HEADER, 0}, {"", TUSC_EINVALID_HEADER, 0},
+      {"0", 0, 0},
+      {"12", 0, 12},
+      {"-3", 0, -3},
+      {"5;unit=bytes", 0, 5},
+      {"1.0", TUSC_EINVALID_HEADER, 0},
+      {"?1", TUSC_EINVALID_HEADER, 0},
+      {"1,2", TUSC_EINVALID_HEADER, 0},
+      {"", TUSC_EINVALID_HEADER, 0},
       {"abc", TUSC_EINVALID_HEADER, 0},
   };
   for (size_t i = 0; i < ARRAY_LEN(ints); i++) {
@@ -196,12 +205,24 @@ struct dict_case {
 static void test_dictionaries(void **state) {
   (void)state;
   static const struct dict_case cases[] = {
-      {"min-size=0, max-size=1000", 0, 2, {"min-size", "max-size"},
-       {TUSC_SFV_INTEGER, TUSC_SFV_INTEGER}, {0, 1000}},
-      {"max-size=1000,min-size=0", 0, 2, {"max-size", "min-size"},
-       {TUSC_SFV_INTEGER, TUSC_SFV_INTEGER}, {1000, 0}},
-      {"a, b=?0, c", 0, 3, {"a", "b", "c"},
-       {TUSC_SFV_BOOLEAN, TUSC_SFV_BOOLEAN, TUSC_SFV_BOOLEAN}, {1, 0, 1}},
+      {"min-size=0, max-size=1000",
+       0,
+       2,
+       {"min-size", "max-size"},
+       {TUSC_SFV_INTEGER, TUSC_SFV_INTEGER},
+       {0, 1000}},
+      {"max-size=1000,min-size=0",
+       0,
+       2,
+       {"max-size", "min-size"},
+       {TUSC_SFV_INTEGER, TUSC_SFV_INTEGER},
+       {1000, 0}},
+      {"a, b=?0, c",
+       0,
+       3,
+       {"a", "b", "c"},
+       {TUSC_SFV_BOOLEAN, TUSC_SFV_BOOLEAN, TUSC_SFV_BOOLEAN},
+       {1, 0, 1}},
       {"a=1, a=2", 0, 1, {"a"}, {TUSC_SFV_INTEGER}, {2}},
       {"a=1, b=2, a=3", 0, 2, {"a", "b"}, {TUSC_SFV_INTEGER, TUSC_SFV_INTEGER}, {3, 2}},
       {"a=(1 2 \"x\");p, b=tok", 0, 2, {"a", "b"}, {TUSC_SFV_INNER_LIST, TUSC_SFV_TOKEN}, {0, 0}},
@@ -281,10 +302,8 @@ static void test_string_value(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_items),
-      cmocka_unit_test(test_boolean_and_integer),
-      cmocka_unit_test(test_dictionaries),
-      cmocka_unit_test(test_lists),
+      cmocka_unit_test(test_items),        cmocka_unit_test(test_boolean_and_integer),
+      cmocka_unit_test(test_dictionaries), cmocka_unit_test(test_lists),
       cmocka_unit_test(test_string_value),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -559,6 +559,190 @@ static void fs_free(tusc_store_t *store) {
   free(store);
 }
 
+/* --- concatenation --------------------------------------------------------------- */
+
+/* Copy with pread/pwrite, for filesystems or kernels without copy_file_range. */
+static int append_by_copy(tusc_upload_t *dst, tusc_upload_t *src, int64_t in_off, int64_t end) {
+  enum { COPY_BUF = 256 * 1024 };
+  char *buf = malloc(COPY_BUF);
+  if (buf == NULL)
+    return TUSC_ENOMEM;
+  int rc = 0;
+  while (in_off < end) {
+    size_t want = end - in_off > COPY_BUF ? (size_t)COPY_BUF : (size_t)(end - in_off);
+    ssize_t n = pread(src->fd, buf, want, (off_t)in_off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      rc = n < 0 ? err_from_errno() : -EIO; /* the source shrank under us */
+      break;
+    }
+    ssize_t w = fs_write(dst, dst->info.offset, buf, (size_t)n);
+    if (w < 0) {
+      rc = (int)w;
+      break;
+    }
+    if (w != n) {
+      rc = -EIO;
+      break;
+    }
+    in_off += n;
+  }
+  free(buf);
+  return rc;
+}
+
+static int fs_append_from(tusc_upload_t *dst, tusc_upload_t *src) {
+  int64_t end = src->info.offset;
+  if (!dst->info.size_is_deferred && dst->info.size >= 0 &&
+      end > dst->info.size - dst->info.offset)
+    return TUSC_EUPLOAD_SIZE_EXCEEDED;
+  loff_t in_off = 0;
+  while (in_off < end) {
+    loff_t out_off = (loff_t)dst->info.offset;
+    size_t want = end - in_off > (int64_t)(1 << 30) ? (size_t)1 << 30 : (size_t)(end - in_off);
+    ssize_t n = copy_file_range(src->fd, &in_off, dst->fd, &out_off, want, 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL ||
+                  errno == EBADF || errno == EPERM))
+      return append_by_copy(dst, src, (int64_t)in_off, end);
+    if (n < 0)
+      return err_from_errno();
+    if (n == 0)
+      return -EIO; /* the source shrank under us */
+    dst->info.offset += n;
+  }
+  return 0;
+}
+
+/* Waiting notes live apart from the uploads, under <dir>/.concat/<shard path of the
+ * partial>: no upload path can start with '.', so the tree never meets an upload's
+ * files whatever IDs hooks choose. One final ID per line. */
+static int wait_path(const file_store_t *fs, const char *partial_id, char *out) {
+  char rel[TUSC_PATH_MAX];
+  int rc = tusc_file_store_shard_path(partial_id, rel, sizeof(rel));
+  if (rc != 0)
+    return rc;
+  return join(out, fs->dir, ".concat/", rel);
+}
+
+static int fs_wait_add(tusc_store_t *store, const char *partial_id, const char *final_id) {
+  file_store_t *fs = (file_store_t *)store;
+  char path[TUSC_PATH_MAX], line[TUSC_ID_MAX + 2];
+  size_t id_len = strnlen(final_id, TUSC_ID_MAX + 1);
+  if (check_id(final_id, id_len) != 0)
+    return TUSC_EINVALID_ID;
+  int rc = wait_path(fs, partial_id, path);
+  if (rc != 0)
+    return rc;
+  snprintf(line, sizeof(line), "%s\n", final_id);
+  int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, (mode_t)fs->file_perms);
+  if (fd < 0 && errno == ENOENT) {
+    rc = make_parents(fs, path);
+    if (rc != 0)
+      return rc;
+    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, (mode_t)fs->file_perms);
+  }
+  if (fd < 0)
+    return err_from_errno();
+  /* One write per line: O_APPEND keeps concurrent adders' lines whole. */
+  rc = write_all(fd, line, id_len + 1);
+  if (rc == 0 && fs->fsync && fsync(fd) != 0)
+    rc = err_from_errno();
+  close(fd);
+  if (rc == 0 && fs->fsync)
+    rc = fsync_parent(path);
+  return rc;
+}
+
+static void free_ids(char **ids, size_t count) {
+  for (size_t i = 0; i < count; i++)
+    free(ids[i]);
+  free(ids);
+}
+
+static int fs_wait_take(tusc_store_t *store, const char *partial_id, char ***out, size_t *count) {
+  file_store_t *fs = (file_store_t *)store;
+  char path[TUSC_PATH_MAX];
+  int rc = wait_path(fs, partial_id, path);
+  if (rc != 0)
+    return rc;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno != ENOENT && errno != ENOTDIR)
+      return err_from_errno();
+    *out = NULL;
+    *count = 0;
+    return 0;
+  }
+  char *text = NULL;
+  char **ids = NULL;
+  size_t n_ids = 0, len = 0, cap = 0;
+  for (;;) {
+    if (cap - len < 4096) {
+      if (cap >= INFO_MAX_BYTES) {
+        rc = TUSC_EINTERNAL;
+        goto out;
+      }
+      char *grown = realloc(text, cap + 65536);
+      if (grown == NULL) {
+        rc = TUSC_ENOMEM;
+        goto out;
+      }
+      text = grown;
+      cap += 65536;
+    }
+    ssize_t n = read(fd, text + len, cap - len - 1);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      rc = err_from_errno();
+      goto out;
+    }
+    if (n == 0)
+      break;
+    len += (size_t)n;
+  }
+  text[len] = '\0'; /* the loop always leaves room for it */
+  for (char *line = text; *line != '\0';) {
+    char *nl = strchr(line, '\n');
+    size_t line_len = nl != NULL ? (size_t)(nl - line) : strlen(line);
+    /* A line cut short by a crash mid-append fails the ID check and is dropped. */
+    if (nl != NULL && check_id(line, line_len) == 0 && line_len <= TUSC_ID_MAX) {
+      char **grown = realloc(ids, (n_ids + 1) * sizeof(*ids));
+      if (grown == NULL) {
+        rc = TUSC_ENOMEM;
+        goto out;
+      }
+      ids = grown;
+      ids[n_ids] = strndup(line, line_len);
+      if (ids[n_ids] == NULL) {
+        rc = TUSC_ENOMEM;
+        goto out;
+      }
+      n_ids++;
+    }
+    if (nl == NULL)
+      break;
+    line = nl + 1;
+  }
+  if (unlink(path) != 0 && errno != ENOENT) {
+    rc = err_from_errno();
+    goto out;
+  }
+  *out = ids;
+  *count = n_ids;
+  ids = NULL;
+  n_ids = 0;
+  rc = 0;
+out:
+  free_ids(ids, n_ids);
+  free(text);
+  close(fd);
+  return rc;
+}
+
 static const tusc_store_ops_t file_store_ops = {
     .create = fs_create,
     .get_info = fs_get_info,
@@ -573,6 +757,9 @@ static const tusc_store_ops_t file_store_ops = {
     .terminate = fs_terminate,
     .lock_path = fs_lock_path,
     .free = fs_free,
+    .append_from = fs_append_from,
+    .wait_add = fs_wait_add,
+    .wait_take = fs_wait_take,
 };
 
 /* mkdir -p for the upload directory itself (relative or absolute). */

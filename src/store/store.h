@@ -107,6 +107,23 @@ typedef struct tusc_store_ops_s {
   int (*lock_path)(tusc_store_t *store, const char *id, char *out, size_t cap);
 
   void (*free)(tusc_store_t *store);
+
+  /* --- concatenation (tus/concat.c). Each may be NULL: concat then falls back to
+   * read/write copies, and finals waiting for partials are assembled only when next
+   * looked at (HEAD/GET). --- */
+
+  /* Appends all stored bytes of `src` to `dst` at dst's offset, inside the kernel where
+   * the filesystem allows (copy_file_range), and advances dst's offset. Not durable
+   * until sync. On error dst may hold part of the copy (the caller truncates). */
+  int (*append_from)(tusc_upload_t *dst, tusc_upload_t *src);
+
+  /* Durably notes that final upload `final_id` waits for partial `partial_id` to finish
+   * (concatenation-unfinished); survives restarts. */
+  int (*wait_add)(tusc_store_t *store, const char *partial_id, const char *final_id);
+
+  /* Returns and forgets the finals noted for `partial_id`: *out is a malloc'd array of
+   * *count malloc'd IDs (NULL/0 when none); free each and the array. */
+  int (*wait_take)(tusc_store_t *store, const char *partial_id, char ***out, size_t *count);
 } tusc_store_ops_t;
 
 struct tusc_store_s {

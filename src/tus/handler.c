@@ -33,6 +33,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "tus/concat.h"
 #include "tus/cors.h"
 #include "tus/download.h"
 #include "tus/headers.h"
@@ -50,7 +51,7 @@ struct tusc_tus_s {
   tusc_store_t *store;
   tusc_lock_table_t *locks;
   tusc_cors_t cors;
-  char extensions[128];
+  char extensions[256];
   bool tls;
 };
 
@@ -67,7 +68,14 @@ struct tusc_tus_worker_s {
 
 enum phase { PH_RUN = 0, PH_LOCK_WAIT, PH_WORK, PH_BODY, PH_STREAM };
 enum op { OP_NONE = 0, OP_POST, OP_PATCH, OP_DELETE, OP_GET };
-enum work_kind { WORK_NOOP = 0, WORK_CREATE, WORK_SAVE_INFO, WORK_SYNC, WORK_TERMINATE };
+enum work_kind {
+  WORK_NOOP = 0,
+  WORK_CREATE,
+  WORK_SAVE_INFO,
+  WORK_SYNC,
+  WORK_TERMINATE,
+  WORK_ASSEMBLE
+};
 
 typedef void (*step_fn)(tus_request_t *st);
 
@@ -81,6 +89,7 @@ struct tus_request_s {
   char id[TUSC_ID_MAX + 1];
   char client[64];
   char *location; /* POST: upload URL */
+  tusc_concat_t concat; /* POST: parsed Upload-Concat */
 
   /* lock */
   tusc_lock_holder_t holder;
@@ -172,6 +181,14 @@ static const tusc_config_t *cfg_of(const tus_request_t *st) {
   return st->w->tus->cfg;
 }
 
+/* How concat assembles for this request; `wait` = may wait for a busy final. */
+static void concat_env(const tus_request_t *st, bool wait, tusc_concat_env_t *env) {
+  env->store = st->w->tus->store;
+  env->locks = st->w->tus->locks;
+  env->file_perms = st->w->tus->cfg->file_perms;
+  env->lock_wait_ms = wait ? st->w->tus->cfg->acquire_lock_timeout_ms : 0;
+}
+
 /* --- request state lifetime ------------------------------------------------------ */
 
 static void worker_maybe_free(tusc_tus_worker_t *w) {
@@ -201,6 +218,7 @@ static void state_free(tus_request_t *st) {
   }
   free(st->lock_path);
   free(st->location);
+  tusc_concat_dispose(&st->concat);
   free(st->buf);
   if (st->prev != NULL)
     st->prev->next = st->next;
@@ -288,6 +306,11 @@ static void on_work(uv_work_t *work) {
     break;
   case WORK_CREATE:
     rc = store->ops->create(store, st->info);
+    if (rc == 0 && st->info->is_final) {
+      tusc_concat_env_t env;
+      concat_env(st, true, &env);
+      rc = tusc_concat_final_created(&env, st->info);
+    }
     break;
   case WORK_SAVE_INFO:
     rc = store->ops->save_info(st->upload);
@@ -298,6 +321,12 @@ static void on_work(uv_work_t *work) {
   case WORK_TERMINATE:
     rc = store->ops->terminate(store, st->id);
     break;
+  case WORK_ASSEMBLE: {
+    tusc_concat_env_t env;
+    concat_env(st, true, &env);
+    rc = tusc_concat_assemble(&env, st->id, NULL);
+    break;
+  }
   }
   st->work_result = rc;
 }
@@ -447,11 +476,21 @@ static void chunk_done(tus_request_t *st) {
     tusc_log_event(TUSC_LOG_INFO, "UploadFinished", "id", st->id, "size", size_s, "remote",
                    st->client, NULL);
   }
+  bool partial_done = info->is_partial && !info->size_is_deferred && offset == info->size &&
+                      !st->was_complete;
   int64_t expires = info->expires_at;
   store->ops->close(st->upload);
   st->upload = NULL;
   /* Released before answering so that the client's next PATCH finds it free. */
   release_lock(st);
+  if (partial_done) {
+    /* Finals waiting for this partial (concatenation-unfinished) are assembled in the
+     * background; the PATCH answers at once. */
+    tusc_concat_env_t env;
+    concat_env(st, true, &env);
+    if (tusc_concat_queue_partial_finished(st->w->loop, &env, st->id) < 0)
+      TUSC_LOG(TUSC_LOG_WARN, "concat: cannot queue the finals waiting for %s", st->id);
+  }
 
   if (st->aborted) {
     respond_error(st, st->abort_err);
@@ -615,7 +654,7 @@ static void download_pump(tus_request_t *st) {
   tusc_http_respond_write(st->req, st->buf, (size_t)got, on_download_written, st);
 }
 
-static void do_get(tus_request_t *st) {
+static void get_open(tus_request_t *st) {
   tusc_store_t *store = store_of(st);
   int rc = store->ops->open(store, st->id, &st->upload);
   if (rc < 0) {
@@ -698,7 +737,55 @@ static void do_get(tus_request_t *st) {
   download_pump(st);
 }
 
+static void get_assembled(tus_request_t *st) {
+  int rc = st->work_result;
+  st->work_kind = WORK_NOOP;
+  if (st->aborted) {
+    respond_error(st, st->abort_err);
+    return;
+  }
+  if (rc < 0) {
+    respond_store_error(st, rc);
+    return;
+  }
+  get_open(st);
+}
+
+/* A final upload whose partials are all complete is assembled (or its running assembly
+ * waited for) before it is served, so GET never returns half a concatenation. */
+static void do_get(tus_request_t *st) {
+  tusc_store_t *store = store_of(st);
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  bool assemble =
+      store->ops->get_info(store, st->id, &info) == 0 && tusc_concat_status(store, &info);
+  tusc_upload_info_dispose(&info);
+  if (assemble)
+    queue_work(st, WORK_ASSEMBLE, get_assembled);
+  else
+    get_open(st);
+}
+
 /* --- HEAD ------------------------------------------------------------------------ */
+
+static int location_input(tus_request_t *st, tusc_location_input_t *in);
+
+/* Upload-Concat of a final upload: its partials' URLs, built like Location. */
+static void head_concat_final(tus_request_t *st, tusc_http_response_t *resp,
+                              const tusc_upload_info_t *info) {
+  char collection[2048];
+  tusc_location_input_t in;
+  location_input(st, &in);
+  if (tusc_location_collection(&in, cfg_of(st)->base_path, collection, sizeof(collection)) < 0)
+    snprintf(collection, sizeof(collection), "%s", cfg_of(st)->base_path);
+  size_t cap = sizeof("final;");
+  for (size_t i = 0; i < info->partial_count; i++)
+    cap += strlen(collection) + strlen(info->partial_uploads[i]) + 1;
+  char *value = malloc(cap);
+  if (value != NULL && tusc_concat_format_final(info, collection, value, cap) == 0)
+    tusc_http_response_header(resp, "Upload-Concat", value);
+  free(value);
+}
 
 static void do_head(tus_request_t *st) {
   tusc_store_t *store = store_of(st);
@@ -718,13 +805,17 @@ static void do_head(tus_request_t *st) {
     respond_error(st, rc);
     return;
   }
+  /* Also fills in a final's length once its partials' lengths are all known. */
+  bool assemble = info.is_final && tusc_concat_status(store, &info);
   tusc_http_response_t resp;
   char num[24];
   response_init(st, &resp, 200);
   tusc_http_response_header(&resp, "Cache-Control", "no-store");
   fmt_i64(num, info.offset);
   tusc_http_response_header(&resp, "Upload-Offset", num);
-  if (info.size_is_deferred) {
+  if (info.size_is_deferred && info.is_final) {
+    /* Known once the partials' lengths are; not the client's to declare. */
+  } else if (info.size_is_deferred) {
     tusc_http_response_header(&resp, "Upload-Defer-Length", "1");
   } else {
     fmt_i64(num, info.size);
@@ -739,6 +830,15 @@ static void do_head(tus_request_t *st) {
   }
   if (info.is_partial)
     tusc_http_response_header(&resp, "Upload-Concat", "partial");
+  if (info.is_final)
+    head_concat_final(st, &resp, &info);
+  if (assemble) {
+    /* Partials done but not assembled (e.g. the note was lost in a crash): assemble in
+     * the background; this HEAD shows the offset so far. */
+    tusc_concat_env_t env;
+    concat_env(st, false, &env);
+    (void)tusc_concat_queue_assemble(st->w->loop, &env, st->id);
+  }
   if (info.expires_at > 0) {
     char date[32];
     tusc_http_date(info.expires_at, date);
@@ -912,6 +1012,34 @@ static int location_input(tus_request_t *st, tusc_location_input_t *in) {
   return 0;
 }
 
+/* Parses Upload-Concat into st->concat. A final upload takes its length from its
+ * partials and cannot carry data: Upload-Length/Upload-Defer-Length → 400
+ * ERR_INVALID_CONCAT, a body → 403 ERR_MODIFY_FINAL (as tusd). */
+static int post_concat(tus_request_t *st) {
+  tusc_http_request_t *req = st->req;
+  const tusc_config_t *cfg = cfg_of(st);
+  size_t len = 0, ct_len = 0;
+  const char *value = header_value(req, "Upload-Concat", &len);
+  if (tusc_http_header_count(req, "Upload-Concat") != 1)
+    return TUSC_EINVALID_CONCAT;
+  char collection[2048];
+  tusc_location_input_t in;
+  location_input(st, &in);
+  bool have_collection =
+      tusc_location_collection(&in, cfg->base_path, collection, sizeof(collection)) == 0;
+  int rc = tusc_concat_parse(value, len, have_collection ? tusc_concat_url_path(collection) : NULL,
+                             cfg->base_path, &st->concat);
+  if (rc < 0 || !st->concat.is_final)
+    return rc;
+  if (tusc_http_header(req, "Upload-Length") != NULL ||
+      tusc_http_header(req, "Upload-Defer-Length") != NULL)
+    return TUSC_EINVALID_CONCAT;
+  const char *ct = header_value(req, "Content-Type", &ct_len);
+  if (media_type_is(ct, ct_len, OCTET_STREAM) && (req->content_length > 0 || req->chunked))
+    return TUSC_EMODIFY_FINAL;
+  return 0;
+}
+
 static void do_post(tus_request_t *st) {
   tusc_http_request_t *req = st->req;
   const tusc_config_t *cfg = cfg_of(st);
@@ -920,8 +1048,11 @@ static void do_post(tus_request_t *st) {
   bool deferred = false;
 
   if (tusc_http_header(req, "Upload-Concat") != NULL) {
-    respond_error(st, TUSC_ECONCATENATION_UNSUPPORTED);
-    return;
+    int rc = cfg->disable_concatenation ? TUSC_ECONCATENATION_UNSUPPORTED : post_concat(st);
+    if (rc < 0) {
+      respond_error(st, rc);
+      return;
+    }
   }
   const char *ul = header_value(req, "Upload-Length", &ul_len);
   const char *dl = header_value(req, "Upload-Defer-Length", &dl_len);
@@ -929,7 +1060,9 @@ static void do_post(tus_request_t *st) {
     respond_error(st, TUSC_EAMBIGUOUS_UPLOAD_LENGTH);
     return;
   }
-  if (dl != NULL) {
+  if (st->concat.is_final) {
+    /* The length is the partials' sum (tusc_concat_prepare_final). */
+  } else if (dl != NULL) {
     if (tusc_http_header_count(req, "Upload-Defer-Length") != 1 || dl_len != 1 || dl[0] != '1') {
       respond_error(st, TUSC_EINVALID_UPLOAD_LENGTH_DEFER);
       return;
@@ -1003,6 +1136,14 @@ static void do_post(tus_request_t *st) {
   st->info->offset = 0;
   st->info->metadata = md;
   st->info->created_at = (int64_t)time(NULL);
+  st->info->is_partial = st->concat.is_partial;
+  if (st->concat.is_final) {
+    rc = tusc_concat_prepare_final(store_of(st), &st->concat, cfg->max_size, st->info);
+    if (rc < 0) {
+      respond_error(st, rc);
+      return;
+    }
+  }
   st->op = OP_POST;
   queue_work(st, WORK_CREATE, post_created);
 }
@@ -1297,8 +1438,10 @@ int tusc_tus_new(const tusc_config_t *cfg, tusc_store_t *store, tusc_lock_table_
     free(tus);
     return rc;
   }
-  snprintf(tus->extensions, sizeof(tus->extensions), "creation,creation-with-upload%s,%s",
-           cfg->disable_termination ? "" : ",termination", "creation-defer-length");
+  snprintf(tus->extensions, sizeof(tus->extensions), "creation,creation-with-upload%s%s,%s",
+           cfg->disable_termination ? "" : ",termination",
+           cfg->disable_concatenation ? "" : ",concatenation,concatenation-unfinished",
+           "creation-defer-length");
   *out = tus;
   return 0;
 }

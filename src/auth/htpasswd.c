@@ -117,14 +117,14 @@ int tusc_htpasswd_parse(const char *text, size_t len, const char *source, tusc_h
       hlen = (size_t)(extra - hash);
     const char *why = hash_refusal(hash, hlen);
     if (why != NULL) {
-      snprintf(err, err_cap, "%s:%u: user \"%.*s\": %s", source, lineno,
+      snprintf(err, err_cap, "%s:%u: user %.*s: %s", source, lineno,
                (int)(ulen > 64 ? 64 : ulen), line, why);
       rc = TUSC_EINVALID_ARGUMENT;
       goto out;
     }
     for (size_t i = 0; i < t->count; i++) {
       if (strlen(t->entries[i].user) == ulen && memcmp(t->entries[i].user, line, ulen) == 0) {
-        snprintf(err, err_cap, "%s:%u: user \"%.*s\" is listed twice", source, lineno,
+        snprintf(err, err_cap, "%s:%u: user %.*s is listed twice", source, lineno,
                  (int)(ulen > 64 ? 64 : ulen), line);
         rc = TUSC_EINVALID_ARGUMENT;
         goto out;

@@ -139,6 +139,26 @@ static char *make_challenge(const char *scheme, const char *realm, const char *e
   return s;
 }
 
+/* Length of the host name in a Host value or list item: without the port (after ']'
+ * for IPv6 literals, else after the first ':') and without a trailing dot; 0 when
+ * unusable. */
+static size_t host_name_len(const char *host, size_t len) {
+  size_t n = len;
+  if (len > 0 && host[0] == '[') {
+    const char *close = memchr(host, ']', len);
+    if (close == NULL)
+      return 0;
+    n = (size_t)(close - host) + 1;
+  } else {
+    const char *colon = memchr(host, ':', len);
+    if (colon != NULL)
+      n = (size_t)(colon - host);
+  }
+  if (n > 0 && host[n - 1] == '.')
+    n--; /* "example.com." names the same host */
+  return n;
+}
+
 static int parse_hosts(tusc_auth_t *auth, const char *list) {
   const char *p = list;
   while (*p != '\0') {
@@ -150,12 +170,13 @@ static int parse_hosts(tusc_auth_t *auth, const char *list) {
       a++;
     while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
       b--;
-    if (a < b) {
+    size_t n = a < b ? host_name_len(a, (size_t)(b - a)) : 0;
+    if (n > 0) {
       char **h = realloc(auth->hosts, (auth->host_count + 1) * sizeof(*h));
       if (h == NULL)
         return TUSC_ENOMEM;
       auth->hosts = h;
-      h[auth->host_count] = strndup(a, (size_t)(b - a));
+      h[auth->host_count] = strndup(a, n);
       if (h[auth->host_count] == NULL)
         return TUSC_ENOMEM;
       auth->host_count++;
@@ -465,22 +486,9 @@ bool tusc_auth_hosts_limited(const tusc_auth_t *auth) {
 bool tusc_auth_host_allowed(const tusc_auth_t *auth, const char *host, size_t len) {
   if (!tusc_auth_hosts_limited(auth))
     return true;
-  if (host == NULL || len == 0)
+  size_t n = host != NULL ? host_name_len(host, len) : 0;
+  if (n == 0)
     return false;
-  /* Drop the port: after ']' for IPv6 literals, else after the last ':'. */
-  size_t n = len;
-  if (host[0] == '[') {
-    const char *close = memchr(host, ']', len);
-    if (close == NULL)
-      return false;
-    n = (size_t)(close - host) + 1;
-  } else {
-    const char *colon = memchr(host, ':', len);
-    if (colon != NULL)
-      n = (size_t)(colon - host);
-  }
-  if (n > 0 && host[n - 1] == '.')
-    n--; /* "example.com." names the same host */
   for (size_t i = 0; i < auth->host_count; i++) {
     const char *h = auth->hosts[i];
     size_t hl = strlen(h);

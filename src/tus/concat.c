@@ -218,7 +218,8 @@ int tusc_concat_prepare_final(tusc_store_t *store, const tusc_concat_t *c, int64
 }
 
 bool tusc_concat_status(tusc_store_t *store, tusc_upload_info_t *info) {
-  if (!info->is_final || info->partial_count == 0)
+  /* An assembled final (the usual case) costs no partial lookups. */
+  if (!info->is_final || info->partial_count == 0 || info_complete(info))
     return false;
   bool all_complete = true, all_known = true;
   int64_t sum = 0;

@@ -54,8 +54,9 @@ def hooklog(tmp_path, monkeypatch):
     return HookLog(d)
 
 
-def hooks_server(tusc, *flags, hooks_dir=HOOKS_DIR):
-    return tusc("-hooks-dir", str(hooks_dir), "-hooks-enabled-events=", *flags)
+def hooks_server(tusc, *flags, hooks_dir=HOOKS_DIR, upload_dir=None):
+    return tusc("-hooks-dir", str(hooks_dir), "-hooks-enabled-events=", *flags,
+                upload_dir=upload_dir)
 
 
 def check_schema(entry, event, method, uri):
@@ -427,3 +428,65 @@ def test_stop_upload_from_post_receive(tusc, hooklog, monkeypatch):
     assert not srv.files_of(path)
     (post,) = hooklog.wait("post-terminate")
     assert post["stdin"]["Event"]["Upload"]["ID"] == upload_id(path)
+
+
+# --- ChangeFileInfo.Storage.Path ----------------------------------------------------------
+
+
+def storage_hook(tmp_path, storage_path):
+    answer = json.dumps({"ChangeFileInfo": {"Storage": {"Path": storage_path}}})
+    return make_hooks(tmp_path, {"pre-create": f"#!/bin/sh\ncat >/dev/null\necho '{answer}'\n"})
+
+
+def test_storage_path_relative_inside_upload_dir(tusc, tmp_path):
+    upload_dir = tmp_path / "up"
+    (upload_dir / "custom" / "dir").mkdir(parents=True)
+    d = storage_hook(tmp_path, "custom/dir/file.bin")
+    srv = hooks_server(tusc, hooks_dir=d, upload_dir=upload_dir)
+    path = srv.create(5)
+    target = upload_dir / "custom" / "dir" / "file.bin"
+    assert target.exists()
+    assert srv.patch(path, 0, b"hello").status == 204
+    assert target.read_bytes() == b"hello"
+    assert srv.offset(path) == 5
+    assert srv.download(path).body == b"hello"
+    (info,) = list(upload_dir.rglob(upload_id(path) + ".info"))
+    stored = json.loads(info.read_text())
+    assert stored["Storage"]["Path"] == str(target.resolve())
+    assert stored["tusc"]["CustomPath"] is True
+    # A second upload cannot take the same file.
+    assert srv.request("POST", "/files/", {"Upload-Length": "1"}).status == 500
+    assert srv.request("DELETE", path).status == 204
+    assert not target.exists()
+    assert srv.head(path).status == 404
+
+
+@pytest.mark.parametrize("where", ["../outside.bin", "custom/../../outside.bin", "link/x.bin",
+                                   "ABS", "custom/missing/x.bin", "custom/x.info"])
+def test_storage_path_escapes_are_refused(tusc, tmp_path, where):
+    upload_dir = tmp_path / "up"
+    (upload_dir / "custom").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (upload_dir / "link").symlink_to(elsewhere)
+    if where == "ABS":
+        where = str(elsewhere / "abs.bin")
+    d = storage_hook(tmp_path, where)
+    srv = hooks_server(tusc, hooks_dir=d, upload_dir=upload_dir)
+    r = srv.request("POST", "/files/", {"Upload-Length": "1"})
+    assert r.status == 500, r
+    assert list(elsewhere.iterdir()) == []
+    assert not (tmp_path / "outside.bin").exists()
+    assert not list(upload_dir.rglob("*.info"))
+
+
+def test_storage_path_absolute_with_flag(tusc, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    d = storage_hook(tmp_path, str(elsewhere / "abs.bin"))
+    srv = hooks_server(tusc, "-hooks-allow-absolute-path", hooks_dir=d)
+    path = srv.create(3)
+    assert srv.patch(path, 0, b"abc").status == 204
+    assert (elsewhere / "abs.bin").read_bytes() == b"abc"
+    assert srv.request("DELETE", path).status == 204
+    assert not (elsewhere / "abs.bin").exists()

@@ -21,7 +21,7 @@
 #include <time.h>
 
 #include "common/error.h"
-#include "common/log.h"
+#include "metrics/metrics.h"
 #include "tus/headers.h"
 #include "tus/sfv.h"
 
@@ -315,6 +315,7 @@ static void respond_error(tusc_tus_req_t *st, int err, const char *message) {
   }
   char body[256];
   tusc_http_response_t resp;
+  tusc_metrics_error(tusc_error_status(err), err);
   tusc_tus_req_response_init(st, &resp, tusc_error_status(err));
   tusc_http_response_header(&resp, "Content-Type", "text/plain; charset=utf-8");
   int n = snprintf(body, sizeof(body), "%s: %s\n", tusc_error_code(err), message);
@@ -503,21 +504,11 @@ static void do_create(tusc_tus_req_t *st) {
 
 static void do_head(tusc_tus_req_t *st) {
   tusc_ietf_req_t *ietf = tusc_tus_req_ietf(st);
-  tusc_store_t *store = tusc_tus_req_store(st);
   tusc_upload_info_t info;
   tusc_http_response_t resp;
   tusc_upload_info_init(&info);
-  int rc = store->ops->get_info(store, tusc_tus_req_id(st), &info);
-  if (rc < 0) {
+  if (!tusc_tus_req_lookup(st, &info)) {
     tusc_upload_info_dispose(&info);
-    if (rc == TUSC_ENOT_FOUND || rc == TUSC_EINVALID_ID || rc == TUSC_EGONE) {
-      tusc_tus_req_response_init(st, &resp,
-                                 tusc_error_status(rc == TUSC_EGONE ? rc : TUSC_ENOT_FOUND));
-      tusc_http_response_header(&resp, "Cache-Control", "no-store");
-      tusc_tus_req_finish(st, &resp, NULL, 0);
-      return;
-    }
-    respond_error(st, rc, NULL);
     return;
   }
   /* Offset retrieval reports the stored state, so it needs no per-request note. */
@@ -570,17 +561,15 @@ static void do_append(tusc_tus_req_t *st) {
 
   /* Appending to a finished upload is refused before anything is read (the shared flow
    * would answer 413 for the bytes that do not fit). */
-  tusc_store_t *store = tusc_tus_req_store(st);
   tusc_upload_info_t info;
   tusc_upload_info_init(&info);
-  int rc = store->ops->get_info(store, tusc_tus_req_id(st), &info);
-  bool finished = rc == 0 && !info.size_is_deferred && state_complete(info.offset, info.size);
-  int64_t stored_offset = info.offset;
-  tusc_upload_info_dispose(&info);
-  if (rc < 0) {
-    respond_error(st, rc == TUSC_EINVALID_ID ? TUSC_ENOT_FOUND : rc, NULL);
+  if (!tusc_tus_req_lookup(st, &info)) {
+    tusc_upload_info_dispose(&info);
     return;
   }
+  bool finished = !info.size_is_deferred && state_complete(info.offset, info.size);
+  int64_t stored_offset = info.offset;
+  tusc_upload_info_dispose(&info);
   if (finished && body_length(req) != 0 && offset == stored_offset) {
     respond_error(st, TUSC_EINVALID_UPLOAD_LENGTH, "upload is already complete");
     return;

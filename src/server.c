@@ -22,15 +22,24 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "auth/auth.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "http/http.h"
+#include "hooks/hooks.h"
 #include "lock/lock.h"
+#include "metrics/metrics.h"
+#include "net/connlimit.h"
 #include "net/listener.h"
+#include "net/redirect.h"
+#include "net/tls.h"
 #include "store/store.h"
+#include "sys/privileges.h"
+#include "tus/expire.h"
 #include "tus/handler.h"
 
 #define MAX_WORKERS 256
+#define MAX_RELOAD_HOOKS 8
 
 struct server;
 
@@ -42,7 +51,10 @@ struct worker {
   uv_loop_t loop;
   uv_async_t stop_async;
   tusc_http_server_t *http;
+  int redirect_fd; /* -1 without -http-redirect-port */
+  tusc_http_server_t *redirect_http;
   tusc_tus_worker_t *tus_worker;
+  tusc_hooks_worker_t *hooks_worker; /* NULL without hooks */
   int start_rc;
   atomic_bool finished;
 };
@@ -52,11 +64,28 @@ struct server {
   tusc_store_t *store;
   tusc_lock_table_t *locks;
   tusc_tus_t *tus;
+  tusc_expire_t *expire; /* NULL unless -expire-after */
+  tusc_hooks_t *hooks;
+  tusc_auth_t *auth;           /* -auth-*, -allowed-hosts, -trusted-proxies */
+  tusc_connlimit_t *connlimit; /* -max-connections, -max-connections-per-ip */
+  tusc_metrics_server_t *metrics; /* -metrics-listen */
   tusc_listeners_t listeners;
   bool listeners_open;
   uv_loop_t loop; /* main thread */
   bool loop_open;
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sighup;
+  tusc_tls_t *tls;           /* NULL: plain HTTP */
+  tusc_redirect_t *redirect; /* -http-redirect-port */
+  tusc_listeners_t redirect_listeners;
+  bool redirect_listeners_open;
+  /* Run in order on SIGHUP: certificate, then whatever else reads files (credentials).
+   * Each returns 0, or a negative code and the reason, keeping its old state. */
+  struct reload_hook {
+    const char *what;
+    int (*fn)(void *arg, char *err, size_t errlen);
+    void *arg;
+  } reload_hooks[MAX_RELOAD_HOOKS];
+  size_t reload_hook_count;
   uv_async_t worker_done;
   uv_timer_t shutdown_timer;
   uv_sem_t started;
@@ -67,8 +96,19 @@ struct server {
 
 /* --- worker thread ----------------------------------------------------------------- */
 
+/* Pending hooks are cancelled (their requests answer) rather than waited for. */
+static void close_hooks_worker(struct worker *w) {
+  if (w->hooks_worker == NULL)
+    return;
+  if (w->tus_worker != NULL)
+    tusc_tus_worker_set_hooks(w->tus_worker, NULL);
+  tusc_hooks_worker_close(w->hooks_worker);
+  w->hooks_worker = NULL;
+}
+
 static void on_http_stopped(tusc_http_server_t *http, void *arg) {
   struct worker *w = arg;
+  close_hooks_worker(w);
   if (http != NULL)
     tusc_http_server_free(http);
   w->http = NULL;
@@ -82,6 +122,11 @@ static void on_http_stopped(tusc_http_server_t *http, void *arg) {
 
 static void on_worker_stop(uv_async_t *async) {
   struct worker *w = async->data;
+  close_hooks_worker(w);
+  if (w->redirect_http != NULL) {
+    tusc_http_server_free(w->redirect_http); /* frees itself once its connections close */
+    w->redirect_http = NULL;
+  }
   if (w->http != NULL)
     tusc_http_server_stop(w->http, true, on_http_stopped, w);
   else
@@ -110,20 +155,46 @@ static void worker_main(void *arg) {
   uv_async_init(&w->loop, &w->stop_async, on_worker_stop);
   w->stop_async.data = w;
   rc = tusc_tus_worker_new(s->tus, &w->loop, &w->tus_worker);
+  if (rc == 0 && tusc_hooks_active(s->hooks)) {
+    tusc_hooks_worker_options_t hopts = {.queue_max = (size_t)cfg->hooks_queue_size};
+    rc = tusc_hooks_worker_new(s->hooks, &w->loop, &hopts, &w->hooks_worker);
+    if (rc == 0)
+      tusc_tus_worker_set_hooks(w->tus_worker, w->hooks_worker);
+  }
   if (rc == 0) {
     tusc_http_limits_t limits = {
         .max_header_size = (size_t)cfg->max_header_size,
         .max_header_count = (size_t)cfg->max_header_count,
         .network_timeout_ms = (uint64_t)cfg->network_timeout_ms,
+        .header_timeout_ms = (uint64_t)cfg->header_timeout_ms,
+        .connlimit = s->connlimit,
     };
     rc = tusc_http_server_new(&w->loop, w->fd, &limits, tusc_tus_http_handler(), w->tus_worker,
                               &w->http);
     w->fd = -1; /* taken over, even on failure */
+    if (rc == 0 && s->tls != NULL)
+      tusc_http_server_set_tls(w->http, s->tls);
+    if (rc == 0 && w->redirect_fd >= 0) {
+      rc = tusc_http_server_new(&w->loop, w->redirect_fd, &limits, tusc_redirect_http_handler(),
+                                s->redirect, &w->redirect_http);
+      w->redirect_fd = -1;
+      if (rc != 0)
+        w->redirect_http = NULL;
+    }
+  }
+  if (w->redirect_fd >= 0) {
+    close(w->redirect_fd);
+    w->redirect_fd = -1;
   }
   w->start_rc = rc;
   uv_sem_post(&s->started);
-  if (rc != 0)
+  if (rc != 0) {
+    if (w->http != NULL) {
+      tusc_http_server_free(w->http);
+      w->http = NULL;
+    }
     on_http_stopped(NULL, w);
+  }
 
   uv_run(&w->loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&w->loop) == UV_EBUSY) {
@@ -148,8 +219,12 @@ static void stop_workers(struct server *s) {
 }
 
 static void close_main_handles(struct server *s) {
+  tusc_expire_stop(s->expire);
+  tusc_metrics_server_stop(s->metrics);
+  s->metrics = NULL;
   uv_close((uv_handle_t *)&s->sigterm, NULL);
   uv_close((uv_handle_t *)&s->sigint, NULL);
+  uv_close((uv_handle_t *)&s->sighup, NULL);
   uv_close((uv_handle_t *)&s->worker_done, NULL);
   uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
 }
@@ -187,6 +262,51 @@ static void on_signal(uv_signal_t *sig, int signum) {
   uv_timer_start(&s->shutdown_timer, on_shutdown_timeout, ms > 0 ? (uint64_t)ms : 0, 0);
 }
 
+static void server_add_reload_hook(struct server *s, const char *what,
+                                   int (*fn)(void *arg, char *err, size_t errlen), void *arg) {
+  if (s->reload_hook_count == MAX_RELOAD_HOOKS) {
+    tusc_log_msg(TUSC_LOG_ERROR, "too many reload hooks; %s is not reloaded on SIGHUP", what);
+    return;
+  }
+  s->reload_hooks[s->reload_hook_count++] = (struct reload_hook){what, fn, arg};
+}
+
+static int reload_tls(void *arg, char *err, size_t errlen) {
+  tusc_tls_t *tls = arg;
+  int rc = tusc_tls_reload(tls, err, errlen);
+  if (rc == 0) {
+    char serial[128];
+    tusc_tls_serial(tls, serial, sizeof(serial));
+    tusc_log_event(TUSC_LOG_INFO, "TLSCertificateLoaded", "serial", serial, NULL);
+  }
+  return rc;
+}
+
+static int reload_auth(void *arg, char *err, size_t errlen) {
+  int rc = tusc_auth_reload(arg);
+  if (rc != 0)
+    snprintf(err, errlen, "%s (details logged above)", tusc_strerror(rc));
+  return rc;
+}
+
+/* SIGHUP: reload files; connections stay open (each keeps what it started with). */
+static void on_sighup(uv_signal_t *sig, int signum) {
+  (void)signum;
+  struct server *s = sig->data;
+  if (s->stopping)
+    return;
+  tusc_log_event(TUSC_LOG_INFO, "ReloadRequested", "signal", "SIGHUP", NULL);
+  for (size_t i = 0; i < s->reload_hook_count; i++) {
+    char err[1024] = "";
+    struct reload_hook *h = &s->reload_hooks[i];
+    if (h->fn(h->arg, err, sizeof(err)) != 0)
+      tusc_log_event(TUSC_LOG_ERROR, "ReloadFailed", "what", h->what, "reason", err, "kept",
+                     "previous", NULL);
+    else
+      tusc_log_event(TUSC_LOG_INFO, "Reloaded", "what", h->what, NULL);
+  }
+}
+
 static int write_port_file(const char *path, int port) {
   char tmp[4096];
   int n = snprintf(tmp, sizeof(tmp), "%s.tmp", path);
@@ -216,17 +336,16 @@ static void print_listening(const struct server *s) {
     snprintf(addr, sizeof(addr), "%s:%d", host, s->listeners.port);
   tusc_log_msg(TUSC_LOG_INFO, "Using %s as address to listen.", addr);
   tusc_log_msg(TUSC_LOG_INFO, "Using %s as the base path.", cfg->base_path);
-  tusc_log_msg(TUSC_LOG_INFO, "You can now upload files to: http://%s%s", addr, cfg->base_path);
+  tusc_log_msg(TUSC_LOG_INFO, "You can now upload files to: %s://%s%s", s->tls ? "https" : "http",
+               addr, cfg->base_path);
+  if (s->redirect_listeners_open)
+    tusc_log_msg(TUSC_LOG_INFO, "Redirecting plain HTTP on port %d to https.",
+                 s->redirect_listeners.port);
   fprintf(stdout, "tusc: listening on %s\n", addr);
   fflush(stdout);
 }
 
 static int refuse_unbuilt(const tusc_config_t *cfg) {
-  if (cfg->tls_certificate != NULL || cfg->tls_key != NULL) {
-    tusc_log_msg(TUSC_LOG_ERROR, "TLS (-tls-certificate, -tls-key) is not available in this "
-                                 "build yet; terminate TLS in a proxy in front of tusc");
-    return 2;
-  }
   if (cfg->s3_bucket != NULL || cfg->s3_endpoint != NULL || cfg->s3_object_prefix != NULL) {
     tusc_log_msg(TUSC_LOG_ERROR, "the S3 store (-s3-*) is not available in this build yet");
     return 2;
@@ -248,7 +367,16 @@ static void server_dispose(struct server *s) {
   free(s->workers);
   if (s->listeners_open)
     tusc_listeners_close(&s->listeners);
+  if (s->redirect_listeners_open)
+    tusc_listeners_close(&s->redirect_listeners);
+  tusc_redirect_free(s->redirect);
+  tusc_tls_free(s->tls);
   tusc_tus_free(s->tus);
+  tusc_expire_free(s->expire); /* its work ended in the uv_run above */
+  tusc_auth_free(s->auth);
+  tusc_connlimit_free(s->connlimit);
+  tusc_metrics_set_hooks(NULL);
+  tusc_hooks_free(s->hooks);
   if (s->locks != NULL)
     tusc_lock_table_free(s->locks);
   if (s->store != NULL)
@@ -269,9 +397,37 @@ int tusc_server_run(const tusc_config_t *cfg) {
   s.cfg = cfg;
   exit_code = 1;
 
-  if (cfg->hooks_dir != NULL || cfg->hooks_http != NULL)
-    tusc_log_msg(TUSC_LOG_WARN, "hooks are accepted but not run yet (hooks_dir=%s hooks_http=%s)",
-                 cfg->hooks_dir ? cfg->hooks_dir : "", cfg->hooks_http ? cfg->hooks_http : "");
+  if (cfg->tls_certificate != NULL) {
+    tusc_tls_options_t tls_opts = {
+        .certificate = cfg->tls_certificate,
+        .key = cfg->tls_key,
+        .mode = cfg->tls_mode,
+        .hsts_max_age = cfg->hsts ? cfg->hsts_max_age : -1,
+    };
+    char err[1024];
+    if (tusc_tls_new(&tls_opts, &s.tls, err, sizeof(err)) != 0) {
+      tusc_log_msg(TUSC_LOG_ERROR, "TLS: %s", err);
+      return 2;
+    }
+    char serial[128];
+    tusc_tls_serial(s.tls, serial, sizeof(serial));
+    tusc_log_msg(TUSC_LOG_INFO, "Serving HTTPS (%s) with certificate %s, serial %s.",
+                 cfg->tls_mode ? cfg->tls_mode : "tls12", cfg->tls_certificate, serial);
+    server_add_reload_hook(&s, "tls-certificate", reload_tls, s.tls);
+  }
+
+  if (tusc_auth_new(cfg, &s.auth) != 0) {
+    exit_code = 2;
+    goto out;
+  }
+  if (cfg->auth_htpasswd != NULL || cfg->auth_jwt_key != NULL)
+    server_add_reload_hook(&s, "credentials", reload_auth, s.auth);
+  if ((cfg->max_connections > 0 || cfg->max_connections_per_ip > 0) &&
+      tusc_connlimit_new((size_t)cfg->max_connections, (size_t)cfg->max_connections_per_ip,
+                         &s.connlimit) != 0)
+    goto out;
+
+  tusc_metrics_init();
 
   tusc_file_store_options_t store_opts = {
       .dir = cfg->upload_dir,
@@ -296,6 +452,21 @@ int tusc_server_run(const tusc_config_t *cfg) {
     tusc_log_msg(TUSC_LOG_ERROR, "cannot start the tus handler: %s", tusc_strerror(rc));
     goto out;
   }
+  if ((rc = tusc_hooks_new(cfg, &s.hooks)) != 0) {
+    tusc_log_msg(TUSC_LOG_ERROR, "cannot set up hooks: %s", tusc_strerror(rc));
+    goto out;
+  }
+  tusc_tus_set_hooks(s.tus, s.hooks);
+  if (cfg->expire_after_ms > 0) {
+    if ((rc = tusc_expire_new(s.store, s.locks, cfg->expire_after_ms, cfg->file_perms,
+                              &s.expire)) != 0) {
+      tusc_log_msg(TUSC_LOG_ERROR, "cannot set up expiration: %s", tusc_strerror(rc));
+      goto out;
+    }
+    tusc_tus_set_expire(s.tus, s.expire);
+  }
+  tusc_tus_set_auth(s.tus, s.auth);
+  tusc_metrics_set_hooks(s.hooks);
 
   size_t workers = cfg->workers > 0 ? (size_t)cfg->workers : (size_t)uv_available_parallelism();
   if (workers == 0)
@@ -309,17 +480,70 @@ int tusc_server_run(const tusc_config_t *cfg) {
     goto out;
   }
   s.listeners_open = true;
+  if (cfg->http_redirect_port != 0) {
+    rc = tusc_listeners_open(cfg->host, cfg->http_redirect_port, NULL, workers,
+                             &s.redirect_listeners);
+    if (rc != 0) {
+      tusc_log_msg(TUSC_LOG_ERROR, "cannot listen on %s:%d (-http-redirect-port): %s", cfg->host,
+                   cfg->http_redirect_port, tusc_strerror(rc));
+      goto out;
+    }
+    s.redirect_listeners_open = true;
+    if ((rc = tusc_redirect_new(s.listeners.port, cfg->allowed_hosts, &s.redirect)) != 0)
+      goto out;
+  }
+  if (cfg->run_user != NULL || cfg->run_group != NULL) {
+    /* Every socket is bound and every key file read: root is no longer needed. */
+    char err[1024];
+    if ((rc = tusc_privileges_drop(cfg->run_user, cfg->run_group, err, sizeof(err))) != 0) {
+      tusc_log_msg(TUSC_LOG_ERROR, "cannot drop privileges: %s; refusing to run", err);
+      goto out;
+    }
+    if ((rc = tusc_privileges_check_dir(cfg->upload_dir, err, sizeof(err))) != 0) {
+      tusc_log_msg(TUSC_LOG_ERROR,
+                   "upload directory unusable after switching to user %s group %s: %s "
+                   "(chown the directory to that user)",
+                   cfg->run_user ? cfg->run_user : "-", cfg->run_group ? cfg->run_group : "-",
+                   err);
+      goto out;
+    }
+    tusc_log_msg(TUSC_LOG_INFO, "Running as uid %u gid %u.", (unsigned)getuid(),
+                 (unsigned)getgid());
+  }
 
   if ((rc = uv_loop_init(&s.loop)) != 0)
     goto out;
   s.loop_open = true;
   uv_signal_init(&s.loop, &s.sigterm);
   uv_signal_init(&s.loop, &s.sigint);
+  uv_signal_init(&s.loop, &s.sighup);
   uv_async_init(&s.loop, &s.worker_done, on_worker_done);
   uv_timer_init(&s.loop, &s.shutdown_timer);
   s.sigterm.data = s.sigint.data = s.worker_done.data = s.shutdown_timer.data = &s;
+  s.sighup.data = &s;
+  uv_signal_start(&s.sighup, on_sighup, SIGHUP);
   uv_signal_start(&s.sigterm, on_signal, SIGTERM);
   uv_signal_start(&s.sigint, on_signal, SIGINT);
+  if (s.expire != NULL && (rc = tusc_expire_start(s.expire, &s.loop)) != 0)
+    tusc_log_msg(TUSC_LOG_ERROR, "expiration: cannot start the sweeper: %s", tusc_strerror(rc));
+  if (cfg->expose_metrics && cfg->metrics_listen != NULL) {
+    tusc_http_limits_t mlimits = {
+        .max_header_size = (size_t)cfg->max_header_size,
+        .max_header_count = (size_t)cfg->max_header_count,
+        .network_timeout_ms = (uint64_t)cfg->network_timeout_ms,
+    };
+    int mport = 0;
+    rc = tusc_metrics_server_start(&s.loop, cfg->metrics_listen, cfg->metrics_path, &mlimits,
+                                   &s.metrics, &mport);
+    if (rc != 0) {
+      tusc_log_msg(TUSC_LOG_ERROR, "cannot serve metrics on %s: %s", cfg->metrics_listen,
+                   tusc_strerror(rc));
+      close_main_handles(&s);
+      goto out;
+    }
+    tusc_log_msg(TUSC_LOG_INFO, "Serving metrics at %s (port %d).", cfg->metrics_listen, mport);
+    fprintf(stdout, "tusc: metrics on port %d\n", mport);
+  }
 
   s.workers = calloc(workers, sizeof(*s.workers));
   if (s.workers == NULL || uv_sem_init(&s.started, 0) != 0) {
@@ -333,9 +557,16 @@ int tusc_server_run(const tusc_config_t *cfg) {
     w->server = &s;
     w->fd = s.listeners.fds[i];
     s.listeners.fds[i] = -1;
+    w->redirect_fd = -1;
+    if (s.redirect_listeners_open) {
+      w->redirect_fd = s.redirect_listeners.fds[i];
+      s.redirect_listeners.fds[i] = -1;
+    }
     atomic_init(&w->finished, false);
     if (uv_thread_create(&w->thread, worker_main, w) != 0) {
       close(w->fd);
+      if (w->redirect_fd >= 0)
+        close(w->redirect_fd);
       start_failed = true;
       break;
     }

@@ -132,6 +132,21 @@ static const struct flag_def flags[] = {
      "PEM private key for -tls-certificate.", false},
     {"tls-mode", K_CHOICE, G_TLS, F(tls_mode), 0, 0, 0, tls_modes, "MODE",
      "tls12 (TLS 1.2+), tls12-strong (TLS 1.2+ with AEAD ciphers only) or tls13.", false},
+    {"http-redirect-port", K_INT, G_TLS, F(http_redirect_port), 0, 65535, 0, NULL, "PORT",
+     "Also listen for plain HTTP on this port and answer every request with a 308 redirect "
+     "to the https URL (needs -tls-certificate).",
+     false},
+    {"hsts", K_BOOL, G_TLS, F(hsts), 0, 0, 0, NULL, NULL,
+     "Send Strict-Transport-Security on HTTPS responses (needs -tls-certificate).", false},
+    {"hsts-max-age", K_INT64, G_TLS, F(hsts_max_age), 0, INT64_MAX, 0, NULL, "SECONDS",
+     "max-age of the Strict-Transport-Security header.", false},
+    {"user", K_OPTSTRING, G_GENERAL, F(run_user), 0, 0, 0, NULL, "NAME",
+     "After binding the listening sockets (e.g. port 443) as root, switch to this user "
+     "(and its primary group unless -group is given); tusc refuses to go on as root if "
+     "that fails.",
+     false},
+    {"group", K_OPTSTRING, G_GENERAL, F(run_group), 0, 0, 0, NULL, "NAME",
+     "Group to switch to with -user (or alone: only the group changes).", false},
 
     /* protocol */
     {"max-size", K_INT64, G_PROTOCOL, F(max_size), 0, INT64_MAX, 0, NULL, "BYTES",
@@ -146,6 +161,11 @@ static const struct flag_def flags[] = {
      NULL, NULL, "Also speak the IETF resumable-uploads draft (experimental).", false},
     {"max-metadata-size", K_INT64, G_PROTOCOL, F(max_metadata_size), 0, INT64_MAX, 0, NULL, "BYTES",
      "Largest Upload-Metadata header accepted.", false},
+    {"expire-after", K_DURATION, G_PROTOCOL, F(expire_after_ms), 0, INT64_MAX, MS_PER_S, NULL,
+     "DURATION",
+     "Expiration extension: delete unfinished uploads this long after their last activity "
+     "(creation or last byte written), e.g. 24h; 0 = never.",
+     false},
 
     /* CORS */
     {"disable-cors", K_BOOL, G_CORS, F(disable_cors), 0, 0, 0, NULL, NULL, "Send no CORS headers.",
@@ -224,12 +244,22 @@ static const struct flag_def flags[] = {
      false},
     {"hooks-timeout", K_DURATION, G_HOOKS, F(hooks_timeout_ms), 0, INT64_MAX, MS_PER_S, NULL,
      "DURATION", "Time limit for a file hook; the process is killed after it.", false},
+    {"hooks-allow-absolute-path", K_BOOL, G_HOOKS, F(hooks_allow_absolute_path), 0, 0, 0, NULL,
+     NULL, "Let a pre-create hook's ChangeFileInfo.Storage.Path point outside -upload-dir.",
+     false},
+    {"hooks-queue-size", K_INT64, G_HOOKS, F(hooks_queue_size), 1, INT64_C(1) << 24, 0, NULL, "N",
+     "Non-blocking (post-*) hooks waiting or running per worker; more are dropped and logged.",
+     false},
 
     /* metrics and logs */
     {"expose-metrics", K_BOOL, G_METRICS, F(expose_metrics), 0, 0, 0, NULL, NULL,
      "Serve Prometheus metrics.", false},
     {"metrics-path", K_URL_PATH, G_METRICS, F(metrics_path), 0, 0, 0, NULL, "PATH",
      "URL path of the metrics endpoint.", false},
+    {"metrics-listen", K_OPTSTRING, G_METRICS, F(metrics_listen), 0, 0, 0, NULL, "ADDR:PORT",
+     "Serve -metrics-path on this separate address (e.g. 127.0.0.1:9100) instead of the "
+     "upload listener.",
+     false},
     {"verbose", K_BOOL, G_METRICS, F(verbose), 0, 0, 0, NULL, NULL,
      "Log every request and debug details.", false},
     {"log-format", K_CHOICE, G_METRICS, F(log_format), 0, 0, 0, log_formats, "FORMAT",
@@ -344,7 +374,10 @@ static const size_t string_fields[] = {
     F(tls_certificate),
     F(tls_key),
     F(tls_mode),
+    F(run_user),
+    F(run_group),
     F(metrics_path),
+    F(metrics_listen),
     F(log_format),
     F(s3_bucket),
     F(s3_endpoint),
@@ -404,8 +437,10 @@ static int set_defaults(tusc_config_t *cfg) {
   cfg->hooks_http_size_limit = 5120;
   cfg->progress_hooks_interval_ms = 1000;
   cfg->hooks_timeout_ms = 30000;
+  cfg->hooks_queue_size = 1024;
   cfg->expose_metrics = true;
   cfg->network_timeout_ms = 60000;
+  cfg->hsts_max_age = 31536000;
   cfg->shutdown_timeout_ms = 10000;
   cfg->acquire_lock_timeout_ms = 20000;
   cfg->header_timeout_ms = 10000;
@@ -883,6 +918,18 @@ static void usage_hint(FILE *err) {
 static int check_combinations(const tusc_config_t *cfg, FILE *err) {
   if ((cfg->tls_certificate == NULL) != (cfg->tls_key == NULL)) {
     fprintf(err, "flags -tls-certificate and -tls-key must be given together\n");
+    return TUSC_CONFIG_EXIT_USAGE;
+  }
+  if (cfg->tls_certificate == NULL && (cfg->http_redirect_port != 0 || cfg->hsts)) {
+    fprintf(err, "flags -http-redirect-port and -hsts need -tls-certificate and -tls-key\n");
+    return TUSC_CONFIG_EXIT_USAGE;
+  }
+  if (cfg->http_redirect_port != 0 && cfg->unix_sock != NULL) {
+    fprintf(err, "flag -http-redirect-port cannot be used with -unix-sock\n");
+    return TUSC_CONFIG_EXIT_USAGE;
+  }
+  if (cfg->http_redirect_port != 0 && cfg->http_redirect_port == cfg->port) {
+    fprintf(err, "flag -http-redirect-port must differ from -port\n");
     return TUSC_CONFIG_EXIT_USAGE;
   }
   if (cfg->hooks_dir != NULL && cfg->hooks_http != NULL) {

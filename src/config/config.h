@@ -38,6 +38,7 @@ typedef struct tusc_config_s {
   bool disable_concatenation;
   bool enable_experimental_protocol;
   int64_t max_metadata_size; /* bytes of the Upload-Metadata header; default 64 KiB */
+  int64_t expire_after_ms;   /* expiration: unfinished uploads idle this long go; 0 = off */
 
   /* CORS */
   bool disable_cors;
@@ -69,15 +70,25 @@ typedef struct tusc_config_s {
   char *hooks_enabled_events;       /* NULL = tusd default set, "" = all seven */
   int64_t progress_hooks_interval_ms; /* 1000 */
   int64_t hooks_timeout_ms;         /* 30000 */
+  bool hooks_allow_absolute_path;   /* ChangeFileInfo.Storage.Path may leave -upload-dir */
+  int64_t hooks_queue_size;         /* non-blocking hooks waiting + running per worker; 1024 */
 
-  /* TLS (accepted; served by a later module) */
+  /* TLS (src/net/tls) */
   char *tls_certificate;
   char *tls_key;
   char *tls_mode;       /* "tls12" */
+  int http_redirect_port; /* 0 = none; else a plain listener answering 308 to https */
+  bool hsts;            /* send Strict-Transport-Security on TLS responses */
+  int64_t hsts_max_age; /* seconds; 31536000 */
+
+  /* privileges: switch to this user/group once the listeners are bound */
+  char *run_user;
+  char *run_group;
 
   /* metrics and logs */
   bool expose_metrics;  /* true */
   char *metrics_path;   /* "/metrics" */
+  char *metrics_listen; /* "ADDR:PORT": serve metrics there only; NULL = main listener */
   bool verbose;
   char *log_format;     /* "text" | "json" */
   bool show_startup_logs;

@@ -26,10 +26,14 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "store/file_walk.h"
 #include "store/store.h"
 
 /* Longest suffix appended to a data path; a data path is accepted only when it fits. */
 #define TMP_SUFFIX ".info.tmp"
+/* Named side file of a chunk being verified, where O_TMPFILE is unavailable; ".tmp" is
+ * a reserved ID suffix, so no upload's files can be called that. */
+#define STAGE_SUFFIX ".patch.tmp"
 /* .info files bigger than this are treated as corrupt rather than read into memory. */
 #define INFO_MAX_BYTES (16 * 1024 * 1024)
 
@@ -45,6 +49,8 @@ struct tusc_upload_s {
   file_store_t *store;
   int fd;
   tusc_upload_info_t info;
+  int stage_fd;   /* side file of a chunk being verified, -1 when none */
+  int64_t staged; /* bytes in it */
 };
 
 /* Where an upload's files are (or would be). */
@@ -251,7 +257,9 @@ static int load(file_store_t *fs, const char *id, tusc_upload_info_t *info, int 
   if (rc != 0)
     goto fail;
 
-  int fd = open(p.data, (fd_out != NULL ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  /* A hook-chosen data file (pre-create Storage.Path) is where its .info says. */
+  const char *data = parsed.custom_data_path && parsed.data_path[0] ? parsed.data_path : p.data;
+  int fd = open(data, (fd_out != NULL ? O_RDWR : O_RDONLY) | O_CLOEXEC);
   if (fd < 0) {
     rc = (errno == ENOENT || errno == ENOTDIR || errno == EISDIR) ? TUSC_ENOT_FOUND
                                                                   : err_from_errno();
@@ -270,8 +278,10 @@ static int load(file_store_t *fs, const char *id, tusc_upload_info_t *info, int 
   }
   /* The .info's Offset is stale by design (tusd never rewrites it per chunk). */
   parsed.offset = st.st_size;
+  parsed.modified_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
   snprintf(parsed.id, sizeof(parsed.id), "%s", id);
-  memcpy(parsed.data_path, p.data, sizeof(p.data));
+  if (!parsed.custom_data_path)
+    memcpy(parsed.data_path, p.data, sizeof(p.data));
   memcpy(parsed.info_path, p.info, sizeof(p.info));
   if (fd_out != NULL)
     *fd_out = fd;
@@ -367,11 +377,30 @@ static int fs_create(tusc_store_t *store, tusc_upload_info_t *info) {
   }
   if (fd < 0)
     return err_from_errno();
+  bool custom_made = false;
+  if (info->custom_data_path) {
+    /* A pre-create hook chose where the data lives (the caller confined the path).
+     * The empty file at the ID's own place still reserves the ID; O_EXCL refuses an
+     * existing file or a symlink at the chosen name. */
+    int cfd = open(info->data_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                   (mode_t)fs->file_perms);
+    if (cfd < 0) {
+      rc = err_from_errno();
+      info->data_path[0] = '\0';
+      goto fail;
+    }
+    close(fd);
+    fd = cfd;
+    custom_made = true;
+    if (fs->fsync && (rc = fsync_parent(info->data_path)) != 0)
+      goto fail;
+  }
   if (fchmod(fd, (mode_t)fs->file_perms) != 0) {
     rc = err_from_errno();
     goto fail;
   }
-  memcpy(info->data_path, p.data, sizeof(p.data));
+  if (!info->custom_data_path)
+    memcpy(info->data_path, p.data, sizeof(p.data));
   memcpy(info->info_path, p.info, sizeof(p.info));
   info->offset = 0;
   if (info->created_at == 0)
@@ -390,6 +419,8 @@ static int fs_create(tusc_store_t *store, tusc_upload_info_t *info) {
 fail:
   close(fd);
   unlink(p.data);
+  if (custom_made)
+    unlink(info->data_path);
   info->data_path[0] = '\0';
   info->info_path[0] = '\0';
   return rc;
@@ -404,6 +435,8 @@ static int fs_open(tusc_store_t *store, const char *id, tusc_upload_t **out) {
   if (up == NULL)
     return TUSC_ENOMEM;
   up->store = (file_store_t *)store;
+  up->stage_fd = -1;
+  up->staged = 0;
   tusc_upload_info_init(&up->info);
   int rc = load(up->store, id, &up->info, &up->fd);
   if (rc != 0) {
@@ -488,6 +521,8 @@ static tusc_upload_info_t *fs_info(tusc_upload_t *up) {
 static void fs_close(tusc_upload_t *up) {
   if (up == NULL)
     return;
+  if (up->stage_fd >= 0)
+    close(up->stage_fd);
   close(up->fd);
   tusc_upload_info_dispose(&up->info);
   free(up);
@@ -516,6 +551,12 @@ static int remove_upload(const upload_paths_t *p, bool *existed) {
     rc = remove_file(p->data, existed);
   if (rc == 0)
     rc = remove_file(lock, &lock_existed);
+  /* A chunk side file left by a crash between its open and its unlink (only where
+   * O_TMPFILE is unavailable). */
+  char side[TUSC_PATH_MAX + sizeof(STAGE_SUFFIX)];
+  n = snprintf(side, sizeof(side), "%s" STAGE_SUFFIX, p->data);
+  if (rc == 0 && n > 0 && (size_t)n < sizeof(side))
+    rc = remove_file(side, &lock_existed);
   return rc;
 }
 
@@ -526,7 +567,13 @@ static int fs_terminate(tusc_store_t *store, const char *id) {
   if (rc != 0)
     return rc;
   bool existed = false;
-  rc = remove_upload(&p, &existed);
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  if (read_info(p.info, &info) == 0 && info.custom_data_path && info.data_path[0] != '\0')
+    rc = remove_file(info.data_path, &existed);
+  tusc_upload_info_dispose(&info);
+  if (rc == 0)
+    rc = remove_upload(&p, &existed);
   if (rc != 0 || existed)
     return rc;
   /* Only a flat upload with its .info is tusd's; a lone <dir>/<id> may be anything. */
@@ -743,6 +790,135 @@ out:
   return rc;
 }
 
+/* --- verified chunks -------------------------------------------------------------- */
+
+static int fs_stage_begin(tusc_upload_t *up) {
+  if (up->stage_fd >= 0) {
+    close(up->stage_fd);
+    up->stage_fd = -1;
+  }
+  up->staged = 0;
+  char dir[TUSC_PATH_MAX];
+  const char *slash = strrchr(up->info.data_path, '/');
+  if (slash == NULL)
+    return TUSC_EINVALID_ARGUMENT;
+  size_t n = slash == up->info.data_path ? 1 : (size_t)(slash - up->info.data_path);
+  memcpy(dir, up->info.data_path, n);
+  dir[n] = '\0';
+  /* Same directory as the data file: same filesystem, so copy_file_range can work in
+   * the kernel (or share extents), and a nameless file vanishes with a crash. */
+  int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, (mode_t)up->store->file_perms);
+  if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL || errno == ENOENT)) {
+    char side[TUSC_PATH_MAX + sizeof(STAGE_SUFFIX)];
+    int m = snprintf(side, sizeof(side), "%s" STAGE_SUFFIX, up->info.data_path);
+    if (m < 0 || (size_t)m >= sizeof(side))
+      return -ENAMETOOLONG;
+    fd = open(side, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)up->store->file_perms);
+    if (fd >= 0)
+      unlink(side);
+  }
+  if (fd < 0)
+    return err_from_errno();
+  up->stage_fd = fd;
+  return 0;
+}
+
+static ssize_t fs_stage_write(tusc_upload_t *up, const void *buf, size_t len) {
+  if (up->stage_fd < 0)
+    return TUSC_EINVALID_ARGUMENT;
+  if (len > (size_t)SSIZE_MAX || (int64_t)len > INT64_MAX - up->info.offset - up->staged)
+    return TUSC_EINVALID_ARGUMENT;
+  if (!up->info.size_is_deferred && up->info.size >= 0 &&
+      up->info.offset + up->staged + (int64_t)len > up->info.size)
+    return TUSC_EUPLOAD_SIZE_EXCEEDED;
+  const char *p = buf;
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pwrite(up->stage_fd, p + done, len - done, (off_t)(up->staged + (int64_t)done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      int rc = n < 0 ? err_from_errno() : -EIO;
+      if (done > 0)
+        break;
+      return rc;
+    }
+    done += (size_t)n;
+  }
+  up->staged += (int64_t)done;
+  return (ssize_t)done;
+}
+
+static ssize_t fs_stage_read(tusc_upload_t *up, int64_t offset, void *buf, size_t len) {
+  if (up->stage_fd < 0 || offset < 0 || len > (size_t)SSIZE_MAX)
+    return TUSC_EINVALID_ARGUMENT;
+  for (;;) {
+    ssize_t n = pread(up->stage_fd, buf, len, (off_t)offset);
+    if (n < 0 && errno == EINTR)
+      continue;
+    return n < 0 ? err_from_errno() : n;
+  }
+}
+
+static void fs_stage_discard(tusc_upload_t *up) {
+  if (up->stage_fd >= 0)
+    close(up->stage_fd);
+  up->stage_fd = -1;
+  up->staged = 0;
+}
+
+static int fs_stage_commit(tusc_upload_t *up) {
+  if (up->stage_fd < 0)
+    return TUSC_EINVALID_ARGUMENT;
+  loff_t in_off = 0;
+  int rc = 0;
+  bool fallback = false;
+  while (in_off < up->staged && !fallback) {
+    loff_t out_off = (loff_t)up->info.offset;
+    int64_t left = up->staged - (int64_t)in_off;
+    size_t want = left > (int64_t)(1 << 30) ? (size_t)1 << 30 : (size_t)left;
+    ssize_t n = copy_file_range(up->stage_fd, &in_off, up->fd, &out_off, want, 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL))
+      fallback = true;
+    else if (n < 0)
+      rc = err_from_errno();
+    else if (n == 0)
+      rc = -EIO;
+    if (rc != 0)
+      break;
+    if (n > 0)
+      up->info.offset += n;
+  }
+  if (rc == 0 && fallback) {
+    char buf[64 * 1024];
+    while (in_off < up->staged) {
+      int64_t left = up->staged - (int64_t)in_off;
+      ssize_t n = pread(up->stage_fd, buf, left > (int64_t)sizeof(buf) ? sizeof(buf) : (size_t)left,
+                        (off_t)in_off);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0) {
+        rc = n < 0 ? err_from_errno() : -EIO;
+        break;
+      }
+      ssize_t w = fs_write(up, up->info.offset, buf, (size_t)n);
+      if (w != n) {
+        rc = w < 0 ? (int)w : -EIO;
+        break;
+      }
+      in_off += n;
+    }
+  }
+  fs_stage_discard(up);
+  return rc;
+}
+
+static int fs_walk(tusc_store_t *store, tusc_store_visit_cb visit, void *arg) {
+  return tusc_file_store_walk(((file_store_t *)store)->dir, visit, arg);
+}
+
 static const tusc_store_ops_t file_store_ops = {
     .create = fs_create,
     .get_info = fs_get_info,
@@ -760,6 +936,12 @@ static const tusc_store_ops_t file_store_ops = {
     .append_from = fs_append_from,
     .wait_add = fs_wait_add,
     .wait_take = fs_wait_take,
+    .stage_begin = fs_stage_begin,
+    .stage_write = fs_stage_write,
+    .stage_commit = fs_stage_commit,
+    .stage_discard = fs_stage_discard,
+    .stage_read = fs_stage_read,
+    .walk = fs_walk,
 };
 
 /* mkdir -p for the upload directory itself (relative or absolute). */
@@ -812,7 +994,12 @@ int tusc_file_store_new(const tusc_file_store_options_t *opts, tusc_store_t **ou
     free(fs);
     return -ENAMETOOLONG;
   }
-  snprintf(fs->dir, sizeof(fs->dir), "%s", strcmp(resolved, "/") == 0 ? "" : resolved);
+  int dir_len =
+      snprintf(fs->dir, sizeof(fs->dir), "%s", strcmp(resolved, "/") == 0 ? "" : resolved);
+  if (dir_len < 0 || (size_t)dir_len >= sizeof(fs->dir)) {
+    free(fs);
+    return -ENAMETOOLONG;
+  }
   fs->base.ops = &file_store_ops;
   fs->dir_perms = opts->dir_perms;
   fs->file_perms = opts->file_perms;

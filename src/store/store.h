@@ -41,9 +41,20 @@ typedef struct tusc_upload_info_s {
   int64_t created_at;       /* unix seconds */
   int64_t expires_at;       /* unix seconds, 0 = never */
   char *owner;              /* authenticated principal or NULL */
+  int64_t modified_ms;      /* data file's last change (mtime), unix ms; 0 = unknown */
+  int finish_hooks;         /* TUSC_FINISH_HOOKS_*: "tusc":{"FinishHooks":...} in the .info */
+  bool custom_data_path;    /* data_path was chosen by a pre-create hook (ChangeFileInfo
+                             * Storage.Path): create puts the data file there and the
+                             * store follows it; "tusc":{"CustomPath":true} */
   char data_path[TUSC_PATH_MAX];  /* absolute path of the data file ("" if none) */
   char info_path[TUSC_PATH_MAX];  /* absolute path of the .info file */
 } tusc_upload_info_t;
+
+/* Whether pre-finish/post-finish still have to run once offset == size: UNKNOWN for
+ * uploads created without finish hooks (or by tusd): never re-run; PENDING from creation
+ * with finish hooks until they succeed (a later request at offset == size retries:
+ * tusd bug #496); DONE afterwards. */
+enum { TUSC_FINISH_HOOKS_UNKNOWN = 0, TUSC_FINISH_HOOKS_PENDING, TUSC_FINISH_HOOKS_DONE };
 
 void tusc_upload_info_init(tusc_upload_info_t *info);
 void tusc_upload_info_dispose(tusc_upload_info_t *info);
@@ -62,6 +73,9 @@ int tusc_upload_info_from_json(const char *json, size_t len, tusc_upload_info_t 
 
 typedef struct tusc_store_s tusc_store_t;
 typedef struct tusc_upload_s tusc_upload_t; /* an open upload: data fd + info */
+
+/* Called by ops->walk once per upload; a non-zero return stops the walk. */
+typedef int (*tusc_store_visit_cb)(const tusc_upload_info_t *info, void *arg);
 
 typedef struct tusc_store_ops_s {
   /* Creates data and info for info->id (caller generated and validated it), durable
@@ -124,6 +138,33 @@ typedef struct tusc_store_ops_s {
   /* Returns and forgets the finals noted for `partial_id`: *out is a malloc'd array of
    * *count malloc'd IDs (NULL/0 when none); free each and the array. */
   int (*wait_take)(tusc_store_t *store, const char *partial_id, char ***out, size_t *count);
+
+  /* --- verified chunks (tus/checksum.c). NULL when a backend cannot stage; the handler
+   * then writes into the data file and truncates a rejected chunk back. --- */
+
+  /* Opens an empty side file for the next chunk of `up` (caller holds the upload's
+   * lock). The data file is not touched until stage_commit, so a crash before that
+   * leaves the offset where it was. File store: an anonymous file (O_TMPFILE) in the
+   * shard directory, or where the filesystem lacks that, <data>.patch.tmp unlinked
+   * right after it is opened (terminate removes a leftover). */
+  int (*stage_begin)(tusc_upload_t *up);
+  /* Appends to the side file, refusing bytes past the upload's length. Returns bytes
+   * written or < 0. */
+  ssize_t (*stage_write)(tusc_upload_t *up, const void *buf, size_t len);
+  /* Appends every staged byte to the data file (copy_file_range where possible),
+   * advances the offset and drops the side file. Not durable until sync; a crash midway
+   * leaves the data file with a prefix of the staged bytes. */
+  int (*stage_commit)(tusc_upload_t *up);
+  /* Drops the side file (no-op without one); close drops it too. */
+  void (*stage_discard)(tusc_upload_t *up);
+  /* Reads staged bytes back (checksum-trailer learns the algorithm only at the end).
+   * Returns bytes read (0 at the end) or < 0. */
+  ssize_t (*stage_read)(tusc_upload_t *up, int64_t offset, void *buf, size_t len);
+
+  /* Calls visit once per stored upload (info->offset and modified_ms from the data
+   * file), in no particular order. Blocks for as long as the walk takes: thread pool
+   * only. Returns 0, visit's non-zero value, or an I/O error. */
+  int (*walk)(tusc_store_t *store, tusc_store_visit_cb visit, void *arg);
 } tusc_store_ops_t;
 
 struct tusc_store_s {

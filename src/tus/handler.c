@@ -22,6 +22,7 @@
  */
 #include "tus/handler.h"
 
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,10 +34,18 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "hooks/hooks.h"
+#include "metrics/metrics.h"
+#include "auth/auth.h"
 #include "tus/concat.h"
 #include "tus/cors.h"
 #include "tus/download.h"
+#include "tus/checksum.h"
+#include "tus/expire.h"
+#include "tus/verify.h"
+#include "tus/handler_internal.h"
 #include "tus/headers.h"
+#include "tus/ietf.h"
 #include "tus/location.h"
 
 #define TUS_VERSION "1.0.0"
@@ -51,8 +60,10 @@ struct tusc_tus_s {
   tusc_store_t *store;
   tusc_lock_table_t *locks;
   tusc_cors_t cors;
+  tusc_expire_t *expire; /* sweeper's index, NULL when expiration is off */
+  tusc_hooks_t *hooks; /* NULL = no hooks */
+  tusc_auth_t *auth;   /* NULL = no authentication, host or proxy lists */
   char extensions[256];
-  bool tls;
 };
 
 typedef struct tus_request_s tus_request_t;
@@ -63,10 +74,11 @@ struct tusc_tus_worker_s {
   uv_async_t release_async;
   tus_request_t *requests; /* every live request state of this worker */
   atomic_bool closing;     /* read by lock-release callbacks on other threads */
+  tusc_hooks_worker_t *hw; /* NULL = no hooks (or stopping) */
   bool async_closed;
 };
 
-enum phase { PH_RUN = 0, PH_LOCK_WAIT, PH_WORK, PH_BODY, PH_STREAM };
+enum phase { PH_RUN = 0, PH_LOCK_WAIT, PH_WORK, PH_BODY, PH_STREAM, PH_HOOK };
 enum op { OP_NONE = 0, OP_POST, OP_PATCH, OP_DELETE, OP_GET };
 enum work_kind {
   WORK_NOOP = 0,
@@ -74,7 +86,9 @@ enum work_kind {
   WORK_SAVE_INFO,
   WORK_SYNC,
   WORK_TERMINATE,
-  WORK_ASSEMBLE
+  WORK_ASSEMBLE,
+  WORK_VERIFY, /* checksum: compare, then move the staged chunk into the data file */
+  WORK_DISCARD /* checksum: drop a chunk that failed or cannot be verified */
 };
 
 typedef void (*step_fn)(tus_request_t *st);
@@ -88,7 +102,13 @@ struct tus_request_s {
   bool preflight;
   char id[TUSC_ID_MAX + 1];
   char client[64];
+  char *principal;     /* authenticated user, owner of what it creates; NULL = anonymous */
+  bool proxy_trusted;  /* this peer's forwarding headers are believed */
+  enum tusc_http_method method; /* after X-HTTP-Method-Override */
+  tusc_auth_request_t areq;     /* a password check on the thread pool (PH_WORK) */
+  int64_t rate_mark;            /* st->written at the last -min-upload-rate check */
   char *location; /* POST: upload URL */
+  tusc_ietf_req_t ietf; /* IETF draft request state (ietf.c) */
   tusc_concat_t concat; /* POST: parsed Upload-Concat */
 
   /* lock */
@@ -119,6 +139,7 @@ struct tus_request_s {
   int64_t start_offset;
   int64_t written;
   int64_t limit; /* body bytes the upload may still take, -1 = unlimited */
+  tusc_verify_t *verify; /* checksum: the chunk is verified before it counts (verify.h) */
   int result;    /* the error to answer with once the body phase ends, 0 = success */
   bool aborted;
   int abort_err;
@@ -128,9 +149,29 @@ struct tus_request_s {
   int64_t pos, end; /* next byte to send, last byte to send */
   size_t pending;
   bool write_pending;
+
+  /* hooks (PH_HOOK: a blocking hook runs; its callback always comes back) */
+  step_fn after_hook;
+  enum tusc_hook_event hook_ev;
+  uint64_t hook_start_ms;
+  int hook_status;                 /* outcome of the last blocking hook */
+  tusc_hook_response_t *hook_resp; /* its answer (owned) */
+  tusc_hook_response_t *merge;     /* HTTPResponse parts merged into our answer */
+  bool pre_create_done;
+  bool finish_hooks_ran;
+  bool stopped; /* a post-receive hook answered StopUpload */
+  struct hook_call *progress; /* outstanding post-receive */
+  int64_t progress_offset;    /* offset the last post-receive reported */
+  bool progress_timer;        /* st->timer paces post-receive */
+  bool metrics_active;        /* counted in tusc_active_uploads */
 };
 
 static const tusc_http_handler_t http_handler;
+static void hook_merge_apply(tus_request_t *st, tusc_http_response_t *resp, const void **body,
+                             size_t *len);
+static void hook_state_dispose(tus_request_t *st);
+static void chunk_finish(tus_request_t *st, bool leave_callback);
+static void chunk_done(tus_request_t *st);
 
 /* --- small helpers ------------------------------------------------------------- */
 
@@ -206,6 +247,8 @@ static void on_state_timer_closed(uv_handle_t *handle) {
 /* Frees the state. The lock must already be released and the request responded. */
 static void state_free(tus_request_t *st) {
   tusc_tus_worker_t *w = st->w;
+  hook_state_dispose(st);
+  tusc_verify_free(st->verify);
   if (st->lock_held) {
     tusc_lock_release(w->tus->locks, &st->holder);
     st->lock_held = false;
@@ -218,6 +261,7 @@ static void state_free(tus_request_t *st) {
   }
   free(st->lock_path);
   free(st->location);
+  free(st->principal);
   tusc_concat_dispose(&st->concat);
   free(st->buf);
   if (st->prev != NULL)
@@ -238,7 +282,10 @@ static void state_free(tus_request_t *st) {
 
 static void response_init(tus_request_t *st, tusc_http_response_t *resp, int status) {
   tusc_http_response_init(resp, status);
-  tusc_http_response_header(resp, "Tus-Resumable", TUS_VERSION);
+  if (st->ietf.version != 0)
+    tusc_ietf_response_headers(st, resp, status);
+  else
+    tusc_http_response_header(resp, "Tus-Resumable", TUS_VERSION);
   tusc_http_response_header(resp, "X-Content-Type-Options", "nosniff");
   tusc_cors_header_t cors[TUSC_CORS_MAX_HEADERS];
   size_t n = 0;
@@ -251,6 +298,8 @@ static void response_init(tus_request_t *st, tusc_http_response_t *resp, int sta
 /* Ends the request and frees the state. */
 static void finish(tus_request_t *st, tusc_http_response_t *resp, const void *body, size_t len) {
   tusc_http_request_t *req = st->req;
+  hook_merge_apply(st, resp, &body, &len);
+  tusc_metrics_request_done(req->method, req->start_ms);
   st->req = NULL;
   req->handler_data = NULL;
   tusc_http_respond(req, resp, body, len);
@@ -266,6 +315,7 @@ static void respond_error_with(tus_request_t *st, int err, const char *allow) {
   tusc_http_response_t resp;
   char body[256];
   int status = tusc_error_status(err);
+  tusc_metrics_error(status, err);
   response_init(st, &resp, status);
   if (status == 412)
     tusc_http_response_header(&resp, "Tus-Version", TUS_VERSION);
@@ -295,6 +345,66 @@ static void respond_not_found_page(tus_request_t *st) {
   respond_text(st, &resp, "404 page not found\n");
 }
 
+/* --- authentication and ownership ------------------------------------------------ */
+
+/* Whether the request may touch an upload with this info. Uploads made before
+ * authentication was switched on have no owner and stay open to every authenticated
+ * user; without authentication everything is open, as in tusd. */
+static bool owner_ok(const tus_request_t *st, const tusc_upload_info_t *info) {
+  if (!tusc_auth_required(st->w->tus->auth) || info->owner == NULL)
+    return true;
+  return st->principal != NULL && strcmp(info->owner, st->principal) == 0;
+}
+
+/* Another principal's upload: 403, or 404 (as if it did not exist) with
+ * -auth-hide-foreign. HEAD answers carry no body. */
+static void respond_foreign(tus_request_t *st) {
+  bool hide = cfg_of(st)->auth_hide_foreign;
+  TUSC_LOG(TUSC_LOG_INFO, "%s %s from %s: upload %s belongs to another user", st->req->method_name,
+           st->req->path, st->client, st->id);
+  if (st->method == TUSC_HTTP_HEAD) {
+    tusc_http_response_t resp;
+    response_init(st, &resp, hide ? 404 : 403);
+    tusc_http_response_header(&resp, "Cache-Control", "no-store");
+    finish(st, &resp, NULL, 0);
+    return;
+  }
+  respond_error(st, hide ? TUSC_ENOT_FOUND : TUSC_EFORBIDDEN);
+}
+
+/* Checks every partial of a final upload the same way (concatenation must not
+ * read another user's bytes). Answers and returns false when one is foreign. */
+static bool partials_owned(tus_request_t *st) {
+  if (!tusc_auth_required(st->w->tus->auth))
+    return true;
+  tusc_store_t *store = store_of(st);
+  for (size_t i = 0; i < st->concat.count; i++) {
+    tusc_upload_info_t info;
+    tusc_upload_info_init(&info);
+    int rc = store->ops->get_info(store, st->concat.ids[i], &info);
+    bool ok = rc < 0 || owner_ok(st, &info); /* missing partials: concat answers that */
+    tusc_upload_info_dispose(&info);
+    if (!ok) {
+      respond_foreign(st);
+      return false;
+    }
+  }
+  return true;
+}
+
+static void respond_unauthorized(tus_request_t *st) {
+  tusc_http_response_t resp;
+  char body[128];
+  const char *challenges[2];
+  size_t n = tusc_auth_challenges(st->w->tus->auth, challenges);
+  response_init(st, &resp, 401);
+  for (size_t i = 0; i < n; i++)
+    tusc_http_response_header(&resp, "WWW-Authenticate", challenges[i]);
+  snprintf(body, sizeof(body), "%s: %s\n", tusc_error_code(TUSC_EUNAUTHORIZED),
+           tusc_strerror(TUSC_EUNAUTHORIZED));
+  respond_text(st, &resp, body);
+}
+
 /* --- thread pool ----------------------------------------------------------------- */
 
 static void on_work(uv_work_t *work) {
@@ -305,6 +415,11 @@ static void on_work(uv_work_t *work) {
   case WORK_NOOP:
     break;
   case WORK_CREATE:
+    if (st->principal != NULL && st->info->owner == NULL &&
+        (st->info->owner = strdup(st->principal)) == NULL) {
+      rc = TUSC_ENOMEM;
+      break;
+    }
     rc = store->ops->create(store, st->info);
     if (rc == 0 && st->info->is_final) {
       tusc_concat_env_t env;
@@ -320,6 +435,12 @@ static void on_work(uv_work_t *work) {
     break;
   case WORK_TERMINATE:
     rc = store->ops->terminate(store, st->id);
+    break;
+  case WORK_VERIFY:
+    rc = tusc_verify_commit(st->verify, st->w->tus->cfg->fsync != TUSC_FSYNC_NEVER);
+    break;
+  case WORK_DISCARD:
+    rc = tusc_verify_discard(st->verify);
     break;
   case WORK_ASSEMBLE: {
     tusc_concat_env_t env;
@@ -432,6 +553,7 @@ static void lock_upload(tus_request_t *st, step_fn next) {
       now +
       (uint64_t)(tus->cfg->acquire_lock_timeout_ms > 0 ? tus->cfg->acquire_lock_timeout_ms : 0);
   (void)tusc_lock_request_release(tus->locks, st->id);
+  tusc_metrics_lock_wait();
   if (!st->timer_init) {
     rc = uv_timer_init(st->w->loop, &st->timer);
     if (rc < 0) {
@@ -452,17 +574,552 @@ static void release_lock(tus_request_t *st) {
   }
 }
 
+/* --- hooks and metrics ------------------------------------------------------------- */
+
+/* A post-receive or fire-and-forget invocation in flight. `st` is cleared when the
+ * request state goes first; the callback then only counts. */
+struct hook_call {
+  tus_request_t *st;
+  enum tusc_hook_event ev;
+  uint64_t start_ms;
+};
+
+static bool hook_on(const tus_request_t *st, enum tusc_hook_event ev) {
+  const tusc_tus_worker_t *w = st->w;
+  return w->hw != NULL && w->tus->hooks != NULL && tusc_hooks_enabled(w->tus->hooks, ev);
+}
+
+static bool finish_hooks_on(const tus_request_t *st) {
+  return hook_on(st, TUSC_HOOK_PRE_FINISH) || hook_on(st, TUSC_HOOK_POST_FINISH);
+}
+
+/* Borrows the request for the invocation; the runner serialises it at once. */
+static int hook_invoke(tus_request_t *st, enum tusc_hook_event ev, const tusc_upload_info_t *info,
+                       tusc_hook_done_cb cb, void *arg) {
+  tusc_http_request_t *req = st->req;
+  tusc_hook_header_t *hh = calloc(req->header_count > 0 ? req->header_count : 1, sizeof(*hh));
+  if (hh == NULL)
+    return TUSC_ENOMEM;
+  size_t k = 0;
+  for (size_t i = 0; i < req->header_count; i++) {
+    if (req->headers[i].trailer)
+      continue;
+    hh[k].name = req->headers[i].name;
+    hh[k].value = req->headers[i].value;
+    k++;
+  }
+  /* The client address a trusted proxy named, as in the logs (its port is unknown). */
+  bool proxied = strcmp(st->client, req->remote_addr) != 0;
+  tusc_hook_http_request_t hr = {
+      .method = req->method_name,
+      .uri = req->target,
+      .remote_ip = proxied ? st->client : req->remote_addr,
+      .remote_port = proxied ? 0 : req->remote_port,
+      .headers = hh,
+      .header_count = k,
+      .principal = st->principal,
+  };
+  int rc = tusc_hooks_invoke(st->w->hw, ev, info, &hr, cb, arg);
+  free(hh);
+  return rc;
+}
+
+/* Moves resp's HTTPResponse into the request's merge set: non-zero status replaces,
+ * non-empty body replaces, headers are added (a later one with the same name wins). */
+static void hook_merge_take(tus_request_t *st, tusc_hook_response_t *resp) {
+  if (resp->status_code == 0 && (resp->body == NULL || resp->body[0] == '\0') &&
+      resp->header_count == 0)
+    return;
+  if (st->merge == NULL) {
+    st->merge = malloc(sizeof(*st->merge));
+    if (st->merge == NULL)
+      return;
+    tusc_hook_response_init(st->merge);
+  }
+  tusc_hook_response_t *m = st->merge;
+  if (resp->status_code != 0)
+    m->status_code = resp->status_code;
+  if (resp->body != NULL && resp->body[0] != '\0') {
+    free(m->body);
+    m->body = resp->body;
+    m->body_len = resp->body_len;
+    resp->body = NULL;
+    resp->body_len = 0;
+  }
+  if (resp->header_count > 0) {
+    tusc_hook_resp_header_t *h =
+        realloc(m->headers, (m->header_count + resp->header_count) * sizeof(*h));
+    if (h == NULL)
+      return;
+    memcpy(h + m->header_count, resp->headers, resp->header_count * sizeof(*h));
+    m->headers = h;
+    m->header_count += resp->header_count;
+    free(resp->headers);
+    resp->headers = NULL;
+    resp->header_count = 0;
+  }
+}
+
+/* Applies the merge set to the response about to be sent. */
+static void hook_merge_apply(tus_request_t *st, tusc_http_response_t *resp, const void **body,
+                             size_t *len) {
+  tusc_hook_response_t *m = st->merge;
+  if (m == NULL)
+    return;
+  if (m->status_code >= 100 && m->status_code <= 599)
+    resp->status = m->status_code;
+  if (m->body != NULL && m->body[0] != '\0') {
+    *body = m->body;
+    *len = m->body_len;
+  }
+  for (size_t i = 0; i < m->header_count; i++) {
+    size_t j = 0;
+    while (j < resp->header_count && strcasecmp(resp->headers[j].name, m->headers[i].name) != 0)
+      j++;
+    if (j < resp->header_count) {
+      char *v = strdup(m->headers[i].value);
+      if (v != NULL) {
+        free(resp->headers[j].value);
+        resp->headers[j].value = v;
+      }
+    } else {
+      tusc_http_response_header(resp, m->headers[i].name, m->headers[i].value);
+    }
+  }
+}
+
+static void hook_state_dispose(tus_request_t *st) {
+  if (st->progress != NULL)
+    st->progress->st = NULL;
+  if (st->merge != NULL) {
+    tusc_hook_response_dispose(st->merge);
+    free(st->merge);
+  }
+  if (st->hook_resp != NULL) {
+    tusc_hook_response_dispose(st->hook_resp);
+    free(st->hook_resp);
+  }
+  if (st->metrics_active)
+    tusc_metrics_active_uploads(-1);
+}
+
+static void on_blocking_hook_done(int status, tusc_hook_response_t *resp, void *arg) {
+  tus_request_t *st = arg;
+  uint64_t now = tusc_now_ms();
+  tusc_metrics_hook_done(st->hook_ev, now > st->hook_start_ms ? now - st->hook_start_ms : 0);
+  st->phase = PH_RUN;
+  st->hook_status = status;
+  if (st->hook_resp == NULL)
+    st->hook_resp = malloc(sizeof(*st->hook_resp));
+  else
+    tusc_hook_response_dispose(st->hook_resp);
+  if (st->hook_resp != NULL) {
+    *st->hook_resp = *resp;
+    tusc_hook_response_init(resp);
+    if (status == 0)
+      hook_merge_take(st, st->hook_resp);
+  } else if (status == 0) {
+    st->hook_status = TUSC_ENOMEM;
+  }
+  st->after_hook(st);
+}
+
+/* Runs blocking hook `ev`, then `next` (always later, on the loop; st->hook_status and
+ * st->hook_resp hold the outcome). */
+static void hook_block(tus_request_t *st, enum tusc_hook_event ev, const tusc_upload_info_t *info,
+                       step_fn next) {
+  st->after_hook = next;
+  st->hook_ev = ev;
+  st->hook_start_ms = tusc_now_ms();
+  st->phase = PH_HOOK;
+  int rc = hook_invoke(st, ev, info, on_blocking_hook_done, st);
+  if (rc < 0) {
+    /* No callback will come: fail the same way later so callers see one path. */
+    st->phase = PH_RUN;
+    if (st->hook_resp != NULL) {
+      tusc_hook_response_dispose(st->hook_resp);
+      free(st->hook_resp);
+      st->hook_resp = NULL;
+    }
+    st->hook_status = rc;
+    queue_work(st, WORK_NOOP, next);
+  }
+}
+
+static void on_nonblocking_hook_done(int status, tusc_hook_response_t *resp, void *arg) {
+  struct hook_call *call = arg;
+  uint64_t now = tusc_now_ms();
+  tusc_metrics_hook_done(call->ev, now > call->start_ms ? now - call->start_ms : 0);
+  tusc_metrics_hook_queue(-1);
+  tus_request_t *st = call->st;
+  free(call);
+  if (st == NULL)
+    return;
+  st->progress = NULL;
+  /* StopUpload counts only while the body still flows; after that the answer is out. */
+  if (status == 0 && resp->stop_upload && st->phase == PH_BODY && !st->stopped) {
+    hook_merge_take(st, resp);
+    st->stopped = true;
+    st->result = TUSC_EUPLOAD_STOPPED;
+    tusc_http_body_pause(st->req);
+    chunk_finish(st, true);
+  }
+}
+
+/* Queues non-blocking hook `ev`. With `track` the call is the request's outstanding
+ * post-receive (its StopUpload answer is honoured). Returns 0 or the invoke error. */
+static int hook_fire(tus_request_t *st, enum tusc_hook_event ev, const tusc_upload_info_t *info,
+                     bool track) {
+  if (!hook_on(st, ev))
+    return 0;
+  struct hook_call *call = malloc(sizeof(*call));
+  if (call == NULL)
+    return TUSC_ENOMEM;
+  call->st = track ? st : NULL;
+  call->ev = ev;
+  call->start_ms = tusc_now_ms();
+  int rc = hook_invoke(st, ev, info, on_nonblocking_hook_done, call);
+  if (rc < 0) {
+    free(call);
+    return rc;
+  }
+  tusc_metrics_hook_queue(1);
+  if (track)
+    st->progress = call;
+  return 0;
+}
+
+static void on_progress_tick(uv_timer_t *timer) {
+  tus_request_t *st = timer->data;
+  if (st->phase != PH_BODY || st->progress != NULL || st->upload == NULL)
+    return;
+  const tusc_upload_info_t *info = store_of(st)->ops->info(st->upload);
+  if (info->offset == st->progress_offset)
+    return;
+  /* UV_EBUSY (queue full) drops this one; the next tick tries again. */
+  if (hook_fire(st, TUSC_HOOK_POST_RECEIVE, info, true) == 0)
+    st->progress_offset = info->offset;
+}
+
+/* Body phase starts: post-receive every -progress-hooks-interval while bytes arrive. */
+static void progress_start(tus_request_t *st) {
+  if (!st->metrics_active) {
+    st->metrics_active = true;
+    tusc_metrics_active_uploads(1);
+  }
+  st->progress_offset = st->start_offset;
+  if (!hook_on(st, TUSC_HOOK_POST_RECEIVE))
+    return;
+  if (!st->timer_init) {
+    if (uv_timer_init(st->w->loop, &st->timer) < 0)
+      return;
+    st->timer.data = st;
+    st->timer_init = true;
+  }
+  int64_t every = tusc_hooks_progress_interval_ms(st->w->tus->hooks);
+  if (every < 1)
+    every = 1;
+  st->progress_timer = true;
+  uv_timer_start(&st->timer, on_progress_tick, (uint64_t)every, (uint64_t)every);
+}
+
+/* Body phase ends: one last post-receive when the offset moved since the previous. */
+static void progress_end(tus_request_t *st) {
+  if (st->metrics_active) {
+    st->metrics_active = false;
+    tusc_metrics_active_uploads(-1);
+  }
+  if (!st->progress_timer)
+    return;
+  st->progress_timer = false;
+  uv_timer_stop(&st->timer);
+  if (st->stopped || st->upload == NULL)
+    return;
+  const tusc_upload_info_t *info = store_of(st)->ops->info(st->upload);
+  if (info->offset != st->progress_offset) {
+    st->progress_offset = info->offset;
+    (void)hook_fire(st, TUSC_HOOK_POST_RECEIVE, info, false);
+  }
+}
+
+/* Reads the stored info of st->id into st->info (for hooks that need it after the
+ * upload is gone). */
+static int load_info(tus_request_t *st) {
+  if (st->info == NULL) {
+    st->info = malloc(sizeof(*st->info));
+    if (st->info == NULL)
+      return TUSC_ENOMEM;
+  } else {
+    tusc_upload_info_dispose(st->info);
+  }
+  tusc_upload_info_init(st->info);
+  tusc_store_t *store = store_of(st);
+  return store->ops->get_info(store, st->id, st->info);
+}
+
+/* --- finish hooks (pre-finish, post-finish) ----------------------------------------- */
+
+/* Whether this request, ending with offset == size, runs the finish hooks: when it
+ * completed the upload, or when an earlier attempt left them pending (a pre-finish
+ * that failed, a crash in between: tusd bug #496 leaves such uploads without hooks
+ * forever). Uploads from before hooks were enabled (UNKNOWN) are left alone. */
+static bool finish_hooks_due(const tus_request_t *st, const tusc_upload_info_t *info) {
+  if (st->finish_hooks_ran || st->result < 0 || st->aborted || st->stopped ||
+      !finish_hooks_on(st))
+    return false;
+  if (info->size_is_deferred || info->offset != info->size)
+    return false;
+  return !st->was_complete || info->finish_hooks == TUSC_FINISH_HOOKS_PENDING;
+}
+
+static void finish_hooks_saved(tus_request_t *st) {
+  if (st->work_result < 0)
+    TUSC_LOG(TUSC_LOG_WARN, "upload %s: cannot record that its finish hooks ran: %s", st->id,
+             tusc_strerror(st->work_result));
+  st->work_kind = WORK_NOOP;
+  (void)hook_fire(st, TUSC_HOOK_POST_FINISH, store_of(st)->ops->info(st->upload), false);
+  chunk_done(st);
+}
+
+static void finish_hooks_record(tus_request_t *st) {
+  tusc_upload_info_t *info = store_of(st)->ops->info(st->upload);
+  info->finish_hooks = TUSC_FINISH_HOOKS_DONE;
+  queue_work(st, WORK_SAVE_INFO, finish_hooks_saved);
+}
+
+static void finish_hooks_pre_done(tus_request_t *st) {
+  if (st->hook_status < 0) {
+    /* Stays PENDING on disk: a later PATCH at offset == size runs them again. */
+    st->result = TUSC_EINTERNAL;
+    chunk_done(st);
+    return;
+  }
+  finish_hooks_record(st);
+}
+
+/* With the lock held and the data durable: pre-finish, record, post-finish, then back
+ * to chunk_done for the answer. */
+static void finish_hooks_run(tus_request_t *st) {
+  st->finish_hooks_ran = true;
+  if (hook_on(st, TUSC_HOOK_PRE_FINISH)) {
+    hook_block(st, TUSC_HOOK_PRE_FINISH, store_of(st)->ops->info(st->upload),
+               finish_hooks_pre_done);
+    return;
+  }
+  finish_hooks_record(st);
+}
+
+/* --- StopUpload: the upload is deleted, the client gets 400 ERR_UPLOAD_STOPPED ------ */
+
+static void stop_terminated(tus_request_t *st) {
+  int rc = st->work_result;
+  st->work_kind = WORK_NOOP;
+  release_lock(st);
+  if (rc == 0) {
+    tusc_log_event(TUSC_LOG_INFO, "UploadTerminated", "id", st->id, "remote", st->client, NULL);
+    tusc_metrics_upload_terminated();
+    if (st->info != NULL)
+      (void)hook_fire(st, TUSC_HOOK_POST_TERMINATE, st->info, false);
+  } else {
+    TUSC_LOG(TUSC_LOG_WARN, "upload %s: stopped by a hook but not deleted: %s", st->id,
+             tusc_strerror(rc));
+  }
+  respond_error(st, st->aborted ? st->abort_err : TUSC_EUPLOAD_STOPPED);
+}
+
+static void stop_terminate(tus_request_t *st) {
+  if (load_info(st) < 0 && st->info != NULL) {
+    tusc_upload_info_dispose(st->info);
+    free(st->info);
+    st->info = NULL;
+  }
+  store_of(st)->ops->close(st->upload);
+  st->upload = NULL;
+  queue_work(st, WORK_TERMINATE, stop_terminated);
+}
+
+/* --- pre-create -------------------------------------------------------------------- */
+
+static void do_post(tus_request_t *st);
+
+static void pre_create_done(tus_request_t *st) {
+  if (st->aborted) {
+    respond_error(st, st->abort_err);
+    return;
+  }
+  if (st->hook_status < 0) {
+    respond_error(st, TUSC_EINTERNAL);
+    return;
+  }
+  if (st->hook_resp->reject_upload) {
+    respond_error(st, TUSC_EUPLOAD_REJECTED);
+    return;
+  }
+  st->pre_create_done = true;
+  /* Validation runs again (cheap, and nothing of the first run had to be kept); the
+   * hook's ChangeFileInfo is applied where the ID and info are made. */
+  tusc_concat_dispose(&st->concat);
+  do_post(st);
+}
+
+/* Runs pre-create with what the upload would be (ID "" and no Storage). */
+static void pre_create(tus_request_t *st, const tusc_metadata_t *md, int64_t size, bool deferred) {
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  info.size = deferred ? -1 : size;
+  info.size_is_deferred = deferred;
+  info.metadata = *md; /* borrowed: serialised during the call */
+  info.is_partial = st->concat.is_partial;
+  info.is_final = st->concat.is_final;
+  info.partial_uploads = st->concat.ids; /* borrowed too */
+  info.partial_count = st->concat.count;
+  info.created_at = (int64_t)time(NULL);
+  st->op = OP_POST;
+  hook_block(st, TUSC_HOOK_PRE_CREATE, &info, pre_create_done);
+}
+
+/* The ID a pre-create hook chose, if any, into id (TUSC_ID_MAX + 1 bytes). Returns 1
+ * when one was taken, 0 when none, or TUSC_EINTERNAL for an ID the store cannot hold. */
+static int pre_create_id(tus_request_t *st, char *id) {
+  if (st->hook_resp == NULL || st->hook_resp->change_id == NULL)
+    return 0;
+  char path[TUSC_PATH_MAX];
+  const char *want = st->hook_resp->change_id;
+  if (strlen(want) > TUSC_ID_MAX || tusc_file_store_shard_path(want, path, sizeof(path)) < 0) {
+    TUSC_LOG(TUSC_LOG_WARN, "pre-create hook chose an unusable upload ID \"%s\"", want);
+    return TUSC_EINTERNAL;
+  }
+  snprintf(id, TUSC_ID_MAX + 1, "%s", want);
+  return 1;
+}
+
+static bool has_suffix(const char *s, size_t n, const char *suffix) {
+  size_t k = strlen(suffix);
+  return n >= k && memcmp(s + n - k, suffix, k) == 0;
+}
+
+/* ChangeFileInfo.Storage.Path: where the data file goes. A relative path is taken
+ * under the upload directory. No "." or ".." segments; the parent directory must exist
+ * and, resolved (symlinks followed), lie inside the upload directory unless
+ * -hooks-allow-absolute-path. The file itself is created with O_EXCL|O_NOFOLLOW. */
+static int pre_create_storage_path(tus_request_t *st, tusc_upload_info_t *info) {
+  const char *want = st->hook_resp->change_storage_path;
+  const tusc_config_t *cfg = cfg_of(st);
+  char root[PATH_MAX], joined[PATH_MAX], parent[PATH_MAX];
+  const char *why = NULL;
+  size_t n = strlen(want);
+  if (n == 0 || want[n - 1] == '/' || has_suffix(want, n, ".info") ||
+      has_suffix(want, n, ".lock") || has_suffix(want, n, ".tmp"))
+    why = "not a file name tusc can use";
+  for (const char *seg = want; why == NULL && *seg != '\0';) {
+    const char *end = strchr(seg, '/');
+    size_t len = end != NULL ? (size_t)(end - seg) : strlen(seg);
+    if ((len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
+      why = "\".\" or \"..\" segment";
+    seg += len + (end != NULL ? 1 : 0);
+  }
+  if (why == NULL && realpath(cfg->upload_dir, root) == NULL)
+    why = "upload directory unresolvable";
+  int w = why == NULL ? snprintf(joined, sizeof(joined), "%s%s%s", want[0] == '/' ? "" : root,
+                                 want[0] == '/' ? "" : "/", want)
+                      : 0;
+  if (why == NULL && (w < 0 || (size_t)w >= sizeof(joined)))
+    why = "too long";
+  char *slash = why == NULL ? strrchr(joined, '/') : NULL;
+  if (why == NULL) {
+    *slash = '\0';
+    if (realpath(joined[0] != '\0' ? joined : "/", parent) == NULL)
+      why = "parent directory missing";
+  }
+  if (why == NULL && !cfg->hooks_allow_absolute_path) {
+    size_t rl = strlen(root);
+    bool inside = strcmp(root, "/") == 0 ||
+                  (strncmp(parent, root, rl) == 0 && (parent[rl] == '\0' || parent[rl] == '/'));
+    if (!inside)
+      why = "outside the upload directory (see -hooks-allow-absolute-path)";
+  }
+  if (why == NULL) {
+    w = snprintf(info->data_path, sizeof(info->data_path), "%s/%s",
+                 strcmp(parent, "/") == 0 ? "" : parent, slash + 1);
+    if (w < 0 || (size_t)w >= sizeof(info->data_path))
+      why = "too long";
+  }
+  if (why != NULL) {
+    info->data_path[0] = '\0';
+    TUSC_LOG(TUSC_LOG_WARN, "pre-create hook chose Storage.Path \"%s\": %s", want, why);
+    return TUSC_EINTERNAL;
+  }
+  info->custom_data_path = true;
+  return 0;
+}
+
+/* Applies the hook's MetaData (replaces all) and Storage.Path, and marks the finish
+ * hooks as pending. */
+static int pre_create_apply(tus_request_t *st, tusc_upload_info_t *info) {
+  if (st->hook_resp != NULL && st->hook_resp->change_storage_path != NULL) {
+    int rc = pre_create_storage_path(st, info);
+    if (rc < 0)
+      return rc;
+  }
+  if (st->hook_resp != NULL && st->hook_resp->has_metadata) {
+    tusc_metadata_dispose(&info->metadata);
+    info->metadata = st->hook_resp->metadata;
+    memset(&st->hook_resp->metadata, 0, sizeof(st->hook_resp->metadata));
+    st->hook_resp->has_metadata = false;
+  }
+  if (finish_hooks_on(st))
+    info->finish_hooks = TUSC_FINISH_HOOKS_PENDING;
+  return 0;
+}
+
+/* --- metrics endpoint --------------------------------------------------------------- */
+
+static void do_metrics(tus_request_t *st) {
+  char *text = NULL;
+  size_t len = 0;
+  if (tusc_metrics_render(&text, &len) < 0) {
+    respond_error(st, TUSC_ENOMEM);
+    return;
+  }
+  tusc_http_response_t resp;
+  tusc_http_response_init(&resp, 200);
+  tusc_http_response_header(&resp, "Content-Type", TUSC_METRICS_CONTENT_TYPE);
+  finish(st, &resp, text, len);
+  free(text);
+}
+
 /* --- writing a chunk (PATCH and creation-with-upload) ----------------------------- */
+
+/* Upload-Expires (unix seconds) of an unfinished upload, 0 for none; `touched`: bytes
+ * were just written, so its last activity is now. */
+static int64_t expires_s(const tus_request_t *st, const tusc_upload_info_t *info, bool touched) {
+  int64_t after = cfg_of(st)->expire_after_ms;
+  int64_t deadline = tusc_expire_deadline_ms(info, after);
+  if (deadline > 0 && touched && tusc_expire_now_ms() + after > deadline)
+    deadline = tusc_expire_now_ms() + after;
+  return deadline / 1000;
+}
+
+static bool expired(const tus_request_t *st, const tusc_upload_info_t *info) {
+  return tusc_expire_is_expired(info, cfg_of(st)->expire_after_ms, tusc_expire_now_ms());
+}
 
 static void chunk_done(tus_request_t *st) {
   tusc_store_t *store = store_of(st);
   char offset_s[24], size_s[24];
 
-  if (st->work_kind == WORK_SYNC && st->work_result < 0 && st->result == 0)
+  if ((st->work_kind == WORK_SYNC || st->work_kind == WORK_VERIFY) && st->work_result < 0 &&
+      st->result == 0)
     st->result = st->work_result;
   st->work_kind = WORK_NOOP;
 
   tusc_upload_info_t *info = store->ops->info(st->upload);
+  /* IETF draft: a request that completes an upload of unknown length fixes it now. */
+  if (st->ietf.version > 0 &&
+      tusc_ietf_chunk_end(&st->ietf, info, st->aborted, st->work_result, &st->result)) {
+    queue_work(st, WORK_SAVE_INFO, chunk_done);
+    return;
+  }
   int64_t offset = info->offset;
   if (st->chunk_started) {
     char written_s[24];
@@ -470,15 +1127,26 @@ static void chunk_done(tus_request_t *st) {
     fmt_i64(written_s, st->written);
     tusc_log_event(TUSC_LOG_INFO, "ChunkWriteComplete", "id", st->id, "offset", offset_s, "size",
                    written_s, "remote", st->client, NULL);
+    st->chunk_started = false; /* once, also when the finish hooks bring us back */
   }
-  if (!info->size_is_deferred && offset == info->size && !st->was_complete) {
+  if (!info->size_is_deferred && offset == info->size && !st->was_complete &&
+      !st->finish_hooks_ran) {
     fmt_i64(size_s, info->size);
     tusc_log_event(TUSC_LOG_INFO, "UploadFinished", "id", st->id, "size", size_s, "remote",
                    st->client, NULL);
+    tusc_metrics_upload_finished();
+  }
+  if (finish_hooks_due(st, info)) {
+    finish_hooks_run(st);
+    return;
+  }
+  if (st->stopped) {
+    stop_terminate(st);
+    return;
   }
   bool partial_done = info->is_partial && !info->size_is_deferred && offset == info->size &&
                       !st->was_complete;
-  int64_t expires = info->expires_at;
+  int64_t expires = expires_s(st, info, st->written > 0);
   store->ops->close(st->upload);
   st->upload = NULL;
   /* Released before answering so that the client's next PATCH finds it free. */
@@ -518,13 +1186,60 @@ static void chunk_done(tus_request_t *st) {
  * With `leave_callback` the answer is never given before returning, because the caller
  * is inside an http callback that must return first. */
 static void chunk_finish(tus_request_t *st, bool leave_callback) {
+  progress_end(st);
+  if (st->timer_init && cfg_of(st)->min_upload_rate > 0)
+    uv_timer_stop(&st->timer);
   st->phase = PH_RUN;
+  if (st->verify != NULL) {
+    /* A checksummed chunk reaches the data file only once its digest matched. */
+    queue_work(st, st->result == 0 && !st->aborted ? WORK_VERIFY : WORK_DISCARD, chunk_done);
+    return;
+  }
   if (st->written > 0 && cfg_of(st)->fsync != TUSC_FSYNC_NEVER)
     queue_work(st, WORK_SYNC, chunk_done);
   else if (leave_callback)
     queue_work(st, WORK_NOOP, chunk_done);
   else
     chunk_done(st);
+}
+
+/* -min-upload-rate: every window, the body must have brought rate * window bytes, or
+ * it is cut like an interrupted upload: what arrived is kept and made durable, the
+ * client gets 408 and may resume. The lock-wait timer is free during the body. */
+static void on_rate_timer(uv_timer_t *timer) {
+  tus_request_t *st = timer->data;
+  const tusc_config_t *cfg = cfg_of(st);
+  if (st->phase != PH_BODY) {
+    uv_timer_stop(timer);
+    return;
+  }
+  int64_t need = cfg->min_upload_rate * cfg->min_upload_rate_window_ms / 1000;
+  if (st->written - st->rate_mark >= need) {
+    st->rate_mark = st->written;
+    return;
+  }
+  TUSC_LOG(TUSC_LOG_INFO, "upload %s from %s: %lld bytes in %lld ms, below -min-upload-rate",
+           st->id, st->client, (long long)(st->written - st->rate_mark),
+           (long long)cfg->min_upload_rate_window_ms);
+  uv_timer_stop(timer);
+  tusc_http_body_pause(st->req);
+  st->result = TUSC_EUPLOAD_TOO_SLOW;
+  chunk_finish(st, true);
+}
+
+static void rate_start(tus_request_t *st) {
+  const tusc_config_t *cfg = cfg_of(st);
+  if (cfg->min_upload_rate <= 0 || cfg->min_upload_rate_window_ms <= 0)
+    return;
+  if (!st->timer_init) {
+    if (uv_timer_init(st->w->loop, &st->timer) != 0)
+      return;
+    st->timer.data = st;
+    st->timer_init = true;
+  }
+  st->rate_mark = st->written;
+  uint64_t window = (uint64_t)cfg->min_upload_rate_window_ms;
+  uv_timer_start(&st->timer, on_rate_timer, window, window);
 }
 
 /* Called with the lock held and st->upload open: starts reading the body. */
@@ -556,12 +1271,22 @@ static void chunk_begin(tus_request_t *st) {
     chunk_finish(st, false);
     return;
   }
+  if (st->verify != NULL) {
+    int vrc = tusc_verify_begin(st->verify, store_of(st), st->upload);
+    if (vrc < 0) {
+      st->result = vrc;
+      chunk_finish(st, false);
+      return;
+    }
+  }
   char offset_s[24], max_s[24];
   fmt_i64(offset_s, st->start_offset);
   fmt_i64(max_s, st->limit);
   tusc_log_event(TUSC_LOG_INFO, "ChunkWriteStart", "id", st->id, "offset", offset_s, "size", max_s,
                  "remote", st->client, NULL);
   st->chunk_started = true;
+  progress_start(st);
+  rate_start(st);
   st->phase = PH_BODY;
   /* May deliver buffered bytes at once; nothing may touch st after this call. */
   tusc_http_body_start(req);
@@ -579,6 +1304,7 @@ static int on_body(tusc_http_request_t *req, const char *data, size_t len, void 
   tus_request_t *st = req->handler_data;
   if (st == NULL || st->phase != PH_BODY)
     return TUSC_EUPLOAD_INTERRUPTED;
+  tusc_metrics_bytes_received(len);
   if (atomic_load(&st->release_requested))
     return chunk_stop(st, TUSC_EUPLOAD_INTERRUPTED);
 
@@ -591,16 +1317,26 @@ static int on_body(tusc_http_request_t *req, const char *data, size_t len, void 
   tusc_store_t *store = store_of(st);
   size_t done = 0;
   while (done < take) {
-    ssize_t n =
-        store->ops->write(st->upload, st->start_offset + st->written, data + done, take - done);
+    ssize_t n = st->verify != NULL
+                    ? tusc_verify_write(st->verify, data + done, take - done)
+                    : store->ops->write(st->upload, st->start_offset + st->written, data + done,
+                                        take - done);
     if (n <= 0)
       return chunk_stop(st, n < 0 ? (int)n : TUSC_EINTERNAL);
     done += (size_t)n;
     st->written += n;
+    tusc_metrics_bytes_written((uint64_t)n);
   }
   if (over)
     return chunk_stop(st, TUSC_EUPLOAD_SIZE_EXCEEDED);
   return 0;
+}
+
+/* An Upload-Checksum trailer that `Trailer:` did not announce: the bytes went to the data
+ * file unhashed and cannot be verified now, so the chunk is dropped and refused. */
+static int drop_unannounced(tus_request_t *st) {
+  int rc = tusc_verify_new_dropper(store_of(st), st->upload, st->start_offset, &st->verify);
+  return rc < 0 ? rc : TUSC_EINVALID_CHECKSUM;
 }
 
 static void on_body_end(tusc_http_request_t *req, void *ctx) {
@@ -609,6 +1345,10 @@ static void on_body_end(tusc_http_request_t *req, void *ctx) {
   if (st == NULL || st->phase != PH_BODY)
     return;
   st->result = 0;
+  if (st->verify != NULL)
+    st->result = tusc_verify_body_end(st->verify, req);
+  else if (tusc_verify_has_trailer(req))
+    st->result = drop_unannounced(st);
   chunk_finish(st, false);
 }
 
@@ -620,6 +1360,7 @@ static void download_end(tus_request_t *st) {
   tusc_http_request_t *req = st->req;
   st->req = NULL;
   req->handler_data = NULL;
+  tusc_metrics_request_done(req->method, req->start_ms);
   tusc_http_respond_end(req);
   state_free(st);
 }
@@ -664,6 +1405,10 @@ static void get_open(tus_request_t *st) {
   }
   tusc_upload_info_t *info = store->ops->info(st->upload);
   int64_t size = info->offset;
+  if (expired(st, info)) {
+    respond_error(st, TUSC_EGONE);
+    return;
+  }
 
   char content_type[256], disposition[512];
   bool inline_ok = false;
@@ -757,8 +1502,13 @@ static void do_get(tus_request_t *st) {
   tusc_store_t *store = store_of(st);
   tusc_upload_info_t info;
   tusc_upload_info_init(&info);
-  bool assemble =
-      store->ops->get_info(store, st->id, &info) == 0 && tusc_concat_status(store, &info);
+  int info_rc = store->ops->get_info(store, st->id, &info);
+  if (info_rc == 0 && !owner_ok(st, &info)) {
+    tusc_upload_info_dispose(&info);
+    respond_foreign(st);
+    return;
+  }
+  bool assemble = info_rc == 0 && tusc_concat_status(store, &info);
   tusc_upload_info_dispose(&info);
   if (assemble)
     queue_work(st, WORK_ASSEMBLE, get_assembled);
@@ -805,6 +1555,19 @@ static void do_head(tus_request_t *st) {
     respond_error(st, rc);
     return;
   }
+  if (!owner_ok(st, &info)) {
+    tusc_upload_info_dispose(&info);
+    respond_foreign(st);
+    return;
+  }
+  if (expired(st, &info)) {
+    tusc_upload_info_dispose(&info);
+    tusc_http_response_t gone;
+    response_init(st, &gone, tusc_error_status(TUSC_EGONE));
+    tusc_http_response_header(&gone, "Cache-Control", "no-store");
+    finish(st, &gone, NULL, 0);
+    return;
+  }
   /* Also fills in a final's length once its partials' lengths are all known. */
   bool assemble = info.is_final && tusc_concat_status(store, &info);
   tusc_http_response_t resp;
@@ -839,9 +1602,10 @@ static void do_head(tus_request_t *st) {
     concat_env(st, false, &env);
     (void)tusc_concat_queue_assemble(st->w->loop, &env, st->id);
   }
-  if (info.expires_at > 0) {
+  int64_t expires = expires_s(st, &info, false);
+  if (expires > 0) {
     char date[32];
-    tusc_http_date(info.expires_at, date);
+    tusc_http_date(expires, date);
     tusc_http_response_header(&resp, "Upload-Expires", date);
   }
   tusc_upload_info_dispose(&info);
@@ -857,9 +1621,16 @@ static bool upload_exists(tus_request_t *st) {
   tusc_upload_info_t info;
   tusc_upload_info_init(&info);
   int rc = store->ops->get_info(store, st->id, &info);
+  bool mine = rc < 0 || owner_ok(st, &info);
+  if (rc == 0 && expired(st, &info))
+    rc = TUSC_EGONE;
   tusc_upload_info_dispose(&info);
   if (rc < 0) {
     respond_store_error(st, rc);
+    return false;
+  }
+  if (!mine) {
+    respond_foreign(st);
     return false;
   }
   return true;
@@ -896,7 +1667,9 @@ static void patch_locked(tus_request_t *st) {
   /* Taken before a deferred length is set, so that declaring a length equal to the
    * offset still counts as finishing the upload. */
   st->was_complete = !info->size_is_deferred && info->offset == info->size;
-  if (info->is_final)
+  if (expired(st, info))
+    rc = TUSC_EGONE;
+  else if (info->is_final)
     rc = TUSC_EMODIFY_FINAL;
   else if (st->client_offset != info->offset)
     rc = TUSC_EMISMATCHED_OFFSET;
@@ -945,6 +1718,11 @@ static void do_patch(tus_request_t *st) {
     respond_error(st, TUSC_EINVALID_UPLOAD_LENGTH);
     return;
   }
+  int vrc = tusc_verify_new(req, &st->verify);
+  if (vrc < 0) {
+    respond_error(st, vrc);
+    return;
+  }
   if (!upload_exists(st))
     return;
   lock_upload(st, patch_locked);
@@ -973,13 +1751,24 @@ static void post_created(tus_request_t *st) {
     respond_error(st, st->work_result);
     return;
   }
+  if (st->ietf.version > 0)
+    tusc_ietf_created(st, st->info);
   fmt_i64(size_s, st->info->size_is_deferred ? -1 : st->info->size);
   tusc_log_event(TUSC_LOG_INFO, "UploadCreated", "id", st->id, "size", size_s, "url", st->location,
                  "remote", st->client, NULL);
+  tusc_metrics_upload_created();
+  int64_t expires = expires_s(st, st->info, true);
+  if (expires > 0 && st->w->tus->expire != NULL &&
+      tusc_expire_track(st->w->tus->expire, st->id,
+                        tusc_expire_now_ms() + cfg_of(st)->expire_after_ms) < 0)
+    TUSC_LOG(TUSC_LOG_WARN, "expiration: cannot index %s; it expires after a restart", st->id);
+  (void)hook_fire(st, TUSC_HOOK_POST_CREATE, st->info, false);
   bool empty = !st->info->size_is_deferred && st->info->size == 0;
-  if (empty)
+  if (empty) {
     tusc_log_event(TUSC_LOG_INFO, "UploadFinished", "id", st->id, "size", size_s, "remote",
                    st->client, NULL);
+    tusc_metrics_upload_finished();
+  }
   tusc_upload_info_dispose(st->info);
   free(st->info);
   st->info = NULL;
@@ -987,13 +1776,19 @@ static void post_created(tus_request_t *st) {
     respond_error(st, st->abort_err);
     return;
   }
-  if (st->with_body) {
+  /* An empty upload is finished at once: its finish hooks run on the chunk path. */
+  if (st->with_body || (empty && finish_hooks_on(st))) {
     lock_upload(st, post_locked);
     return;
   }
   tusc_http_response_t resp;
   response_init(st, &resp, 201);
   tusc_http_response_header(&resp, "Location", st->location);
+  if (expires > 0) {
+    char date[32];
+    tusc_http_date(expires, date);
+    tusc_http_response_header(&resp, "Upload-Expires", date);
+  }
   finish(st, &resp, NULL, 0);
 }
 
@@ -1001,8 +1796,8 @@ static int location_input(tus_request_t *st, tusc_location_input_t *in) {
   tusc_http_request_t *req = st->req;
   memset(in, 0, sizeof(*in));
   in->host = header_value(req, "Host", &in->host_len);
-  in->behind_proxy = cfg_of(st)->behind_proxy;
-  in->tls = st->w->tus->tls;
+  in->behind_proxy = st->proxy_trusted;
+  in->tls = req->tls;
   if (in->behind_proxy) {
     in->x_forwarded_host = header_value(req, "X-Forwarded-Host", &in->x_forwarded_host_len);
     in->x_forwarded_proto = header_value(req, "X-Forwarded-Proto", &in->x_forwarded_proto_len);
@@ -1098,6 +1893,14 @@ static void do_post(tus_request_t *st) {
 
   const char *ct = header_value(req, "Content-Type", &ct_len);
   st->with_body = media_type_is(ct, ct_len, OCTET_STREAM);
+  if (st->with_body && st->verify == NULL) {
+    int vrc = tusc_verify_new(req, &st->verify);
+    if (vrc < 0) {
+      tusc_metadata_dispose(&md);
+      respond_error(st, vrc);
+      return;
+    }
+  }
   if (st->with_body && req->content_length > 0) {
     int64_t cap = deferred ? cfg->max_size : size;
     if (cap >= 0 && !(deferred && cap == 0) && req->content_length > cap) {
@@ -1107,13 +1910,20 @@ static void do_post(tus_request_t *st) {
     }
   }
 
-  char id[33];
+  if (!st->pre_create_done && hook_on(st, TUSC_HOOK_PRE_CREATE)) {
+    pre_create(st, &md, size, deferred);
+    tusc_metadata_dispose(&md);
+    return;
+  }
+  char id[TUSC_ID_MAX + 1];
   char collection[2048];
   tusc_location_input_t in;
   location_input(st, &in);
   int rc = tusc_location_collection(&in, cfg->base_path, collection, sizeof(collection));
-  if (rc == 0)
+  if (rc == 0 && (rc = pre_create_id(st, id)) == 0)
     rc = tusc_id_generate(id);
+  else if (rc == 1)
+    rc = 0;
   if (rc < 0) {
     tusc_metadata_dispose(&md);
     respond_error(st, rc == UV_ENOBUFS ? TUSC_EINVALID_HEADER : rc);
@@ -1135,8 +1945,16 @@ static void do_post(tus_request_t *st) {
   st->info->size_is_deferred = deferred;
   st->info->offset = 0;
   st->info->metadata = md;
+  if ((rc = pre_create_apply(st, st->info)) < 0) {
+    respond_error(st, rc);
+    return;
+  }
   st->info->created_at = (int64_t)time(NULL);
+  if (cfg->expire_after_ms > 0) /* informative: the deadline follows activity (expire.h) */
+    st->info->expires_at = st->info->created_at + (cfg->expire_after_ms + 999) / 1000;
   st->info->is_partial = st->concat.is_partial;
+  if (st->concat.is_final && !partials_owned(st))
+    return;
   if (st->concat.is_final) {
     rc = tusc_concat_prepare_final(store_of(st), &st->concat, cfg->max_size, st->info);
     if (rc < 0) {
@@ -1154,8 +1972,12 @@ static void delete_done(tus_request_t *st) {
   int rc = st->work_result;
   st->work_kind = WORK_NOOP;
   release_lock(st);
-  if (rc == 0)
+  if (rc == 0) {
     tusc_log_event(TUSC_LOG_INFO, "UploadTerminated", "id", st->id, "remote", st->client, NULL);
+    tusc_metrics_upload_terminated();
+    if (st->info != NULL)
+      (void)hook_fire(st, TUSC_HOOK_POST_TERMINATE, st->info, false);
+  }
   if (st->aborted) {
     respond_error(st, st->abort_err);
     return;
@@ -1169,7 +1991,33 @@ static void delete_done(tus_request_t *st) {
   finish(st, &resp, NULL, 0);
 }
 
+static void delete_pre_done(tus_request_t *st) {
+  int err = st->aborted               ? st->abort_err
+            : st->hook_status < 0     ? TUSC_EINTERNAL
+            : st->hook_resp->reject_termination ? TUSC_EUPLOAD_TERMINATION_REJECTED
+                                                : 0;
+  if (err < 0) {
+    release_lock(st);
+    respond_error(st, err);
+    return;
+  }
+  queue_work(st, WORK_TERMINATE, delete_done);
+}
+
 static void delete_locked(tus_request_t *st) {
+  /* The hooks describe the upload as it was: read it before it goes. */
+  if (hook_on(st, TUSC_HOOK_PRE_TERMINATE) || hook_on(st, TUSC_HOOK_POST_TERMINATE)) {
+    int rc = load_info(st);
+    if (rc < 0) {
+      release_lock(st);
+      respond_store_error(st, rc);
+      return;
+    }
+  }
+  if (hook_on(st, TUSC_HOOK_PRE_TERMINATE)) {
+    hook_block(st, TUSC_HOOK_PRE_TERMINATE, st->info, delete_pre_done);
+    return;
+  }
   queue_work(st, WORK_TERMINATE, delete_done);
 }
 
@@ -1187,8 +2035,11 @@ static void do_options(tus_request_t *st) {
   response_init(st, &resp, 200);
   tusc_http_response_header(&resp, "Tus-Version", TUS_VERSION);
   tusc_http_response_header(&resp, "Tus-Extension", st->w->tus->extensions);
+  tusc_http_response_header(&resp, "Tus-Checksum-Algorithm", TUSC_CHECKSUM_ALGORITHMS);
   if (cfg->max_size > 0)
     tusc_http_response_headerf(&resp, "Tus-Max-Size", "%lld", (long long)cfg->max_size);
+  if (st->ietf.version > 0)
+    tusc_ietf_options(st, &resp);
   finish(st, &resp, NULL, 0);
 }
 
@@ -1278,10 +2129,105 @@ static void client_address(tus_request_t *st) {
   size_t xff_len = 0, fwd_len = 0;
   const char *xff = header_value(st->req, "X-Forwarded-For", &xff_len);
   const char *fwd = header_value(st->req, "Forwarded", &fwd_len);
-  tusc_location_client_addr(cfg_of(st)->behind_proxy, xff, xff_len, fwd, fwd_len,
+  tusc_location_client_addr(st->proxy_trusted, xff, xff_len, fwd, fwd_len,
                             st->req->remote_addr, st->client);
   if (strcmp(st->client, st->req->remote_addr) != 0)
     tusc_http_request_set_client(st->req, st->client);
+}
+
+/* Routes a request that passed the host, CORS and authentication checks. */
+static void dispatch(tus_request_t *st) {
+  tusc_http_request_t *req = st->req;
+  const tusc_config_t *cfg = cfg_of(st);
+  enum tusc_http_method method = st->method;
+  const char *path = req->path;
+  size_t path_len = strlen(path);
+  const char *base = cfg->base_path;
+  size_t base_len = strlen(base);
+  bool is_collection =
+      (path_len == base_len && memcmp(path, base, base_len) == 0) ||
+      (base_len > 1 && path_len == base_len - 1 && memcmp(path, base, base_len - 1) == 0);
+
+  /* IETF draft requests (after authentication, like everything else). */
+  if (st->ietf.version != 0 &&
+      tusc_ietf_handle(st, method, is_collection, is_collection ? "" : path + base_len,
+                       is_collection ? 0 : path_len - base_len))
+    return;
+  if (!version_ok(req, method)) {
+    respond_error(st, TUSC_EUNSUPPORTED_VERSION);
+    return;
+  }
+
+  if (is_collection) {
+    if (method == TUSC_HTTP_POST) {
+      do_post(st);
+      return;
+    }
+    if ((method == TUSC_HTTP_GET || method == TUSC_HTTP_HEAD) && strcmp(base, "/") == 0 &&
+        cfg->show_greeting) {
+      do_greeting(st);
+      return;
+    }
+    respond_error_with(st, TUSC_EMETHOD_NOT_ALLOWED, "OPTIONS, POST");
+    return;
+  }
+  route_upload(st, method, path + base_len, path_len - base_len);
+}
+
+static void on_auth_done(tusc_auth_request_t *areq, int result, char *principal) {
+  tus_request_t *st = areq->data;
+  st->phase = PH_RUN;
+  if (st->aborted) {
+    free(principal);
+    respond_error(st, st->abort_err);
+    return;
+  }
+  if (result == 0) {
+    st->principal = principal;
+    dispatch(st);
+  } else if (result == TUSC_EUNAUTHORIZED) {
+    respond_unauthorized(st);
+  } else {
+    respond_error(st, result);
+  }
+}
+
+/* Answers 401 or continues with dispatch (now, or after a password check on the
+ * thread pool: PH_WORK, so that an abort meanwhile waits for it). */
+static void authenticate(tus_request_t *st) {
+  size_t len = 0;
+  const char *value = header_value(st->req, "Authorization", &len);
+  char *principal = NULL;
+  st->areq.data = st;
+  int rc = tusc_auth_check(st->w->tus->auth, st->w->loop, value, len, &st->areq, on_auth_done,
+                           &principal);
+  if (rc == TUSC_AUTH_PENDING) {
+    st->phase = PH_WORK;
+    return;
+  }
+  on_auth_done(&st->areq, rc, principal);
+}
+
+/* -allowed-hosts: the Host header, and X-Forwarded-Host from a trusted proxy (it ends up
+ * in Location), must name a served host. Without a list every host is fine. */
+static bool host_allowed(tus_request_t *st) {
+  tusc_auth_t *auth = st->w->tus->auth;
+  if (!tusc_auth_hosts_limited(auth))
+    return true;
+  size_t len = 0;
+  const char *host = header_value(st->req, "Host", &len);
+  if (tusc_http_header_count(st->req, "Host") != 1 || !tusc_auth_host_allowed(auth, host, len))
+    return false;
+  const char *xfh = st->proxy_trusted ? header_value(st->req, "X-Forwarded-Host", &len) : NULL;
+  if (xfh != NULL) {
+    const char *comma = memchr(xfh, ',', len);
+    size_t n = comma != NULL ? (size_t)(comma - xfh) : len;
+    while (n > 0 && (xfh[n - 1] == ' ' || xfh[n - 1] == '\t'))
+      n--;
+    if (!tusc_auth_host_allowed(auth, xfh, n))
+      return false;
+  }
+  return true;
 }
 
 static void on_request(tusc_http_request_t *req, void *ctx) {
@@ -1306,7 +2252,10 @@ static void on_request(tusc_http_request_t *req, void *ctx) {
     w->requests->prev = st;
   w->requests = st;
   req->handler_data = st;
+  st->proxy_trusted = tus->auth != NULL ? tusc_auth_proxy_trusted(tus->auth, req->remote_addr)
+                                        : cfg->behind_proxy;
   client_address(st);
+  tusc_ietf_detect(st);
 
   /* Old clients that can only send GET/POST name the real method here. */
   enum tusc_http_method method = req->method;
@@ -1315,7 +2264,13 @@ static void on_request(tusc_http_request_t *req, void *ctx) {
   if (ov != NULL && ov_len > 0)
     method = method_from_name(ov, ov_len);
   st->preflight = method == TUSC_HTTP_OPTIONS;
+  st->method = method;
+  tusc_metrics_request(method);
 
+  if (!host_allowed(st)) {
+    respond_error(st, TUSC_EMISDIRECTED);
+    return;
+  }
   const char *origin = header_value(req, "Origin", NULL);
   if (tus->cors.enabled && origin != NULL && origin[0] != '\0' &&
       !tusc_cors_origin_allowed(&tus->cors, origin)) {
@@ -1338,9 +2293,12 @@ static void on_request(tusc_http_request_t *req, void *ctx) {
   bool is_metrics =
       cfg->expose_metrics && cfg->metrics_path != NULL && strcmp(path, cfg->metrics_path) == 0;
 
-  /* The metrics endpoint is served elsewhere; never route it as an upload ID. */
+  /* Never routed as an upload ID; with -metrics-listen it lives on that address only. */
   if (is_metrics) {
-    respond_not_found_page(st);
+    if (cfg->metrics_listen == NULL && (method == TUSC_HTTP_GET || method == TUSC_HTTP_HEAD))
+      do_metrics(st);
+    else
+      respond_not_found_page(st);
     return;
   }
   if (!is_collection && !is_upload) {
@@ -1353,25 +2311,11 @@ static void on_request(tusc_http_request_t *req, void *ctx) {
     return;
   }
 
-  if (!version_ok(req, method)) {
-    respond_error(st, TUSC_EUNSUPPORTED_VERSION);
+  if (tusc_auth_required(tus->auth)) {
+    authenticate(st);
     return;
   }
-
-  if (is_collection) {
-    if (method == TUSC_HTTP_POST) {
-      do_post(st);
-      return;
-    }
-    if ((method == TUSC_HTTP_GET || method == TUSC_HTTP_HEAD) && strcmp(base, "/") == 0 &&
-        cfg->show_greeting) {
-      do_greeting(st);
-      return;
-    }
-    respond_error_with(st, TUSC_EMETHOD_NOT_ALLOWED, "OPTIONS, POST");
-    return;
-  }
-  route_upload(st, method, path + base_len, path_len - base_len);
+  dispatch(st);
 }
 
 static void on_abort(tusc_http_request_t *req, int err, void *ctx) {
@@ -1397,6 +2341,7 @@ static void on_abort(tusc_http_request_t *req, int err, void *ctx) {
       download_end(st);
     break;
   case PH_WORK:
+  case PH_HOOK:
   case PH_RUN:
     /* after_work comes back and sees `aborted`. PH_RUN cannot be seen here: the
      * handler never returns to the loop in it. */
@@ -1432,7 +2377,6 @@ int tusc_tus_new(const tusc_config_t *cfg, tusc_store_t *store, tusc_lock_table_
   tus->cfg = cfg;
   tus->store = store;
   tus->locks = locks;
-  tus->tls = cfg->tls_certificate != NULL && cfg->tls_certificate[0] != '\0';
   int rc = tusc_cors_init(&tus->cors, cfg);
   if (rc < 0) {
     free(tus);
@@ -1442,6 +2386,9 @@ int tusc_tus_new(const tusc_config_t *cfg, tusc_store_t *store, tusc_lock_table_
            cfg->disable_termination ? "" : ",termination",
            cfg->disable_concatenation ? "" : ",concatenation,concatenation-unfinished",
            "creation-defer-length");
+  size_t ext_len = strlen(tus->extensions);
+  snprintf(tus->extensions + ext_len, sizeof(tus->extensions) - ext_len,
+           ",checksum,checksum-trailer%s", cfg->expire_after_ms > 0 ? ",expiration" : "");
   *out = tus;
   return 0;
 }
@@ -1492,6 +2439,166 @@ static const tusc_http_handler_t http_handler = {
     .on_abort = on_abort,
 };
 
+void tusc_tus_set_expire(tusc_tus_t *tus, tusc_expire_t *expire) {
+  tus->expire = expire;
+}
+
+void tusc_tus_set_hooks(tusc_tus_t *tus, tusc_hooks_t *hooks) {
+  tus->hooks = hooks;
+}
+
+void tusc_tus_set_auth(tusc_tus_t *tus, tusc_auth_t *auth) {
+  tus->auth = auth;
+}
+
+void tusc_tus_worker_set_hooks(tusc_tus_worker_t *worker, tusc_hooks_worker_t *hw) {
+  worker->hw = hw;
+}
+
 const tusc_http_handler_t *tusc_tus_http_handler(void) {
   return &http_handler;
+}
+
+/* --- internal API for other protocol front-ends (handler_internal.h) --------------- */
+
+tusc_http_request_t *tusc_tus_req_http(tusc_tus_req_t *st) {
+  return st->req;
+}
+const tusc_config_t *tusc_tus_req_config(tusc_tus_req_t *st) {
+  return cfg_of(st);
+}
+tusc_store_t *tusc_tus_req_store(tusc_tus_req_t *st) {
+  return store_of(st);
+}
+struct tusc_ietf_req_s *tusc_tus_req_ietf(tusc_tus_req_t *st) {
+  return &st->ietf;
+}
+const char *tusc_tus_req_id(tusc_tus_req_t *st) {
+  return st->id;
+}
+const char *tusc_tus_req_location(tusc_tus_req_t *st) {
+  return st->location;
+}
+int tusc_tus_req_set_id(tusc_tus_req_t *st, const char *id) {
+  size_t n = strlen(id);
+  if (n == 0 || n >= sizeof(st->id))
+    return TUSC_EINVALID_ID;
+  memcpy(st->id, id, n + 1);
+  return 0;
+}
+void tusc_tus_req_location_input(tusc_tus_req_t *st, tusc_location_input_t *in) {
+  (void)location_input(st, in);
+}
+void tusc_tus_req_response_init(tusc_tus_req_t *st, tusc_http_response_t *resp, int status) {
+  response_init(st, resp, status);
+}
+void tusc_tus_req_finish(tusc_tus_req_t *st, tusc_http_response_t *resp, const void *body,
+                         size_t len) {
+  finish(st, resp, body, len);
+}
+void tusc_tus_req_respond_error(tusc_tus_req_t *st, int err, const char *allow) {
+  respond_error_with(st, err, allow);
+}
+
+bool tusc_tus_req_lookup(tusc_tus_req_t *st, tusc_upload_info_t *info) {
+  tusc_store_t *store = store_of(st);
+  int rc = store->ops->get_info(store, st->id, info);
+  if (rc == 0 && !owner_ok(st, info)) {
+    respond_foreign(st);
+    return false;
+  }
+  if (rc == 0 && expired(st, info))
+    rc = TUSC_EGONE;
+  if (rc == TUSC_EINVALID_ID)
+    rc = TUSC_ENOT_FOUND;
+  if (rc < 0 && st->method == TUSC_HTTP_HEAD && (rc == TUSC_ENOT_FOUND || rc == TUSC_EGONE)) {
+    tusc_http_response_t resp;
+    response_init(st, &resp, tusc_error_status(rc));
+    tusc_http_response_header(&resp, "Cache-Control", "no-store");
+    finish(st, &resp, NULL, 0);
+    return false;
+  }
+  if (rc < 0) {
+    respond_error(st, rc);
+    return false;
+  }
+  return true;
+}
+
+static void ext_create_start(tus_request_t *st) {
+  pre_create_apply(st, st->info);
+  queue_work(st, WORK_CREATE, post_created);
+}
+
+static void ext_pre_create_done(tus_request_t *st) {
+  if (st->aborted) {
+    respond_error(st, st->abort_err);
+    return;
+  }
+  if (st->hook_status < 0) {
+    respond_error(st, TUSC_EINTERNAL);
+    return;
+  }
+  if (st->hook_resp->reject_upload) {
+    respond_error(st, TUSC_EUPLOAD_REJECTED);
+    return;
+  }
+  st->pre_create_done = true;
+  char id[TUSC_ID_MAX + 1];
+  int rc = pre_create_id(st, id);
+  if (rc < 0) {
+    respond_error(st, rc);
+    return;
+  }
+  if (rc == 1) {
+    /* The location is the collection URL followed by the ID: swap the ID. */
+    size_t base = strlen(st->location) - strlen(st->id);
+    size_t id_len = strlen(id);
+    char *location = malloc(base + id_len + 1);
+    if (location == NULL) {
+      respond_error(st, TUSC_ENOMEM);
+      return;
+    }
+    memcpy(location, st->location, base);
+    memcpy(location + base, id, id_len + 1);
+    free(st->location);
+    st->location = location;
+    snprintf(st->id, sizeof(st->id), "%s", id);
+    snprintf(st->info->id, sizeof(st->info->id), "%s", id);
+  }
+  ext_create_start(st);
+}
+
+void tusc_tus_req_create(tusc_tus_req_t *st, tusc_upload_info_t *info, char *location,
+                         bool with_body) {
+  st->info = info;
+  st->location = location;
+  st->with_body = with_body;
+  st->op = OP_POST;
+  if (!st->pre_create_done && hook_on(st, TUSC_HOOK_PRE_CREATE)) {
+    /* As for tus: the hook sees the upload as it would be, without an ID yet. */
+    tusc_upload_info_t pre;
+    tusc_upload_info_init(&pre);
+    pre.size = info->size;
+    pre.size_is_deferred = info->size_is_deferred;
+    pre.metadata = info->metadata; /* borrowed: serialised during the call */
+    pre.created_at = info->created_at;
+    hook_block(st, TUSC_HOOK_PRE_CREATE, &pre, ext_pre_create_done);
+    return;
+  }
+  ext_create_start(st);
+}
+
+void tusc_tus_req_append(tusc_tus_req_t *st, int64_t client_offset, int64_t new_length) {
+  st->op = OP_PATCH;
+  st->client_offset = client_offset;
+  st->new_length = new_length;
+  if (!upload_exists(st))
+    return;
+  lock_upload(st, patch_locked);
+}
+
+void tusc_tus_req_terminate(tusc_tus_req_t *st) {
+  st->op = OP_DELETE;
+  do_delete(st);
 }

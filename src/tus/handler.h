@@ -18,9 +18,11 @@
 #include <uv.h>
 
 #include "config/config.h"
+#include "hooks/hooks.h"
 #include "http/http.h"
 #include "lock/lock.h"
 #include "store/store.h"
+#include "tus/expire.h"
 
 typedef struct tusc_tus_s tusc_tus_t;
 typedef struct tusc_tus_worker_s tusc_tus_worker_t;
@@ -35,6 +37,22 @@ void tusc_tus_free(tusc_tus_t *tus);
 int tusc_tus_worker_new(tusc_tus_t *tus, uv_loop_t *loop, tusc_tus_worker_t **out);
 /* Closes the worker's handles; frees it from their close callbacks (run the loop). */
 void tusc_tus_worker_close(tusc_tus_worker_t *worker);
+
+/* Hooks (tusd v2 events), optional. Set on the main thread before workers start;
+ * `hooks` (borrowed, NULL = none) must outlive the tusc_tus_t. */
+void tusc_tus_set_hooks(tusc_tus_t *tus, tusc_hooks_t *hooks);
+/* The worker's hook runner on its loop (borrowed). NULL detaches it (at stop, before
+ * tusc_hooks_worker_close): later requests run no hooks; pending ones still call back. */
+void tusc_tus_worker_set_hooks(tusc_tus_worker_t *worker, tusc_hooks_worker_t *hw);
+
+/* Authentication, host allow list and proxy trust (src/auth), optional. Set on the main
+ * thread before workers start; `auth` (borrowed, NULL = none) must outlive the tusc_tus_t. */
+struct tusc_auth_s;
+void tusc_tus_set_auth(tusc_tus_t *tus, struct tusc_auth_s *auth);
+
+/* Expiration's index (tus/expire.h), optional: every upload created is filed in it.
+ * Set on the main thread before workers start; borrowed, must outlive the tusc_tus_t. */
+void tusc_tus_set_expire(tusc_tus_t *tus, tusc_expire_t *expire);
 
 /* The callbacks to give to tusc_http_server_new with the worker as ctx. */
 const tusc_http_handler_t *tusc_tus_http_handler(void);

@@ -1,0 +1,448 @@
+/*
+ * expire — see expire.h.
+ *
+ * Invariants: `mutex` guards the heap only; no disk I/O and no lock-table call happens
+ * while it is held, so creators (tusc_expire_track on a worker loop) never wait for a
+ * disk. An entry popped by a sweep is owned by that sweep until it is re-filed or freed.
+ * The uv_work_t of the rebuild and of the sweep are separate so that sweeps go on
+ * during a long start-up walk.
+ */
+#include "tus/expire.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "tus/headers.h"
+
+/* Bit 62 of an entry's key says its ID is packed as 16 bytes; deadlines (unix ms) stay
+ * far below it. */
+#define PACKED_FLAG (INT64_C(1) << 62)
+#define KEY_DEADLINE(k) ((k) & ~PACKED_FLAG)
+
+typedef struct entry_s {
+  int64_t key; /* deadline ms | PACKED_FLAG */
+  union {
+    unsigned char hex[16]; /* a generated ID, 32 lowercase hex characters */
+    char *str;             /* any other ID, heap copy */
+  } id;
+} entry_t;
+
+struct tusc_expire_s {
+  tusc_store_t *store;
+  tusc_lock_table_t *locks;
+  int64_t expire_after_ms;
+  unsigned file_perms;
+  int64_t started_s;
+
+  uv_mutex_t mutex;
+  entry_t *heap;
+  size_t count, cap;
+  size_t str_bytes;
+
+  atomic_bool stopping;
+  uv_loop_t *loop;
+  uv_timer_t timer;
+  bool timer_init;
+  uv_work_t rebuild_work;
+  uv_work_t sweep_work;
+  bool sweep_running;
+};
+
+/* --- pure rules ------------------------------------------------------------------- */
+
+int64_t tusc_expire_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t tusc_expire_deadline_ms(const tusc_upload_info_t *info, int64_t expire_after_ms) {
+  if (expire_after_ms <= 0 || info->is_final)
+    return 0;
+  if (!info->size_is_deferred && info->size >= 0 && info->offset >= info->size)
+    return 0;
+  int64_t last = info->created_at * 1000;
+  if (info->modified_ms > last)
+    last = info->modified_ms;
+  return last + expire_after_ms;
+}
+
+bool tusc_expire_is_expired(const tusc_upload_info_t *info, int64_t expire_after_ms,
+                            int64_t now_ms) {
+  int64_t deadline = tusc_expire_deadline_ms(info, expire_after_ms);
+  return deadline > 0 && now_ms >= deadline;
+}
+
+uint64_t tusc_expire_sweep_interval_ms(int64_t expire_after_ms) {
+  int64_t ms = expire_after_ms / 2;
+  if (ms > 60000)
+    ms = 60000;
+  if (ms < 1000)
+    ms = 1000;
+  return (uint64_t)ms;
+}
+
+/* --- entries and the heap ----------------------------------------------------------- */
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  return -1;
+}
+
+static int entry_make(entry_t *e, const char *id, int64_t deadline_ms, size_t *str_bytes) {
+  size_t len = strnlen(id, TUSC_ID_MAX + 1);
+  if (len == 0 || len > TUSC_ID_MAX)
+    return TUSC_EINVALID_ID;
+  if (deadline_ms < 0)
+    deadline_ms = 0;
+  if (len == 32) {
+    bool hex = true;
+    for (size_t i = 0; i < 32 && hex; i += 2) {
+      int hi = hexval(id[i]), lo = hexval(id[i + 1]);
+      if (hi < 0 || lo < 0)
+        hex = false;
+      else
+        e->id.hex[i / 2] = (unsigned char)(hi << 4 | lo);
+    }
+    if (hex) {
+      e->key = deadline_ms | PACKED_FLAG;
+      return 0;
+    }
+  }
+  e->id.str = strdup(id);
+  if (e->id.str == NULL)
+    return TUSC_ENOMEM;
+  *str_bytes += len + 1;
+  e->key = deadline_ms;
+  return 0;
+}
+
+static void entry_id(const entry_t *e, char out[TUSC_ID_MAX + 1]) {
+  static const char digits[] = "0123456789abcdef";
+  if (e->key & PACKED_FLAG) {
+    for (size_t i = 0; i < 16; i++) {
+      out[2 * i] = digits[e->id.hex[i] >> 4];
+      out[2 * i + 1] = digits[e->id.hex[i] & 15];
+    }
+    out[32] = '\0';
+    return;
+  }
+  size_t len = strlen(e->id.str);
+  memcpy(out, e->id.str, len + 1);
+}
+
+static void entry_dispose(entry_t *e, size_t *str_bytes) {
+  if (!(e->key & PACKED_FLAG)) {
+    *str_bytes -= strlen(e->id.str) + 1;
+    free(e->id.str);
+  }
+}
+
+static bool earlier(const entry_t *a, const entry_t *b) {
+  return KEY_DEADLINE(a->key) < KEY_DEADLINE(b->key);
+}
+
+/* Caller holds the mutex. Takes over e's string. */
+static int heap_push(tusc_expire_t *exp, const entry_t *e) {
+  if (exp->count == exp->cap) {
+    size_t cap = exp->cap ? exp->cap + exp->cap / 2 : 1024;
+    entry_t *grown = realloc(exp->heap, cap * sizeof(*grown));
+    if (grown == NULL)
+      return TUSC_ENOMEM;
+    exp->heap = grown;
+    exp->cap = cap;
+  }
+  size_t i = exp->count++;
+  while (i > 0) {
+    size_t parent = (i - 1) / 2;
+    if (!earlier(e, &exp->heap[parent]))
+      break;
+    exp->heap[i] = exp->heap[parent];
+    i = parent;
+  }
+  exp->heap[i] = *e;
+  return 0;
+}
+
+/* Caller holds the mutex and checked count > 0. */
+static entry_t heap_pop(tusc_expire_t *exp) {
+  entry_t top = exp->heap[0];
+  entry_t last = exp->heap[--exp->count];
+  size_t i = 0, n = exp->count;
+  for (;;) {
+    size_t child = 2 * i + 1;
+    if (child >= n)
+      break;
+    if (child + 1 < n && earlier(&exp->heap[child + 1], &exp->heap[child]))
+      child++;
+    if (!earlier(&exp->heap[child], &last))
+      break;
+    exp->heap[i] = exp->heap[child];
+    i = child;
+  }
+  if (n > 0)
+    exp->heap[i] = last;
+  return top;
+}
+
+/* --- public: index ------------------------------------------------------------------ */
+
+int tusc_expire_new(tusc_store_t *store, tusc_lock_table_t *locks, int64_t expire_after_ms,
+                    unsigned file_perms, tusc_expire_t **out) {
+  if (expire_after_ms <= 0 || store == NULL || locks == NULL)
+    return TUSC_EINVALID_ARGUMENT;
+  tusc_expire_t *exp = calloc(1, sizeof(*exp));
+  if (exp == NULL)
+    return TUSC_ENOMEM;
+  if (uv_mutex_init(&exp->mutex) != 0) {
+    free(exp);
+    return TUSC_ENOMEM;
+  }
+  exp->store = store;
+  exp->locks = locks;
+  exp->expire_after_ms = expire_after_ms;
+  exp->file_perms = file_perms;
+  exp->started_s = (int64_t)time(NULL);
+  atomic_init(&exp->stopping, false);
+  *out = exp;
+  return 0;
+}
+
+void tusc_expire_free(tusc_expire_t *exp) {
+  if (exp == NULL)
+    return;
+  for (size_t i = 0; i < exp->count; i++)
+    entry_dispose(&exp->heap[i], &exp->str_bytes);
+  free(exp->heap);
+  uv_mutex_destroy(&exp->mutex);
+  free(exp);
+}
+
+int tusc_expire_track(tusc_expire_t *exp, const char *id, int64_t deadline_ms) {
+  entry_t e;
+  uv_mutex_lock(&exp->mutex);
+  int rc = entry_make(&e, id, deadline_ms, &exp->str_bytes);
+  if (rc == 0) {
+    rc = heap_push(exp, &e);
+    if (rc != 0)
+      entry_dispose(&e, &exp->str_bytes);
+  }
+  uv_mutex_unlock(&exp->mutex);
+  return rc;
+}
+
+size_t tusc_expire_index_entries(tusc_expire_t *exp, size_t *bytes) {
+  uv_mutex_lock(&exp->mutex);
+  size_t n = exp->count;
+  if (bytes != NULL)
+    *bytes = exp->cap * sizeof(entry_t) + exp->str_bytes;
+  uv_mutex_unlock(&exp->mutex);
+  return n;
+}
+
+struct rebuild_ctx {
+  tusc_expire_t *exp;
+  int64_t created_after_s;
+  size_t filed;
+};
+
+static int rebuild_visit(const tusc_upload_info_t *info, void *arg) {
+  struct rebuild_ctx *ctx = arg;
+  tusc_expire_t *exp = ctx->exp;
+  if (atomic_load(&exp->stopping))
+    return TUSC_ESERVER_SHUTDOWN;
+  if (info->created_at > ctx->created_after_s)
+    return 0;
+  int64_t deadline = tusc_expire_deadline_ms(info, exp->expire_after_ms);
+  if (deadline == 0)
+    return 0;
+  int rc = tusc_expire_track(exp, info->id, deadline);
+  if (rc == TUSC_ENOMEM)
+    return rc;
+  if (rc == 0)
+    ctx->filed++;
+  return 0;
+}
+
+int tusc_expire_rebuild(tusc_expire_t *exp, int64_t created_after_s, size_t *count) {
+  struct rebuild_ctx ctx = {.exp = exp, .created_after_s = created_after_s};
+  int rc = exp->store->ops->walk != NULL
+               ? exp->store->ops->walk(exp->store, rebuild_visit, &ctx)
+               : TUSC_ENOT_IMPLEMENTED;
+  if (count != NULL)
+    *count = ctx.filed;
+  return rc;
+}
+
+/* --- sweeping ----------------------------------------------------------------------- */
+
+enum verdict { KEEP, FORGET, DELETE };
+
+/* What to do with `id` now; *deadline gets its current deadline for KEEP. */
+static int judge(tusc_expire_t *exp, const char *id, int64_t now_ms, enum verdict *v,
+                 int64_t *deadline) {
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  int rc = exp->store->ops->get_info(exp->store, id, &info);
+  if (rc == 0) {
+    *deadline = tusc_expire_deadline_ms(&info, exp->expire_after_ms);
+    *v = *deadline == 0 ? FORGET : now_ms >= *deadline ? DELETE : KEEP;
+  } else if (rc == TUSC_ENOT_FOUND || rc == TUSC_EINVALID_ID) {
+    *v = FORGET;
+    rc = 0;
+  }
+  tusc_upload_info_dispose(&info);
+  return rc;
+}
+
+/* Deletes `id` if it is still expired once its lock is held. Returns 0 with *v set, or
+ * TUSC_ELOCKED / an I/O error. */
+static int expire_one(tusc_expire_t *exp, const char *id, int64_t now_ms, enum verdict *v,
+                      int64_t *deadline) {
+  char lock_path[TUSC_PATH_MAX];
+  int rc = exp->store->ops->lock_path(exp->store, id, lock_path, sizeof(lock_path));
+  if (rc != 0)
+    return rc;
+  tusc_lock_holder_t holder;
+  memset(&holder, 0, sizeof(holder));
+  holder.fd = -1;
+  rc = tusc_lock_try_acquire(exp->locks, id, lock_path, exp->file_perms, &holder);
+  if (rc != 0)
+    return rc;
+  /* A PATCH may have finished (or refreshed the upload) between the look and the lock. */
+  rc = judge(exp, id, now_ms, v, deadline);
+  if (rc == 0 && (*v == DELETE || *v == FORGET)) {
+    /* For FORGET this removes the lock file the lock call may just have made for an
+     * upload that is gone (terminate then reports not-found). */
+    int trc = exp->store->ops->terminate(exp->store, id);
+    if (*v == DELETE && trc != 0)
+      rc = trc == TUSC_ENOT_FOUND ? 0 : trc;
+    if (*v == DELETE && trc == 0)
+      tusc_log_event(TUSC_LOG_INFO, "UploadExpired", "id", id, NULL);
+  }
+  tusc_lock_release(exp->locks, &holder);
+  return rc;
+}
+
+int tusc_expire_sweep(tusc_expire_t *exp, int64_t now_ms, tusc_expire_stats_t *stats) {
+  tusc_expire_stats_t s;
+  memset(&s, 0, sizeof(s));
+  int64_t retry_ms = (int64_t)tusc_expire_sweep_interval_ms(exp->expire_after_ms);
+  int result = 0;
+  char id[TUSC_ID_MAX + 1];
+  for (;;) {
+    if (atomic_load(&exp->stopping)) {
+      result = TUSC_ESERVER_SHUTDOWN;
+      break;
+    }
+    uv_mutex_lock(&exp->mutex);
+    if (exp->count == 0 || KEY_DEADLINE(exp->heap[0].key) > now_ms) {
+      uv_mutex_unlock(&exp->mutex);
+      break;
+    }
+    entry_t e = heap_pop(exp);
+    entry_id(&e, id);
+    entry_dispose(&e, &exp->str_bytes);
+    uv_mutex_unlock(&exp->mutex);
+
+    s.checked++;
+    enum verdict v = FORGET;
+    int64_t deadline = 0;
+    int rc = judge(exp, id, now_ms, &v, &deadline);
+    if (rc == 0 && v == DELETE)
+      rc = expire_one(exp, id, now_ms, &v, &deadline);
+    if (rc == TUSC_ELOCKED || rc < 0) {
+      /* Busy (someone is uploading right now) or an I/O error: look again later. */
+      if (rc != TUSC_ELOCKED) {
+        s.failed++;
+        TUSC_LOG(TUSC_LOG_WARN, "expire %s: %s", id, tusc_strerror(rc));
+      }
+      v = KEEP;
+      deadline = now_ms + retry_ms;
+    }
+    if (v == KEEP) {
+      if (tusc_expire_track(exp, id, deadline) == 0)
+        s.refiled++;
+    } else if (v == DELETE) {
+      s.deleted++;
+    } else {
+      s.forgotten++;
+    }
+  }
+  if (stats != NULL)
+    *stats = s;
+  return result;
+}
+
+/* --- on a loop ---------------------------------------------------------------------- */
+
+static void on_rebuild(uv_work_t *work) {
+  tusc_expire_t *exp = work->data;
+  uint64_t t0 = uv_hrtime();
+  size_t n = 0;
+  int rc = tusc_expire_rebuild(exp, exp->started_s, &n);
+  if (rc != 0 && rc != TUSC_ESERVER_SHUTDOWN)
+    tusc_log_msg(TUSC_LOG_ERROR, "expiration: walking the store failed: %s", tusc_strerror(rc));
+  else if (rc == 0)
+    tusc_log_msg(TUSC_LOG_INFO, "expiration: %zu unfinished uploads indexed in %.1f s", n,
+                 (double)(uv_hrtime() - t0) / 1e9);
+}
+
+static void on_rebuild_done(uv_work_t *work, int status) {
+  (void)work;
+  (void)status;
+}
+
+static void on_sweep(uv_work_t *work) {
+  tusc_expire_t *exp = work->data;
+  tusc_expire_stats_t s;
+  tusc_expire_sweep(exp, tusc_expire_now_ms(), &s);
+  if (s.deleted > 0 || s.failed > 0)
+    tusc_log_msg(TUSC_LOG_INFO, "expiration: sweep deleted %zu, checked %zu, failed %zu",
+                 s.deleted, s.checked, s.failed);
+}
+
+static void on_sweep_done(uv_work_t *work, int status) {
+  (void)status;
+  tusc_expire_t *exp = work->data;
+  exp->sweep_running = false;
+}
+
+static void on_timer(uv_timer_t *timer) {
+  tusc_expire_t *exp = timer->data;
+  if (exp->sweep_running || atomic_load(&exp->stopping))
+    return;
+  exp->sweep_work.data = exp;
+  if (uv_queue_work(exp->loop, &exp->sweep_work, on_sweep, on_sweep_done) == 0)
+    exp->sweep_running = true;
+}
+
+int tusc_expire_start(tusc_expire_t *exp, uv_loop_t *loop) {
+  exp->loop = loop;
+  int rc = uv_timer_init(loop, &exp->timer);
+  if (rc != 0)
+    return rc;
+  exp->timer.data = exp;
+  exp->timer_init = true;
+  uint64_t every = tusc_expire_sweep_interval_ms(exp->expire_after_ms);
+  rc = uv_timer_start(&exp->timer, on_timer, every, every);
+  if (rc != 0)
+    return rc;
+  exp->rebuild_work.data = exp;
+  return uv_queue_work(loop, &exp->rebuild_work, on_rebuild, on_rebuild_done);
+}
+
+void tusc_expire_stop(tusc_expire_t *exp) {
+  if (exp == NULL)
+    return;
+  atomic_store(&exp->stopping, true);
+  if (exp->timer_init && !uv_is_closing((uv_handle_t *)&exp->timer))
+    uv_close((uv_handle_t *)&exp->timer, NULL);
+}

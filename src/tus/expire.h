@@ -1,0 +1,98 @@
+/*
+ * expire — the tus expiration extension: when an unfinished upload expires, and the
+ * sweeper that deletes expired uploads.
+ *
+ * Rule (tusd's "last activity" semantic): with -expire-after D, an unfinished upload
+ * expires D after its last activity, i.e. after the later of its creation and the last
+ * byte written to its data file (the data file's mtime, so a PATCH refreshes the
+ * deadline without rewriting the .info). Finished uploads (offset == known length) and
+ * final uploads of a concatenation never expire. Requests for an expired upload get
+ * 410 before the sweeper has run; once the sweeper deleted it, 404.
+ *
+ * Index: an in-memory min-heap of (deadline, upload ID), 24 bytes per entry for
+ * generated IDs. A deadline in the heap is a lower bound: activity only moves the real
+ * deadline later, so nothing needs to update the heap on PATCH, finish or terminate.
+ * A sweep pops the entries that are due, re-reads those uploads (one .info read + one
+ * stat each) and deletes, re-files with the new deadline, or forgets them. So a sweep
+ * with nothing due is O(1) however many uploads are stored, and every upload costs one
+ * check per deadline. The heap is filled at start-up by one walk over the store (on the
+ * thread pool) and by tusc_expire_track on every creation.
+ *
+ * Deleting: the sweeper takes the upload's lock with try-acquire (a busy upload is
+ * re-filed a sweep interval later), re-checks the deadline under the lock, then
+ * terminates (data, .info, .lock and any chunk side file).
+ *
+ * Threads: the pure functions anywhere. tusc_expire_track, _sweep and _rebuild are
+ * thread-safe (one mutex around the heap; disk work happens outside it). _start and
+ * _stop on the loop given to _start; the sweeps and the rebuild run on libuv's thread
+ * pool, never on a loop. _free after the loop has run to completion after _stop.
+ */
+#ifndef TUSC_TUS_EXPIRE_H
+#define TUSC_TUS_EXPIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "lock/lock.h"
+#include "store/store.h"
+
+/* Deadline of `info` in unix milliseconds, 0 when it never expires (expire_after_ms
+ * <= 0, finished, or a final upload). Pure. */
+int64_t tusc_expire_deadline_ms(const tusc_upload_info_t *info, int64_t expire_after_ms);
+
+/* True when `info` has a deadline and now_ms is at or past it. Pure. */
+bool tusc_expire_is_expired(const tusc_upload_info_t *info, int64_t expire_after_ms,
+                            int64_t now_ms);
+
+/* Wall-clock unix milliseconds. */
+int64_t tusc_expire_now_ms(void);
+
+/* Interval between sweeps: half of expire_after, at most 60 s, at least 1 s. */
+uint64_t tusc_expire_sweep_interval_ms(int64_t expire_after_ms);
+
+typedef struct tusc_expire_s tusc_expire_t;
+
+typedef struct tusc_expire_stats_s {
+  size_t checked;   /* due entries looked at */
+  size_t deleted;   /* uploads deleted */
+  size_t refiled;   /* not yet expired after all (activity), or busy: back in the heap */
+  size_t forgotten; /* finished, final or gone: dropped from the heap */
+  size_t failed;    /* lookups or deletions that failed with an I/O error (re-filed) */
+} tusc_expire_stats_t;
+
+/* Borrows store and locks (they must outlive it). file_perms for lock files the
+ * sweeper has to create. Returns 0 and *out, TUSC_EINVALID_ARGUMENT for
+ * expire_after_ms <= 0, or TUSC_ENOMEM. */
+int tusc_expire_new(tusc_store_t *store, tusc_lock_table_t *locks, int64_t expire_after_ms,
+                    unsigned file_perms, tusc_expire_t **out);
+void tusc_expire_free(tusc_expire_t *exp);
+
+/* Files `id` with `deadline_ms` (any thread; call on creation). Returns 0 or
+ * TUSC_ENOMEM / TUSC_EINVALID_ID. */
+int tusc_expire_track(tusc_expire_t *exp, const char *id, int64_t deadline_ms);
+
+/* Fills the heap from the store (ops->walk), skipping uploads created after
+ * `created_after_s` (tracked on creation instead). Blocking: thread pool, bench, tests.
+ * Returns 0, TUSC_ESERVER_SHUTDOWN when stopped, or the walk's error. *count (may be
+ * NULL) receives the uploads filed. */
+int tusc_expire_rebuild(tusc_expire_t *exp, int64_t created_after_s, size_t *count);
+
+/* One sweep at `now_ms`: handles every entry due. Blocking: thread pool, bench, tests.
+ * *stats (may be NULL) receives what happened. Returns 0 or TUSC_ESERVER_SHUTDOWN. */
+int tusc_expire_sweep(tusc_expire_t *exp, int64_t now_ms, tusc_expire_stats_t *stats);
+
+/* Entries in the heap and the bytes the index holds (entries, spare capacity, and heap
+ * strings of IDs that are not 32 lowercase hex characters). */
+size_t tusc_expire_index_entries(tusc_expire_t *exp, size_t *bytes);
+
+/* Starts the start-up rebuild and the periodic sweep: a timer on `loop` queues each
+ * sweep on the thread pool (one at a time). Returns 0 or a libuv error. */
+int tusc_expire_start(tusc_expire_t *exp, uv_loop_t *loop);
+
+/* Stops the timer and asks running work to end early. Free after the loop ran out. */
+void tusc_expire_stop(tusc_expire_t *exp);
+
+#endif

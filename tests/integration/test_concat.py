@@ -269,6 +269,28 @@ def test_three_partials_one_still_uploading(server):
     assert server.head(pc).header("Upload-Offset") == str(len(c))
 
 
+def test_final_created_while_partial_patch_in_flight(server):
+    """Creating a final (and polling it) must not take the lock of a partial that is
+    receiving a PATCH: the upload goes on, and the final completes when it ends."""
+    pa = partial(server, b"head:")
+    body = os.urandom(200_000)
+    pb = server.create(headers={"Upload-Concat": "partial", "Upload-Length": str(len(body))})
+    with server.raw() as c:
+        c.send(f"PATCH {pb} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
+               f"Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:100_000])
+        deadline_poll(lambda: server.offset(pb) == 100_000, 10, what="first half stored")
+        fpath = final_path(create_final(server, [pa, pb]))
+        assert server.head(fpath).header("Upload-Offset") == "0"
+        assert server.patch(fpath, 0, b"x").status == 403
+        c.send(body[100_000:])
+        r, _ = c.read_final_response("PATCH")
+        assert r.status == 204, r
+        assert r.header("Upload-Offset") == str(len(body))
+    wait_complete(server, fpath, 5 + len(body))
+    assert server.download(fpath).body == b"head:" + body
+
+
 def test_deferred_partial_length(server):
     pa = partial(server, b"known-")
     pd = server.create(headers={"Upload-Concat": "partial", "Upload-Defer-Length": "1"})

@@ -1,0 +1,268 @@
+/* Unit tests for src/tus/verify.c and the file store's stage ops: what the request head
+ * asks for, staging keeps the data file untouched until a match, trailer mode reads the
+ * staged bytes back, and a store without staging truncates a rejected chunk back. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/error.h"
+#include "store/store.h"
+#include "tus/verify.h"
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* sha1("hello world"), crc32("hello world"). */
+#define SHA1_HELLO "sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0="
+#define CRC_HELLO "crc32 DUoRhQ=="
+
+static void make_request(tusc_http_request_t *req, tusc_http_header_t *hs, size_t n, bool chunked) {
+  memset(req, 0, sizeof(*req));
+  for (size_t i = 0; i < n; i++) {
+    hs[i].name_len = strlen(hs[i].name);
+    hs[i].value_len = strlen(hs[i].value);
+  }
+  req->headers = hs;
+  req->header_count = n;
+  req->chunked = chunked;
+  req->content_length = chunked ? -1 : 11;
+}
+
+static void test_new_from_head(void **state) {
+  (void)state;
+  static const struct {
+    const char *name1, *value1, *name2, *value2;
+    bool chunked;
+    int want; /* 0 with object, 1 = no object, else error */
+  } cases[] = {
+      {"Content-Type", "x", NULL, NULL, false, 1},
+      {"Upload-Checksum", SHA1_HELLO, NULL, NULL, false, 0},
+      {"upload-checksum", CRC_HELLO, NULL, NULL, true, 0},
+      {"Upload-Checksum", "sha3 AAAA", NULL, NULL, false, TUSC_ECHECKSUM_ALGORITHM},
+      {"Upload-Checksum", "sha1", NULL, NULL, false, TUSC_EINVALID_CHECKSUM},
+      {"Upload-Checksum", SHA1_HELLO, "Upload-Checksum", SHA1_HELLO, false,
+       TUSC_EINVALID_CHECKSUM},
+      {"Trailer", "Upload-Checksum", NULL, NULL, true, 0},
+      {"Trailer", "X-Foo, upload-checksum", NULL, NULL, true, 0},
+      {"Trailer", "X-Upload-Checksum", NULL, NULL, true, 1},
+      {"Trailer", "Upload-Checksum", NULL, NULL, false, TUSC_EINVALID_CHECKSUM},
+      {"Trailer", "Upload-Checksum", "Upload-Checksum", SHA1_HELLO, true, TUSC_EINVALID_CHECKSUM},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    tusc_http_header_t hs[2];
+    memset(hs, 0, sizeof(hs));
+    size_t n = 1;
+    hs[0].name = cases[i].name1;
+    hs[0].value = cases[i].value1;
+    if (cases[i].name2 != NULL) {
+      hs[1].name = cases[i].name2;
+      hs[1].value = cases[i].value2;
+      n = 2;
+    }
+    tusc_http_request_t req;
+    make_request(&req, hs, n, cases[i].chunked);
+    tusc_verify_t *v = (tusc_verify_t *)&req; /* must be overwritten or left alone */
+    int rc = tusc_verify_new(&req, &v);
+    if (cases[i].want == 1) {
+      assert_int_equal(rc, 0);
+      assert_null(v);
+    } else if (cases[i].want == 0) {
+      assert_int_equal(rc, 0);
+      assert_non_null(v);
+      tusc_verify_free(v);
+    } else if (rc != cases[i].want) {
+      fail_msg("case %zu: rc %d, want %d", i, rc, cases[i].want);
+    }
+  }
+}
+
+struct fixture {
+  char dir[128];
+  tusc_store_t *store;
+  tusc_store_ops_t plain_ops; /* the file store's ops without staging */
+};
+
+static int setup(void **state) {
+  struct fixture *f = calloc(1, sizeof(*f));
+  snprintf(f->dir, sizeof(f->dir), "/tmp/tusc-test-verify-XXXXXX");
+  assert_non_null(mkdtemp(f->dir));
+  tusc_file_store_options_t opts = {
+      .dir = f->dir, .dir_perms = 0775, .file_perms = 0664, .fsync = true};
+  assert_int_equal(tusc_file_store_new(&opts, &f->store), 0);
+  f->plain_ops = *f->store->ops;
+  f->plain_ops.stage_begin = NULL;
+  f->plain_ops.stage_write = NULL;
+  f->plain_ops.stage_commit = NULL;
+  f->plain_ops.stage_discard = NULL;
+  f->plain_ops.stage_read = NULL;
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  struct fixture *f = *state;
+  f->store->ops->free(f->store);
+  char cmd[256];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+  assert_int_equal(system(cmd), 0);
+  free(f);
+  return 0;
+}
+
+static tusc_upload_t *new_upload(struct fixture *f, const char *id, int64_t size) {
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  snprintf(info.id, sizeof(info.id), "%s", id);
+  info.size = size;
+  assert_int_equal(f->store->ops->create(f->store, &info), 0);
+  tusc_upload_info_dispose(&info);
+  tusc_upload_t *up = NULL;
+  assert_int_equal(f->store->ops->open(f->store, id, &up), 0);
+  /* Something already stored, so "unchanged" means more than empty. */
+  assert_int_equal(f->store->ops->write(up, 0, "0123", 4), 4);
+  return up;
+}
+
+static int64_t data_len(struct fixture *f, const char *id) {
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  assert_int_equal(f->store->ops->get_info(f->store, id, &info), 0);
+  int64_t n = info.offset;
+  tusc_upload_info_dispose(&info);
+  return n;
+}
+
+static size_t files_in_tree(const char *dir) {
+  char cmd[256];
+  snprintf(cmd, sizeof(cmd), "find '%s' -type f | wc -l", dir);
+  FILE *p = popen(cmd, "r");
+  size_t n = 0;
+  assert_int_equal(fscanf(p, "%zu", &n), 1);
+  pclose(p);
+  return n;
+}
+
+/* One chunk through verify with `value` as the header (or the trailer). */
+static int run_chunk(struct fixture *f, tusc_store_t *store, const char *id, const char *value,
+                     bool trailer, const char *body) {
+  tusc_http_header_t hs[2];
+  memset(hs, 0, sizeof(hs));
+  hs[0].name = trailer ? "Trailer" : "Upload-Checksum";
+  hs[0].value = trailer ? "Upload-Checksum" : value;
+  hs[1].name = "Upload-Checksum";
+  hs[1].value = value;
+  hs[1].trailer = true;
+  tusc_http_request_t req;
+  make_request(&req, hs, trailer ? 2 : 1, trailer);
+  tusc_verify_t *v = NULL;
+  assert_int_equal(tusc_verify_new(&req, &v), 0);
+  assert_non_null(v);
+  tusc_upload_t *up = NULL;
+  assert_int_equal(store->ops->open(store, id, &up), 0);
+  int64_t before = store->ops->info(up)->offset;
+  assert_int_equal(tusc_verify_begin(v, store, up), 0);
+  size_t len = strlen(body);
+  /* In two pieces, as a body arrives. */
+  assert_int_equal(tusc_verify_write(v, body, 5), 5);
+  assert_int_equal(tusc_verify_write(v, body + 5, len - 5), (ssize_t)(len - 5));
+  if (store->ops->stage_begin != NULL)
+    assert_int_equal(data_len(f, id), before); /* nothing reached the data file yet */
+  int rc = tusc_verify_body_end(v, &req);
+  if (rc == 0)
+    rc = tusc_verify_commit(v, true);
+  else
+    assert_int_equal(tusc_verify_discard(v), 0);
+  store->ops->close(up);
+  tusc_verify_free(v);
+  return rc;
+}
+
+static void test_staged(void **state) {
+  struct fixture *f = *state;
+  tusc_upload_t *up = new_upload(f, "upload1", 100);
+  f->store->ops->close(up);
+  for (int trailer = 0; trailer < 2; trailer++) {
+    int64_t off = data_len(f, "upload1");
+    assert_int_equal(run_chunk(f, f->store, "upload1", SHA1_HELLO, trailer, "hello worle"),
+                     TUSC_ECHECKSUM_MISMATCH);
+    assert_int_equal(data_len(f, "upload1"), off);
+    assert_int_equal(run_chunk(f, f->store, "upload1", CRC_HELLO, trailer, "hello world"), 0);
+    assert_int_equal(data_len(f, "upload1"), off + 11);
+  }
+  /* Trailer mode with a malformed trailer: dropped. */
+  assert_int_equal(run_chunk(f, f->store, "upload1", "sha1 nope", true, "hello world"),
+                   TUSC_EINVALID_CHECKSUM);
+  assert_int_equal(data_len(f, "upload1"), 4 + 22);
+  /* No side file anywhere: data + .info only. */
+  assert_int_equal(files_in_tree(f->dir), 2);
+}
+
+static void test_unstaged_truncates_back(void **state) {
+  struct fixture *f = *state;
+  tusc_upload_t *up = new_upload(f, "upload2", 100);
+  f->store->ops->close(up);
+  /* The same store object seen through a table without staging, like a backend that
+   * cannot stage. */
+  const tusc_store_ops_t *staging = f->store->ops;
+  f->store->ops = &f->plain_ops;
+  for (int trailer = 0; trailer < 2; trailer++) {
+    int64_t off = data_len(f, "upload2");
+    assert_int_equal(run_chunk(f, f->store, "upload2", SHA1_HELLO, trailer, "hello worle"),
+                     TUSC_ECHECKSUM_MISMATCH);
+    assert_int_equal(data_len(f, "upload2"), off);
+    assert_int_equal(run_chunk(f, f->store, "upload2", SHA1_HELLO, trailer, "hello world"), 0);
+    assert_int_equal(data_len(f, "upload2"), off + 11);
+  }
+  f->store->ops = staging;
+}
+
+static void test_stage_ops(void **state) {
+  struct fixture *f = *state;
+  tusc_upload_t *up = new_upload(f, "upload3", 10);
+  const tusc_store_ops_t *ops = f->store->ops;
+  assert_int_equal(ops->stage_write(up, "x", 1), TUSC_EINVALID_ARGUMENT); /* not begun */
+  assert_int_equal(ops->stage_begin(up), 0);
+  assert_int_equal(ops->stage_write(up, "abc", 3), 3);
+  /* 4 stored + 3 staged + 4 would pass the length of 10. */
+  assert_int_equal(ops->stage_write(up, "defg", 4), TUSC_EUPLOAD_SIZE_EXCEEDED);
+  char buf[8] = {0};
+  assert_int_equal(ops->stage_read(up, 1, buf, sizeof(buf)), 2);
+  assert_memory_equal(buf, "bc", 2);
+  /* Begin again drops what was staged. */
+  assert_int_equal(ops->stage_begin(up), 0);
+  assert_int_equal(ops->stage_read(up, 0, buf, sizeof(buf)), 0);
+  assert_int_equal(ops->stage_write(up, "xyz", 3), 3);
+  assert_int_equal(ops->stage_commit(up), 0);
+  assert_int_equal(ops->info(up)->offset, 7);
+  assert_int_equal(ops->stage_commit(up), TUSC_EINVALID_ARGUMENT); /* nothing staged now */
+  assert_int_equal(ops->stage_begin(up), 0);
+  assert_int_equal(ops->stage_write(up, "q", 1), 1);
+  ops->stage_discard(up);
+  ops->stage_discard(up);
+  assert_int_equal(ops->info(up)->offset, 7);
+  assert_int_equal(ops->stage_begin(up), 0);
+  assert_int_equal(ops->stage_write(up, "r", 1), 1);
+  ops->close(up); /* drops the staged byte too */
+  assert_int_equal(data_len(f, "upload3"), 7);
+  assert_int_equal(ops->open(f->store, "upload3", &up), 0);
+  assert_int_equal(ops->read(up, 0, buf, sizeof(buf)), 7);
+  assert_memory_equal(buf, "0123xyz", 7);
+  ops->close(up);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_new_from_head),
+      cmocka_unit_test_setup_teardown(test_staged, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_unstaged_truncates_back, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stage_ops, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,509 @@
+"""IETF draft "Resumable Uploads for HTTP" (-enable-experimental-protocol): a raw-socket
+client for interop versions 3 (draft -01) to 8 (drafts -09 and later).
+
+Creation with the 104 interim response seen before the final answer, an interrupted
+body (the client closes mid-body), offset retrieval, append, completion, cancellation;
+400 on malformed Structured Field values, 409 with the right offset, Upload-Limit, and
+what happens to draft requests when the flag is off.
+"""
+import urllib.parse
+
+import pytest
+
+from conftest import OCTET, RawConn, build_request, deadline_poll, upload_id
+
+VERSIONS = [3, 4, 5, 6, 7, 8]
+PARTIAL = "application/partial-upload"
+
+
+def complete_header(version, complete):
+    """(name, value) of the completeness header the way `version` spells it."""
+    if version == 3:
+        return "Upload-Incomplete", "?0" if complete else "?1"
+    return "Upload-Complete", "?1" if complete else "?0"
+
+
+def is_complete(resp, version):
+    name, yes = complete_header(version, True)
+    value = resp.header(name)
+    assert value in ("?0", "?1"), resp
+    return value == yes
+
+
+def draft_headers(version, complete=None, extra=None):
+    hs = [("Upload-Draft-Interop-Version", str(version))]
+    if complete is not None:
+        hs.append(complete_header(version, complete))
+    hs += list((extra or {}).items())
+    return hs
+
+
+def append_type(version):
+    return PARTIAL if version >= 6 else "application/octet-stream"
+
+
+def assert_draft_response(resp, version):
+    assert resp.header("Upload-Draft-Interop-Version") == str(version), resp
+    assert not resp.has("Tus-Resumable"), resp
+
+
+def path_of(location):
+    return urllib.parse.urlsplit(location).path
+
+
+class Draft:
+    """A minimal draft client on raw sockets."""
+
+    def __init__(self, server, version):
+        self.server = server
+        self.version = version
+
+    def exchange(self, method, target, headers, body=b"", content_length="auto"):
+        data = build_request(method, target, headers, body, content_length=content_length)
+        with self.server.raw() as c:
+            c.send(data)
+            return c.read_final_response(method)
+
+    def create(self, body=b"", complete=True, extra=None, method="POST"):
+        final, interim = self.exchange(method, self.server.base_path,
+                                       draft_headers(self.version, complete, extra), body)
+        return final, interim
+
+    def head(self, path):
+        final, _ = self.exchange("HEAD", path, draft_headers(self.version))
+        return final
+
+    def append(self, path, offset, body, complete, extra=None, content_type=None):
+        hs = {"Upload-Offset": str(offset),
+              "Content-Type": content_type or append_type(self.version)}
+        hs.update(extra or {})
+        final, _ = self.exchange("PATCH", path, draft_headers(self.version, complete, hs), body)
+        return final
+
+    def delete(self, path):
+        final, _ = self.exchange("DELETE", path, draft_headers(self.version))
+        return final
+
+
+@pytest.fixture
+def draft_server(tusc):
+    return tusc("-enable-experimental-protocol")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_create_complete_with_104_first(draft_server, version):
+    d = Draft(draft_server, version)
+    body = b"hello draft " * 100
+    final, interim = d.create(body, complete=True, extra={
+        "Content-Type": "text/plain",
+        "Content-Disposition": 'inline; filename="greeting.txt"'})
+    assert final.status == 201, final
+    assert_draft_response(final, version)
+    # The 104 arrives before the final answer and names the same upload.
+    assert [r.status for r in interim] == [104], interim
+    i104 = interim[0]
+    assert i104.header("Location"), i104
+    assert i104.header("Location") == final.header("Location"), (i104, final)
+    assert i104.header("Upload-Draft-Interop-Version") == str(version), i104
+    assert i104.header("Upload-Limit") == "min-size=0", i104
+    assert final.header("Upload-Offset") == str(len(body)), final
+    assert final.header("Upload-Limit") == "min-size=0", final
+    assert is_complete(final, version)
+
+    up = path_of(final.header("Location"))
+    h = d.head(up)
+    assert h.status == 204, h
+    assert_draft_response(h, version)
+    assert h.header("Upload-Offset") == str(len(body)), h
+    assert h.header("Upload-Length") == str(len(body)), h
+    assert h.header("Cache-Control") == "no-store", h
+    assert is_complete(h, version)
+    # Same store as tus: the data and the metadata taken from the representation.
+    assert draft_server.download(up).body == body
+    t = draft_server.head(up)
+    assert t.status == 200 and t.header("Tus-Resumable") == "1.0.0", t
+    md = t.header("Upload-Metadata") or ""
+    assert "filetype dGV4dC9wbGFpbg==" in md, t  # text/plain
+    assert "filename Z3JlZXRpbmcudHh0" in md, t  # greeting.txt
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_interrupt_resume_complete(draft_server, version):
+    """Optimistic creation: 104 read before sending the body, connection closed
+    mid-body, offset retrieval, append of the rest with completion."""
+    d = Draft(draft_server, version)
+    data = bytes(range(256)) * 400  # 102400 bytes
+    sent = 40000
+    head = build_request("POST", draft_server.base_path,
+                         draft_headers(version, True, {"Content-Type": "application/octet-stream"}),
+                         b"", content_length=len(data))
+    with draft_server.raw() as c:
+        c.send(head)
+        i104 = c.read_response("POST")
+        assert i104.status == 104, i104
+        loc = i104.header("Location")
+        assert loc, i104
+        c.send(data[:sent])
+    # The client is gone; the server keeps every byte that arrived.
+    up = path_of(loc)
+    h = deadline_poll(lambda: (lambda r: r if r.header("Upload-Offset") == str(sent) else None)(
+        d.head(up)), 15, what="offset after the interrupted creation")
+    assert h.status == 204, h
+    assert not is_complete(h, version)
+    assert h.header("Upload-Length") == str(len(data)), h  # Content-Length of a complete request
+
+    r = d.append(up, sent, data[sent:], complete=True)
+    assert r.status == 204, r
+    assert_draft_response(r, version)
+    assert r.header("Upload-Offset") == str(len(data)), r
+    assert is_complete(r, version)
+    h = d.head(up)
+    assert is_complete(h, version) and h.header("Upload-Offset") == str(len(data)), h
+    assert draft_server.download(up).body == data
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_parts_with_deferred_length(draft_server, version):
+    """Careful creation (no body, incomplete), appends, the last one chunked with
+    completion: the length becomes the final offset."""
+    d = Draft(draft_server, version)
+    final, interim = d.create(b"", complete=False)
+    assert final.status == 201, final
+    assert final.header("Upload-Offset") == "0", final
+    assert not is_complete(final, version)
+    up = path_of(final.header("Location"))
+    h = d.head(up)
+    assert h.status == 204 and not h.has("Upload-Length"), h
+    assert not is_complete(h, version)
+
+    r = d.append(up, 0, b"a" * 1000, complete=False)
+    assert r.status == 204, r
+    assert r.header("Upload-Offset") == "1000" and not is_complete(r, version), r
+
+    chunked = b"7D0\r\n" + b"b" * 2000 + b"\r\n0\r\n\r\n"
+    r = d.append(up, 1000, chunked, complete=True,
+                 extra={"Transfer-Encoding": "chunked"})
+    assert r.status == 204, r
+    assert r.header("Upload-Offset") == "3000", r
+    assert is_complete(r, version), r
+    h = d.head(up)
+    assert h.header("Upload-Length") == "3000" and is_complete(h, version), h
+    # The fixed length is durable: a tus HEAD reads it from the info file.
+    t = draft_server.head(up)
+    assert t.header("Upload-Length") == "3000" and not t.has("Upload-Defer-Length"), t
+    assert draft_server.download(up).body == b"a" * 1000 + b"b" * 2000
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_offset_mismatch_409_carries_offset(draft_server, version):
+    d = Draft(draft_server, version)
+    final, _ = d.create(b"x" * 10, complete=False)
+    up = path_of(final.header("Location"))
+    r = d.append(up, 5, b"yyy", complete=False)
+    assert r.status == 409, r
+    assert_draft_response(r, version)
+    assert r.header("Upload-Offset") == "10", r
+    assert d.head(up).header("Upload-Offset") == "10"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_cancel(draft_server, version):
+    d = Draft(draft_server, version)
+    final, _ = d.create(b"z" * 100, complete=False)
+    up = path_of(final.header("Location"))
+    assert draft_server.files_of(up)
+    r = d.delete(up)
+    assert r.status == 204, r
+    assert_draft_response(r, version)
+    h = d.head(up)
+    assert h.status == 404, h
+    assert_draft_response(h, version)
+    assert not [p for p in draft_server.files_of(up) if not p.name.endswith(".lock")]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_append_to_complete_upload_refused(draft_server, version):
+    d = Draft(draft_server, version)
+    final, _ = d.create(b"done", complete=True)
+    up = path_of(final.header("Location"))
+    r = d.append(up, 4, b"more", complete=False)
+    assert r.status == 400, r
+    assert_draft_response(r, version)
+    # An empty completing append is a harmless repeat.
+    r = d.append(up, 4, b"", complete=True)
+    assert r.status == 204 and is_complete(r, version), r
+    assert draft_server.download(up).body == b"done"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_completing_append_must_match_declared_length(draft_server, version):
+    d = Draft(draft_server, version)
+    final, _ = d.create(b"", complete=False, extra={"Upload-Length": "10"})
+    assert final.status == 201, final
+    up = path_of(final.header("Location"))
+    r = d.append(up, 0, b"12345", complete=True)  # 5 != 10
+    assert r.status == 400, r
+    assert d.head(up).header("Upload-Offset") == "0"
+    r = d.append(up, 0, b"1234567890", complete=True)
+    assert r.status == 204 and is_complete(r, version), r
+
+
+@pytest.mark.parametrize("version", [6, 7, 8])
+def test_append_needs_partial_upload_type(draft_server, version):
+    d = Draft(draft_server, version)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    r = d.append(up, 0, b"abc", complete=False, content_type=OCTET)
+    assert r.status == 415, r
+    assert_draft_response(r, version)
+    r = d.append(up, 0, b"abc", complete=False, content_type=PARTIAL)
+    assert r.status == 204, r
+
+
+@pytest.mark.parametrize("version", [3, 4, 5])
+def test_append_any_type_before_interop_6(draft_server, version):
+    d = Draft(draft_server, version)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    r = d.append(up, 0, b"abc", complete=False, content_type="application/octet-stream")
+    assert r.status == 204, r
+
+
+@pytest.mark.parametrize("header,value", [
+    ("Upload-Complete", "true"), ("Upload-Complete", "1"), ("Upload-Complete", "?2"),
+    ("Upload-Complete", "?1, ?0"), ("Upload-Complete", '"?1"'), ("Upload-Complete", None),
+])
+def test_malformed_complete_on_creation_400(draft_server, header, value):
+    hs = [("Upload-Draft-Interop-Version", "6")]
+    if value is not None:
+        hs.append((header, value))
+    r = draft_server.raw_request(build_request("POST", "/files/", hs, b"abc"), "POST")
+    assert r.status == 400, r
+    assert r.error_code() == "ERR_INVALID_HEADER", r
+    assert_draft_response(r, 6)
+    assert not r.has("Location")
+
+
+@pytest.mark.parametrize("value", ["abc", "9", "2", "6.0", "-6", '"6"', "6, 7"])
+def test_bad_interop_version_400(draft_server, value):
+    hs = [("Upload-Draft-Interop-Version", value), ("Upload-Complete", "?1")]
+    r = draft_server.raw_request(build_request("POST", "/files/", hs, b"abc"), "POST")
+    assert r.status == 400, r
+    assert "Upload-Draft-Interop-Version" in r.text, r
+    assert not r.has("Tus-Resumable") and not r.has("Location"), r
+
+
+@pytest.mark.parametrize("value", ["-1", "1.0", "abc", "?1", "", "1, 2"])
+def test_malformed_upload_offset_400(draft_server, value):
+    d = Draft(draft_server, 6)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    hs = draft_headers(6, False, {"Upload-Offset": value, "Content-Type": PARTIAL})
+    r = draft_server.raw_request(build_request("PATCH", up, hs, b"abc"), "PATCH")
+    assert r.status == 400, r
+    assert r.error_code() == "ERR_INVALID_OFFSET", r
+    assert d.head(up).header("Upload-Offset") == "0"
+
+
+@pytest.mark.parametrize("value", ["-5", "x", "1.5", "?1"])
+def test_malformed_upload_length_400(draft_server, value):
+    hs = draft_headers(6, False, {"Upload-Length": value})
+    r = draft_server.raw_request(build_request("POST", "/files/", hs, b""), "POST")
+    assert r.status == 400, r
+    assert r.error_code() == "ERR_INVALID_UPLOAD_LENGTH", r
+
+
+def test_upload_length_disagrees_with_content_length_400(draft_server):
+    hs = draft_headers(8, True, {"Upload-Length": "5"})
+    r = draft_server.raw_request(build_request("POST", "/files/", hs, b"0123456789"), "POST")
+    assert r.status == 400, r
+    assert r.error_code() == "ERR_INVALID_UPLOAD_LENGTH", r
+    assert not r.has("Location")
+
+
+def test_upload_length_with_incomplete_creation(draft_server):
+    d = Draft(draft_server, 8)
+    final, _ = d.create(b"0123", complete=False, extra={"Upload-Length": "10"})
+    assert final.status == 201, final
+    assert final.header("Upload-Length") == "10" and not is_complete(final, 8), final
+    up = path_of(final.header("Location"))
+    r = d.append(up, 4, b"456789", complete=False)  # reaching the length completes it
+    assert r.status == 204 and is_complete(r, 8), r
+
+
+def test_limits_and_options(tusc):
+    srv = tusc("-enable-experimental-protocol", "-max-size", "100")
+    d = Draft(srv, 8)
+    final, interim = d.exchange("OPTIONS", "/files/", draft_headers(8))
+    assert final.status in (200, 204), final
+    assert_draft_response(final, 8)
+    assert final.header("Upload-Limit") == "min-size=0, max-size=100", final
+    assert final.header("Accept-Patch") == PARTIAL, final
+    # Too large by Upload-Length, or by a complete request's Content-Length: 413 + limit.
+    final, _ = d.create(b"", complete=False, extra={"Upload-Length": "101"})
+    assert final.status == 413, final
+    assert final.header("Upload-Limit") == "min-size=0, max-size=100", final
+    final, _ = d.create(b"x" * 101, complete=True)
+    assert final.status == 413, final
+    final, interim = d.create(b"x" * 100, complete=True)
+    assert final.status == 201, final
+    assert interim[0].header("Upload-Limit") == "min-size=0, max-size=100", interim
+    # A deferred upload cannot grow past max-size either.
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    r = d.append(up, 0, b"y" * 101, complete=False)
+    assert r.status == 413, r
+    # Plain tus OPTIONS is unchanged.
+    t = srv.request("OPTIONS", "/files/")
+    assert t.header("Tus-Resumable") == "1.0.0" and not t.has("Upload-Draft-Interop-Version"), t
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_creation_by_other_methods(draft_server, method):
+    d8 = Draft(draft_server, 8)
+    final, interim = d8.create(b"put body", complete=True, method=method)
+    assert final.status == 201, final
+    assert interim and interim[0].status == 104, interim
+    assert draft_server.download(path_of(final.header("Location"))).body == b"put body"
+    # Interop 6 still only creates with POST.
+    final, _ = Draft(draft_server, 6).create(b"put body", complete=True, method=method)
+    assert final.status == 405, final
+
+
+def test_tus_and_draft_share_uploads(draft_server):
+    # tus-created, draft-appended, tus-read.
+    up = draft_server.create(length=6)
+    d = Draft(draft_server, 6)
+    h = d.head(up)
+    assert h.status == 204 and h.header("Upload-Offset") == "0" and not is_complete(h, 6), h
+    r = d.append(up, 0, b"abc", complete=False)
+    assert r.status == 204, r
+    p = draft_server.patch(up, 3, b"def")
+    assert p.status == 204 and p.header("Upload-Offset") == "6", p
+    assert is_complete(d.head(up), 6)
+    # GET with the draft header downloads as usual.
+    final, _ = d.exchange("GET", up, draft_headers(6))
+    assert final.status == 200 and final.body == b"abcdef", final
+
+
+def test_expect_continue_gets_104_then_100(draft_server):
+    hs = draft_headers(8, True, {"Expect": "100-continue"})
+    with draft_server.raw() as c:
+        c.send(build_request("POST", "/files/", hs, b"", content_length=5))
+        first = c.read_response("POST")
+        assert first.status == 104, first
+        second = c.read_response("POST")
+        assert second.status == 100, second
+        c.send(b"12345")
+        final, _ = c.read_final_response("POST")
+    assert final.status == 201 and final.header("Upload-Offset") == "5", final
+
+
+def test_unknown_upload(draft_server):
+    d = Draft(draft_server, 8)
+    h = d.head("/files/0123456789abcdef0123456789abcdef")
+    assert h.status == 404, h
+    assert_draft_response(h, 8)
+    r = d.append("/files/0123456789abcdef0123456789abcdef", 0, b"x", complete=False)
+    assert r.status == 404, r
+
+
+def test_feature_off_draft_request_is_a_tus_request(server):
+    """Without -enable-experimental-protocol the header means nothing: a draft POST is a
+    tus request without Tus-Resumable (412), a HEAD is a tus HEAD."""
+    hs = draft_headers(6, True)
+    r = server.raw_request(build_request("POST", "/files/", hs, b"abc"), "POST")
+    assert r.status == 412, r
+    assert r.header("Tus-Resumable") == "1.0.0" and not r.has("Upload-Draft-Interop-Version"), r
+    up = server.create(length=3)
+    final = server.raw_request(build_request("HEAD", up, hs), "HEAD")
+    assert final.status == 200 and final.header("Tus-Resumable") == "1.0.0", final
+    assert not final.has("Upload-Complete"), final
+
+
+def write_hook(tmp_path, name, text):
+    d = tmp_path / "ietf-hooks"
+    d.mkdir(exist_ok=True)
+    p = d / name
+    p.write_text(text)
+    p.chmod(0o755)
+    return d
+
+
+def test_pre_create_hook_sees_draft_creation(tusc, tmp_path):
+    """The pre-create hook runs for draft creations too (it is where operators put
+    policy): it sees the metadata from Content-Type/Content-Disposition, can reject
+    (no 104, no upload) and can choose the ID (the 104 and 201 name it)."""
+    seen = tmp_path / "seen.json"
+    d = write_hook(tmp_path, "pre-create",
+                   "#!/bin/sh\ncat > " + str(seen) + "\n"
+                   "if grep -q reject.txt " + str(seen) + "; then\n"
+                   "  echo '{\"RejectUpload\": true}'\n"
+                   "else\n"
+                   "  echo '{\"ChangeFileInfo\": {\"ID\": \"chosen-by-hook\"}}'\n"
+                   "fi\n")
+    srv = tusc("-enable-experimental-protocol", "-hooks-dir", str(d), "-hooks-enabled-events=")
+    dr = Draft(srv, 8)
+    final, interim = dr.create(b"data", complete=True,
+                               extra={"Content-Disposition": "inline; filename=reject.txt"})
+    assert final.status == 400 and final.error_code() == "ERR_UPLOAD_REJECTED", final
+    assert interim == [], interim
+    assert not list(srv.upload_dir.rglob("*.info"))
+    assert '"filename":"reject.txt"' in seen.read_text()
+
+    final, interim = dr.create(b"data", complete=True,
+                               extra={"Content-Disposition": "inline; filename=ok.txt"})
+    assert final.status == 201, final
+    assert final.header("Location").endswith("/files/chosen-by-hook"), final
+    assert interim[0].header("Location") == final.header("Location"), interim
+    assert srv.download("/files/chosen-by-hook").body == b"data"
+
+
+@pytest.mark.parametrize("version", [3, 6, 8])
+def test_resume_while_old_append_still_hangs(draft_server, version):
+    """The client thinks its append died but the server still holds it open: offset
+    retrieval answers at once (no lock), and the new append takes over the upload."""
+    d = Draft(draft_server, version)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    data = b"q" * 50000
+    hs = draft_headers(version, True, {"Upload-Offset": "0",
+                                       "Content-Type": append_type(version)})
+    old = RawConn(draft_server.port)
+    try:
+        old.send(build_request("PATCH", up, hs, b"", content_length=len(data)))
+        old.send(data[:20000])
+        deadline_poll(lambda: d.head(up).header("Upload-Offset") == "20000", 15,
+                      what="bytes of the hanging append")
+        r = d.append(up, 20000, data[20000:], complete=True)
+        assert r.status == 204, r
+        assert r.header("Upload-Offset") == str(len(data)) and is_complete(r, version), r
+    finally:
+        old.close()
+    assert draft_server.download(up).body == data
+
+
+def test_draft_requests_are_authenticated_and_owned(tusc, tmp_path):
+    auth = pytest.importorskip("test_auth")
+    users = auth.write_htpasswd(tmp_path / "users.htpasswd")
+    srv = tusc("-enable-experimental-protocol", "-auth-htpasswd", str(users))
+    d = Draft(srv, 8)
+    final, interim = d.create(b"secret", complete=True)
+    assert final.status == 401 and interim == [], final
+    assert not any(srv.upload_dir.rglob("*.info"))
+
+    alice = auth.basic("alice")
+    final, interim = d.create(b"secret", complete=False, extra=alice)
+    assert final.status == 201 and interim[0].status == 104, final
+    up = path_of(final.header("Location"))
+    bob = auth.basic("bob")
+    r, _ = d.exchange("HEAD", up, draft_headers(8, extra=bob))
+    assert r.status in (403, 404), r
+    r = d.append(up, 6, b"more", complete=True, extra=bob)
+    assert r.status in (403, 404), r
+    r, _ = d.exchange("DELETE", up, draft_headers(8, extra=bob))
+    assert r.status in (403, 404), r
+    r = d.append(up, 6, b"more", complete=True, extra=alice)
+    assert r.status == 204 and is_complete(r, 8), r
+    r, _ = d.exchange("HEAD", up, draft_headers(8, extra=alice))
+    assert r.status == 204 and r.header("Upload-Offset") == "10", r

@@ -391,6 +391,9 @@ int tusc_server_run(const tusc_config_t *cfg) {
   if (exit_code != 0)
     return exit_code;
   signal(SIGPIPE, SIG_IGN);
+  /* Under a file-size limit (systemd LimitFSIZE, ulimit -f) a write past it must fail
+   * with EFBIG for that upload, not kill the whole process. */
+  signal(SIGXFSZ, SIG_IGN);
 
   struct server s;
   memset(&s, 0, sizeof(s));

@@ -129,10 +129,11 @@ def test_disk_full_small_filesystem(tusc, tmp_path):
 
 
 def test_disk_full_fsize_limit(tusc, tmp_path):
-    """RLIMIT_FSIZE on the server: writes past 4 MB fail with EFBIG (the server ignores
+    """RLIMIT_FSIZE on the server: writes past the cap fail with EFBIG (the server ignores
     SIGXFSZ). "Freeing space" is a restart without the limit, same upload dir."""
     srv = tusc(start=False)
-    # ulimit -f counts 1024-byte blocks: 4 MB. exec keeps the PID the harness signals.
+    # ulimit -f counts blocks (512 bytes in dash): a 2-4 MB cap. exec keeps the PID
+    # the harness signals.
     srv.start(["/bin/sh", "-c", 'ulimit -f 4096 && exec "$@"', "tusc"] + srv.command())
 
     def restart_unlimited():

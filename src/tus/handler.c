@@ -1745,6 +1745,17 @@ static void post_locked(tus_request_t *st) {
   chunk_begin(st);
 }
 
+/* Whether the final just created is complete (its partials were all finished). */
+static bool final_finished(tus_request_t *st) {
+  tusc_store_t *store = store_of(st);
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  bool done = store->ops->get_info(store, st->id, &info) == 0 && !info.size_is_deferred &&
+              info.offset == info.size;
+  tusc_upload_info_dispose(&info);
+  return done;
+}
+
 static void post_created(tus_request_t *st) {
   char size_s[24];
   if (st->work_result < 0) {
@@ -1764,6 +1775,9 @@ static void post_created(tus_request_t *st) {
     TUSC_LOG(TUSC_LOG_WARN, "expiration: cannot index %s; it expires after a restart", st->id);
   (void)hook_fire(st, TUSC_HOOK_POST_CREATE, st->info, false);
   bool empty = !st->info->size_is_deferred && st->info->size == 0;
+  /* A final assembled during creation is finished at once as well. */
+  if (!empty && st->info->is_final)
+    empty = final_finished(st);
   if (empty) {
     tusc_log_event(TUSC_LOG_INFO, "UploadFinished", "id", st->id, "size", size_s, "remote",
                    st->client, NULL);
@@ -2526,7 +2540,14 @@ bool tusc_tus_req_lookup(tusc_tus_req_t *st, tusc_upload_info_t *info) {
 }
 
 static void ext_create_start(tus_request_t *st) {
-  pre_create_apply(st, st->info);
+  const tusc_config_t *cfg = cfg_of(st);
+  int rc = pre_create_apply(st, st->info);
+  if (rc < 0) {
+    respond_error(st, rc);
+    return;
+  }
+  if (cfg->expire_after_ms > 0) /* as do_post: informative, the deadline follows activity */
+    st->info->expires_at = st->info->created_at + (cfg->expire_after_ms + 999) / 1000;
   queue_work(st, WORK_CREATE, post_created);
 }
 

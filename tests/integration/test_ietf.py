@@ -507,3 +507,19 @@ def test_draft_requests_are_authenticated_and_owned(tusc, tmp_path):
     assert r.status == 204 and is_complete(r, 8), r
     r, _ = d.exchange("HEAD", up, draft_headers(8, extra=alice))
     assert r.status == 204 and r.header("Upload-Offset") == "10", r
+
+
+def test_expiration_applies_to_draft_uploads(tusc):
+    srv = tusc("-enable-experimental-protocol", "-expire-after", "1s")
+    d = Draft(srv, 8)
+    final, _ = d.create(b"part", complete=False)
+    assert final.status == 201 and final.has("Upload-Expires"), final
+    unfinished = path_of(final.header("Location"))
+    final, _ = d.create(b"whole", complete=True)
+    finished = path_of(final.header("Location"))
+    h = deadline_poll(lambda: (lambda r: r if r.status in (404, 410) else None)(d.head(unfinished)),
+                      15, what="the unfinished draft upload to expire")
+    assert_draft_response(h, 8)
+    h = d.head(finished)
+    assert h.status == 204 and is_complete(h, 8), h
+    assert srv.download(finished).body == b"whole"

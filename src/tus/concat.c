@@ -23,6 +23,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "metrics/metrics.h"
 #include "tus/headers.h"
 
 #define LOCK_POLL_MS 10
@@ -319,8 +320,10 @@ static int append_by_copy(tusc_store_t *store, tusc_upload_t *dst, tusc_upload_t
   return 0;
 }
 
-/* The assembly proper, with the final locked and open. */
-static int assemble_locked(const tusc_concat_env_t *env, tusc_upload_t *final, bool *complete) {
+/* The assembly proper, with the final locked and open. `report`: log UploadFinished and
+ * count it (else the caller does). */
+static int assemble_locked(const tusc_concat_env_t *env, tusc_upload_t *final, bool *complete,
+                           bool report) {
   tusc_store_t *store = env->store;
   tusc_upload_info_t *info = store->ops->info(final);
   size_t n = info->partial_count;
@@ -410,9 +413,12 @@ static int assemble_locked(const tusc_concat_env_t *env, tusc_upload_t *final, b
     goto out;
   }
   *complete = true;
-  char size_s[24];
-  snprintf(size_s, sizeof(size_s), "%lld", (long long)info->size);
-  tusc_log_event(TUSC_LOG_INFO, "UploadFinished", "id", info->id, "size", size_s, NULL);
+  if (report) {
+    char size_s[24];
+    snprintf(size_s, sizeof(size_s), "%lld", (long long)info->size);
+    tusc_log_event(TUSC_LOG_INFO, "UploadFinished", "id", info->id, "size", size_s, NULL);
+    tusc_metrics_upload_finished();
+  }
 
 out:
   if (parts != NULL)
@@ -428,7 +434,8 @@ out:
   return rc;
 }
 
-int tusc_concat_assemble(const tusc_concat_env_t *env, const char *final_id, bool *complete) {
+static int assemble(const tusc_concat_env_t *env, const char *final_id, bool *complete,
+                    bool report) {
   bool done = false;
   if (complete != NULL)
     *complete = false;
@@ -442,7 +449,7 @@ int tusc_concat_assemble(const tusc_concat_env_t *env, const char *final_id, boo
   tusc_upload_t *final = NULL;
   rc = env->store->ops->open(env->store, final_id, &final);
   if (rc == 0) {
-    rc = assemble_locked(env, final, &done);
+    rc = assemble_locked(env, final, &done, report);
     env->store->ops->close(final);
   }
   tusc_lock_release(env->locks, &holder);
@@ -451,6 +458,10 @@ int tusc_concat_assemble(const tusc_concat_env_t *env, const char *final_id, boo
   if (complete != NULL)
     *complete = done;
   return rc;
+}
+
+int tusc_concat_assemble(const tusc_concat_env_t *env, const char *final_id, bool *complete) {
+  return assemble(env, final_id, complete, true);
 }
 
 int tusc_concat_final_created(const tusc_concat_env_t *env, const tusc_upload_info_t *info) {
@@ -472,7 +483,8 @@ int tusc_concat_final_created(const tusc_concat_env_t *env, const tusc_upload_in
                  tusc_strerror(rc));
     }
   }
-  return tusc_concat_assemble(env, info->id, NULL);
+  /* Finished here, it is the creating request that reports it (and runs finish hooks). */
+  return assemble(env, info->id, NULL, false);
 }
 
 void tusc_concat_partial_finished(const tusc_concat_env_t *env, const char *partial_id) {

@@ -89,14 +89,17 @@ typedef struct tusc_concat_env_s {
 } tusc_concat_env_t;
 
 /* Assembles final upload `final_id` if every partial is complete and it is not
- * assembled yet (then saves a newly known length, appends, syncs). Sets *complete
+ * assembled yet (then saves a newly known length, appends, syncs, logs UploadFinished
+ * and counts it in the metrics; finish hooks do not run here). Sets *complete
  * (may be NULL) to whether the final is complete afterwards. Returns 0 (also when not
  * ready), TUSC_ELOCK_TIMEOUT, TUSC_ENOT_FOUND for a missing final or partial, or an
  * I/O error; on error the final's data is cut back to empty. Blocking. */
 int tusc_concat_assemble(const tusc_concat_env_t *env, const char *final_id, bool *complete);
 
 /* After the store created final upload `info`: notes it with each unfinished partial,
- * then assembles it if all are complete. Returns 0 or the assembly's error. Blocking. */
+ * then assembles it if all are complete. Unlike tusc_concat_assemble it neither logs
+ * UploadFinished nor counts it: the creating request does that (and runs the finish
+ * hooks) when it sees the final complete. Returns 0 or the assembly's error. Blocking. */
 int tusc_concat_final_created(const tusc_concat_env_t *env, const tusc_upload_info_t *info);
 
 /* After partial `partial_id` became complete: assembles the finals noted with it.

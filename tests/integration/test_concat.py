@@ -14,15 +14,17 @@ import urllib.parse
 
 import pytest
 
-from conftest import REPO, assert_error, deadline_poll, upload_id
+from conftest import REPO, assert_error, b64, deadline_poll, upload_id
 
 CLIENTS = REPO / "tests" / "clients"
 ASSEMBLY_TIMEOUT = 30.0
 
 
-def partial(srv, data, defer=False):
+def partial(srv, data, defer=False, metadata=None):
     """Creates a partial upload holding `data` (all of it); returns its path."""
     hs = {"Upload-Concat": "partial"}
+    if metadata is not None:
+        hs["Upload-Metadata"] = metadata
     if defer:
         hs["Upload-Defer-Length"] = "1"
     else:
@@ -449,3 +451,41 @@ def test_tus_js_client_parallel_uploads(tusc, big_file):
         conn.close()
     assert n == SIZE
     assert sha.hexdigest() == digest
+
+
+# --- finish hooks ----------------------------------------------------------------------
+
+
+def test_post_finish_hook_for_final(tusc, tmp_path, monkeypatch):
+    """A final finished by its creation runs the finish hooks like any upload tusd
+    finishes (IsFinal, PartialUploads in the event). One partial has a hook-chosen ID
+    with a '/' in it, which the final's URL list carries as is."""
+    from test_hooks import HOOKS_DIR, HookLog
+    log = tmp_path / "hooklog"
+    log.mkdir()
+    monkeypatch.setenv("HOOK_LOG", str(log))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    hooks = HookLog(log)
+    srv = tusc("-hooks-dir", str(HOOKS_DIR), "-hooks-enabled-events=")
+    name = "filename " + b64("x.bin")
+    pa = partial(srv, b"ab", metadata=name)
+    pb = partial(srv, b"cd", metadata=name + ",project " + b64("p1"))
+    assert pb.startswith("/files/project-p1/"), pb
+    hooks.wait("post-finish", 2)  # the partials' own
+    r = create_final(srv, [srv.url(pa), pb], {"Upload-Metadata": name})
+    fpath = final_path(r)
+    fid = fpath[len("/files/"):]
+
+    def final_event():
+        for e in hooks.entries("post-finish"):
+            if e["stdin"]["Event"]["Upload"]["ID"] == fid:
+                return e
+        return None
+    fin = deadline_poll(final_event, 15, what="post-finish of the final")
+    up = fin["stdin"]["Event"]["Upload"]
+    assert up["IsFinal"] is True and up["IsPartial"] is False
+    assert up["PartialUploads"] == [pa[len("/files/"):], pb[len("/files/"):]]
+    assert up["Offset"] == 4 and up["Size"] == 4
+    assert [e for e in hooks.entries("pre-finish")
+            if e["stdin"]["Event"]["Upload"]["ID"] == fid], "pre-finish of the final"
+    assert srv.download(fpath).body == b"abcd"

@@ -188,6 +188,12 @@ char *tusc_upload_info_to_json(const tusc_upload_info_t *info) {
       !put(tusc, "ExpiresAt", json_integer(info->expires_at)) ||
       !put(tusc, "Owner", info->owner != NULL ? json_string(info->owner) : json_null()))
     goto out;
+  if (info->custom_data_path && !put(tusc, "CustomPath", json_true()))
+    goto out;
+  if (info->finish_hooks != TUSC_FINISH_HOOKS_UNKNOWN &&
+      !put(tusc, "FinishHooks",
+           json_string(info->finish_hooks == TUSC_FINISH_HOOKS_DONE ? "done" : "pending")))
+    goto out;
   if (json_object_size(md_b64) > 0) {
     json_t *moved = md_b64;
     md_b64 = NULL;
@@ -325,6 +331,11 @@ static int parse_root(json_t *root, tusc_upload_info_t *info) {
       if (info->owner == NULL)
         return TUSC_ENOMEM;
     }
+    info->custom_data_path = json_is_true(json_object_get(tusc, "CustomPath"));
+    json_t *fh = json_object_get(tusc, "FinishHooks");
+    if (json_is_string(fh))
+      info->finish_hooks = strcmp(json_string_value(fh), "done") == 0 ? TUSC_FINISH_HOOKS_DONE
+                                                                      : TUSC_FINISH_HOOKS_PENDING;
     json_t *md_b64 = json_object_get(tusc, "MetaDataB64");
     if (md_b64 != NULL && !json_is_null(md_b64)) {
       if (!json_is_object(md_b64))

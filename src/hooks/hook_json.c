@@ -381,7 +381,12 @@ int tusc_hook_json_request(enum tusc_hook_event ev, const tusc_upload_info_t *up
   jb_lit(&b, ",\"Header\":");
   if ((rc = write_headers(&b, req)) < 0)
     goto out;
-  jb_lit(&b, "}}}");
+  jb_lit(&b, "}");
+  if (req != NULL && req->principal != NULL) {
+    jb_lit(&b, ",\"TuscPrincipal\":");
+    jb_cstr(&b, req->principal);
+  }
+  jb_lit(&b, "}}");
   rc = b.err;
   if (rc == 0) {
     *out = b.p;

@@ -75,6 +75,9 @@ typedef struct tusc_hook_http_request_s {
   int remote_port;                   /* formatted as Go's JoinHostPort: "1.2.3.4:5", "[::1]:5" */
   const tusc_hook_header_t *headers; /* every request header (not trailers), Host too */
   size_t header_count;
+  /* tusc extra: the authenticated user (htpasswd name or JWT sub), NULL = anonymous.
+   * Sent as Event.TuscPrincipal, a key tusd's hook consumers ignore. */
+  const char *principal;
 } tusc_hook_http_request_t;
 
 /* --- what the hook answered ----------------------------------------------------- */

@@ -37,6 +37,10 @@
 #include "http/http.h"
 #include "http/internal.h"
 #include "http/parser.h"
+#include "net/connlimit.h"
+#include "net/tls.h"
+#include "net/transport.h"
+#include "metrics/metrics.h"
 
 #define READ_BUFFER_SIZE (64 * 1024)
 #define LINGER_MS 2000
@@ -146,6 +150,9 @@ struct deferred_cb {
 
 struct tusc_http_conn_s {
   stream_u io;
+  tusc_transport_t *tr; /* plain or TLS; set once accepted */
+  tusc_connlimit_slot_t limit_slot; /* held while open (-max-connections*) */
+  unsigned requests_done; /* responses completed; 0 = the header timeout runs from accept */
   uv_timer_t timer;
   tusc_http_server_t *server;
   tusc_http_conn_t *prev, *next; /* server's list */
@@ -174,6 +181,7 @@ struct tusc_http_server_s {
   tusc_http_limits_t limits;
   const tusc_http_handler_t *handler;
   void *ctx;
+  struct tusc_tls_s *tls; /* NULL: plain HTTP */
   char *read_buf;
   tusc_http_conn_t *conns;
   size_t conn_count;
@@ -202,6 +210,7 @@ static void request_done(tusc_http_conn_t *conn);
 static void http_error(tusc_http_conn_t *conn, int status, int err, const char *message);
 static void kick(tusc_http_conn_t *conn);
 static void on_timer(uv_timer_t *timer);
+static uint64_t head_timeout(const tusc_http_server_t *server);
 static void conn_maybe_free(tusc_http_conn_t *conn);
 static void server_check_done(tusc_http_server_t *server);
 
@@ -806,6 +815,7 @@ static int dispatch(struct req_ctx *ctx) {
   ctx->framing.after_head = req->chunked ? FR_SIZE_START : FR_ANY;
   ctx->framing.state = ctx->prev_byte == '\r' ? FR_HEAD_LF : ctx->framing.after_head;
   fill_remote(conn, req);
+  req->tls = conn->tr != NULL && conn->tr->ops->secure(conn->tr);
 
   ctx->head_done = true;
   conn->activity_ms = uv_now(server->loop);
@@ -897,6 +907,10 @@ static int request_new(tusc_http_conn_t *conn) {
   ctx->req.query = "";
   ctx->req.start_ms = tusc_now_ms();
   ctx->head_start_ms = uv_now(conn->server->loop);
+  uint64_t ht = head_timeout(conn->server);
+  uint64_t nt = conn->server->limits.network_timeout_ms;
+  if (ht != 0 && (nt == 0 || ht < nt))
+    uv_timer_start(&conn->timer, on_timer, ht, 0); /* the idle timer may be due later */
   ctx->seen_crlf = true; /* a request line may not start with whitespace either */
   conn->req = ctx;
   return 0;
@@ -1062,6 +1076,48 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   buf->len = READ_BUFFER_SIZE;
 }
 
+static void read_failed(tusc_http_conn_t *conn, int err) {
+  struct req_ctx *ctx = conn->req;
+  if (ctx != NULL && handler_owns(ctx))
+    conn_fail(conn, err == UV_EOF ? TUSC_EUNEXPECTED_EOF : err);
+  else
+    conn_fail(conn, err);
+}
+
+/* Plaintext from the transport (the socket's bytes themselves for plain HTTP). A TLS
+ * transport may call this several times per read; what the parser cannot take yet
+ * queues up in conn->pending, in order. */
+static void on_plaintext(void *arg, const char *data, size_t n) {
+  tusc_http_conn_t *conn = arg;
+  if (conn->closing || conn->lingering || n == 0)
+    return;
+  conn->activity_ms = uv_now(conn->server->loop);
+  if (conn->pending != NULL) {
+    /* Reading stops while bytes wait, but one TLS read can decrypt to several
+     * pieces; never reorder bytes. */
+    char *p = realloc(conn->pending, conn->pending_len + n);
+    if (p == NULL) {
+      conn_fail(conn, UV_ENOMEM);
+      return;
+    }
+    memcpy(p + conn->pending_len, data, n);
+    conn->pending = p;
+    conn->pending_len += n;
+    return;
+  }
+  size_t used = feed(conn, data, n);
+  if (!conn->closing && used < n && !conn->lingering) {
+    conn->pending = malloc(n - used);
+    if (conn->pending == NULL) {
+      conn_fail(conn, UV_ENOMEM);
+      return;
+    }
+    memcpy(conn->pending, data + used, n - used);
+    conn->pending_off = 0;
+    conn->pending_len = n - used;
+  }
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   tusc_http_conn_t *conn = stream->data;
   if (nread == 0 || conn->closing)
@@ -1072,38 +1128,22 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   if (nread < 0) {
-    struct req_ctx *ctx = conn->req;
-    if (ctx != NULL && handler_owns(ctx))
-      conn_fail(conn, nread == UV_EOF ? TUSC_EUNEXPECTED_EOF : (int)nread);
+    read_failed(conn, (int)nread);
+    return;
+  }
+  /* Handshake bytes are not progress: a handshake must finish within the timeout. */
+  if (conn->tr->ops->established(conn->tr))
+    conn->activity_ms = uv_now(conn->server->loop);
+  int rc = conn->tr->ops->input(conn->tr, &conn->io.stream, buf->base, (size_t)nread,
+                                conn->server->read_buf, READ_BUFFER_SIZE, on_plaintext, conn);
+  if (conn->closing)
+    return;
+  if (rc < 0) {
+    if (conn->lingering)
+      conn_close(conn);
     else
-      conn_fail(conn, (int)nread);
+      read_failed(conn, rc);
     return;
-  }
-  conn->activity_ms = uv_now(conn->server->loop);
-  size_t n = (size_t)nread;
-  if (conn->pending != NULL) {
-    /* Not expected (reading stops while bytes wait), but never reorder bytes. */
-    char *p = realloc(conn->pending, conn->pending_len + n);
-    if (p == NULL) {
-      conn_fail(conn, UV_ENOMEM);
-      return;
-    }
-    memcpy(p + conn->pending_len, buf->base, n);
-    conn->pending = p;
-    conn->pending_len += n;
-    update_reading(conn);
-    return;
-  }
-  size_t used = feed(conn, buf->base, n);
-  if (!conn->closing && used < n && !conn->lingering) {
-    conn->pending = malloc(n - used);
-    if (conn->pending == NULL) {
-      conn_fail(conn, UV_ENOMEM);
-      return;
-    }
-    memcpy(conn->pending, buf->base + used, n - used);
-    conn->pending_off = 0;
-    conn->pending_len = n - used;
   }
   update_reading(conn);
 }
@@ -1215,7 +1255,11 @@ static void conn_free(tusc_http_conn_t *conn) {
   if (conn->next)
     conn->next->prev = conn->prev;
   server->conn_count--;
+  tusc_connlimit_release(server->limits.connlimit, &conn->limit_slot);
+  tusc_metrics_connections(-1);
   free(conn->pending);
+  if (conn->tr != NULL)
+    conn->tr->ops->free(conn->tr);
   free(conn);
   server_check_done(server);
 }
@@ -1237,6 +1281,8 @@ static void conn_close(tusc_http_conn_t *conn) {
     return;
   conn->closing = true;
   conn->reading = false;
+  if (conn->tr != NULL && !conn->failed && !conn->lingering)
+    conn->tr->ops->close_notify(conn->tr, &conn->io.stream);
   uv_close(&conn->io.handle, on_conn_closed);
   uv_close((uv_handle_t *)&conn->timer, on_conn_closed);
   struct req_ctx *ctx = conn->req;
@@ -1278,6 +1324,8 @@ static void on_shutdown(uv_shutdown_t *sreq, int status) {
  * can destroy the response before the client reads it. */
 static void conn_linger(tusc_http_conn_t *conn) {
   uv_shutdown_t *sreq = malloc(sizeof(*sreq));
+  if (conn->tr != NULL)
+    conn->tr->ops->close_notify(conn->tr, &conn->io.stream);
   if (sreq == NULL || uv_shutdown(sreq, &conn->io.stream, on_shutdown) != 0) {
     free(sreq);
     conn_close(conn);
@@ -1294,6 +1342,14 @@ static void conn_linger(tusc_http_conn_t *conn) {
 }
 
 /* --- timers ---------------------------------------------------------------------- */
+
+/* Time allowed for a request head: the smaller non-zero of the two timeouts. */
+static uint64_t head_timeout(const tusc_http_server_t *server) {
+  uint64_t n = server->limits.network_timeout_ms, h = server->limits.header_timeout_ms;
+  if (h == 0 || (n != 0 && n < h))
+    return n;
+  return h;
+}
 
 static void on_timer(uv_timer_t *timer) {
   tusc_http_conn_t *conn = timer->data;
@@ -1316,13 +1372,19 @@ static void on_timer(uv_timer_t *timer) {
     err = UV_ETIMEDOUT;
   } else if (ctx == NULL) {
     action = 1;
+    /* A new connection owes its first request head within the header timeout, so
+     * that idle sockets cannot pile up (slowloris without even a first byte). */
+    if (conn->requests_done == 0)
+      limit = head_timeout(server);
   } else if (!ctx->head_done) {
     /* The whole head must arrive within the timeout, not just each byte: a client
      * dribbling one byte at a time would otherwise hold the connection forever. */
+    uint64_t ht = head_timeout(server);
     action = 1;
+    limit = ht;
     if (ctx->head_start_ms < conn->activity_ms)
-      limit = timeout > conn->activity_ms - ctx->head_start_ms
-                  ? timeout - (conn->activity_ms - ctx->head_start_ms)
+      limit = ht > conn->activity_ms - ctx->head_start_ms
+                  ? ht - (conn->activity_ms - ctx->head_start_ms)
                   : 1;
   }
   if (action == 0 || limit == 0) {
@@ -1383,6 +1445,7 @@ static void request_done(tusc_http_conn_t *conn) {
   bool linger = ctx->linger_after || (ctx->has_body && !ctx->msg_complete);
   conn->req = NULL;
   ctx_free(ctx);
+  conn->requests_done++;
   if (conn->closing) {
     conn_maybe_free(conn);
     return;
@@ -1421,9 +1484,8 @@ static void on_write(uv_write_t *w, int status) {
 
 /* Queues `len` bytes at `base` (owned by `wr` or the caller). 0 or a negative code. */
 static int queue_write(tusc_http_conn_t *conn, struct write_req *wr, char *base, size_t len) {
-  uv_buf_t b = uv_buf_init(base, (unsigned)len);
   wr->conn = conn;
-  int rc = uv_write(&wr->w, &conn->io.stream, &b, 1, on_write);
+  int rc = conn->tr->ops->write(conn->tr, &conn->io.stream, &wr->w, base, len, on_write);
   if (rc == 0)
     conn->writes_pending++;
   return rc;
@@ -1441,6 +1503,9 @@ static void send_response(struct req_ctx *ctx, tusc_http_response_t *resp, const
   bool close = resp->close || !ctx->req.keep_alive || server->stopping || body_unread ||
                ctx->close_after || content_length < 0 || !ctx->head_done;
   ctx->close_after = close;
+  const char *hsts = ctx->req.tls ? tusc_tls_hsts(server->tls) : NULL;
+  if (hsts != NULL)
+    tusc_http_response_header(resp, "Strict-Transport-Security", hsts);
   bool is_head = ctx->req.method == TUSC_HTTP_HEAD;
   tusc_http_head_opts_t opts = {
       .head_request = is_head,
@@ -1718,6 +1783,33 @@ void tusc_http_request_set_client(tusc_http_request_t *req, const char *addr) {
 
 /* --- server ----------------------------------------------------------------------- */
 
+/* -max-connections / -max-connections-per-ip. A refused connection gets a 503 if the
+ * socket takes it at once (never waited for: the point is to spend nothing on it) and
+ * is closed; with TLS it is closed without a word, as no handshake is worth doing. */
+static bool admit(tusc_http_conn_t *conn) {
+  tusc_http_server_t *server = conn->server;
+  struct sockaddr_storage peer;
+  int len = sizeof(peer);
+  const struct sockaddr *sa = NULL;
+  if (!server->is_pipe && uv_tcp_getpeername(&conn->io.tcp, (struct sockaddr *)&peer, &len) == 0)
+    sa = (const struct sockaddr *)&peer;
+  if (tusc_connlimit_acquire(server->limits.connlimit, sa, &conn->limit_slot) == 0)
+    return true;
+  static const char refusal[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                                "Content-Type: text/plain; charset=utf-8\r\n"
+                                "Content-Length: 47\r\n"
+                                "Retry-After: 1\r\n"
+                                "Connection: close\r\n\r\n"
+                                "ERR_TOO_MANY_CONNECTIONS: too many connections\n";
+  if (server->tls == NULL) {
+    uv_buf_t buf = uv_buf_init((char *)refusal, sizeof(refusal) - 1);
+    (void)uv_try_write(&conn->io.stream, &buf, 1);
+  }
+  TUSC_LOG(TUSC_LOG_DEBUG, "connection refused: connection limit reached");
+  conn_close(conn);
+  return false;
+}
+
 static void on_connection(uv_stream_t *listener, int status) {
   tusc_http_server_t *server = listener->data;
   if (status < 0) {
@@ -1745,15 +1837,24 @@ static void on_connection(uv_stream_t *listener, int status) {
     server->conns->prev = conn;
   server->conns = conn;
   server->conn_count++;
+  tusc_metrics_connections(1);
   if (uv_accept(listener, &conn->io.stream) != 0) {
     conn_close(conn);
     return;
   }
   if (!server->is_pipe)
     uv_tcp_nodelay(&conn->io.tcp, 1);
+  if (server->limits.connlimit != NULL && !admit(conn))
+    return;
+  conn->tr = &tusc_transport_plain;
+  if (server->tls != NULL && tusc_tls_transport_new(server->tls, &conn->tr) != 0) {
+    conn->tr = &tusc_transport_plain; /* freed as plain: nothing to free */
+    conn_close(conn);
+    return;
+  }
   conn->activity_ms = uv_now(server->loop);
-  if (server->limits.network_timeout_ms > 0)
-    uv_timer_start(&conn->timer, on_timer, server->limits.network_timeout_ms, 0);
+  if (head_timeout(server) > 0)
+    uv_timer_start(&conn->timer, on_timer, head_timeout(server), 0);
   update_reading(conn);
 }
 
@@ -1905,6 +2006,10 @@ void tusc_http_server_free(tusc_http_server_t *server) {
   server->free_when_done = true;
   server->done_cb = NULL;
   tusc_http_server_stop(server, true, NULL, NULL);
+}
+
+void tusc_http_server_set_tls(tusc_http_server_t *server, struct tusc_tls_s *tls) {
+  server->tls = tls;
 }
 
 size_t tusc_http_server_connections(const tusc_http_server_t *server) {

@@ -78,6 +78,7 @@ struct tusc_http_request_s {
   uint64_t start_ms;         /* monotonic, for access logs */
   int64_t body_received;     /* body bytes delivered so far */
   void *handler_data;        /* free for the handler */
+  bool tls;                  /* the connection is TLS (Location then says https) */
 };
 
 /* Handler callbacks; `ctx` is the pointer given to the listener. */
@@ -162,6 +163,12 @@ typedef struct tusc_http_limits_s {
   size_t max_header_size;   /* bytes of request line + headers → 431 beyond */
   size_t max_header_count;  /* → 431 beyond */
   uint64_t network_timeout_ms; /* idle keep-alive, header and body read timeout */
+  /* The request line and headers (for a new connection: counted from accept) must
+   * arrive whole within this; 0 = network_timeout_ms. The smaller of the two wins. */
+  uint64_t header_timeout_ms;
+  /* Admission of new connections (src/net/connlimit.h); NULL = unlimited. Refused ones
+   * get a best-effort "503" and are closed at once. Shared by all servers. */
+  struct tusc_connlimit_s *connlimit;
 } tusc_http_limits_t;
 
 typedef struct tusc_http_server_s tusc_http_server_t;
@@ -181,5 +188,11 @@ void tusc_http_server_free(tusc_http_server_t *server);
 
 /* Number of open connections (for tests / metrics). */
 size_t tusc_http_server_connections(const tusc_http_server_t *server);
+
+/* Serves every connection accepted from now on over TLS (src/net/tls.h), and adds
+ * Strict-Transport-Security to their responses when `tls` has HSTS on. `tls` must
+ * outlive the server. Call right after tusc_http_server_new. */
+struct tusc_tls_s;
+void tusc_http_server_set_tls(tusc_http_server_t *server, struct tusc_tls_s *tls);
 
 #endif

@@ -2540,7 +2540,14 @@ bool tusc_tus_req_lookup(tusc_tus_req_t *st, tusc_upload_info_t *info) {
 }
 
 static void ext_create_start(tus_request_t *st) {
-  pre_create_apply(st, st->info);
+  const tusc_config_t *cfg = cfg_of(st);
+  int rc = pre_create_apply(st, st->info);
+  if (rc < 0) {
+    respond_error(st, rc);
+    return;
+  }
+  if (cfg->expire_after_ms > 0) /* as do_post: informative, the deadline follows activity */
+    st->info->expires_at = st->info->created_at + (cfg->expire_after_ms + 999) / 1000;
   queue_work(st, WORK_CREATE, post_created);
 }
 

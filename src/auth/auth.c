@@ -374,7 +374,7 @@ static void on_verified(uv_work_t *work, int status) {
     principal = areq->user;
     areq->user = NULL;
   } else {
-    tusc_log_msg(TUSC_LOG_INFO, "authentication failed for user \"%s\"", areq->user);
+    tusc_log_msg(TUSC_LOG_INFO, "authentication failed for user %s", areq->user);
   }
   areq_clear(areq);
   areq->cb(areq, rc, principal);

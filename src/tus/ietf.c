@@ -48,6 +48,12 @@ const char *tusc_ietf_complete_value(int version, bool complete) {
 
 int tusc_ietf_parse_complete(int version, const char *s, size_t len, bool *complete) {
   bool v = false;
+  /* Draft -01 names the exception (Upload-Incomplete: ?1): without it the request
+   * carries the rest of the representation. Later drafts require Upload-Complete. */
+  if (s == NULL && version == 3) {
+    *complete = true;
+    return 0;
+  }
   if (s == NULL || tusc_sfv_parse_boolean(s, len, &v) < 0)
     return TUSC_EINVALID_HEADER;
   *complete = version == 3 ? !v : v;
@@ -402,7 +408,7 @@ static bool read_complete(tusc_tus_req_t *st, bool *complete) {
   size_t len = 0;
   bool dup = false;
   const char *v = single_header(req, name, &len, &dup);
-  if (v == NULL || dup || tusc_ietf_parse_complete(version, v, len, complete) < 0) {
+  if (dup || tusc_ietf_parse_complete(version, v, len, complete) < 0) {
     char msg[96];
     snprintf(msg, sizeof(msg), "missing or invalid %s header (a Structured Field boolean)", name);
     respond_error(st, TUSC_EINVALID_HEADER, msg);

@@ -56,7 +56,8 @@ const char *tusc_ietf_complete_name(int version);
 const char *tusc_ietf_complete_value(int version, bool complete);
 
 /* Reads the completeness header value (s may be NULL: absent) for `version`. Returns 0
- * and *complete, or TUSC_EINVALID_HEADER when absent or not an SF Boolean. */
+ * and *complete, or TUSC_EINVALID_HEADER when not an SF Boolean, or absent (except for
+ * version 3, where an absent Upload-Incomplete means complete, as draft -01 has it). */
 int tusc_ietf_parse_complete(int version, const char *s, size_t len, bool *complete);
 
 /* The length a creation or append request declares. `upload_length` is the

@@ -523,3 +523,17 @@ def test_expiration_applies_to_draft_uploads(tusc):
     h = d.head(finished)
     assert h.status == 204 and is_complete(h, 8), h
     assert srv.download(finished).body == b"whole"
+
+
+def test_interop_3_without_upload_incomplete_is_complete(draft_server):
+    """Draft -01 marks only the exception (Upload-Incomplete: ?1); a request without the
+    header carries the whole rest. Later versions require Upload-Complete."""
+    body = b"whole thing"
+    final, interim = Draft(draft_server, 3).exchange(
+        "POST", "/files/", [("Upload-Draft-Interop-Version", "3")], body)
+    assert final.status == 201 and interim[0].status == 104, final
+    assert final.header("Upload-Incomplete") == "?0", final
+    assert final.header("Upload-Length") == str(len(body)), final
+    final, _ = Draft(draft_server, 4).exchange(
+        "POST", "/files/", [("Upload-Draft-Interop-Version", "4")], body)
+    assert final.status == 400, final

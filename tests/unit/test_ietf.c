@@ -68,7 +68,8 @@ static void test_complete(void **state) {
       {3, "?0", 0, true}, /* Upload-Incomplete: ?0 = complete */
       {3, "?1", 0, false},
       {6, NULL, TUSC_EINVALID_HEADER, false},
-      {3, NULL, TUSC_EINVALID_HEADER, false},
+      {3, NULL, 0, true}, /* -01: no Upload-Incomplete = the rest of the data */
+      {3, "1", TUSC_EINVALID_HEADER, false},
       {6, "1", TUSC_EINVALID_HEADER, false},
       {6, "true", TUSC_EINVALID_HEADER, false},
       {6, "?1, ?0", TUSC_EINVALID_HEADER, false},

@@ -490,3 +490,30 @@ def test_storage_path_absolute_with_flag(tusc, tmp_path):
     assert (elsewhere / "abs.bin").read_bytes() == b"abc"
     assert srv.request("DELETE", path).status == 204
     assert not (elsewhere / "abs.bin").exists()
+
+
+def test_final_concatenation_runs_finish_hooks(tusc, hooklog):
+    srv = hooks_server(tusc)
+    a = srv.create(3, metadata=f"filename {b64('a')}", headers={"Upload-Concat": "partial"})
+    b = srv.create(2, metadata=f"filename {b64('b')}", headers={"Upload-Concat": "partial"})
+    assert srv.patch(a, 0, b"abc").status == 204
+    assert srv.patch(b, 0, b"de").status == 204
+    hooklog.wait("post-finish", 2)
+    r = srv.request("POST", "/files/", {"Upload-Concat": f"final;{a} {b}",
+                                        "Upload-Metadata": f"filename {b64('ab')}"})
+    assert r.status == 201, r
+    assert r.header("X-Pre-Finish") == "ok"
+    final = re.sub(r"^https?://[^/]+", "", r.header("Location"))
+    fins = hooklog.wait("post-finish", 3)
+    last = [e for e in fins if e["stdin"]["Event"]["Upload"]["ID"] == upload_id(final)]
+    assert len(last) == 1
+    up = last[0]["stdin"]["Event"]["Upload"]
+    assert up["IsFinal"] is True and up["Offset"] == 5 and up["Size"] == 5
+    pre = [e for e in hooklog.entries("pre-create")
+           if e["stdin"]["Event"]["Upload"]["IsFinal"]]
+    assert len(pre) == 1
+    assert pre[0]["stdin"]["Event"]["Upload"]["PartialUploads"] == [upload_id(a), upload_id(b)]
+    partial = [e for e in hooklog.entries("pre-create")
+               if e["stdin"]["Event"]["Upload"]["IsPartial"]]
+    assert len(partial) == 2
+    assert srv.download(final).body == b"abcde"

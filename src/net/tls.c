@@ -57,16 +57,30 @@ struct tls_write {
 
 /* --- contexts ----------------------------------------------------------------------- */
 
-static void openssl_reason(char *out, size_t cap) {
-  unsigned long e = ERR_peek_last_error();
-  const char *r = e ? ERR_reason_error_string(e) : NULL;
-  if (r != NULL)
-    snprintf(out, cap, "%s", r);
-  else if (e != 0)
-    ERR_error_string_n(e, out, cap);
-  else
+/* Every reason in OpenSSL's error queue, first to last ("no start line; PEM lib"), and
+ * whether one of them says key and certificate do not match. Clears the queue. */
+static bool openssl_reason(char *out, size_t cap) {
+  size_t used = 0;
+  bool mismatch = false;
+  out[0] = '\0';
+  unsigned long e;
+  while ((e = ERR_get_error()) != 0) {
+    if (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
+      mismatch = true;
+    const char *r = ERR_reason_error_string(e);
+    char code[32];
+    if (r == NULL) {
+      snprintf(code, sizeof(code), "error %lx", e);
+      r = code;
+    }
+    int n = snprintf(out + used, cap - used, "%s%s", used ? "; " : "", r);
+    if (n < 0 || (size_t)n >= cap - used)
+      break;
+    used += (size_t)n;
+  }
+  if (out[0] == '\0')
     snprintf(out, cap, "unknown error");
-  ERR_clear_error();
+  return mismatch;
 }
 
 struct pw_state {
@@ -157,8 +171,11 @@ static SSL_CTX *build_ctx(const tusc_tls_t *tls, char *err, size_t errlen) {
   SSL_CTX_set_default_passwd_cb(ctx, NULL);
   SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
   if (ok != 1) {
-    openssl_reason(reason, sizeof(reason));
-    if (pw.asked)
+    bool mismatch = openssl_reason(reason, sizeof(reason));
+    if (mismatch)
+      snprintf(err, errlen, "private key %s does not match certificate %s", tls->key,
+               tls->certificate);
+    else if (pw.asked)
       snprintf(err, errlen,
                "private key %s is encrypted with a passphrase; tusc needs an unencrypted key "
                "(decrypt it with `openssl pkey -in %s -out NEW.key` and protect the file with "

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# TLS upload throughput as a ratio of plain HTTP: the same tusc build, the same file,
+# the same client (curl), once over http:// and once over https:// (-tls-mode tls12,
+# ECDSA P-256 certificate, TLS 1.3 with AES-256-GCM as negotiated by default).
+#
+#   bench/tls.sh                       # uses build/tusc
+#   TUSC_BIN=... SIZE_MB=1024 REPEAT=3 bench/tls.sh
+#
+# Each round: POST with Upload-Length, then one PATCH streaming the whole file
+# (curl -T, no Expect: 100-continue); time from curl's start to the 204. Rounds
+# alternate plain/TLS; each side keeps its best. tusc runs with -fsync=never so the
+# figure is about the socket-to-page-cache path, where TLS costs show most. Note that
+# client and server share this machine's cores: the client's encryption is paid too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TUSC_BIN=${TUSC_BIN:-$PWD/build/tusc}
+SIZE_MB=${SIZE_MB:-1024}
+REPEAT=${REPEAT:-3}
+BENCH_DIR=${BENCH_DIR:-/var/tmp}
+command -v curl >/dev/null || { echo "tls.sh: needs curl" >&2; exit 1; }
+command -v openssl >/dev/null || { echo "tls.sh: needs openssl" >&2; exit 1; }
+[ -x "$TUSC_BIN" ] || { echo "tls.sh: no tusc at $TUSC_BIN (make build)" >&2; exit 1; }
+
+work=$(mktemp -d "$BENCH_DIR/tusc-tls-bench.XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/key.pem" \
+  -out "$work/cert.pem" -days 2 -subj /CN=localhost \
+  -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" 2>/dev/null
+head -c $((SIZE_MB * 1024 * 1024)) /dev/urandom >"$work/data.bin"
+size=$((SIZE_MB * 1024 * 1024))
+
+start_tusc() { # name extra-flags...
+  local name=$1
+  shift
+  mkdir -p "$work/$name"
+  "$TUSC_BIN" -host 127.0.0.1 -port 0 -port-file "$work/$name.port" -upload-dir "$work/$name" \
+    -fsync=never -workers 2 "$@" >/dev/null 2>"$work/$name.log" &
+  pids+=($!)
+  for _ in $(seq 100); do [ -s "$work/$name.port" ] && break; sleep 0.05; done
+  cat "$work/$name.port"
+}
+
+plain_port=$(start_tusc plain)
+tls_port=$(start_tusc tls -tls-certificate "$work/cert.pem" -tls-key "$work/key.pem")
+
+one_upload() { # scheme port -> seconds
+  local scheme=$1 port=$2 ca=()
+  [ "$scheme" = https ] && ca=(--cacert "$work/cert.pem")
+  local t0 t1 loc
+  t0=$(date +%s.%N)
+  loc=$(curl -sS "${ca[@]}" -X POST -H "Tus-Resumable: 1.0.0" -H "Upload-Length: $size" \
+    -o /dev/null -w '%header{location}' "$scheme://127.0.0.1:$port/files/")
+  code=$(curl -sS "${ca[@]}" -X PATCH -T "$work/data.bin" -H "Expect:" -H "Tus-Resumable: 1.0.0" \
+    -H "Upload-Offset: 0" -H "Content-Type: application/offset+octet-stream" \
+    -o /dev/null -w '%{http_code}' "$loc")
+  t1=$(date +%s.%N)
+  [ "$code" = 204 ] || { echo "tls.sh: PATCH over $scheme answered $code" >&2; exit 1; }
+  rm -rf "${work:?}/$([ "$scheme" = https ] && echo tls || echo plain)"/*
+  echo "$t0 $t1" | awk '{printf "%.3f", $2 - $1}'
+}
+
+best_plain=999999
+best_tls=999999
+for r in $(seq "$REPEAT"); do
+  sync
+  p=$(one_upload http "$plain_port")
+  sync
+  t=$(one_upload https "$tls_port")
+  echo "round $r: plain ${p}s, tls ${t}s" >&2
+  best_plain=$(awk -v a="$best_plain" -v b="$p" 'BEGIN{print (b < a) ? b : a}')
+  best_tls=$(awk -v a="$best_tls" -v b="$t" 'BEGIN{print (b < a) ? b : a}')
+done
+awk -v mb="$SIZE_MB" -v p="$best_plain" -v t="$best_tls" 'BEGIN {
+  mp = mb * 1.048576 / p; mt = mb * 1.048576 / t
+  printf "| upload of %d MiB, one PATCH | plain HTTP | HTTPS (TLS 1.3) | TLS / plain |\n", mb
+  printf "|---|---|---|---|\n"
+  printf "| MB/s (best of rounds) | %.0f | %.0f | %.2f |\n", mp, mt, mt / mp
+}'

@@ -132,8 +132,7 @@ int main(int argc, char **argv) {
 
   tusc_lock_table_t *locks = NULL;
   tusc_expire_t *exp = NULL;
-  if (tusc_lock_table_new(&locks) != 0 ||
-      tusc_expire_new(store, locks, DAY_MS, 0664, &exp) != 0)
+  if (tusc_lock_table_new(&locks) != 0 || tusc_expire_new(store, locks, DAY_MS, 0664, &exp) != 0)
     return 1;
 
   long rss0 = rss_kib();

@@ -167,8 +167,8 @@ int tusc_checksum_final(tusc_checksum_t *c, unsigned char *out, size_t *out_len)
 }
 
 int tusc_checksum_verify(tusc_checksum_t *c, const tusc_checksum_expect_t *expect) {
-  unsigned char got[EVP_MAX_MD_SIZE > TUSC_CHECKSUM_DIGEST_MAX ? EVP_MAX_MD_SIZE
-                                                               : TUSC_CHECKSUM_DIGEST_MAX];
+  unsigned char
+      got[EVP_MAX_MD_SIZE > TUSC_CHECKSUM_DIGEST_MAX ? EVP_MAX_MD_SIZE : TUSC_CHECKSUM_DIGEST_MAX];
   size_t n = 0;
   if (expect->algo != c->algo)
     return TUSC_EINVALID_ARGUMENT;

@@ -273,9 +273,8 @@ static int rebuild_visit(const tusc_upload_info_t *info, void *arg) {
 
 int tusc_expire_rebuild(tusc_expire_t *exp, int64_t created_after_s, size_t *count) {
   struct rebuild_ctx ctx = {.exp = exp, .created_after_s = created_after_s};
-  int rc = exp->store->ops->walk != NULL
-               ? exp->store->ops->walk(exp->store, rebuild_visit, &ctx)
-               : TUSC_ENOT_IMPLEMENTED;
+  int rc = exp->store->ops->walk != NULL ? exp->store->ops->walk(exp->store, rebuild_visit, &ctx)
+                                         : TUSC_ENOT_IMPLEMENTED;
   if (count != NULL)
     *count = ctx.filed;
   return rc;
@@ -405,8 +404,8 @@ static void on_sweep(uv_work_t *work) {
   tusc_expire_stats_t s;
   tusc_expire_sweep(exp, tusc_expire_now_ms(), &s);
   if (s.deleted > 0 || s.failed > 0)
-    tusc_log_msg(TUSC_LOG_INFO, "expiration: sweep deleted %zu, checked %zu, failed %zu",
-                 s.deleted, s.checked, s.failed);
+    tusc_log_msg(TUSC_LOG_INFO, "expiration: sweep deleted %zu, checked %zu, failed %zu", s.deleted,
+                 s.checked, s.failed);
 }
 
 static void on_sweep_done(uv_work_t *work, int status) {

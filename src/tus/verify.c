@@ -15,14 +15,14 @@
 #define READBACK_CHUNK (256 * 1024)
 
 struct tusc_verify_s {
-  bool trailer;       /* checksum arrives as a trailer */
-  bool dropper;       /* only truncates back */
-  bool have_expect;   /* `expect` is known (header, or trailer parsed) */
+  bool trailer;     /* checksum arrives as a trailer */
+  bool dropper;     /* only truncates back */
+  bool have_expect; /* `expect` is known (header, or trailer parsed) */
   tusc_checksum_expect_t expect;
   tusc_checksum_t *hash; /* header mode: running over the body */
   tusc_store_t *store;   /* set by begin */
   tusc_upload_t *up;
-  bool staged;           /* the store stages; else bytes go to the data file */
+  bool staged; /* the store stages; else bytes go to the data file */
   int64_t start_offset;
   int64_t written;
 };
@@ -97,9 +97,8 @@ int tusc_verify_begin(tusc_verify_t *v, tusc_store_t *store, tusc_upload_t *up) 
   v->up = up;
   v->start_offset = store->ops->info(up)->offset;
   v->written = 0;
-  v->staged = !v->dropper && store->ops->stage_begin != NULL &&
-              store->ops->stage_write != NULL && store->ops->stage_commit != NULL &&
-              store->ops->stage_read != NULL;
+  v->staged = !v->dropper && store->ops->stage_begin != NULL && store->ops->stage_write != NULL &&
+              store->ops->stage_commit != NULL && store->ops->stage_read != NULL;
   return v->staged ? store->ops->stage_begin(up) : 0;
 }
 

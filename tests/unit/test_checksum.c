@@ -69,11 +69,11 @@ static void test_parse_rejects(void **state) {
       {"sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0= ", TUSC_EINVALID_CHECKSUM},
       {"sha1\tKq5sNclPz7QV2+lfQIuc6R7oRu0=", TUSC_EINVALID_CHECKSUM},
       {"sha1:Kq5sNclPz7QV2+lfQIuc6R7oRu0=", TUSC_EINVALID_CHECKSUM},
-      {"sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0", TUSC_EINVALID_CHECKSUM},     /* unpadded */
-      {"sha1 Kq5sNclPz7QV2-lfQIuc6R7oRu0=", TUSC_EINVALID_CHECKSUM},    /* url alphabet */
+      {"sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0", TUSC_EINVALID_CHECKSUM},      /* unpadded */
+      {"sha1 Kq5sNclPz7QV2-lfQIuc6R7oRu0=", TUSC_EINVALID_CHECKSUM},     /* url alphabet */
       {"sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=AAAA", TUSC_EINVALID_CHECKSUM}, /* too long */
-      {"sha1 XrY7u+Ae7tCTyyK7j1rNww==", TUSC_EINVALID_CHECKSUM},        /* md5 length */
-      {"sha256 Kq5sNclPz7QV2+lfQIuc6R7oRu0=", TUSC_EINVALID_CHECKSUM},  /* sha1 length */
+      {"sha1 XrY7u+Ae7tCTyyK7j1rNww==", TUSC_EINVALID_CHECKSUM},         /* md5 length */
+      {"sha256 Kq5sNclPz7QV2+lfQIuc6R7oRu0=", TUSC_EINVALID_CHECKSUM},   /* sha1 length */
       {"crc32 DUoRhQ", TUSC_EINVALID_CHECKSUM},
       {"crc32 DUoRhQAA", TUSC_EINVALID_CHECKSUM},
       {"sh@1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=", TUSC_EINVALID_CHECKSUM},
@@ -203,9 +203,9 @@ static void test_large_piecewise(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_parse_valid),     cmocka_unit_test(test_parse_rejects),
-      cmocka_unit_test(test_errors_map),      cmocka_unit_test(test_known_digests_streamed),
-      cmocka_unit_test(test_mismatch),        cmocka_unit_test(test_large_piecewise),
+      cmocka_unit_test(test_parse_valid), cmocka_unit_test(test_parse_rejects),
+      cmocka_unit_test(test_errors_map),  cmocka_unit_test(test_known_digests_streamed),
+      cmocka_unit_test(test_mismatch),    cmocka_unit_test(test_large_piecewise),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

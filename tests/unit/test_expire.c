@@ -205,13 +205,13 @@ static void test_sweep_deletes_only_expired_unfinished(void **state) {
   int64_t now = tusc_expire_now_ms();
   make(f, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1", 100, 10, 7200); /* idle 2 h: expired */
   make(f, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa2", -1, 0, 7200);   /* deferred, idle: expired */
-  make(f, "proj/hook-chosen", 100, 0, 7200);                 /* nested hook ID: expired */
+  make(f, "proj/hook-chosen", 100, 0, 7200);                  /* nested hook ID: expired */
   make(f, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa3", 10, 10, 7200);  /* finished: stays */
   make(f, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa4", 100, 0, 60);    /* young: stays, re-filed */
   /* Filed with a stale (early) deadline, as the heap's lower bound allows. */
-  const char *ids[] = {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa2",
-                       "proj/hook-chosen", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa3",
-                       "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa4", "never-existed"};
+  const char *ids[] = {
+      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa2", "proj/hook-chosen",
+      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa3", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa4", "never-existed"};
   for (size_t i = 0; i < ARRAY_LEN(ids); i++)
     assert_int_equal(tusc_expire_track(f->exp, ids[i], now - 1000), 0);
 
@@ -291,10 +291,10 @@ static void write_file(const char *path, const char *text) {
 
 static void test_rebuild_walk(void **state) {
   struct fixture *f = *state;
-  make(f, "ccccccccccccccccccccccccccccccc1", 100, 5, 7200);  /* expired */
-  make(f, "ccccccccccccccccccccccccccccccc2", 100, 5, 60);    /* unfinished, young */
-  make(f, "ccccccccccccccccccccccccccccccc3", 5, 5, 7200);    /* finished */
-  make(f, "deep/er/hook.id", -1, 0, 7200);                    /* nested, deferred, expired */
+  make(f, "ccccccccccccccccccccccccccccccc1", 100, 5, 7200); /* expired */
+  make(f, "ccccccccccccccccccccccccccccccc2", 100, 5, 60);   /* unfinished, young */
+  make(f, "ccccccccccccccccccccccccccccccc3", 5, 5, 7200);   /* finished */
+  make(f, "deep/er/hook.id", -1, 0, 7200);                   /* nested, deferred, expired */
   /* A tusd flat upload in the root. */
   char path[600];
   snprintf(path, sizeof(path), "%s/flatid", f->dir);

@@ -34,6 +34,8 @@
 #define CACHE_SIZE 128
 #define CACHE_TTL_MS (5 * 60 * 1000)
 #define BASIC_MAX 4096 /* bytes of a decoded user:password */
+#define VERIFY_PER_LOOP 1 /* concurrent password hashings per worker loop */
+#define MAX_LOOPS 256     /* loops beyond this many hash without a queue */
 
 struct tusc_auth_creds_s {
   atomic_int refs;
@@ -41,6 +43,13 @@ struct tusc_auth_creds_s {
   tusc_jwt_key_t *jwt;
 };
 typedef struct tusc_auth_creds_s creds_t;
+
+/* Password checks of one loop: how many hash right now, and who waits. */
+struct loop_queue {
+  uv_loop_t *loop;
+  unsigned inflight;
+  tusc_auth_request_t *head, *tail;
+};
 
 struct cache_entry {
   unsigned char key[32];
@@ -63,6 +72,8 @@ struct tusc_auth_s {
   size_t host_count;
   tusc_cidr_list_t proxies;
   bool proxy_list;
+  struct loop_queue queues[MAX_LOOPS]; /* under lock */
+  size_t queue_count;
 };
 
 /* --- credentials snapshot ---------------------------------------------------------- */
@@ -365,8 +376,86 @@ static void on_verify(uv_work_t *work) {
   areq->result = tusc_htpasswd_verify(areq->creds->htpasswd, areq->user, areq->password);
 }
 
+/* The loop's queue (lock held); NULL when there are more loops than slots. */
+static struct loop_queue *queue_of(tusc_auth_t *auth, uv_loop_t *loop) {
+  for (size_t i = 0; i < auth->queue_count; i++)
+    if (auth->queues[i].loop == loop)
+      return &auth->queues[i];
+  if (auth->queue_count == MAX_LOOPS)
+    return NULL;
+  struct loop_queue *q = &auth->queues[auth->queue_count++];
+  q->loop = loop;
+  return q;
+}
+
+static void on_verified(uv_work_t *work, int status);
+
+/* Hands the finished check's hashing slot to the next waiting one of the same loop.
+ * Waiting checks the cache now answers (a burst for the same user) finish here. */
+static void run_next(tusc_auth_t *auth, uv_loop_t *loop) {
+  for (;;) {
+    uv_mutex_lock(&auth->lock);
+    struct loop_queue *q = queue_of(auth, loop);
+    tusc_auth_request_t *next = NULL;
+    if (q != NULL) {
+      next = q->head;
+      if (next != NULL) {
+        q->head = next->next_waiting;
+        if (q->head == NULL)
+          q->tail = NULL;
+        next->next_waiting = NULL;
+      } else if (q->inflight > 0) {
+        q->inflight--;
+      }
+    }
+    uv_mutex_unlock(&auth->lock);
+    if (next == NULL)
+      return;
+    if (cache_hit(auth, next->user, next->password)) {
+      char *principal = next->user;
+      next->user = NULL;
+      areq_clear(next);
+      next->cb(next, 0, principal);
+      continue;
+    }
+    if (uv_queue_work(loop, &next->work, on_verify, on_verified) == 0)
+      return;
+    areq_clear(next);
+    next->cb(next, TUSC_EINTERNAL, NULL);
+  }
+}
+
+/* Starts hashing now, or queues the check behind the loop's running one. */
+static int start_verify(tusc_auth_request_t *areq) {
+  tusc_auth_t *auth = areq->auth;
+  uv_mutex_lock(&auth->lock);
+  struct loop_queue *q = queue_of(auth, areq->loop);
+  if (q != NULL && q->inflight >= VERIFY_PER_LOOP) {
+    if (q->tail != NULL)
+      q->tail->next_waiting = areq;
+    else
+      q->head = areq;
+    q->tail = areq;
+    uv_mutex_unlock(&auth->lock);
+    return 0;
+  }
+  if (q != NULL)
+    q->inflight++;
+  uv_mutex_unlock(&auth->lock);
+  if (uv_queue_work(areq->loop, &areq->work, on_verify, on_verified) != 0) {
+    uv_mutex_lock(&auth->lock);
+    if (q != NULL)
+      q->inflight--;
+    uv_mutex_unlock(&auth->lock);
+    return TUSC_EINTERNAL;
+  }
+  return 0;
+}
+
 static void on_verified(uv_work_t *work, int status) {
   tusc_auth_request_t *areq = work->data;
+  tusc_auth_t *auth = areq->auth;
+  uv_loop_t *loop = areq->loop;
   int rc = status < 0 ? status : areq->result;
   char *principal = NULL;
   if (rc == 0) {
@@ -377,7 +466,9 @@ static void on_verified(uv_work_t *work, int status) {
     tusc_log_msg(TUSC_LOG_INFO, "authentication failed for user %s", areq->user);
   }
   areq_clear(areq);
+  /* areq may be gone once its callback returned. */
   areq->cb(areq, rc, principal);
+  run_next(auth, loop);
 }
 
 static bool scheme_is(const char *v, size_t len, const char *scheme, size_t *rest) {
@@ -426,14 +517,15 @@ static int check_basic(tusc_auth_t *auth, uv_loop_t *loop, const char *b64, size
   areq->cb = cb;
   areq->result = TUSC_EUNAUTHORIZED;
   areq->work.data = areq;
+  areq->loop = loop;
+  areq->next_waiting = NULL;
   if (areq->user == NULL || areq->password == NULL) {
     areq_clear(areq);
     rc = TUSC_ENOMEM;
     goto out;
   }
-  if (uv_queue_work(loop, &areq->work, on_verify, on_verified) != 0) {
+  if ((rc = start_verify(areq)) != 0) {
     areq_clear(areq);
-    rc = TUSC_EINTERNAL;
     goto out;
   }
   rc = TUSC_AUTH_PENDING;

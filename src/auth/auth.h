@@ -15,7 +15,10 @@
  * Threads: tusc_auth_check and the host/proxy helpers may be called from any loop
  * thread at once. bcrypt & co. are slow by design, so a password not in the small
  * cache of recent successes is verified on libuv's thread pool; the callback then
- * runs on the loop that asked.
+ * runs on the loop that asked. Each loop hashes one password at a time (the rest
+ * wait in order, and are answered from the cache if an earlier check for the same
+ * credentials succeeded), so a flood of logins cannot take every pool thread away
+ * from the store's fsyncs.
  */
 #ifndef TUSC_AUTH_AUTH_H
 #define TUSC_AUTH_AUTH_H
@@ -48,6 +51,8 @@ struct tusc_auth_request_s {
   char *password;
   int result;
   tusc_auth_done_cb cb;
+  uv_loop_t *loop;
+  tusc_auth_request_t *next_waiting; /* FIFO of checks waiting for a hashing slot */
 };
 
 /* Reads the credential files and parses -allowed-hosts / -trusted-proxies. On

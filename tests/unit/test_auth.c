@@ -202,6 +202,33 @@ static void test_basic_cache_reload(void **state) {
   assert_true(sync);
   assert_int_equal(check(auth, &loop, "Bearer x.y.z", &p, &sync), TUSC_EUNAUTHORIZED);
 
+  /* several checks at once on one loop: they queue behind each other, and all end */
+  {
+    tusc_auth_t *fresh = NULL;
+    assert_int_equal(tusc_auth_new(&cfg, &fresh), 0);
+    tusc_auth_request_t areqs[4];
+    struct outcome outs[4];
+    const char *hdrs[4] = {good, bad, good, good};
+    for (int i = 0; i < 4; i++) {
+      memset(&areqs[i], 0, sizeof(areqs[i]));
+      memset(&outs[i], 0, sizeof(outs[i]));
+      areqs[i].data = &outs[i];
+      char *pp = NULL;
+      assert_int_equal(tusc_auth_check(fresh, &loop, hdrs[i], strlen(hdrs[i]), &areqs[i],
+                                       on_done, &pp),
+                       TUSC_AUTH_PENDING);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < 4; i++) {
+      assert_int_equal(outs[i].calls, 1);
+      assert_int_equal(outs[i].result, i == 1 ? TUSC_EUNAUTHORIZED : 0);
+      if (i != 1)
+        assert_string_equal(outs[i].principal, "ann");
+      free(outs[i].principal);
+    }
+    tusc_auth_free(fresh);
+  }
+
   /* reload: a bad file keeps the old credentials, a good one replaces them and
    * empties the cache */
   rewrite(path, "ann:plain\n");

@@ -33,7 +33,7 @@
 
 #define CACHE_SIZE 128
 #define CACHE_TTL_MS (5 * 60 * 1000)
-#define BASIC_MAX 4096 /* bytes of a decoded user:password */
+#define BASIC_MAX 4096    /* bytes of a decoded user:password */
 #define VERIFY_PER_LOOP 1 /* concurrent password hashings per worker loop */
 #define MAX_LOOPS 256     /* loops beyond this many hash without a queue */
 
@@ -106,8 +106,7 @@ static int creds_load(const tusc_auth_t *auth, creds_t **out) {
   if (cfg->auth_htpasswd != NULL) {
     rc = tusc_htpasswd_load(cfg->auth_htpasswd, &c->htpasswd, err, sizeof(err));
     if (rc != 0) {
-      tusc_log_msg(TUSC_LOG_ERROR, "-auth-htpasswd: %s",
-                   err[0] ? err : tusc_strerror(rc));
+      tusc_log_msg(TUSC_LOG_ERROR, "-auth-htpasswd: %s", err[0] ? err : tusc_strerror(rc));
       goto fail;
     }
     if (tusc_htpasswd_count(c->htpasswd) == 0)

@@ -58,8 +58,7 @@ struct tusc_auth_request_s {
 /* Reads the credential files and parses -allowed-hosts / -trusted-proxies. On
  * failure logs what is wrong (file and line) and returns TUSC_EINVALID_ARGUMENT, a
  * negated errno or TUSC_ENOMEM. Borrows cfg for its lifetime. */
-int tusc_auth_new(const tusc_config_t *cfg, tusc_auth_t **out)
-    __attribute__((warn_unused_result));
+int tusc_auth_new(const tusc_config_t *cfg, tusc_auth_t **out) __attribute__((warn_unused_result));
 void tusc_auth_free(tusc_auth_t *auth);
 
 /* Re-reads the credential files (SIGHUP). Returns 0, or the error of a bad new file

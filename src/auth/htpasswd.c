@@ -117,8 +117,8 @@ int tusc_htpasswd_parse(const char *text, size_t len, const char *source, tusc_h
       hlen = (size_t)(extra - hash);
     const char *why = hash_refusal(hash, hlen);
     if (why != NULL) {
-      snprintf(err, err_cap, "%s:%u: user %.*s: %s", source, lineno,
-               (int)(ulen > 64 ? 64 : ulen), line, why);
+      snprintf(err, err_cap, "%s:%u: user %.*s: %s", source, lineno, (int)(ulen > 64 ? 64 : ulen),
+               line, why);
       rc = TUSC_EINVALID_ARGUMENT;
       goto out;
     }

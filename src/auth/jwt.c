@@ -79,8 +79,8 @@ static EVP_PKEY *read_public_key(const void *data, size_t len) {
   return pkey;
 }
 
-int tusc_jwt_key_from_mem(const void *data, size_t len, enum tusc_jwt_alg alg,
-                          tusc_jwt_key_t **out, char *err, size_t err_cap) {
+int tusc_jwt_key_from_mem(const void *data, size_t len, enum tusc_jwt_alg alg, tusc_jwt_key_t **out,
+                          char *err, size_t err_cap) {
   tusc_jwt_key_t *key = calloc(1, sizeof(*key));
   if (key == NULL)
     return TUSC_ENOMEM;
@@ -237,8 +237,8 @@ static bool verify_hmac(const tusc_jwt_key_t *key, const char *input, size_t inp
                         const unsigned char *sig, size_t sig_len) {
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned mac_len = 0;
-  if (HMAC(EVP_sha256(), key->secret, (int)key->secret_len, (const unsigned char *)input,
-           input_len, mac, &mac_len) == NULL)
+  if (HMAC(EVP_sha256(), key->secret, (int)key->secret_len, (const unsigned char *)input, input_len,
+           mac, &mac_len) == NULL)
     return false;
   return sig_len == mac_len && CRYPTO_memcmp(mac, sig, mac_len) == 0;
 }
@@ -389,7 +389,8 @@ int tusc_jwt_verify(const tusc_jwt_key_t *key, const char *token, size_t len,
     *why = "not valid yet";
     goto out;
   }
-  if (opts->audience != NULL && !audience_matches(json_object_get(payload, "aud"), opts->audience)) {
+  if (opts->audience != NULL &&
+      !audience_matches(json_object_get(payload, "aud"), opts->audience)) {
     *why = "wrong audience";
     goto out;
   }

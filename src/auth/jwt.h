@@ -19,8 +19,8 @@
 
 enum tusc_jwt_alg { TUSC_JWT_HS256 = 0, TUSC_JWT_RS256, TUSC_JWT_ES256 };
 
-#define TUSC_JWT_TOKEN_MAX 8192   /* longer tokens are refused */
-#define TUSC_JWT_SKEW_S 30        /* leeway for exp / nbf */
+#define TUSC_JWT_TOKEN_MAX 8192 /* longer tokens are refused */
+#define TUSC_JWT_SKEW_S 30      /* leeway for exp / nbf */
 
 typedef struct tusc_jwt_key_s tusc_jwt_key_t;
 
@@ -32,9 +32,8 @@ int tusc_jwt_alg_parse(const char *name, enum tusc_jwt_alg *out);
  * ("BEGIN PUBLIC KEY") or certificate. The key type must fit the algorithm (RSA of at
  * least 2048 bits, EC on P-256). On failure a one-line reason goes to err.
  * Returns 0, TUSC_EINVALID_ARGUMENT or TUSC_ENOMEM; *out only on success. */
-int tusc_jwt_key_from_mem(const void *data, size_t len, enum tusc_jwt_alg alg,
-                          tusc_jwt_key_t **out, char *err, size_t err_cap)
-    __attribute__((warn_unused_result));
+int tusc_jwt_key_from_mem(const void *data, size_t len, enum tusc_jwt_alg alg, tusc_jwt_key_t **out,
+                          char *err, size_t err_cap) __attribute__((warn_unused_result));
 /* Same from a file (at most 1 MiB); I/O errors as negated errno. */
 int tusc_jwt_key_load(const char *path, enum tusc_jwt_alg alg, tusc_jwt_key_t **out, char *err,
                       size_t err_cap) __attribute__((warn_unused_result));

@@ -23,7 +23,7 @@ typedef struct tusc_connlimit_s tusc_connlimit_t;
 /* What a connection holds once admitted; give it back to release. */
 typedef struct tusc_connlimit_slot_s {
   bool held;
-  bool keyed; /* counted per IP */
+  bool keyed;      /* counted per IP */
   uint8_t key[17]; /* family tag + address (IPv6: first 8 bytes only) */
 } tusc_connlimit_slot_t;
 

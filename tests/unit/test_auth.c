@@ -40,14 +40,22 @@ static void test_hosts(void **state) {
     const char *host;
     bool ok;
   } cases[] = {
-      {"uploads.example", true},      {"UPLOADS.EXAMPLE", true},
-      {"uploads.example:443", true},  {"uploads.example.", true},
-      {"files.example", true},        {"files.example:1", true},
-      {"[2001:db8::1]", true},        {"[2001:db8::1]:8080", true},
-      {"2001:db8::1", false},         {"[2001:db8::2]", false},
-      {"evil.example", false},        {"uploads.example.evil", false},
-      {"uploads.exampl", false},      {"", false},
-      {":80", false},                 {"[2001:db8::1", false},
+      {"uploads.example", true},
+      {"UPLOADS.EXAMPLE", true},
+      {"uploads.example:443", true},
+      {"uploads.example.", true},
+      {"files.example", true},
+      {"files.example:1", true},
+      {"[2001:db8::1]", true},
+      {"[2001:db8::1]:8080", true},
+      {"2001:db8::1", false},
+      {"[2001:db8::2]", false},
+      {"evil.example", false},
+      {"uploads.example.evil", false},
+      {"uploads.exampl", false},
+      {"", false},
+      {":80", false},
+      {"[2001:db8::1", false},
       {"xuploads.example", false},
   };
   for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
@@ -143,8 +151,8 @@ static int check(tusc_auth_t *auth, uv_loop_t *loop, const char *header, char **
   struct outcome o = {0, 0, NULL};
   areq.data = &o;
   *principal = NULL;
-  int rc = tusc_auth_check(auth, loop, header, header ? strlen(header) : 0, &areq, on_done,
-                           principal);
+  int rc =
+      tusc_auth_check(auth, loop, header, header ? strlen(header) : 0, &areq, on_done, principal);
   *sync = rc != TUSC_AUTH_PENDING;
   if (rc != TUSC_AUTH_PENDING)
     return rc;
@@ -214,9 +222,9 @@ static void test_basic_cache_reload(void **state) {
       memset(&outs[i], 0, sizeof(outs[i]));
       areqs[i].data = &outs[i];
       char *pp = NULL;
-      assert_int_equal(tusc_auth_check(fresh, &loop, hdrs[i], strlen(hdrs[i]), &areqs[i],
-                                       on_done, &pp),
-                       TUSC_AUTH_PENDING);
+      assert_int_equal(
+          tusc_auth_check(fresh, &loop, hdrs[i], strlen(hdrs[i]), &areqs[i], on_done, &pp),
+          TUSC_AUTH_PENDING);
     }
     uv_run(&loop, UV_RUN_DEFAULT);
     for (int i = 0; i < 4; i++) {

@@ -30,7 +30,7 @@ static const struct parse_case parse_cases[] = {
     {"2001:db8::/32", 0, 32},
     {"::/0", 0, 0},
     {"::ffff:10.0.0.0/104", 0, 104},
-    {"10.1.2.3/8", TUSC_EINVALID_ARGUMENT, 0},   /* host bits set */
+    {"10.1.2.3/8", TUSC_EINVALID_ARGUMENT, 0}, /* host bits set */
     {"fd00::1/8", TUSC_EINVALID_ARGUMENT, 0},
     {"10.0.0.0/33", TUSC_EINVALID_ARGUMENT, 0},
     {"::/129", TUSC_EINVALID_ARGUMENT, 0},
@@ -82,8 +82,8 @@ static const struct match_case match_cases[] = {
     {"fd00::/8", "fe80::1", false},
     {"fd00::/8", "fe80::1%eth0", false},
     {"fe80::/10", "fe80::1%eth0", true},
-    {"127.0.0.1", "::ffff:127.0.0.1", true},     /* dual-stack socket view of IPv4 */
-    {"::ffff:10.0.0.0/104", "10.1.2.3", true},   /* mapped range, IPv4 peer */
+    {"127.0.0.1", "::ffff:127.0.0.1", true},   /* dual-stack socket view of IPv4 */
+    {"::ffff:10.0.0.0/104", "10.1.2.3", true}, /* mapped range, IPv4 peer */
     {"::ffff:10.0.0.0/104", "11.1.2.3", false},
     {"10.0.0.0/8, 127.0.0.1 ,::1", "127.0.0.1", true},
     {"10.0.0.0/8, 127.0.0.1 ,::1", "::1", true},
@@ -123,9 +123,9 @@ static void test_list_errors(void **state) {
   assert_false(tusc_cidr_list_match(&list, "127.0.0.1"));
   tusc_cidr_list_dispose(&list);
 
-  assert_int_equal(tusc_cidr_list_parse("1.1.1.1,2.2.2.2,3.3.3.3,4.4.4.4,5.5.5.5,6.6.6.6", &list,
-                                        NULL, NULL),
-                   0);
+  assert_int_equal(
+      tusc_cidr_list_parse("1.1.1.1,2.2.2.2,3.3.3.3,4.4.4.4,5.5.5.5,6.6.6.6", &list, NULL, NULL),
+      0);
   assert_int_equal(list.count, 6);
   assert_true(tusc_cidr_list_match(&list, "6.6.6.6"));
   tusc_cidr_list_dispose(&list);

@@ -73,9 +73,8 @@ static void test_verify_kinds(void **state) {
   char *bcrypt_y = strdup(bcrypt);
   bcrypt_y[2] = 'y';
   char text[2048];
-  snprintf(text, sizeof(text),
-           "# users\r\nann:%s\r\nben:%s\n  \nchris:%s\ndora:%s:extra-field\n", bcrypt, sha512,
-           yescrypt, bcrypt_y);
+  snprintf(text, sizeof(text), "# users\r\nann:%s\r\nben:%s\n  \nchris:%s\ndora:%s:extra-field\n",
+           bcrypt, sha512, yescrypt, bcrypt_y);
   tusc_htpasswd_t *t = NULL;
   char err[256];
   assert_int_equal(tusc_htpasswd_parse(text, strlen(text), "mem", &t, err, sizeof(err)), 0);

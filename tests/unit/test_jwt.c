@@ -28,8 +28,7 @@
 static EVP_PKEY *rsa_key, *ec_key, *rsa_other;
 
 static void b64url(const unsigned char *in, size_t len, char *out) {
-  static const char alphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   size_t o = 0;
   uint32_t acc = 0;
   unsigned bits = 0;
@@ -173,7 +172,8 @@ static const struct token_case token_cases[] = {
     {TUSC_JWT_HS256, HS, "{\"sub\":\"alice\",\"aud\":\"other\"}", SIGN_HS, "uploads", NULL, NULL,
      "wrong audience"},
     {TUSC_JWT_HS256, HS, "{\"sub\":\"alice\"}", SIGN_HS, "uploads", NULL, NULL, "wrong audience"},
-    {TUSC_JWT_HS256, HS, "{\"sub\":\"alice\",\"iss\":\"idp\"}", SIGN_HS, NULL, "idp", "alice", NULL},
+    {TUSC_JWT_HS256, HS, "{\"sub\":\"alice\",\"iss\":\"idp\"}", SIGN_HS, NULL, "idp", "alice",
+     NULL},
     {TUSC_JWT_HS256, HS, "{\"sub\":\"alice\",\"iss\":\"evil\"}", SIGN_HS, NULL, "idp", NULL,
      "wrong issuer"},
     {TUSC_JWT_HS256, HS, "{\"exp\":1700000100}", SIGN_HS, NULL, NULL, NULL, "missing subject"},
@@ -207,8 +207,8 @@ static void test_tokens(void **state) {
   for (size_t i = 0; i < ARRAY_LEN(token_cases); i++) {
     const struct token_case *c = &token_cases[i];
     char *tok = make_token(c->header, c->payload, c->signer);
-    tusc_jwt_opts_t opts = {.audience = c->audience, .issuer = c->issuer, .now = NOW,
-                            .skew_s = TUSC_JWT_SKEW_S};
+    tusc_jwt_opts_t opts = {
+        .audience = c->audience, .issuer = c->issuer, .now = NOW, .skew_s = TUSC_JWT_SKEW_S};
     char *sub = NULL;
     const char *why = NULL;
     int rc = tusc_jwt_verify(keys[c->key_alg], tok, strlen(tok), &opts, &sub, &why);

@@ -9,8 +9,11 @@
 # Each round: POST with Upload-Length, then one PATCH streaming the whole file
 # (curl -T, no Expect: 100-continue); time from curl's start to the 204. Rounds
 # alternate plain/TLS; each side keeps its best. tusc runs with -fsync=never so the
-# figure is about the socket-to-page-cache path, where TLS costs show most. Note that
-# client and server share this machine's cores: the client's encryption is paid too.
+# figure is about the socket-to-page-cache path, where TLS costs show most. Client and
+# server share this machine's cores, so the client's encryption is paid too, and other
+# load on the machine moves the MB/s figure; the server's own CPU time per GiB (utime +
+# stime from /proc/<pid>/stat around each PATCH) is the steadier measure of what TLS
+# costs tusc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TUSC_BIN=${TUSC_BIN:-$PWD/build/tusc}
@@ -35,24 +38,32 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$w
 head -c $((SIZE_MB * 1024 * 1024)) /dev/urandom >"$work/data.bin"
 size=$((SIZE_MB * 1024 * 1024))
 
-start_tusc() { # name extra-flags...
+start_tusc() { # name extra-flags... (not in a subshell: pids must stay in this shell)
   local name=$1
   shift
   mkdir -p "$work/$name"
   "$TUSC_BIN" -host 127.0.0.1 -port 0 -port-file "$work/$name.port" -upload-dir "$work/$name" \
     -fsync=never -workers 2 "$@" >/dev/null 2>"$work/$name.log" &
   pids+=($!)
-  for _ in $(seq 100); do [ -s "$work/$name.port" ] && break; sleep 0.05; done
-  cat "$work/$name.port"
+  for _ in $(seq 200); do [ -s "$work/$name.port" ] && return 0; sleep 0.05; done
+  echo "tls.sh: tusc ($name) did not start: $(cat "$work/$name.log")" >&2
+  exit 1
 }
 
-plain_port=$(start_tusc plain)
-tls_port=$(start_tusc tls -tls-certificate "$work/cert.pem" -tls-key "$work/key.pem")
+start_tusc plain
+plain_pid=${pids[0]}
+plain_port=$(cat "$work/plain.port")
+start_tusc tls -tls-certificate "$work/cert.pem" -tls-key "$work/key.pem"
+tls_pid=${pids[1]}
+tls_port=$(cat "$work/tls.port")
+hz=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-one_upload() { # scheme port -> seconds
-  local scheme=$1 port=$2 ca=()
+one_upload() { # scheme port pid -> "seconds server-cpu-seconds"
+  local scheme=$1 port=$2 pid=$3 ca=() c0 c1
   [ "$scheme" = https ] && ca=(--cacert "$work/cert.pem")
   local t0 t1 loc
+  c0=$(cpu_ticks "$pid")
   t0=$(date +%s.%N)
   loc=$(curl -sS "${ca[@]}" -X POST -H "Tus-Resumable: 1.0.0" -H "Upload-Length: $size" \
     -o /dev/null -w '%header{location}' "$scheme://127.0.0.1:$port/files/")
@@ -60,25 +71,33 @@ one_upload() { # scheme port -> seconds
     -H "Upload-Offset: 0" -H "Content-Type: application/offset+octet-stream" \
     -o /dev/null -w '%{http_code}' "$loc")
   t1=$(date +%s.%N)
+  c1=$(cpu_ticks "$pid")
   [ "$code" = 204 ] || { echo "tls.sh: PATCH over $scheme answered $code" >&2; exit 1; }
   rm -rf "${work:?}/$([ "$scheme" = https ] && echo tls || echo plain)"/*
-  echo "$t0 $t1" | awk '{printf "%.3f", $2 - $1}'
+  echo "$t0 $t1 $c0 $c1 $hz" | awk '{printf "%.3f %.3f", $2 - $1, ($4 - $3) / $5}'
 }
 
 best_plain=999999
 best_tls=999999
+cpu_plain=999999
+cpu_tls=999999
+min() { awk -v a="$1" -v b="$2" 'BEGIN{print (b < a) ? b : a}'; }
 for r in $(seq "$REPEAT"); do
   sync
-  p=$(one_upload http "$plain_port")
+  read -r p pc <<<"$(one_upload http "$plain_port" "$plain_pid")"
   sync
-  t=$(one_upload https "$tls_port")
-  echo "round $r: plain ${p}s, tls ${t}s" >&2
-  best_plain=$(awk -v a="$best_plain" -v b="$p" 'BEGIN{print (b < a) ? b : a}')
-  best_tls=$(awk -v a="$best_tls" -v b="$t" 'BEGIN{print (b < a) ? b : a}')
+  read -r t tc <<<"$(one_upload https "$tls_port" "$tls_pid")"
+  echo "round $r: plain ${p}s (server cpu ${pc}s), tls ${t}s (server cpu ${tc}s)" >&2
+  best_plain=$(min "$best_plain" "$p")
+  best_tls=$(min "$best_tls" "$t")
+  cpu_plain=$(min "$cpu_plain" "$pc")
+  cpu_tls=$(min "$cpu_tls" "$tc")
 done
-awk -v mb="$SIZE_MB" -v p="$best_plain" -v t="$best_tls" 'BEGIN {
+awk -v mb="$SIZE_MB" -v p="$best_plain" -v t="$best_tls" -v cp="$cpu_plain" -v ct="$cpu_tls" 'BEGIN {
   mp = mb * 1.048576 / p; mt = mb * 1.048576 / t
+  gib = mb / 1024
   printf "| upload of %d MiB, one PATCH | plain HTTP | HTTPS (TLS 1.3) | TLS / plain |\n", mb
   printf "|---|---|---|---|\n"
   printf "| MB/s (best of rounds) | %.0f | %.0f | %.2f |\n", mp, mt, mt / mp
+  printf "| tusc CPU seconds per GiB (best) | %.2f | %.2f | %.2f |\n", cp / gib, ct / gib, (cp > 0 ? ct / cp : 0)
 }'

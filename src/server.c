@@ -498,6 +498,12 @@ int tusc_server_run(const tusc_config_t *cfg) {
   if (cfg->run_user != NULL || cfg->run_group != NULL) {
     /* Every socket is bound and every key file read: root is no longer needed. */
     char err[1024];
+    if (s.listeners.is_unix && geteuid() == 0 &&
+        (rc = tusc_privileges_chown(s.listeners.unix_path, cfg->run_user, cfg->run_group, err,
+                                    sizeof(err))) != 0) {
+      tusc_log_msg(TUSC_LOG_ERROR, "%s", err);
+      goto out;
+    }
     if ((rc = tusc_privileges_drop(cfg->run_user, cfg->run_group, err, sizeof(err))) != 0) {
       tusc_log_msg(TUSC_LOG_ERROR, "cannot drop privileges: %s; refusing to run", err);
       goto out;

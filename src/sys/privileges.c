@@ -93,6 +93,24 @@ int tusc_privileges_drop(const char *user, const char *group, char *err, size_t 
   return 0;
 }
 
+int tusc_privileges_chown(const char *path, const char *user, const char *group, char *err,
+                          size_t errlen) {
+  uid_t uid = (uid_t)-1;
+  gid_t gid = (gid_t)-1;
+  int rc;
+  if (user != NULL && (rc = lookup_user(user, &uid, &gid, err, errlen)) != 0)
+    return rc;
+  if (group != NULL && (rc = lookup_group(group, &gid, err, errlen)) != 0)
+    return rc;
+  if (chown(path, uid, gid) != 0) {
+    int e = errno;
+    snprintf(err, errlen, "cannot give %s to user %s group %s: %s", path, user ? user : "-",
+             group ? group : "-", strerror(e));
+    return -e;
+  }
+  return 0;
+}
+
 int tusc_privileges_check_dir(const char *dir, char *err, size_t errlen) {
   char path[4096];
   int n = snprintf(path, sizeof(path), "%s/.tusc-write-check-XXXXXX", dir);

@@ -20,6 +20,12 @@
  * the process already runs as them) or a negative code with err filled. */
 int tusc_privileges_drop(const char *user, const char *group, char *err, size_t errlen);
 
+/* Gives `path` (e.g. the -unix-sock socket, created as root) to the user/group tusc is
+ * about to switch to, so that it stays usable and removable by them. Call before
+ * tusc_privileges_drop. 0 or a negative code with err filled. */
+int tusc_privileges_chown(const char *path, const char *user, const char *group, char *err,
+                          size_t errlen);
+
 /* Whether the current (effective) user can create and remove files in dir: a scratch
  * file is created and unlinked. 0 or a negative errno with err filled. */
 int tusc_privileges_check_dir(const char *dir, char *err, size_t errlen);

@@ -547,3 +547,22 @@ def test_unknown_user_refused(tusc):
     p = subprocess.run(srv.command(), capture_output=True, timeout=60, cwd=srv.workdir)
     assert p.returncode != 0
     assert "unknown user no-such-user-tusc" in p.stderr.decode()
+
+
+@needs_root
+def test_user_drop_gives_unix_socket_to_the_user(tusc, nobody_dir):
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    sock = os.path.join(os.path.dirname(nobody_dir), "tusc.sock")
+    srv = tusc("-unix-sock", sock, "-user", "nobody", upload_dir=nobody_dir, start=False)
+    cmd = [a for a in srv.command()]
+    # -port/-host are ignored with -unix-sock; keep the harness's command otherwise.
+    srv.start(command=cmd)
+    st = os.stat(sock)
+    assert st.st_uid == nobody.pw_uid
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(IO_TIMEOUT)
+    s.connect(sock)
+    s.sendall(b"OPTIONS /files/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 2")
+    s.close()

@@ -566,3 +566,25 @@ def test_user_drop_gives_unix_socket_to_the_user(tusc, nobody_dir):
     s.sendall(b"OPTIONS /files/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert s.recv(100).startswith(b"HTTP/1.1 2")
     s.close()
+
+
+def test_big_download_and_range_over_tls(tusc, pki):
+    srv = tls_server(tusc, pki)
+    ctx = client_ctx(pki.path("a.crt"))
+    data = os.urandom(9 * 1024 * 1024 + 123)
+    r = https_request(srv, ctx, "POST", "/files/", {"Upload-Length": str(len(data)),
+                                                    "Content-Type": OCTET}, data)
+    assert r.status == 201 and r.header("Upload-Offset") == str(len(data)), r
+    path = urllib.parse.urlsplit(r.header("Location")).path
+    # Read slowly at first so the server's streamed writes meet back-pressure.
+    conn = http.client.HTTPSConnection(srv.host, srv.port, timeout=IO_TIMEOUT, context=ctx)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    assert resp.status == 200
+    got = bytearray(resp.read(1000))
+    time.sleep(0.3)
+    got += resp.read()
+    conn.close()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    r = https_request(srv, ctx, "GET", path, {"Range": "bytes=100-199"}, tus=False)
+    assert r.status == 206 and r.body == data[100:200], r

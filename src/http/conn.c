@@ -21,6 +21,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -198,6 +199,8 @@ struct tusc_http_server_s {
   void (*done_cb)(tusc_http_server_t *server, void *arg);
   void *done_arg;
   int64_t date_sec;
+  int spare_fd;          /* /dev/null, given up to drop connections when out of fds */
+  uint64_t emfile_log_ms; /* last "out of descriptors" warning, to keep it to 1/s */
   char date[32];
 };
 
@@ -1261,6 +1264,8 @@ static void conn_free(tusc_http_conn_t *conn) {
   if (conn->tr != NULL)
     conn->tr->ops->free(conn->tr);
   free(conn);
+  if (server->spare_fd < 0) /* a descriptor just came free: re-arm the spare */
+    server->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   server_check_done(server);
 }
 
@@ -1810,8 +1815,52 @@ static bool admit(tusc_http_conn_t *conn) {
   return false;
 }
 
+/* Out of descriptors. libuv drops waiting connections with a spare descriptor of its
+ * own, but with several workers another thread can take that descriptor's number
+ * while it is briefly closed. libuv then has no spare and, since Linux's accept()
+ * fails with EMFILE before it even looks at the queue, calls us from a loop that
+ * only ends on EAGAIN: a worker at 100% CPU until some descriptor frees up (found by
+ * test_exhaustion.py). So: free a slot (our own spare, else the longest-idle
+ * connection without a request), drop what is waiting (clients see a close at once,
+ * not a hang), and leave the slot free so that libuv's next accept() says EAGAIN and
+ * the loop goes back to sleep. The spare is re-armed when a connection closes. */
+static void drop_pending(tusc_http_server_t *server, uv_stream_t *listener) {
+  uint64_t now = uv_now(server->loop);
+  if (server->emfile_log_ms == 0 || now - server->emfile_log_ms >= 1000) {
+    server->emfile_log_ms = now;
+    TUSC_LOG(TUSC_LOG_WARN, "out of file descriptors: dropping new connections until some close");
+  }
+  uv_os_fd_t lfd;
+  if (uv_fileno((uv_handle_t *)listener, &lfd) != 0)
+    return;
+  if (server->spare_fd >= 0) {
+    close(server->spare_fd);
+    server->spare_fd = -1;
+  } else {
+    tusc_http_conn_t *victim = NULL;
+    for (tusc_http_conn_t *c = server->conns; c != NULL; c = c->next)
+      if (!c->closing && c->req == NULL && c->writes_pending == 0 &&
+          (victim == NULL || c->activity_ms < victim->activity_ms))
+        victim = c;
+    if (victim == NULL)
+      return; /* every connection is mid-request; one will end soon */
+    conn_close(victim); /* uv_close closes the socket at once */
+  }
+  for (int i = 0; i < LISTEN_BACKLOG; i++) { /* bounded: a flood must not hold the loop */
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd >= 0)
+      close(fd);
+    else if (errno != EINTR && errno != ECONNABORTED)
+      break;
+  }
+}
+
 static void on_connection(uv_stream_t *listener, int status) {
   tusc_http_server_t *server = listener->data;
+  if (status == UV_EMFILE || status == UV_ENFILE) {
+    drop_pending(server, listener);
+    return;
+  }
   if (status < 0) {
     TUSC_LOG(TUSC_LOG_WARN, "accept failed: %s", uv_strerror(status));
     return;
@@ -1882,6 +1931,7 @@ int tusc_http_server_new(uv_loop_t *loop, int fd, const tusc_http_limits_t *limi
   server->handler = handler;
   server->ctx = ctx;
   server->date_sec = -1;
+  server->spare_fd = -1;
 
   int domain = 0;
   socklen_t dlen = sizeof(domain);
@@ -1916,11 +1966,14 @@ int tusc_http_server_new(uv_loop_t *loop, int fd, const tusc_http_limits_t *limi
     tusc_http_server_stop(server, false, NULL, NULL);
     return rc;
   }
+  server->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   *out = server;
   return 0;
 }
 
 static void server_free_now(tusc_http_server_t *server) {
+  if (server->spare_fd >= 0)
+    close(server->spare_fd);
   free(server->read_buf);
   free(server);
 }

@@ -321,6 +321,11 @@ static void respond_error_with(tus_request_t *st, int err, const char *allow) {
     tusc_http_response_header(&resp, "Tus-Version", TUS_VERSION);
   if (allow != NULL)
     tusc_http_response_header(&resp, "Allow", allow);
+  /* creation-with-upload whose checksum failed: the upload exists (st->info is freed
+   * once it is created), empty; its URL lets the client resend the chunk with PATCH. */
+  if (err == TUSC_ECHECKSUM_MISMATCH && st->op == OP_POST && st->location != NULL &&
+      st->info == NULL)
+    tusc_http_response_header(&resp, "Location", st->location);
   snprintf(body, sizeof(body), "%s: %s\n", tusc_error_code(err), tusc_strerror(err));
   if (status >= 500 || st->aborted)
     TUSC_LOG(TUSC_LOG_WARN, "%s %s from %s: %s", st->req->method_name, st->req->path, st->client,
@@ -916,7 +921,8 @@ static void stop_terminated(tus_request_t *st) {
   st->work_kind = WORK_NOOP;
   release_lock(st);
   if (rc == 0) {
-    tusc_log_event(TUSC_LOG_INFO, "UploadTerminated", "id", st->id, "remote", st->client, NULL);
+    tusc_log_event(TUSC_LOG_INFO, "UploadTerminated", "id", st->id, "remote", st->client,
+                   st->principal != NULL ? "user" : NULL, st->principal, NULL);
     tusc_metrics_upload_terminated();
     if (st->info != NULL)
       (void)hook_fire(st, TUSC_HOOK_POST_TERMINATE, st->info, false);
@@ -1766,7 +1772,7 @@ static void post_created(tus_request_t *st) {
     tusc_ietf_created(st, st->info);
   fmt_i64(size_s, st->info->size_is_deferred ? -1 : st->info->size);
   tusc_log_event(TUSC_LOG_INFO, "UploadCreated", "id", st->id, "size", size_s, "url", st->location,
-                 "remote", st->client, NULL);
+                 "remote", st->client, st->principal != NULL ? "user" : NULL, st->principal, NULL);
   tusc_metrics_upload_created();
   int64_t expires = expires_s(st, st->info, true);
   if (expires > 0 && st->w->tus->expire != NULL &&
@@ -1987,7 +1993,8 @@ static void delete_done(tus_request_t *st) {
   st->work_kind = WORK_NOOP;
   release_lock(st);
   if (rc == 0) {
-    tusc_log_event(TUSC_LOG_INFO, "UploadTerminated", "id", st->id, "remote", st->client, NULL);
+    tusc_log_event(TUSC_LOG_INFO, "UploadTerminated", "id", st->id, "remote", st->client,
+                   st->principal != NULL ? "user" : NULL, st->principal, NULL);
     tusc_metrics_upload_terminated();
     if (st->info != NULL)
       (void)hook_fire(st, TUSC_HOOK_POST_TERMINATE, st->info, false);
@@ -2006,10 +2013,13 @@ static void delete_done(tus_request_t *st) {
 }
 
 static void delete_pre_done(tus_request_t *st) {
-  int err = st->aborted               ? st->abort_err
-            : st->hook_status < 0     ? TUSC_EINTERNAL
-            : st->hook_resp->reject_termination ? TUSC_EUPLOAD_TERMINATION_REJECTED
-                                                : 0;
+  int err = 0;
+  if (st->aborted)
+    err = st->abort_err;
+  else if (st->hook_status < 0)
+    err = TUSC_EINTERNAL;
+  else if (st->hook_resp->reject_termination)
+    err = TUSC_EUPLOAD_TERMINATION_REJECTED;
   if (err < 0) {
     release_lock(st);
     respond_error(st, err);

@@ -274,14 +274,18 @@ def test_bad_checksum_on_post_with_body(server):
     r = server.create(length=50_000, body=data,
                       headers={"Upload-Checksum": checksum("sha256", data[:-1])}, expect=460)
     assert_error(r, 460, "ERR_CHECKSUM_MISMATCH")
-    # The upload was created before its body arrived; it holds none of the bytes.
+    # The upload was created before its body arrived; it holds none of the bytes, and
+    # the 460 names it so that the client can resend the chunk with PATCH.
     datas = [p for root, _d, fs in os.walk(server.upload_dir) for p in fs
              if len(p) == 32 and "." not in p]
     assert len(datas) == 1, datas
-    for root, _d, fs in os.walk(server.upload_dir):
-        for f in fs:
-            if f == datas[0]:
-                assert os.path.getsize(os.path.join(root, f)) == 0
+    loc = r.header("Location")
+    assert loc and loc.endswith("/files/" + datas[0]), r
+    up = "/files/" + datas[0]
+    assert server.offset(up) == 0
+    r = server.patch(up, 0, data, {"Upload-Checksum": checksum("sha256", data)})
+    assert r.status == 204, r
+    assert server.download(up).body == data
 
 
 def test_malformed_checksum_on_post_creates_nothing(server):

@@ -27,7 +27,7 @@
 #define HIST_BUCKETS 14
 
 /* Upper bounds in milliseconds; the last bucket is +Inf. */
-static const uint64_t bucket_ms[HIST_BUCKETS - 1] = {5,   10,   25,   50,    100,   250,  500,
+static const uint64_t bucket_ms[HIST_BUCKETS - 1] = {5,    10,   25,   50,    100,   250,  500,
                                                      1000, 2500, 5000, 10000, 30000, 60000};
 
 struct histogram {
@@ -66,8 +66,8 @@ static struct {
 } m;
 
 static const char *const method_labels[METHOD_COUNT] = {
-    [TUSC_HTTP_OTHER] = "OTHER", [TUSC_HTTP_GET] = "GET",         [TUSC_HTTP_HEAD] = "HEAD",
-    [TUSC_HTTP_POST] = "POST",   [TUSC_HTTP_PUT] = "PUT",         [TUSC_HTTP_PATCH] = "PATCH",
+    [TUSC_HTTP_OTHER] = "OTHER",   [TUSC_HTTP_GET] = "GET",         [TUSC_HTTP_HEAD] = "HEAD",
+    [TUSC_HTTP_POST] = "POST",     [TUSC_HTTP_PUT] = "PUT",         [TUSC_HTTP_PATCH] = "PATCH",
     [TUSC_HTTP_DELETE] = "DELETE", [TUSC_HTTP_OPTIONS] = "OPTIONS",
 };
 
@@ -224,8 +224,8 @@ static void put_label_value(struct buf *b, const char *v) {
   }
 }
 
-static void histogram(struct buf *b, const char *name, const char *label,
-                      const char *label_value, const struct histogram *h) {
+static void histogram(struct buf *b, const char *name, const char *label, const char *label_value,
+                      const struct histogram *h) {
   uint64_t cumulative = 0;
   for (size_t i = 0; i < HIST_BUCKETS; i++) {
     cumulative += GET(h->buckets[i]);
@@ -261,7 +261,8 @@ static void render_process(struct buf *b) {
   if (getrusage(RUSAGE_SELF, &ru) == 0) {
     double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
                  (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-    family(b, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+    family(b, "process_cpu_seconds_total", "counter",
+           "Total user and system CPU time spent in seconds.");
     put(b, "process_cpu_seconds_total %.6f\n", cpu);
   }
   FILE *f = fopen("/proc/self/statm", "re");
@@ -296,10 +297,11 @@ static void render_process(struct buf *b) {
 }
 
 static void render_tusd(struct buf *b) {
-  static const enum tusc_http_method tusd_methods[] = {
-      TUSC_HTTP_GET, TUSC_HTTP_HEAD, TUSC_HTTP_POST, TUSC_HTTP_PATCH, TUSC_HTTP_DELETE,
-      TUSC_HTTP_OPTIONS};
-  family(b, "tusd_requests_total", "counter", "Total number of requests served by tusd per method.");
+  static const enum tusc_http_method tusd_methods[] = {TUSC_HTTP_GET,    TUSC_HTTP_HEAD,
+                                                       TUSC_HTTP_POST,   TUSC_HTTP_PATCH,
+                                                       TUSC_HTTP_DELETE, TUSC_HTTP_OPTIONS};
+  family(b, "tusd_requests_total", "counter",
+         "Total number of requests served by tusd per method.");
   for (size_t i = 0; i < sizeof(tusd_methods) / sizeof(tusd_methods[0]); i++)
     put(b, "tusd_requests_total{method=\"%s\"} %llu\n", method_labels[tusd_methods[i]],
         (unsigned long long)GET(m.requests[tusd_methods[i]]));

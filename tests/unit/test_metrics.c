@@ -106,8 +106,8 @@ static void test_histogram_buckets(void **state) {
   (void)state;
   uint64_t now = tusc_now_ms();
   char *before = render();
-  tusc_metrics_request_done(TUSC_HTTP_DELETE, now);        /* ~0 ms */
-  tusc_metrics_request_done(TUSC_HTTP_DELETE, now - 200);  /* ~200 ms */
+  tusc_metrics_request_done(TUSC_HTTP_DELETE, now);         /* ~0 ms */
+  tusc_metrics_request_done(TUSC_HTTP_DELETE, now - 200);   /* ~200 ms */
   tusc_metrics_request_done(TUSC_HTTP_DELETE, now - 90000); /* beyond the last bound */
   tusc_metrics_hook_done(TUSC_HOOK_PRE_FINISH, 7);
   char *text = render();
@@ -128,8 +128,10 @@ static void test_histogram_buckets(void **state) {
   /* The first observation may straddle a millisecond tick. */
   assert_true(b5 >= 1 && b250 == 2 && b60 == 2 && binf == 3 && count == 3);
   assert_true(sum >= 90.2 && sum < 91);
-  assert_true(sample(text, "tusc_hook_duration_seconds_bucket{hooktype=\"pre-finish\",le=\"0.005\"}") == 0);
-  assert_true(sample(text, "tusc_hook_duration_seconds_bucket{hooktype=\"pre-finish\",le=\"0.01\"}") == 1);
+  assert_true(
+      sample(text, "tusc_hook_duration_seconds_bucket{hooktype=\"pre-finish\",le=\"0.005\"}") == 0);
+  assert_true(
+      sample(text, "tusc_hook_duration_seconds_bucket{hooktype=\"pre-finish\",le=\"0.01\"}") == 1);
   assert_true(sample(text, "tusc_hook_duration_seconds_count{hooktype=\"pre-finish\"}") == 1);
   free(before);
   free(text);
@@ -138,9 +140,9 @@ static void test_histogram_buckets(void **state) {
 static void test_families_declared_once(void **state) {
   (void)state;
   char *text = render();
-  const char *families[] = {"tusd_requests_total", "tusd_errors_total",
+  const char *families[] = {"tusd_requests_total",         "tusd_errors_total",
                             "tusd_hook_invocations_total", "tusc_request_duration_seconds",
-                            "process_cpu_seconds_total", "process_start_time_seconds"};
+                            "process_cpu_seconds_total",   "process_start_time_seconds"};
   for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
     char type[128];
     snprintf(type, sizeof(type), "# TYPE %s ", families[i]);
@@ -175,8 +177,9 @@ static void test_concurrent_updates(void **state) {
   char *after = render();
   double d = sample(after, "tusd_bytes_received") - sample(before, "tusd_bytes_received");
   assert_true(d == THREADS * PER_THREAD);
-  assert_true(sample(after, "tusd_errors_total{status=\"499\",code=\"ERR_INTERNAL_SERVER_ERROR\"}") ==
-              THREADS * PER_THREAD);
+  assert_true(
+      sample(after, "tusd_errors_total{status=\"499\",code=\"ERR_INTERNAL_SERVER_ERROR\"}") ==
+      THREADS * PER_THREAD);
   free(before);
   free(after);
 }
@@ -185,11 +188,11 @@ static void test_metrics_server_rejects_bad_address(void **state) {
   (void)state;
   uv_loop_t loop;
   assert_int_equal(uv_loop_init(&loop), 0);
-  tusc_http_limits_t limits = {.max_header_size = 8192, .max_header_count = 50,
-                               .network_timeout_ms = 1000};
+  tusc_http_limits_t limits = {
+      .max_header_size = 8192, .max_header_count = 50, .network_timeout_ms = 1000};
   tusc_metrics_server_t *s = NULL;
-  const char *bad[] = {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:70000", "::1:9100",
-                       "127.0.0.1:9x"};
+  const char *bad[] = {"",         "127.0.0.1",   "127.0.0.1:", "127.0.0.1:70000",
+                       "::1:9100", "127.0.0.1:9x"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
     assert_int_equal(tusc_metrics_server_start(&loop, bad[i], "/metrics", &limits, &s, NULL),
                      TUSC_EINVALID_ARGUMENT);

@@ -131,7 +131,10 @@ static const struct flag_def flags[] = {
     {"tls-key", K_OPTSTRING, G_TLS, F(tls_key), 0, 0, 0, NULL, "FILE",
      "PEM private key for -tls-certificate.", false},
     {"tls-mode", K_CHOICE, G_TLS, F(tls_mode), 0, 0, 0, tls_modes, "MODE",
-     "tls12 (TLS 1.2+), tls12-strong (TLS 1.2+ with AEAD ciphers only) or tls13.", false},
+     "tusd's modes: tls12 (TLS 1.2 and 1.3; TLS 1.2 only with ECDHE and AES-GCM or "
+     "ChaCha20-Poly1305), tls12-strong (TLS 1.2 only, ECDHE with AES-256-GCM) or tls13 (TLS 1.3 "
+     "only).",
+     false},
     {"http-redirect-port", K_INT, G_TLS, F(http_redirect_port), 0, 65535, 0, NULL, "PORT",
      "Also listen for plain HTTP on this port and answer every request with a 308 redirect "
      "to the https URL (needs -tls-certificate).",

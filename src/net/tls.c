@@ -23,12 +23,15 @@
 #include "common/error.h"
 #include "common/log.h"
 
-/* TLS 1.2 suites of tusd's tls12-strong: ECDHE key exchange, AEAD only. TLS 1.3's
- * suites are all AEAD already. */
-#define STRONG_TLS12_CIPHERS                                                                       \
+/* tusd's TLS 1.2 suites (Mozilla "intermediate"): ECDHE key exchange, AEAD only. TLS
+ * 1.3's suites are all AEAD already. */
+#define TLS12_CIPHERS                                                                              \
   "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                     \
   "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                     \
   "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+/* tusd's tls12-strong: only the two AES-256-GCM suites, and TLS 1.2 only (tusd turns 1.3
+ * off in this mode because TLS 1.3 requires an AES-128 suite). */
+#define STRONG_TLS12_CIPHERS "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
 
 struct tusc_tls_s {
   uv_mutex_t mu;
@@ -144,17 +147,19 @@ static SSL_CTX *build_ctx(const tusc_tls_t *tls, char *err, size_t errlen) {
     return NULL;
   }
   bool tls13 = strcmp(tls->mode, "tls13") == 0;
+  bool strong = strcmp(tls->mode, "tls12-strong") == 0;
   SSL_CTX_set_min_proto_version(ctx, tls13 ? TLS1_3_VERSION : TLS1_2_VERSION);
+  if (strong)
+    SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                SSL_OP_NO_COMPRESSION);
   /* Idle keep-alive connections then hold no record buffers. */
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   /* Stateless tickets still resume sessions; no shared cache to lock across workers. */
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-  if (strcmp(tls->mode, "tls12-strong") == 0 &&
-      SSL_CTX_set_cipher_list(ctx, STRONG_TLS12_CIPHERS) != 1) {
+  if (!tls13 && SSL_CTX_set_cipher_list(ctx, strong ? STRONG_TLS12_CIPHERS : TLS12_CIPHERS) != 1) {
     openssl_reason(reason, sizeof(reason));
-    snprintf(err, errlen, "cannot set the tls12-strong ciphers: %s", reason);
+    snprintf(err, errlen, "cannot set the %s ciphers: %s", tls->mode, reason);
     goto fail;
   }
   SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
@@ -382,8 +387,8 @@ static int tls_input(tusc_transport_t *base, uv_stream_t *stream, const char *da
   return rc;
 }
 
-static int tls_write(tusc_transport_t *base, uv_stream_t *stream, uv_write_t *req,
-                     const char *data, size_t len, uv_write_cb cb) {
+static int tls_write(tusc_transport_t *base, uv_stream_t *stream, uv_write_t *req, const char *data,
+                     size_t len, uv_write_cb cb) {
   struct tls_transport *t = (struct tls_transport *)base;
   while (len > 0) {
     int chunk = len > (1 << 30) ? (1 << 30) : (int)len;

@@ -3,9 +3,9 @@
  * chain, key, protocol/cipher policy of -tls-mode, ALPN http/1.1), its reload on
  * SIGHUP, and the TLS transport (src/net/transport.h) each connection runs over.
  *
- * Modes (tusd's): "tls12" = TLS 1.2 and 1.3 with OpenSSL's default cipher list;
- * "tls12-strong" = TLS 1.2 and 1.3, TLS 1.2 limited to ECDHE key exchange with AEAD
- * ciphers (AES-GCM, ChaCha20-Poly1305); "tls13" = TLS 1.3 only.
+ * Modes, exactly tusd's: "tls12" = TLS 1.2 and 1.3, TLS 1.2 limited to ECDHE key
+ * exchange with AEAD ciphers (AES-128/256-GCM, ChaCha20-Poly1305); "tls12-strong" =
+ * TLS 1.2 only, ECDHE with AES-256-GCM only; "tls13" = TLS 1.3 only.
  *
  * Keys must be unencrypted PEM: a passphrase-protected key is refused with a message
  * saying so (tusc runs unattended; there is nobody to type the passphrase).

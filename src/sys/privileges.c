@@ -82,7 +82,8 @@ int tusc_privileges_drop(const char *user, const char *group, char *err, size_t 
     snprintf(err, errlen, "cannot switch to user %s: %s", user, strerror(errno));
     return -errno;
   }
-  if (getgid() != gid || getegid() != gid || (user != NULL && (getuid() != uid || geteuid() != uid))) {
+  if (getgid() != gid || getegid() != gid ||
+      (user != NULL && (getuid() != uid || geteuid() != uid))) {
     snprintf(err, errlen, "switching user/group did not take effect");
     return -EPERM;
   }

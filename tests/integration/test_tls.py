@@ -200,24 +200,45 @@ def test_tls13_mode_refuses_tls12_client(tusc, pki):
         assert s.version() == "TLSv1.3"
 
 
-@pytest.mark.parametrize("mode", ["tls12", "tls12-strong"])
-def test_tls12_modes_accept_tls12(tusc, pki, mode):
+def handshake_ok(srv, ctx):
+    try:
+        with tls_sock(srv, ctx) as s:
+            return s.version(), s.cipher()[0]
+    except ssl.SSLError:
+        return None
+
+
+# tusd's modes (cmd/tusd/cli/serve.go): tls12 = TLS 1.2+ with six ECDHE AEAD suites for
+# 1.2; tls12-strong = TLS 1.2 only, ECDHE AES-256-GCM only; tls13 = TLS 1.3 only.
+@pytest.mark.parametrize("mode,client,expect", [
+    ("tls12", {}, ("TLSv1.3", None)),
+    # The server's order wins, and tusd lists AES-128-GCM first.
+    ("tls12", {"maximum": ssl.TLSVersion.TLSv1_2}, ("TLSv1.2", "ECDHE-ECDSA-AES128-GCM-SHA256")),
+    ("tls12", {"maximum": ssl.TLSVersion.TLSv1_2, "ciphers": "ECDHE-ECDSA-AES256-GCM-SHA384"},
+     ("TLSv1.2", "ECDHE-ECDSA-AES256-GCM-SHA384")),
+    ("tls12", {"maximum": ssl.TLSVersion.TLSv1_2, "ciphers": "ECDHE-ECDSA-AES128-GCM-SHA256"},
+     ("TLSv1.2", "ECDHE-ECDSA-AES128-GCM-SHA256")),
+    ("tls12", {"maximum": ssl.TLSVersion.TLSv1_2, "ciphers": "ECDHE-ECDSA-CHACHA20-POLY1305"},
+     ("TLSv1.2", "ECDHE-ECDSA-CHACHA20-POLY1305")),
+    ("tls12", {"maximum": ssl.TLSVersion.TLSv1_2,
+               "ciphers": "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA"}, None),
+    ("tls12-strong", {}, ("TLSv1.2", "ECDHE-ECDSA-AES256-GCM-SHA384")),
+    ("tls12-strong", {"minimum": ssl.TLSVersion.TLSv1_3}, None),
+    ("tls12-strong", {"maximum": ssl.TLSVersion.TLSv1_2,
+                      "ciphers": "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305"},
+     None),
+    ("tls13", {"maximum": ssl.TLSVersion.TLSv1_2}, None),
+    ("tls13", {}, ("TLSv1.3", None)),
+])
+def test_tls_modes_match_tusd(tusc, pki, mode, client, expect):
     srv = tls_server(tusc, pki, "a.crt", "a.key", "-tls-mode", mode)
-    ctx = client_ctx(pki.path("a.crt"), maximum=ssl.TLSVersion.TLSv1_2)
-    with tls_sock(srv, ctx) as s:
-        assert s.version() == "TLSv1.2"
-        # tusd's strong set: ECDHE key exchange with an AEAD cipher.
-        name = s.cipher()[0]
-        assert name.startswith("ECDHE-") and ("GCM" in name or "CHACHA20" in name), name
-    # A CBC-only TLS 1.2 client: accepted by tls12, refused by tls12-strong.
-    cbc = client_ctx(pki.path("a.crt"), maximum=ssl.TLSVersion.TLSv1_2,
-                     ciphers="ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA")
-    if mode == "tls12":
-        with tls_sock(srv, cbc) as s:
-            assert "GCM" not in s.cipher()[0]
+    got = handshake_ok(srv, client_ctx(pki.path("a.crt"), **client))
+    if expect is None:
+        assert got is None, got
     else:
-        with pytest.raises(ssl.SSLError):
-            tls_sock(srv, cbc).close()
+        assert got is not None and got[0] == expect[0], got
+        if expect[1] is not None:
+            assert got[1] == expect[1], got
 
 
 def test_certificate_chain(tusc, pki):

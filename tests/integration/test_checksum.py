@@ -309,7 +309,10 @@ def test_bad_checksum_patch_interrupted_by_waiting_request(server):
     try:
         a.send(patch_head(up, 0, n, [("Upload-Checksum", checksum("sha1", b"wrong"))]))
         a.send(data[:150_000])
-        time.sleep(0.3)  # let the server take the lock and stage the first bytes
+        # The first PATCH holds the lock once its bytes are being staged.
+        shard = server.data_file(up).parent
+        deadline_poll(lambda: staged_size(server.proc.pid, shard) == 150_000, 20,
+                      what="the first PATCH to stage its bytes")
         r = server.patch(up, 0, data, {"Upload-Checksum": checksum("sha1", data)})
         assert r.status == 204, r
         assert r.header("Upload-Offset") == str(n)

@@ -263,6 +263,8 @@ def test_owner_persisted_in_info(tusc, htpasswd):
     info = [p for p in srv.upload_dir.rglob("*.info")]
     assert len(info) == 1
     assert json.loads(info[0].read_text())["tusc"]["Owner"] == "carol"
+    created = [l for l in srv.stderr().splitlines() if "event=UploadCreated" in l]
+    assert len(created) == 1 and "user=carol" in created[0], created
     # survives a restart
     srv.stop()
     srv.start()

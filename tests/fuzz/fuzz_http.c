@@ -96,6 +96,11 @@ static void reset_uploads(void) {
   make_fixture("00000000000000000000000000000003", 3, "abc", 3);
 }
 
+static void remove_base_dir(void) {
+  nftw(base_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  rmdir(base_dir);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
@@ -104,6 +109,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   snprintf(base_dir, sizeof(base_dir), "/tmp/tusc-fuzz-http-XXXXXX");
   if (mkdtemp(base_dir) == NULL)
     die("mkdtemp", -errno);
+  atexit(remove_base_dir); /* libFuzzer leaves through exit() at the end of a run */
   snprintf(upload_dir, sizeof(upload_dir), "%s/up", base_dir);
   snprintf(sock_path, sizeof(sock_path), "%s/sock", base_dir);
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import OCTET, TUSC_BIN, build_request
+from conftest import OCTET, TUSC_BIN, build_request, deadline_poll
 
 TUS = [("Tus-Resumable", "1.0.0")]
 
@@ -169,10 +169,12 @@ def has_flag(flag):
 @pytest.mark.skipif(not has_flag("max-connections"), reason="no -max-connections in this build")
 def test_max_connections_refuses_and_recovers(tusc):
     srv = tusc("-max-connections", "20")
+    base_fds = open_fds(srv.proc.pid)
     held = connect_many(srv.port, 20)
     try:
-        # The server has counted them once it has accepted them.
-        time.sleep(0.5)
+        # Counted once accepted: wait until the server holds a socket for each.
+        deadline_poll(lambda: open_fds(srv.proc.pid) >= base_fds + 20, 20,
+                      what="the server to accept 20 connections")
         extra = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
         extra.sendall(build_request("OPTIONS", "/files/"))
         data = b""

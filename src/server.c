@@ -533,6 +533,8 @@ int tusc_server_run(const tusc_config_t *cfg) {
   uv_signal_start(&s.sighup, on_sighup, SIGHUP);
   uv_signal_start(&s.sigterm, on_signal, SIGTERM);
   uv_signal_start(&s.sigint, on_signal, SIGINT);
+  if (s.expire != NULL)
+    tusc_expire_set_hooks(s.expire, s.hooks);
   if (s.expire != NULL && (rc = tusc_expire_start(s.expire, &s.loop)) != 0)
     tusc_log_msg(TUSC_LOG_ERROR, "expiration: cannot start the sweeper: %s", tusc_strerror(rc));
   if (cfg->expose_metrics && cfg->metrics_listen != NULL) {

@@ -68,7 +68,9 @@
   X(UPLOAD_TOO_SLOW, 408, "ERR_READ_TIMEOUT", "upload slower than the minimum rate")        \
   X(TOO_MANY_CONNECTIONS, 503, "ERR_TOO_MANY_CONNECTIONS", "too many connections")          \
   X(INVALID_ARGUMENT, 500, "ERR_INTERNAL_SERVER_ERROR", "invalid argument")                 \
-  X(NOMEM, 503, "ERR_INTERNAL_SERVER_ERROR", "out of memory")
+  X(NOMEM, 503, "ERR_INTERNAL_SERVER_ERROR", "out of memory")                              \
+  X(PARTIAL_GONE, 410, "ERR_PARTIAL_UPLOAD_GONE",                                           \
+    "a partial upload of this final upload was terminated or has expired; it cannot complete")
 
 enum tusc_error {
   TUSC_E__BASE = -20000,

@@ -139,6 +139,7 @@ struct req_ctx {
   int64_t stream_length;
   int64_t bytes_out;
   char *client; /* set by tusc_http_request_set_client */
+  char *user;   /* set by tusc_http_request_set_user */
 };
 
 struct deferred_cb {
@@ -282,6 +283,7 @@ static void ctx_free(struct req_ctx *ctx) {
   free(ctx->tail.data);
   free(ctx->trecs);
   free(ctx->client);
+  free(ctx->user);
   free(ctx);
 }
 
@@ -1434,10 +1436,21 @@ static void log_access(struct req_ctx *ctx) {
     snprintf(remote, sizeof(remote), "[%s]:%d", req->remote_addr, req->remote_port);
   else
     snprintf(remote, sizeof(remote), "%s:%d", req->remote_addr, req->remote_port);
+  /* Optional fields packed to the front: a NULL key ends the list. */
+  const char *opt[4] = {NULL, NULL, NULL, NULL};
+  size_t n = 0;
+  if (ctx->user != NULL) {
+    opt[n++] = "user";
+    opt[n++] = ctx->user;
+  }
+  if (ctx->aborted) {
+    opt[n++] = "aborted";
+    opt[n++] = "true";
+  }
   tusc_log_event(TUSC_LOG_INFO, "ResponseOutgoing", "method", req->method_name, "path",
                  req->path[0] ? req->path : "-", "status", status, "bytes_in", bytes_in,
-                 "bytes_out", bytes_out, "duration_ms", duration, "remote", remote,
-                 ctx->aborted ? "aborted" : NULL, "true", NULL);
+                 "bytes_out", bytes_out, "duration_ms", duration, "remote", remote, opt[0],
+                 opt[1], opt[2], opt[3], NULL);
 }
 
 static void request_done(tusc_http_conn_t *conn) {
@@ -1784,6 +1797,12 @@ void tusc_http_request_set_client(tusc_http_request_t *req, const char *addr) {
   struct req_ctx *ctx = ctx_of(req);
   free(ctx->client);
   ctx->client = addr ? strdup(addr) : NULL;
+}
+
+void tusc_http_request_set_user(tusc_http_request_t *req, const char *user) {
+  struct req_ctx *ctx = ctx_of(req);
+  free(ctx->user);
+  ctx->user = user ? strdup(user) : NULL;
 }
 
 /* --- server ----------------------------------------------------------------------- */

@@ -153,6 +153,9 @@ void tusc_http_send_interim(tusc_http_request_t *req, tusc_http_response_t *resp
 /* Replaces the peer address in the access log with `addr` (e.g. the client address
  * from X-Forwarded-For / Forwarded, once the handler trusts the proxy). Copied. */
 void tusc_http_request_set_client(tusc_http_request_t *req, const char *addr);
+/* The authenticated user (htpasswd name, JWT sub) for the access log's user= field;
+ * NULL = anonymous (no field). Copied. */
+void tusc_http_request_set_user(tusc_http_request_t *req, const char *user);
 
 /* The loop the request lives on (for timers and work requests). */
 uv_loop_t *tusc_http_request_loop(const tusc_http_request_t *req);

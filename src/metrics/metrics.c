@@ -56,6 +56,7 @@ static struct {
   atomic_uint_fast64_t uploads_created;
   atomic_uint_fast64_t uploads_finished;
   atomic_uint_fast64_t uploads_terminated;
+  atomic_uint_fast64_t uploads_expired;
   atomic_int_fast64_t connections;
   atomic_int_fast64_t active_uploads;
   atomic_uint_fast64_t lock_waits;
@@ -150,6 +151,9 @@ void tusc_metrics_upload_finished(void) {
 }
 void tusc_metrics_upload_terminated(void) {
   ADD(m.uploads_terminated, 1);
+}
+void tusc_metrics_upload_expired(void) {
+  ADD(m.uploads_expired, 1);
 }
 void tusc_metrics_connections(int delta) {
   ADD(m.connections, delta);
@@ -331,6 +335,8 @@ static void render_tusd(struct buf *b) {
   counter1(b, "tusd_uploads_finished", "Number of finished uploads.", GET(m.uploads_finished));
   counter1(b, "tusd_uploads_terminated", "Number of terminated uploads.",
            GET(m.uploads_terminated));
+  counter1(b, "tusc_uploads_expired_total", "Number of unfinished uploads deleted on expiry.",
+           GET(m.uploads_expired));
   gauge1(b, "tusd_connections_open", "Current number of open connections.",
          (double)GET(m.connections));
 

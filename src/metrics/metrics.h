@@ -50,6 +50,7 @@ void tusc_metrics_bytes_written(uint64_t n);  /* bytes stored in uploads */
 void tusc_metrics_upload_created(void);
 void tusc_metrics_upload_finished(void);
 void tusc_metrics_upload_terminated(void);
+void tusc_metrics_upload_expired(void); /* the sweeper deleted an expired upload */
 void tusc_metrics_connections(int delta);    /* open connections, +1 / -1 */
 void tusc_metrics_active_uploads(int delta); /* requests writing a body, +1 / -1 */
 void tusc_metrics_lock_wait(void);           /* a request had to wait for an upload lock */

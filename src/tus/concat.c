@@ -321,9 +321,10 @@ static int append_by_copy(tusc_store_t *store, tusc_upload_t *dst, tusc_upload_t
 }
 
 /* The assembly proper, with the final locked and open. `report`: log UploadFinished and
- * count it (else the caller does). */
+ * count it (else the caller does). *now: this call is the one that completed it (so
+ * exactly one caller reports it and runs its finish hooks). */
 static int assemble_locked(const tusc_concat_env_t *env, tusc_upload_t *final, bool *complete,
-                           bool report) {
+                           bool report, bool *now) {
   tusc_store_t *store = env->store;
   tusc_upload_info_t *info = store->ops->info(final);
   size_t n = info->partial_count;
@@ -413,6 +414,7 @@ static int assemble_locked(const tusc_concat_env_t *env, tusc_upload_t *final, b
     goto out;
   }
   *complete = true;
+  *now = true;
   if (report) {
     char size_s[24];
     snprintf(size_s, sizeof(size_s), "%lld", (long long)info->size);
@@ -435,10 +437,12 @@ out:
 }
 
 static int assemble(const tusc_concat_env_t *env, const char *final_id, bool *complete,
-                    bool report) {
-  bool done = false;
+                    bool report, bool *assembled) {
+  bool done = false, now = false;
   if (complete != NULL)
     *complete = false;
+  if (assembled != NULL)
+    *assembled = false;
   tusc_lock_holder_t holder;
   int rc = lock_wait(env, final_id, &holder);
   /* No shard directory for the lock file: no such upload. */
@@ -449,7 +453,7 @@ static int assemble(const tusc_concat_env_t *env, const char *final_id, bool *co
   tusc_upload_t *final = NULL;
   rc = env->store->ops->open(env->store, final_id, &final);
   if (rc == 0) {
-    rc = assemble_locked(env, final, &done, report);
+    rc = assemble_locked(env, final, &done, report, &now);
     env->store->ops->close(final);
   }
   tusc_lock_release(env->locks, &holder);
@@ -457,14 +461,26 @@ static int assemble(const tusc_concat_env_t *env, const char *final_id, bool *co
     TUSC_LOG(TUSC_LOG_WARN, "concat %s: assembly failed: %s", final_id, tusc_strerror(rc));
   if (complete != NULL)
     *complete = done;
+  if (assembled != NULL)
+    *assembled = now;
   return rc;
 }
 
 int tusc_concat_assemble(const tusc_concat_env_t *env, const char *final_id, bool *complete) {
-  return assemble(env, final_id, complete, true);
+  return assemble(env, final_id, complete, true, NULL);
+}
+
+int tusc_concat_assemble_now(const tusc_concat_env_t *env, const char *final_id,
+                             bool *assembled) {
+  return assemble(env, final_id, NULL, true, assembled);
 }
 
 int tusc_concat_final_created(const tusc_concat_env_t *env, const tusc_upload_info_t *info) {
+  return tusc_concat_create_final(env, info, NULL);
+}
+
+int tusc_concat_create_final(const tusc_concat_env_t *env, const tusc_upload_info_t *info,
+                             bool *assembled) {
   tusc_store_t *store = env->store;
   if (store->ops->wait_add != NULL) {
     for (size_t i = 0; i < info->partial_count; i++) {
@@ -483,11 +499,15 @@ int tusc_concat_final_created(const tusc_concat_env_t *env, const tusc_upload_in
                  tusc_strerror(rc));
     }
   }
-  /* Finished here, it is the creating request that reports it (and runs finish hooks). */
-  return assemble(env, info->id, NULL, false);
+  /* Finished here, it is the creating request that reports it (and runs finish hooks);
+   * a final that a partial's background job completed meanwhile is that job's. */
+  return assemble(env, info->id, NULL, false, assembled);
 }
 
-void tusc_concat_partial_finished(const tusc_concat_env_t *env, const char *partial_id) {
+/* Assembles the finals noted with partial_id. With `done` (may be NULL), the IDs of the
+ * finals this call completed are moved there (malloc'd array of malloc'd IDs). */
+static void partial_finished(const tusc_concat_env_t *env, const char *partial_id,
+                             char ***done, size_t *done_count) {
   tusc_store_t *store = env->store;
   if (store->ops->wait_take == NULL)
     return;
@@ -501,10 +521,77 @@ void tusc_concat_partial_finished(const tusc_concat_env_t *env, const char *part
   }
   if (count > 1)
     qsort(finals, count, sizeof(*finals), cmp_ids);
-  for (size_t i = 0; i < count; i++)
-    if (i == 0 || strcmp(finals[i], finals[i - 1]) != 0)
-      (void)tusc_concat_assemble(env, finals[i], NULL);
+  size_t unique = 0;
+  for (size_t i = 0; i < count; i++) {
+    if (unique > 0 && strcmp(finals[i], finals[unique - 1]) == 0)
+      free(finals[i]);
+    else
+      finals[unique++] = finals[i];
+  }
+  count = unique;
+  size_t kept = 0;
+  for (size_t i = 0; i < count; i++) {
+    bool now = false;
+    (void)tusc_concat_assemble_now(env, finals[i], &now);
+    if (now && done != NULL) {
+      /* Compacted in place; slot `kept` (before i) holds an ID already dealt with. */
+      char *id = finals[i];
+      finals[i] = NULL;
+      if (kept != i)
+        free(finals[kept]);
+      finals[kept++] = id;
+    }
+  }
+  if (done != NULL && kept > 0) {
+    for (size_t i = kept; i < count; i++)
+      free(finals[i]);
+    *done = finals;
+    *done_count = kept;
+    return;
+  }
   free_ids(finals, count);
+}
+
+void tusc_concat_partial_finished(const tusc_concat_env_t *env, const char *partial_id) {
+  partial_finished(env, partial_id, NULL, NULL);
+}
+
+int tusc_concat_finish_hooks_done(const tusc_concat_env_t *env, const char *final_id,
+                                  bool *marked) {
+  *marked = false;
+  tusc_lock_holder_t holder;
+  int rc = lock_wait(env, final_id, &holder);
+  if (rc < 0)
+    return rc;
+  tusc_upload_t *final = NULL;
+  rc = env->store->ops->open(env->store, final_id, &final);
+  if (rc == 0) {
+    tusc_upload_info_t *info = env->store->ops->info(final);
+    if (info->finish_hooks == TUSC_FINISH_HOOKS_PENDING) {
+      info->finish_hooks = TUSC_FINISH_HOOKS_DONE;
+      rc = env->store->ops->save_info(final);
+      if (rc < 0)
+        info->finish_hooks = TUSC_FINISH_HOOKS_PENDING;
+      *marked = rc == 0;
+    }
+    env->store->ops->close(final);
+  }
+  tusc_lock_release(env->locks, &holder);
+  return rc;
+}
+
+bool tusc_concat_partial_missing(tusc_store_t *store, const tusc_upload_info_t *info) {
+  if (!info->is_final || info->partial_count == 0 || info_complete(info))
+    return false;
+  for (size_t i = 0; i < info->partial_count; i++) {
+    tusc_upload_info_t p;
+    tusc_upload_info_init(&p);
+    int rc = store->ops->get_info(store, info->partial_uploads[i], &p);
+    tusc_upload_info_dispose(&p);
+    if (rc == TUSC_ENOT_FOUND || rc == TUSC_EINVALID_ID || rc == TUSC_EGONE)
+      return true;
+  }
+  return false;
 }
 
 /* --- fire and forget ---------------------------------------------------------------- */
@@ -514,28 +601,44 @@ typedef struct concat_job_s {
   tusc_concat_env_t env;
   bool partial; /* id is a partial that finished, else a final to assemble */
   char id[TUSC_ID_MAX + 1];
+  tusc_concat_done_cb cb;
+  void *arg;
+  char **done; /* finals this job completed */
+  size_t done_count;
 } concat_job_t;
 
 static void on_job(uv_work_t *work) {
   concat_job_t *job = work->data;
-  if (job->partial)
-    tusc_concat_partial_finished(&job->env, job->id);
-  else
-    (void)tusc_concat_assemble(&job->env, job->id, NULL);
+  char ***done = job->cb != NULL ? &job->done : NULL;
+  if (job->partial) {
+    partial_finished(&job->env, job->id, done, &job->done_count);
+    return;
+  }
+  bool now = false;
+  (void)tusc_concat_assemble_now(&job->env, job->id, &now);
+  if (now && done != NULL && (job->done = malloc(sizeof(*job->done))) != NULL &&
+      (job->done[0] = strdup(job->id)) != NULL)
+    job->done_count = 1;
 }
 
 static void on_job_done(uv_work_t *work, int status) {
   (void)status;
-  free(work->data);
+  concat_job_t *job = work->data;
+  if (job->cb != NULL)
+    job->cb(job->arg, job->done, job->done_count);
+  free_ids(job->done, job->done_count);
+  free(job);
 }
 
 static int queue_job(uv_loop_t *loop, const tusc_concat_env_t *env, const char *id,
-                     bool partial) {
+                     bool partial, tusc_concat_done_cb cb, void *arg) {
   concat_job_t *job = calloc(1, sizeof(*job));
   if (job == NULL)
     return TUSC_ENOMEM;
   job->env = *env;
   job->partial = partial;
+  job->cb = cb;
+  job->arg = arg;
   snprintf(job->id, sizeof(job->id), "%s", id);
   job->work.data = job;
   int rc = uv_queue_work(loop, &job->work, on_job, on_job_done);
@@ -546,10 +649,21 @@ static int queue_job(uv_loop_t *loop, const tusc_concat_env_t *env, const char *
 
 int tusc_concat_queue_partial_finished(uv_loop_t *loop, const tusc_concat_env_t *env,
                                        const char *partial_id) {
-  return queue_job(loop, env, partial_id, true);
+  return queue_job(loop, env, partial_id, true, NULL, NULL);
 }
 
 int tusc_concat_queue_assemble(uv_loop_t *loop, const tusc_concat_env_t *env,
                                const char *final_id) {
-  return queue_job(loop, env, final_id, false);
+  return queue_job(loop, env, final_id, false, NULL, NULL);
+}
+
+int tusc_concat_queue_partial_finished_cb(uv_loop_t *loop, const tusc_concat_env_t *env,
+                                          const char *partial_id, tusc_concat_done_cb cb,
+                                          void *arg) {
+  return queue_job(loop, env, partial_id, true, cb, arg);
+}
+
+int tusc_concat_queue_assemble_cb(uv_loop_t *loop, const tusc_concat_env_t *env,
+                                  const char *final_id, tusc_concat_done_cb cb, void *arg) {
+  return queue_job(loop, env, final_id, false, cb, arg);
 }

@@ -106,6 +106,28 @@ int tusc_concat_final_created(const tusc_concat_env_t *env, const tusc_upload_in
  * Failures are logged (a later HEAD/GET retries). Blocking. */
 void tusc_concat_partial_finished(const tusc_concat_env_t *env, const char *partial_id);
 
+/* tusc_concat_assemble that also says whether this call is the one that completed the
+ * final (*assembled; exactly one caller sees true, and it alone has logged and counted
+ * it, so it alone runs the finish hooks). Blocking. */
+int tusc_concat_assemble_now(const tusc_concat_env_t *env, const char *final_id,
+                             bool *assembled);
+
+/* tusc_concat_final_created with *assembled (may be NULL): this call completed the
+ * final. False when a partial's background job completed it first (that job then owns
+ * the report and the finish hooks). Blocking. */
+int tusc_concat_create_final(const tusc_concat_env_t *env, const tusc_upload_info_t *info,
+                             bool *assembled);
+
+/* Under the final's lock: turns a "pending" FinishHooks state into "done" and saves
+ * the info. *marked: it was pending and is now done on disk (false when it was not
+ * pending any more, e.g. another request ran the hooks first). Blocking. */
+int tusc_concat_finish_hooks_done(const tusc_concat_env_t *env, const char *final_id,
+                                  bool *marked);
+
+/* True when `info` is a final that is not complete and one of its partials no longer
+ * exists (deleted or expired and swept): it can never complete. Info reads only. */
+bool tusc_concat_partial_missing(tusc_store_t *store, const tusc_upload_info_t *info);
+
 /* Fire-and-forget versions on `loop`'s thread pool (the loop stays alive until they are
  * done). `env` is copied; its pointers must outlive the work. Returns 0 or a negative
  * code (nothing queued). */
@@ -113,5 +135,15 @@ int tusc_concat_queue_partial_finished(uv_loop_t *loop, const tusc_concat_env_t 
                                        const char *partial_id);
 int tusc_concat_queue_assemble(uv_loop_t *loop, const tusc_concat_env_t *env,
                                const char *final_id);
+
+/* With a callback: `cb` runs on `loop` exactly once when the job ends (also when it
+ * was cancelled), with the IDs of the finals the job completed (`finals` and its strings
+ * are freed after cb returns; count may be 0). Not called when queueing fails. */
+typedef void (*tusc_concat_done_cb)(void *arg, char **finals, size_t count);
+int tusc_concat_queue_partial_finished_cb(uv_loop_t *loop, const tusc_concat_env_t *env,
+                                          const char *partial_id, tusc_concat_done_cb cb,
+                                          void *arg);
+int tusc_concat_queue_assemble_cb(uv_loop_t *loop, const tusc_concat_env_t *env,
+                                  const char *final_id, tusc_concat_done_cb cb, void *arg);
 
 #endif

@@ -16,6 +16,8 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/timeutil.h"
+#include "metrics/metrics.h"
 #include "tus/headers.h"
 
 /* Bit 62 of an entry's key says its ID is packed as 16 bytes; deadlines (unix ms) stay
@@ -50,7 +52,28 @@ struct tusc_expire_s {
   uv_work_t rebuild_work;
   uv_work_t sweep_work;
   bool sweep_running;
+
+  /* post-terminate for expired uploads: the sweep (thread pool) collects their infos,
+   * its after-work callback (on `loop`) hands them to a hooks worker of that loop. */
+  tusc_hooks_t *hooks;
+  tusc_hooks_worker_t *hw; /* NULL unless post-terminate is enabled; on `loop` */
+  bool collect;            /* set before the first sweep: hw was made */
+  struct gone *gone;       /* under mutex */
 };
+
+struct gone {
+  struct gone *next;
+  tusc_upload_info_t info;
+};
+
+static void gone_free(struct gone *g) {
+  while (g != NULL) {
+    struct gone *next = g->next;
+    tusc_upload_info_dispose(&g->info);
+    free(g);
+    g = next;
+  }
+}
 
 /* --- pure rules ------------------------------------------------------------------- */
 
@@ -221,6 +244,7 @@ void tusc_expire_free(tusc_expire_t *exp) {
   for (size_t i = 0; i < exp->count; i++)
     entry_dispose(&exp->heap[i], &exp->str_bytes);
   free(exp->heap);
+  gone_free(exp->gone);
   uv_mutex_destroy(&exp->mutex);
   free(exp);
 }
@@ -284,9 +308,10 @@ int tusc_expire_rebuild(tusc_expire_t *exp, int64_t created_after_s, size_t *cou
 
 enum verdict { KEEP, FORGET, DELETE };
 
-/* What to do with `id` now; *deadline gets its current deadline for KEEP. */
+/* What to do with `id` now; *deadline gets its current deadline for KEEP. With `keep`
+ * (initialised by the caller, who disposes it) the info read is left there. */
 static int judge(tusc_expire_t *exp, const char *id, int64_t now_ms, enum verdict *v,
-                 int64_t *deadline) {
+                 int64_t *deadline, tusc_upload_info_t *keep) {
   tusc_upload_info_t info;
   tusc_upload_info_init(&info);
   int rc = exp->store->ops->get_info(exp->store, id, &info);
@@ -296,6 +321,11 @@ static int judge(tusc_expire_t *exp, const char *id, int64_t now_ms, enum verdic
   } else if (rc == TUSC_ENOT_FOUND || rc == TUSC_EINVALID_ID) {
     *v = FORGET;
     rc = 0;
+  }
+  if (keep != NULL) {
+    tusc_upload_info_dispose(keep);
+    *keep = info;
+    return rc;
   }
   tusc_upload_info_dispose(&info);
   return rc;
@@ -316,17 +346,30 @@ static int expire_one(tusc_expire_t *exp, const char *id, int64_t now_ms, enum v
   if (rc != 0)
     return rc;
   /* A PATCH may have finished (or refreshed the upload) between the look and the lock. */
-  rc = judge(exp, id, now_ms, v, deadline);
+  struct gone *g = exp->collect ? calloc(1, sizeof(*g)) : NULL;
+  if (g != NULL)
+    tusc_upload_info_init(&g->info);
+  rc = judge(exp, id, now_ms, v, deadline, g != NULL ? &g->info : NULL);
   if (rc == 0 && (*v == DELETE || *v == FORGET)) {
     /* For FORGET this removes the lock file the lock call may just have made for an
      * upload that is gone (terminate then reports not-found). */
     int trc = exp->store->ops->terminate(exp->store, id);
     if (*v == DELETE && trc != 0)
       rc = trc == TUSC_ENOT_FOUND ? 0 : trc;
-    if (*v == DELETE && trc == 0)
+    if (*v == DELETE && trc == 0) {
       tusc_log_event(TUSC_LOG_INFO, "UploadExpired", "id", id, NULL);
+      tusc_metrics_upload_expired();
+      if (g != NULL) {
+        uv_mutex_lock(&exp->mutex);
+        g->next = exp->gone;
+        exp->gone = g;
+        uv_mutex_unlock(&exp->mutex);
+        g = NULL;
+      }
+    }
   }
   tusc_lock_release(exp->locks, &holder);
+  gone_free(g);
   return rc;
 }
 
@@ -354,7 +397,7 @@ int tusc_expire_sweep(tusc_expire_t *exp, int64_t now_ms, tusc_expire_stats_t *s
     s.checked++;
     enum verdict v = FORGET;
     int64_t deadline = 0;
-    int rc = judge(exp, id, now_ms, &v, &deadline);
+    int rc = judge(exp, id, now_ms, &v, &deadline, NULL);
     if (rc == 0 && v == DELETE)
       rc = expire_one(exp, id, now_ms, &v, &deadline);
     if (rc == TUSC_ELOCKED || rc < 0) {
@@ -408,10 +451,51 @@ static void on_sweep(uv_work_t *work) {
                  s.checked, s.failed);
 }
 
+struct hook_call {
+  uint64_t start_ms;
+};
+
+static void on_hook_done(int status, tusc_hook_response_t *resp, void *arg) {
+  (void)status;
+  (void)resp;
+  struct hook_call *call = arg;
+  uint64_t now = tusc_now_ms();
+  tusc_metrics_hook_done(TUSC_HOOK_POST_TERMINATE,
+                         now > call->start_ms ? now - call->start_ms : 0);
+  tusc_metrics_hook_queue(-1);
+  free(call);
+}
+
+/* post-terminate for what the sweep deleted, as tusd would send it for a termination
+ * without a request: an empty HTTPRequest. A full queue drops (the runner logs it). */
+static void fire_post_terminate(tusc_expire_t *exp) {
+  uv_mutex_lock(&exp->mutex);
+  struct gone *g = exp->gone;
+  exp->gone = NULL;
+  uv_mutex_unlock(&exp->mutex);
+  for (struct gone *it = g; it != NULL && exp->hw != NULL; it = it->next) {
+    struct hook_call *call = malloc(sizeof(*call));
+    if (call == NULL)
+      break;
+    call->start_ms = tusc_now_ms();
+    if (tusc_hooks_invoke(exp->hw, TUSC_HOOK_POST_TERMINATE, &it->info, NULL, on_hook_done,
+                          call) == 0)
+      tusc_metrics_hook_queue(1);
+    else
+      free(call);
+  }
+  gone_free(g);
+}
+
 static void on_sweep_done(uv_work_t *work, int status) {
   (void)status;
   tusc_expire_t *exp = work->data;
   exp->sweep_running = false;
+  fire_post_terminate(exp);
+}
+
+void tusc_expire_set_hooks(tusc_expire_t *exp, tusc_hooks_t *hooks) {
+  exp->hooks = hooks;
 }
 
 static void on_timer(uv_timer_t *timer) {
@@ -425,7 +509,12 @@ static void on_timer(uv_timer_t *timer) {
 
 int tusc_expire_start(tusc_expire_t *exp, uv_loop_t *loop) {
   exp->loop = loop;
-  int rc = uv_timer_init(loop, &exp->timer);
+  int rc;
+  if (exp->hooks != NULL && tusc_hooks_enabled(exp->hooks, TUSC_HOOK_POST_TERMINATE) &&
+      (rc = tusc_hooks_worker_new(exp->hooks, loop, NULL, &exp->hw)) != 0)
+    return rc;
+  exp->collect = exp->hw != NULL;
+  rc = uv_timer_init(loop, &exp->timer);
   if (rc != 0)
     return rc;
   exp->timer.data = exp;
@@ -442,6 +531,10 @@ void tusc_expire_stop(tusc_expire_t *exp) {
   if (exp == NULL)
     return;
   atomic_store(&exp->stopping, true);
+  if (exp->hw != NULL) {
+    tusc_hooks_worker_close(exp->hw);
+    exp->hw = NULL;
+  }
   if (exp->timer_init && !uv_is_closing((uv_handle_t *)&exp->timer))
     uv_close((uv_handle_t *)&exp->timer, NULL);
 }

@@ -36,6 +36,7 @@
 
 #include <uv.h>
 
+#include "hooks/hooks.h"
 #include "lock/lock.h"
 #include "store/store.h"
 
@@ -87,6 +88,11 @@ int tusc_expire_sweep(tusc_expire_t *exp, int64_t now_ms, tusc_expire_stats_t *s
 /* Entries in the heap and the bytes the index holds (entries, spare capacity, and heap
  * strings of IDs that are not 32 lowercase hex characters). */
 size_t tusc_expire_index_entries(tusc_expire_t *exp, size_t *bytes);
+
+/* Fires post-terminate (non-blocking, empty HTTPRequest) for every upload the periodic
+ * sweep deletes, from a hooks worker of the loop given to _start. Call before _start;
+ * `hooks` must outlive the expire object. Only the sweeps started by _start do this. */
+void tusc_expire_set_hooks(tusc_expire_t *exp, tusc_hooks_t *hooks);
 
 /* Starts the start-up rebuild and the periodic sweep: a timer on `loop` queues each
  * sweep on the thread pool (one at a time). Returns 0 or a libuv error. */

@@ -76,6 +76,7 @@ struct tusc_tus_worker_s {
   atomic_bool closing;     /* read by lock-release callbacks on other threads */
   tusc_hooks_worker_t *hw; /* NULL = no hooks (or stopping) */
   bool async_closed;
+  size_t bg_jobs; /* concat jobs and background finish hooks that come back here */
 };
 
 enum phase { PH_RUN = 0, PH_LOCK_WAIT, PH_WORK, PH_BODY, PH_STREAM, PH_HOOK };
@@ -159,6 +160,7 @@ struct tus_request_s {
   tusc_hook_response_t *merge;     /* HTTPResponse parts merged into our answer */
   bool pre_create_done;
   bool finish_hooks_ran;
+  bool concat_assembled; /* this request's work completed a final (it reports it) */
   bool stopped; /* a post-receive hook answered StopUpload */
   struct hook_call *progress; /* outstanding post-receive */
   int64_t progress_offset;    /* offset the last post-receive reported */
@@ -233,7 +235,7 @@ static void concat_env(const tus_request_t *st, bool wait, tusc_concat_env_t *en
 /* --- request state lifetime ------------------------------------------------------ */
 
 static void worker_maybe_free(tusc_tus_worker_t *w) {
-  if (atomic_load(&w->closing) && w->async_closed && w->requests == NULL)
+  if (atomic_load(&w->closing) && w->async_closed && w->requests == NULL && w->bg_jobs == 0)
     free(w);
 }
 
@@ -429,7 +431,7 @@ static void on_work(uv_work_t *work) {
     if (rc == 0 && st->info->is_final) {
       tusc_concat_env_t env;
       concat_env(st, true, &env);
-      rc = tusc_concat_final_created(&env, st->info);
+      rc = tusc_concat_create_final(&env, st->info, &st->concat_assembled);
     }
     break;
   case WORK_SAVE_INFO:
@@ -450,7 +452,7 @@ static void on_work(uv_work_t *work) {
   case WORK_ASSEMBLE: {
     tusc_concat_env_t env;
     concat_env(st, true, &env);
-    rc = tusc_concat_assemble(&env, st->id, NULL);
+    rc = tusc_concat_assemble_now(&env, st->id, &st->concat_assembled);
     break;
   }
   }
@@ -914,6 +916,285 @@ static void finish_hooks_run(tus_request_t *st) {
   finish_hooks_record(st);
 }
 
+/* --- finish hooks of a final assembled in the background ---------------------------- */
+
+/* A final completed by a background job (its last partial's PATCH has been answered,
+ * or a HEAD noticed it) runs its finish hooks here, without a request: the hooks see
+ * the request that triggered the job (for concatenation-unfinished, the PATCH that
+ * completed the last partial), copied, since it has been answered meanwhile. The
+ * FinishHooks state works as for any upload: pending until pre-finish succeeded, then
+ * done (saved under the final's lock) and post-finish queued. A failed pre-finish
+ * leaves it pending; an empty PATCH at the final's length runs them again (see
+ * final_retry). Each job counts in w->bg_jobs so the worker outlives it. */
+
+/* tusc_hook_http_request_t with its own copies of every string. */
+struct hook_req_copy {
+  tusc_hook_http_request_t hr;
+  tusc_hook_header_t *headers;
+  char *buf;
+};
+
+static void hook_req_copy_free(struct hook_req_copy *c) {
+  if (c == NULL)
+    return;
+  free(c->headers);
+  free(c->buf);
+  free(c);
+}
+
+static char *pack_str(char **p, const char *s) {
+  if (s == NULL)
+    return NULL;
+  size_t n = strlen(s) + 1;
+  memcpy(*p, s, n);
+  char *r = *p;
+  *p += n;
+  return r;
+}
+
+static size_t str_size(const char *s) {
+  return s != NULL ? strlen(s) + 1 : 0;
+}
+
+static struct hook_req_copy *hook_req_copy_new(const tusc_hook_http_request_t *hr) {
+  size_t total = str_size(hr->method) + str_size(hr->uri) + str_size(hr->remote_ip) +
+                 str_size(hr->principal);
+  for (size_t i = 0; i < hr->header_count; i++)
+    total += str_size(hr->headers[i].name) + str_size(hr->headers[i].value);
+  struct hook_req_copy *c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    return NULL;
+  c->buf = malloc(total > 0 ? total : 1);
+  c->headers = calloc(hr->header_count > 0 ? hr->header_count : 1, sizeof(*c->headers));
+  if (c->buf == NULL || c->headers == NULL) {
+    hook_req_copy_free(c);
+    return NULL;
+  }
+  char *p = c->buf;
+  c->hr.method = pack_str(&p, hr->method);
+  c->hr.uri = pack_str(&p, hr->uri);
+  c->hr.remote_ip = pack_str(&p, hr->remote_ip);
+  c->hr.remote_port = hr->remote_port;
+  c->hr.principal = pack_str(&p, hr->principal);
+  for (size_t i = 0; i < hr->header_count; i++) {
+    c->headers[i].name = pack_str(&p, hr->headers[i].name);
+    c->headers[i].value = pack_str(&p, hr->headers[i].value);
+  }
+  c->hr.headers = c->headers;
+  c->hr.header_count = hr->header_count;
+  return c;
+}
+
+/* The request as hook_invoke shows it to hooks, copied. NULL on ENOMEM. */
+static struct hook_req_copy *hook_req_snapshot(const tus_request_t *st) {
+  tusc_http_request_t *req = st->req;
+  tusc_hook_header_t *hh = calloc(req->header_count > 0 ? req->header_count : 1, sizeof(*hh));
+  if (hh == NULL)
+    return NULL;
+  size_t k = 0;
+  for (size_t i = 0; i < req->header_count; i++) {
+    if (req->headers[i].trailer)
+      continue;
+    hh[k].name = req->headers[i].name;
+    hh[k].value = req->headers[i].value;
+    k++;
+  }
+  bool proxied = strcmp(st->client, req->remote_addr) != 0;
+  tusc_hook_http_request_t hr = {
+      .method = req->method_name,
+      .uri = req->target,
+      .remote_ip = proxied ? st->client : req->remote_addr,
+      .remote_port = proxied ? 0 : req->remote_port,
+      .headers = hh,
+      .header_count = k,
+      .principal = st->principal,
+  };
+  struct hook_req_copy *c = hook_req_copy_new(&hr);
+  free(hh);
+  return c;
+}
+
+static bool w_hook_on(const tusc_tus_worker_t *w, enum tusc_hook_event ev) {
+  return w->hw != NULL && !atomic_load(&w->closing) && w->tus->hooks != NULL &&
+         tusc_hooks_enabled(w->tus->hooks, ev);
+}
+
+static void w_concat_env(const tusc_tus_worker_t *w, tusc_concat_env_t *env) {
+  env->store = w->tus->store;
+  env->locks = w->tus->locks;
+  env->file_perms = w->tus->cfg->file_perms;
+  env->lock_wait_ms = w->tus->cfg->acquire_lock_timeout_ms;
+}
+
+static void bg_job_end(tusc_tus_worker_t *w) {
+  w->bg_jobs--;
+  worker_maybe_free(w);
+}
+
+struct bg_final {
+  tusc_tus_worker_t *w;
+  uv_work_t work;
+  struct hook_req_copy *req;
+  tusc_upload_info_t info;
+  uint64_t start_ms;
+  bool marked;
+  int work_result;
+};
+
+static void bg_final_free(struct bg_final *bf) {
+  tusc_tus_worker_t *w = bf->w;
+  tusc_upload_info_dispose(&bf->info);
+  hook_req_copy_free(bf->req);
+  free(bf);
+  bg_job_end(w);
+}
+
+static void bg_mark_work(uv_work_t *work) {
+  struct bg_final *bf = work->data;
+  tusc_concat_env_t env;
+  w_concat_env(bf->w, &env);
+  bf->work_result = tusc_concat_finish_hooks_done(&env, bf->info.id, &bf->marked);
+}
+
+static void bg_mark_done(uv_work_t *work, int status) {
+  struct bg_final *bf = work->data;
+  if (status < 0 && bf->work_result == 0)
+    bf->work_result = status;
+  if (bf->work_result < 0)
+    TUSC_LOG(TUSC_LOG_WARN, "upload %s: cannot record that its finish hooks ran: %s",
+             bf->info.id, tusc_strerror(bf->work_result));
+  /* Not marked by us: someone else (a retrying PATCH) ran them meanwhile. */
+  if ((bf->marked || bf->work_result < 0) && w_hook_on(bf->w, TUSC_HOOK_POST_FINISH)) {
+    struct hook_call *call = malloc(sizeof(*call));
+    if (call != NULL) {
+      call->st = NULL;
+      call->ev = TUSC_HOOK_POST_FINISH;
+      call->start_ms = tusc_now_ms();
+      if (tusc_hooks_invoke(bf->w->hw, TUSC_HOOK_POST_FINISH, &bf->info, &bf->req->hr,
+                            on_nonblocking_hook_done, call) == 0)
+        tusc_metrics_hook_queue(1);
+      else
+        free(call);
+    }
+  }
+  bg_final_free(bf);
+}
+
+static void bg_mark(struct bg_final *bf) {
+  bf->work.data = bf;
+  if (uv_queue_work(bf->w->loop, &bf->work, bg_mark_work, bg_mark_done) < 0)
+    bg_final_free(bf);
+}
+
+static void bg_pre_done(int status, tusc_hook_response_t *resp, void *arg) {
+  (void)resp; /* no client to hand an HTTPResponse to */
+  struct bg_final *bf = arg;
+  uint64_t now = tusc_now_ms();
+  tusc_metrics_hook_done(TUSC_HOOK_PRE_FINISH, now > bf->start_ms ? now - bf->start_ms : 0);
+  if (status < 0) {
+    TUSC_LOG(TUSC_LOG_WARN,
+             "upload %s: pre-finish failed (%s); its finish hooks stay pending (an empty "
+             "PATCH at its length runs them again)",
+             bf->info.id, tusc_strerror(status));
+    bg_final_free(bf);
+    return;
+  }
+  bg_mark(bf);
+}
+
+/* Runs the finish hooks of final `id` if they are pending. Takes over `req`. */
+static void bg_final_start(tusc_tus_worker_t *w, const char *id, struct hook_req_copy *req) {
+  if (req == NULL)
+    return;
+  if (!w_hook_on(w, TUSC_HOOK_PRE_FINISH) && !w_hook_on(w, TUSC_HOOK_POST_FINISH)) {
+    hook_req_copy_free(req);
+    return;
+  }
+  struct bg_final *bf = calloc(1, sizeof(*bf));
+  if (bf == NULL) {
+    hook_req_copy_free(req);
+    return;
+  }
+  bf->w = w;
+  bf->req = req;
+  w->bg_jobs++;
+  tusc_upload_info_init(&bf->info);
+  tusc_store_t *store = w->tus->store;
+  if (store->ops->get_info(store, id, &bf->info) < 0 ||
+      bf->info.finish_hooks != TUSC_FINISH_HOOKS_PENDING) {
+    bg_final_free(bf);
+    return;
+  }
+  if (!w_hook_on(w, TUSC_HOOK_PRE_FINISH)) {
+    bg_mark(bf);
+    return;
+  }
+  bf->start_ms = tusc_now_ms();
+  int rc = tusc_hooks_invoke(w->hw, TUSC_HOOK_PRE_FINISH, &bf->info, &bf->req->hr, bg_pre_done,
+                             bf);
+  if (rc < 0) {
+    TUSC_LOG(TUSC_LOG_WARN, "upload %s: cannot run pre-finish: %s", id, tusc_strerror(rc));
+    bg_final_free(bf);
+  }
+}
+
+struct bg_trigger {
+  tusc_tus_worker_t *w;
+  struct hook_req_copy *req;
+};
+
+static void on_bg_assembled(void *arg, char **finals, size_t count) {
+  struct bg_trigger *t = arg;
+  for (size_t i = 0; i < count; i++)
+    bg_final_start(t->w, finals[i], i + 1 < count ? hook_req_copy_new(&t->req->hr) : t->req);
+  if (count == 0)
+    hook_req_copy_free(t->req);
+  tusc_tus_worker_t *w = t->w;
+  free(t);
+  bg_job_end(w);
+}
+
+/* Queues the background assembly for a partial that just finished (`partial`) or for
+ * final st->id, remembering this request for the finish hooks of what it completes. */
+static void concat_queue_bg(tus_request_t *st, bool partial) {
+  tusc_concat_env_t env;
+  concat_env(st, partial, &env);
+  struct bg_trigger *t = NULL;
+  if (finish_hooks_on(st) && (t = malloc(sizeof(*t))) != NULL) {
+    t->w = st->w;
+    t->req = hook_req_snapshot(st);
+    if (t->req == NULL) {
+      free(t);
+      t = NULL;
+    }
+  }
+  int rc;
+  if (t != NULL) {
+    rc = partial ? tusc_concat_queue_partial_finished_cb(st->w->loop, &env, st->id,
+                                                         on_bg_assembled, t)
+                 : tusc_concat_queue_assemble_cb(st->w->loop, &env, st->id, on_bg_assembled, t);
+    if (rc == 0) {
+      st->w->bg_jobs++;
+      return;
+    }
+    hook_req_copy_free(t->req);
+    free(t);
+  }
+  rc = partial ? tusc_concat_queue_partial_finished(st->w->loop, &env, st->id)
+               : tusc_concat_queue_assemble(st->w->loop, &env, st->id);
+  if (rc < 0)
+    TUSC_LOG(TUSC_LOG_WARN, "concat: cannot queue the assembly for %s: %s", st->id,
+             tusc_strerror(rc));
+}
+
+/* An empty PATCH at the length of a complete final whose finish hooks are pending
+ * (pre-finish failed in the background) runs them again, as for any upload. */
+static bool final_retry(const tus_request_t *st, const tusc_upload_info_t *info) {
+  return st->was_complete && info->finish_hooks == TUSC_FINISH_HOOKS_PENDING &&
+         st->client_offset == info->offset && st->new_length < 0 &&
+         st->req->content_length == 0 && !st->req->chunked && finish_hooks_on(st);
+}
+
 /* --- StopUpload: the upload is deleted, the client gets 400 ERR_UPLOAD_STOPPED ------ */
 
 static void stop_terminated(tus_request_t *st) {
@@ -1160,10 +1441,7 @@ static void chunk_done(tus_request_t *st) {
   if (partial_done) {
     /* Finals waiting for this partial (concatenation-unfinished) are assembled in the
      * background; the PATCH answers at once. */
-    tusc_concat_env_t env;
-    concat_env(st, true, &env);
-    if (tusc_concat_queue_partial_finished(st->w->loop, &env, st->id) < 0)
-      TUSC_LOG(TUSC_LOG_WARN, "concat: cannot queue the finals waiting for %s", st->id);
+    concat_queue_bg(st, true);
   }
 
   if (st->aborted) {
@@ -1499,6 +1777,8 @@ static void get_assembled(tus_request_t *st) {
     respond_store_error(st, rc);
     return;
   }
+  if (st->concat_assembled && finish_hooks_on(st))
+    bg_final_start(st->w, st->id, hook_req_snapshot(st));
   get_open(st);
 }
 
@@ -1515,7 +1795,12 @@ static void do_get(tus_request_t *st) {
     return;
   }
   bool assemble = info_rc == 0 && tusc_concat_status(store, &info);
+  bool broken = info_rc == 0 && !assemble && tusc_concat_partial_missing(store, &info);
   tusc_upload_info_dispose(&info);
+  if (broken) {
+    respond_error(st, TUSC_EPARTIAL_GONE);
+    return;
+  }
   if (assemble)
     queue_work(st, WORK_ASSEMBLE, get_assembled);
   else
@@ -1576,6 +1861,15 @@ static void do_head(tus_request_t *st) {
   }
   /* Also fills in a final's length once its partials' lengths are all known. */
   bool assemble = info.is_final && tusc_concat_status(store, &info);
+  if (!assemble && info.is_final && tusc_concat_partial_missing(store, &info)) {
+    /* A partial it waits for is gone: it can never complete (docs/protocol-support.md). */
+    tusc_upload_info_dispose(&info);
+    tusc_http_response_t gone;
+    response_init(st, &gone, tusc_error_status(TUSC_EPARTIAL_GONE));
+    tusc_http_response_header(&gone, "Cache-Control", "no-store");
+    finish(st, &gone, NULL, 0);
+    return;
+  }
   tusc_http_response_t resp;
   char num[24];
   response_init(st, &resp, 200);
@@ -1604,9 +1898,7 @@ static void do_head(tus_request_t *st) {
   if (assemble) {
     /* Partials done but not assembled (e.g. the note was lost in a crash): assemble in
      * the background; this HEAD shows the offset so far. */
-    tusc_concat_env_t env;
-    concat_env(st, false, &env);
-    (void)tusc_concat_queue_assemble(st->w->loop, &env, st->id);
+    concat_queue_bg(st, false);
   }
   int64_t expires = expires_s(st, &info, false);
   if (expires > 0) {
@@ -1675,7 +1967,7 @@ static void patch_locked(tus_request_t *st) {
   st->was_complete = !info->size_is_deferred && info->offset == info->size;
   if (expired(st, info))
     rc = TUSC_EGONE;
-  else if (info->is_final)
+  else if (info->is_final && !final_retry(st, info))
     rc = TUSC_EMODIFY_FINAL;
   else if (st->client_offset != info->offset)
     rc = TUSC_EMISMATCHED_OFFSET;
@@ -1751,17 +2043,6 @@ static void post_locked(tus_request_t *st) {
   chunk_begin(st);
 }
 
-/* Whether the final just created is complete (its partials were all finished). */
-static bool final_finished(tus_request_t *st) {
-  tusc_store_t *store = store_of(st);
-  tusc_upload_info_t info;
-  tusc_upload_info_init(&info);
-  bool done = store->ops->get_info(store, st->id, &info) == 0 && !info.size_is_deferred &&
-              info.offset == info.size;
-  tusc_upload_info_dispose(&info);
-  return done;
-}
-
 static void post_created(tus_request_t *st) {
   char size_s[24];
   if (st->work_result < 0) {
@@ -1781,9 +2062,10 @@ static void post_created(tus_request_t *st) {
     TUSC_LOG(TUSC_LOG_WARN, "expiration: cannot index %s; it expires after a restart", st->id);
   (void)hook_fire(st, TUSC_HOOK_POST_CREATE, st->info, false);
   bool empty = !st->info->size_is_deferred && st->info->size == 0;
-  /* A final assembled during creation is finished at once as well. */
+  /* A final assembled during creation is finished at once as well (unless a partial's
+   * background job completed it first: that job reports it and runs its hooks). */
   if (!empty && st->info->is_final)
-    empty = final_finished(st);
+    empty = st->concat_assembled;
   if (empty) {
     tusc_log_event(TUSC_LOG_INFO, "UploadFinished", "id", st->id, "size", size_s, "remote",
                    st->client, NULL);
@@ -2208,6 +2490,8 @@ static void on_auth_done(tusc_auth_request_t *areq, int result, char *principal)
   }
   if (result == 0) {
     st->principal = principal;
+    if (principal != NULL)
+      tusc_http_request_set_user(st->req, principal);
     dispatch(st);
   } else if (result == TUSC_EUNAUTHORIZED) {
     respond_unauthorized(st);

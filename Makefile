@@ -51,9 +51,9 @@ integration: asan clients
 # Everything CI runs: unit tests, then the integration and real-client suites against
 # the sanitizer build.
 test: asan clients fuzz-build
+	sh scripts/fuzz.sh $(FUZZ_BUILD) 20
 	cd $(ASAN_BUILD) && ctest --output-on-failure
 	TUSC_BIN=$(CURDIR)/$(ASAN_BUILD)/tusc $(PYTEST) -q -p no:cacheprovider tests/integration
-	sh scripts/fuzz.sh $(FUZZ_BUILD) 20
 
 bench: build
 	$(MAKE) -C bench TUSC_BIN=$(CURDIR)/$(BUILD)/tusc

@@ -48,8 +48,8 @@ unit: asan
 integration: asan clients
 	TUSC_BIN=$(CURDIR)/$(ASAN_BUILD)/tusc $(PYTEST) -q tests/integration
 
-# Everything CI runs: unit tests, then the integration and real-client suites against
-# the sanitizer build.
+# Everything CI runs: 20 s of each fuzz target, the unit tests, then the integration and
+# real-client suites against the sanitizer build (last, so CI reads pytest's summary).
 test: asan clients fuzz-build
 	sh scripts/fuzz.sh $(FUZZ_BUILD) 20
 	cd $(ASAN_BUILD) && ctest --output-on-failure

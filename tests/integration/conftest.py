@@ -317,7 +317,6 @@ class TuscServer:
         self.returncode = None
         self.stderr_path = None
         self.stdout_lines = []
-        self._ready = threading.Event()
         self._reader = None
         self.base_path = "/files/"
         for i, a in enumerate(self.args):
@@ -340,43 +339,53 @@ class TuscServer:
             n += 1
         cmd = command or self.command()
         self.cmd = cmd
-        self._ready = threading.Event()
         self.port = None
         self.returncode = None
+        # The event and the parsed address belong to this process only: a previous
+        # process's reader (e.g. after a SIGKILL) may still hit EOF and must not wake
+        # this start() before the new process has reported its port.
+        ready = threading.Event()
+        listening = {}
         with open(self.stderr_path, "wb") as errf:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=errf, env=sanitizer_env(), cwd=self.workdir)
-        self._reader = threading.Thread(target=self._read_stdout, args=(self.proc,), daemon=True)
+        self._reader = threading.Thread(target=self._read_stdout,
+                                        args=(self.proc, ready, listening), daemon=True)
         self._reader.start()
-        if not self._ready.wait(STARTUP_TIMEOUT):
+        if not ready.wait(STARTUP_TIMEOUT):
             self.kill()
             raise AssertionError(f"tusc did not report its port within {STARTUP_TIMEOUT}s\n"
                                  f"cmd: {cmd}\nstderr:\n{self.stderr()}")
-        if self.port is None:
+        if not listening:
             rc = self.proc.wait(timeout=STOP_TIMEOUT)
             self.returncode = rc
             raise AssertionError(f"tusc exited with {rc} before listening\ncmd: {cmd}\n"
                                  f"stdout: {self.stdout_lines}\nstderr:\n{self.stderr()}")
+        self.host = listening.get("host", self.host)
+        self.unix_path = listening.get("unix_path", self.unix_path)
+        self.port = listening["port"]
         return self
 
-    def _read_stdout(self, proc):
+    def _read_stdout(self, proc, ready, listening):
+        """Reads one process's stdout; fills `listening` from its first "listening on"
+        line and sets `ready` then or at EOF (the process is gone)."""
         for raw in proc.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self.stdout_lines.append(line)
             m = LISTEN_RE.search(line)
-            if m and self.port is None:
+            if m and not ready.is_set():
                 if m.group(1):
-                    self.unix_path = m.group(1)
-                    self.port = 0
+                    listening["unix_path"] = m.group(1)
+                    listening["port"] = 0
                 else:
                     host = m.group(2)
                     if host.startswith("["):
                         host = host[1:-1]
-                    self.host = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-                    self.port = int(m.group(3))
-                self._ready.set()
+                    listening["host"] = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+                    listening["port"] = int(m.group(3))
+                ready.set()
         proc.stdout.close()
-        self._ready.set()  # EOF: the process is gone (or closed stdout)
+        ready.set()
 
     def stop(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
         """Signals the process by PID and waits. Returns the exit code (None if it had

@@ -67,9 +67,6 @@ class Restartable:
         with self.lock:
             self.srv.proc.send_signal(signal.SIGKILL)
             self.srv.proc.wait(timeout=30)
-            # The old stdout reader sets the "ready" event at EOF; let it finish first
-            # or it could wake the next start() before the new process reports a port.
-            self.srv._reader.join(timeout=30)
             self.srv.proc = None
             self.kills += 1
             cmd = self.srv.command() + ["-port", str(self.port)]

@@ -140,7 +140,10 @@ def timed_upload(srv, data):
 def test_slowloris_1000_dribblers_do_not_delay_upload(tusc):
     old = raise_nofile(4096)
     try:
-        srv = tusc("-header-timeout", "8s", "-network-timeout", "60s")
+        # The loaded upload must end before the dribblers' heads time out; 12 s leaves
+        # room for a slow ASan run on a busy machine.
+        header_timeout = 12
+        srv = tusc("-header-timeout", f"{header_timeout}s", "-network-timeout", "60s")
         data = os.urandom(10 * 1024 * 1024)
         baseline = timed_upload(srv, data)
 
@@ -171,14 +174,16 @@ def test_slowloris_1000_dribblers_do_not_delay_upload(tusc):
         t = threading.Thread(target=dribble, daemon=True)
         t.start()
         try:
-            time.sleep(1.5)  # every dribbler has begun its head
+            deadline_poll(lambda: sent["bytes"] + sent["errors"] >= len(socks), 20,
+                          what="every dribbler has begun its head")
             loaded = timed_upload(srv, data)
             assert sent["bytes"] >= 1000
-            assert time.monotonic() - started < 8, "upload outlasted the header timeout"
+            assert time.monotonic() - started < header_timeout, \
+                "upload outlasted the header timeout"
             print("slowloris baseline %.2fs loaded %.2fs" % (baseline, loaded))
             assert loaded < max(3 * baseline, baseline + 5.0), (baseline, loaded)
 
-            # the dribblers are cut once their head is 8 s old
+            # the dribblers are cut once their head is header_timeout old
             def all_closed():
                 r, _, _ = select.select(socks, [], [], 0.5)
                 closed = 0
@@ -193,7 +198,8 @@ def test_slowloris_1000_dribblers_do_not_delay_upload(tusc):
                 return closed == len(socks)
 
             deadline_poll(all_closed, 20, interval=0.5, what="dribblers closed")
-            assert time.monotonic() - started > 7, "dribblers closed before the header timeout"
+            assert time.monotonic() - started > header_timeout - 1, \
+                "dribblers closed before the header timeout"
         finally:
             stop.set()
             t.join(5)

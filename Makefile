@@ -58,8 +58,13 @@ test: asan clients fuzz-build
 bench: build
 	$(MAKE) -C bench TUSC_BIN=$(CURDIR)/$(BUILD)/tusc
 
+# The binary, plus its -help page as man page tusc(1) (preformatted, so it reads the same).
+PREFIX ?= /usr/local
 install: build
-	cmake --install $(BUILD) --prefix $(or $(PREFIX),/usr/local)
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1
+	{ printf '.TH TUSC 1\n.nf\n'; ./$(BUILD)/tusc -help | sed 's/\\/\\e/g; s/^[.'"'"']/\\\&&/'; printf '.fi\n'; } \
+	  > $(DESTDIR)$(PREFIX)/share/man/man1/tusc.1
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

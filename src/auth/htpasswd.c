@@ -8,17 +8,14 @@
 #include "auth/htpasswd.h"
 
 #include <crypt.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "common/error.h"
+#include "common/fileutil.h"
 
 #define HTPASSWD_FILE_MAX (16 * 1024 * 1024)
 
@@ -159,51 +156,14 @@ out:
 }
 
 int tusc_htpasswd_load(const char *path, tusc_htpasswd_t **out, char *err, size_t err_cap) {
-  int rc = 0;
   char *buf = NULL;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    rc = -errno;
-    snprintf(err, err_cap, "%s: %s", path, strerror(-rc));
+  size_t len = 0;
+  int rc = tusc_fileutil_read(path, HTPASSWD_FILE_MAX, &buf, &len, err, err_cap);
+  if (rc != 0)
     return rc;
-  }
-  struct stat sb;
-  if (fstat(fd, &sb) != 0) {
-    rc = -errno;
-    snprintf(err, err_cap, "%s: %s", path, strerror(-rc));
-    goto out;
-  }
-  if (!S_ISREG(sb.st_mode) || sb.st_size > HTPASSWD_FILE_MAX) {
-    snprintf(err, err_cap, "%s: not a regular file of at most 16 MiB", path);
-    rc = TUSC_EINVALID_ARGUMENT;
-    goto out;
-  }
-  size_t size = (size_t)sb.st_size, got = 0;
-  buf = malloc(size + 1);
-  if (buf == NULL) {
-    rc = TUSC_ENOMEM;
-    goto out;
-  }
-  while (got < size) {
-    ssize_t n = read(fd, buf + got, size - got);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      rc = -errno;
-      snprintf(err, err_cap, "%s: %s", path, strerror(-rc));
-      goto out;
-    }
-    if (n == 0)
-      break;
-    got += (size_t)n;
-  }
-  rc = tusc_htpasswd_parse(buf, got, path, out, err, err_cap);
-out:
-  if (buf != NULL) {
-    OPENSSL_cleanse(buf, size);
-    free(buf);
-  }
-  close(fd);
+  rc = tusc_htpasswd_parse(buf, len, path, out, err, err_cap);
+  OPENSSL_cleanse(buf, len);
+  free(buf);
   return rc;
 }
 

@@ -7,8 +7,6 @@
  */
 #include "auth/jwt.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <openssl/bio.h>
@@ -25,10 +23,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "common/base64.h"
 #include "common/error.h"
+#include "common/fileutil.h"
 
 #define KEY_FILE_MAX (1024 * 1024)
 
@@ -145,90 +143,18 @@ out:
 
 int tusc_jwt_key_load(const char *path, enum tusc_jwt_alg alg, tusc_jwt_key_t **out, char *err,
                       size_t err_cap) {
-  int rc = 0;
-  unsigned char *buf = NULL;
-  size_t got = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    rc = -errno;
-    snprintf(err, err_cap, "%s: %s", path, strerror(-rc));
+  char *buf = NULL;
+  size_t len = 0;
+  int rc = tusc_fileutil_read(path, KEY_FILE_MAX, &buf, &len, err, err_cap);
+  if (rc != 0)
     return rc;
-  }
-  struct stat sb;
-  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > KEY_FILE_MAX) {
-    snprintf(err, err_cap, "%s: not a regular file of at most 1 MiB", path);
-    rc = TUSC_EINVALID_ARGUMENT;
-    goto out;
-  }
-  buf = malloc((size_t)sb.st_size + 1);
-  if (buf == NULL) {
-    rc = TUSC_ENOMEM;
-    goto out;
-  }
-  while (got < (size_t)sb.st_size) {
-    ssize_t n = read(fd, buf + got, (size_t)sb.st_size - got);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      rc = -errno;
-      snprintf(err, err_cap, "%s: %s", path, strerror(-rc));
-      goto out;
-    }
-    if (n == 0)
-      break;
-    got += (size_t)n;
-  }
   char inner[256] = "";
-  rc = tusc_jwt_key_from_mem(buf, got, alg, out, inner, sizeof(inner));
+  rc = tusc_jwt_key_from_mem(buf, len, alg, out, inner, sizeof(inner));
   if (rc != 0)
     snprintf(err, err_cap, "%s: %s", path, inner);
-out:
-  if (buf != NULL) {
-    OPENSSL_cleanse(buf, got);
-    free(buf);
-  }
-  close(fd);
+  OPENSSL_cleanse(buf, len);
+  free(buf);
   return rc;
-}
-
-/* --- base64url ---------------------------------------------------------------------- */
-
-static int b64url_value(unsigned char c) {
-  if (c >= 'A' && c <= 'Z')
-    return c - 'A';
-  if (c >= 'a' && c <= 'z')
-    return c - 'a' + 26;
-  if (c >= '0' && c <= '9')
-    return c - '0' + 52;
-  if (c == '-')
-    return 62;
-  if (c == '_')
-    return 63;
-  return -1;
-}
-
-long tusc_jwt_b64url_decode(const char *in, size_t len, unsigned char *out) {
-  if (len % 4 == 1)
-    return -1;
-  size_t o = 0;
-  uint32_t acc = 0;
-  unsigned bits = 0;
-  for (size_t i = 0; i < len; i++) {
-    int v = b64url_value((unsigned char)in[i]);
-    if (v < 0)
-      return -1;
-    acc = (acc << 6) | (uint32_t)v;
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out[o++] = (unsigned char)(acc >> bits);
-      acc &= (1u << bits) - 1;
-    }
-  }
-  /* Leftover bits must be zero, or two encodings would mean the same bytes. */
-  if (acc != 0)
-    return -1;
-  return (long)o;
 }
 
 /* --- verification ---------------------------------------------------------------- */
@@ -283,7 +209,7 @@ static json_t *decode_json_segment(const char *seg, size_t len) {
   unsigned char *buf = malloc(len * 3 / 4 + 1);
   if (buf == NULL)
     return NULL;
-  long n = tusc_jwt_b64url_decode(seg, len, buf);
+  long n = tusc_base64url_decode(seg, len, buf);
   json_t *j = NULL;
   if (n > 0)
     j = json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
@@ -362,7 +288,7 @@ int tusc_jwt_verify(const tusc_jwt_key_t *key, const char *token, size_t len,
     rc = TUSC_ENOMEM;
     goto out;
   }
-  long sig_len = tusc_jwt_b64url_decode(dot2 + 1, slen, sig);
+  long sig_len = tusc_base64url_decode(dot2 + 1, slen, sig);
   if (sig_len <= 0)
     goto out;
   size_t input_len = (size_t)(dot2 - token);

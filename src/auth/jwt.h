@@ -53,9 +53,4 @@ int tusc_jwt_verify(const tusc_jwt_key_t *key, const char *token, size_t len,
                     const tusc_jwt_opts_t *opts, char **subject, const char **why)
     __attribute__((warn_unused_result));
 
-/* Strict base64url without padding (exported for tests). Returns the decoded length
- * or -1 (bad character, impossible length, or non-zero bits in the last character).
- * `out` needs len * 3 / 4 + 1 bytes. */
-long tusc_jwt_b64url_decode(const char *in, size_t len, unsigned char *out);
-
 #endif

@@ -1,7 +1,8 @@
 /*
- * base64 — RFC 4648 standard alphabet. Decoding is strict: only the canonical
- * encoding of a byte string is accepted (padding required, unused bits zero), so
- * every value has exactly one spelling and metadata round-trips byte for byte.
+ * base64 — RFC 4648 standard alphabet, and base64url for JWS. Decoding is strict: only
+ * the canonical encoding of a byte string is accepted (padding required in the
+ * standard form, none in the URL form; unused bits zero), so every value has exactly
+ * one spelling and metadata round-trips byte for byte.
  */
 #include "common/base64.h"
 
@@ -9,16 +10,17 @@
 
 static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-static int sextet(unsigned char c) {
+/* c62 and c63 are the two characters in which the alphabets differ. */
+static int sextet(unsigned char c, char c62, char c63) {
   if (c >= 'A' && c <= 'Z')
     return c - 'A';
   if (c >= 'a' && c <= 'z')
     return c - 'a' + 26;
   if (c >= '0' && c <= '9')
     return c - '0' + 52;
-  if (c == '+')
+  if (c == (unsigned char)c62)
     return 62;
-  if (c == '/')
+  if (c == (unsigned char)c63)
     return 63;
   return -1;
 }
@@ -36,7 +38,7 @@ long tusc_base64_decode(const char *in, size_t len, unsigned char *out) {
     }
     int v[4];
     for (int k = 0; k < 4 - pad; k++) {
-      v[k] = sextet(q[k]);
+      v[k] = sextet(q[k], '+', '/');
       if (v[k] < 0)
         return -1;
     }
@@ -59,6 +61,30 @@ long tusc_base64_decode(const char *in, size_t len, unsigned char *out) {
       out[o++] = (unsigned char)n;
     }
   }
+  return (long)o;
+}
+
+long tusc_base64url_decode(const char *in, size_t len, unsigned char *out) {
+  if (len % 4 == 1)
+    return -1;
+  size_t o = 0;
+  uint32_t acc = 0;
+  unsigned bits = 0;
+  for (size_t i = 0; i < len; i++) {
+    int v = sextet((unsigned char)in[i], '-', '_');
+    if (v < 0)
+      return -1;
+    acc = (acc << 6) | (uint32_t)v;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[o++] = (unsigned char)(acc >> bits);
+      acc &= (1u << bits) - 1;
+    }
+  }
+  /* Leftover bits must be zero, or two spellings would mean the same bytes. */
+  if (acc != 0)
+    return -1;
   return (long)o;
 }
 

@@ -1,4 +1,5 @@
-/* Unit tests for src/common/base64.c: RFC 4648 vectors and non-canonical input. */
+/* Unit tests for src/common/base64.c: RFC 4648 vectors and non-canonical input, for the
+ * padded standard alphabet and for unpadded base64url. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -98,12 +99,51 @@ static void test_round_trip_all_bytes(void **state) {
   }
 }
 
+/* RFC 4648 §10 without padding, and the two characters base64url changes. */
+static const struct vector url_vectors[] = {
+    {"", ""},           {"f", "Zg"},          {"fo", "Zm8"},          {"foo", "Zm9v"},
+    {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"}, {"\xfb\xff\xbf", "-_-_"},
+};
+
+static void test_url_decode_vectors(void **state) {
+  (void)state;
+  for (size_t i = 0; i < ARRAY_LEN(url_vectors); i++) {
+    unsigned char out[32];
+    const char *enc = url_vectors[i].encoded;
+    long n = tusc_base64url_decode(enc, strlen(enc), out);
+    assert_int_equal(n, (long)strlen(url_vectors[i].plain));
+    assert_memory_equal(out, url_vectors[i].plain, (size_t)n);
+    assert_true((size_t)n <= strlen(enc) * 3 / 4);
+  }
+}
+
+static void test_url_decode_rejects(void **state) {
+  (void)state;
+  static const char *bad[] = {
+      "Zm9vYh",   /* nonzero unused bits (canonical is Zm9vYg) */
+      "Zh",       /* nonzero unused bits (canonical is Zg) */
+      "Zm9vYg==", /* padding */
+      "Zg=",      /* padding */
+      "Z",        /* impossible length */
+      "Zm9vY",    /* impossible length */
+      "+/+/",     /* standard alphabet */
+      "Zm 9v",    /* space */
+      "Zm9\x80",  /* high byte */
+  };
+  for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+    unsigned char out[32];
+    if (tusc_base64url_decode(bad[i], strlen(bad[i]), out) != -1)
+      fail_msg("accepted \"%s\"", bad[i]);
+  }
+  unsigned char out[8];
+  assert_int_equal(tusc_base64url_decode("Zm9vYmFy", 4, out), 3); /* honours len */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_encode_vectors),
-      cmocka_unit_test(test_decode_vectors),
-      cmocka_unit_test(test_decode_rejects),
-      cmocka_unit_test(test_round_trip_all_bytes),
+      cmocka_unit_test(test_encode_vectors),     cmocka_unit_test(test_decode_vectors),
+      cmocka_unit_test(test_decode_rejects),     cmocka_unit_test(test_round_trip_all_bytes),
+      cmocka_unit_test(test_url_decode_vectors), cmocka_unit_test(test_url_decode_rejects),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/utf8.h"
+
 #define LINE_STACK_BYTES 1024
 #define LINE_MAX_BYTES (64 * 1024)
 /* Bytes always kept free for the ending: "...\"" + "}" + "\n". */
@@ -183,36 +185,6 @@ static void put_text_value(struct line *l, const char *v) {
   putc_(l, '"');
 }
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 when it is malformed. */
-static size_t utf8_seq(const unsigned char *p) {
-  unsigned char c = p[0];
-  if (c < 0x80)
-    return 1;
-  size_t n;
-  unsigned int cp;
-  if (c >= 0xc2 && c <= 0xdf) {
-    n = 2;
-    cp = c & 0x1f;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    n = 3;
-    cp = c & 0x0f;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    n = 4;
-    cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  for (size_t i = 1; i < n; i++) {
-    if ((p[i] & 0xc0) != 0x80)
-      return 0; /* also stops at the terminating NUL */
-    cp = (cp << 6) | (p[i] & 0x3f);
-  }
-  if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-      (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-    return 0;
-  return n;
-}
-
 /* JSON string; invalid UTF-8 becomes U+FFFD so the line always parses. Escapes and
  * UTF-8 sequences are each written whole, so a cut never splits one. */
 static void put_json_string(struct line *l, const char *v, bool is_value) {
@@ -242,7 +214,7 @@ static void put_json_string(struct line *l, const char *v, bool is_value) {
       put(l, esc, 6);
       p++;
     } else {
-      size_t n = utf8_seq(p);
+      size_t n = tusc_utf8_seq(p, strnlen((const char *)p, 4), NULL);
       if (n == 0) {
         puts_(l, "\\ufffd");
         p++;

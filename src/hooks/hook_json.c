@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "common/error.h"
+#include "common/utf8.h"
 
 /* --- output buffer ---------------------------------------------------------------- */
 
@@ -62,52 +63,6 @@ static void jb_i64(struct jbuf *b, int64_t v) {
 
 static void jb_bool(struct jbuf *b, bool v) {
   jb_lit(b, v ? "true" : "false");
-}
-
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when invalid — the same
- * acceptance as Go's utf8.DecodeRune (no overlongs, no surrogates, ≤ U+10FFFF).
- * *cp receives the code point. */
-static size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp) {
-  unsigned char c = s[0];
-  if (c < 0x80) {
-    *cp = c;
-    return 1;
-  }
-  size_t need;
-  uint32_t v;
-  unsigned char lo = 0x80, hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF) {
-    need = 2;
-    v = c & 0x1F;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    need = 3;
-    v = c & 0x0F;
-    if (c == 0xE0)
-      lo = 0xA0;
-    else if (c == 0xED)
-      hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    need = 4;
-    v = c & 0x07;
-    if (c == 0xF0)
-      lo = 0x90;
-    else if (c == 0xF4)
-      hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (n < need)
-    return 0;
-  if (s[1] < lo || s[1] > hi)
-    return 0;
-  v = (v << 6) | (s[1] & 0x3F);
-  for (size_t i = 2; i < need; i++) {
-    if ((s[i] & 0xC0) != 0x80)
-      return 0;
-    v = (v << 6) | (s[i] & 0x3F);
-  }
-  *cp = v;
-  return need;
 }
 
 static void jb_str(struct jbuf *b, const char *str, size_t n) {
@@ -160,7 +115,7 @@ static void jb_str(struct jbuf *b, const char *str, size_t n) {
       continue;
     }
     uint32_t cp = 0;
-    size_t len = utf8_seq(s + i, n - i, &cp);
+    size_t len = tusc_utf8_seq(s + i, n - i, &cp);
     if (len == 0) {
       jb_put(b, str + start, i - start);
       jb_lit(b, "\\ufffd");

@@ -13,6 +13,7 @@
 
 #include "common/base64.h"
 #include "common/error.h"
+#include "common/utf8.h"
 #include "store/store.h"
 
 void tusc_upload_info_init(tusc_upload_info_t *info) {
@@ -30,52 +31,6 @@ void tusc_upload_info_dispose(tusc_upload_info_t *info) {
   tusc_upload_info_init(info);
 }
 
-/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no surrogates,
- * nothing above U+10FFFF), or 0 when the bytes there are not one. */
-static size_t utf8_seq_len(const unsigned char *s, size_t avail) {
-  unsigned char c = s[0];
-  if (c < 0x80)
-    return 1;
-  size_t n;
-  unsigned char lo = 0x80, hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF) {
-    n = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    n = 3;
-    if (c == 0xE0)
-      lo = 0xA0;
-    else if (c == 0xED)
-      hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    n = 4;
-    if (c == 0xF0)
-      lo = 0x90;
-    else if (c == 0xF4)
-      hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (avail < n)
-    return 0;
-  if (s[1] < lo || s[1] > hi)
-    return 0;
-  for (size_t i = 2; i < n; i++)
-    if (s[i] < 0x80 || s[i] > 0xBF)
-      return 0;
-  return n;
-}
-
-static bool utf8_valid(const char *s, size_t len) {
-  const unsigned char *p = (const unsigned char *)s;
-  for (size_t i = 0; i < len;) {
-    size_t n = utf8_seq_len(p + i, len - i);
-    if (n == 0)
-      return false;
-    i += n;
-  }
-  return true;
-}
-
 /* A JSON string of `s` with invalid bytes replaced by U+FFFD. */
 static json_t *lossy_string(const char *s, size_t len) {
   if (len > (SIZE_MAX - 1) / 3)
@@ -86,7 +41,7 @@ static json_t *lossy_string(const char *s, size_t len) {
   const unsigned char *p = (const unsigned char *)s;
   size_t o = 0;
   for (size_t i = 0; i < len;) {
-    size_t n = utf8_seq_len(p + i, len - i);
+    size_t n = tusc_utf8_seq(p + i, len - i, NULL);
     if (n == 0) {
       buf[o++] = (char)0xEF;
       buf[o++] = (char)0xBF;
@@ -136,7 +91,7 @@ char *tusc_upload_info_to_json(const tusc_upload_info_t *info) {
 
   for (size_t i = 0; i < info->metadata.count; i++) {
     const tusc_metadata_pair_t *p = &info->metadata.pairs[i];
-    if (utf8_valid(p->value, p->value_len)) {
+    if (tusc_utf8_valid(p->value, p->value_len)) {
       if (!put(md, p->key, json_stringn(p->value, p->value_len)))
         goto out;
     } else {

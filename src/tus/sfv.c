@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "common/utf8.h"
 
 typedef struct cursor_s {
   const char *p;
@@ -182,41 +183,6 @@ static int parse_date(cursor_t *c, tusc_sfv_item_t *out) {
   return 0;
 }
 
-/* Length of the UTF-8 sequence starting at s (n bytes available), or 0 if invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-  unsigned char b = s[0];
-  size_t need;
-  unsigned min;
-  unsigned cp;
-  if (b < 0x80)
-    return 1;
-  if (b >= 0xc2 && b <= 0xdf) {
-    need = 2;
-    cp = b & 0x1f;
-    min = 0x80;
-  } else if (b >= 0xe0 && b <= 0xef) {
-    need = 3;
-    cp = b & 0x0f;
-    min = 0x800;
-  } else if (b >= 0xf0 && b <= 0xf4) {
-    need = 4;
-    cp = b & 0x07;
-    min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (n < need)
-    return 0;
-  for (size_t i = 1; i < need; i++) {
-    if ((s[i] & 0xc0) != 0x80)
-      return 0;
-    cp = (cp << 6) | (s[i] & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-    return 0;
-  return need;
-}
-
 static int hexval(int ch) {
   return is_digit(ch) ? ch - '0' : ch - 'a' + 10;
 }
@@ -257,7 +223,7 @@ static int parse_display_string(cursor_t *c, tusc_sfv_item_t *out) {
        * complete fails at 4 bytes or at the next non-escaped character. */
       size_t want = pending[0] < 0x80 ? 1 : pending[0] >= 0xf0 ? 4 : pending[0] >= 0xe0 ? 3 : 2;
       if (npending == want) {
-        if (utf8_seq(pending, npending) != npending)
+        if (tusc_utf8_seq(pending, npending, NULL) != npending)
           return -1;
         npending = 0;
       }

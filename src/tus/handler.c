@@ -600,13 +600,14 @@ static bool finish_hooks_on(const tus_request_t *st) {
   return hook_on(st, TUSC_HOOK_PRE_FINISH) || hook_on(st, TUSC_HOOK_POST_FINISH);
 }
 
-/* Borrows the request for the invocation; the runner serialises it at once. */
-static int hook_invoke(tus_request_t *st, enum tusc_hook_event ev, const tusc_upload_info_t *info,
-                       tusc_hook_done_cb cb, void *arg) {
+/* Fills *hr with the request as hooks see it, borrowing its strings. Returns the header
+ * array hr points into (the caller frees it once hr is used), or NULL on ENOMEM. */
+static tusc_hook_header_t *hook_request_view(const tus_request_t *st,
+                                             tusc_hook_http_request_t *hr) {
   tusc_http_request_t *req = st->req;
   tusc_hook_header_t *hh = calloc(req->header_count > 0 ? req->header_count : 1, sizeof(*hh));
   if (hh == NULL)
-    return TUSC_ENOMEM;
+    return NULL;
   size_t k = 0;
   for (size_t i = 0; i < req->header_count; i++) {
     if (req->headers[i].trailer)
@@ -617,7 +618,7 @@ static int hook_invoke(tus_request_t *st, enum tusc_hook_event ev, const tusc_up
   }
   /* The client address a trusted proxy named, as in the logs (its port is unknown). */
   bool proxied = strcmp(st->client, req->remote_addr) != 0;
-  tusc_hook_http_request_t hr = {
+  *hr = (tusc_hook_http_request_t){
       .method = req->method_name,
       .uri = req->target,
       .remote_ip = proxied ? st->client : req->remote_addr,
@@ -626,6 +627,16 @@ static int hook_invoke(tus_request_t *st, enum tusc_hook_event ev, const tusc_up
       .header_count = k,
       .principal = st->principal,
   };
+  return hh;
+}
+
+/* Borrows the request for the invocation; the runner serialises it at once. */
+static int hook_invoke(tus_request_t *st, enum tusc_hook_event ev, const tusc_upload_info_t *info,
+                       tusc_hook_done_cb cb, void *arg) {
+  tusc_hook_http_request_t hr;
+  tusc_hook_header_t *hh = hook_request_view(st, &hr);
+  if (hh == NULL)
+    return TUSC_ENOMEM;
   int rc = tusc_hooks_invoke(st->w->hw, ev, info, &hr, cb, arg);
   free(hh);
   return rc;
@@ -987,28 +998,10 @@ static struct hook_req_copy *hook_req_copy_new(const tusc_hook_http_request_t *h
 
 /* The request as hook_invoke shows it to hooks, copied. NULL on ENOMEM. */
 static struct hook_req_copy *hook_req_snapshot(const tus_request_t *st) {
-  tusc_http_request_t *req = st->req;
-  tusc_hook_header_t *hh = calloc(req->header_count > 0 ? req->header_count : 1, sizeof(*hh));
+  tusc_hook_http_request_t hr;
+  tusc_hook_header_t *hh = hook_request_view(st, &hr);
   if (hh == NULL)
     return NULL;
-  size_t k = 0;
-  for (size_t i = 0; i < req->header_count; i++) {
-    if (req->headers[i].trailer)
-      continue;
-    hh[k].name = req->headers[i].name;
-    hh[k].value = req->headers[i].value;
-    k++;
-  }
-  bool proxied = strcmp(st->client, req->remote_addr) != 0;
-  tusc_hook_http_request_t hr = {
-      .method = req->method_name,
-      .uri = req->target,
-      .remote_ip = proxied ? st->client : req->remote_addr,
-      .remote_port = proxied ? 0 : req->remote_port,
-      .headers = hh,
-      .header_count = k,
-      .principal = st->principal,
-  };
   struct hook_req_copy *c = hook_req_copy_new(&hr);
   free(hh);
   return c;
@@ -1197,16 +1190,21 @@ static bool final_retry(const tus_request_t *st, const tusc_upload_info_t *info)
 
 /* --- StopUpload: the upload is deleted, the client gets 400 ERR_UPLOAD_STOPPED ------ */
 
+/* An upload was deleted (DELETE, or a hook's StopUpload): log, count, post-terminate. */
+static void upload_terminated(tus_request_t *st) {
+  tusc_log_event(TUSC_LOG_INFO, "UploadTerminated", "id", st->id, "remote", st->client,
+                 st->principal != NULL ? "user" : NULL, st->principal, NULL);
+  tusc_metrics_upload_terminated();
+  if (st->info != NULL)
+    (void)hook_fire(st, TUSC_HOOK_POST_TERMINATE, st->info, false);
+}
+
 static void stop_terminated(tus_request_t *st) {
   int rc = st->work_result;
   st->work_kind = WORK_NOOP;
   release_lock(st);
   if (rc == 0) {
-    tusc_log_event(TUSC_LOG_INFO, "UploadTerminated", "id", st->id, "remote", st->client,
-                   st->principal != NULL ? "user" : NULL, st->principal, NULL);
-    tusc_metrics_upload_terminated();
-    if (st->info != NULL)
-      (void)hook_fire(st, TUSC_HOOK_POST_TERMINATE, st->info, false);
+    upload_terminated(st);
   } else {
     TUSC_LOG(TUSC_LOG_WARN, "upload %s: stopped by a hook but not deleted: %s", st->id,
              tusc_strerror(rc));
@@ -1229,20 +1227,28 @@ static void stop_terminate(tus_request_t *st) {
 
 static void do_post(tus_request_t *st);
 
-static void pre_create_done(tus_request_t *st) {
+/* The pre-create hook's verdict: false (the request answered) when the request was
+ * aborted meanwhile or the hook failed or rejected the upload; true (creation goes on). */
+static bool pre_create_accepted(tus_request_t *st) {
   if (st->aborted) {
     respond_error(st, st->abort_err);
-    return;
+    return false;
   }
   if (st->hook_status < 0) {
     respond_error(st, TUSC_EINTERNAL);
-    return;
+    return false;
   }
   if (st->hook_resp->reject_upload) {
     respond_error(st, TUSC_EUPLOAD_REJECTED);
-    return;
+    return false;
   }
   st->pre_create_done = true;
+  return true;
+}
+
+static void pre_create_done(tus_request_t *st) {
+  if (!pre_create_accepted(st))
+    return;
   /* Validation runs again (cheap, and nothing of the first run had to be kept); the
    * hook's ChangeFileInfo is applied where the ID and info are made. */
   tusc_concat_dispose(&st->concat);
@@ -2274,13 +2280,8 @@ static void delete_done(tus_request_t *st) {
   int rc = st->work_result;
   st->work_kind = WORK_NOOP;
   release_lock(st);
-  if (rc == 0) {
-    tusc_log_event(TUSC_LOG_INFO, "UploadTerminated", "id", st->id, "remote", st->client,
-                   st->principal != NULL ? "user" : NULL, st->principal, NULL);
-    tusc_metrics_upload_terminated();
-    if (st->info != NULL)
-      (void)hook_fire(st, TUSC_HOOK_POST_TERMINATE, st->info, false);
-  }
+  if (rc == 0)
+    upload_terminated(st);
   if (st->aborted) {
     respond_error(st, st->abort_err);
     return;
@@ -2846,19 +2847,8 @@ static void ext_create_start(tus_request_t *st) {
 }
 
 static void ext_pre_create_done(tus_request_t *st) {
-  if (st->aborted) {
-    respond_error(st, st->abort_err);
+  if (!pre_create_accepted(st))
     return;
-  }
-  if (st->hook_status < 0) {
-    respond_error(st, TUSC_EINTERNAL);
-    return;
-  }
-  if (st->hook_resp->reject_upload) {
-    respond_error(st, TUSC_EUPLOAD_REJECTED);
-    return;
-  }
-  st->pre_create_done = true;
   char id[TUSC_ID_MAX + 1];
   int rc = pre_create_id(st, id);
   if (rc < 0) {

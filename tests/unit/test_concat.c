@@ -3,7 +3,6 @@
  * finals, unfinished and deferred partials, waiting notes, restarts after a crash
  * mid-assembly, and the read/write fallback without copy_file_range. */
 #include <errno.h>
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +14,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "testutil.h"
 
 #include "common/error.h"
 #include "common/log.h"
@@ -157,17 +158,9 @@ typedef struct fixture_s {
   tusc_concat_env_t env;
 } fixture_t;
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st;
-  (void)flag;
-  (void)ftw;
-  return remove(path);
-}
-
 static int setup(void **state) {
   fixture_t *f = calloc(1, sizeof(*f));
-  snprintf(f->dir, sizeof(f->dir), "/tmp/tusc-concat-XXXXXX");
-  if (mkdtemp(f->dir) == NULL)
+  if (test_tmpdir(f->dir, sizeof(f->dir), "concat") != 0)
     return -1;
   tusc_file_store_options_t opts = {
       .dir = f->dir, .dir_perms = 0750, .file_perms = 0640, .fsync = true};
@@ -185,7 +178,7 @@ static int teardown(void **state) {
   fixture_t *f = *state;
   f->store->ops->free(f->store);
   tusc_lock_table_free(f->locks);
-  nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  test_rm_rf(f->dir);
   free(f);
   return 0;
 }

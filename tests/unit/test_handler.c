@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "testutil.h"
 #include <uv.h>
 
 #include "common/error.h"
@@ -350,8 +352,7 @@ static int group_setup(void **state) {
   tusc_log_setup(getenv("TUSC_TEST_VERBOSE") ? TUSC_LOG_DEBUG : TUSC_LOG_ERROR, TUSC_LOG_TEXT);
   pthread_mutex_init(&mem.mu, NULL);
   mem.base.ops = &mem_ops;
-  snprintf(mem.lock_dir, sizeof(mem.lock_dir), "/tmp/tusc-test-handler-XXXXXX");
-  if (mkdtemp(mem.lock_dir) == NULL)
+  if (test_tmpdir(mem.lock_dir, sizeof(mem.lock_dir), "test-handler") != 0)
     return -1;
   faults_reset();
 
@@ -394,9 +395,7 @@ static int group_teardown(void **state) {
   for (size_t i = 0; i < MAX_UPLOADS; i++)
     if (mem.entries[i].used)
       entry_clear(&mem.entries[i]);
-  char cmd[128];
-  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", mem.lock_dir);
-  if (system(cmd) != 0)
+  if (test_rm_rf(mem.lock_dir) != 0)
     return -1;
   pthread_mutex_destroy(&mem.mu);
   return 0;

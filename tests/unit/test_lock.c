@@ -3,7 +3,6 @@
  * used after its owner freed it). */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -21,6 +20,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include "common/error.h"
 #include "lock/lock.h"
 
@@ -29,17 +30,9 @@ typedef struct fixture_s {
   tusc_lock_table_t *table;
 } fixture_t;
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st;
-  (void)flag;
-  (void)ftw;
-  return remove(path);
-}
-
 static int setup(void **state) {
   fixture_t *f = calloc(1, sizeof(*f));
-  snprintf(f->dir, sizeof(f->dir), "/tmp/tusc-lock-XXXXXX");
-  if (mkdtemp(f->dir) == NULL || tusc_lock_table_new(&f->table) != 0)
+  if (test_tmpdir(f->dir, sizeof(f->dir), "lock") != 0 || tusc_lock_table_new(&f->table) != 0)
     return -1;
   *state = f;
   return 0;
@@ -48,7 +41,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
   fixture_t *f = *state;
   tusc_lock_table_free(f->table);
-  nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  test_rm_rf(f->dir);
   free(f);
   return 0;
 }

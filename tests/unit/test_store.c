@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include "common/error.h"
 #include "store/store.h"
 
@@ -26,17 +27,9 @@ typedef struct fixture_s {
   tusc_store_t *store;
 } fixture_t;
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st;
-  (void)flag;
-  (void)ftw;
-  return remove(path);
-}
-
 static int setup(void **state) {
   fixture_t *f = calloc(1, sizeof(*f));
-  snprintf(f->dir, sizeof(f->dir), "/tmp/tusc-store-XXXXXX");
-  if (mkdtemp(f->dir) == NULL)
+  if (test_tmpdir(f->dir, sizeof(f->dir), "store") != 0)
     return -1;
   tusc_file_store_options_t opts = {
       .dir = f->dir, .dir_perms = 0750, .file_perms = 0640, .fsync = true};
@@ -49,7 +42,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
   fixture_t *f = *state;
   f->store->ops->free(f->store);
-  nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  test_rm_rf(f->dir);
   free(f);
   return 0;
 }

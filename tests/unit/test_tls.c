@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "testutil.h"
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -68,8 +70,7 @@ static void write_cert(const char *name, EVP_PKEY *key, long serial) {
 
 static int setup(void **state) {
   (void)state;
-  snprintf(dir, sizeof(dir), "/tmp/tusc-tls-unit-XXXXXX");
-  if (mkdtemp(dir) == NULL)
+  if (test_tmpdir(dir, sizeof(dir), "tls-unit") != 0)
     return -1;
   EVP_PKEY *a = write_key("a.key", false);
   write_cert("a.crt", a, 0xA1);
@@ -88,9 +89,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  char cmd[128];
-  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-  return system(cmd) == 0 ? 0 : -1;
+  return test_rm_rf(dir);
 }
 
 static int load(const char *cert, const char *key, const char *mode, tusc_tls_t **out, char *err,

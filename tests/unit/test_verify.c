@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include "common/error.h"
 #include "store/store.h"
 #include "tus/verify.h"
@@ -90,8 +92,7 @@ struct fixture {
 
 static int setup(void **state) {
   struct fixture *f = calloc(1, sizeof(*f));
-  snprintf(f->dir, sizeof(f->dir), "/tmp/tusc-test-verify-XXXXXX");
-  assert_non_null(mkdtemp(f->dir));
+  assert_int_equal(test_tmpdir(f->dir, sizeof(f->dir), "test-verify"), 0);
   tusc_file_store_options_t opts = {
       .dir = f->dir, .dir_perms = 0775, .file_perms = 0664, .fsync = true};
   assert_int_equal(tusc_file_store_new(&opts, &f->store), 0);
@@ -108,9 +109,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
   struct fixture *f = *state;
   f->store->ops->free(f->store);
-  char cmd[256];
-  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-  assert_int_equal(system(cmd), 0);
+  assert_int_equal(test_rm_rf(f->dir), 0);
   free(f);
   return 0;
 }

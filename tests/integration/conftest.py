@@ -80,6 +80,19 @@ def sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
+def random_file(path, size):
+    """Writes `size` random bytes to `path` in 4 MiB pieces; returns their sha256 hex."""
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 4 << 20))
+            h.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
 # --------------------------------------------------------------------------------------
 # responses
 

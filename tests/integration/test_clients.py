@@ -12,7 +12,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, random_file
 
 CLIENTS = REPO / "tests" / "clients"
 SIZE = 50 * 1024 * 1024
@@ -35,15 +35,7 @@ def node_clients():
 @pytest.fixture(scope="module")
 def big_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("clients") / "random-50MB.bin"
-    h = hashlib.sha256()
-    with open(path, "wb") as f:
-        left = SIZE
-        while left:
-            chunk = os.urandom(min(left, 4 << 20))
-            h.update(chunk)
-            f.write(chunk)
-            left -= len(chunk)
-    return path, h.hexdigest()
+    return path, random_file(path, SIZE)
 
 
 def events(stdout):

@@ -14,7 +14,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import REPO, assert_error, b64, deadline_poll, upload_id
+from conftest import REPO, assert_error, b64, deadline_poll, random_file, upload_id
 
 CLIENTS = REPO / "tests" / "clients"
 ASSEMBLY_TIMEOUT = 30.0
@@ -398,15 +398,7 @@ SIZE = 50 * 1024 * 1024
 @pytest.fixture(scope="module")
 def big_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("concat") / "random-50MB.bin"
-    h = hashlib.sha256()
-    with open(path, "wb") as f:
-        left = SIZE
-        while left:
-            chunk = os.urandom(min(left, 4 << 20))
-            h.update(chunk)
-            f.write(chunk)
-            left -= len(chunk)
-    return path, h.hexdigest()
+    return path, random_file(path, SIZE)
 
 
 def test_tus_js_client_parallel_uploads(tusc, big_file):

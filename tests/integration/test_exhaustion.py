@@ -60,6 +60,19 @@ def normal_upload_works(srv):
     assert srv.download(path).body == body
 
 
+def wait_recovered(srv, timeout):
+    """Retries a normal upload until one works; after `timeout` its failure is raised."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            normal_upload_works(srv)
+            return
+        except (OSError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def with_nofile(srv, limit):
     """Starts srv with RLIMIT_NOFILE = limit (exec keeps the PID)."""
     srv.start(["/bin/sh", "-c", f'ulimit -n {limit} && exec "$@"', "tusc"] + srv.command())
@@ -98,15 +111,7 @@ def test_fd_limit_many_connections(tusc):
     finally:
         close_all(socks)
     assert srv.running()
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            normal_upload_works(srv)
-            break
-        except (OSError, AssertionError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    wait_recovered(srv, 20)
     assert_idle(pid)
 
 
@@ -193,15 +198,7 @@ def test_max_connections_refuses_and_recovers(tusc):
         assert_idle(srv.proc.pid)
     finally:
         close_all(held)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            normal_upload_works(srv)
-            break
-        except (OSError, AssertionError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    wait_recovered(srv, 10)
 
 
 def test_memory_bounded_with_1000_slow_clients(tusc, monkeypatch):

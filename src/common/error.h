@@ -70,7 +70,8 @@
   X(INVALID_ARGUMENT, 500, "ERR_INTERNAL_SERVER_ERROR", "invalid argument")                 \
   X(NOMEM, 503, "ERR_INTERNAL_SERVER_ERROR", "out of memory")                              \
   X(PARTIAL_GONE, 410, "ERR_PARTIAL_UPLOAD_GONE",                                           \
-    "a partial upload of this final upload was terminated or has expired; it cannot complete")
+    "a partial upload of this final upload was terminated or has expired; it cannot complete") \
+  X(EXPECTATION_FAILED, 417, "ERR_EXPECTATION_FAILED", "unsupported expectation in Expect header")
 
 enum tusc_error {
   TUSC_E__BASE = -20000,

@@ -775,6 +775,34 @@ static int split_target(struct req_ctx *ctx) {
   return 0;
 }
 
+/* Expect is a list (possibly over several fields); "100-continue" is the only
+ * expectation defined, so any other member cannot be met. */
+static bool expectations_supported(const tusc_http_request_t *req, bool *continue_expected) {
+  for (size_t i = 0; i < req->header_count; i++) {
+    const tusc_http_header_t *hd = &req->headers[i];
+    if (hd->trailer || !eq_ci(hd->name, hd->name_len, "Expect"))
+      continue;
+    const char *v = hd->value, *end = hd->value + hd->value_len;
+    while (v < end) {
+      const char *comma = memchr(v, ',', (size_t)(end - v));
+      const char *m_end = comma ? comma : end;
+      const char *m = v;
+      while (m < m_end && (*m == ' ' || *m == '\t'))
+        m++;
+      const char *e = m_end;
+      while (e > m && (e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+      if (e > m) {
+        if (!eq_ci(m, (size_t)(e - m), "100-continue"))
+          return false;
+        *continue_expected = true;
+      }
+      v = comma ? comma + 1 : end;
+    }
+  }
+  return true;
+}
+
 /* Returns 0 when the request went to the handler. */
 static int dispatch(struct req_ctx *ctx) {
   tusc_http_conn_t *conn = ctx->conn;
@@ -813,9 +841,13 @@ static int dispatch(struct req_ctx *ctx) {
     http_error(conn, status, TUSC_EBAD_REQUEST, message);
     return TUSC_EBAD_REQUEST;
   }
-  const tusc_http_header_t *expect = tusc_http_header(req, "Expect");
-  req->expect_continue = expect != NULL && req->http_minor >= 1 &&
-                         eq_ci(expect->value, expect->value_len, "100-continue");
+  bool continue_expected = false;
+  if (!expectations_supported(req, &continue_expected)) {
+    /* RFC 9110 section 10.1.1: an expectation we cannot meet is refused, not ignored. */
+    http_error(conn, 417, TUSC_EEXPECTATION_FAILED, NULL);
+    return TUSC_EEXPECTATION_FAILED;
+  }
+  req->expect_continue = continue_expected && req->http_minor >= 1;
   ctx->has_body = req->chunked || req->content_length > 0;
   ctx->framing.after_head = req->chunked ? FR_SIZE_START : FR_ANY;
   ctx->framing.state = ctx->prev_byte == '\r' ? FR_HEAD_LF : ctx->framing.after_head;
@@ -1703,6 +1735,8 @@ static void http_error(tusc_http_conn_t *conn, int status, int err, const char *
   resp.close = true;
   if (ctx->req.remote_addr[0] == '\0')
     fill_remote(conn, &ctx->req);
+  /* Rejections before dispatch must still carry HSTS (send_response adds it). */
+  ctx->req.tls = conn->tr != NULL && conn->tr->ops->secure(conn->tr);
   char status_text[16];
   snprintf(status_text, sizeof(status_text), "%d", status);
   tusc_log_event(TUSC_LOG_INFO, "RequestRejected", "status", status_text, "reason",

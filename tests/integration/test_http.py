@@ -147,6 +147,33 @@ def test_expect_100_continue_post_creation_with_upload(server):
         assert r.header("Upload-Offset") == "4", r
 
 
+@pytest.mark.parametrize("expect", ["something-else", "100-continue, foo=bar", "101-continue"])
+def test_unsupported_expectation_417(server, expect):
+    """RFC 9110 section 10.1.1: an expectation the server cannot meet is refused."""
+    up = server.create(length=5)
+    head = build_request("PATCH", up, TUS + [("Upload-Offset", "0"), ("Content-Type", OCTET),
+                                             ("Expect", expect), ("Content-Length", "5")])
+    with server.raw() as c:
+        c.send(head + b"hello")
+        r = c.read_response("PATCH")
+        assert r.status == 417, r
+        assert r.body.startswith(b"ERR_EXPECTATION_FAILED: "), r
+        assert r.header("Connection") == "close", r
+    assert server.offset(up) == 0
+    still_serving(server)
+
+
+def test_expect_100_continue_case_and_spaces_accepted(server):
+    up = server.create(length=2)
+    head = build_request("PATCH", up, TUS + [("Upload-Offset", "0"), ("Content-Type", OCTET),
+                                             ("Expect", " 100-Continue "), ("Content-Length", "2")])
+    with server.raw() as c:
+        c.send(head)
+        assert c.read_response("PATCH").status == 100
+        c.send(b"ok")
+        assert c.read_response("PATCH").status == 204
+
+
 def chunked(pieces, trailers=()):
     out = b""
     for p in pieces:

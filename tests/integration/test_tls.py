@@ -295,6 +295,28 @@ def test_hsts_header(tusc, pki):
     assert r.header("Strict-Transport-Security") == "max-age=600", r
 
 
+@pytest.mark.parametrize("raw,status", [
+    (b"GET /files/ HTTP/1.1\r\n\r\n", 400),  # no Host
+    (b"OPTIONS /files/ HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n", 431),
+    (b"OPTIONS /files/ HTTP/2.1\r\nHost: a\r\n\r\n", 505),
+    (b"OPTIONS /files/ HTTP/1.1\r\nHost: a\r\nExpect: nope\r\n\r\n", 417),
+], ids=["400", "431", "505", "417"])
+def test_hsts_on_http_layer_rejections(tusc, pki, raw, status):
+    srv = tls_server(tusc, pki, "a.crt", "a.key", "-hsts")
+    ctx = client_ctx(pki.path("a.crt"))
+    with tls_sock(srv, ctx) as s:
+        s.sendall(raw)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    head = data.split(b"\r\n\r\n")[0].decode("latin-1")
+    assert head.split(" ")[1] == str(status), head
+    assert "\r\nStrict-Transport-Security: max-age=31536000" in head, head
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

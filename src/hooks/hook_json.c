@@ -341,6 +341,10 @@ int tusc_hook_json_request(enum tusc_hook_event ev, const tusc_upload_info_t *up
     jb_lit(&b, ",\"TuscPrincipal\":");
     jb_cstr(&b, req->principal);
   }
+  if (req != NULL && req->client_addr != NULL) {
+    jb_lit(&b, ",\"TuscClientAddr\":");
+    jb_cstr(&b, req->client_addr);
+  }
   jb_lit(&b, "}}");
   rc = b.err;
   if (rc == 0) {

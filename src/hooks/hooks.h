@@ -78,6 +78,10 @@ typedef struct tusc_hook_http_request_s {
   /* tusc extra: the authenticated user (htpasswd name or JWT sub), NULL = anonymous.
    * Sent as Event.TuscPrincipal, a key tusd's hook consumers ignore. */
   const char *principal;
+  /* tusc extra: the client address a trusted proxy named (IP only), NULL when the
+   * request came straight from the client. Sent as Event.TuscClientAddr; RemoteAddr
+   * stays the TCP peer, as in tusd. */
+  const char *client_addr;
 } tusc_hook_http_request_t;
 
 /* --- what the hook answered ----------------------------------------------------- */

@@ -616,16 +616,18 @@ static tusc_hook_header_t *hook_request_view(const tus_request_t *st,
     hh[k].value = req->headers[i].value;
     k++;
   }
-  /* The client address a trusted proxy named, as in the logs (its port is unknown). */
+  /* RemoteAddr is the TCP peer as in tusd; the client a trusted proxy named (as in
+   * the logs) goes in a key of its own. */
   bool proxied = strcmp(st->client, req->remote_addr) != 0;
   *hr = (tusc_hook_http_request_t){
       .method = req->method_name,
       .uri = req->target,
-      .remote_ip = proxied ? st->client : req->remote_addr,
-      .remote_port = proxied ? 0 : req->remote_port,
+      .remote_ip = req->remote_addr,
+      .remote_port = req->remote_port,
       .headers = hh,
       .header_count = k,
       .principal = st->principal,
+      .client_addr = proxied ? st->client : NULL,
   };
   return hh;
 }
@@ -969,7 +971,7 @@ static size_t str_size(const char *s) {
 
 static struct hook_req_copy *hook_req_copy_new(const tusc_hook_http_request_t *hr) {
   size_t total = str_size(hr->method) + str_size(hr->uri) + str_size(hr->remote_ip) +
-                 str_size(hr->principal);
+                 str_size(hr->principal) + str_size(hr->client_addr);
   for (size_t i = 0; i < hr->header_count; i++)
     total += str_size(hr->headers[i].name) + str_size(hr->headers[i].value);
   struct hook_req_copy *c = calloc(1, sizeof(*c));
@@ -987,6 +989,7 @@ static struct hook_req_copy *hook_req_copy_new(const tusc_hook_http_request_t *h
   c->hr.remote_ip = pack_str(&p, hr->remote_ip);
   c->hr.remote_port = hr->remote_port;
   c->hr.principal = pack_str(&p, hr->principal);
+  c->hr.client_addr = pack_str(&p, hr->client_addr);
   for (size_t i = 0; i < hr->header_count; i++) {
     c->headers[i].name = pack_str(&p, hr->headers[i].name);
     c->headers[i].value = pack_str(&p, hr->headers[i].value);

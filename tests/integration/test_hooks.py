@@ -130,6 +130,24 @@ def test_pre_create_rejects_upload_without_filename(tusc, hooklog):
     assert hooklog.entries("post-create") == []
 
 
+def test_remote_addr_is_peer_behind_trusted_proxy(tusc, hooklog):
+    """RemoteAddr is the TCP peer with its port, as tusd sends it; the client the trusted
+    proxy named comes in TuscClientAddr, and only then."""
+    srv = hooks_server(tusc, "-behind-proxy", "-trusted-proxies", "127.0.0.1/32")
+    r = srv.request("POST", "/files/", {"Upload-Length": "5",
+                                        "X-Forwarded-For": "203.0.113.7, 10.0.0.1"})
+    assert r.status == 403, r
+    (entry,) = hooklog.wait("pre-create")
+    ev = entry["stdin"]["Event"]
+    m = re.fullmatch(r"127\.0\.0\.1:(\d+)", ev["HTTPRequest"]["RemoteAddr"])
+    assert m and int(m.group(1)) != 0, ev["HTTPRequest"]
+    assert ev["TuscClientAddr"] == "203.0.113.7", ev
+    r = srv.request("POST", "/files/", {"Upload-Length": "5"})
+    assert r.status == 403, r
+    entries = hooklog.wait("pre-create", 2)
+    assert sum("TuscClientAddr" in e["stdin"]["Event"] for e in entries) == 1, entries
+
+
 def test_pre_create_changes_id_and_metadata(tusc, hooklog):
     srv = hooks_server(tusc)
     md = f"filename {b64('report.pdf')},project {b64('7')},extra {b64('dropped')}"

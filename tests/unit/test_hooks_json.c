@@ -111,6 +111,14 @@ static void test_request_post_finish(void **state) {
       "\"URI\":\"/files/0123456789abcdef0123456789abcdef\",\"RemoteAddr\":\"[::1]:80\","
       "\"Header\":{}}}}";
   expect_json(TUSC_HOOK_POST_FINISH, &info, &req, want);
+  /* tusc's own keys follow HTTPRequest; RemoteAddr stays the peer. */
+  req.principal = "bob";
+  req.client_addr = "203.0.113.7";
+  size_t base = strlen(want) - 2;
+  char with_extra[2048];
+  snprintf(with_extra, sizeof(with_extra), "%.*s,\"TuscPrincipal\":\"bob\","
+           "\"TuscClientAddr\":\"203.0.113.7\"}}", (int)base, want);
+  expect_json(TUSC_HOOK_POST_FINISH, &info, &req, with_extra);
   info.partial_uploads = NULL;
   info.partial_count = 0;
   tusc_upload_info_dispose(&info);

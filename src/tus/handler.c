@@ -22,6 +22,7 @@
  */
 #include "tus/handler.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1294,10 +1295,45 @@ static bool has_suffix(const char *s, size_t n, const char *suffix) {
   return n >= k && memcmp(s + n - k, suffix, k) == 0;
 }
 
+static bool path_inside(const char *real, const char *root) {
+  size_t rl = strlen(root);
+  return strcmp(root, "/") == 0 ||
+         (strncmp(real, root, rl) == 0 && (real[rl] == '\0' || real[rl] == '/'));
+}
+
+/* mkdir -p (with -dir-perms) of a Storage.Path's missing parents, as tusd's file store
+ * does, but only for a directory spelled under the upload directory: every level is
+ * resolved again once it exists, so a symlink (or one raced in) cannot lead the next
+ * mkdir outside. Returns NULL, or why the directory cannot be used. */
+static const char *make_storage_parents(const char *root, char *dir, unsigned perms) {
+  size_t rl = strlen(root);
+  if (strncmp(dir, root, rl) != 0 || dir[rl] != '/')
+    return "parent directory missing";
+  for (char *p = dir + rl + 1;; p++) {
+    if (*p != '/' && *p != '\0')
+      continue;
+    char saved = *p, real[PATH_MAX];
+    const char *why = NULL;
+    *p = '\0';
+    if (mkdir(dir, (mode_t)perms) == 0) {
+      if (chmod(dir, (mode_t)perms) != 0)
+        why = "cannot set parent directory permissions";
+    } else if (errno != EEXIST) {
+      why = "cannot create parent directory";
+    }
+    if (why == NULL && (realpath(dir, real) == NULL || !path_inside(real, root)))
+      why = "outside the upload directory";
+    *p = saved;
+    if (why != NULL || saved == '\0')
+      return why;
+  }
+}
+
 /* ChangeFileInfo.Storage.Path: where the data file goes. A relative path is taken
- * under the upload directory. No "." or ".." segments; the parent directory must exist
- * and, resolved (symlinks followed), lie inside the upload directory unless
- * -hooks-allow-absolute-path. The file itself is created with O_EXCL|O_NOFOLLOW. */
+ * under the upload directory. No "." or ".." segments; missing parent directories are
+ * made only inside the upload directory; the parent, resolved (symlinks followed), must
+ * lie inside the upload directory unless -hooks-allow-absolute-path. The file itself is
+ * created with O_EXCL|O_NOFOLLOW. */
 static int pre_create_storage_path(tus_request_t *st, tusc_upload_info_t *info) {
   const char *want = st->hook_resp->change_storage_path;
   const tusc_config_t *cfg = cfg_of(st);
@@ -1324,16 +1360,15 @@ static int pre_create_storage_path(tus_request_t *st, tusc_upload_info_t *info) 
   char *slash = why == NULL ? strrchr(joined, '/') : NULL;
   if (why == NULL) {
     *slash = '\0';
-    if (realpath(joined[0] != '\0' ? joined : "/", parent) == NULL)
-      why = "parent directory missing";
+    if (realpath(joined[0] != '\0' ? joined : "/", parent) == NULL) {
+      why = errno == ENOENT ? make_storage_parents(root, joined, cfg->dir_perms)
+                            : "parent directory unusable";
+      if (why == NULL && realpath(joined, parent) == NULL)
+        why = "parent directory missing";
+    }
   }
-  if (why == NULL && !cfg->hooks_allow_absolute_path) {
-    size_t rl = strlen(root);
-    bool inside = strcmp(root, "/") == 0 ||
-                  (strncmp(parent, root, rl) == 0 && (parent[rl] == '\0' || parent[rl] == '/'));
-    if (!inside)
-      why = "outside the upload directory (see -hooks-allow-absolute-path)";
-  }
+  if (why == NULL && !cfg->hooks_allow_absolute_path && !path_inside(parent, root))
+    why = "outside the upload directory (see -hooks-allow-absolute-path)";
   if (why == NULL) {
     w = snprintf(info->data_path, sizeof(info->data_path), "%s/%s",
                  strcmp(parent, "/") == 0 ? "" : parent, slash + 1);

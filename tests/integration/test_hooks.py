@@ -10,6 +10,7 @@ import os
 import re
 import select
 import socket
+import stat
 import threading
 import time
 from pathlib import Path
@@ -492,15 +493,17 @@ def test_storage_path_relative_inside_upload_dir(tusc, tmp_path):
 
 
 @pytest.mark.parametrize("where", ["../outside.bin", "custom/../../outside.bin", "link/x.bin",
-                                   "ABS", "custom/missing/x.bin", "custom/x.info"])
+                                   "ABS", "ABS/missing", "link/missing/x.bin", "custom/x.info",
+                                   "file/missing/x.bin"])
 def test_storage_path_escapes_are_refused(tusc, tmp_path, where):
     upload_dir = tmp_path / "up"
     (upload_dir / "custom").mkdir(parents=True)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (upload_dir / "link").symlink_to(elsewhere)
-    if where == "ABS":
-        where = str(elsewhere / "abs.bin")
+    (upload_dir / "file").write_bytes(b"")
+    if where.startswith("ABS"):
+        where = str(elsewhere) + (where[3:] or "") + "/abs.bin"
     d = storage_hook(tmp_path, where)
     srv = hooks_server(tusc, hooks_dir=d, upload_dir=upload_dir)
     r = srv.request("POST", "/files/", {"Upload-Length": "1"})
@@ -508,6 +511,23 @@ def test_storage_path_escapes_are_refused(tusc, tmp_path, where):
     assert list(elsewhere.iterdir()) == []
     assert not (tmp_path / "outside.bin").exists()
     assert not list(upload_dir.rglob("*.info"))
+
+
+def test_storage_path_missing_parents_are_created(tusc, tmp_path):
+    """tusd's file store makes the directories; tusc too, with -dir-perms, inside the
+    upload directory."""
+    upload_dir = tmp_path / "up"
+    upload_dir.mkdir()
+    d = storage_hook(tmp_path, "new/deeper/file.bin")
+    srv = hooks_server(tusc, "-dir-perms", "0750", hooks_dir=d, upload_dir=upload_dir)
+    path = srv.create(2)
+    target = upload_dir / "new" / "deeper" / "file.bin"
+    assert target.exists()
+    for sub in (upload_dir / "new", upload_dir / "new" / "deeper"):
+        assert sub.is_dir() and not sub.is_symlink()
+        assert stat.S_IMODE(sub.stat().st_mode) == 0o750, oct(sub.stat().st_mode)
+    assert srv.patch(path, 0, b"hi").status == 204
+    assert srv.download(path).body == b"hi"
 
 
 def test_storage_path_absolute_with_flag(tusc, tmp_path):

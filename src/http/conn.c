@@ -140,6 +140,7 @@ struct req_ctx {
   int64_t bytes_out;
   char *client; /* set by tusc_http_request_set_client */
   char *user;   /* set by tusc_http_request_set_user */
+  char *method; /* set by tusc_http_request_set_method */
 };
 
 struct deferred_cb {
@@ -284,6 +285,7 @@ static void ctx_free(struct req_ctx *ctx) {
   free(ctx->trecs);
   free(ctx->client);
   free(ctx->user);
+  free(ctx->method);
   free(ctx);
 }
 
@@ -1469,8 +1471,12 @@ static void log_access(struct req_ctx *ctx) {
   else
     snprintf(remote, sizeof(remote), "%s:%d", req->remote_addr, req->remote_port);
   /* Optional fields packed to the front: a NULL key ends the list. */
-  const char *opt[4] = {NULL, NULL, NULL, NULL};
+  const char *opt[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
   size_t n = 0;
+  if (ctx->method != NULL) {
+    opt[n++] = "orig_method";
+    opt[n++] = req->method_name;
+  }
   if (ctx->user != NULL) {
     opt[n++] = "user";
     opt[n++] = ctx->user;
@@ -1479,10 +1485,11 @@ static void log_access(struct req_ctx *ctx) {
     opt[n++] = "aborted";
     opt[n++] = "true";
   }
-  tusc_log_event(TUSC_LOG_INFO, "ResponseOutgoing", "method", req->method_name, "path",
+  tusc_log_event(TUSC_LOG_INFO, "ResponseOutgoing", "method",
+                 ctx->method != NULL ? ctx->method : req->method_name, "path",
                  req->path[0] ? req->path : "-", "status", status, "bytes_in", bytes_in,
                  "bytes_out", bytes_out, "duration_ms", duration, "remote", remote, opt[0],
-                 opt[1], opt[2], opt[3], NULL);
+                 opt[1], opt[2], opt[3], opt[4], opt[5], NULL);
 }
 
 static void request_done(tusc_http_conn_t *conn) {
@@ -1831,6 +1838,12 @@ void tusc_http_request_set_client(tusc_http_request_t *req, const char *addr) {
   struct req_ctx *ctx = ctx_of(req);
   free(ctx->client);
   ctx->client = addr ? strdup(addr) : NULL;
+}
+
+void tusc_http_request_set_method(tusc_http_request_t *req, const char *method) {
+  struct req_ctx *ctx = ctx_of(req);
+  free(ctx->method);
+  ctx->method = method ? strdup(method) : NULL;
 }
 
 void tusc_http_request_set_user(tusc_http_request_t *req, const char *user) {

@@ -153,6 +153,10 @@ void tusc_http_send_interim(tusc_http_request_t *req, tusc_http_response_t *resp
 /* Replaces the peer address in the access log with `addr` (e.g. the client address
  * from X-Forwarded-For / Forwarded, once the handler trusts the proxy). Copied. */
 void tusc_http_request_set_client(tusc_http_request_t *req, const char *addr);
+/* The effective method (after X-HTTP-Method-Override) when it differs from the one on
+ * the request line: the access log then shows method=<this> orig_method=<request line>.
+ * Response framing still follows the request line. Copied. */
+void tusc_http_request_set_method(tusc_http_request_t *req, const char *method);
 /* The authenticated user (htpasswd name, JWT sub) for the access log's user= field;
  * NULL = anonymous (no field). Copied. */
 void tusc_http_request_set_user(tusc_http_request_t *req, const char *user);

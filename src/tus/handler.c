@@ -2604,12 +2604,18 @@ static void on_request(tusc_http_request_t *req, void *ctx) {
   client_address(st);
   tusc_ietf_detect(st);
 
-  /* Old clients that can only send GET/POST name the real method here. */
+  /* Old clients that can only send GET/POST name the real method here. Honoured on
+   * POST only, as tusd does: on OPTIONS, which proxies and authentication let through
+   * without credentials, it would turn an anonymous request into a DELETE or a GET.
+   * Everything below (authentication included) sees the effective method. */
   enum tusc_http_method method = req->method;
   size_t ov_len = 0;
   const char *ov = header_value(req, "X-HTTP-Method-Override", &ov_len);
-  if (ov != NULL && ov_len > 0)
+  if (req->method == TUSC_HTTP_POST && ov != NULL && ov_len > 0) {
     method = method_from_name(ov, ov_len);
+    if (strcmp(ov, req->method_name) != 0)
+      tusc_http_request_set_method(req, ov);
+  }
   st->preflight = method == TUSC_HTTP_OPTIONS;
   st->method = method;
   tusc_metrics_request(method);

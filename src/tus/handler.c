@@ -2555,8 +2555,9 @@ static void authenticate(tus_request_t *st) {
   on_auth_done(&st->areq, rc, principal);
 }
 
-/* -allowed-hosts: the Host header, and X-Forwarded-Host from a trusted proxy (it ends up
- * in Location), must name a served host. Without a list every host is fine. */
+/* -allowed-hosts: the Host header must name a served host, and so must the host a
+ * Location would name (from a trusted proxy: X-Forwarded-Host or Forwarded host=), as
+ * decided by the one function Location uses. Without a list every host is fine. */
 static bool host_allowed(tus_request_t *st) {
   tusc_auth_t *auth = st->w->tus->auth;
   if (!tusc_auth_hosts_limited(auth))
@@ -2565,16 +2566,12 @@ static bool host_allowed(tus_request_t *st) {
   const char *host = header_value(st->req, "Host", &len);
   if (tusc_http_header_count(st->req, "Host") != 1 || !tusc_auth_host_allowed(auth, host, len))
     return false;
-  const char *xfh = st->proxy_trusted ? header_value(st->req, "X-Forwarded-Host", &len) : NULL;
-  if (xfh != NULL) {
-    const char *comma = memchr(xfh, ',', len);
-    size_t n = comma != NULL ? (size_t)(comma - xfh) : len;
-    while (n > 0 && (xfh[n - 1] == ' ' || xfh[n - 1] == '\t'))
-      n--;
-    if (!tusc_auth_host_allowed(auth, xfh, n))
-      return false;
-  }
-  return true;
+  tusc_location_input_t in;
+  tusc_forwarded_t fwd;
+  location_input(st, &in);
+  if (tusc_location_host(&in, &fwd, &host, &len) < 0)
+    return false;
+  return tusc_auth_host_allowed(auth, host, len);
 }
 
 static void on_request(tusc_http_request_t *req, void *ctx) {

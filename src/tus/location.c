@@ -50,35 +50,56 @@ static int ends_with(const char *s, size_t len, const char *suffix) {
   return len >= n && memcmp(s + len - n, suffix, n) == 0;
 }
 
+int tusc_location_host(const tusc_location_input_t *in, tusc_forwarded_t *fwd, const char **host,
+                       size_t *host_len) {
+  const char *h = in->host;
+  size_t hl = in->host_len;
+  if (h != NULL) {
+    trim(&h, &hl);
+    if (hl == 0)
+      h = NULL;
+    else if (!tusc_host_valid(h, hl))
+      return TUSC_EINVALID_HEADER;
+  }
+  if (in->behind_proxy) {
+    if (in->x_forwarded_host != NULL) {
+      const char *x = in->x_forwarded_host;
+      size_t xl = in->x_forwarded_host_len;
+      first_element(&x, &xl);
+      if (xl > 0) {
+        if (!tusc_host_valid(x, xl))
+          return TUSC_EINVALID_HEADER;
+        h = x;
+        hl = xl;
+      }
+    }
+    /* Forwarded is the standard header and wins over the X- variants (tusd's order).
+     * An unparseable one is ignored, as tusd does; its host= is validated by the
+     * parser. */
+    if (in->forwarded != NULL && tusc_forwarded_parse(in->forwarded, in->forwarded_len, fwd) == 0 &&
+        fwd->host[0] != '\0') {
+      h = fwd->host;
+      hl = strlen(fwd->host);
+    }
+  }
+  *host = h;
+  *host_len = h != NULL ? hl : 0;
+  return 0;
+}
+
 int tusc_location_collection(const tusc_location_input_t *in, const char *base_path, char *out,
                              size_t cap) {
-  const char *host = in->host;
-  size_t host_len = in->host_len;
+  const char *host = NULL;
+  size_t host_len = 0;
   const char *proto = in->tls ? "https" : "http";
   const char *prefix = "";
   size_t prefix_len = 0;
   tusc_forwarded_t fwd;
 
-  if (host != NULL) {
-    trim(&host, &host_len);
-    if (host_len == 0)
-      host = NULL;
-    else if (!tusc_host_valid(host, host_len))
-      return TUSC_EINVALID_HEADER;
-  }
-
+  int rc = tusc_location_host(in, &fwd, &host, &host_len);
+  if (rc < 0)
+    return rc;
   if (in->behind_proxy) {
-    if (in->x_forwarded_host != NULL) {
-      const char *h = in->x_forwarded_host;
-      size_t hl = in->x_forwarded_host_len;
-      first_element(&h, &hl);
-      if (hl > 0) {
-        if (!tusc_host_valid(h, hl))
-          return TUSC_EINVALID_HEADER;
-        host = h;
-        host_len = hl;
-      }
-    }
     if (in->x_forwarded_proto != NULL) {
       const char *p = in->x_forwarded_proto;
       size_t pl = in->x_forwarded_proto_len;
@@ -88,20 +109,11 @@ int tusc_location_collection(const tusc_location_input_t *in, const char *base_p
       else if (pl == 5 && strncasecmp(p, "https", 5) == 0)
         proto = "https";
     }
-    /* Forwarded is the standard header and wins over the X- variants (tusd's order).
-     * An unparseable one is ignored, as tusd does. */
+    /* Forwarded's proto= wins over X-Forwarded-Proto, as its host= does. */
     if (in->forwarded != NULL &&
-        tusc_forwarded_parse(in->forwarded, in->forwarded_len, &fwd) == 0) {
-      if (fwd.host[0] != '\0') {
-        size_t hl = strlen(fwd.host);
-        if (!tusc_host_valid(fwd.host, hl))
-          return TUSC_EINVALID_HEADER;
-        host = fwd.host;
-        host_len = hl;
-      }
-      if (strcmp(fwd.proto, "http") == 0 || strcmp(fwd.proto, "https") == 0)
-        proto = strcmp(fwd.proto, "http") == 0 ? "http" : "https";
-    }
+        tusc_forwarded_parse(in->forwarded, in->forwarded_len, &fwd) == 0 &&
+        (strcmp(fwd.proto, "http") == 0 || strcmp(fwd.proto, "https") == 0))
+      proto = strcmp(fwd.proto, "http") == 0 ? "http" : "https";
     if (in->x_forwarded_prefix != NULL) {
       const char *p = in->x_forwarded_prefix;
       size_t pl = in->x_forwarded_prefix_len;

@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "tus/headers.h"
+
 /* Header values as received (NULL when the header is absent); lengths in bytes. */
 typedef struct tusc_location_input_s {
   const char *host;
@@ -25,6 +27,16 @@ typedef struct tusc_location_input_s {
   bool behind_proxy; /* believe the forwarding headers above */
   bool tls;          /* the connection itself is TLS */
 } tusc_location_input_t;
+
+/* The one place that decides which host a response names: Host, replaced with
+ * behind_proxy by the first X-Forwarded-Host, replaced by Forwarded host= (tusd's
+ * order). -allowed-hosts and tusc_location_collection both use it, so a Location never
+ * names a host the allow list did not see. *host points into `in` or into *fwd (the
+ * caller's scratch space); NULL (length 0) when no host is known. Returns 0 or
+ * TUSC_EINVALID_HEADER (invalid Host or X-Forwarded-Host); outputs are written only on
+ * success. */
+int tusc_location_host(const tusc_location_input_t *in, tusc_forwarded_t *fwd, const char **host,
+                       size_t *host_len);
 
 /* Writes the URL of the upload collection: "<proto>://<host><prefix><base_path>" into out
  * (NUL-terminated), so that appending an upload ID gives the upload URL. Default ports

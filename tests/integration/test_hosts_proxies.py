@@ -95,6 +95,29 @@ def test_forwarded_host_from_trusted_proxy_is_checked_too(tusc):
     assert r.header("Location").startswith("https://files.example/files/"), r
 
 
+def test_forwarded_host_is_checked_like_x_forwarded_host(tusc):
+    """Location may come from Forwarded: host= (it wins over X-Forwarded-Host), so the
+    allow list must see that host too, whichever header names it."""
+    srv = tusc("-allowed-hosts", HOSTS, "-trusted-proxies", "127.0.0.1")
+    for extra in ([("Forwarded", "host=evil.example;proto=https")],
+                  [("Forwarded", 'for=192.0.2.1;host="evil.example"')],
+                  [("X-Forwarded-Host", "files.example"), ("Forwarded", "host=evil.example")]):
+        r = raw_post(srv, "uploads.example", extra)
+        assert r.status == 421, (extra, r)
+        assert "evil.example" not in repr(r), r
+    assert not any(srv.upload_dir.rglob("*.info"))
+    # An allowed Forwarded host is used, even over a disallowed X-Forwarded-Host it
+    # replaces (that one never reaches a Location).
+    r = raw_post(srv, "uploads.example", [("X-Forwarded-Host", "evil.example"),
+                                          ("Forwarded", "host=files.example;proto=https")])
+    assert r.status == 201, r
+    assert r.header("Location").startswith("https://files.example/files/"), r
+    # An unparseable Forwarded is ignored (as tusd), so X-Forwarded-Host decides.
+    r = raw_post(srv, "uploads.example", [("X-Forwarded-Host", "evil.example"),
+                                          ("Forwarded", "host=files.example;;=x")])
+    assert r.status == 421, r
+
+
 def test_no_list_accepts_any_host(server):
     r = raw_post(server, "anything.example")
     assert r.status == 201, r

@@ -110,6 +110,61 @@ static void test_collection_too_small(void **state) {
   assert_string_equal(out, "http://example.com/files/");
 }
 
+/* The host Location names and -allowed-hosts checks come from one function. */
+static void test_host(void **state) {
+  (void)state;
+  static const struct {
+    const char *host, *xfh, *fwd;
+    bool proxy;
+    int err;
+    const char *want; /* NULL: no host */
+  } cases[] = {
+      {"a.example", NULL, NULL, false, 0, "a.example"},
+      {" a.example:8080 ", NULL, NULL, false, 0, "a.example:8080"},
+      {NULL, NULL, NULL, false, 0, NULL},
+      {"", NULL, NULL, true, 0, NULL},
+      {"a b", NULL, NULL, false, TUSC_EINVALID_HEADER, NULL},
+      /* proxy headers count only with behind_proxy */
+      {"a.example", "x.example", "host=f.example", false, 0, "a.example"},
+      {"a.example", "x.example, y.example", NULL, true, 0, "x.example"},
+      {"a.example", "bad host", NULL, true, TUSC_EINVALID_HEADER, NULL},
+      /* Forwarded host= wins over X-Forwarded-Host */
+      {"a.example", "x.example", "for=192.0.2.1;host=f.example", true, 0, "f.example"},
+      {"a.example", NULL, "host=\"f.example:8443\"", true, 0, "f.example:8443"},
+      /* a Forwarded without host=, or unparseable, leaves the others */
+      {"a.example", "x.example", "proto=https", true, 0, "x.example"},
+      {"a.example", NULL, "host=f.example;;=x", true, 0, "a.example"},
+      {"a.example", NULL, "host=\"evil/x\"", true, 0, "a.example"},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    tusc_location_input_t in;
+    memset(&in, 0, sizeof(in));
+    set(cases[i].host, &in.host, &in.host_len);
+    set(cases[i].xfh, &in.x_forwarded_host, &in.x_forwarded_host_len);
+    set(cases[i].fwd, &in.forwarded, &in.forwarded_len);
+    in.behind_proxy = cases[i].proxy;
+    tusc_forwarded_t fwd;
+    const char *host = "untouched";
+    size_t len = 9;
+    int err = tusc_location_host(&in, &fwd, &host, &len);
+    if (err != cases[i].err)
+      fail_msg("row %zu: err %d, want %d", i, err, cases[i].err);
+    if (err != 0) {
+      if (strcmp(host, "untouched") != 0 || len != 9)
+        fail_msg("row %zu: output written on failure", i);
+      continue;
+    }
+    if (cases[i].want == NULL) {
+      if (host != NULL || len != 0)
+        fail_msg("row %zu: got a host, want none", i);
+    } else if (host == NULL || len != strlen(cases[i].want) ||
+               memcmp(host, cases[i].want, len) != 0) {
+      fail_msg("row %zu: got \"%.*s\", want \"%s\"", i, host ? (int)len : 4,
+               host ? host : "NULL", cases[i].want);
+    }
+  }
+}
+
 static void test_client_addr(void **state) {
   (void)state;
   char out[64];
@@ -129,6 +184,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_collection),
       cmocka_unit_test(test_collection_too_small),
+      cmocka_unit_test(test_host),
       cmocka_unit_test(test_client_addr),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2470,12 +2470,52 @@ static void route_upload(tus_request_t *st, enum tusc_http_method method, const 
   }
 }
 
+/* A list header sent as several lines is one comma-joined list (RFC 9110 5.3); a proxy
+ * may append its own line after the client's, so the last line matters most. Returns
+ * the value, joined into *joined (the caller frees it) when there are several lines;
+ * NULL when absent or out of memory. */
+static const char *list_header(const tusc_http_request_t *req, const char *name, size_t *len,
+                               char **joined) {
+  *joined = NULL;
+  if (tusc_http_header_count(req, name) < 2)
+    return header_value(req, name, len);
+  size_t cap = 1;
+  for (size_t i = 0; i < req->header_count; i++)
+    if (!req->headers[i].trailer && strcasecmp(req->headers[i].name, name) == 0)
+      cap += req->headers[i].value_len + 2;
+  char *out = malloc(cap);
+  if (out == NULL)
+    return NULL;
+  size_t n = 0;
+  for (size_t i = 0; i < req->header_count; i++) {
+    const tusc_http_header_t *h = &req->headers[i];
+    if (h->trailer || strcasecmp(h->name, name) != 0)
+      continue;
+    if (n > 0)
+      out[n++] = ',';
+    memcpy(out + n, h->value, h->value_len);
+    n += h->value_len;
+  }
+  out[n] = '\0';
+  *len = n;
+  *joined = out;
+  return out;
+}
+
+static bool proxy_trusted(const char *addr, void *arg) {
+  return tusc_auth_proxy_trusted(arg, addr);
+}
+
 static void client_address(tus_request_t *st) {
   size_t xff_len = 0, fwd_len = 0;
-  const char *xff = header_value(st->req, "X-Forwarded-For", &xff_len);
-  const char *fwd = header_value(st->req, "Forwarded", &fwd_len);
-  tusc_location_client_addr(st->proxy_trusted, xff, xff_len, fwd, fwd_len,
-                            st->req->remote_addr, st->client);
+  char *xff_joined = NULL, *fwd_joined = NULL;
+  const char *xff = list_header(st->req, "X-Forwarded-For", &xff_len, &xff_joined);
+  const char *fwd = list_header(st->req, "Forwarded", &fwd_len, &fwd_joined);
+  tusc_auth_t *auth = st->w->tus->auth;
+  tusc_location_client_addr(st->proxy_trusted, auth != NULL ? proxy_trusted : NULL, auth, xff,
+                            xff_len, fwd, fwd_len, st->req->remote_addr, st->client);
+  free(xff_joined);
+  free(fwd_joined);
   if (strcmp(st->client, st->req->remote_addr) != 0)
     tusc_http_request_set_client(st->req, st->client);
 }

@@ -506,13 +506,12 @@ static int read_param_value(const char *s, size_t len, size_t *pos, char *buf, s
   return 0;
 }
 
-int tusc_forwarded_parse(const char *s, size_t len, tusc_forwarded_t *out) {
+/* One element of a Forwarded list, from *pos; *pos ends past its ','. */
+static int forwarded_element(const char *s, size_t len, size_t *pos, tusc_forwarded_t *out) {
   tusc_forwarded_t f;
   memset(&f, 0, sizeof(f));
   bool seen_for = false, seen_proto = false, seen_host = false, seen_by = false;
-  size_t i = 0;
-  if (s == NULL)
-    len = 0;
+  size_t i = *pos;
   /* Empty list elements (", ,") are allowed by the list syntax; skip to the first
    * real one. */
   while (i < len && (is_ows(s[i]) || s[i] == ','))
@@ -570,8 +569,30 @@ int tusc_forwarded_parse(const char *s, size_t len, tusc_forwarded_t *out) {
     if (i < len && s[i] != ';' && s[i] != ',')
       return TUSC_EINVALID_HEADER;
   }
+  if (i < len)
+    i++; /* the ',' ending this element */
+  *pos = i;
   *out = f;
   return 0;
+}
+
+int tusc_forwarded_parse(const char *s, size_t len, tusc_forwarded_t *out) {
+  size_t pos = 0;
+  return forwarded_element(s, s != NULL ? len : 0, &pos, out);
+}
+
+int tusc_forwarded_parse_next(const char *s, size_t len, size_t *pos, tusc_forwarded_t *out) {
+  size_t i = *pos;
+  if (s == NULL)
+    return TUSC_EINVALID_HEADER;
+  while (i < len && (is_ows(s[i]) || s[i] == ','))
+    i++;
+  if (i >= len)
+    return TUSC_EINVALID_HEADER;
+  int err = forwarded_element(s, len, &i, out);
+  if (err == 0)
+    *pos = i;
+  return err;
 }
 
 int tusc_xff_first(const char *s, size_t len, char out[64]) {

@@ -76,6 +76,10 @@ typedef struct tusc_forwarded_s {
  * only; token or quoted-string values; case-insensitive names). Returns 0 or
  * TUSC_EINVALID_HEADER. Missing fields are "". */
 int tusc_forwarded_parse(const char *s, size_t len, tusc_forwarded_t *out);
+/* Parses the element at *pos (empty elements skipped) and moves *pos past it and its
+ * ',' (to len after the last one). Returns 0, or TUSC_EINVALID_HEADER for an invalid
+ * element or when no element is left; *pos and *out are written only on success. */
+int tusc_forwarded_parse_next(const char *s, size_t len, size_t *pos, tusc_forwarded_t *out);
 
 /* First address in an X-Forwarded-For list ("1.2.3.4, 5.6.7.8" → "1.2.3.4"),
  * validated as an IPv4/IPv6 literal. Returns 0 or TUSC_EINVALID_HEADER. */

@@ -150,18 +150,107 @@ int tusc_location_collection(const tusc_location_input_t *in, const char *base_p
   return 0;
 }
 
-void tusc_location_client_addr(bool behind_proxy, const char *x_forwarded_for, size_t xff_len,
-                               const char *forwarded, size_t forwarded_len, const char *remote_addr,
-                               char out[64]) {
-  if (behind_proxy) {
-    if (x_forwarded_for != NULL && tusc_xff_first(x_forwarded_for, xff_len, out) == 0)
-      return;
-    tusc_forwarded_t fwd;
-    if (forwarded != NULL && tusc_forwarded_parse(forwarded, forwarded_len, &fwd) == 0 &&
-        fwd.for_addr[0] != '\0') {
-      snprintf(out, 64, "%s", fwd.for_addr);
-      return;
+/* The walk of tusc_location_client_addr, done left to right in one pass: an untrusted
+ * address becomes the answer, an unusable entry clears it (nothing left of it can be
+ * believed), a trusted one leaves it. */
+struct addr_walk {
+  tusc_location_trusted_cb trusted;
+  void *arg;
+  char answer[64];
+  char leftmost[64];
+  bool any;     /* an entry was seen */
+  bool broken;  /* the answer was cleared by an unusable entry */
+  bool found;   /* answer holds an untrusted address */
+};
+
+static void walk_entry(struct addr_walk *w, const char *addr) {
+  if (addr == NULL || addr[0] == '\0') {
+    w->broken = true;
+    w->found = false;
+  } else if (w->trusted != NULL && !w->trusted(addr, w->arg)) {
+    snprintf(w->answer, sizeof(w->answer), "%s", addr);
+    w->found = true;
+    w->broken = false;
+  } else if (!w->any) {
+    snprintf(w->leftmost, sizeof(w->leftmost), "%s", addr);
+  }
+  w->any = true;
+}
+
+/* Writes the result and returns true when the walk named a client. */
+static bool walk_result(const struct addr_walk *w, char out[64]) {
+  if (w->found) {
+    snprintf(out, 64, "%s", w->answer);
+    return true;
+  }
+  if (w->any && !w->broken) { /* every entry trusted: the left-most, as tusd */
+    snprintf(out, 64, "%s", w->leftmost);
+    return true;
+  }
+  return false;
+}
+
+/* Moves *pos past the next ',' outside a quoted-string (or to len). Returns whether
+ * the skipped span held anything but whitespace and commas. An unterminated quote
+ * swallows the rest, which can only make the walk fall back to the peer address. */
+static bool skip_element(const char *s, size_t len, size_t *pos) {
+  bool quoted = false, content = false;
+  size_t i = *pos;
+  for (; i < len; i++) {
+    char c = s[i];
+    if (quoted) {
+      if (c == '\\')
+        i++;
+      else if (c == '"')
+        quoted = false;
+      continue;
     }
+    if (c == ',') {
+      i++;
+      break;
+    }
+    if (c == '"')
+      quoted = true;
+    if (c != ' ' && c != '\t')
+      content = true;
+  }
+  *pos = i < len ? i : len;
+  return content;
+}
+
+void tusc_location_client_addr(bool behind_proxy, tusc_location_trusted_cb trusted, void *arg,
+                               const char *x_forwarded_for, size_t xff_len, const char *forwarded,
+                               size_t forwarded_len, const char *remote_addr, char out[64]) {
+  if (behind_proxy && x_forwarded_for != NULL) {
+    struct addr_walk w = {.trusted = trusted, .arg = arg};
+    const char *p = x_forwarded_for, *end = x_forwarded_for + xff_len;
+    while (p < end) {
+      const char *comma = memchr(p, ',', (size_t)(end - p));
+      const char *e = comma != NULL ? comma : end;
+      const char *t = p;
+      size_t tl = (size_t)(e - p);
+      trim(&t, &tl);
+      if (tl > 0) { /* empty list elements are allowed and mean nothing */
+        char addr[64];
+        walk_entry(&w, tusc_xff_first(t, tl, addr) == 0 ? addr : NULL);
+      }
+      p = e + (comma != NULL);
+    }
+    if (walk_result(&w, out))
+      return;
+  }
+  if (behind_proxy && forwarded != NULL) {
+    struct addr_walk w = {.trusted = trusted, .arg = arg};
+    size_t pos = 0;
+    tusc_forwarded_t fwd;
+    while (pos < forwarded_len) {
+      if (tusc_forwarded_parse_next(forwarded, forwarded_len, &pos, &fwd) == 0)
+        walk_entry(&w, fwd.for_addr);
+      else if (skip_element(forwarded, forwarded_len, &pos))
+        walk_entry(&w, NULL); /* invalid: only what a proxy appended after it counts */
+    }
+    if (walk_result(&w, out))
+      return;
   }
   snprintf(out, 64, "%s", remote_addr != NULL ? remote_addr : "");
 }

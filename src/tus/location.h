@@ -47,10 +47,20 @@ int tusc_location_host(const tusc_location_input_t *in, tusc_forwarded_t *fwd, c
 int tusc_location_collection(const tusc_location_input_t *in, const char *base_path, char *out,
                              size_t cap);
 
-/* Client address for logs: with behind_proxy, the first X-Forwarded-For address, else
- * the Forwarded for= address, else `remote_addr`. Never fails; out holds 64 bytes. */
-void tusc_location_client_addr(bool behind_proxy, const char *x_forwarded_for, size_t xff_len,
-                               const char *forwarded, size_t forwarded_len, const char *remote_addr,
-                               char out[64]);
+/* Whether `addr` (an IP literal, v6 without brackets) is one of the trusted proxies. */
+typedef bool (*tusc_location_trusted_cb)(const char *addr, void *arg);
+
+/* Client address for logs and hooks. Without behind_proxy: `remote_addr`. With it, the
+ * X-Forwarded-For list is walked from the right, skipping the addresses `trusted`
+ * accepts; the first other one is the client (every proxy appends the address it
+ * got the request from, so only the right end is written by proxies we trust). When
+ * every address is trusted, or `trusted` is NULL (-behind-proxy without
+ * -trusted-proxies: tusd's behaviour), the left-most. An entry that is not an IP
+ * address ends the walk (nothing left of it can be believed). Without a result from
+ * X-Forwarded-For, the same walk over Forwarded's for= values; then `remote_addr`.
+ * Never fails; out holds 64 bytes. */
+void tusc_location_client_addr(bool behind_proxy, tusc_location_trusted_cb trusted, void *arg,
+                               const char *x_forwarded_for, size_t xff_len, const char *forwarded,
+                               size_t forwarded_len, const char *remote_addr, char out[64]);
 
 #endif

@@ -134,7 +134,7 @@ def test_pre_create_rejects_upload_without_filename(tusc, hooklog):
 def test_remote_addr_is_peer_behind_trusted_proxy(tusc, hooklog):
     """RemoteAddr is the TCP peer with its port, as tusd sends it; the client the trusted
     proxy named comes in TuscClientAddr, and only then."""
-    srv = hooks_server(tusc, "-behind-proxy", "-trusted-proxies", "127.0.0.1/32")
+    srv = hooks_server(tusc, "-behind-proxy", "-trusted-proxies", "127.0.0.1/32,10.0.0.0/8")
     r = srv.request("POST", "/files/", {"Upload-Length": "5",
                                         "X-Forwarded-For": "203.0.113.7, 10.0.0.1"})
     assert r.status == 403, r
@@ -147,6 +147,27 @@ def test_remote_addr_is_peer_behind_trusted_proxy(tusc, hooklog):
     assert r.status == 403, r
     entries = hooklog.wait("pre-create", 2)
     assert sum("TuscClientAddr" in e["stdin"]["Event"] for e in entries) == 1, entries
+
+
+@pytest.mark.parametrize("headers", [
+    # The client wrote the first entries; each trusted proxy appended what it saw.
+    {"X-Forwarded-For": "198.51.100.66, 203.0.113.7, 10.0.0.1"},
+    {"X-Forwarded-For": "198.51.100.66, 203.0.113.7", "Forwarded": "for=198.51.100.67"},
+    {"Forwarded": 'for=198.51.100.66, for=203.0.113.7;proto=https, for="10.0.0.1"'},
+])
+def test_client_addr_is_rightmost_untrusted(tusc, hooklog, headers):
+    """The left-most X-Forwarded-For / Forwarded for= entry is whatever the client wrote;
+    the client is the right-most address that is not a trusted proxy, in the access
+    log's remote= and in the hooks' TuscClientAddr."""
+    srv = hooks_server(tusc, "-trusted-proxies", "127.0.0.1/32,10.0.0.0/8")
+    r = srv.request("POST", "/files/", {"Upload-Length": "5", **headers})
+    assert r.status == 403, r  # the pre-create script refuses this upload
+    (entry,) = hooklog.wait("pre-create")
+    assert entry["stdin"]["Event"]["TuscClientAddr"] == "203.0.113.7", entry["stdin"]["Event"]
+    line = deadline_poll(lambda: [l for l in srv.stderr().splitlines()
+                                  if "event=ResponseOutgoing" in l], 10, what="access line")[0]
+    assert re.search(r"\bremote=203\.0\.113\.7\b", line), line
+    assert "198.51.100.66" not in srv.stderr()
 
 
 def test_pre_create_changes_id_and_metadata(tusc, hooklog):

@@ -146,7 +146,7 @@ def test_trusted_proxy_headers_honoured(tusc):
 
 def test_untrusted_peer_headers_ignored(tusc):
     # 127.0.0.2 is not in the list: its forwarding headers are a client's claims
-    srv = tusc("-behind-proxy", "-trusted-proxies", "127.0.0.1/32")
+    srv = tusc("-behind-proxy", "-trusted-proxies", "127.0.0.1/32,10.0.0.0/8")
     r = raw_post(srv, "internal:1080", PROXY_HEADERS, source="127.0.0.2")
     assert r.status == 201, r
     assert r.header("Location").startswith("http://internal:1080/files/"), r

@@ -417,6 +417,34 @@ static void test_forwarded(void **state) {
   }
 }
 
+/* Every element of a list, one call each; an invalid element stops the walk. */
+static void test_forwarded_next(void **state) {
+  (void)state;
+  const char *in = " , for=1.1.1.1;proto=https,, for=\"[2001:db8::1]:80\" , host=x.example,";
+  size_t len = strlen(in), pos = 0;
+  tusc_forwarded_t f;
+  assert_int_equal(tusc_forwarded_parse_next(in, len, &pos, &f), 0);
+  assert_string_equal(f.for_addr, "1.1.1.1");
+  assert_string_equal(f.proto, "https");
+  assert_int_equal(tusc_forwarded_parse_next(in, len, &pos, &f), 0);
+  assert_string_equal(f.for_addr, "2001:db8::1");
+  assert_int_equal(tusc_forwarded_parse_next(in, len, &pos, &f), 0);
+  assert_string_equal(f.for_addr, "");
+  assert_string_equal(f.host, "x.example");
+  size_t end = pos;
+  assert_int_equal(tusc_forwarded_parse_next(in, len, &pos, &f), TUSC_EINVALID_HEADER);
+  assert_int_equal(pos, end);
+
+  const char *bad = "for=1.1.1.1, for=1.2.3, for=2.2.2.2";
+  pos = 0;
+  assert_int_equal(tusc_forwarded_parse_next(bad, strlen(bad), &pos, &f), 0);
+  end = pos;
+  assert_int_equal(tusc_forwarded_parse_next(bad, strlen(bad), &pos, &f), TUSC_EINVALID_HEADER);
+  assert_int_equal(pos, end);
+  pos = 0;
+  assert_int_equal(tusc_forwarded_parse_next(NULL, 0, &pos, &f), TUSC_EINVALID_HEADER);
+}
+
 /* ---- X-Forwarded-For ---- */
 
 struct xff_case {
@@ -571,6 +599,7 @@ int main(void) {
       cmocka_unit_test(test_id_valid),
       cmocka_unit_test(test_id_generate),
       cmocka_unit_test(test_forwarded),
+      cmocka_unit_test(test_forwarded_next),
       cmocka_unit_test(test_xff),
       cmocka_unit_test(test_host_valid),
       cmocka_unit_test(test_url_decode),

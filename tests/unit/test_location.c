@@ -165,19 +165,61 @@ static void test_host(void **state) {
   }
 }
 
+/* Trusted proxies for the tests: 10.0.0.0/8 and 2001:db8:1::/48 (prefix checks are
+ * enough here; the real list is auth/cidr). */
+static bool trusted_10(const char *addr, void *arg) {
+  int *calls = arg;
+  (*calls)++;
+  return strncmp(addr, "10.", 3) == 0 || strncmp(addr, "2001:db8:1:", 11) == 0;
+}
+
 static void test_client_addr(void **state) {
   (void)state;
-  char out[64];
-  const char *xff = "203.0.113.7, 10.0.0.1";
-  const char *fwd = "for=\"[2001:db8::1]:4711\";proto=https";
-  tusc_location_client_addr(false, xff, strlen(xff), fwd, strlen(fwd), "10.0.0.9", out);
-  assert_string_equal(out, "10.0.0.9");
-  tusc_location_client_addr(true, xff, strlen(xff), fwd, strlen(fwd), "10.0.0.9", out);
-  assert_string_equal(out, "203.0.113.7");
-  tusc_location_client_addr(true, NULL, 0, fwd, strlen(fwd), "10.0.0.9", out);
-  assert_string_equal(out, "2001:db8::1");
-  tusc_location_client_addr(true, "garbage", 7, NULL, 0, "10.0.0.9", out);
-  assert_string_equal(out, "10.0.0.9");
+  static const struct {
+    bool proxy;
+    bool list; /* NULL callback: -behind-proxy without -trusted-proxies */
+    const char *xff, *fwd;
+    const char *want;
+  } cases[] = {
+      /* proxy headers count only with behind_proxy */
+      {false, true, "203.0.113.7, 10.0.0.1", NULL, "192.0.2.9"},
+      /* the right-most untrusted address, whatever the client put in front */
+      {true, true, "203.0.113.7, 10.0.0.1", NULL, "203.0.113.7"},
+      {true, true, "1.1.1.1, 203.0.113.7", NULL, "203.0.113.7"},
+      {true, true, "1.1.1.1, 203.0.113.7, 10.0.0.2, 10.0.0.1", NULL, "203.0.113.7"},
+      {true, true, "garbage, 203.0.113.7", NULL, "203.0.113.7"},
+      {true, true, " , 203.0.113.7 ,, ", NULL, "203.0.113.7"},
+      /* every address trusted: the left-most */
+      {true, true, "10.1.1.1, 10.0.0.1", NULL, "10.1.1.1"},
+      /* an unusable entry right of every untrusted one: nothing can be believed */
+      {true, true, "203.0.113.7, garbage, 10.0.0.1", NULL, "192.0.2.9"},
+      {true, true, "203.0.113.7, garbage", NULL, "192.0.2.9"},
+      /* no list: tusd's left-most */
+      {true, false, "1.1.1.1, 203.0.113.7", NULL, "1.1.1.1"},
+      {true, false, "garbage, 203.0.113.7", NULL, "192.0.2.9"},
+      /* Forwarded: the same walk over for= */
+      {true, true, NULL, "for=\"[2001:db8::1]:4711\";proto=https", "2001:db8::1"},
+      {true, true, NULL, "for=1.1.1.1, for=203.0.113.7;proto=https, for=\"[2001:db8:1::5]\"",
+       "203.0.113.7"},
+      {true, true, NULL, "for=10.0.0.3, for=10.0.0.1", "10.0.0.3"},
+      {true, true, NULL, "for=\"x,y\";bogus, for=203.0.113.7", "203.0.113.7"},
+      {true, true, NULL, "for=203.0.113.7, for=unknown, for=10.0.0.1", "192.0.2.9"},
+      {true, true, NULL, "for=203.0.113.7, for=\"unterminated, for=10.0.0.1", "192.0.2.9"},
+      {true, false, NULL, "for=1.1.1.1, for=203.0.113.7", "1.1.1.1"},
+      /* X-Forwarded-For first; Forwarded when it names nobody */
+      {true, true, "203.0.113.7", "for=198.51.100.1", "203.0.113.7"},
+      {true, true, "garbage", "for=198.51.100.1", "198.51.100.1"},
+      {true, true, "", "", "192.0.2.9"},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    char out[64];
+    int calls = 0;
+    const char *xff = cases[i].xff, *fwd = cases[i].fwd;
+    tusc_location_client_addr(cases[i].proxy, cases[i].list ? trusted_10 : NULL, &calls, xff,
+                              xff ? strlen(xff) : 0, fwd, fwd ? strlen(fwd) : 0, "192.0.2.9", out);
+    if (strcmp(out, cases[i].want) != 0)
+      fail_msg("row %zu: got \"%s\", want \"%s\"", i, out, cases[i].want);
+  }
 }
 
 int main(void) {

@@ -605,16 +605,34 @@ static bool finish_hooks_on(const tus_request_t *st) {
  * array hr points into (the caller frees it once hr is used), or NULL on ENOMEM. */
 static tusc_hook_header_t *hook_request_view(const tus_request_t *st,
                                              tusc_hook_http_request_t *hr) {
+  static const char redacted[] = " [REDACTED]";
   tusc_http_request_t *req = st->req;
-  tusc_hook_header_t *hh = calloc(req->header_count > 0 ? req->header_count : 1, sizeof(*hh));
+  /* When tusc itself checked the credentials, hooks get the principal instead of the
+   * secret: "Basic [REDACTED]". The redacted values live behind the array, so one
+   * free releases both. Without built-in auth they pass unchanged (hook-based auth). */
+  bool redact = st->principal != NULL;
+  size_t n = req->header_count > 0 ? req->header_count : 1;
+  size_t extra = 0;
+  for (size_t i = 0; redact && i < req->header_count; i++)
+    if (strcasecmp(req->headers[i].name, "Authorization") == 0)
+      extra += strcspn(req->headers[i].value, " \t") + sizeof(redacted);
+  tusc_hook_header_t *hh = calloc(1, n * sizeof(*hh) + extra);
   if (hh == NULL)
     return NULL;
+  char *p = (char *)(hh + n);
   size_t k = 0;
   for (size_t i = 0; i < req->header_count; i++) {
     if (req->headers[i].trailer)
       continue;
     hh[k].name = req->headers[i].name;
     hh[k].value = req->headers[i].value;
+    if (redact && strcasecmp(req->headers[i].name, "Authorization") == 0) {
+      size_t scheme = strcspn(req->headers[i].value, " \t");
+      memcpy(p, req->headers[i].value, scheme);
+      memcpy(p + scheme, redacted, sizeof(redacted));
+      hh[k].value = p;
+      p += scheme + sizeof(redacted);
+    }
     k++;
   }
   /* RemoteAddr is the TCP peer as in tusd; the client a trusted proxy named (as in

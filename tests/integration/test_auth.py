@@ -305,7 +305,9 @@ def test_principal_reaches_hooks(tusc, htpasswd, tmp_path, monkeypatch):
 
     e = deadline_poll(entries, 20, what="post-create hook")[0]
     assert e["stdin"]["Event"]["TuscPrincipal"] == "bob"
-    assert e["stdin"]["Event"]["HTTPRequest"]["Header"]["Authorization"]
+    # tusc checked the password itself: hooks get the scheme, never the secret.
+    assert e["stdin"]["Event"]["HTTPRequest"]["Header"]["Authorization"] == ["Basic [REDACTED]"]
+    assert basic("bob")["Authorization"].split()[1] not in e["raw"]
 
 
 # --- JWT ----------------------------------------------------------------------------
@@ -386,6 +388,46 @@ def test_jwt_hs256_accepted_and_refused(hs_server):
         r = srv.request("POST", "/files/", {"Upload-Length": "1", **bearer(tok)})
         assert r.status == 401, (what, r)
         assert r.header("WWW-Authenticate") == 'Bearer realm="UserAuth"', (what, r)
+
+
+def hook_requests(tusc, tmp_path, monkeypatch, flags, headers, events=("pre-create", "post-create")):
+    """Starts tusc with the recording file hooks, creates an upload, and returns the
+    raw hook inputs of `events` once all have arrived."""
+    log = tmp_path / "hooklog"
+    log.mkdir()
+    monkeypatch.setenv("HOOK_LOG", str(log))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    srv = tusc(*flags, "-hooks-dir", str(HOOKS_DIR), "-hooks-enabled-events", ",".join(events))
+    r = srv.request("POST", srv.base_path, {"Upload-Length": "5",
+                                            "Upload-Metadata": "filename " + b64("a.txt"),
+                                            **headers})
+    assert r.status == 201, r
+
+    def entries():
+        found = [json.loads(p.read_text()) for p in sorted(log.glob("*.json"))]
+        return found if len(found) == len(events) else None
+
+    return deadline_poll(entries, 20, what="hooks")
+
+
+def test_hooks_get_authorization_redacted_with_jwt(tusc, tmp_path, monkeypatch):
+    key = tmp_path / "jwt.secret"
+    key.write_bytes(SECRET)
+    token = jwt_hs256(claims(aud=None, iss=None), SECRET)
+    for e in hook_requests(tusc, tmp_path, monkeypatch, ["-auth-jwt-key", str(key)],
+                           {"Authorization": "bearer " + token}):
+        assert e["stdin"]["Event"]["TuscPrincipal"] == "alice"
+        assert e["stdin"]["Event"]["HTTPRequest"]["Header"]["Authorization"] == \
+            ["bearer [REDACTED]"]
+        assert token.split(".")[2] not in e["raw"] and token.split(".")[1] not in e["raw"]
+
+
+def test_hooks_get_authorization_unchanged_without_builtin_auth(tusc, tmp_path, monkeypatch):
+    """Hook-based authentication (as with tusd) needs the credentials themselves."""
+    value = "Basic " + b64("hookuser:hook-secret")
+    for e in hook_requests(tusc, tmp_path, monkeypatch, [], {"Authorization": value}):
+        assert "TuscPrincipal" not in e["stdin"]["Event"]
+        assert e["stdin"]["Event"]["HTTPRequest"]["Header"]["Authorization"] == [value]
 
 
 def test_jwt_sub_owns_uploads(hs_server):

@@ -170,6 +170,12 @@ static bool info_complete(const tusc_upload_info_t *info) {
 
 int tusc_concat_prepare_final(tusc_store_t *store, const tusc_concat_t *c, int64_t max_size,
                               tusc_upload_info_t *final) {
+  return tusc_concat_prepare_final_visible(store, c, max_size, final, NULL, NULL);
+}
+
+int tusc_concat_prepare_final_visible(tusc_store_t *store, const tusc_concat_t *c,
+                                      int64_t max_size, tusc_upload_info_t *final,
+                                      tusc_concat_visible_cb visible, void *arg) {
   if (!c->is_final || c->count == 0)
     return TUSC_EINVALID_CONCAT;
   int64_t sum = 0;
@@ -178,6 +184,8 @@ int tusc_concat_prepare_final(tusc_store_t *store, const tusc_concat_t *c, int64
     tusc_upload_info_t p;
     tusc_upload_info_init(&p);
     int rc = store->ops->get_info(store, c->ids[i], &p);
+    if (rc == 0 && visible != NULL && !visible(&p, arg))
+      rc = TUSC_ENOT_FOUND;
     bool partial = p.is_partial;
     bool deferred = p.size_is_deferred || p.size < 0;
     int64_t size = p.size;

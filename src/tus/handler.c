@@ -381,9 +381,12 @@ static void respond_foreign(tus_request_t *st) {
 }
 
 /* Checks every partial of a final upload the same way (concatenation must not
- * read another user's bytes). Answers and returns false when one is foreign. */
+ * read another user's bytes). Answers 403 and returns false when one is foreign. With
+ * -auth-hide-foreign a foreign partial counts as missing instead, inside
+ * tusc_concat_prepare_final_visible (partial_visible), so the answer is the one a
+ * missing partial gets, whatever the other partials are. */
 static bool partials_owned(tus_request_t *st) {
-  if (!tusc_auth_required(st->w->tus->auth))
+  if (!tusc_auth_required(st->w->tus->auth) || cfg_of(st)->auth_hide_foreign)
     return true;
   tusc_store_t *store = store_of(st);
   for (size_t i = 0; i < st->concat.count; i++) {
@@ -398,6 +401,10 @@ static bool partials_owned(tus_request_t *st) {
     }
   }
   return true;
+}
+
+static bool partial_visible(const tusc_upload_info_t *partial, void *arg) {
+  return owner_ok(arg, partial);
 }
 
 static void respond_unauthorized(tus_request_t *st) {
@@ -1981,16 +1988,17 @@ static bool upload_exists(tus_request_t *st) {
   tusc_upload_info_t info;
   tusc_upload_info_init(&info);
   int rc = store->ops->get_info(store, st->id, &info);
+  /* Ownership first: another user's expired upload must not answer 410. */
   bool mine = rc < 0 || owner_ok(st, &info);
-  if (rc == 0 && expired(st, &info))
+  if (rc == 0 && mine && expired(st, &info))
     rc = TUSC_EGONE;
   tusc_upload_info_dispose(&info);
-  if (rc < 0) {
-    respond_store_error(st, rc);
-    return false;
-  }
   if (!mine) {
     respond_foreign(st);
+    return false;
+  }
+  if (rc < 0) {
+    respond_store_error(st, rc);
     return false;
   }
   return true;
@@ -2320,7 +2328,8 @@ static void do_post(tus_request_t *st) {
   if (st->concat.is_final && !partials_owned(st))
     return;
   if (st->concat.is_final) {
-    rc = tusc_concat_prepare_final(store_of(st), &st->concat, cfg->max_size, st->info);
+    rc = tusc_concat_prepare_final_visible(store_of(st), &st->concat, cfg->max_size, st->info,
+                                           partial_visible, st);
     if (rc < 0) {
       respond_error(st, rc);
       return;

@@ -107,6 +107,7 @@ struct tus_request_s {
   char *principal;     /* authenticated user, owner of what it creates; NULL = anonymous */
   bool proxy_trusted;  /* this peer's forwarding headers are believed */
   enum tusc_http_method method; /* after X-HTTP-Method-Override */
+  const char *method_name;      /* its name, as hooks see it (tusd: the overridden one) */
   tusc_auth_request_t areq;     /* a password check on the thread pool (PH_WORK) */
   int64_t rate_mark;            /* st->written at the last -min-upload-rate check */
   char *location; /* POST: upload URL */
@@ -646,7 +647,7 @@ static tusc_hook_header_t *hook_request_view(const tus_request_t *st,
    * the logs) goes in a key of its own. */
   bool proxied = strcmp(st->client, req->remote_addr) != 0;
   *hr = (tusc_hook_http_request_t){
-      .method = req->method_name,
+      .method = st->method_name,
       .uri = req->target,
       .remote_ip = req->remote_addr,
       .remote_port = req->remote_port,
@@ -2675,8 +2676,10 @@ static void on_request(tusc_http_request_t *req, void *ctx) {
   enum tusc_http_method method = req->method;
   size_t ov_len = 0;
   const char *ov = header_value(req, "X-HTTP-Method-Override", &ov_len);
+  st->method_name = req->method_name;
   if (req->method == TUSC_HTTP_POST && ov != NULL && ov_len > 0) {
     method = method_from_name(ov, ov_len);
+    st->method_name = ov;
     if (strcmp(ov, req->method_name) != 0)
       tusc_http_request_set_method(req, ov);
   }

@@ -16,6 +16,7 @@ import pytest
 from conftest import OCTET, deadline_poll
 from test_auth import basic, write_htpasswd
 from test_haproxy import haproxy_stack, via_haproxy  # noqa: F401 (fixture)
+from test_hooks import hooklog, hooks_server  # noqa: F401 (fixture)
 
 WIRE = ["OPTIONS", "GET", "PATCH", "HEAD", "DELETE"]
 OVERRIDES = ["DELETE", "PATCH", "GET", "HEAD", "POST", "OPTIONS"]
@@ -169,3 +170,14 @@ def test_through_shipped_haproxy_anonymous_override_does_nothing(haproxy_stack):
                                        "Content-Type": OCTET}, SECRET[::-1])
     assert r.status == 204 and r.header("Upload-Offset") == str(2 * len(SECRET)), r
     assert srv.data_file(path).read_bytes() == SECRET + SECRET[::-1]
+
+
+def test_hooks_see_the_effective_method(tusc, hooklog):
+    """As in tusd (which rewrites the request's method), HTTPRequest.Method is the
+    method the request acted as."""
+    srv = hooks_server(tusc, "-hooks-enabled-events", "pre-terminate")
+    path = srv.create(length=3)
+    r = srv.request("POST", path, {"X-HTTP-Method-Override": "DELETE"})
+    assert r.status == 204, r
+    (entry,) = hooklog.wait("pre-terminate")
+    assert entry["stdin"]["Event"]["HTTPRequest"]["Method"] == "DELETE", entry["stdin"]

@@ -1488,8 +1488,8 @@ static void log_access(struct req_ctx *ctx) {
   tusc_log_event(TUSC_LOG_INFO, "ResponseOutgoing", "method",
                  ctx->method != NULL ? ctx->method : req->method_name, "path",
                  req->path[0] ? req->path : "-", "status", status, "bytes_in", bytes_in,
-                 "bytes_out", bytes_out, "duration_ms", duration, "remote", remote, opt[0],
-                 opt[1], opt[2], opt[3], opt[4], opt[5], NULL);
+                 "bytes_out", bytes_out, "duration_ms", duration, "remote", remote, opt[0], opt[1],
+                 opt[2], opt[3], opt[4], opt[5], NULL);
 }
 
 static void request_done(tusc_http_conn_t *conn) {

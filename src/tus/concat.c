@@ -173,9 +173,9 @@ int tusc_concat_prepare_final(tusc_store_t *store, const tusc_concat_t *c, int64
   return tusc_concat_prepare_final_visible(store, c, max_size, final, NULL, NULL);
 }
 
-int tusc_concat_prepare_final_visible(tusc_store_t *store, const tusc_concat_t *c,
-                                      int64_t max_size, tusc_upload_info_t *final,
-                                      tusc_concat_visible_cb visible, void *arg) {
+int tusc_concat_prepare_final_visible(tusc_store_t *store, const tusc_concat_t *c, int64_t max_size,
+                                      tusc_upload_info_t *final, tusc_concat_visible_cb visible,
+                                      void *arg) {
   if (!c->is_final || c->count == 0)
     return TUSC_EINVALID_CONCAT;
   int64_t sum = 0;

@@ -72,9 +72,9 @@ int tusc_concat_prepare_final(tusc_store_t *store, const tusc_concat_t *c, int64
  * upload of another user, hidden by -auth-hide-foreign: nothing about it, not even its
  * length through the size limit, may show). visible NULL = every partial visible. */
 typedef bool (*tusc_concat_visible_cb)(const tusc_upload_info_t *partial, void *arg);
-int tusc_concat_prepare_final_visible(tusc_store_t *store, const tusc_concat_t *c,
-                                      int64_t max_size, tusc_upload_info_t *final,
-                                      tusc_concat_visible_cb visible, void *arg);
+int tusc_concat_prepare_final_visible(tusc_store_t *store, const tusc_concat_t *c, int64_t max_size,
+                                      tusc_upload_info_t *final, tusc_concat_visible_cb visible,
+                                      void *arg);
 
 /* What a HEAD/GET of a final needs to know. If the final's length is unknown but every
  * partial's is, sets info->size (size_is_deferred false) in `info` (not on disk).

@@ -158,9 +158,9 @@ struct addr_walk {
   void *arg;
   char answer[64];
   char leftmost[64];
-  bool any;     /* an entry was seen */
-  bool broken;  /* the answer was cleared by an unusable entry */
-  bool found;   /* answer holds an untrusted address */
+  bool any;    /* an entry was seen */
+  bool broken; /* the answer was cleared by an unusable entry */
+  bool found;  /* answer holds an untrusted address */
 };
 
 static void walk_entry(struct addr_walk *w, const char *addr) {

@@ -159,8 +159,8 @@ static void test_host(void **state) {
         fail_msg("row %zu: got a host, want none", i);
     } else if (host == NULL || len != strlen(cases[i].want) ||
                memcmp(host, cases[i].want, len) != 0) {
-      fail_msg("row %zu: got \"%.*s\", want \"%s\"", i, host ? (int)len : 4,
-               host ? host : "NULL", cases[i].want);
+      fail_msg("row %zu: got \"%.*s\", want \"%s\"", i, host ? (int)len : 4, host ? host : "NULL",
+               cases[i].want);
     }
   }
 }

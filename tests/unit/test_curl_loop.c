@@ -25,12 +25,9 @@ struct server {
   pthread_t thread;
 };
 
-static void *server_main(void *arg) {
-  struct server *s = arg;
-  for (;;) {
-    int c = accept(s->fd, NULL, NULL);
-    if (c < 0)
-      return NULL;
+static void *serve_conn(void *arg) {
+  int c = (int)(intptr_t)arg;
+  {
     char buf[4096];
     size_t len = 0;
     while (len < sizeof(buf) - 1) {
@@ -43,10 +40,6 @@ static void *server_main(void *arg) {
         break;
     }
     buf[len] = '\0';
-    if (strstr(buf, "/quit") != NULL) {
-      close(c);
-      return NULL;
-    }
     if (strstr(buf, "hang") != NULL) {
       while (read(c, buf, sizeof(buf)) > 0) {
       }
@@ -55,6 +48,29 @@ static void *server_main(void *arg) {
       (void)!write(c, resp, sizeof(resp) - 1);
     }
     close(c);
+  }
+  return NULL;
+}
+
+/* One thread per connection, so a hanging one holds up nobody; "/quit" ends it. */
+static void *server_main(void *arg) {
+  struct server *s = arg;
+  for (;;) {
+    int c = accept(s->fd, NULL, NULL);
+    if (c < 0)
+      return NULL;
+    char peek[64];
+    ssize_t n = recv(c, peek, sizeof(peek) - 1, MSG_PEEK);
+    if (n > 0) {
+      peek[n] = '\0';
+      if (strstr(peek, "/quit") != NULL) {
+        close(c);
+        return NULL;
+      }
+    }
+    pthread_t t;
+    pthread_create(&t, NULL, serve_conn, (void *)(intptr_t)c);
+    pthread_detach(t);
   }
 }
 

@@ -248,8 +248,7 @@ static const struct flag_def flags[] = {
     {"hooks-timeout", K_DURATION, G_HOOKS, F(hooks_timeout_ms), 0, INT64_MAX, MS_PER_S, NULL,
      "DURATION", "Time limit for a file hook; the process is killed after it.", false},
     {"hooks-allow-absolute-path", K_BOOL, G_HOOKS, F(hooks_allow_absolute_path), 0, 0, 0, NULL,
-     NULL, "Let a pre-create hook's ChangeFileInfo.Storage.Path point outside -upload-dir.",
-     false},
+     NULL, "Let a pre-create hook's ChangeFileInfo.Storage.Path point outside -upload-dir.", false},
     {"hooks-queue-size", K_INT64, G_HOOKS, F(hooks_queue_size), 1, INT64_C(1) << 24, 0, NULL, "N",
      "Non-blocking (post-*) hooks waiting or running per worker; more are dropped and logged.",
      false},
@@ -313,12 +312,15 @@ static const struct flag_def flags[] = {
     {"auth-realm", K_STRING, G_AUTH, F(auth_realm), 0, 0, 0, NULL, "REALM",
      "Realm named in the WWW-Authenticate challenge.", false},
     {"auth-hide-foreign", K_BOOL, G_AUTH, F(auth_hide_foreign), 0, 0, 0, NULL, NULL,
-     "Answer 404 instead of 403 for uploads owned by another user.", false},
+     "Answer uploads owned by another user exactly as missing ones (404) instead of 403.", false},
     {"allowed-hosts", K_OPTSTRING, G_AUTH, F(allowed_hosts), 0, 0, 0, NULL, "LIST",
-     "Comma-separated host names accepted in the Host header; others get 421.", false},
+     "Comma-separated host names accepted in the Host header (and, from a trusted proxy, "
+     "in X-Forwarded-Host / Forwarded host=); others get 421.",
+     false},
     {"trusted-proxies", K_OPTSTRING, G_AUTH, F(trusted_proxies), 0, 0, 0, NULL, "CIDRS",
      "Comma-separated addresses or CIDR ranges whose X-Forwarded-*/Forwarded headers are "
-     "believed (with -behind-proxy).",
+     "believed (with -behind-proxy); the client is the right-most X-Forwarded-For address "
+     "not in this list.",
      false},
 
     /* general */

@@ -1315,6 +1315,25 @@ static const char *make_storage_parents(const char *root, char *dir, unsigned pe
   }
 }
 
+/* Whether `rel` (a resolved path under the upload directory) lies where tusc keeps its
+ * own files, so that a hook could squat another upload's: the .concat tree of
+ * concatenation notes, or a shard tree. Shard paths are <prefix/><ab>/<cd>/<name> for
+ * any ID, so two two-character names in a row may be some upload's shard directories,
+ * and a two-character name may become one. */
+static bool storage_path_reserved(const char *rel) {
+  size_t prev = 0;
+  for (const char *seg = rel;;) {
+    const char *end = strchr(seg, '/');
+    size_t len = end != NULL ? (size_t)(end - seg) : strlen(seg);
+    if ((seg == rel && len == 7 && memcmp(seg, ".concat", 7) == 0) || (len == 2 && prev == 2))
+      return true;
+    if (end == NULL)
+      return len == 2;
+    prev = len;
+    seg = end + 1;
+  }
+}
+
 /* ChangeFileInfo.Storage.Path: where the data file goes. A relative path is taken
  * under the upload directory. No "." or ".." segments; missing parent directories are
  * made only inside the upload directory; the parent, resolved (symlinks followed), must
@@ -1343,6 +1362,11 @@ static int pre_create_storage_path(tus_request_t *st, tusc_upload_info_t *info) 
                       : 0;
   if (why == NULL && (w < 0 || (size_t)w >= sizeof(joined)))
     why = "too long";
+  /* As spelled first, so that no directory is made there; resolved again below. */
+  size_t rl = strlen(root);
+  if (why == NULL && strcmp(root, "/") != 0 && strncmp(joined, root, rl) == 0 &&
+      joined[rl] == '/' && storage_path_reserved(joined + rl + 1))
+    why = "in tusc's shard or .concat directories";
   char *slash = why == NULL ? strrchr(joined, '/') : NULL;
   if (why == NULL) {
     *slash = '\0';
@@ -1360,6 +1384,15 @@ static int pre_create_storage_path(tus_request_t *st, tusc_upload_info_t *info) 
                  strcmp(parent, "/") == 0 ? "" : parent, slash + 1);
     if (w < 0 || (size_t)w >= sizeof(info->data_path))
       why = "too long";
+  }
+  if (why == NULL && path_inside(info->data_path, root)) {
+    const char *rel = info->data_path + (strcmp(root, "/") == 0 ? 0 : strlen(root));
+    char info_path[sizeof(info->data_path) + sizeof(".info")];
+    snprintf(info_path, sizeof(info_path), "%s.info", info->data_path);
+    if (storage_path_reserved(rel + (*rel == '/' ? 1 : 0)))
+      why = "in tusc's shard or .concat directories";
+    else if (access(info_path, F_OK) == 0 || errno != ENOENT)
+      why = "another upload's file";
   }
   if (why != NULL) {
     info->data_path[0] = '\0';

@@ -62,18 +62,31 @@ def test_finals_waiting_for_a_held_partial_leave_the_pool_free(tusc, monkeypatch
     head = partial(a, b"head-")
     tail = partial(a, b"tail")
     stalled = stall_patch(b, tail, 4)
-    with concurrent.futures.ThreadPoolExecutor(FINALS + 1) as pool:
+    with concurrent.futures.ThreadPoolExecutor(2 * FINALS) as pool:
         finals = post_finals(a, pool, [head, tail])
         # Each final is created and noted, then waits for the lock of `tail`.
-        deadline_poll(lambda: len(list(a.upload_dir.rglob("*.info"))) == 2 + FINALS,
-                      PROMPT, what="the finals to be created")
+        partials = {upload_id(head), upload_id(tail)}
+        created = deadline_poll(
+            lambda: len(ids := [p.name[:-5] for p in a.upload_dir.rglob("*.info")
+                                if p.name[:-5] not in partials]) == FINALS and ids,
+            PROMPT, what="the finals to be created")
+        # HEAD of a waiting final answers at once; GET waits for its assembly (a job
+        # on the loop too), never half a concatenation.
+        gets = []
+        for fid in created:
+            r = a.request("HEAD", "/files/" + fid, timeout=PROMPT)
+            assert r.status == 200 and r.header("Upload-Offset") == "0", r
+            gets.append(pool.submit(a.request, "GET", "/files/" + fid, None, None, False, 90))
         assert unrelated_client(a) < PROMPT
-        assert not any(f.done() for f in finals), "a final answered while its partial was held"
+        assert not any(f.done() for f in finals + gets), "answered while the partial was held"
         stalled.close()  # b sees its client gone and lets go
         for f in finals:
             r = f.result(timeout=PROMPT + 30)
             assert r.status == 201, r
             assert a.download(final_path(r)).body == b"head-tail"
+        for f in gets:
+            r = f.result(timeout=PROMPT + 30)
+            assert r.status == 200 and r.body == b"head-tail", r
 
 
 def test_stalled_patch_on_a_partial_is_asked_to_let_go(tusc, monkeypatch):

@@ -18,6 +18,10 @@
  * complete. The notes survive restarts; HEAD and GET of a final whose partials are all
  * complete assemble it as well, which also covers notes lost with a crash.
  *
+ * Limits: a partial appears at most once in one final (several finals may share it);
+ * a final whose partials' lengths add up to more than -max-size is refused at creation
+ * when the lengths are known, else never assembled once they are (tusc_concat_too_big).
+ *
  * Threads: the parser and tusc_concat_status are cheap and may run on a loop. Assembly
  * is a job: its locks are taken on the loop (waiting on a timer, never on a thread),
  * then the copy runs on libuv's thread pool with the locks held. The blocking

@@ -1548,8 +1548,8 @@ static void send_response(struct req_ctx *ctx, tusc_http_response_t *resp, const
   tusc_http_server_t *server = conn->server;
   if (resp->status < 200) {
     /* A 1xx does not end a request (tusc_http_send_interim sends those). */
-    TUSC_LOG(TUSC_LOG_ERROR, "%s %s: %d is no final status; answering 500",
-             ctx->req.method_name, ctx->req.path, resp->status);
+    TUSC_LOG(TUSC_LOG_ERROR, "%s %s: %d is no final status; answering 500", ctx->req.method_name,
+             ctx->req.path, resp->status);
     resp->status = 500;
   }
   ctx->status = resp->status;

@@ -687,8 +687,8 @@ static void on_lockset_work(uv_work_t *work) {
   job->work_rc = job->env.store->ops->open(job->env.store, final_id, &final);
   if (job->work_rc < 0)
     return;
-  job->work_rc = assemble_held(&job->env, final, &complete, job->kind != JOB_CREATED,
-                               &job->work_now);
+  job->work_rc =
+      assemble_held(&job->env, final, &complete, job->kind != JOB_CREATED, &job->work_now);
   job->env.store->ops->close(final);
 }
 
@@ -889,26 +889,22 @@ static int job_start(uv_loop_t *loop, const tusc_concat_env_t *env, const char *
 }
 
 int tusc_concat_queue_partial_finished(uv_loop_t *loop, const tusc_concat_env_t *env,
-                                       const char *partial_id, tusc_concat_done_cb cb,
-                                       void *arg) {
+                                       const char *partial_id, tusc_concat_done_cb cb, void *arg) {
   return job_start(loop, env, partial_id, JOB_PARTIAL, cb, arg, NULL);
 }
 
-int tusc_concat_queue_assemble(uv_loop_t *loop, const tusc_concat_env_t *env,
-                               const char *final_id, tusc_concat_done_cb cb, void *arg,
-                               tusc_concat_job_t **job) {
+int tusc_concat_queue_assemble(uv_loop_t *loop, const tusc_concat_env_t *env, const char *final_id,
+                               tusc_concat_done_cb cb, void *arg, tusc_concat_job_t **job) {
   return job_start(loop, env, final_id, JOB_ASSEMBLE, cb, arg, job);
 }
 
-int tusc_concat_queue_created(uv_loop_t *loop, const tusc_concat_env_t *env,
-                              const char *final_id, tusc_concat_done_cb cb, void *arg,
-                              tusc_concat_job_t **job) {
+int tusc_concat_queue_created(uv_loop_t *loop, const tusc_concat_env_t *env, const char *final_id,
+                              tusc_concat_done_cb cb, void *arg, tusc_concat_job_t **job) {
   return job_start(loop, env, final_id, JOB_CREATED, cb, arg, job);
 }
 
 int tusc_concat_queue_finish_hooks_done(uv_loop_t *loop, const tusc_concat_env_t *env,
-                                        const char *final_id, tusc_concat_done_cb cb,
-                                        void *arg) {
+                                        const char *final_id, tusc_concat_done_cb cb, void *arg) {
   return job_start(loop, env, final_id, JOB_MARK, cb, arg, NULL);
 }
 

@@ -147,25 +147,21 @@ typedef void (*tusc_concat_done_cb)(void *arg, int status, char **finals, size_t
 /* Partial `partial_id` became complete: assembles the finals noted with it (notes read
  * and taken on the pool). */
 int tusc_concat_queue_partial_finished(uv_loop_t *loop, const tusc_concat_env_t *env,
-                                       const char *partial_id, tusc_concat_done_cb cb,
-                                       void *arg);
+                                       const char *partial_id, tusc_concat_done_cb cb, void *arg);
 /* Assembles final `final_id` if it is ready (HEAD, GET). *job (may be NULL) is the
  * handle for tusc_concat_job_abandon, valid until cb runs. */
-int tusc_concat_queue_assemble(uv_loop_t *loop, const tusc_concat_env_t *env,
-                               const char *final_id, tusc_concat_done_cb cb, void *arg,
-                               tusc_concat_job_t **job);
+int tusc_concat_queue_assemble(uv_loop_t *loop, const tusc_concat_env_t *env, const char *final_id,
+                               tusc_concat_done_cb cb, void *arg, tusc_concat_job_t **job);
 /* As tusc_concat_queue_assemble for a final just created (after tusc_concat_note_final
  * on the pool), but it neither logs nor counts UploadFinished: the creating request
  * does. */
-int tusc_concat_queue_created(uv_loop_t *loop, const tusc_concat_env_t *env,
-                              const char *final_id, tusc_concat_done_cb cb, void *arg,
-                              tusc_concat_job_t **job);
+int tusc_concat_queue_created(uv_loop_t *loop, const tusc_concat_env_t *env, const char *final_id,
+                              tusc_concat_done_cb cb, void *arg, tusc_concat_job_t **job);
 /* Under the final's lock: turns a "pending" FinishHooks state into "done" and saves the
  * info; `finals` holds final_id when this job marked it (false when it was not pending
  * any more, e.g. another request ran the hooks first). */
 int tusc_concat_queue_finish_hooks_done(uv_loop_t *loop, const tusc_concat_env_t *env,
-                                        const char *final_id, tusc_concat_done_cb cb,
-                                        void *arg);
+                                        const char *final_id, tusc_concat_done_cb cb, void *arg);
 
 /* The requester is gone: a job still waiting for locks stops, lets go of what it holds
  * and ends with UV_ECANCELED (copying already under way finishes first). cb still runs

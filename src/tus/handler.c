@@ -1156,10 +1156,9 @@ static void concat_queue_bg(tus_request_t *st, bool partial) {
   }
   t->w = st->w;
   t->req = finish_hooks_on(st) ? hook_req_snapshot(st) : NULL;
-  int rc = partial ? tusc_concat_queue_partial_finished(st->w->loop, &env, st->id,
-                                                         on_bg_assembled, t)
-                   : tusc_concat_queue_assemble(st->w->loop, &env, st->id, on_bg_assembled, t,
-                                                NULL);
+  int rc = partial
+               ? tusc_concat_queue_partial_finished(st->w->loop, &env, st->id, on_bg_assembled, t)
+               : tusc_concat_queue_assemble(st->w->loop, &env, st->id, on_bg_assembled, t, NULL);
   if (rc == 0) {
     st->w->bg_jobs++;
     return;
@@ -1863,10 +1862,10 @@ static void concat_request_job(tus_request_t *st, bool created, step_fn next) {
   st->work_result = 0;
   st->after_work = next;
   st->phase = PH_WORK;
-  int rc = created ? tusc_concat_queue_created(st->w->loop, &env, st->id, on_request_job_done,
-                                               st, &st->concat_job)
-                   : tusc_concat_queue_assemble(st->w->loop, &env, st->id, on_request_job_done,
-                                                st, &st->concat_job);
+  int rc = created ? tusc_concat_queue_created(st->w->loop, &env, st->id, on_request_job_done, st,
+                                               &st->concat_job)
+                   : tusc_concat_queue_assemble(st->w->loop, &env, st->id, on_request_job_done, st,
+                                                &st->concat_job);
   if (rc < 0) {
     st->phase = PH_RUN;
     st->work_result = rc;
@@ -1889,8 +1888,8 @@ static void do_get(tus_request_t *st) {
   }
   bool assemble = info_rc == 0 && tusc_concat_status(store, &info);
   bool broken = info_rc == 0 && !assemble && tusc_concat_partial_missing(store, &info);
-  bool too_big = info_rc == 0 && tusc_concat_too_big(&info, cfg_of(st)->max_size) &&
-                 info.offset < info.size;
+  bool too_big =
+      info_rc == 0 && tusc_concat_too_big(&info, cfg_of(st)->max_size) && info.offset < info.size;
   tusc_upload_info_dispose(&info);
   if (broken || too_big) {
     respond_error(st, broken ? TUSC_EPARTIAL_GONE : TUSC_EMAX_SIZE_EXCEEDED);

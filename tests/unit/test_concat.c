@@ -5,9 +5,9 @@
  * their locks on a loop (waiting, asking the holder, timing out, abandoned). */
 #include <errno.h>
 #include <setjmp.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -47,9 +47,9 @@ static void test_parse_table(void **state) {
       {"final; /files/a  /files/b\t/files/c ", 0, false, 3, {"a", "b", "c"}},
       {"final;http://example.com/files/a https://x:8080/files/b", 0, false, 2, {"a", "b"}},
       {"final;HTTP://example.com/files/a", 0, false, 1, {"a"}},
-      {"final;/proxy/files/a", 0, false, 1, {"a"}},          /* collection path */
-      {"final;/files/p/q/x", 0, false, 1, {"p/q/x"}},        /* hook-chosen IDs nest */
-      {"final;/files/a%2Db", 0, false, 1, {"a-b"}},          /* percent-decoded */
+      {"final;/proxy/files/a", 0, false, 1, {"a"}},   /* collection path */
+      {"final;/files/p/q/x", 0, false, 1, {"p/q/x"}}, /* hook-chosen IDs nest */
+      {"final;/files/a%2Db", 0, false, 1, {"a-b"}},   /* percent-decoded */
       /* A partial listed twice, however spelled, is refused. */
       {"final;/files/a /files/a", TUSC_EINVALID_CONCAT, false, 0, {NULL}},
       {"final;/files/a /files/b http://h/files/a", TUSC_EINVALID_CONCAT, false, 0, {NULL}},

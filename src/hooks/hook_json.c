@@ -412,8 +412,11 @@ static int parse_http_response(const json_t *obj, tusc_hook_response_t *resp) {
     if (json_is_null(v))
       continue;
     if (strcasecmp(key, "StatusCode") == 0) {
-      if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 999)
-        return fail(resp, "HTTPResponse.StatusCode", "an integer HTTP status");
+      /* 0 = unset. A 1xx is no final answer: the client would wait for another one,
+       * and a body after it would be read as the next response. */
+      if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 999 ||
+          (json_integer_value(v) > 0 && json_integer_value(v) < 200))
+        return fail(resp, "HTTPResponse.StatusCode", "0 or a final HTTP status (200-999)");
       resp->status_code = (int)json_integer_value(v);
     } else if (strcasecmp(key, "Body") == 0) {
       if (!json_is_string(v))

@@ -1553,6 +1553,12 @@ static void send_response(struct req_ctx *ctx, tusc_http_response_t *resp, const
                           size_t body_len, int64_t content_length) {
   tusc_http_conn_t *conn = ctx->conn;
   tusc_http_server_t *server = conn->server;
+  if (resp->status < 200) {
+    /* A 1xx does not end a request (tusc_http_send_interim sends those). */
+    TUSC_LOG(TUSC_LOG_ERROR, "%s %s: %d is no final status; answering 500", ctx->req.method_name,
+             ctx->req.path, resp->status);
+    resp->status = 500;
+  }
   ctx->status = resp->status;
   bool body_unread = ctx->has_body && !ctx->msg_complete;
   if (body_unread)
@@ -1571,7 +1577,9 @@ static void send_response(struct req_ctx *ctx, tusc_http_response_t *resp, const
       .content_length = content_length,
       .date = server_date(server),
   };
-  size_t send_body = is_head ? 0 : body_len;
+  /* Enforced here for every caller: a bodiless answer carries no byte after its head,
+   * whatever body it was handed, or the stream's next response would start there. */
+  size_t send_body = is_head || !tusc_http_status_has_body(resp->status) ? 0 : body_len;
   size_t head_len = 0;
   char *buf = tusc_http_build_head(resp, &opts, sizeof(struct write_req), send_body, &head_len);
   tusc_http_response_dispose(resp);
@@ -1655,7 +1663,7 @@ void tusc_http_respond_write(tusc_http_request_t *req, const void *data, size_t 
       defer_write_cb(ctx, cb, arg, UV_ECANCELED);
     return;
   }
-  if (ctx->req.method == TUSC_HTTP_HEAD || len == 0) {
+  if (ctx->req.method == TUSC_HTTP_HEAD || !tusc_http_status_has_body(ctx->status) || len == 0) {
     if (cb)
       defer_write_cb(ctx, cb, arg, 0);
     return;
@@ -1686,7 +1694,8 @@ void tusc_http_respond_end(tusc_http_request_t *req) {
   if (!ctx->streaming || ctx->response_ended)
     return;
   ctx->response_ended = true;
-  if (ctx->req.method != TUSC_HTTP_HEAD && ctx->bytes_out != ctx->stream_length)
+  if (ctx->req.method != TUSC_HTTP_HEAD && tusc_http_status_has_body(ctx->status) &&
+      ctx->bytes_out != ctx->stream_length)
     ctx->close_after = true; /* the client cannot tell where this response ends */
   if (conn->writes_pending == 0)
     request_done(conn);

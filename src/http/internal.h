@@ -29,6 +29,11 @@ typedef struct tusc_http_head_opts_s {
 char *tusc_http_build_head(const tusc_http_response_t *resp, const tusc_http_head_opts_t *opts,
                            size_t prefix, size_t extra, size_t *head_len);
 
+/* Whether a response with this status may carry a body: never 1xx, 204 or 304
+ * (RFC 9110 6.4.1); bytes sent after such a head would be read as the next response.
+ * (A HEAD request's response has no body either; that is the caller's to add.) */
+bool tusc_http_status_has_body(int status);
+
 /* Case-insensitive ASCII compare of NUL-terminated strings. */
 bool tusc_http_name_eq(const char *a, const char *b);
 

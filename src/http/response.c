@@ -194,6 +194,10 @@ void tusc_http_response_dispose(tusc_http_response_t *resp) {
   resp->header_count = 0;
 }
 
+bool tusc_http_status_has_body(int status) {
+  return status >= 200 && status != 204 && status != 304;
+}
+
 /* Headers the http layer owns: a handler's copy would contradict the framing. */
 static bool managed_header(const char *name, bool head_request) {
   if (tusc_http_name_eq(name, "Content-Length"))
@@ -215,7 +219,7 @@ char *tusc_http_build_head(const tusc_http_response_t *resp, const tusc_http_hea
   if (status < 100 || status > 999)
     status = 500;
   bool interim = status < 200;
-  bool no_length = interim || status == 204 || status == 304;
+  bool no_length = !tusc_http_status_has_body(status);
   bool handler_length = opts->head_request && has_header(resp, "Content-Length");
 
   /* Size first, then one allocation. */

@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -26,7 +25,6 @@
 #include "metrics/metrics.h"
 #include "tus/headers.h"
 
-#define LOCK_POLL_MS 10
 #define COPY_CHUNK (256 * 1024)
 
 /* --- parsing ------------------------------------------------------------------------ */
@@ -118,6 +116,13 @@ int tusc_concat_parse(const char *value, size_t len, const char *collection_path
     rc = url_to_id(value + start, i - start, collection_path, base_path, id);
     if (rc != 0)
       goto fail;
+    /* A partial listed twice would be copied twice: the final's size no longer says
+     * what was uploaded (several finals may share a partial; one final may not). */
+    for (size_t k = 0; k < count; k++)
+      if (strcmp(ids[k], id) == 0) {
+        rc = TUSC_EINVALID_CONCAT;
+        goto fail;
+      }
     char **grown = realloc(ids, (count + 1) * sizeof(*ids));
     if (grown == NULL) {
       rc = TUSC_ENOMEM;
@@ -255,6 +260,10 @@ bool tusc_concat_status(tusc_store_t *store, tusc_upload_info_t *info) {
   return all_complete && !info_complete(info);
 }
 
+bool tusc_concat_too_big(const tusc_upload_info_t *info, int64_t max_size) {
+  return info->is_final && max_size > 0 && !info->size_is_deferred && info->size > max_size;
+}
+
 int tusc_concat_format_final(const tusc_upload_info_t *info, const char *collection, char *out,
                              size_t cap) {
   size_t used = 0;
@@ -274,29 +283,16 @@ int tusc_concat_format_final(const tusc_upload_info_t *info, const char *collect
 
 /* --- assembly (thread pool) --------------------------------------------------------- */
 
-static void sleep_ms(long ms) {
-  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-}
-
-/* Takes `id`'s lock, polling until env->lock_wait_ms has passed. Nobody is asked to let
- * go: the holders that matter (another assembly, a finishing PATCH) end on their own. */
-static int lock_wait(const tusc_concat_env_t *env, const char *id, tusc_lock_holder_t *holder) {
+/* Takes `id`'s lock if it is free. Never waits: code on the thread pool must not block
+ * on a lock (a held lock can be held for as long as a stalled client likes); waiting
+ * for busy locks is done on the loop by the jobs below. */
+static int lock_try(const tusc_concat_env_t *env, const char *id, tusc_lock_holder_t *holder) {
   char path[TUSC_PATH_MAX];
   int rc = env->store->ops->lock_path(env->store, id, path, sizeof(path));
   if (rc < 0)
     return rc;
   memset(holder, 0, sizeof(*holder));
-  uint64_t deadline = tusc_now_ms() + (uint64_t)(env->lock_wait_ms > 0 ? env->lock_wait_ms : 0);
-  for (;;) {
-    rc = tusc_lock_try_acquire(env->locks, id, path, env->file_perms, holder);
-    if (rc != TUSC_ELOCKED)
-      return rc;
-    if (tusc_now_ms() >= deadline)
-      return TUSC_ELOCK_TIMEOUT;
-    sleep_ms(LOCK_POLL_MS);
-  }
+  return tusc_lock_try_acquire(env->locks, id, path, env->file_perms, holder);
 }
 
 static int cmp_ids(const void *a, const void *b) {
@@ -328,11 +324,33 @@ static int append_by_copy(tusc_store_t *store, tusc_upload_t *dst, tusc_upload_t
   return 0;
 }
 
-/* The assembly proper, with the final locked and open. `report`: log UploadFinished and
- * count it (else the caller does). *now: this call is the one that completed it (so
- * exactly one caller reports it and runs its finish hooks). */
-static int assemble_locked(const tusc_concat_env_t *env, tusc_upload_t *final, bool *complete,
-                           bool report, bool *now) {
+/* The lock set of final `info` after its own lock: its partials, sorted, each once
+ * (pointers into info). Returns 0 or TUSC_ENOMEM. */
+static int partial_lock_order(const tusc_upload_info_t *info, char ***out, size_t *count) {
+  size_t n = info->partial_count;
+  char **sorted = malloc((n > 0 ? n : 1) * sizeof(*sorted));
+  if (sorted == NULL)
+    return TUSC_ENOMEM;
+  if (n > 0) {
+    memcpy(sorted, info->partial_uploads, n * sizeof(*sorted));
+    qsort(sorted, n, sizeof(*sorted), cmp_ids);
+  }
+  size_t unique = 0;
+  for (size_t i = 0; i < n; i++)
+    if (unique == 0 || strcmp(sorted[i], sorted[unique - 1]) != 0)
+      sorted[unique++] = sorted[i];
+  *out = sorted;
+  *count = unique;
+  return 0;
+}
+
+/* The assembly proper, with the final's lock and every partial's lock held and the final
+ * open. `report`: log UploadFinished and count it (else the caller does). *now: this
+ * call is the one that completed it (so exactly one caller reports it and runs its
+ * finish hooks). A final whose partials add up to more than env->max_size is never
+ * assembled: TUSC_EMAX_SIZE_EXCEEDED, nothing written. */
+static int assemble_held(const tusc_concat_env_t *env, tusc_upload_t *final, bool *complete,
+                         bool report, bool *now) {
   tusc_store_t *store = env->store;
   tusc_upload_info_t *info = store->ops->info(final);
   size_t n = info->partial_count;
@@ -343,55 +361,33 @@ static int assemble_locked(const tusc_concat_env_t *env, tusc_upload_t *final, b
     return 0;
   }
 
-  /* Cheap look first: with an unfinished partial there is nothing to lock or do. */
-  for (size_t i = 0; i < n; i++) {
-    tusc_upload_info_t p;
-    tusc_upload_info_init(&p);
-    int rc = store->ops->get_info(store, info->partial_uploads[i], &p);
-    bool done = rc == 0 && info_complete(&p);
-    tusc_upload_info_dispose(&p);
-    if (rc < 0)
-      return rc == TUSC_EINVALID_ID ? TUSC_ENOT_FOUND : rc;
-    if (!done)
-      return 0;
-  }
-
   int rc = 0;
   char *copy_buf = NULL;
-  char **sorted = malloc(n * sizeof(*sorted));
-  tusc_lock_holder_t *holders = calloc(n, sizeof(*holders));
   tusc_upload_t **parts = calloc(n, sizeof(*parts));
-  size_t locked = 0;
-  if (sorted == NULL || holders == NULL || parts == NULL) {
-    rc = TUSC_ENOMEM;
-    goto out;
-  }
-  memcpy(sorted, info->partial_uploads, n * sizeof(*sorted));
-  qsort(sorted, n, sizeof(*sorted), cmp_ids);
-  for (size_t i = 0; i < n; i++) {
-    if (i > 0 && strcmp(sorted[i], sorted[i - 1]) == 0)
-      continue;
-    rc = lock_wait(env, sorted[i], &holders[locked]);
-    if (rc < 0)
-      goto out;
-    locked++;
-  }
-
+  if (parts == NULL)
+    return TUSC_ENOMEM;
   int64_t sum = 0;
   for (size_t i = 0; i < n; i++) {
     rc = store->ops->open(store, info->partial_uploads[i], &parts[i]);
     if (rc < 0) {
       parts[i] = NULL;
+      if (rc == TUSC_EINVALID_ID)
+        rc = TUSC_ENOT_FOUND;
       goto out;
     }
     tusc_upload_info_t *p = store->ops->info(parts[i]);
     if (!info_complete(p))
-      goto out; /* changed since the look above (e.g. deleted and recreated): not ready */
+      goto out; /* not ready (or changed since the caller looked): nothing to do */
     if (p->size > INT64_MAX - sum) {
-      rc = TUSC_EINTERNAL;
+      rc = TUSC_EMAX_SIZE_EXCEEDED;
       goto out;
     }
     sum += p->size;
+  }
+  if (env->max_size > 0 && sum > env->max_size) {
+    /* A deferred partial's length made the final too big after it was created. */
+    rc = TUSC_EMAX_SIZE_EXCEEDED;
+    goto out;
   }
   if (info->size_is_deferred) {
     info->size = sum;
@@ -431,101 +427,107 @@ static int assemble_locked(const tusc_concat_env_t *env, tusc_upload_t *final, b
   }
 
 out:
-  if (parts != NULL)
-    for (size_t i = 0; i < n; i++)
-      if (parts[i] != NULL)
-        store->ops->close(parts[i]);
-  for (size_t i = 0; i < locked; i++)
-    tusc_lock_release(env->locks, &holders[i]);
+  for (size_t i = 0; i < n; i++)
+    if (parts[i] != NULL)
+      store->ops->close(parts[i]);
   free(parts);
-  free(holders);
-  free(sorted);
   free(copy_buf);
   return rc;
 }
 
+/* The blocking assembly for callers off the request path (unit tests, tools): every lock
+ * is tried once, in lock order; a busy one gives TUSC_ELOCKED. */
 static int assemble(const tusc_concat_env_t *env, const char *final_id, bool *complete,
-                    bool report, bool *assembled) {
+                    bool report) {
   bool done = false, now = false;
   if (complete != NULL)
     *complete = false;
-  if (assembled != NULL)
-    *assembled = false;
   tusc_lock_holder_t holder;
-  int rc = lock_wait(env, final_id, &holder);
+  int rc = lock_try(env, final_id, &holder);
   /* No shard directory for the lock file: no such upload. */
   if (rc == TUSC_EINVALID_ID || rc == -ENOENT || rc == -ENOTDIR)
     return TUSC_ENOT_FOUND;
   if (rc < 0)
     return rc;
   tusc_upload_t *final = NULL;
+  char **order = NULL;
+  size_t count = 0, locked = 0;
+  tusc_lock_holder_t *holders = NULL;
   rc = env->store->ops->open(env->store, final_id, &final);
-  if (rc == 0) {
-    rc = assemble_locked(env, final, &done, report, &now);
-    env->store->ops->close(final);
+  if (rc < 0) {
+    final = NULL;
+    goto out;
   }
+  tusc_upload_info_t *info = env->store->ops->info(final);
+  if ((rc = partial_lock_order(info, &order, &count)) < 0)
+    goto out;
+  if ((holders = calloc(count > 0 ? count : 1, sizeof(*holders))) == NULL) {
+    rc = TUSC_ENOMEM;
+    goto out;
+  }
+  for (; locked < count; locked++)
+    if ((rc = lock_try(env, order[locked], &holders[locked])) < 0)
+      goto out;
+  rc = assemble_held(env, final, &done, report, &now);
+
+out:
+  for (size_t i = 0; i < locked; i++)
+    tusc_lock_release(env->locks, &holders[i]);
+  free(holders);
+  free(order);
+  if (final != NULL)
+    env->store->ops->close(final);
   tusc_lock_release(env->locks, &holder);
   if (rc < 0)
     TUSC_LOG(TUSC_LOG_WARN, "concat %s: assembly failed: %s", final_id, tusc_strerror(rc));
   if (complete != NULL)
     *complete = done;
-  if (assembled != NULL)
-    *assembled = now;
   return rc;
 }
 
 int tusc_concat_assemble(const tusc_concat_env_t *env, const char *final_id, bool *complete) {
-  return assemble(env, final_id, complete, true, NULL);
+  return assemble(env, final_id, complete, true);
 }
 
-int tusc_concat_assemble_now(const tusc_concat_env_t *env, const char *final_id,
-                             bool *assembled) {
-  return assemble(env, final_id, NULL, true, assembled);
+int tusc_concat_note_final(tusc_store_t *store, const tusc_upload_info_t *info) {
+  if (store->ops->wait_add == NULL)
+    return 0;
+  for (size_t i = 0; i < info->partial_count; i++) {
+    const char *pid = info->partial_uploads[i];
+    tusc_upload_info_t p;
+    tusc_upload_info_init(&p);
+    int rc = store->ops->get_info(store, pid, &p);
+    bool done = rc == 0 && info_complete(&p);
+    tusc_upload_info_dispose(&p);
+    if (done)
+      continue;
+    rc = store->ops->wait_add(store, pid, info->id);
+    /* Not fatal: HEAD/GET of the final still assemble it once its partials are done. */
+    if (rc < 0)
+      TUSC_LOG(TUSC_LOG_WARN, "concat %s: cannot note it with partial %s: %s", info->id, pid,
+               tusc_strerror(rc));
+  }
+  return 0;
 }
 
 int tusc_concat_final_created(const tusc_concat_env_t *env, const tusc_upload_info_t *info) {
-  return tusc_concat_create_final(env, info, NULL);
+  (void)tusc_concat_note_final(env->store, info);
+  return assemble(env, info->id, NULL, false);
 }
 
-int tusc_concat_create_final(const tusc_concat_env_t *env, const tusc_upload_info_t *info,
-                             bool *assembled) {
-  tusc_store_t *store = env->store;
-  if (store->ops->wait_add != NULL) {
-    for (size_t i = 0; i < info->partial_count; i++) {
-      const char *pid = info->partial_uploads[i];
-      tusc_upload_info_t p;
-      tusc_upload_info_init(&p);
-      int rc = store->ops->get_info(store, pid, &p);
-      bool done = rc == 0 && info_complete(&p);
-      tusc_upload_info_dispose(&p);
-      if (done)
-        continue;
-      rc = store->ops->wait_add(store, pid, info->id);
-      /* Not fatal: HEAD/GET of the final still assemble it once its partials are done. */
-      if (rc < 0)
-        TUSC_LOG(TUSC_LOG_WARN, "concat %s: cannot note it with partial %s: %s", info->id, pid,
-                 tusc_strerror(rc));
-    }
-  }
-  /* Finished here, it is the creating request that reports it (and runs finish hooks);
-   * a final that a partial's background job completed meanwhile is that job's. */
-  return assemble(env, info->id, NULL, false, assembled);
-}
-
-/* Assembles the finals noted with partial_id. With `done` (may be NULL), the IDs of the
- * finals this call completed are moved there (malloc'd array of malloc'd IDs). */
-static void partial_finished(const tusc_concat_env_t *env, const char *partial_id,
-                             char ***done, size_t *done_count) {
-  tusc_store_t *store = env->store;
+/* The finals noted with partial_id, sorted, each once (malloc'd array of malloc'd IDs). */
+static int take_notes(tusc_store_t *store, const char *partial_id, char ***out, size_t *out_count) {
+  *out = NULL;
+  *out_count = 0;
   if (store->ops->wait_take == NULL)
-    return;
+    return 0;
   char **finals = NULL;
   size_t count = 0;
   int rc = store->ops->wait_take(store, partial_id, &finals, &count);
   if (rc < 0) {
     TUSC_LOG(TUSC_LOG_WARN, "concat: reading the finals waiting for %s: %s", partial_id,
              tusc_strerror(rc));
-    return;
+    return rc;
   }
   if (count > 1)
     qsort(finals, count, sizeof(*finals), cmp_ids);
@@ -536,55 +538,39 @@ static void partial_finished(const tusc_concat_env_t *env, const char *partial_i
     else
       finals[unique++] = finals[i];
   }
-  count = unique;
-  size_t kept = 0;
-  for (size_t i = 0; i < count; i++) {
-    bool now = false;
-    (void)tusc_concat_assemble_now(env, finals[i], &now);
-    if (now && done != NULL) {
-      /* Compacted in place; slot `kept` (before i) holds an ID already dealt with. */
-      char *id = finals[i];
-      finals[i] = NULL;
-      if (kept != i)
-        free(finals[kept]);
-      finals[kept++] = id;
-    }
-  }
-  if (done != NULL && kept > 0) {
-    for (size_t i = kept; i < count; i++)
-      free(finals[i]);
-    *done = finals;
-    *done_count = kept;
-    return;
-  }
-  free_ids(finals, count);
+  *out = finals;
+  *out_count = unique;
+  return 0;
 }
 
 void tusc_concat_partial_finished(const tusc_concat_env_t *env, const char *partial_id) {
-  partial_finished(env, partial_id, NULL, NULL);
+  char **finals = NULL;
+  size_t count = 0;
+  if (take_notes(env->store, partial_id, &finals, &count) < 0)
+    return;
+  for (size_t i = 0; i < count; i++)
+    (void)assemble(env, finals[i], NULL, true);
+  free_ids(finals, count);
 }
 
-int tusc_concat_finish_hooks_done(const tusc_concat_env_t *env, const char *final_id,
+/* Under the final's lock (held by the caller): turns a "pending" FinishHooks state into
+ * "done" and saves the info. *marked: it was pending and is now done on disk. */
+static int finish_hooks_done_held(const tusc_concat_env_t *env, const char *final_id,
                                   bool *marked) {
   *marked = false;
-  tusc_lock_holder_t holder;
-  int rc = lock_wait(env, final_id, &holder);
+  tusc_upload_t *final = NULL;
+  int rc = env->store->ops->open(env->store, final_id, &final);
   if (rc < 0)
     return rc;
-  tusc_upload_t *final = NULL;
-  rc = env->store->ops->open(env->store, final_id, &final);
-  if (rc == 0) {
-    tusc_upload_info_t *info = env->store->ops->info(final);
-    if (info->finish_hooks == TUSC_FINISH_HOOKS_PENDING) {
-      info->finish_hooks = TUSC_FINISH_HOOKS_DONE;
-      rc = env->store->ops->save_info(final);
-      if (rc < 0)
-        info->finish_hooks = TUSC_FINISH_HOOKS_PENDING;
-      *marked = rc == 0;
-    }
-    env->store->ops->close(final);
+  tusc_upload_info_t *info = env->store->ops->info(final);
+  if (info->finish_hooks == TUSC_FINISH_HOOKS_PENDING) {
+    info->finish_hooks = TUSC_FINISH_HOOKS_DONE;
+    rc = env->store->ops->save_info(final);
+    if (rc < 0)
+      info->finish_hooks = TUSC_FINISH_HOOKS_PENDING;
+    *marked = rc == 0;
   }
-  tusc_lock_release(env->locks, &holder);
+  env->store->ops->close(final);
   return rc;
 }
 
@@ -602,76 +588,335 @@ bool tusc_concat_partial_missing(tusc_store_t *store, const tusc_upload_info_t *
   return false;
 }
 
-/* --- fire and forget ---------------------------------------------------------------- */
+/* --- jobs: locks taken on the loop, copying on the thread pool ------------------------ */
 
-typedef struct concat_job_s {
-  uv_work_t work;
+/* A job works through a list of finals (one final; or, for a partial that finished, the
+ * finals noted with it, read on the pool first). For each final it takes the lock set
+ * on the loop: try each lock in lock order; a busy one is asked to let go (every
+ * LOCK_REASK_MS) and tried again from a timer every LOCK_RETRY_MS, until
+ * env->lock_wait_ms has passed. Locks already taken are kept while it waits, which the
+ * lock order makes deadlock-free. Only with the whole set held does the pool copy, so
+ * no pool thread ever waits for a lock: a stalled client holding a partial costs a
+ * timer, not a thread. */
+
+#define LOCK_RETRY_MS 10
+#define LOCK_REASK_MS 500
+
+enum job_kind { JOB_PARTIAL, JOB_ASSEMBLE, JOB_CREATED, JOB_MARK };
+enum job_stage { STAGE_START, STAGE_LOCK, STAGE_BUSY, STAGE_END };
+
+struct tusc_concat_job_s {
+  uv_loop_t *loop;
   tusc_concat_env_t env;
-  bool partial; /* id is a partial that finished, else a final to assemble */
-  char id[TUSC_ID_MAX + 1];
+  enum job_kind kind;
+  enum job_stage stage;
+  bool abandoned;
   tusc_concat_done_cb cb;
   void *arg;
-  char **done; /* finals this job completed */
+  uv_timer_t timer;
+  uv_work_t work;
+  char id[TUSC_ID_MAX + 1]; /* the partial (JOB_PARTIAL) or the final */
+  int status;               /* the first error, 0 = none */
+  char **finals;            /* to do, in order */
+  size_t count, next;
+  char **done; /* finals this job completed (each also in `finals`: moved) */
   size_t done_count;
-} concat_job_t;
+  /* the lock set of finals[next]: the final's own lock, then its partials ascending */
+  tusc_upload_info_t info;
+  char **order;
+  size_t lock_count, locked;
+  tusc_lock_holder_t *holders;
+  uint64_t deadline, last_ask;
+  /* pool results */
+  int work_rc;
+  bool work_now;
+};
 
-static void on_job(uv_work_t *work) {
-  concat_job_t *job = work->data;
-  char ***done = job->cb != NULL ? &job->done : NULL;
-  if (job->partial) {
-    partial_finished(&job->env, job->id, done, &job->done_count);
-    return;
-  }
-  bool now = false;
-  (void)tusc_concat_assemble_now(&job->env, job->id, &now);
-  if (now && done != NULL && (job->done = malloc(sizeof(*job->done))) != NULL &&
-      (job->done[0] = strdup(job->id)) != NULL)
-    job->done_count = 1;
+static void on_job_tick(uv_timer_t *timer);
+static void job_next(tusc_concat_job_t *job);
+
+static void set_status(tusc_concat_job_t *job, int rc) {
+  if (rc < 0 && job->status == 0)
+    job->status = rc;
 }
 
-static void on_job_done(uv_work_t *work, int status) {
-  (void)status;
-  concat_job_t *job = work->data;
-  if (job->cb != NULL)
-    job->cb(job->arg, job->done, job->done_count);
-  free_ids(job->done, job->done_count);
+static void job_release(tusc_concat_job_t *job) {
+  for (size_t i = 0; i < job->locked; i++)
+    tusc_lock_release(job->env.locks, &job->holders[i]);
+  free(job->holders);
+  free(job->order);
+  job->holders = NULL;
+  job->order = NULL;
+  job->lock_count = job->locked = 0;
+  tusc_upload_info_dispose(&job->info);
+  tusc_upload_info_init(&job->info);
+}
+
+static void on_job_closed(uv_handle_t *handle) {
+  tusc_concat_job_t *job = handle->data;
+  free_ids(job->finals, job->count);
+  free_ids(job->done, job->done_count); /* its strings were moved out of `finals` */
   free(job);
 }
 
-static int queue_job(uv_loop_t *loop, const tusc_concat_env_t *env, const char *id,
-                     bool partial, tusc_concat_done_cb cb, void *arg) {
-  concat_job_t *job = calloc(1, sizeof(*job));
+static void job_end(tusc_concat_job_t *job) {
+  job_release(job);
+  job->stage = STAGE_END;
+  uv_timer_stop(&job->timer);
+  if (job->abandoned)
+    set_status(job, UV_ECANCELED);
+  if (job->cb != NULL)
+    job->cb(job->arg, job->status, job->done, job->done_count);
+  uv_close((uv_handle_t *)&job->timer, on_job_closed);
+}
+
+static void on_take_work(uv_work_t *work) {
+  tusc_concat_job_t *job = work->data;
+  job->work_rc = take_notes(job->env.store, job->id, &job->finals, &job->count);
+}
+
+static void on_take_done(uv_work_t *work, int status) {
+  tusc_concat_job_t *job = work->data;
+  set_status(job, status);
+  set_status(job, job->work_rc);
+  job_next(job);
+}
+
+static void on_lockset_work(uv_work_t *work) {
+  tusc_concat_job_t *job = work->data;
+  const char *final_id = job->finals[job->next];
+  bool complete = false;
+  job->work_now = false;
+  if (job->kind == JOB_MARK) {
+    job->work_rc = finish_hooks_done_held(&job->env, final_id, &job->work_now);
+    return;
+  }
+  tusc_upload_t *final = NULL;
+  job->work_rc = job->env.store->ops->open(job->env.store, final_id, &final);
+  if (job->work_rc < 0)
+    return;
+  job->work_rc =
+      assemble_held(&job->env, final, &complete, job->kind != JOB_CREATED, &job->work_now);
+  job->env.store->ops->close(final);
+}
+
+static void on_lockset_done(uv_work_t *work, int status) {
+  tusc_concat_job_t *job = work->data;
+  const char *final_id = job->finals[job->next];
+  job_release(job);
+  if (status < 0 && job->work_rc == 0)
+    job->work_rc = status;
+  if (job->work_rc < 0 && job->kind != JOB_MARK)
+    TUSC_LOG(TUSC_LOG_WARN, "concat %s: assembly failed: %s", final_id,
+             tusc_strerror(job->work_rc));
+  set_status(job, job->work_rc);
+  if (job->work_now) {
+    /* Moved: finals[next] is not looked at again. */
+    job->done[job->done_count++] = job->finals[job->next];
+    job->finals[job->next] = NULL;
+  }
+  job->next++;
+  job_next(job);
+}
+
+/* Takes the rest of the lock set. Returns 1 while waiting (the timer comes back), 0 when
+ * all are held and the pool work is queued, or a negative code (nothing held). */
+static int job_lock(tusc_concat_job_t *job) {
+  while (job->locked < job->lock_count) {
+    const char *id = job->order[job->locked];
+    char path[TUSC_PATH_MAX];
+    int rc = job->env.store->ops->lock_path(job->env.store, id, path, sizeof(path));
+    if (rc == 0)
+      rc = tusc_lock_try_acquire(job->env.locks, id, path, job->env.file_perms,
+                                 &job->holders[job->locked]);
+    if (rc == 0) {
+      job->locked++;
+      continue;
+    }
+    if (rc != TUSC_ELOCKED) {
+      job_release(job);
+      /* No shard directory for the lock file: no such upload. */
+      return rc == TUSC_EINVALID_ID || rc == -ENOENT || rc == -ENOTDIR ? TUSC_ENOT_FOUND : rc;
+    }
+    uint64_t now = tusc_now_ms();
+    if (job->abandoned || now >= job->deadline) {
+      job_release(job);
+      return job->abandoned ? UV_ECANCELED : TUSC_ELOCK_TIMEOUT;
+    }
+    /* A PATCH holding a partial that is complete anyway (e.g. a body stalled past the
+     * end) lets go when asked; another assembly ends on its own. */
+    if (now - job->last_ask >= LOCK_REASK_MS) {
+      job->last_ask = now;
+      (void)tusc_lock_request_release(job->env.locks, id);
+    }
+    job->stage = STAGE_LOCK;
+    uv_timer_start(&job->timer, on_job_tick, LOCK_RETRY_MS, 0);
+    return 1;
+  }
+  job->stage = STAGE_BUSY;
+  job->work.data = job;
+  int rc = uv_queue_work(job->loop, &job->work, on_lockset_work, on_lockset_done);
+  if (rc < 0) {
+    job_release(job);
+    return rc;
+  }
+  return 0;
+}
+
+/* The lock set of finals[next]; 1 when there is nothing to do for it. */
+static int job_plan(tusc_concat_job_t *job) {
+  tusc_store_t *store = job->env.store;
+  const char *final_id = job->finals[job->next];
+  size_t partials = 0;
+  char **order = NULL;
+  if (job->kind != JOB_MARK) {
+    /* Cheap look on the loop: with an unfinished partial there is nothing to lock. */
+    int rc = store->ops->get_info(store, final_id, &job->info);
+    if (rc < 0)
+      return rc == TUSC_EINVALID_ID || rc == TUSC_EGONE ? TUSC_ENOT_FOUND : rc;
+    if (!job->info.is_final)
+      return TUSC_EINVALID_ARGUMENT;
+    if (!tusc_concat_status(store, &job->info))
+      return 1;
+    if (tusc_concat_too_big(&job->info, job->env.max_size))
+      return TUSC_EMAX_SIZE_EXCEEDED;
+    if ((rc = partial_lock_order(&job->info, &order, &partials)) < 0)
+      return rc;
+  }
+  job->order = malloc((partials + 1) * sizeof(*job->order));
+  job->holders = calloc(partials + 1, sizeof(*job->holders));
+  if (job->order == NULL || job->holders == NULL) {
+    free(order);
+    return TUSC_ENOMEM;
+  }
+  job->order[0] = job->finals[job->next];
+  if (partials > 0)
+    memcpy(job->order + 1, order, partials * sizeof(*order));
+  free(order);
+  job->lock_count = partials + 1;
+  job->locked = 0;
+  uint64_t now = tusc_now_ms();
+  job->deadline = now + (uint64_t)(job->env.lock_wait_ms > 0 ? job->env.lock_wait_ms : 0);
+  /* Without time to wait, nobody is asked to let go for nothing. */
+  job->last_ask = job->env.lock_wait_ms > 0 ? now - LOCK_REASK_MS : now;
+  return 0;
+}
+
+/* job->done needs room for every final; known only once the notes are read. */
+static int job_done_room(tusc_concat_job_t *job) {
+  if (job->done != NULL || job->count == 0)
+    return 0;
+  job->done = calloc(job->count, sizeof(*job->done));
+  return job->done != NULL ? 0 : TUSC_ENOMEM;
+}
+
+/* On to the next final that needs work, or the end. */
+static void job_next(tusc_concat_job_t *job) {
+  if (job_done_room(job) < 0) {
+    set_status(job, TUSC_ENOMEM);
+    job->next = job->count;
+  }
+  while (job->next < job->count && !job->abandoned) {
+    int rc = job_plan(job);
+    if (rc == 0 && (rc = job_lock(job)) >= 0)
+      return; /* waiting (timer) or copying (pool) */
+    job_release(job);
+    if (rc < 0) {
+      TUSC_LOG(TUSC_LOG_WARN, "concat %s: not assembled: %s", job->finals[job->next],
+               tusc_strerror(rc));
+      set_status(job, rc);
+    }
+    job->next++;
+  }
+  job_end(job);
+}
+
+static void on_job_tick(uv_timer_t *timer) {
+  tusc_concat_job_t *job = timer->data;
+  if (job->stage == STAGE_START) {
+    if (job->kind == JOB_PARTIAL) {
+      job->stage = STAGE_BUSY;
+      job->work.data = job;
+      int rc = uv_queue_work(job->loop, &job->work, on_take_work, on_take_done);
+      if (rc < 0) {
+        set_status(job, rc);
+        job_end(job);
+      }
+      return;
+    }
+    job_next(job);
+    return;
+  }
+  /* STAGE_LOCK. The requester is gone: stop waiting, let go of what is held. */
+  int rc = job->abandoned ? UV_ECANCELED : job_lock(job);
+  if (rc < 0)
+    job_release(job);
+  if (rc >= 0)
+    return;
+  TUSC_LOG(TUSC_LOG_WARN, "concat %s: not assembled: %s", job->finals[job->next],
+           tusc_strerror(rc));
+  set_status(job, rc);
+  job->next++;
+  job_next(job);
+}
+
+static int job_start(uv_loop_t *loop, const tusc_concat_env_t *env, const char *id,
+                     enum job_kind kind, tusc_concat_done_cb cb, void *arg,
+                     tusc_concat_job_t **out) {
+  tusc_concat_job_t *job = calloc(1, sizeof(*job));
   if (job == NULL)
     return TUSC_ENOMEM;
+  job->loop = loop;
   job->env = *env;
-  job->partial = partial;
+  job->kind = kind;
   job->cb = cb;
   job->arg = arg;
+  tusc_upload_info_init(&job->info);
   snprintf(job->id, sizeof(job->id), "%s", id);
-  job->work.data = job;
-  int rc = uv_queue_work(loop, &job->work, on_job, on_job_done);
-  if (rc < 0)
+  if (kind != JOB_PARTIAL) {
+    job->finals = calloc(1, sizeof(*job->finals));
+    if (job->finals == NULL || (job->finals[0] = strdup(id)) == NULL) {
+      free(job->finals);
+      free(job);
+      return TUSC_ENOMEM;
+    }
+    job->count = 1;
+  }
+  int rc = uv_timer_init(loop, &job->timer);
+  if (rc < 0) {
+    free_ids(job->finals, job->count);
     free(job);
-  return rc;
+    return rc;
+  }
+  job->timer.data = job;
+  /* Started from the timer, so that cb never runs before this returns. */
+  uv_timer_start(&job->timer, on_job_tick, 0, 0);
+  if (out != NULL)
+    *out = job;
+  return 0;
 }
 
 int tusc_concat_queue_partial_finished(uv_loop_t *loop, const tusc_concat_env_t *env,
-                                       const char *partial_id) {
-  return queue_job(loop, env, partial_id, true, NULL, NULL);
+                                       const char *partial_id, tusc_concat_done_cb cb, void *arg) {
+  return job_start(loop, env, partial_id, JOB_PARTIAL, cb, arg, NULL);
 }
 
-int tusc_concat_queue_assemble(uv_loop_t *loop, const tusc_concat_env_t *env,
-                               const char *final_id) {
-  return queue_job(loop, env, final_id, false, NULL, NULL);
+int tusc_concat_queue_assemble(uv_loop_t *loop, const tusc_concat_env_t *env, const char *final_id,
+                               tusc_concat_done_cb cb, void *arg, tusc_concat_job_t **job) {
+  return job_start(loop, env, final_id, JOB_ASSEMBLE, cb, arg, job);
 }
 
-int tusc_concat_queue_partial_finished_cb(uv_loop_t *loop, const tusc_concat_env_t *env,
-                                          const char *partial_id, tusc_concat_done_cb cb,
-                                          void *arg) {
-  return queue_job(loop, env, partial_id, true, cb, arg);
+int tusc_concat_queue_created(uv_loop_t *loop, const tusc_concat_env_t *env, const char *final_id,
+                              tusc_concat_done_cb cb, void *arg, tusc_concat_job_t **job) {
+  return job_start(loop, env, final_id, JOB_CREATED, cb, arg, job);
 }
 
-int tusc_concat_queue_assemble_cb(uv_loop_t *loop, const tusc_concat_env_t *env,
-                                  const char *final_id, tusc_concat_done_cb cb, void *arg) {
-  return queue_job(loop, env, final_id, false, cb, arg);
+int tusc_concat_queue_finish_hooks_done(uv_loop_t *loop, const tusc_concat_env_t *env,
+                                        const char *final_id, tusc_concat_done_cb cb, void *arg) {
+  return job_start(loop, env, final_id, JOB_MARK, cb, arg, NULL);
+}
+
+void tusc_concat_job_abandon(tusc_concat_job_t *job) {
+  if (job != NULL)
+    job->abandoned = true;
 }

@@ -18,10 +18,15 @@
  * complete. The notes survive restarts; HEAD and GET of a final whose partials are all
  * complete assemble it as well, which also covers notes lost with a crash.
  *
- * Threads: the parser and tusc_concat_status are cheap and may run on a loop;
- * tusc_concat_assemble, tusc_concat_final_created and tusc_concat_partial_finished
- * block on disk and on locks and belong on libuv's thread pool
- * (tusc_concat_queue_partial_finished / tusc_concat_queue_assemble put them there).
+ * Limits: a partial appears at most once in one final (several finals may share it);
+ * a final whose partials' lengths add up to more than -max-size is refused at creation
+ * when the lengths are known, else never assembled once they are (tusc_concat_too_big).
+ *
+ * Threads: the parser and tusc_concat_status are cheap and may run on a loop. Assembly
+ * is a job: its locks are taken on the loop (waiting on a timer, never on a thread),
+ * then the copy runs on libuv's thread pool with the locks held. The blocking
+ * functions (tusc_concat_assemble, ...) are for the pool and tests and never wait for
+ * a lock.
  */
 #ifndef TUSC_TUS_CONCAT_H
 #define TUSC_TUS_CONCAT_H
@@ -40,7 +45,7 @@
 typedef struct tusc_concat_s {
   bool is_partial;
   bool is_final;
-  char **ids; /* final: the partial upload IDs in order (may repeat) */
+  char **ids; /* final: the partial upload IDs in order (no ID twice) */
   size_t count;
 } tusc_concat_t;
 
@@ -87,70 +92,87 @@ bool tusc_concat_status(tusc_store_t *store, tusc_upload_info_t *info);
 int tusc_concat_format_final(const tusc_upload_info_t *info, const char *collection, char *out,
                              size_t cap);
 
-/* Where and how assembly takes its locks. Borrowed pointers. */
-typedef struct tusc_concat_env_s {
-  tusc_store_t *store;
-  tusc_lock_table_t *locks;
-  unsigned file_perms;   /* for lock files */
-  int64_t lock_wait_ms;  /* how long to wait for a busy lock */
-} tusc_concat_env_t;
-
-/* Assembles final upload `final_id` if every partial is complete and it is not
- * assembled yet (then saves a newly known length, appends, syncs, logs UploadFinished
- * and counts it in the metrics; finish hooks do not run here). Sets *complete
- * (may be NULL) to whether the final is complete afterwards. Returns 0 (also when not
- * ready), TUSC_ELOCK_TIMEOUT, TUSC_ENOT_FOUND for a missing final or partial, or an
- * I/O error; on error the final's data is cut back to empty. Blocking. */
-int tusc_concat_assemble(const tusc_concat_env_t *env, const char *final_id, bool *complete);
-
-/* After the store created final upload `info`: notes it with each unfinished partial,
- * then assembles it if all are complete. Unlike tusc_concat_assemble it neither logs
- * UploadFinished nor counts it: the creating request does that (and runs the finish
- * hooks) when it sees the final complete. Returns 0 or the assembly's error. Blocking. */
-int tusc_concat_final_created(const tusc_concat_env_t *env, const tusc_upload_info_t *info);
-
-/* After partial `partial_id` became complete: assembles the finals noted with it.
- * Failures are logged (a later HEAD/GET retries). Blocking. */
-void tusc_concat_partial_finished(const tusc_concat_env_t *env, const char *partial_id);
-
-/* tusc_concat_assemble that also says whether this call is the one that completed the
- * final (*assembled; exactly one caller sees true, and it alone has logged and counted
- * it, so it alone runs the finish hooks). Blocking. */
-int tusc_concat_assemble_now(const tusc_concat_env_t *env, const char *final_id,
-                             bool *assembled);
-
-/* tusc_concat_final_created with *assembled (may be NULL): this call completed the
- * final. False when a partial's background job completed it first (that job then owns
- * the report and the finish hooks). Blocking. */
-int tusc_concat_create_final(const tusc_concat_env_t *env, const tusc_upload_info_t *info,
-                             bool *assembled);
-
-/* Under the final's lock: turns a "pending" FinishHooks state into "done" and saves
- * the info. *marked: it was pending and is now done on disk (false when it was not
- * pending any more, e.g. another request ran the hooks first). Blocking. */
-int tusc_concat_finish_hooks_done(const tusc_concat_env_t *env, const char *final_id,
-                                  bool *marked);
-
 /* True when `info` is a final that is not complete and one of its partials no longer
  * exists (deleted or expired and swept): it can never complete. Info reads only. */
 bool tusc_concat_partial_missing(tusc_store_t *store, const tusc_upload_info_t *info);
 
-/* Fire-and-forget versions on `loop`'s thread pool (the loop stays alive until they are
- * done). `env` is copied; its pointers must outlive the work. Returns 0 or a negative
- * code (nothing queued). */
-int tusc_concat_queue_partial_finished(uv_loop_t *loop, const tusc_concat_env_t *env,
-                                       const char *partial_id);
-int tusc_concat_queue_assemble(uv_loop_t *loop, const tusc_concat_env_t *env,
-                               const char *final_id);
+/* True when final `info` has a known length above max_size (> 0): it is never
+ * assembled, and HEAD/GET answer 413 ERR_MAX_SIZE_EXCEEDED. */
+bool tusc_concat_too_big(const tusc_upload_info_t *info, int64_t max_size);
 
-/* With a callback: `cb` runs on `loop` exactly once when the job ends (also when it
- * was cancelled), with the IDs of the finals the job completed (`finals` and its strings
- * are freed after cb returns; count may be 0). Not called when queueing fails. */
-typedef void (*tusc_concat_done_cb)(void *arg, char **finals, size_t count);
-int tusc_concat_queue_partial_finished_cb(uv_loop_t *loop, const tusc_concat_env_t *env,
-                                          const char *partial_id, tusc_concat_done_cb cb,
-                                          void *arg);
-int tusc_concat_queue_assemble_cb(uv_loop_t *loop, const tusc_concat_env_t *env,
-                                  const char *final_id, tusc_concat_done_cb cb, void *arg);
+/* Where and how assembly takes its locks. Borrowed pointers. */
+typedef struct tusc_concat_env_s {
+  tusc_store_t *store;
+  tusc_lock_table_t *locks;
+  unsigned file_perms;  /* for lock files */
+  int64_t lock_wait_ms; /* jobs: how long to wait on the loop for a busy lock (0 = try once) */
+  int64_t max_size;     /* -max-size: a final above it is never assembled (0 = no limit) */
+} tusc_concat_env_t;
+
+/* Blocking versions (thread pool or tests; the server uses the jobs below). They never
+ * wait for a lock: each is tried once, in lock order, and a busy one gives TUSC_ELOCKED.
+ *
+ * tusc_concat_assemble assembles final `final_id` if every partial is complete and it
+ * is not assembled yet (then saves a newly known length, appends, syncs, logs
+ * UploadFinished and counts it in the metrics; finish hooks do not run here). Sets
+ * *complete (may be NULL) to whether the final is complete afterwards. Returns 0 (also
+ * when not ready), TUSC_ELOCKED, TUSC_EMAX_SIZE_EXCEEDED (partials add up to more than
+ * env->max_size), TUSC_ENOT_FOUND for a missing final or partial, or an I/O error; on
+ * error the final's data is cut back to empty. */
+int tusc_concat_assemble(const tusc_concat_env_t *env, const char *final_id, bool *complete);
+
+/* After the store created final upload `info`: notes it with each unfinished partial
+ * (store->wait_add; failures are logged, HEAD/GET still assemble it later). Blocking
+ * (disk), takes no lock. Returns 0. */
+int tusc_concat_note_final(tusc_store_t *store, const tusc_upload_info_t *info);
+
+/* tusc_concat_note_final, then tusc_concat_assemble without logging or counting
+ * UploadFinished (the creating request does that). Returns the assembly's code. */
+int tusc_concat_final_created(const tusc_concat_env_t *env, const tusc_upload_info_t *info);
+
+/* After partial `partial_id` became complete: assembles the finals noted with it.
+ * Failures are logged (a later HEAD/GET retries). */
+void tusc_concat_partial_finished(const tusc_concat_env_t *env, const char *partial_id);
+
+/* Jobs, started on the loop thread that owns `loop`. A job takes each final's lock set
+ * on the loop (the final's lock, then its partials' in ascending ID order; a busy lock's
+ * holder is asked to let go, tusc_lock_request_release, and the lock tried again from a
+ * timer until env->lock_wait_ms has passed), and only then copies on the thread pool
+ * with every lock held: no pool thread ever waits for a lock. The loop stays alive
+ * until the job ends. `env` is copied; its pointers must outlive the job.
+ *
+ * `cb` (may be NULL) runs on the loop exactly once, never before the start function
+ * returned, when the job ends: status 0 or the first error (TUSC_ELOCK_TIMEOUT,
+ * TUSC_EMAX_SIZE_EXCEEDED, TUSC_ENOT_FOUND, UV_ECANCELED after
+ * tusc_concat_job_abandon, I/O errors), and the IDs of the finals this job completed
+ * (exactly one caller sees a final here; it alone logged and counted it, so it alone
+ * runs the finish hooks); `finals` and its strings are freed after cb returns. Start
+ * functions return 0, or a negative code and nothing happens (no cb). */
+typedef struct tusc_concat_job_s tusc_concat_job_t;
+typedef void (*tusc_concat_done_cb)(void *arg, int status, char **finals, size_t count);
+
+/* Partial `partial_id` became complete: assembles the finals noted with it (notes read
+ * and taken on the pool). */
+int tusc_concat_queue_partial_finished(uv_loop_t *loop, const tusc_concat_env_t *env,
+                                       const char *partial_id, tusc_concat_done_cb cb, void *arg);
+/* Assembles final `final_id` if it is ready (HEAD, GET). *job (may be NULL) is the
+ * handle for tusc_concat_job_abandon, valid until cb runs. */
+int tusc_concat_queue_assemble(uv_loop_t *loop, const tusc_concat_env_t *env, const char *final_id,
+                               tusc_concat_done_cb cb, void *arg, tusc_concat_job_t **job);
+/* As tusc_concat_queue_assemble for a final just created (after tusc_concat_note_final
+ * on the pool), but it neither logs nor counts UploadFinished: the creating request
+ * does. */
+int tusc_concat_queue_created(uv_loop_t *loop, const tusc_concat_env_t *env, const char *final_id,
+                              tusc_concat_done_cb cb, void *arg, tusc_concat_job_t **job);
+/* Under the final's lock: turns a "pending" FinishHooks state into "done" and saves the
+ * info; `finals` holds final_id when this job marked it (false when it was not pending
+ * any more, e.g. another request ran the hooks first). */
+int tusc_concat_queue_finish_hooks_done(uv_loop_t *loop, const tusc_concat_env_t *env,
+                                        const char *final_id, tusc_concat_done_cb cb, void *arg);
+
+/* The requester is gone: a job still waiting for locks stops, lets go of what it holds
+ * and ends with UV_ECANCELED (copying already under way finishes first). cb still runs
+ * once. NULL is a no-op. */
+void tusc_concat_job_abandon(tusc_concat_job_t *job);
 
 #endif

@@ -88,7 +88,6 @@ enum work_kind {
   WORK_SAVE_INFO,
   WORK_SYNC,
   WORK_TERMINATE,
-  WORK_ASSEMBLE,
   WORK_VERIFY, /* checksum: compare, then move the staged chunk into the data file */
   WORK_DISCARD /* checksum: drop a chunk that failed or cannot be verified */
 };
@@ -163,6 +162,8 @@ struct tus_request_s {
   bool pre_create_done;
   bool finish_hooks_ran;
   bool concat_assembled; /* this request's work completed a final (it reports it) */
+  tusc_concat_job_t *concat_job; /* PH_WORK: assembly job of a new final or a GET */
+  bool concat_job_ran;           /* POST: the new final's assembly job has ended */
   bool stopped; /* a post-receive hook answered StopUpload */
   struct hook_call *progress; /* outstanding post-receive */
   int64_t progress_offset;    /* offset the last post-receive reported */
@@ -232,6 +233,7 @@ static void concat_env(const tus_request_t *st, bool wait, tusc_concat_env_t *en
   env->locks = st->w->tus->locks;
   env->file_perms = st->w->tus->cfg->file_perms;
   env->lock_wait_ms = wait ? st->w->tus->cfg->acquire_lock_timeout_ms : 0;
+  env->max_size = st->w->tus->cfg->max_size;
 }
 
 /* --- request state lifetime ------------------------------------------------------ */
@@ -437,11 +439,9 @@ static void on_work(uv_work_t *work) {
       break;
     }
     rc = store->ops->create(store, st->info);
-    if (rc == 0 && st->info->is_final) {
-      tusc_concat_env_t env;
-      concat_env(st, true, &env);
-      rc = tusc_concat_create_final(&env, st->info, &st->concat_assembled);
-    }
+    /* Assembled afterwards by a job that takes its locks on the loop (post_created). */
+    if (rc == 0 && st->info->is_final)
+      rc = tusc_concat_note_final(store, st->info);
     break;
   case WORK_SAVE_INFO:
     rc = store->ops->save_info(st->upload);
@@ -458,12 +458,6 @@ static void on_work(uv_work_t *work) {
   case WORK_DISCARD:
     rc = tusc_verify_discard(st->verify);
     break;
-  case WORK_ASSEMBLE: {
-    tusc_concat_env_t env;
-    concat_env(st, true, &env);
-    rc = tusc_concat_assemble_now(&env, st->id, &st->concat_assembled);
-    break;
-  }
   }
   st->work_result = rc;
 }
@@ -1047,6 +1041,7 @@ static void w_concat_env(const tusc_tus_worker_t *w, tusc_concat_env_t *env) {
   env->locks = w->tus->locks;
   env->file_perms = w->tus->cfg->file_perms;
   env->lock_wait_ms = w->tus->cfg->acquire_lock_timeout_ms;
+  env->max_size = w->tus->cfg->max_size;
 }
 
 static void bg_job_end(tusc_tus_worker_t *w) {
@@ -1056,7 +1051,6 @@ static void bg_job_end(tusc_tus_worker_t *w) {
 
 struct bg_final {
   tusc_tus_worker_t *w;
-  uv_work_t work;
   struct hook_req_copy *req;
   tusc_upload_info_t info;
   uint64_t start_ms;
@@ -1072,17 +1066,11 @@ static void bg_final_free(struct bg_final *bf) {
   bg_job_end(w);
 }
 
-static void bg_mark_work(uv_work_t *work) {
-  struct bg_final *bf = work->data;
-  tusc_concat_env_t env;
-  w_concat_env(bf->w, &env);
-  bf->work_result = tusc_concat_finish_hooks_done(&env, bf->info.id, &bf->marked);
-}
-
-static void bg_mark_done(uv_work_t *work, int status) {
-  struct bg_final *bf = work->data;
-  if (status < 0 && bf->work_result == 0)
-    bf->work_result = status;
+static void bg_mark_done(void *arg, int status, char **finals, size_t count) {
+  (void)finals;
+  struct bg_final *bf = arg;
+  bf->marked = count > 0;
+  bf->work_result = status;
   if (bf->work_result < 0)
     TUSC_LOG(TUSC_LOG_WARN, "upload %s: cannot record that its finish hooks ran: %s",
              bf->info.id, tusc_strerror(bf->work_result));
@@ -1103,9 +1091,11 @@ static void bg_mark_done(uv_work_t *work, int status) {
   bg_final_free(bf);
 }
 
+/* Records "done" under the final's lock, taken on the loop (concat job). */
 static void bg_mark(struct bg_final *bf) {
-  bf->work.data = bf;
-  if (uv_queue_work(bf->w->loop, &bf->work, bg_mark_work, bg_mark_done) < 0)
+  tusc_concat_env_t env;
+  w_concat_env(bf->w, &env);
+  if (tusc_concat_queue_finish_hooks_done(bf->w->loop, &env, bf->info.id, bg_mark_done, bf) < 0)
     bg_final_free(bf);
 }
 
@@ -1166,8 +1156,11 @@ struct bg_trigger {
   struct hook_req_copy *req;
 };
 
-static void on_bg_assembled(void *arg, char **finals, size_t count) {
+static void on_bg_assembled(void *arg, int status, char **finals, size_t count) {
+  (void)status; /* logged by concat; a later HEAD/GET retries */
   struct bg_trigger *t = arg;
+  if (t->req == NULL)
+    count = 0; /* no finish hooks to run */
   for (size_t i = 0; i < count; i++)
     bg_final_start(t->w, finals[i], i + 1 < count ? hook_req_copy_new(&t->req->hr) : t->req);
   if (count == 0)
@@ -1182,32 +1175,24 @@ static void on_bg_assembled(void *arg, char **finals, size_t count) {
 static void concat_queue_bg(tus_request_t *st, bool partial) {
   tusc_concat_env_t env;
   concat_env(st, partial, &env);
-  struct bg_trigger *t = NULL;
-  if (finish_hooks_on(st) && (t = malloc(sizeof(*t))) != NULL) {
-    t->w = st->w;
-    t->req = hook_req_snapshot(st);
-    if (t->req == NULL) {
-      free(t);
-      t = NULL;
-    }
+  struct bg_trigger *t = malloc(sizeof(*t));
+  if (t == NULL) {
+    TUSC_LOG(TUSC_LOG_WARN, "concat: cannot queue the assembly for %s: out of memory", st->id);
+    return;
   }
-  int rc;
-  if (t != NULL) {
-    rc = partial ? tusc_concat_queue_partial_finished_cb(st->w->loop, &env, st->id,
-                                                         on_bg_assembled, t)
-                 : tusc_concat_queue_assemble_cb(st->w->loop, &env, st->id, on_bg_assembled, t);
-    if (rc == 0) {
-      st->w->bg_jobs++;
-      return;
-    }
-    hook_req_copy_free(t->req);
-    free(t);
+  t->w = st->w;
+  t->req = finish_hooks_on(st) ? hook_req_snapshot(st) : NULL;
+  int rc = partial
+               ? tusc_concat_queue_partial_finished(st->w->loop, &env, st->id, on_bg_assembled, t)
+               : tusc_concat_queue_assemble(st->w->loop, &env, st->id, on_bg_assembled, t, NULL);
+  if (rc == 0) {
+    st->w->bg_jobs++;
+    return;
   }
-  rc = partial ? tusc_concat_queue_partial_finished(st->w->loop, &env, st->id)
-               : tusc_concat_queue_assemble(st->w->loop, &env, st->id);
-  if (rc < 0)
-    TUSC_LOG(TUSC_LOG_WARN, "concat: cannot queue the assembly for %s: %s", st->id,
-             tusc_strerror(rc));
+  hook_req_copy_free(t->req);
+  free(t);
+  TUSC_LOG(TUSC_LOG_WARN, "concat: cannot queue the assembly for %s: %s", st->id,
+           tusc_strerror(rc));
 }
 
 /* An empty PATCH at the length of a complete final whose finish hooks are pending
@@ -1355,6 +1340,25 @@ static const char *make_storage_parents(const char *root, char *dir, unsigned pe
   }
 }
 
+/* Whether `rel` (a resolved path under the upload directory) lies where tusc keeps its
+ * own files, so that a hook could squat another upload's: the .concat tree of
+ * concatenation notes, or a shard tree. Shard paths are <prefix/><ab>/<cd>/<name> for
+ * any ID, so two two-character names in a row may be some upload's shard directories,
+ * and a two-character name may become one. */
+static bool storage_path_reserved(const char *rel) {
+  size_t prev = 0;
+  for (const char *seg = rel;;) {
+    const char *end = strchr(seg, '/');
+    size_t len = end != NULL ? (size_t)(end - seg) : strlen(seg);
+    if ((seg == rel && len == 7 && memcmp(seg, ".concat", 7) == 0) || (len == 2 && prev == 2))
+      return true;
+    if (end == NULL)
+      return len == 2;
+    prev = len;
+    seg = end + 1;
+  }
+}
+
 /* ChangeFileInfo.Storage.Path: where the data file goes. A relative path is taken
  * under the upload directory. No "." or ".." segments; missing parent directories are
  * made only inside the upload directory; the parent, resolved (symlinks followed), must
@@ -1383,6 +1387,11 @@ static int pre_create_storage_path(tus_request_t *st, tusc_upload_info_t *info) 
                       : 0;
   if (why == NULL && (w < 0 || (size_t)w >= sizeof(joined)))
     why = "too long";
+  /* As spelled first, so that no directory is made there; resolved again below. */
+  size_t rl = strlen(root);
+  if (why == NULL && strcmp(root, "/") != 0 && strncmp(joined, root, rl) == 0 &&
+      joined[rl] == '/' && storage_path_reserved(joined + rl + 1))
+    why = "in tusc's shard or .concat directories";
   char *slash = why == NULL ? strrchr(joined, '/') : NULL;
   if (why == NULL) {
     *slash = '\0';
@@ -1400,6 +1409,15 @@ static int pre_create_storage_path(tus_request_t *st, tusc_upload_info_t *info) 
                  strcmp(parent, "/") == 0 ? "" : parent, slash + 1);
     if (w < 0 || (size_t)w >= sizeof(info->data_path))
       why = "too long";
+  }
+  if (why == NULL && path_inside(info->data_path, root)) {
+    const char *rel = info->data_path + (strcmp(root, "/") == 0 ? 0 : strlen(root));
+    char info_path[sizeof(info->data_path) + sizeof(".info")];
+    snprintf(info_path, sizeof(info_path), "%s.info", info->data_path);
+    if (storage_path_reserved(rel + (*rel == '/' ? 1 : 0)))
+      why = "in tusc's shard or .concat directories";
+    else if (access(info_path, F_OK) == 0 || errno != ENOENT)
+      why = "another upload's file";
   }
   if (why != NULL) {
     info->data_path[0] = '\0';
@@ -1838,7 +1856,6 @@ static void get_open(tus_request_t *st) {
 
 static void get_assembled(tus_request_t *st) {
   int rc = st->work_result;
-  st->work_kind = WORK_NOOP;
   if (st->aborted) {
     respond_error(st, st->abort_err);
     return;
@@ -1852,8 +1869,39 @@ static void get_assembled(tus_request_t *st) {
   get_open(st);
 }
 
+/* A concat job of this request ended (GET: the final's assembly; POST: a new final's). */
+static void on_request_job_done(void *arg, int status, char **finals, size_t count) {
+  (void)finals;
+  tus_request_t *st = arg;
+  st->concat_job = NULL;
+  st->concat_assembled = count > 0;
+  st->work_result = status;
+  st->phase = PH_RUN;
+  st->after_work(st);
+}
+
+/* Runs final st->id's assembly job (locks on the loop, copy on the pool), then `next`
+ * with st->work_result; PH_WORK meanwhile, so that an abort abandons the job. */
+static void concat_request_job(tus_request_t *st, bool created, step_fn next) {
+  tusc_concat_env_t env;
+  concat_env(st, true, &env);
+  st->work_result = 0;
+  st->after_work = next;
+  st->phase = PH_WORK;
+  int rc = created ? tusc_concat_queue_created(st->w->loop, &env, st->id, on_request_job_done, st,
+                                               &st->concat_job)
+                   : tusc_concat_queue_assemble(st->w->loop, &env, st->id, on_request_job_done, st,
+                                                &st->concat_job);
+  if (rc < 0) {
+    st->phase = PH_RUN;
+    st->work_result = rc;
+    next(st);
+  }
+}
+
 /* A final upload whose partials are all complete is assembled (or its running assembly
- * waited for) before it is served, so GET never returns half a concatenation. */
+ * waited for) before it is served, so GET never returns half a concatenation. One whose
+ * partials add up to more than -max-size is never assembled: 413. */
 static void do_get(tus_request_t *st) {
   tusc_store_t *store = store_of(st);
   tusc_upload_info_t info;
@@ -1866,13 +1914,15 @@ static void do_get(tus_request_t *st) {
   }
   bool assemble = info_rc == 0 && tusc_concat_status(store, &info);
   bool broken = info_rc == 0 && !assemble && tusc_concat_partial_missing(store, &info);
+  bool too_big =
+      info_rc == 0 && tusc_concat_too_big(&info, cfg_of(st)->max_size) && info.offset < info.size;
   tusc_upload_info_dispose(&info);
-  if (broken) {
-    respond_error(st, TUSC_EPARTIAL_GONE);
+  if (broken || too_big) {
+    respond_error(st, broken ? TUSC_EPARTIAL_GONE : TUSC_EMAX_SIZE_EXCEEDED);
     return;
   }
   if (assemble)
-    queue_work(st, WORK_ASSEMBLE, get_assembled);
+    concat_request_job(st, false, get_assembled);
   else
     get_open(st);
 }
@@ -1931,11 +1981,15 @@ static void do_head(tus_request_t *st) {
   }
   /* Also fills in a final's length once its partials' lengths are all known. */
   bool assemble = info.is_final && tusc_concat_status(store, &info);
-  if (!assemble && info.is_final && tusc_concat_partial_missing(store, &info)) {
-    /* A partial it waits for is gone: it can never complete (docs/protocol-support.md). */
+  bool broken = !assemble && info.is_final && tusc_concat_partial_missing(store, &info);
+  bool too_big = tusc_concat_too_big(&info, cfg_of(st)->max_size) && info.offset < info.size;
+  if (broken || too_big) {
+    /* A partial it waits for is gone: it can never complete (docs/protocol-support.md);
+     * or its partials add up to more than -max-size: it is never assembled. */
     tusc_upload_info_dispose(&info);
     tusc_http_response_t gone;
-    response_init(st, &gone, tusc_error_status(TUSC_EPARTIAL_GONE));
+    response_init(st, &gone,
+                  tusc_error_status(broken ? TUSC_EPARTIAL_GONE : TUSC_EMAX_SIZE_EXCEEDED));
     tusc_http_response_header(&gone, "Cache-Control", "no-store");
     finish(st, &gone, NULL, 0);
     return;
@@ -2118,6 +2172,12 @@ static void post_created(tus_request_t *st) {
   char size_s[24];
   if (st->work_result < 0) {
     respond_error(st, st->work_result);
+    return;
+  }
+  if (st->info->is_final && !st->concat_job_ran) {
+    /* Partials already complete: assemble now, locks taken on the loop. */
+    st->concat_job_ran = true;
+    concat_request_job(st, true, post_created);
     return;
   }
   if (st->ietf.version > 0)
@@ -2761,6 +2821,9 @@ static void on_abort(tusc_http_request_t *req, int err, void *ctx) {
       download_end(st);
     break;
   case PH_WORK:
+    /* A concat job waiting for locks stops waiting; its callback still comes back. */
+    tusc_concat_job_abandon(st->concat_job);
+    break;
   case PH_HOOK:
   case PH_RUN:
     /* after_work comes back and sees `aborted`. PH_RUN cannot be seen here: the

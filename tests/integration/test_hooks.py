@@ -534,6 +534,31 @@ def test_storage_path_escapes_are_refused(tusc, tmp_path, where):
     assert not list(upload_dir.rglob("*.info"))
 
 
+@pytest.mark.parametrize("where", ["SHARD/squat.bin", "ab/cd/abcdef0123", "ab/cd", "zz",
+                                   "alias/cd/x.bin", ".concat/x.bin", "legacy",
+                                   "deep/er/ab/cd/x.bin"])
+def test_storage_path_in_reserved_areas_is_refused(tusc, tmp_path, where):
+    """Storage.Path may not squat tusc's own trees: the shard directories of uploads
+    (existing or future: <ab>/<cd>/ of any ID, also reached through a symlink), the
+    .concat notes, or an existing upload's files. Answered like any unusable path."""
+    upload_dir = tmp_path / "up"
+    (upload_dir / "ab" / "cd").mkdir(parents=True)
+    (upload_dir / "alias").symlink_to(upload_dir / "ab")
+    (upload_dir / "legacy.info").write_text("{}")  # a flat (tusd) upload's info
+    plain = tusc(upload_dir=upload_dir)
+    existing = plain.create(1)
+    if where.startswith("SHARD"):
+        shard = plain.data_file(existing).parent.relative_to(upload_dir)
+        where = str(shard) + where[len("SHARD"):]
+    before = sorted(str(p) for p in upload_dir.rglob("*"))
+    d = storage_hook(tmp_path, where)
+    srv = hooks_server(tusc, hooks_dir=d, upload_dir=upload_dir)
+    r = srv.request("POST", "/files/", {"Upload-Length": "1"})
+    assert r.status == 500, r
+    assert sorted(str(p) for p in upload_dir.rglob("*")) == before
+    assert plain.patch(existing, 0, b"x").status == 204
+
+
 def test_storage_path_missing_parents_are_created(tusc, tmp_path):
     """tusd's file store makes the directories; tusc too, with -dir-perms, inside the
     upload directory."""

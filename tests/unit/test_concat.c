@@ -1,10 +1,13 @@
 /* Unit tests for src/tus/concat.c: the Upload-Concat parser (table-driven), the final
  * header, and assembly against the real file store in a mkdtemp directory: ready
  * finals, unfinished and deferred partials, waiting notes, restarts after a crash
- * mid-assembly, and the read/write fallback without copy_file_range. */
+ * mid-assembly, the read/write fallback without copy_file_range, and the jobs that take
+ * their locks on a loop (waiting, asking the holder, timing out, abandoned). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,10 +47,13 @@ static void test_parse_table(void **state) {
       {"final; /files/a  /files/b\t/files/c ", 0, false, 3, {"a", "b", "c"}},
       {"final;http://example.com/files/a https://x:8080/files/b", 0, false, 2, {"a", "b"}},
       {"final;HTTP://example.com/files/a", 0, false, 1, {"a"}},
-      {"final;/proxy/files/a", 0, false, 1, {"a"}},          /* collection path */
-      {"final;/files/p/q/x", 0, false, 1, {"p/q/x"}},        /* hook-chosen IDs nest */
-      {"final;/files/a%2Db", 0, false, 1, {"a-b"}},          /* percent-decoded */
-      {"final;/files/a /files/a", 0, false, 2, {"a", "a"}},  /* repeats are allowed */
+      {"final;/proxy/files/a", 0, false, 1, {"a"}},   /* collection path */
+      {"final;/files/p/q/x", 0, false, 1, {"p/q/x"}}, /* hook-chosen IDs nest */
+      {"final;/files/a%2Db", 0, false, 1, {"a-b"}},   /* percent-decoded */
+      /* A partial listed twice, however spelled, is refused. */
+      {"final;/files/a /files/a", TUSC_EINVALID_CONCAT, false, 0, {NULL}},
+      {"final;/files/a /files/b http://h/files/a", TUSC_EINVALID_CONCAT, false, 0, {NULL}},
+      {"final;/files/a /files/%61", TUSC_EINVALID_CONCAT, false, 0, {NULL}},
       {"", TUSC_EINVALID_CONCAT, false, 0, {NULL}},
       {"Partial", TUSC_EINVALID_CONCAT, false, 0, {NULL}},
       {"partial ", TUSC_EINVALID_CONCAT, false, 0, {NULL}},
@@ -106,12 +112,12 @@ static void test_parse_limits(void **state) {
   assert_int_equal(tusc_concat_parse(NULL, 0, NULL, "/files/", &out), TUSC_EINVALID_CONCAT);
 
   /* Exactly the maximum number of partials, then one more. */
-  size_t cap = 8 + (size_t)(TUSC_CONCAT_MAX_PARTIALS + 1) * 10;
+  size_t cap = 8 + (size_t)(TUSC_CONCAT_MAX_PARTIALS + 1) * 16;
   char *big = malloc(cap);
   assert_non_null(big);
   size_t used = (size_t)snprintf(big, cap, "final;");
   for (int i = 0; i < TUSC_CONCAT_MAX_PARTIALS; i++)
-    used += (size_t)snprintf(big + used, cap - used, " /files/a%d", i % 10);
+    used += (size_t)snprintf(big + used, cap - used, " /files/a%d", i);
   assert_int_equal(tusc_concat_parse(big, used, NULL, "/files/", &out), 0);
   assert_int_equal(out.count, TUSC_CONCAT_MAX_PARTIALS);
   tusc_concat_dispose(&out);
@@ -255,21 +261,21 @@ static void test_final_of_finished_partials(void **state) {
   create(f, "p3", 4, true);
   append(f, "p1", "abc");
   append(f, "p3", "defg");
-  assert_int_equal(create_final(f, "fin", "final;/files/p1 /files/p2 /files/p3 /files/p1"), 0);
+  assert_int_equal(create_final(f, "fin", "final;/files/p3 /files/p2 /files/p1"), 0);
   tusc_upload_info_t info;
   char *data = contents(f, "fin", &info);
-  assert_string_equal(data, "abcdefgabc");
+  assert_string_equal(data, "defgabc");
   assert_true(info.is_final);
   assert_false(info.size_is_deferred);
-  assert_int_equal(info.size, 10);
-  assert_int_equal(info.offset, 10);
+  assert_int_equal(info.size, 7);
+  assert_int_equal(info.offset, 7);
   free(data);
   /* Idempotent: assembling again changes nothing. */
   bool complete = false;
   assert_int_equal(tusc_concat_assemble(&f->env, "fin", &complete), 0);
   assert_true(complete);
   data = contents(f, "fin", NULL);
-  assert_string_equal(data, "abcdefgabc");
+  assert_string_equal(data, "defgabc");
   free(data);
 }
 
@@ -287,7 +293,8 @@ static void test_prepare_errors(void **state) {
     assert_false(info.is_final);
     tusc_concat_dispose(&c);
   }
-  const char *ok = "final;/files/p1 /files/p1";
+  create(f, "p2", 3, true);
+  const char *ok = "final;/files/p1 /files/p2";
   assert_int_equal(tusc_concat_parse(ok, strlen(ok), NULL, "/files/", &c), 0);
   assert_int_equal(tusc_concat_prepare_final(f->store, &c, 5, &info), TUSC_EMAX_SIZE_EXCEEDED);
   assert_int_equal(tusc_concat_prepare_final(f->store, &c, 6, &info), 0);
@@ -396,7 +403,8 @@ static void test_locked_final(void **state) {
   tusc_lock_holder_t other = {0};
   assert_int_equal(tusc_lock_try_acquire(f->locks, "fin", path, 0640, &other), 0);
   bool complete = true;
-  assert_int_equal(tusc_concat_assemble(&f->env, "fin", &complete), TUSC_ELOCK_TIMEOUT);
+  /* Never waits for a lock: a busy one fails at once. */
+  assert_int_equal(tusc_concat_assemble(&f->env, "fin", &complete), TUSC_ELOCKED);
   assert_false(complete);
   tusc_lock_release(f->locks, &other);
   /* Not a final upload. */
@@ -433,6 +441,174 @@ static void test_copy_fallback(void **state) {
   f->store->ops = orig;
 }
 
+/* --- jobs: locks on the loop ------------------------------------------------------ */
+
+/* Creates final `id` over `value` without assembling it (as WORK_CREATE does). */
+static void create_final_only(fixture_t *f, const char *id, const char *value) {
+  tusc_concat_t c;
+  assert_int_equal(tusc_concat_parse(value, strlen(value), NULL, "/files/", &c), 0);
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  snprintf(info.id, sizeof(info.id), "%s", id);
+  assert_int_equal(tusc_concat_prepare_final(f->store, &c, 0, &info), 0);
+  assert_int_equal(f->store->ops->create(f->store, &info), 0);
+  assert_int_equal(tusc_concat_note_final(f->store, &info), 0);
+  tusc_concat_dispose(&c);
+  tusc_upload_info_dispose(&info);
+}
+
+typedef struct job_run_s {
+  fixture_t *f;
+  tusc_lock_holder_t holder; /* someone else's lock on p1 */
+  atomic_bool asked;         /* its holder was asked to let go */
+  bool release_when_asked;
+  tusc_concat_job_t *job;
+  bool abandon;
+  uv_timer_t timer;
+  int calls, status;
+  char finals[4][TUSC_ID_MAX + 1];
+  size_t count;
+} job_run_t;
+
+static void on_asked(tusc_lock_holder_t *holder) {
+  job_run_t *run = holder->data;
+  atomic_store(&run->asked, true); /* only a flag: the loop's timer lets go */
+}
+
+static void on_run_tick(uv_timer_t *timer) {
+  job_run_t *run = timer->data;
+  if (run->abandon) {
+    tusc_concat_job_abandon(run->job);
+    uv_timer_stop(timer);
+  } else if (run->release_when_asked && atomic_load(&run->asked)) {
+    tusc_lock_release(run->f->locks, &run->holder);
+    uv_timer_stop(timer);
+  }
+}
+
+static void on_run_done(void *arg, int status, char **finals, size_t count) {
+  job_run_t *run = arg;
+  run->calls++;
+  run->status = status;
+  run->count = count;
+  for (size_t i = 0; i < count && i < 4; i++)
+    snprintf(run->finals[i], sizeof(run->finals[i]), "%s", finals[i]);
+  run->job = NULL;
+  uv_timer_stop(&run->timer);
+}
+
+/* Holds p1's lock, starts an assembly job for "fin" and runs the loop until it ends. */
+static void run_job(fixture_t *f, job_run_t *run, int64_t wait_ms) {
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  run->f = f;
+  atomic_init(&run->asked, false);
+  run->holder.on_release_requested = on_asked;
+  run->holder.data = run;
+  char path[TUSC_PATH_MAX];
+  assert_int_equal(f->store->ops->lock_path(f->store, "p1", path, sizeof(path)), 0);
+  assert_int_equal(tusc_lock_try_acquire(f->locks, "p1", path, 0640, &run->holder), 0);
+  tusc_concat_env_t env = f->env;
+  env.lock_wait_ms = wait_ms;
+  assert_int_equal(uv_timer_init(&loop, &run->timer), 0);
+  run->timer.data = run;
+  assert_int_equal(uv_timer_start(&run->timer, on_run_tick, 20, 5), 0);
+  assert_int_equal(tusc_concat_queue_assemble(&loop, &env, "fin", on_run_done, run, &run->job), 0);
+  assert_int_equal(run->calls, 0); /* never before the start function returned */
+  (void)uv_run(&loop, UV_RUN_DEFAULT);
+  uv_close((uv_handle_t *)&run->timer, NULL);
+  (void)uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  tusc_lock_release(f->locks, &run->holder); /* no-op when released already */
+  assert_int_equal(run->calls, 1);
+}
+
+/* Nobody else holds it (the job let go of everything it took). */
+static void assert_free(fixture_t *f, const char *id) {
+  char path[TUSC_PATH_MAX];
+  tusc_lock_holder_t h = {0};
+  assert_int_equal(f->store->ops->lock_path(f->store, id, path, sizeof(path)), 0);
+  assert_int_equal(tusc_lock_try_acquire(f->locks, id, path, 0640, &h), 0);
+  tusc_lock_release(f->locks, &h);
+}
+
+static void test_job_asks_the_holder_and_assembles(void **state) {
+  fixture_t *f = *state;
+  create(f, "p1", 2, true);
+  append(f, "p1", "ab");
+  create(f, "p2", 1, true);
+  append(f, "p2", "c");
+  create_final_only(f, "fin", "final;/files/p2 /files/p1");
+  job_run_t run = {.release_when_asked = true};
+  run_job(f, &run, 10000);
+  assert_true(atomic_load(&run.asked));
+  assert_int_equal(run.status, 0);
+  assert_int_equal(run.count, 1);
+  assert_string_equal(run.finals[0], "fin");
+  char *data = contents(f, "fin", NULL);
+  assert_string_equal(data, "cab");
+  free(data);
+  assert_free(f, "fin");
+  assert_free(f, "p2");
+}
+
+static void test_job_gives_up_after_the_lock_timeout(void **state) {
+  fixture_t *f = *state;
+  create(f, "p1", 1, true);
+  append(f, "p1", "a");
+  create_final_only(f, "fin", "final;/files/p1");
+  job_run_t run = {0};
+  run_job(f, &run, 50);
+  assert_int_equal(run.status, TUSC_ELOCK_TIMEOUT);
+  assert_int_equal(run.count, 0);
+  char *data = contents(f, "fin", NULL);
+  assert_string_equal(data, "");
+  free(data);
+  assert_free(f, "fin");
+}
+
+static void test_job_abandoned_while_waiting(void **state) {
+  fixture_t *f = *state;
+  create(f, "p1", 1, true);
+  append(f, "p1", "a");
+  create_final_only(f, "fin", "final;/files/p1");
+  job_run_t run = {.abandon = true};
+  run_job(f, &run, 60000); /* ends long before: the requester went away */
+  assert_int_equal(run.status, UV_ECANCELED);
+  assert_int_equal(run.count, 0);
+  assert_free(f, "fin");
+}
+
+/* Deferred partials whose lengths add up past max_size: never assembled. */
+static void test_final_over_max_size_not_assembled(void **state) {
+  fixture_t *f = *state;
+  create(f, "p1", -1, true);
+  create(f, "p2", -1, true);
+  create_final_only(f, "fin", "final;/files/p1 /files/p2");
+  declare_length(f, "p1", 3);
+  declare_length(f, "p2", 3);
+  append(f, "p1", "abc");
+  append(f, "p2", "def");
+  f->env.max_size = 5;
+  bool complete = true;
+  assert_int_equal(tusc_concat_assemble(&f->env, "fin", &complete), TUSC_EMAX_SIZE_EXCEEDED);
+  assert_false(complete);
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  assert_int_equal(f->store->ops->get_info(f->store, "fin", &info), 0);
+  assert_false(tusc_concat_too_big(&info, 5)); /* the length is not saved... */
+  assert_true(tusc_concat_status(f->store, &info));
+  assert_true(tusc_concat_too_big(&info, 5)); /* ...but known from the partials */
+  assert_false(tusc_concat_too_big(&info, 6));
+  tusc_upload_info_dispose(&info);
+  char *data = contents(f, "fin", NULL);
+  assert_string_equal(data, "");
+  free(data);
+  f->env.max_size = 6;
+  assert_int_equal(tusc_concat_assemble(&f->env, "fin", &complete), 0);
+  assert_true(complete);
+}
+
 int main(void) {
   tusc_log_setup(getenv("TUSC_TEST_VERBOSE") ? TUSC_LOG_DEBUG : TUSC_LOG_ERROR, TUSC_LOG_TEXT);
   const struct CMUnitTest tests[] = {
@@ -445,6 +621,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_recovery, setup, teardown),
       cmocka_unit_test_setup_teardown(test_locked_final, setup, teardown),
       cmocka_unit_test_setup_teardown(test_copy_fallback, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_job_asks_the_holder_and_assembles, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_job_gives_up_after_the_lock_timeout, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_job_abandoned_while_waiting, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_final_over_max_size_not_assembled, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -324,6 +324,9 @@ static void respond_error_header(tus_request_t *st, int err, const char *name,
   int status = tusc_error_status(err);
   tusc_metrics_error(status, err);
   response_init(st, &resp, status);
+  /* A bound that was hit: the client may simply come back. */
+  if ((err == TUSC_EHOOKS_BUSY || err == TUSC_EAUTH_BUSY) && value == NULL)
+    tusc_http_response_header(&resp, "Retry-After", "1");
   if (status == 412)
     tusc_http_response_header(&resp, "Tus-Version", TUS_VERSION);
   if (value != NULL)
@@ -760,6 +763,12 @@ static void on_blocking_hook_done(int status, tusc_hook_response_t *resp, void *
   st->after_hook(st);
 }
 
+/* The error a request answers when its blocking hook failed: 503 when no hook slot was
+ * free, else 500 as in tusd. */
+static int hook_failure(const tus_request_t *st) {
+  return st->hook_status == TUSC_EHOOKS_BUSY ? TUSC_EHOOKS_BUSY : TUSC_EINTERNAL;
+}
+
 /* Runs blocking hook `ev`, then `next` (always later, on the loop; st->hook_status and
  * st->hook_resp hold the outcome). */
 static void hook_block(tus_request_t *st, enum tusc_hook_event ev, const tusc_upload_info_t *info,
@@ -926,7 +935,7 @@ static void finish_hooks_record(tus_request_t *st) {
 static void finish_hooks_pre_done(tus_request_t *st) {
   if (st->hook_status < 0) {
     /* Stays PENDING on disk: a later PATCH at offset == size runs them again. */
-    st->result = TUSC_EINTERNAL;
+    st->result = hook_failure(st);
     chunk_done(st);
     return;
   }
@@ -1254,7 +1263,7 @@ static bool pre_create_accepted(tus_request_t *st) {
     return false;
   }
   if (st->hook_status < 0) {
-    respond_error(st, TUSC_EINTERNAL);
+    respond_error(st, hook_failure(st));
     return false;
   }
   if (st->hook_resp->reject_upload) {
@@ -2353,7 +2362,7 @@ static void delete_pre_done(tus_request_t *st) {
   if (st->aborted)
     err = st->abort_err;
   else if (st->hook_status < 0)
-    err = TUSC_EINTERNAL;
+    err = hook_failure(st);
   else if (st->hook_resp->reject_termination)
     err = TUSC_EUPLOAD_TERMINATION_REJECTED;
   if (err < 0) {
@@ -2711,8 +2720,12 @@ static void on_abort(tusc_http_request_t *req, int err, void *ctx) {
       respond_error(st, err);
     }
     break;
-  case PH_WORK:
   case PH_HOOK:
+    /* Stop the hook (kill its process group); its callback comes back and sees
+     * `aborted`. */
+    (void)tusc_hooks_cancel(st->w->hw, on_blocking_hook_done, st);
+    break;
+  case PH_WORK:
   case PH_RUN:
     /* after_work comes back and sees `aborted`. PH_RUN cannot be seen here: the
      * handler never returns to the loop in it. */

@@ -713,8 +713,7 @@ int tusc_auth_check(tusc_auth_t *auth, uv_loop_t *loop, const char *client,
   while (len > 0 && (authorization[len - 1] == ' ' || authorization[len - 1] == '\t'))
     len--;
   if (auth->cfg->auth_htpasswd != NULL && scheme_is(authorization, len, "Basic", &rest))
-    return check_basic(auth, loop, client, authorization + rest, len - rest, areq, cb,
-                       principal);
+    return check_basic(auth, loop, client, authorization + rest, len - rest, areq, cb, principal);
   if (auth->cfg->auth_jwt_key != NULL && scheme_is(authorization, len, "Bearer", &rest))
     return check_bearer(auth, authorization + rest, len - rest, principal);
   return TUSC_EUNAUTHORIZED;

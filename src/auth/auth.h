@@ -45,9 +45,9 @@ typedef struct tusc_auth_request_s tusc_auth_request_t;
 /* Returned by tusc_auth_check when the answer comes later through the callback. */
 #define TUSC_AUTH_PENDING 1
 
-#define TUSC_AUTH_QUEUE_MAX 64        /* password checks waiting per loop */
-#define TUSC_AUTH_CLIENT_PENDING 8    /* checks waiting or hashing per client address */
-#define TUSC_AUTH_FAIL_LIMIT 10       /* failed checks per client address ... */
+#define TUSC_AUTH_QUEUE_MAX 64         /* password checks waiting per loop */
+#define TUSC_AUTH_CLIENT_PENDING 8     /* checks waiting or hashing per client address */
+#define TUSC_AUTH_FAIL_LIMIT 10        /* failed checks per client address ... */
 #define TUSC_AUTH_FAIL_WINDOW_MS 60000 /* ... within this window */
 
 /* Callback of a pending check, on the loop given to tusc_auth_check. result is 0 (then
@@ -71,8 +71,8 @@ struct tusc_auth_request_s {
   tusc_auth_done_cb cb;
   uv_loop_t *loop;
   tusc_auth_request_t *next_waiting; /* FIFO of checks waiting for a hashing slot */
-  uint64_t client_key; /* its client address's entry (holds a pending count) */
-  bool waiting;        /* in its loop's FIFO (not yet hashing) */
+  uint64_t client_key;               /* its client address's entry (holds a pending count) */
+  bool waiting;                      /* in its loop's FIFO (not yet hashing) */
 };
 
 /* Reads the credential files and parses -allowed-hosts / -trusted-proxies. On

@@ -81,10 +81,10 @@ struct tusc_hooks_s {
   atomic_uint_fast64_t dropped;
   atomic_uint_fast64_t busy;
   atomic_uint_fast64_t cancelled;
-  int64_t max_running;          /* -hooks-max-processes; 0 = no limit */
-  atomic_int_fast64_t running;  /* slots taken */
-  atomic_int_fast64_t waiting;  /* blocking jobs in some `blocked` list */
-  uv_mutex_t workers_lock;      /* the worker list, for wake-ups */
+  int64_t max_running;         /* -hooks-max-processes; 0 = no limit */
+  atomic_int_fast64_t running; /* slots taken */
+  atomic_int_fast64_t waiting; /* blocking jobs in some `blocked` list */
+  uv_mutex_t workers_lock;     /* the worker list, for wake-ups */
   bool workers_lock_init;
   struct tusc_hooks_worker_s *workers;
 };
@@ -286,7 +286,7 @@ struct tusc_hooks_worker_s {
   size_t concurrency;
   size_t blocked_max;
   size_t nonblocking_running;
-  atomic_bool starved; /* jobs wait for a slot; read by other workers */
+  atomic_bool starved;                             /* jobs wait for a slot; read by other workers */
   struct tusc_hooks_worker_s *reg_prev, *reg_next; /* hooks->workers */
   int open_handles;
   bool closing;

@@ -1211,8 +1211,7 @@ static void update_reading(tusc_http_conn_t *conn) {
     conn_close(conn);
     return;
   }
-  bool want = conn->lingering || (conn->pending == NULL && can_parse(conn)) ||
-              watch_room(conn) > 0;
+  bool want = conn->lingering || (conn->pending == NULL && can_parse(conn)) || watch_room(conn) > 0;
   if (want && !conn->reading) {
     if (uv_read_start(&conn->io.stream, on_alloc, on_read) == 0)
       conn->reading = true;

@@ -317,8 +317,7 @@ static void respond_text(tus_request_t *st, tusc_http_response_t *resp, const ch
 }
 
 /* The error answer, with one extra header (`name`: `value`) unless value is NULL. */
-static void respond_error_header(tus_request_t *st, int err, const char *name,
-                                 const char *value) {
+static void respond_error_header(tus_request_t *st, int err, const char *name, const char *value) {
   tusc_http_response_t resp;
   char body[256];
   int status = tusc_error_status(err);

@@ -290,9 +290,9 @@ static void test_basic_bounds(void **state) {
   {
     tusc_auth_request_t areq;
     memset(&areq, 0, sizeof(areq));
-    assert_int_equal(tusc_auth_check(auth, &loop, "192.0.2.1", good, strlen(good), &areq, on_done,
-                                     &p),
-                     TUSC_EAUTH_THROTTLED);
+    assert_int_equal(
+        tusc_auth_check(auth, &loop, "192.0.2.1", good, strlen(good), &areq, on_done, &p),
+        TUSC_EAUTH_THROTTLED);
     assert_true(areq.retry_after_s >= 1);
     assert_true(areq.retry_after_s <= TUSC_AUTH_FAIL_WINDOW_MS / 1000);
   }
@@ -311,34 +311,33 @@ static void test_basic_bounds(void **state) {
   assert_non_null(outs);
   for (int i = 0; i < TUSC_AUTH_CLIENT_PENDING; i++) {
     areqs[i].data = &outs[i];
-    assert_int_equal(tusc_auth_check(auth, &loop, "192.0.2.3", bad, strlen(bad), &areqs[i],
-                                     on_done, &p),
-                     TUSC_AUTH_PENDING);
+    assert_int_equal(
+        tusc_auth_check(auth, &loop, "192.0.2.3", bad, strlen(bad), &areqs[i], on_done, &p),
+        TUSC_AUTH_PENDING);
   }
-  assert_int_equal(tusc_auth_check(auth, &loop, "192.0.2.3", bad, strlen(bad), &areqs[N], on_done,
-                                   &p),
-                   TUSC_EAUTH_THROTTLED);
+  assert_int_equal(
+      tusc_auth_check(auth, &loop, "192.0.2.3", bad, strlen(bad), &areqs[N], on_done, &p),
+      TUSC_EAUTH_THROTTLED);
   /* per loop: one hashes, QUEUE_MAX wait (from many addresses), then 503 */
   for (int i = TUSC_AUTH_CLIENT_PENDING; i < N; i++) {
     char client[32];
     snprintf(client, sizeof(client), "198.51.100.%d", i);
     areqs[i].data = &outs[i];
-    assert_int_equal(
-        tusc_auth_check(auth, &loop, client, bad, strlen(bad), &areqs[i], on_done, &p),
-        TUSC_AUTH_PENDING);
+    assert_int_equal(tusc_auth_check(auth, &loop, client, bad, strlen(bad), &areqs[i], on_done, &p),
+                     TUSC_AUTH_PENDING);
   }
-  assert_int_equal(tusc_auth_check(auth, &loop, "203.0.113.1", bad, strlen(bad), &areqs[N],
-                                   on_done, &p),
-                   TUSC_EAUTH_BUSY);
+  assert_int_equal(
+      tusc_auth_check(auth, &loop, "203.0.113.1", bad, strlen(bad), &areqs[N], on_done, &p),
+      TUSC_EAUTH_BUSY);
   /* clients gone: the hashing one still answers, waiting ones are dropped silently */
   assert_int_equal(tusc_auth_cancel(&areqs[0]), UV_EBUSY);
   for (int i = 1; i < N; i += 2)
     assert_int_equal(tusc_auth_cancel(&areqs[i]), 0);
   /* the queue has room again */
   areqs[N].data = &outs[N];
-  assert_int_equal(tusc_auth_check(auth, &loop, "203.0.113.1", good, strlen(good), &areqs[N],
-                                   on_done, &p),
-                   0); /* cached */
+  assert_int_equal(
+      tusc_auth_check(auth, &loop, "203.0.113.1", good, strlen(good), &areqs[N], on_done, &p),
+      0); /* cached */
   free(p);
   uv_run(&loop, UV_RUN_DEFAULT);
   for (int i = 0; i < N; i++) {

@@ -20,12 +20,14 @@ addresses), never anything outside the machine.
 """
 import select
 import socket
+import ssl
 import time
 
 import pytest
 
 from conftest import assert_error, b64, build_request, deadline_poll
 from test_auth import make_hash
+from test_tls import client_ctx, pki, tls_sock  # noqa: F401 (pki is a fixture)
 
 # Generous: under ASan on a loaded 2-core machine; the stalls tested are far longer.
 MARGIN = 8.0
@@ -152,6 +154,26 @@ def test_disconnect_kills_blocking_hook(tusc, stall_hooks):
     r, took = timed(lambda: srv.request("POST", srv.base_path, {"Upload-Length": "1"}))
     assert r.status == 201, r
     assert took < MARGIN
+
+
+@pytest.mark.parametrize("goodbye", ["fin", "close_notify"])
+def test_disconnect_over_tls_kills_blocking_hook(tusc, stall_hooks, pki, goodbye):
+    hooks_dir, pids_dir = stall_hooks
+    srv = tusc("-hooks-dir", str(hooks_dir), "-hooks-enabled-events", "pre-create",
+               "-hooks-timeout", "600s", "-tls-certificate", pki.path("a.crt"), "-tls-key",
+               pki.path("a.key"))
+    s = tls_sock(srv, client_ctx(pki.path("a.crt")))
+    s.sendall(post_head(srv, 5))
+    hook, child = deadline_poll(lambda: hook_pids(pids_dir), MARGIN,
+                                what="the hook's pid file")[0]
+    if goodbye == "close_notify":
+        try:
+            s.unwrap()  # TLS close_notify, then the server closes without answering
+        except (OSError, ssl.SSLError):
+            pass
+    s.close()
+    deadline_poll(lambda: not alive(hook) and not alive(child), MARGIN,
+                  what=f"hook process group {hook} to be killed")
 
 
 def test_hook_limit_queue_and_busy(tusc, stall_hooks):

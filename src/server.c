@@ -39,6 +39,10 @@
 #include "tus/handler.h"
 
 #define MAX_WORKERS 256
+/* Thread-pool size when UV_THREADPOOL_SIZE is not set (see size_thread_pool). */
+#define TUSC_POOL_THREADS_PER_CORE 4
+#define TUSC_POOL_THREADS_MIN 8
+#define TUSC_POOL_THREADS_MAX 64
 #define MAX_RELOAD_HOOKS 8
 
 struct server;
@@ -383,6 +387,27 @@ static void server_dispose(struct server *s) {
     s->store->ops->free(s->store);
 }
 
+/* libuv's thread pool serves every blocking job of every worker: fsyncs, creates,
+ * info writes, password hashing, sweeps and concatenation copies. Its default of four
+ * threads lets four slow fsyncs (a busy disk) hold up every other client, although
+ * fsync waits on the disk, not the CPU. Size it from the cores: enough threads that
+ * the disk queue, not the pool, sets the pace; CPU-heavy jobs (password checks) are
+ * bounded by their own limits. An operator's UV_THREADPOOL_SIZE wins. Must run before
+ * the first uv_queue_work, which is when libuv reads it. */
+static void size_thread_pool(void) {
+  const char *given = getenv("UV_THREADPOOL_SIZE");
+  if (given != NULL && given[0] != '\0')
+    return;
+  unsigned n = uv_available_parallelism() * TUSC_POOL_THREADS_PER_CORE;
+  if (n < TUSC_POOL_THREADS_MIN)
+    n = TUSC_POOL_THREADS_MIN;
+  if (n > TUSC_POOL_THREADS_MAX)
+    n = TUSC_POOL_THREADS_MAX;
+  char value[16];
+  snprintf(value, sizeof(value), "%u", n);
+  setenv("UV_THREADPOOL_SIZE", value, 1);
+}
+
 int tusc_server_run(const tusc_config_t *cfg) {
   tusc_log_setup(cfg->verbose ? TUSC_LOG_DEBUG : TUSC_LOG_INFO,
                  cfg->log_format != NULL && strcmp(cfg->log_format, "json") == 0 ? TUSC_LOG_JSON
@@ -390,6 +415,7 @@ int tusc_server_run(const tusc_config_t *cfg) {
   int exit_code = refuse_unbuilt(cfg);
   if (exit_code != 0)
     return exit_code;
+  size_thread_pool();
   signal(SIGPIPE, SIG_IGN);
   /* Under a file-size limit (systemd LimitFSIZE, ulimit -f) a write past it must fail
    * with EFBIG for that upload, not kill the whole process. */

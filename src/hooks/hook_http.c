@@ -1,16 +1,10 @@
 /*
- * hook_http — see hook_http.h. libcurl's multi_socket API on libuv (the pattern of
- * curl's docs/examples/multi-uv.c, written afresh): curl tells us which sockets to
- * watch (SOCKETFUNCTION → one uv_poll per socket) and when to call it back
- * (TIMERFUNCTION → one uv_timer); we feed readiness back with
- * curl_multi_socket_action and collect finished transfers with curl_multi_info_read.
+ * hook_http — see hook_http.h. Transfers run on the loop's libcurl driver
+ * (net/curl_loop.h).
  *
  * One `struct post` per invocation, reusing one easy handle across attempts. Its own
  * timer serves the backoff between attempts and, once the outcome is known, is
  * closed so that done() is always called from a close callback (asynchronously).
- *
- * Invariant: a post's easy handle is attached to the multi exactly while an attempt
- * is in flight (`in_multi`).
  */
 #include "hooks/hook_http.h"
 
@@ -27,25 +21,20 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "hooks/hook_json.h"
+#include "net/curl_loop.h"
 
 struct http_sender;
-
-struct sock {
-  uv_poll_t poll;
-  curl_socket_t fd;
-  struct http_sender *hs;
-  struct sock *prev, *next;
-};
 
 struct post {
   struct http_sender *hs;
   tusc_hook_call_t *call;
   CURL *easy;
   struct curl_slist *headers;
+  tusc_curl_xfer_t xfer; /* active exactly while an attempt is in flight */
   uv_timer_t timer;
   int attempt;          /* attempts started */
   uint64_t deadline_ms; /* 0 = none */
-  bool in_multi, finished;
+  bool finished;
   int status;
   char *body;
   size_t body_len, body_cap;
@@ -57,54 +46,33 @@ struct post {
 struct http_sender {
   tusc_hook_sender_t base;
   uv_loop_t *loop;
-  CURLM *multi;
-  uv_timer_t curl_timer;
+  tusc_curl_loop_t *curl;
   char *url;
   int retry;
   int64_t backoff_ms, timeout_ms, size_limit;
   struct post *posts;
-  struct sock *socks;
-  int open_handles; /* curl_timer + socks being closed */
-  bool closing, dead;
+  bool closing;
   void (*closed_cb)(void *arg);
   void *closed_arg;
 };
 
-static void check_multi(struct http_sender *hs);
 static void start_attempt(struct post *p);
 
 /* --- teardown ------------------------------------------------------------------------ */
 
-static void sender_handle_closed(uv_handle_t *h) {
-  struct http_sender *hs = h->data;
-  if (h->type == UV_POLL)
-    free(h); /* struct sock starts with its uv_poll_t */
-  if (--hs->open_handles > 0)
-    return;
+static void curl_closed(void *arg) {
+  struct http_sender *hs = arg;
   void (*cb)(void *) = hs->closed_cb;
-  void *arg = hs->closed_arg;
+  void *cb_arg = hs->closed_arg;
   free(hs->url);
   free(hs);
-  cb(arg);
+  cb(cb_arg);
 }
 
-/* Once no post is left: stop watching curl's sockets before curl closes them, then
- * close every handle; the last close callback frees the sender. */
+/* Once no post is left; the driver's close callback frees the sender. */
 static void teardown(struct http_sender *hs) {
-  hs->dead = true;
-  for (struct sock *s = hs->socks; s; s = s->next)
-    uv_poll_stop(&s->poll);
-  curl_multi_cleanup(hs->multi);
-  hs->multi = NULL;
-  hs->open_handles = 1;
-  while (hs->socks) {
-    struct sock *s = hs->socks;
-    hs->socks = s->next;
-    s->poll.data = hs;
-    hs->open_handles++;
-    uv_close((uv_handle_t *)&s->poll, sender_handle_closed);
-  }
-  uv_close((uv_handle_t *)&hs->curl_timer, sender_handle_closed);
+  tusc_curl_loop_close(hs->curl, curl_closed, hs);
+  hs->curl = NULL;
 }
 
 /* --- one invocation -------------------------------------------------------------------- */
@@ -142,10 +110,7 @@ static void finish(struct post *p, int status, const char *fmt, ...) {
     vsnprintf(p->call->resp.error, sizeof(p->call->resp.error), fmt, ap);
     va_end(ap);
   }
-  if (p->in_multi) {
-    curl_multi_remove_handle(p->hs->multi, p->easy);
-    p->in_multi = false;
-  }
+  tusc_curl_loop_remove(p->hs->curl, &p->xfer);
   uv_timer_stop(&p->timer);
   uv_close((uv_handle_t *)&p->timer, post_closed);
 }
@@ -212,10 +177,9 @@ static void attempt_failed(struct post *p, const char *why) {
   uv_timer_start(&p->timer, on_backoff, (uint64_t)hs->backoff_ms, 0);
 }
 
-static void attempt_done(struct post *p, CURLcode res) {
+static void attempt_done(tusc_curl_xfer_t *xfer, CURLcode res) {
+  struct post *p = xfer->data;
   struct http_sender *hs = p->hs;
-  curl_multi_remove_handle(hs->multi, p->easy);
-  p->in_multi = false;
   const char *ev = tusc_hook_event_name(p->call->event);
   char why[CURL_ERROR_SIZE + 64];
 
@@ -283,11 +247,8 @@ static void start_attempt(struct post *p) {
     timeout = (long)(p->deadline_ms - now);
   }
   curl_easy_setopt(p->easy, CURLOPT_TIMEOUT_MS, timeout);
-  if (curl_multi_add_handle(hs->multi, p->easy) != CURLM_OK) {
+  if (tusc_curl_loop_add(hs->curl, &p->xfer, p->easy, attempt_done) != 0)
     finish(p, TUSC_EINTERNAL, "HTTP hook: cannot start a transfer");
-    return;
-  }
-  p->in_multi = true;
 }
 
 static int http_start(tusc_hook_sender_t *sender, tusc_hook_call_t *call) {
@@ -323,7 +284,6 @@ static int http_start(tusc_hook_sender_t *sender, tusc_hook_call_t *call) {
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, p->headers);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, p);
-  curl_easy_setopt(e, CURLOPT_PRIVATE, p);
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, p->curl_error);
   curl_easy_setopt(e, CURLOPT_USERAGENT, "tusc/" TUSC_VERSION);
   if (hs->size_limit > 0)
@@ -331,6 +291,7 @@ static int http_start(tusc_hook_sender_t *sender, tusc_hook_call_t *call) {
 
   uv_timer_init(hs->loop, &p->timer);
   p->timer.data = p;
+  p->xfer.data = p;
   p->next = hs->posts;
   if (hs->posts)
     hs->posts->prev = p;
@@ -362,114 +323,6 @@ static void http_close(tusc_hook_sender_t *sender, void (*closed_cb)(void *arg),
            tusc_hook_event_name(p->call->event));
 }
 
-/* --- curl ↔ libuv glue ------------------------------------------------------------------ */
-
-static void check_multi(struct http_sender *hs) {
-  CURLMsg *msg;
-  int left;
-  while (!hs->dead && (msg = curl_multi_info_read(hs->multi, &left))) {
-    if (msg->msg != CURLMSG_DONE)
-      continue;
-    /* msg is invalid once the handle is removed: copy first. */
-    CURL *easy = msg->easy_handle;
-    CURLcode res = msg->data.result;
-    struct post *p = NULL;
-    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&p);
-    if (p && p->in_multi)
-      attempt_done(p, res);
-  }
-}
-
-static void on_poll(uv_poll_t *handle, int status, int events) {
-  struct sock *s = handle->data;
-  struct http_sender *hs = s->hs;
-  if (hs->dead)
-    return;
-  int flags = 0;
-  if (status < 0)
-    flags = CURL_CSELECT_ERR;
-  else {
-    if (events & UV_READABLE)
-      flags |= CURL_CSELECT_IN;
-    if (events & UV_WRITABLE)
-      flags |= CURL_CSELECT_OUT;
-  }
-  int running;
-  curl_multi_socket_action(hs->multi, s->fd, flags, &running);
-  check_multi(hs);
-}
-
-static void on_curl_timer(uv_timer_t *t) {
-  struct http_sender *hs = t->data;
-  if (hs->dead)
-    return;
-  int running;
-  curl_multi_socket_action(hs->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-  check_multi(hs);
-}
-
-static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp) {
-  (void)multi;
-  struct http_sender *hs = userp;
-  if (hs->dead)
-    return 0;
-  if (timeout_ms < 0)
-    uv_timer_stop(&hs->curl_timer);
-  else /* 0 too: curl wants to be called soon, but not from inside itself */
-    uv_timer_start(&hs->curl_timer, on_curl_timer, (uint64_t)timeout_ms, 0);
-  return 0;
-}
-
-static void sock_closed(uv_handle_t *h) {
-  free(h);
-}
-
-static int curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
-  (void)easy;
-  struct http_sender *hs = userp;
-  struct sock *s = socketp;
-  if (hs->dead)
-    return 0;
-  if (what == CURL_POLL_REMOVE) {
-    if (s) {
-      uv_poll_stop(&s->poll);
-      if (s->prev)
-        s->prev->next = s->next;
-      else
-        hs->socks = s->next;
-      if (s->next)
-        s->next->prev = s->prev;
-      uv_close((uv_handle_t *)&s->poll, sock_closed);
-      curl_multi_assign(hs->multi, fd, NULL);
-    }
-    return 0;
-  }
-  if (!s) {
-    s = calloc(1, sizeof(*s));
-    if (!s)
-      return -1;
-    if (uv_poll_init_socket(hs->loop, &s->poll, fd) < 0) {
-      free(s);
-      return -1;
-    }
-    s->fd = fd;
-    s->hs = hs;
-    s->poll.data = s;
-    s->next = hs->socks;
-    if (hs->socks)
-      hs->socks->prev = s;
-    hs->socks = s;
-    curl_multi_assign(hs->multi, fd, s);
-  }
-  int events = 0;
-  if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
-    events |= UV_READABLE;
-  if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
-    events |= UV_WRITABLE;
-  uv_poll_start(&s->poll, events, on_poll);
-  return 0;
-}
-
 static void http_cancel(tusc_hook_sender_t *sender, tusc_hook_call_t *call) {
   struct http_sender *hs = (struct http_sender *)sender;
   for (struct post *p = hs->posts; p; p = p->next) {
@@ -496,10 +349,7 @@ int tusc_hook_http_sender_new(uv_loop_t *loop, const tusc_hook_http_options_t *o
   if (!hs)
     return TUSC_ENOMEM;
   hs->url = strdup(opts->url);
-  hs->multi = curl_multi_init();
-  if (!hs->url || !hs->multi) {
-    if (hs->multi)
-      curl_multi_cleanup(hs->multi);
+  if (!hs->url || tusc_curl_loop_new(loop, &hs->curl) != 0) {
     free(hs->url);
     free(hs);
     return TUSC_ENOMEM;
@@ -510,12 +360,6 @@ int tusc_hook_http_sender_new(uv_loop_t *loop, const tusc_hook_http_options_t *o
   hs->backoff_ms = opts->backoff_ms < 0 ? 0 : opts->backoff_ms;
   hs->timeout_ms = opts->timeout_ms < 0 ? 0 : opts->timeout_ms;
   hs->size_limit = opts->size_limit < 0 ? 0 : opts->size_limit;
-  curl_multi_setopt(hs->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb);
-  curl_multi_setopt(hs->multi, CURLMOPT_SOCKETDATA, hs);
-  curl_multi_setopt(hs->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
-  curl_multi_setopt(hs->multi, CURLMOPT_TIMERDATA, hs);
-  uv_timer_init(loop, &hs->curl_timer);
-  hs->curl_timer.data = hs;
   *out = &hs->base;
   return 0;
 }

@@ -1,8 +1,7 @@
 /*
  * hook_http — the HTTP hook sender (tusd -hooks-http): POSTs the request JSON with
  * Content-Type application/json and the forwarded request headers, using libcurl's
- * multi interface driven by the loop (uv_poll per socket, one uv_timer for curl's
- * timeouts), so no thread ever waits on the network.
+ * multi interface on the loop (net/curl_loop.h), so no thread ever waits on the network.
  *
  * The endpoint must answer 2xx with Content-Type application/json and a non-empty
  * JSON body of at most size_limit bytes. Network errors and 5xx are retried, `retry`

@@ -10,6 +10,13 @@
  * Entries hold SHA-256(process salt || generation || user || 0 || password), never
  * the password, and are bounded (CACHE_SIZE, oldest replaced). Failures are never
  * cached: a wrong password always costs a full verification.
+ *
+ * Client table: per client address (keyed by a salted hash, so the table holds no
+ * addresses and its buckets cannot be aimed at) the checks waiting or hashing and a
+ * failure count. The count is kept in units of FAIL_UNIT per failure and loses
+ * TUSC_AUTH_FAIL_LIMIT units per millisecond, which is exactly "FAIL_LIMIT failures
+ * per FAIL_WINDOW_MS" without ever truncating a partial decay. An entry with checks in
+ * flight is never replaced, so a pending count always finds its entry again.
  */
 #include "auth/auth.h"
 
@@ -36,6 +43,11 @@
 #define BASIC_MAX 4096    /* bytes of a decoded user:password */
 #define VERIFY_PER_LOOP 1 /* concurrent password hashings per worker loop */
 #define MAX_LOOPS 256     /* loops beyond this many hash without a queue */
+#define CLIENT_BUCKETS 1024
+#define CLIENT_WAYS 4
+#define FAIL_UNIT ((uint64_t)TUSC_AUTH_FAIL_WINDOW_MS)
+/* Refuse once one more failure would exceed FAIL_LIMIT within the window. */
+#define FAIL_THRESHOLD ((uint64_t)(TUSC_AUTH_FAIL_LIMIT - 1) * FAIL_UNIT)
 
 struct tusc_auth_creds_s {
   atomic_int refs;
@@ -48,7 +60,15 @@ typedef struct tusc_auth_creds_s creds_t;
 struct loop_queue {
   uv_loop_t *loop;
   unsigned inflight;
+  size_t waiting;
   tusc_auth_request_t *head, *tail;
+};
+
+struct client_entry {
+  uint64_t key;        /* 0 = free */
+  uint64_t stamp_ms;   /* when fail_units was last decayed */
+  uint64_t fail_units; /* FAIL_UNIT per failed check, decaying */
+  uint32_t pending;    /* checks waiting or hashing */
 };
 
 struct cache_entry {
@@ -74,6 +94,7 @@ struct tusc_auth_s {
   bool proxy_list;
   struct loop_queue queues[MAX_LOOPS]; /* under lock */
   size_t queue_count;
+  struct client_entry clients[CLIENT_BUCKETS * CLIENT_WAYS]; /* under lock */
 };
 
 /* --- credentials snapshot ---------------------------------------------------------- */
@@ -356,6 +377,64 @@ static void cache_put(tusc_auth_t *auth, creds_t *verified_with, const char *use
   uv_mutex_unlock(&auth->lock);
 }
 
+/* --- client table ---------------------------------------------------------------- */
+
+static uint64_t client_key(const tusc_auth_t *auth, const char *client) {
+  unsigned char d[32];
+  unsigned len = 0;
+  uint64_t key = 0;
+  if (client == NULL)
+    client = "";
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  if (md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+      EVP_DigestUpdate(md, auth->salt, sizeof(auth->salt)) == 1 &&
+      EVP_DigestUpdate(md, client, strlen(client)) == 1 && EVP_DigestFinal_ex(md, d, &len) == 1)
+    memcpy(&key, d, sizeof(key));
+  EVP_MD_CTX_free(md);
+  return key | 1; /* never 0, the free mark */
+}
+
+static void client_decay(struct client_entry *e, uint64_t now) {
+  if (now <= e->stamp_ms)
+    return;
+  uint64_t d = (now - e->stamp_ms) * TUSC_AUTH_FAIL_LIMIT;
+  e->fail_units = d >= e->fail_units ? 0 : e->fail_units - d;
+  e->stamp_ms = now;
+}
+
+/* The entry of `key` (lock held). With `create` an absent one takes a free way or the
+ * one with the fewest failures and nothing in flight; NULL when there is none. */
+static struct client_entry *client_find(tusc_auth_t *auth, uint64_t key, uint64_t now,
+                                        bool create) {
+  struct client_entry *b = &auth->clients[(key % CLIENT_BUCKETS) * CLIENT_WAYS];
+  struct client_entry *victim = NULL;
+  for (size_t i = 0; i < CLIENT_WAYS; i++) {
+    struct client_entry *e = &b[i];
+    client_decay(e, now);
+    if (e->key == key)
+      return e;
+    if (e->pending > 0)
+      continue;
+    if (victim == NULL || e->key == 0 || (victim->key != 0 && e->fail_units < victim->fail_units))
+      victim = e;
+  }
+  if (!create || victim == NULL)
+    return NULL;
+  *victim = (struct client_entry){.key = key, .stamp_ms = now};
+  return victim;
+}
+
+/* A check of this client ended (lock held); `failed`: a wrong password was hashed. */
+static void client_release(tusc_auth_t *auth, uint64_t key, bool failed) {
+  struct client_entry *e = client_find(auth, key, tusc_now_ms(), false);
+  if (e == NULL)
+    return;
+  if (e->pending > 0)
+    e->pending--;
+  if (failed)
+    e->fail_units += FAIL_UNIT;
+}
+
 /* --- checks ---------------------------------------------------------------------- */
 
 static void areq_clear(tusc_auth_request_t *areq) {
@@ -403,6 +482,8 @@ static void run_next(tusc_auth_t *auth, uv_loop_t *loop) {
         if (q->head == NULL)
           q->tail = NULL;
         next->next_waiting = NULL;
+        next->waiting = false;
+        q->waiting--;
       } else if (q->inflight > 0) {
         q->inflight--;
       }
@@ -413,28 +494,64 @@ static void run_next(tusc_auth_t *auth, uv_loop_t *loop) {
     if (cache_hit(auth, next->user, next->password)) {
       char *principal = next->user;
       next->user = NULL;
+      uv_mutex_lock(&auth->lock);
+      client_release(auth, next->client_key, false);
+      uv_mutex_unlock(&auth->lock);
       areq_clear(next);
       next->cb(next, 0, principal);
       continue;
     }
     if (uv_queue_work(loop, &next->work, on_verify, on_verified) == 0)
       return;
+    uv_mutex_lock(&auth->lock);
+    client_release(auth, next->client_key, false);
+    uv_mutex_unlock(&auth->lock);
     areq_clear(next);
     next->cb(next, TUSC_EINTERNAL, NULL);
   }
 }
 
-/* Starts hashing now, or queues the check behind the loop's running one. */
+/* Seconds until a throttled client may try again (at least 1). */
+static unsigned retry_after(const struct client_entry *e) {
+  uint64_t excess = e->fail_units > FAIL_THRESHOLD ? e->fail_units - FAIL_THRESHOLD : 0;
+  uint64_t ms = (excess + TUSC_AUTH_FAIL_LIMIT - 1) / TUSC_AUTH_FAIL_LIMIT;
+  uint64_t s = (ms + 999) / 1000;
+  return s < 1 ? 1 : s > 3600 ? 3600 : (unsigned)s;
+}
+
+/* Starts hashing now, or queues the check behind the loop's running one; refuses it
+ * when a bound is reached (see auth.h). */
 static int start_verify(tusc_auth_request_t *areq) {
   tusc_auth_t *auth = areq->auth;
+  int rc = 0;
   uv_mutex_lock(&auth->lock);
+  struct client_entry *e = client_find(auth, areq->client_key, tusc_now_ms(), true);
   struct loop_queue *q = queue_of(auth, areq->loop);
-  if (q != NULL && q->inflight >= VERIFY_PER_LOOP) {
+  bool must_wait = q != NULL && q->inflight >= VERIFY_PER_LOOP;
+  areq->retry_after_s = 1;
+  if (e == NULL) {
+    rc = TUSC_EAUTH_BUSY; /* every entry of its bucket has checks in flight */
+  } else if (e->fail_units > FAIL_THRESHOLD) {
+    areq->retry_after_s = retry_after(e);
+    rc = TUSC_EAUTH_THROTTLED;
+  } else if (e->pending >= TUSC_AUTH_CLIENT_PENDING) {
+    rc = TUSC_EAUTH_THROTTLED;
+  } else if (must_wait && q->waiting >= TUSC_AUTH_QUEUE_MAX) {
+    rc = TUSC_EAUTH_BUSY;
+  }
+  if (rc != 0) {
+    uv_mutex_unlock(&auth->lock);
+    return rc;
+  }
+  e->pending++;
+  if (must_wait) {
     if (q->tail != NULL)
       q->tail->next_waiting = areq;
     else
       q->head = areq;
     q->tail = areq;
+    q->waiting++;
+    areq->waiting = true;
     uv_mutex_unlock(&auth->lock);
     return 0;
   }
@@ -445,9 +562,36 @@ static int start_verify(tusc_auth_request_t *areq) {
     uv_mutex_lock(&auth->lock);
     if (q != NULL)
       q->inflight--;
+    client_release(auth, areq->client_key, false);
     uv_mutex_unlock(&auth->lock);
     return TUSC_EINTERNAL;
   }
+  return 0;
+}
+
+int tusc_auth_cancel(tusc_auth_request_t *areq) {
+  tusc_auth_t *auth = areq->auth;
+  uv_mutex_lock(&auth->lock);
+  struct loop_queue *q = areq->waiting ? queue_of(auth, areq->loop) : NULL;
+  if (q == NULL) {
+    uv_mutex_unlock(&auth->lock);
+    return UV_EBUSY;
+  }
+  tusc_auth_request_t *prev = NULL;
+  for (tusc_auth_request_t *w = q->head; w != NULL && w != areq; w = w->next_waiting)
+    prev = w;
+  if (prev != NULL)
+    prev->next_waiting = areq->next_waiting;
+  else
+    q->head = areq->next_waiting;
+  if (q->tail == areq)
+    q->tail = prev;
+  areq->next_waiting = NULL;
+  areq->waiting = false;
+  q->waiting--;
+  client_release(auth, areq->client_key, false);
+  uv_mutex_unlock(&auth->lock);
+  areq_clear(areq);
   return 0;
 }
 
@@ -457,6 +601,9 @@ static void on_verified(uv_work_t *work, int status) {
   uv_loop_t *loop = areq->loop;
   int rc = status < 0 ? status : areq->result;
   char *principal = NULL;
+  uv_mutex_lock(&auth->lock);
+  client_release(auth, areq->client_key, rc == TUSC_EUNAUTHORIZED);
+  uv_mutex_unlock(&auth->lock);
   if (rc == 0) {
     cache_put(areq->auth, areq->creds, areq->user, areq->password);
     principal = areq->user;
@@ -481,8 +628,9 @@ static bool scheme_is(const char *v, size_t len, const char *scheme, size_t *res
   return true;
 }
 
-static int check_basic(tusc_auth_t *auth, uv_loop_t *loop, const char *b64, size_t len,
-                       tusc_auth_request_t *areq, tusc_auth_done_cb cb, char **principal) {
+static int check_basic(tusc_auth_t *auth, uv_loop_t *loop, const char *client, const char *b64,
+                       size_t len, tusc_auth_request_t *areq, tusc_auth_done_cb cb,
+                       char **principal) {
   if (len == 0 || len > TUSC_BASE64_ENCODED_SIZE(BASIC_MAX))
     return TUSC_EUNAUTHORIZED;
   unsigned char *raw = malloc(TUSC_BASE64_DECODED_MAX(len) + 1);
@@ -518,6 +666,8 @@ static int check_basic(tusc_auth_t *auth, uv_loop_t *loop, const char *b64, size
   areq->work.data = areq;
   areq->loop = loop;
   areq->next_waiting = NULL;
+  areq->waiting = false;
+  areq->client_key = client_key(auth, client);
   if (areq->user == NULL || areq->password == NULL) {
     areq_clear(areq);
     rc = TUSC_ENOMEM;
@@ -554,15 +704,16 @@ static int check_bearer(tusc_auth_t *auth, const char *token, size_t len, char *
   return rc;
 }
 
-int tusc_auth_check(tusc_auth_t *auth, uv_loop_t *loop, const char *authorization, size_t len,
-                    tusc_auth_request_t *areq, tusc_auth_done_cb cb, char **principal) {
+int tusc_auth_check(tusc_auth_t *auth, uv_loop_t *loop, const char *client,
+                    const char *authorization, size_t len, tusc_auth_request_t *areq,
+                    tusc_auth_done_cb cb, char **principal) {
   size_t rest = 0;
   if (!tusc_auth_required(auth) || authorization == NULL)
     return TUSC_EUNAUTHORIZED;
   while (len > 0 && (authorization[len - 1] == ' ' || authorization[len - 1] == '\t'))
     len--;
   if (auth->cfg->auth_htpasswd != NULL && scheme_is(authorization, len, "Basic", &rest))
-    return check_basic(auth, loop, authorization + rest, len - rest, areq, cb, principal);
+    return check_basic(auth, loop, client, authorization + rest, len - rest, areq, cb, principal);
   if (auth->cfg->auth_jwt_key != NULL && scheme_is(authorization, len, "Bearer", &rest))
     return check_bearer(auth, authorization + rest, len - rest, principal);
   return TUSC_EUNAUTHORIZED;

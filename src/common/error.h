@@ -71,7 +71,11 @@
   X(NOMEM, 503, "ERR_INTERNAL_SERVER_ERROR", "out of memory")                              \
   X(PARTIAL_GONE, 410, "ERR_PARTIAL_UPLOAD_GONE",                                           \
     "a partial upload of this final upload was terminated or has expired; it cannot complete") \
-  X(EXPECTATION_FAILED, 417, "ERR_EXPECTATION_FAILED", "unsupported expectation in Expect header")
+  X(EXPECTATION_FAILED, 417, "ERR_EXPECTATION_FAILED", "unsupported expectation in Expect header") \
+  X(AUTH_BUSY, 503, "ERR_AUTH_BUSY", "too many password checks waiting; retry later")        \
+  X(AUTH_THROTTLED, 429, "ERR_TOO_MANY_LOGIN_FAILURES",                                     \
+    "too many failed or pending logins from this address; retry later")                    \
+  X(HOOKS_BUSY, 503, "ERR_HOOKS_BUSY", "too many hooks running or waiting; retry later")
 
 enum tusc_error {
   TUSC_E__BASE = -20000,

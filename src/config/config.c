@@ -252,6 +252,12 @@ static const struct flag_def flags[] = {
     {"hooks-queue-size", K_INT64, G_HOOKS, F(hooks_queue_size), 1, INT64_C(1) << 24, 0, NULL, "N",
      "Non-blocking (post-*) hooks waiting or running per worker; more are dropped and logged.",
      false},
+    {"hooks-max-processes", K_INT64, G_HOOKS, F(hooks_max_processes), 0, INT64_C(1) << 20, 0, NULL,
+     "N",
+     "Hooks running at once in the whole server (processes for -hooks-dir, requests for "
+     "-hooks-http); 0 = no limit. A blocking (pre-*) hook beyond it waits, up to N per "
+     "worker; past that its request is answered 503 ERR_HOOKS_BUSY with Retry-After.",
+     false},
 
     /* metrics and logs */
     {"expose-metrics", K_BOOL, G_METRICS, F(expose_metrics), 0, 0, 0, NULL, NULL,
@@ -443,6 +449,7 @@ static int set_defaults(tusc_config_t *cfg) {
   cfg->progress_hooks_interval_ms = 1000;
   cfg->hooks_timeout_ms = 30000;
   cfg->hooks_queue_size = 1024;
+  cfg->hooks_max_processes = 64;
   cfg->expose_metrics = true;
   cfg->network_timeout_ms = 60000;
   cfg->hsts_max_age = 31536000;

@@ -72,6 +72,7 @@ typedef struct tusc_config_s {
   int64_t hooks_timeout_ms;         /* 30000 */
   bool hooks_allow_absolute_path;   /* ChangeFileInfo.Storage.Path may leave -upload-dir */
   int64_t hooks_queue_size;         /* non-blocking hooks waiting + running per worker; 1024 */
+  int64_t hooks_max_processes;      /* hooks running at once, all workers; 64, 0 = no limit */
 
   /* TLS (src/net/tls) */
   char *tls_certificate;

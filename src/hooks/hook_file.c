@@ -393,10 +393,24 @@ static void file_close(tusc_hook_sender_t *sender, void (*closed_cb)(void *arg),
   }
 }
 
+static void file_cancel(tusc_hook_sender_t *sender, tusc_hook_call_t *call) {
+  struct file_sender *fs = (struct file_sender *)sender;
+  for (struct run *r = fs->runs; r; r = r->next) {
+    if (r->call != call)
+      continue;
+    if (!r->finished) {
+      set_error(r, UV_ECANCELED, "hook %s stopped: its request has gone", hook_name(r));
+      abort_run(r);
+    }
+    return;
+  }
+}
+
 static const tusc_hook_sender_ops_t file_ops = {
     .name = "file",
     .start = file_start,
     .close = file_close,
+    .cancel = file_cancel,
 };
 
 int tusc_hook_file_sender_new(uv_loop_t *loop, const tusc_hook_file_options_t *opts,

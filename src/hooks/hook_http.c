@@ -323,10 +323,22 @@ static void http_close(tusc_hook_sender_t *sender, void (*closed_cb)(void *arg),
            tusc_hook_event_name(p->call->event));
 }
 
+static void http_cancel(tusc_hook_sender_t *sender, tusc_hook_call_t *call) {
+  struct http_sender *hs = (struct http_sender *)sender;
+  for (struct post *p = hs->posts; p; p = p->next) {
+    if (p->call == call) {
+      finish(p, UV_ECANCELED, "HTTP hook %s stopped: its request has gone",
+             tusc_hook_event_name(call->event));
+      return;
+    }
+  }
+}
+
 static const tusc_hook_sender_ops_t http_ops = {
     .name = "http",
     .start = http_start,
     .close = http_close,
+    .cancel = http_cancel,
 };
 
 int tusc_hook_http_sender_new(uv_loop_t *loop, const tusc_hook_http_options_t *opts,

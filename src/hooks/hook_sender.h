@@ -10,6 +10,9 @@
  * empty on failure, with call->resp.error set); or returns < 0 and never calls done.
  * close(): every running call completes with UV_ECANCELED (done is called), the
  * sender closes its handles and then calls closed_cb and frees itself.
+ * cancel(): the request waiting for a running call has gone: stop it now (a file hook's
+ * process group is killed, an HTTP transfer aborted); done still follows, later, with
+ * UV_ECANCELED. A call that already has its result is left alone.
  */
 #ifndef TUSC_HOOK_SENDER_H
 #define TUSC_HOOK_SENDER_H
@@ -41,6 +44,7 @@ typedef struct tusc_hook_sender_ops_s {
   const char *name; /* "file", "http" */
   int (*start)(tusc_hook_sender_t *sender, tusc_hook_call_t *call);
   void (*close)(tusc_hook_sender_t *sender, void (*closed_cb)(void *arg), void *arg);
+  void (*cancel)(tusc_hook_sender_t *sender, tusc_hook_call_t *call);
 } tusc_hook_sender_ops_t;
 
 struct tusc_hook_sender_s {

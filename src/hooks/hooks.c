@@ -1,8 +1,13 @@
 /*
  * hooks — the runner. Invariants:
  *   - A job is in exactly one of the worker's lists: `waiting` (non-blocking, not yet
- *     started), `running` (handed to the sender), `finished` (result known, callback
+ *     started), `blocked` (blocking, waiting for a slot), `running` (handed to the
+ *     sender; holds one of the process-wide slots), `finished` (result known, callback
  *     not yet run).
+ *   - Slots: hooks->running counts jobs in every worker's `running` list; it never
+ *     exceeds max_running (taken with a compare-and-swap). A worker with jobs waiting
+ *     sets `starved` before it tries to take a slot, and whoever frees a slot looks at
+ *     every other worker's `starved` afterwards, so a freed slot is never missed.
  *   - User callbacks run only from the idle handle (or its close callback during
  *     shutdown), never from inside tusc_hooks_invoke or a sender's stack, so a
  *     callback may call tusc_hooks_invoke again.
@@ -74,6 +79,14 @@ struct tusc_hooks_s {
   atomic_uint_fast64_t invocations[TUSC_HOOK_EVENT_COUNT];
   atomic_uint_fast64_t errors[TUSC_HOOK_EVENT_COUNT];
   atomic_uint_fast64_t dropped;
+  atomic_uint_fast64_t busy;
+  atomic_uint_fast64_t cancelled;
+  int64_t max_running;         /* -hooks-max-processes; 0 = no limit */
+  atomic_int_fast64_t running; /* slots taken */
+  atomic_int_fast64_t waiting; /* blocking jobs in some `blocked` list */
+  uv_mutex_t workers_lock;     /* the worker list, for wake-ups */
+  bool workers_lock_init;
+  struct tusc_hooks_worker_s *workers;
 };
 
 static bool is_space(char c) {
@@ -191,6 +204,12 @@ int tusc_hooks_new(const tusc_config_t *cfg, tusc_hooks_t **out) {
   h->http_size_limit = cfg->hooks_http_size_limit < 0 ? 0 : cfg->hooks_http_size_limit;
   h->progress_interval_ms = cfg->progress_hooks_interval_ms;
   h->timeout_ms = cfg->hooks_timeout_ms < 0 ? 0 : cfg->hooks_timeout_ms;
+  h->max_running = cfg->hooks_max_processes < 0 ? 0 : cfg->hooks_max_processes;
+  if (uv_mutex_init(&h->workers_lock) != 0) {
+    rc = TUSC_ENOMEM;
+    goto out;
+  }
+  h->workers_lock_init = true;
   *out = h;
   h = NULL;
 out:
@@ -203,6 +222,8 @@ void tusc_hooks_free(tusc_hooks_t *h) {
     return;
   if (h->curl_initialised)
     curl_global_cleanup();
+  if (h->workers_lock_init)
+    uv_mutex_destroy(&h->workers_lock);
   for (size_t i = 0; i < h->forward_count; i++)
     free(h->forward[i]);
   free(h->forward);
@@ -229,6 +250,11 @@ void tusc_hooks_stats(const tusc_hooks_t *h, tusc_hooks_stats_t *out) {
     out->errors[i] = atomic_load(&h->errors[i]);
   }
   out->dropped = atomic_load(&h->dropped);
+  out->busy = atomic_load(&h->busy);
+  out->cancelled = atomic_load(&h->cancelled);
+  int_fast64_t running = atomic_load(&h->running), waiting = atomic_load(&h->waiting);
+  out->running = running > 0 ? (uint64_t)running : 0;
+  out->waiting = waiting > 0 ? (uint64_t)waiting : 0;
 }
 
 /* --- per-loop runner ---------------------------------------------------------------- */
@@ -254,10 +280,15 @@ struct tusc_hooks_worker_s {
   uv_loop_t *loop;
   tusc_hook_sender_t *sender; /* NULL when no hook is configured */
   uv_idle_t finisher;         /* runs callbacks of finished jobs */
-  struct job_list waiting, running, finished;
+  uv_async_t wake;            /* another worker freed a slot */
+  struct job_list waiting, blocked, running, finished;
   size_t queue_max;
   size_t concurrency;
+  size_t blocked_max;
   size_t nonblocking_running;
+  atomic_bool starved;                             /* jobs wait for a slot; read by other workers */
+  struct tusc_hooks_worker_s *reg_prev, *reg_next; /* hooks->workers */
+  int open_handles;
   bool closing;
 };
 
@@ -319,12 +350,55 @@ static void run_callback(struct job *j) {
 
 static void start_job(tusc_hooks_worker_t *w, struct job *j);
 
+static bool slot_take(tusc_hooks_t *h) {
+  int_fast64_t cur = atomic_load(&h->running);
+  do {
+    if (h->max_running > 0 && cur >= h->max_running)
+      return false;
+  } while (!atomic_compare_exchange_weak(&h->running, &cur, cur + 1));
+  return true;
+}
+
+/* Frees a slot and wakes the other workers that wait for one (they race for it; the
+ * losers go back to waiting). */
+static void slot_give(tusc_hooks_t *h, tusc_hooks_worker_t *self) {
+  atomic_fetch_sub(&h->running, 1);
+  if (h->max_running == 0)
+    return;
+  uv_mutex_lock(&h->workers_lock);
+  for (tusc_hooks_worker_t *w = h->workers; w; w = w->reg_next)
+    if (w != self && atomic_load(&w->starved))
+      uv_async_send(&w->wake);
+  uv_mutex_unlock(&h->workers_lock);
+}
+
+/* Starts what waits while slots are free: blocking jobs first (a request waits for
+ * them), then non-blocking ones up to the worker's concurrency. */
 static void pump(tusc_hooks_worker_t *w) {
-  while (!w->closing && w->waiting.head && w->nonblocking_running < w->concurrency) {
-    struct job *j = w->waiting.head;
-    list_remove(&w->waiting, j);
+  while (!w->closing) {
+    bool blocked = w->blocked.head != NULL;
+    if (!blocked && !(w->waiting.head && w->nonblocking_running < w->concurrency)) {
+      atomic_store(&w->starved, false);
+      return;
+    }
+    atomic_store(&w->starved, true); /* before trying: see the invariant above */
+    if (!slot_take(w->hooks))
+      return;
+    struct job *j;
+    if (blocked) {
+      j = w->blocked.head;
+      list_remove(&w->blocked, j);
+      atomic_fetch_sub(&w->hooks->waiting, 1);
+    } else {
+      j = w->waiting.head;
+      list_remove(&w->waiting, j);
+    }
     start_job(w, j);
   }
+}
+
+static void on_wake(uv_async_t *async) {
+  pump(async->data);
 }
 
 static void on_finisher(uv_idle_t *idle) {
@@ -355,6 +429,7 @@ static void on_call_done(tusc_hook_call_t *call, int status) {
   list_remove(&w->running, j);
   if (!j->blocking)
     w->nonblocking_running--;
+  slot_give(w->hooks, w);
   finish_job(j, status);
 }
 
@@ -369,6 +444,7 @@ static void start_job(tusc_hooks_worker_t *w, struct job *j) {
     list_remove(&w->running, j);
     if (!j->blocking)
       w->nonblocking_running--;
+    slot_give(w->hooks, w);
     finish_job(j, rc);
   }
 }
@@ -382,6 +458,8 @@ int tusc_hooks_worker_new(tusc_hooks_t *hooks, uv_loop_t *loop,
   w->loop = loop;
   w->queue_max = opts && opts->queue_max ? opts->queue_max : DEFAULT_QUEUE_MAX;
   w->concurrency = opts && opts->concurrency ? opts->concurrency : DEFAULT_CONCURRENCY;
+  w->blocked_max = hooks->max_running > 0 ? (size_t)hooks->max_running : SIZE_MAX;
+  atomic_init(&w->starved, false);
   int rc = 0;
   if (hooks->dir) {
     tusc_hook_file_options_t fo = {.dir = hooks->dir, .timeout_ms = hooks->timeout_ms};
@@ -398,35 +476,71 @@ int tusc_hooks_worker_new(tusc_hooks_t *hooks, uv_loop_t *loop,
     free(w);
     return rc;
   }
+  if ((rc = uv_async_init(loop, &w->wake, on_wake)) < 0) {
+    if (w->sender)
+      w->sender->ops->close(w->sender, free, NULL); /* nothing runs on it yet */
+    free(w);
+    return rc;
+  }
+  w->wake.data = w;
+  uv_unref((uv_handle_t *)&w->wake); /* must not keep an otherwise idle loop running */
   uv_idle_init(loop, &w->finisher);
   w->finisher.data = w;
+  w->open_handles = 2;
+  uv_mutex_lock(&hooks->workers_lock);
+  w->reg_next = hooks->workers;
+  if (hooks->workers)
+    hooks->workers->reg_prev = w;
+  hooks->workers = w;
+  uv_mutex_unlock(&hooks->workers_lock);
   *out = w;
   return 0;
 }
 
-static void on_finisher_closed(uv_handle_t *handle) {
+static void on_worker_handle_closed(uv_handle_t *handle) {
   tusc_hooks_worker_t *w = handle->data;
-  while (w->finished.head) {
-    struct job *j = w->finished.head;
-    list_remove(&w->finished, j);
-    run_callback(j);
+  if (handle == (uv_handle_t *)&w->finisher) {
+    while (w->finished.head) {
+      struct job *j = w->finished.head;
+      list_remove(&w->finished, j);
+      run_callback(j);
+    }
   }
-  free(w);
+  if (--w->open_handles == 0)
+    free(w);
 }
 
 static void on_sender_closed(void *arg) {
   tusc_hooks_worker_t *w = arg;
   w->sender = NULL;
-  uv_close((uv_handle_t *)&w->finisher, on_finisher_closed);
+  uv_close((uv_handle_t *)&w->wake, on_worker_handle_closed);
+  uv_close((uv_handle_t *)&w->finisher, on_worker_handle_closed);
 }
 
 void tusc_hooks_worker_close(tusc_hooks_worker_t *w) {
   if (!w || w->closing)
     return;
   w->closing = true;
+  /* Out of the list first: after this no other worker sends to w->wake. */
+  tusc_hooks_t *h = w->hooks;
+  uv_mutex_lock(&h->workers_lock);
+  if (w->reg_prev)
+    w->reg_prev->reg_next = w->reg_next;
+  else
+    h->workers = w->reg_next;
+  if (w->reg_next)
+    w->reg_next->reg_prev = w->reg_prev;
+  uv_mutex_unlock(&h->workers_lock);
+  atomic_store(&w->starved, false);
   while (w->waiting.head) {
     struct job *j = w->waiting.head;
     list_remove(&w->waiting, j);
+    finish_job(j, UV_ECANCELED);
+  }
+  while (w->blocked.head) {
+    struct job *j = w->blocked.head;
+    list_remove(&w->blocked, j);
+    atomic_fetch_sub(&h->waiting, 1);
     finish_job(j, UV_ECANCELED);
   }
   if (w->sender)
@@ -437,6 +551,29 @@ void tusc_hooks_worker_close(tusc_hooks_worker_t *w) {
 
 size_t tusc_hooks_worker_pending(const tusc_hooks_worker_t *w) {
   return w->waiting.count + w->nonblocking_running;
+}
+
+int tusc_hooks_cancel(tusc_hooks_worker_t *w, tusc_hook_done_cb cb, void *arg) {
+  if (!w || w->closing)
+    return UV_ENOENT;
+  for (struct job *j = w->blocked.head; j; j = j->next) {
+    if (j->cb == cb && j->arg == arg) {
+      list_remove(&w->blocked, j);
+      atomic_fetch_sub(&w->hooks->waiting, 1);
+      atomic_fetch_add(&w->hooks->cancelled, 1);
+      finish_job(j, UV_ECANCELED);
+      return 0;
+    }
+  }
+  for (struct job *j = w->running.head; j; j = j->next) {
+    if (j->blocking && j->cb == cb && j->arg == arg) {
+      atomic_fetch_add(&w->hooks->cancelled, 1);
+      if (w->sender && w->sender->ops->cancel)
+        w->sender->ops->cancel(w->sender, &j->call);
+      return 0;
+    }
+  }
+  return UV_ENOENT;
 }
 
 static int add_forwarded(const tusc_hooks_t *h, const tusc_hook_http_request_t *req,
@@ -513,10 +650,21 @@ int tusc_hooks_invoke(tusc_hooks_worker_t *w, enum tusc_hook_event ev,
   j->call.size = upload->size_is_deferred || upload->size < 0 ? 0 : upload->size;
   j->call.offset = upload->offset < 0 ? 0 : upload->offset;
 
-  if (blocking || w->nonblocking_running < w->concurrency)
-    start_job(w, j);
-  else
+  if (blocking) {
+    if (w->blocked.count >= w->blocked_max) {
+      atomic_fetch_add(&w->hooks->busy, 1);
+      tusc_log_msg(TUSC_LOG_WARN,
+                   "hooks busy: %s hook refused (-hooks-max-processes %lld running, %zu waiting)",
+                   tusc_hook_event_name(ev), (long long)w->hooks->max_running, w->blocked.count);
+      rc = TUSC_EHOOKS_BUSY;
+      goto fail;
+    }
+    list_push(&w->blocked, j);
+    atomic_fetch_add(&w->hooks->waiting, 1);
+  } else {
     list_push(&w->waiting, j);
+  }
+  pump(w);
   return 0;
 fail:
   job_free(j);

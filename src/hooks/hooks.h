@@ -11,10 +11,15 @@
  *     run on that loop.
  *
  * Invocation: tusc_hooks_invoke() serialises the request JSON at once (the upload info
- * and request facts are only borrowed during the call) and returns. Blocking events
- * (pre-*) start immediately. Non-blocking events (post-*) go through a bounded queue
- * per worker with a small number running at once; when the queue is full the
- * invocation is dropped, logged ("hook queue full") and counted.
+ * and request facts are only borrowed during the call) and returns. At most
+ * -hooks-max-processes hooks run at once in the whole process (a slot counter shared
+ * by all workers; a worker whose invocations wait is woken through its uv_async when
+ * another worker frees a slot). Blocking events (pre-*) start as soon as a slot is
+ * free, waiting first in a per-worker queue of the same size; when that is full the
+ * invoke fails with TUSC_EHOOKS_BUSY (the request answers 503). Non-blocking events
+ * (post-*) go through a bounded queue per worker with a small number running at once;
+ * when the queue is full the invocation is dropped, logged ("hook queue full") and
+ * counted. tusc_hooks_cancel() stops a blocking invocation whose request has gone.
  *
  * Callback discipline (libuv's): when tusc_hooks_invoke returns 0, `cb` (if not NULL)
  * fires exactly once, later, on the loop; when it returns an error, `cb` never fires.
@@ -23,7 +28,8 @@
  *
  * Errors given to `cb`: 0 (the hook ran and answered, or there was nothing to run),
  * UV_ETIMEDOUT (file hook exceeded -hooks-timeout, HTTP hook exceeded
- * -hooks-http-timeout), UV_ECANCELED (worker closed first), TUSC_EINTERNAL (any
+ * -hooks-http-timeout), UV_ECANCELED (worker closed first, or tusc_hooks_cancel),
+ * TUSC_EINTERNAL (any
  * other hook failure: non-zero exit, not executable, bad JSON, HTTP status/type/size).
  * resp->error then says what went wrong (also logged). Blocking hooks that fail
  * answer 500 in tusd; tusc_error_status() gives that for all of these codes.
@@ -140,6 +146,10 @@ typedef struct tusc_hooks_stats_s {
   uint64_t invocations[TUSC_HOOK_EVENT_COUNT]; /* tusd_hook_invocations_total */
   uint64_t errors[TUSC_HOOK_EVENT_COUNT];      /* tusd_hook_errors_total */
   uint64_t dropped;                            /* "hook queue full" drops */
+  uint64_t busy;      /* blocking invocations refused: every slot and queue place taken */
+  uint64_t cancelled; /* blocking invocations stopped because their request had gone */
+  uint64_t running;   /* hooks running now (holding a slot) */
+  uint64_t waiting;   /* blocking invocations waiting for a slot now */
 } tusc_hooks_stats_t;
 
 /* Snapshot of the counters (all workers). Any thread. */
@@ -170,7 +180,9 @@ typedef void (*tusc_hook_done_cb)(int status, tusc_hook_response_t *resp, void *
  * pre-create whatever it holds) and `req` (borrowed; NULL = no HTTP request, e.g. an
  * expiry sweep). cb may be NULL (fire and forget; use for post-* events).
  * Returns 0 (cb will fire once), UV_EBUSY when the non-blocking queue is full (dropped,
- * logged, counted; cb will not fire), UV_ECANCELED (worker closing), TUSC_ENOMEM, or
+ * logged, counted; cb will not fire), TUSC_EHOOKS_BUSY when a blocking hook finds
+ * neither a free slot nor a place in the worker's waiting queue (counted; cb will not
+ * fire), UV_ECANCELED (worker closing), TUSC_ENOMEM, or
  * TUSC_EINVALID_ARGUMENT (also when the request JSON would exceed 4 MiB).
  * When the event is not enabled, returns 0 and cb fires with status 0 and an empty
  * response on a later loop iteration. Not warn_unused_result: fire-and-forget callers
@@ -181,5 +193,12 @@ int tusc_hooks_invoke(tusc_hooks_worker_t *worker, enum tusc_hook_event ev,
 
 /* Non-blocking invocations waiting or running on this worker. */
 size_t tusc_hooks_worker_pending(const tusc_hooks_worker_t *worker);
+
+/* The request behind the blocking invocation made with this `cb` and `arg` has gone:
+ * a waiting one is dropped, a running one stopped (a file hook's whole process group
+ * is killed, an HTTP hook's transfer aborted). `cb` still fires exactly once, later,
+ * with UV_ECANCELED (or with the result, if it was already known). Returns 0, or
+ * UV_ENOENT when no such invocation waits or runs. */
+int tusc_hooks_cancel(tusc_hooks_worker_t *worker, tusc_hook_done_cb cb, void *arg);
 
 #endif

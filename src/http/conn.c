@@ -928,6 +928,22 @@ static bool can_parse(const tusc_http_conn_t *conn) {
   return ctx->body_started && !ctx->body_paused;
 }
 
+/* While the handler works on a request and reads nothing from it (no body, a body not
+ * started yet, or paused), the socket is still read, so that a client that has gone
+ * (EOF, reset) is noticed at once and the handler's on_abort can drop its work.
+ * Whatever arrives meanwhile (a pipelined request, early body bytes) is kept in
+ * conn->pending, at most max_header_size bytes; reading stops at that cap. Returns how
+ * many more bytes may be read in this state, 0 when not watching. */
+static size_t watch_room(const tusc_http_conn_t *conn) {
+  const struct req_ctx *ctx = conn->req;
+  if (conn->closing || conn->lingering || ctx == NULL || !handler_owns(ctx) || ctx->aborted ||
+      can_parse(conn))
+    return 0;
+  size_t held = conn->pending != NULL ? conn->pending_len - conn->pending_off : 0;
+  size_t cap = conn->server->limits.max_header_size;
+  return held < cap ? cap - held : 0;
+}
+
 static int request_new(tusc_http_conn_t *conn) {
   struct req_ctx *ctx = calloc(1, sizeof(*ctx));
   if (ctx == NULL)
@@ -1113,6 +1129,9 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   tusc_http_conn_t *conn = handle->data;
   buf->base = conn->server->read_buf;
   buf->len = READ_BUFFER_SIZE;
+  size_t room = watch_room(conn);
+  if (room > 0 && room < READ_BUFFER_SIZE)
+    buf->len = room; /* a watched connection holds at most the cap */
 }
 
 static void read_failed(tusc_http_conn_t *conn, int err) {
@@ -1194,7 +1213,7 @@ static void update_reading(tusc_http_conn_t *conn) {
     conn_close(conn);
     return;
   }
-  bool want = conn->lingering || (conn->pending == NULL && can_parse(conn));
+  bool want = conn->lingering || (conn->pending == NULL && can_parse(conn)) || watch_room(conn) > 0;
   if (want && !conn->reading) {
     if (uv_read_start(&conn->io.stream, on_alloc, on_read) == 0)
       conn->reading = true;

@@ -21,6 +21,11 @@
  *     more body callbacks follow. The handler must still end the request with one
  *     respond call (it is then discarded) — that is what frees it.
  *
+ * A client that goes away is noticed at once, also while no body is being read: the
+ * socket is still read while the handler owns a request (bytes that arrive meanwhile
+ * are kept for later, at most max_header_size of them; then reading pauses), and EOF
+ * (a half-close too, as in Go's net/http) or a reset calls on_abort.
+ *
  * Keep-alive and pipelining: the next request on a connection is parsed only after
  * the current response is fully written. Limits (header bytes → 431, header count →
  * 431, malformed → 400, body timeouts) are enforced here, before the handler sees

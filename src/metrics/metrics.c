@@ -355,6 +355,16 @@ static void render_tusd(struct buf *b) {
         tusc_hook_event_name((enum tusc_hook_event)ev), (unsigned long long)hs.errors[ev]);
   counter1(b, "tusc_hook_queue_dropped_total",
            "Non-blocking hook invocations dropped because the queue was full.", hs.dropped);
+  gauge1(b, "tusc_hooks_running", "Hooks running now (at most -hooks-max-processes).",
+         (double)hs.running);
+  gauge1(b, "tusc_hooks_waiting", "Blocking hook invocations waiting for a free hook slot.",
+         (double)hs.waiting);
+  counter1(b, "tusc_hook_busy_total",
+           "Blocking hook invocations refused with 503 (every slot and queue place taken).",
+           hs.busy);
+  counter1(b, "tusc_hook_cancelled_total",
+           "Blocking hooks stopped (process group killed) because their request had gone.",
+           hs.cancelled);
 }
 
 static void render_tusc(struct buf *b) {

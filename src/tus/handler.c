@@ -11,6 +11,8 @@
  *              terminate); after_work always comes back, also after an abort
  *   BODY       PATCH bytes stream from on_body straight into store->write
  *   STREAM     a GET download writes 64 KiB at a time, the next read after write_cb
+ *   AUTH       a password check waits for its loop's hashing slot or hashes (auth.h);
+ *              an abort drops a waiting one, a hashing one comes back
  *
  * on_abort only records the failure, except where nothing else would ever wake the
  * request up again (BODY, LOCK_WAIT, STREAM without a pending write).
@@ -80,7 +82,7 @@ struct tusc_tus_worker_s {
   size_t bg_jobs; /* concat jobs and background finish hooks that come back here */
 };
 
-enum phase { PH_RUN = 0, PH_LOCK_WAIT, PH_WORK, PH_BODY, PH_STREAM, PH_HOOK };
+enum phase { PH_RUN = 0, PH_LOCK_WAIT, PH_WORK, PH_BODY, PH_STREAM, PH_HOOK, PH_AUTH };
 enum op { OP_NONE = 0, OP_POST, OP_PATCH, OP_DELETE, OP_GET };
 enum work_kind {
   WORK_NOOP = 0,
@@ -107,7 +109,7 @@ struct tus_request_s {
   bool proxy_trusted;  /* this peer's forwarding headers are believed */
   enum tusc_http_method method; /* after X-HTTP-Method-Override */
   const char *method_name;      /* its name, as hooks see it (tusd: the overridden one) */
-  tusc_auth_request_t areq;     /* a password check on the thread pool (PH_WORK) */
+  tusc_auth_request_t areq;     /* a password check, waiting or on the pool (PH_AUTH) */
   int64_t rate_mark;            /* st->written at the last -min-upload-rate check */
   char *location; /* POST: upload URL */
   tusc_ietf_req_t ietf; /* IETF draft request state (ietf.c) */
@@ -317,16 +319,20 @@ static void respond_text(tus_request_t *st, tusc_http_response_t *resp, const ch
   finish(st, resp, text, strlen(text));
 }
 
-static void respond_error_with(tus_request_t *st, int err, const char *allow) {
+/* The error answer, with one extra header (`name`: `value`) unless value is NULL. */
+static void respond_error_header(tus_request_t *st, int err, const char *name, const char *value) {
   tusc_http_response_t resp;
   char body[256];
   int status = tusc_error_status(err);
   tusc_metrics_error(status, err);
   response_init(st, &resp, status);
+  /* A bound that was hit: the client may simply come back. */
+  if ((err == TUSC_EHOOKS_BUSY || err == TUSC_EAUTH_BUSY) && value == NULL)
+    tusc_http_response_header(&resp, "Retry-After", "1");
   if (status == 412)
     tusc_http_response_header(&resp, "Tus-Version", TUS_VERSION);
-  if (allow != NULL)
-    tusc_http_response_header(&resp, "Allow", allow);
+  if (value != NULL)
+    tusc_http_response_header(&resp, name, value);
   /* creation-with-upload whose checksum failed: the upload exists (st->info is freed
    * once it is created), empty; its URL lets the client resend the chunk with PATCH. */
   if (err == TUSC_ECHECKSUM_MISMATCH && st->op == OP_POST && st->location != NULL &&
@@ -339,8 +345,19 @@ static void respond_error_with(tus_request_t *st, int err, const char *allow) {
   respond_text(st, &resp, body);
 }
 
+static void respond_error_with(tus_request_t *st, int err, const char *allow) {
+  respond_error_header(st, err, "Allow", allow);
+}
+
 static void respond_error(tus_request_t *st, int err) {
   respond_error_with(st, err, NULL);
+}
+
+/* 503/429 for a bound that was hit: the client may come back after `seconds`. */
+static void respond_retry_later(tus_request_t *st, int err, unsigned seconds) {
+  char value[16];
+  snprintf(value, sizeof(value), "%u", seconds > 0 ? seconds : 1);
+  respond_error_header(st, err, "Retry-After", value);
 }
 
 /* The "upload not found" answer for a failed store lookup. */
@@ -765,6 +782,12 @@ static void on_blocking_hook_done(int status, tusc_hook_response_t *resp, void *
   st->after_hook(st);
 }
 
+/* The error a request answers when its blocking hook failed: 503 when no hook slot was
+ * free, else 500 as in tusd. */
+static int hook_failure(const tus_request_t *st) {
+  return st->hook_status == TUSC_EHOOKS_BUSY ? TUSC_EHOOKS_BUSY : TUSC_EINTERNAL;
+}
+
 /* Runs blocking hook `ev`, then `next` (always later, on the loop; st->hook_status and
  * st->hook_resp hold the outcome). */
 static void hook_block(tus_request_t *st, enum tusc_hook_event ev, const tusc_upload_info_t *info,
@@ -931,7 +954,7 @@ static void finish_hooks_record(tus_request_t *st) {
 static void finish_hooks_pre_done(tus_request_t *st) {
   if (st->hook_status < 0) {
     /* Stays PENDING on disk: a later PATCH at offset == size runs them again. */
-    st->result = TUSC_EINTERNAL;
+    st->result = hook_failure(st);
     chunk_done(st);
     return;
   }
@@ -1250,7 +1273,7 @@ static bool pre_create_accepted(tus_request_t *st) {
     return false;
   }
   if (st->hook_status < 0) {
-    respond_error(st, TUSC_EINTERNAL);
+    respond_error(st, hook_failure(st));
     return false;
   }
   if (st->hook_resp->reject_upload) {
@@ -2426,7 +2449,7 @@ static void delete_pre_done(tus_request_t *st) {
   if (st->aborted)
     err = st->abort_err;
   else if (st->hook_status < 0)
-    err = TUSC_EINTERNAL;
+    err = hook_failure(st);
   else if (st->hook_resp->reject_termination)
     err = TUSC_EUPLOAD_TERMINATION_REJECTED;
   if (err < 0) {
@@ -2662,22 +2685,24 @@ static void on_auth_done(tusc_auth_request_t *areq, int result, char *principal)
     dispatch(st);
   } else if (result == TUSC_EUNAUTHORIZED) {
     respond_unauthorized(st);
+  } else if (result == TUSC_EAUTH_BUSY || result == TUSC_EAUTH_THROTTLED) {
+    respond_retry_later(st, result, areq->retry_after_s);
   } else {
     respond_error(st, result);
   }
 }
 
-/* Answers 401 or continues with dispatch (now, or after a password check on the
- * thread pool: PH_WORK, so that an abort meanwhile waits for it). */
+/* Answers 401 or continues with dispatch (now, or after a password check: PH_AUTH,
+ * which an abort cancels while it waits and lets finish once it hashes). */
 static void authenticate(tus_request_t *st) {
   size_t len = 0;
   const char *value = header_value(st->req, "Authorization", &len);
   char *principal = NULL;
   st->areq.data = st;
-  int rc = tusc_auth_check(st->w->tus->auth, st->w->loop, value, len, &st->areq, on_auth_done,
-                           &principal);
+  int rc = tusc_auth_check(st->w->tus->auth, st->w->loop, st->client, value, len, &st->areq,
+                           on_auth_done, &principal);
   if (rc == TUSC_AUTH_PENDING) {
-    st->phase = PH_WORK;
+    st->phase = PH_AUTH;
     return;
   }
   on_auth_done(&st->areq, rc, principal);
@@ -2820,11 +2845,22 @@ static void on_abort(tusc_http_request_t *req, int err, void *ctx) {
     if (!st->write_pending)
       download_end(st);
     break;
+  case PH_AUTH:
+    /* A check still waiting is dropped (no callback); one hashing comes back. */
+    if (tusc_auth_cancel(&st->areq) == 0) {
+      st->phase = PH_RUN;
+      respond_error(st, err);
+    }
+    break;
+  case PH_HOOK:
+    /* Stop the hook (kill its process group); its callback comes back and sees
+     * `aborted`. */
+    (void)tusc_hooks_cancel(st->w->hw, on_blocking_hook_done, st);
+    break;
   case PH_WORK:
     /* A concat job waiting for locks stops waiting; its callback still comes back. */
     tusc_concat_job_abandon(st->concat_job);
     break;
-  case PH_HOOK:
   case PH_RUN:
     /* after_work comes back and sees `aborted`. PH_RUN cannot be seen here: the
      * handler never returns to the loop in it. */

@@ -143,16 +143,16 @@ static void on_done(tusc_auth_request_t *areq, int result, char *principal) {
   o->principal = principal;
 }
 
-/* Runs a check to its end; *sync tells whether it was decided at once. */
-static int check(tusc_auth_t *auth, uv_loop_t *loop, const char *header, char **principal,
-                 bool *sync) {
+/* Runs a check from `client` to its end; *sync tells whether it was decided at once. */
+static int check_from(tusc_auth_t *auth, uv_loop_t *loop, const char *client, const char *header,
+                      char **principal, bool *sync) {
   tusc_auth_request_t areq;
   memset(&areq, 0, sizeof(areq));
   struct outcome o = {0, 0, NULL};
   areq.data = &o;
   *principal = NULL;
-  int rc =
-      tusc_auth_check(auth, loop, header, header ? strlen(header) : 0, &areq, on_done, principal);
+  int rc = tusc_auth_check(auth, loop, client, header, header ? strlen(header) : 0, &areq, on_done,
+                           principal);
   *sync = rc != TUSC_AUTH_PENDING;
   if (rc != TUSC_AUTH_PENDING)
     return rc;
@@ -161,6 +161,11 @@ static int check(tusc_auth_t *auth, uv_loop_t *loop, const char *header, char **
   assert_int_equal(o.calls, 1);
   *principal = o.principal;
   return o.result;
+}
+
+static int check(tusc_auth_t *auth, uv_loop_t *loop, const char *header, char **principal,
+                 bool *sync) {
+  return check_from(auth, loop, NULL, header, principal, sync);
 }
 
 static char *basic(const char *user_pw) {
@@ -223,7 +228,7 @@ static void test_basic_cache_reload(void **state) {
       areqs[i].data = &outs[i];
       char *pp = NULL;
       assert_int_equal(
-          tusc_auth_check(fresh, &loop, hdrs[i], strlen(hdrs[i]), &areqs[i], on_done, &pp),
+          tusc_auth_check(fresh, &loop, NULL, hdrs[i], strlen(hdrs[i]), &areqs[i], on_done, &pp),
           TUSC_AUTH_PENDING);
     }
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -262,6 +267,96 @@ static void test_basic_cache_reload(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* No client can stall the others: failures per address are throttled, checks per
+ * address and per loop are bounded, and a waiting check whose client has gone is
+ * dropped without a callback. */
+static void test_basic_bounds(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  char *line = htpasswd_line("ann", "pw1");
+  char *path = write_file(line);
+  tusc_config_t cfg = base_cfg();
+  cfg.auth_htpasswd = path;
+  tusc_auth_t *auth = NULL;
+  assert_int_equal(tusc_auth_new(&cfg, &auth), 0);
+  char *good = basic("ann:pw1"), *bad = basic("ann:nope");
+  char *p = NULL;
+  bool sync = false;
+
+  /* FAIL_LIMIT failures from one address, then it is refused before any hashing */
+  for (int i = 0; i < TUSC_AUTH_FAIL_LIMIT; i++)
+    assert_int_equal(check_from(auth, &loop, "192.0.2.1", bad, &p, &sync), TUSC_EUNAUTHORIZED);
+  {
+    tusc_auth_request_t areq;
+    memset(&areq, 0, sizeof(areq));
+    assert_int_equal(
+        tusc_auth_check(auth, &loop, "192.0.2.1", good, strlen(good), &areq, on_done, &p),
+        TUSC_EAUTH_THROTTLED);
+    assert_true(areq.retry_after_s >= 1);
+    assert_true(areq.retry_after_s <= TUSC_AUTH_FAIL_WINDOW_MS / 1000);
+  }
+  /* another address is not affected; its success is cached and answers anyone */
+  assert_int_equal(check_from(auth, &loop, "192.0.2.2", good, &p, &sync), 0);
+  free(p);
+  assert_int_equal(check_from(auth, &loop, "192.0.2.1", good, &p, &sync), 0);
+  assert_true(sync);
+  free(p);
+
+  /* per address: CLIENT_PENDING checks in flight, the next is refused */
+  enum { N = TUSC_AUTH_QUEUE_MAX + 1 };
+  tusc_auth_request_t *areqs = calloc(N + 1, sizeof(*areqs));
+  struct outcome *outs = calloc(N + 1, sizeof(*outs));
+  assert_non_null(areqs);
+  assert_non_null(outs);
+  for (int i = 0; i < TUSC_AUTH_CLIENT_PENDING; i++) {
+    areqs[i].data = &outs[i];
+    assert_int_equal(
+        tusc_auth_check(auth, &loop, "192.0.2.3", bad, strlen(bad), &areqs[i], on_done, &p),
+        TUSC_AUTH_PENDING);
+  }
+  assert_int_equal(
+      tusc_auth_check(auth, &loop, "192.0.2.3", bad, strlen(bad), &areqs[N], on_done, &p),
+      TUSC_EAUTH_THROTTLED);
+  /* per loop: one hashes, QUEUE_MAX wait (from many addresses), then 503 */
+  for (int i = TUSC_AUTH_CLIENT_PENDING; i < N; i++) {
+    char client[32];
+    snprintf(client, sizeof(client), "198.51.100.%d", i);
+    areqs[i].data = &outs[i];
+    assert_int_equal(tusc_auth_check(auth, &loop, client, bad, strlen(bad), &areqs[i], on_done, &p),
+                     TUSC_AUTH_PENDING);
+  }
+  assert_int_equal(
+      tusc_auth_check(auth, &loop, "203.0.113.1", bad, strlen(bad), &areqs[N], on_done, &p),
+      TUSC_EAUTH_BUSY);
+  /* clients gone: the hashing one still answers, waiting ones are dropped silently */
+  assert_int_equal(tusc_auth_cancel(&areqs[0]), UV_EBUSY);
+  for (int i = 1; i < N; i += 2)
+    assert_int_equal(tusc_auth_cancel(&areqs[i]), 0);
+  /* the queue has room again */
+  areqs[N].data = &outs[N];
+  assert_int_equal(
+      tusc_auth_check(auth, &loop, "203.0.113.1", good, strlen(good), &areqs[N], on_done, &p),
+      0); /* cached */
+  free(p);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  for (int i = 0; i < N; i++) {
+    bool dropped = i % 2 == 1;
+    assert_int_equal(outs[i].calls, dropped ? 0 : 1);
+    if (!dropped)
+      assert_int_equal(outs[i].result, TUSC_EUNAUTHORIZED);
+  }
+  free(areqs);
+  free(outs);
+  tusc_auth_free(auth);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  unlink(path);
+  free(path);
+  free(line);
+  free(good);
+  free(bad);
+}
+
 static void test_bearer_sync(void **state) {
   (void)state;
   /* {"alg":"HS256"}.{"sub":"zoe"} signed with "k" */
@@ -296,6 +391,7 @@ int main(void) {
       cmocka_unit_test(test_hosts),
       cmocka_unit_test(test_proxies),
       cmocka_unit_test(test_basic_cache_reload),
+      cmocka_unit_test(test_basic_bounds),
       cmocka_unit_test(test_bearer_sync),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

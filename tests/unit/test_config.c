@@ -322,6 +322,7 @@ static void test_integer_and_duration_flags_map_to_fields(void **state) {
       {{"-max-header-size=8192"}, offsetof(tusc_config_t, max_header_size), false, 8192},
       {{"-max-header-count=50"}, offsetof(tusc_config_t, max_header_count), true, 50},
       {{"-hooks-http-retry=1"}, offsetof(tusc_config_t, hooks_http_retry), true, 1},
+      {{"-hooks-max-processes", "0"}, offsetof(tusc_config_t, hooks_max_processes), false, 0},
       {{"-hooks-http-size-limit=0"}, offsetof(tusc_config_t, hooks_http_size_limit), false, 0},
       {{"-hooks-http-backoff=250ms"}, offsetof(tusc_config_t, hooks_http_backoff_ms), false, 250},
       {{"-hooks-http-timeout=2m"}, offsetof(tusc_config_t, hooks_http_timeout_ms), false, 120000},

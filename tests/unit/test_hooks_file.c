@@ -43,6 +43,8 @@ static void on_done(int status, tusc_hook_response_t *resp, void *arg) {
   tusc_hook_response_init(resp);
 }
 
+static int64_t fx_max_processes; /* -hooks-max-processes for the next fx_start */
+
 static void fx_start(struct fx *f, const char *events, int64_t timeout_ms,
                      const tusc_hooks_worker_options_t *opts) {
   memset(f, 0, sizeof(*f));
@@ -54,6 +56,7 @@ static void fx_start(struct fx *f, const char *events, int64_t timeout_ms,
   f->cfg.hooks_timeout_ms = timeout_ms;
   f->cfg.hooks_http_retry = 3;
   f->cfg.progress_hooks_interval_ms = 1000;
+  f->cfg.hooks_max_processes = fx_max_processes;
   assert_int_equal(tusc_hooks_new(&f->cfg, &f->hooks), 0);
   assert_true(tusc_hooks_active(f->hooks));
   assert_int_equal(tusc_hooks_worker_new(f->hooks, &f->loop, opts, &f->worker), 0);
@@ -474,6 +477,75 @@ static void test_close_cancels(void **state) {
   remove_tree(f.dir);
 }
 
+/* Lines in the file `name` (0 when it does not exist yet). */
+static int count_lines(struct fx *f, const char *name) {
+  char *text = exists(f, name) ? read_file(f, name) : NULL;
+  int n = 0;
+  for (const char *c = text; c && *c; c++)
+    n += *c == '\n';
+  free(text);
+  return n;
+}
+
+/* -hooks-max-processes: one runs, one waits, the next is refused; a cancelled waiting
+ * hook never runs and a cancelled running one has its process group killed. */
+static void test_max_processes_and_cancel(void **state) {
+  (void)state;
+  struct fx f;
+  fx_max_processes = 1;
+  fx_start(&f, "", 10000, NULL);
+  fx_max_processes = 0;
+  write_script(&f, "pre-create", "echo $$ >> pids.txt\nsleep 30\necho '{}'", 0755);
+  tusc_upload_info_t info;
+  sample_upload(&info);
+  struct result a = {0}, b = {0}, c = {0};
+  assert_int_equal(tusc_hooks_invoke(f.worker, TUSC_HOOK_PRE_CREATE, &info, NULL, on_done, &a), 0);
+  assert_int_equal(tusc_hooks_invoke(f.worker, TUSC_HOOK_PRE_CREATE, &info, NULL, on_done, &b), 0);
+  assert_int_equal(tusc_hooks_invoke(f.worker, TUSC_HOOK_PRE_CREATE, &info, NULL, on_done, &c),
+                   TUSC_EHOOKS_BUSY);
+  tusc_upload_info_dispose(&info);
+  tusc_hooks_stats_t st;
+  tusc_hooks_stats(f.hooks, &st);
+  assert_int_equal(st.running, 1);
+  assert_int_equal(st.waiting, 1);
+  assert_int_equal(st.busy, 1);
+  uint64_t t0 = tusc_now_ms();
+  while (count_lines(&f, "pids.txt") < 1 && tusc_now_ms() - t0 < 5000) {
+    uv_run(&f.loop, UV_RUN_NOWAIT);
+    usleep(10 * 1000);
+  }
+  assert_int_equal(count_lines(&f, "pids.txt"), 1);
+  char *pid = read_file(&f, "pids.txt");
+  long pgid = strtol(pid, NULL, 10);
+  free(pid);
+  assert_true(pgid > 1);
+  assert_int_equal(tusc_hooks_cancel(f.worker, on_done, &b), 0);
+  assert_int_equal(tusc_hooks_cancel(f.worker, on_done, &a), 0);
+  assert_int_equal(tusc_hooks_cancel(f.worker, on_done, &c), UV_ENOENT);
+  t0 = tusc_now_ms();
+  uv_run(&f.loop, UV_RUN_DEFAULT);
+  assert_true(tusc_now_ms() - t0 < 5000); /* not the 10 s timeout, not the 30 s sleep */
+  assert_int_equal(a.calls, 1);
+  assert_int_equal(a.status, UV_ECANCELED);
+  assert_int_equal(b.calls, 1);
+  assert_int_equal(b.status, UV_ECANCELED);
+  assert_int_equal(c.calls, 0);
+  assert_int_equal(count_lines(&f, "pids.txt"), 1); /* b never ran */
+  bool alive = true;
+  for (int i = 0; i < 250 && alive; i++) {
+    alive = group_alive(pgid);
+    if (alive)
+      usleep(20 * 1000);
+  }
+  assert_false(alive);
+  tusc_hooks_stats(f.hooks, &st);
+  assert_int_equal(st.running, 0);
+  assert_int_equal(st.waiting, 0);
+  assert_int_equal(st.cancelled, 2);
+  assert_int_equal(st.errors[TUSC_HOOK_PRE_CREATE], 0);
+  fx_stop(&f);
+}
+
 static void big_upload(tusc_upload_info_t *info) {
   sample_upload(info);
   /* Far more than a pipe buffer: stdin is written in several asynchronous steps. */
@@ -586,6 +658,7 @@ int main(void) {
       cmocka_unit_test(test_enabled_events_list),
       cmocka_unit_test(test_queue_full),
       cmocka_unit_test(test_close_cancels),
+      cmocka_unit_test(test_max_processes_and_cancel),
       cmocka_unit_test(test_big_input_read),
       cmocka_unit_test(test_big_input_ignored),
       cmocka_unit_test(test_no_sender),

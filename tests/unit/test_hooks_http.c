@@ -484,6 +484,39 @@ static void test_close_cancels_transfer(void **state) {
   server_stop(&s);
 }
 
+/* The request behind a blocking HTTP hook has gone: the transfer is aborted at once
+ * (not after the endpoint's 3 s), and the callback still comes, with UV_ECANCELED. */
+static void test_cancel_aborts_transfer(void **state) {
+  (void)state;
+  static const struct reply replies[] = {{200, "application/json", "{}", 3000}};
+  struct server s;
+  server_start(&s, replies, 1);
+  struct fx f;
+  fx_start(&f, s.port, 3, 10, 10000, 5120);
+  tusc_upload_info_t info;
+  sample_upload(&info);
+  struct result r = {0};
+  assert_int_equal(
+      tusc_hooks_invoke(f.worker, TUSC_HOOK_PRE_CREATE, &info, &sample_req, on_done, &r), 0);
+  tusc_upload_info_dispose(&info);
+  uint64_t t0 = tusc_now_ms();
+  while (server_requests(&s) == 0 && tusc_now_ms() - t0 < 2000)
+    uv_run(&f.loop, UV_RUN_NOWAIT);
+  assert_int_equal(server_requests(&s), 1);
+  assert_int_equal(tusc_hooks_cancel(f.worker, on_done, &r), 0);
+  uv_run(&f.loop, UV_RUN_DEFAULT);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r.status, UV_ECANCELED);
+  assert_true(tusc_now_ms() - t0 < 2500);
+  tusc_hooks_stats_t st;
+  tusc_hooks_stats(f.hooks, &st);
+  assert_int_equal(st.cancelled, 1);
+  assert_int_equal(st.errors[TUSC_HOOK_PRE_CREATE], 0);
+  assert_int_equal(tusc_hooks_cancel(f.worker, on_done, &r), UV_ENOENT);
+  fx_stop(&f);
+  server_stop(&s);
+}
+
 static void test_fire_and_forget(void **state) {
   (void)state;
   static const struct reply replies[] = {{200, "application/json", "{}", 0}};
@@ -539,6 +572,7 @@ int main(void) {
       cmocka_unit_test(test_connection_refused),      cmocka_unit_test(test_overall_timeout),
       cmocka_unit_test(test_backoff_beyond_deadline), cmocka_unit_test(test_close_cancels_transfer),
       cmocka_unit_test(test_fire_and_forget),         cmocka_unit_test(test_hostname_url),
+      cmocka_unit_test(test_cancel_aborts_transfer),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

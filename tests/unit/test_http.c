@@ -106,6 +106,11 @@ static void big_next(tusc_http_request_t *req, int status, void *arg) {
   tusc_http_respond_write(req, big_chunk, sizeof(big_chunk), big_next, NULL);
 }
 
+static void on_later_timer(uv_timer_t *t) {
+  struct handler_req *hr = t->data;
+  respond_text(hr->req, 200, hr->req->target);
+}
+
 static void h_request(tusc_http_request_t *req, void *ctx) {
   (void)ctx;
   atomic_fetch_add(&requests_seen, 1);
@@ -138,6 +143,10 @@ static void h_request(tusc_http_request_t *req, void *ctx) {
     tusc_http_send_interim(req, &interim);
     tusc_http_request_set_client(req, "203.0.113.9");
     respond_text(req, 200, "final");
+  } else if (path_is(req, "/hold")) {
+    /* Answered only by on_abort: the client going away must be noticed. */
+  } else if (path_is(req, "/later")) {
+    uv_timer_start(&hr->timer, on_later_timer, 150, 0);
   } else if (path_is(req, "/echo") || path_is(req, "/pause") || path_is(req, "/abort") ||
              path_is(req, "/stop")) {
     tusc_http_body_start(req);
@@ -697,6 +706,62 @@ static void test_client_abort_mid_body(void **state) {
   assert_true(wait_for_abort(TUSC_EUNEXPECTED_EOF));
 }
 
+static bool wait_for_any_abort(void) {
+  for (int i = 0; i < 300; i++) {
+    if (atomic_load(&last_abort) != 0)
+      return true;
+    usleep(10000);
+  }
+  return false;
+}
+
+/* A client that goes away while the handler works on its bodiless request (a hook, a
+ * password check) is noticed at once, not when the answer is written. */
+static void test_client_gone_while_held(void **state) {
+  (void)state;
+  atomic_store(&last_abort, 0);
+  int fd = client();
+  send_str(fd, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+  close(fd);
+  assert_true(wait_for_abort(TUSC_EUNEXPECTED_EOF));
+
+  /* A reset while the body is not yet wanted. */
+  atomic_store(&last_abort, 0);
+  fd = client();
+  send_str(fd, "POST /hold HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n");
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+  close(fd);
+  assert_true(wait_for_any_abort());
+  assert_int_not_equal(atomic_load(&last_abort), TUSC_EREAD_TIMEOUT);
+}
+
+/* Bytes of the next requests that arrive while one is being worked on are kept (the
+ * socket is read to notice a disconnect), beyond the header cap too, and answered in
+ * order. */
+static void test_pipelined_while_held(void **state) {
+  (void)state;
+  int fd = client();
+  char pad[700];
+  memset(pad, 'a', sizeof(pad) - 1);
+  pad[sizeof(pad) - 1] = '\0';
+  char next[1024];
+  snprintf(next, sizeof(next), "GET /hello?%s HTTP/1.1\r\nHost: x\r\n\r\n", pad);
+  send_str(fd, "GET /later HTTP/1.1\r\nHost: x\r\n\r\n");
+  for (int i = 0; i < 3; i++)
+    send_str(fd, next);
+  struct response r;
+  read_response(fd, &r, false);
+  assert_int_equal(r.status, 200);
+  assert_string_equal(r.body, "/later");
+  for (int i = 0; i < 3; i++) {
+    read_response(fd, &r, false);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(strlen(r.body), strlen("/hello?") + sizeof(pad) - 1);
+  }
+  close(fd);
+}
+
 static void test_body_read_timeout(void **state) {
   (void)state;
   atomic_store(&last_abort, 0);
@@ -833,6 +898,8 @@ int main(void) {
       cmocka_unit_test(test_slow_head_times_out),
       cmocka_unit_test(test_absolute_form),
       cmocka_unit_test(test_client_abort_mid_body),
+      cmocka_unit_test(test_client_gone_while_held),
+      cmocka_unit_test(test_pipelined_while_held),
       cmocka_unit_test(test_body_read_timeout),
       cmocka_unit_test(test_pause_resume),
       cmocka_unit_test(test_streamed_response),

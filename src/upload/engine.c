@@ -1146,7 +1146,10 @@ static int discover(struct engine *e) {
                     res != CURLE_OK ? curl_easy_strerror(res) : "server keeps failing");
       break;
     }
-    uint64_t delay = backoff_ms(attempt), until = tusc_now_ms() + delay;
+    uint64_t delay = res == CURLE_OK ? retry_after_ms(h) : 0;
+    if (delay == 0)
+      delay = backoff_ms(attempt);
+    uint64_t until = tusc_now_ms() + delay;
     if (cfg->verbose)
       up_report_msg(e->report, "%s: %s; retry %d in %.1f s", cfg->url,
                     res != CURLE_OK ? curl_easy_strerror(res) : "server error", attempt,

@@ -5,7 +5,10 @@ Sits between tusc-upload and a server on loopback and, per connection, can:
     due time and sent when it comes, so a long fat pipe stays fat);
   - after N client->server bytes: close both sides ("drop"), send the client a TCP RST
     ("reset"), or stop forwarding in both directions ("stall") until the client gives
-    up on the connection.
+    up on the connection;
+  - answer a request itself with a canned HTTP response and close ("respond": a 429 or
+    503 with Retry-After, as an overloaded server or a load balancer would).
+The target can be changed while running (a restarted server on a new port).
 A fault applies to the next `faults` connections that reach the byte count; later ones
 pass through, so a retrying client eventually gets its bytes across. Counters say how
 many connections were opened and how many faults were injected.
@@ -27,7 +30,8 @@ class FaultProxy:
         self.target = (target_host, target_port)
         self.delay = delay
         self.lock = threading.Lock()
-        self.mode = None  # None, "drop", "reset", "stall"
+        self.mode = None  # None, "drop", "reset", "stall", "respond"
+        self.response = b""
         self.after = 0
         self.faults = 0
         self.connections = 0
@@ -46,11 +50,16 @@ class FaultProxy:
     def url(self, path="/files/"):
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def inject(self, mode, after, faults=1):
+    def inject(self, mode, after=0, faults=1, response=b""):
         """The next `faults` connections get `mode` after `after` client bytes."""
-        assert mode in ("drop", "reset", "stall")
+        assert mode in ("drop", "reset", "stall", "respond")
         with self.lock:
             self.mode, self.after, self.faults = mode, after, faults
+            self.response = response
+
+    def retarget(self, port, host="127.0.0.1"):
+        """New connections go to host:port (open ones keep their server)."""
+        self.target = (host, port)
 
     def close(self):
         self.closed = True
@@ -74,6 +83,8 @@ class FaultProxy:
                 client, _ = self.lsock.accept()
             except OSError:
                 return
+            if self._respond(client):
+                continue
             try:
                 server = socket.create_connection(self.target, timeout=10)
                 server.settimeout(None)
@@ -87,6 +98,30 @@ class FaultProxy:
                 self.socks.update((client, server))
             conn = _Conn(self, client, server)
             conn.start()
+
+    def _respond(self, client):
+        """"respond" mode: reads one request head and answers it. True if it did."""
+        with self.lock:
+            if self.mode != "respond" or self.faults <= 0:
+                return False
+            self.faults -= 1
+            self.injected += 1
+            self.connections += 1
+            response = self.response
+        try:
+            client.settimeout(10)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = client.recv(CHUNK)
+                if not data:
+                    break
+                head += data
+            client.sendall(response)
+        except OSError:
+            pass
+        finally:
+            client.close()
+        return True
 
     def _take_fault(self):
         """Called when a connection passes the byte count: returns the mode or None."""
@@ -104,7 +139,7 @@ class _Conn:
         self.client = client
         self.server = server
         self.up_bytes = 0
-        self.armed = proxy.mode is not None and proxy.faults > 0
+        self.armed = proxy.mode in ("drop", "reset", "stall") and proxy.faults > 0
         self.after = proxy.after
         self.stalled = threading.Event()
         self.dead = threading.Event()

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import make_tree, random_file, server_files
+from uploadlib import make_tree, random_file, server_files
 
 MiB = 1 << 20
 

@@ -5,7 +5,7 @@ import hashlib
 import os
 import struct
 
-from conftest import server_files
+from uploadlib import server_files
 
 MiB = 1 << 20
 

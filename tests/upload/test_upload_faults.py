@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (deadline_poll, make_tree, random_file, run_upload, sanitizer_env,
+from uploadlib import (deadline_poll, make_tree, random_file, run_upload, sanitizer_env,
                       server_files, upload_cmd, check_sanitizer, Upload)
 
 MiB = 1 << 20

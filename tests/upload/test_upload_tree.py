@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_tree, server_files, random_file
+from uploadlib import make_tree, server_files, random_file
 
 
 def rel_map(expect, prefix=""):

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from conftest import UPLOAD_BIN, deadline_poll, random_file, sanitizer_env
+from uploadlib import UPLOAD_BIN, deadline_poll, random_file, sanitizer_env
 
 MiB = 1 << 20
 

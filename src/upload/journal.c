@@ -37,6 +37,7 @@ struct up_journal_s {
   char *path;
   int fd;
   bool dirty;
+  bool torn; /* the file ends inside a line (a writer was killed mid-write) */
   struct entry *slots;
   size_t cap; /* power of two */
   size_t used;
@@ -150,7 +151,11 @@ static int load(up_journal_t *j) {
   int rc = 0;
   while (rc == 0 && (n = getline(&line, &cap, f)) > 0) {
     /* A line without its newline is the torn end of a killed writer: skip it. */
-    if (line[n - 1] != '\n' || n > LINE_MAX_BYTES)
+    if (line[n - 1] != '\n') {
+      j->torn = true;
+      continue;
+    }
+    if (n > LINE_MAX_BYTES)
       continue;
     line[n - 1] = '\0';
     rc = apply_line(j, line);
@@ -283,6 +288,11 @@ int up_journal_open(const char *path, up_journal_t **out) {
   if ((rc = lock_current(j)) < 0)
     goto out;
   rc = load(j);
+  /* End a torn last line so the next record starts a line of its own. The ending
+   * " \x7f" puts a DEL into the line's URL field (or makes it the field), which no
+   * valid record holds, so the torn record stays invalid for every later load. */
+  if (rc == 0 && j->torn)
+    rc = write_all(j->fd, " \x7f\n", 3);
   if (rc == 0 && j->records >= COMPACT_MIN_RECORDS &&
       j->records > COMPACT_FACTOR * j->used) {
     /* Best effort: a failed compaction leaves the old, still valid log. */

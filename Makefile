@@ -8,7 +8,7 @@ JOBS       ?= $(shell nproc)
 PYTEST     ?= /usr/bin/python3 -m pytest
 RUN_ARGS   ?= -upload-dir ./data
 
-.PHONY: all build run test deps deps-test unit integration upload-tests clients bench install \
+.PHONY: all build run test deps deps-test unit integration upload-tests clients bench bench-upload install \
         clean asan fuzz-build fuzz
 
 all: build
@@ -63,6 +63,11 @@ test: asan clients fuzz-build
 
 bench: build
 	$(MAKE) -C bench TUSC_BIN=$(CURDIR)/$(BUILD)/tusc
+
+# tusc-upload and tus-js-client side by side (bench/README.md, "Uploader").
+bench-upload: build
+	cd bench/node && npm ci --no-audit --no-fund --loglevel=error
+	$(MAKE) -C bench upload TUSC_BIN=$(CURDIR)/$(BUILD)/tusc
 
 # The binaries, plus their help pages as man pages tusc(1) and tusc-upload(1)
 # (preformatted, so they read the same).

@@ -22,13 +22,17 @@ import threading
 import time
 
 CHUNK = 65536
-MAX_QUEUED = 256  # chunks per direction (16 MiB)
+WINDOW = 16 << 20  # default bytes in flight per direction and connection
 
 
 class FaultProxy:
-    def __init__(self, target_port, target_host="127.0.0.1", delay=0.0):
+    def __init__(self, target_port, target_host="127.0.0.1", delay=0.0, window=WINDOW):
         self.target = (target_host, target_port)
         self.delay = delay
+        # Bytes one direction of one connection may have in the delay line: with a delay
+        # this caps a connection at window/delay bytes/s, like a TCP window on a long
+        # path, which is what parallel connections work around.
+        self.window = window
         self.lock = threading.Lock()
         self.mode = None  # None, "drop", "reset", "stall", "respond"
         self.response = b""
@@ -146,7 +150,7 @@ class _Conn:
 
     def start(self):
         for src, dst, up in ((self.client, self.server, True), (self.server, self.client, False)):
-            q = _DelayQueue()
+            q = _DelayQueue(self.p.window)
             threading.Thread(target=self._reader, args=(src, q, up), daemon=True).start()
             threading.Thread(target=self._writer, args=(dst, q), daemon=True).start()
 
@@ -220,20 +224,24 @@ class _Conn:
 class _DelayQueue:
     """Items become available at their due time, in order."""
 
-    def __init__(self):
+    def __init__(self, window):
         self.cv = threading.Condition()
         self.items = []
         self.seq = 0
         self.pending = 0
+        self.pending_bytes = 0
+        self.window = window
 
     def put(self, due, data):
         with self.cv:
-            # Back-pressure: a slow receiver stops the reader instead of growing memory.
-            while data is not None and self.pending >= MAX_QUEUED:
+            # Back-pressure: a full window stops the reader instead of growing memory.
+            while data is not None and self.pending_bytes and \
+                    self.pending_bytes + len(data) > self.window:
                 self.cv.wait(0.05)
             heapq.heappush(self.items, (due, self.seq, data))
             self.seq += 1
             self.pending += 1
+            self.pending_bytes += len(data) if data else 0
             self.cv.notify_all()
 
     def get(self):
@@ -245,6 +253,7 @@ class _DelayQueue:
                     if data is None or due <= now:
                         heapq.heappop(self.items)
                         self.pending -= 1
+                        self.pending_bytes -= len(data) if data else 0
                         self.cv.notify_all()
                         return data
                     self.cv.wait(due - now)

@@ -221,9 +221,9 @@ def main():
                 f"{WINDOW >> 20} MiB window")
         for who, mk in [
             ("tusc-upload", lambda u, s: tusc_upload(u, dbig, s, "--checksum", "none")),
-            ("tusc-upload --parts 4", lambda u, s: tusc_upload(u, dbig, s, "--parts", "4",
+            ("tusc-upload --parts 4", lambda u, s: tusc_upload(u, dbig, s, "--parts", "4", "--parts-min-size", "1M",
                                                                "--checksum", "none")),
-            ("tusc-upload --parts 8", lambda u, s: tusc_upload(u, dbig, s, "--parts", "8",
+            ("tusc-upload --parts 8", lambda u, s: tusc_upload(u, dbig, s, "--parts", "8", "--parts-min-size", "1M",
                                                                "--checksum", "none")),
             ("tus-js-client", lambda u, s: js_upload(u, dbig)),
             ("tus-js-client parallelUploads 4", lambda u, s: js_upload(u, dbig, "--parts", "4")),

@@ -1161,8 +1161,47 @@ static int discover(struct engine *e) {
   return rc;
 }
 
+/* True when the next turn has work that must not wait for a socket or a timer: a free
+ * slot for the next file, a stream that can start its next request, hashing. */
+static bool work_pending(struct engine *e) {
+  if (!e->walk_done && e->njobs < e->cfg->jobs)
+    return true;
+  for (struct job *j = e->jobs; j; j = j->next) {
+    for (int i = 0; i < j->nstreams; i++) {
+      switch (j->streams[i].step) {
+      case ST_CREATE:
+      case ST_HEAD:
+      case ST_PATCH:
+      case ST_HASH:
+      case ST_VERIFY:
+        return true;
+      default:
+        break;
+      }
+    }
+  }
+  return false;
+}
+
+/* The earliest time a waiting stream wants to retry, capped at now + TICK_MS. */
+static uint64_t next_wake(struct engine *e, uint64_t now) {
+  uint64_t wake = now + TICK_MS;
+  for (struct job *j = e->jobs; j; j = j->next)
+    for (int i = 0; i < j->nstreams; i++)
+      if (j->streams[i].step == ST_WAIT && j->streams[i].wait_until_ms < wake)
+        wake = j->streams[i].wait_until_ms;
+  return wake;
+}
+
+/* True while `j` is still one of the engine's jobs (a step may have finished it). */
+static bool job_alive(struct engine *e, const struct job *j) {
+  for (struct job *k = e->jobs; k; k = k->next)
+    if (k == j)
+      return true;
+  return false;
+}
+
 static void run_loop(struct engine *e) {
-  const up_config_t *cfg = e->cfg;
   uint64_t last_tick = 0;
   while (!stop_signal) {
     if (!e->count_done)
@@ -1170,42 +1209,21 @@ static void run_loop(struct engine *e) {
     fill_slots(e);
     if (e->walk_done && e->njobs == 0)
       break;
-    bool hashing = false;
     for (struct job *j = e->jobs, *next; j; j = next) {
       next = j->next;
-      for (int i = 0; i < j->nstreams; i++) {
-        if (j->streams[i].step == ST_HASH) {
-          hashing = true;
+      for (int i = 0; i < j->nstreams && job_alive(e, j); i++)
+        if (j->streams[i].step == ST_HASH)
           hash_some(e, &j->streams[i]);
-          break; /* the job may be gone */
-        }
-      }
     }
     /* URLs recorded since the last turn become durable before bytes go to them. */
     int rc = up_journal_sync(e->journal);
     if (rc < 0)
       up_report_msg(e->report, "journal: %s", strerror(-rc));
     uint64_t now = tusc_now_ms();
-    uint64_t wake = now + TICK_MS;
     for (struct job *j = e->jobs, *next; j; j = next) {
       next = j->next;
-      int n = j->nstreams;
-      for (int i = 0; i < n; i++) {
-        struct stream *s = &j->streams[i];
-        enum step before = s->step;
-        pump_stream(e, s, now);
-        /* pump_stream may have finished the job (and freed it). */
-        bool gone = true;
-        for (struct job *k = e->jobs; k; k = k->next)
-          if (k == j)
-            gone = false;
-        if (gone)
-          break;
-        if (s->step == ST_WAIT && s->wait_until_ms < wake)
-          wake = s->wait_until_ms;
-        if (s->step == ST_HASH || (before != s->step && s->step != ST_BUSY))
-          hashing = true; /* more to do without waiting */
-      }
+      for (int i = 0; i < j->nstreams && job_alive(e, j); i++)
+        pump_stream(e, &j->streams[i], now);
     }
     int running = 0;
     curl_multi_perform(e->multi, &running);
@@ -1218,7 +1236,6 @@ static void run_loop(struct engine *e) {
       curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
       CURLcode res = m->data.result;
       on_response(e, (struct stream *)priv, res);
-      hashing = true;
     }
     now = tusc_now_ms();
     if (now - last_tick >= TICK_MS) {
@@ -1227,12 +1244,10 @@ static void run_loop(struct engine *e) {
       up_report_tick(e->report, &snap, now);
       last_tick = now;
     }
-    int timeout = hashing ? 0 : (int)(wake > now ? wake - now : 0);
-    if (timeout > TICK_MS)
-      timeout = TICK_MS;
+    uint64_t wake = next_wake(e, now);
+    int timeout = work_pending(e) ? 0 : (int)(wake > now ? wake - now : 0);
     curl_multi_poll(e->multi, NULL, 0, timeout, NULL);
   }
-  (void)cfg;
 }
 
 static void dry_run(struct engine *e) {

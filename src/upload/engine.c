@@ -1211,7 +1211,7 @@ static void run_loop(struct engine *e) {
       break;
     for (struct job *j = e->jobs, *next; j; j = next) {
       next = j->next;
-      for (int i = 0; i < j->nstreams && job_alive(e, j); i++)
+      for (int i = 0; job_alive(e, j) && i < j->nstreams; i++)
         if (j->streams[i].step == ST_HASH)
           hash_some(e, &j->streams[i]);
     }
@@ -1222,7 +1222,7 @@ static void run_loop(struct engine *e) {
     uint64_t now = tusc_now_ms();
     for (struct job *j = e->jobs, *next; j; j = next) {
       next = j->next;
-      for (int i = 0; i < j->nstreams && job_alive(e, j); i++)
+      for (int i = 0; job_alive(e, j) && i < j->nstreams; i++)
         pump_stream(e, &j->streams[i], now);
     }
     int running = 0;

@@ -212,3 +212,58 @@ def test_two_uploaders_share_one_journal(tusc, tmp_path):
     assert server_files(srv.upload_dir) == expect
     again = run_upload(srv.url("/files/"), [a, b], state)
     assert again.rc == 0 and again.summary["skipped"] == 300, again
+
+
+def test_sigint_exits_130_and_rerun_finishes(tusc, tmp_path):
+    srv = tusc()
+    f = tmp_path / "f.bin"
+    digest = random_file(f, 12 * MiB)
+    state = tmp_path / "journal"
+    cmd = upload_cmd(srv.url("/files/"), [f], state, "--limit-rate", "2M", "--checksum", "none")
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=sanitizer_env())
+    try:
+        deadline_poll(lambda: state.exists() and journal_records(state), 30,
+                      what="the upload URL in the journal")
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    check_sanitizer(err.decode())
+    first = Upload(p.returncode, out.decode(), err.decode())
+    assert first.rc == 130, first
+    assert first.summary["interrupted"] is True
+    up = run_upload(srv.url("/files/"), [f], state, "--checksum", "none")
+    assert up.rc == 0, up
+    assert up.files[0]["sent"] < 12 * MiB  # continued, not started over
+    assert server_files(srv.upload_dir) == {"f.bin": digest}
+    assert metric(srv, "tusd_bytes_received") == 12 * MiB
+
+
+def test_parts_resume_after_uploader_kill(tusc, tmp_path):
+    srv = tusc()
+    f = tmp_path / "f.bin"
+    digest = random_file(f, 32 * MiB)
+    state = tmp_path / "journal"
+    args = ("--parts", "4", "--parts-min-size", "1M", "--checksum", "none")
+    cmd = upload_cmd(srv.url("/files/"), [f], state, "--limit-rate", "8M", *args)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env=sanitizer_env())
+    try:
+        deadline_poll(lambda: state.exists() and len(journal_records(state)) >= 4, 30,
+                      what="four partial uploads in the journal")
+        deadline_poll(lambda: metric(srv, "tusd_bytes_received") >= 4 * MiB, 30,
+                      what="some bytes of the parts on the server")
+    finally:
+        p.kill()
+        p.wait()
+    parts = {r[2] for r in journal_records(state)}
+    up = run_upload(srv.url("/files/"), [f], state, *args)
+    assert up.rc == 0, up
+    assert server_files(srv.upload_dir) == {"f.bin": digest}
+    assert metric(srv, "tusd_bytes_received") == 32 * MiB
+    # The rerun continued the same four partial uploads.
+    created = [l for l in srv.stderr().splitlines() if "event=UploadCreated" in l]
+    assert len(created) == 5, created
+    assert len(parts) == 4

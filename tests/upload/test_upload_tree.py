@@ -2,6 +2,7 @@
 finished run, exit codes, --dry-run, --json, --parts."""
 import base64
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,32 @@ def test_chunk_size_sends_several_patches(tusc, upload, tmp_path):
     patches = [l for l in srv.stderr().splitlines()
                if "event=ResponseOutgoing" in l and "method=PATCH" in l]
     assert len(patches) == 6, patches
+
+
+def test_verify_downloads_and_compares(tusc, node_server, upload, tmp_path):
+    srv = tusc()
+    src = tmp_path / "src"
+    expect = make_tree(src, 3, 3000, large_sizes=(2 << 20,))
+    up = upload(srv.url("/files/"), [src], "--verify", state=tmp_path / "j1")
+    assert up.rc == 0, up
+    gets = [l for l in srv.stderr().splitlines()
+            if "event=ResponseOutgoing" in l and "method=GET" in l and "status=200" in l]
+    assert len(gets) == 4, gets
+    assert server_files(srv.upload_dir) == expect
+    up = upload(node_server.url(), [src], "--verify", state=tmp_path / "j2")
+    assert up.rc == 0, up
+    assert node_server.files() == expect
+
+
+def test_plain_progress_lines_when_not_a_terminal(tusc, upload, tmp_path):
+    srv = tusc()
+    f = tmp_path / "f.bin"
+    random_file(f, 3 << 20)
+    up = upload(srv.url("/files/"), [f], "--progress", "plain", "--progress-interval", "1",
+                "--limit-rate", "1M", "--checksum", "none")
+    assert up.rc == 0, up
+    lines = [l for l in up.err.splitlines() if l.startswith("progress: ")]
+    assert lines, up.err
+    assert all(re.search(r" / 3\.0 MiB  files [01]/1 done, 0 failed ", l) for l in lines), lines
+    assert "\x1b[" not in up.err  # no terminal control sequences in a log
+    assert "finished: 1 uploaded, 0 already done, 0 failed" in up.err

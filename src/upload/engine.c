@@ -68,7 +68,6 @@ struct job;
 struct stream {
   struct job *job;
   enum kind kind;
-  int index;
   uint64_t start, length; /* the byte range of the file this upload holds */
   uint64_t offset;        /* what the server acknowledged */
   char *url;
@@ -93,7 +92,6 @@ struct stream {
 
 struct job {
   struct job *next;
-  struct engine *e;
   char *path;
   char *rel;
   char *metadata; /* Upload-Metadata value */
@@ -355,6 +353,7 @@ static void set_offset(struct engine *e, struct stream *s, uint64_t offset, bool
   s->offset = offset;
 }
 
+/* A job fails as a whole: one broken part makes the file fail. */
 static void fail_job(struct engine *e, struct job *j, const char *why) {
   finish_job(e, j, why);
 }
@@ -940,7 +939,6 @@ static void add_file(struct engine *e, const up_walk_entry_t *w) {
   const char *error = "out of memory";
   if (j == NULL)
     goto fail;
-  j->e = e;
   j->fd = -1;
   j->st = w->st;
   memcpy(j->fp, fp, sizeof(fp));
@@ -964,7 +962,6 @@ static void add_file(struct engine *e, const up_walk_entry_t *w) {
   for (int i = 0; i < j->nstreams; i++) {
     struct stream *s = &j->streams[i];
     s->job = j;
-    s->index = i;
     if (j->nstreams == 1) {
       s->kind = K_WHOLE;
       s->length = size;

@@ -38,7 +38,7 @@ def test_progress_display_in_tmux(tusc, tmux, tmp_path):
         random_file(src / f"file{i}.bin", 3 * MiB)
     state = tmp_path / "journal"
     done = tmp_path / "exit-code"
-    cmd = (f"{UPLOAD_BIN} --state {state} -j 2 --limit-rate 1M --checksum none "
+    cmd = (f"{UPLOAD_BIN} --state {state} -j 2 --limit-rate 2M --checksum none "
            f"{srv.url('/files/')} {src}; echo $? > {done}")
     assert tmux("new-session", "-d", "-x", "120", "-y", "30", "-s", "up", "sh").returncode == 0
     assert tmux("send-keys", "-t", "up", cmd, "Enter").returncode == 0

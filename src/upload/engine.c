@@ -46,13 +46,13 @@
 #endif
 #define USER_AGENT "tusc-upload/" TUSC_VERSION
 
-#define RESP_CAP 1024                /* server message kept for a failed file */
-#define HASH_STEP_BYTES (4u << 20)   /* hashed per stream per loop turn */
+#define RESP_CAP 1024              /* server message kept for a failed file */
+#define HASH_STEP_BYTES (4u << 20) /* hashed per stream per loop turn */
 #define READ_BUF_BYTES (1u << 20)
 #define BACKOFF_BASE_MS 500
 #define BACKOFF_CAP_MS 30000
 #define RETRY_AFTER_CAP_MS 600000
-#define COUNT_STEP 256               /* entries the counting walker reads per turn */
+#define COUNT_STEP 256 /* entries the counting walker reads per turn */
 #define RATE_WINDOW_MS 5000
 #define RATE_SAMPLES 64
 #define TICK_MS 200
@@ -211,7 +211,8 @@ static bool list_has(const char *list, const char *token) {
   return false;
 }
 
-static void add_header(struct stream *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add_header(struct stream *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void add_header(struct stream *s, const char *fmt, ...) {
   char line[4096];
   va_list ap;
@@ -366,8 +367,7 @@ static void retry_later(struct engine *e, struct stream *s, enum step next, uint
   if (s->fail_since_ms == 0)
     s->fail_since_ms = now;
   s->attempts++;
-  if (s->attempts > cfg->retries ||
-      now - s->fail_since_ms > (uint64_t)cfg->retry_max_time * 1000) {
+  if (s->attempts > cfg->retries || now - s->fail_since_ms > (uint64_t)cfg->retry_max_time * 1000) {
     char msg[600];
     snprintf(msg, sizeof(msg), "%s (gave up after %d attempts)", why, s->attempts);
     fail_job(e, s->job, msg);
@@ -545,8 +545,8 @@ static void hash_some(struct engine *e, struct stream *s) {
     uint64_t want = s->hash_len - s->hash_pos;
     if (want > READ_BUF_BYTES)
       want = READ_BUF_BYTES;
-    ssize_t n = pread(s->job->fd, e->buf, (size_t)want,
-                      (off_t)(s->start + s->req_offset + s->hash_pos));
+    ssize_t n =
+        pread(s->job->fd, e->buf, (size_t)want, (off_t)(s->start + s->req_offset + s->hash_pos));
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0) {
@@ -863,8 +863,8 @@ static void finish_job(struct engine *e, struct job *j, const char *error) {
                    "uploaded", NULL);
   } else {
     e->files_failed++;
-    up_report_file(e->report, j->path, last->url, (uint64_t)j->st.st_size, j->sent, secs,
-                   "failed", error);
+    up_report_file(e->report, j->path, last->url, (uint64_t)j->st.st_size, j->sent, secs, "failed",
+                   error);
   }
   for (struct job **p = &e->jobs; *p; p = &(*p)->next) {
     if (*p == j) {
@@ -905,8 +905,7 @@ static char *build_metadata(const up_config_t *cfg, const up_walk_entry_t *w, bo
   size_t len = 0;
   for (int i = 0; i < n; i += 2) {
     len += (size_t)snprintf(out + len, cap - len, "%s%s ", len ? "," : "", pairs[i]);
-    len += tusc_base64_encode((const unsigned char *)pairs[i + 1], strlen(pairs[i + 1]),
-                              out + len);
+    len += tusc_base64_encode((const unsigned char *)pairs[i + 1], strlen(pairs[i + 1]), out + len);
   }
   for (int i = 0; i < cfg->nmetadata; i++) {
     const char *eq = strchr(cfg->metadata[i], '=');
@@ -1067,8 +1066,8 @@ static void snapshot(struct engine *e, up_report_snapshot_t *s, uint64_t now) {
   }
   uint64_t dt = now - e->samples[e->sample_head].t;
   uint64_t db = sent_now - e->samples[e->sample_head].bytes;
-  s->rate = dt > 0 && sent_now >= e->samples[e->sample_head].bytes ? (double)db * 1000.0 / (double)dt
-                                                                   : 0;
+  s->rate =
+      dt > 0 && sent_now >= e->samples[e->sample_head].bytes ? (double)db * 1000.0 / (double)dt : 0;
   s->files_seen = e->files_seen;
   s->total_known = e->count_done;
   s->files_total = e->files_seen;
@@ -1126,8 +1125,7 @@ static int discover(struct engine *e) {
           up_report_msg(e->report, "the server does not offer checksum %s; sending without",
                         cfg->checksum);
       } else if (cfg->verbose) {
-        up_report_msg(e->report, "OPTIONS answered %ld; assuming the core protocol only",
-                      status);
+        up_report_msg(e->report, "OPTIONS answered %ld; assuming the core protocol only", status);
       }
       rc = 0;
       curl_slist_free_all(hs);
@@ -1265,9 +1263,12 @@ static void dry_run(struct engine *e) {
     const char *url = e->journal ? up_journal_get(e->journal, fp, &done) : NULL;
     char size[32];
     up_report_bytes((uint64_t)w->st.st_size, size, sizeof(size));
-    printf("%s %s (%lld bytes, %s) as %s [%s]%s%s\n", done ? "skip" : url ? "resume" : "upload",
-           w->path, (long long)w->st.st_size, size, w->rel, up_mime_guess(w->path),
-           url ? " " : "", url ? url : "");
+    printf("%s %s (%lld bytes, %s) as %s [%s]%s%s\n",
+           done  ? "skip"
+           : url ? "resume"
+                 : "upload",
+           w->path, (long long)w->st.st_size, size, w->rel, up_mime_guess(w->path), url ? " " : "",
+           url ? url : "");
     e->files_seen++;
     e->bytes_seen += (uint64_t)w->st.st_size;
   }
@@ -1315,11 +1316,11 @@ int up_engine_run(const up_config_t *cfg) {
   signal(SIGPIPE, SIG_IGN);
   e->active_cap = cfg->jobs;
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK ||
-      up_report_new(cfg->progress, cfg->json, stdout, cfg->progress_interval_ms, &e->report) <
-          0 ||
+      up_report_new(cfg->progress, cfg->json, stdout, cfg->progress_interval_ms, &e->report) < 0 ||
       (e->multi = curl_multi_init()) == NULL ||
       (e->active = calloc((size_t)e->active_cap, sizeof(*e->active))) == NULL ||
-      (e->buf = malloc(READ_BUF_BYTES)) == NULL || up_walk_new(cfg->paths, cfg->npaths, &e->walk) < 0 ||
+      (e->buf = malloc(READ_BUF_BYTES)) == NULL ||
+      up_walk_new(cfg->paths, cfg->npaths, &e->walk) < 0 ||
       up_walk_new(cfg->paths, cfg->npaths, &e->count_walk) < 0) {
     fprintf(stderr, "tusc-upload: out of memory\n");
     goto out;

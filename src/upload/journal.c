@@ -293,8 +293,7 @@ int up_journal_open(const char *path, up_journal_t **out) {
    * valid record holds, so the torn record stays invalid for every later load. */
   if (rc == 0 && j->torn)
     rc = write_all(j->fd, " \x7f\n", 3);
-  if (rc == 0 && j->records >= COMPACT_MIN_RECORDS &&
-      j->records > COMPACT_FACTOR * j->used) {
+  if (rc == 0 && j->records >= COMPACT_MIN_RECORDS && j->records > COMPACT_FACTOR * j->used) {
     /* Best effort: a failed compaction leaves the old, still valid log. */
     if (compact(j) == 0) {
       int fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC);

@@ -226,8 +226,8 @@ static json_t *json_text(const char *s) {
   return j;
 }
 
-void up_report_file(up_report_t *r, const char *path, const char *url, uint64_t size,
-                    uint64_t sent, double seconds, const char *outcome, const char *error) {
+void up_report_file(up_report_t *r, const char *path, const char *url, uint64_t size, uint64_t sent,
+                    double seconds, const char *outcome, const char *error) {
   if (error != NULL)
     up_report_msg(r, "%s: failed: %s", path, error);
   if (!r->json)
@@ -268,11 +268,11 @@ void up_report_finish(up_report_t *r, const up_report_snapshot_t *s, bool interr
             rate);
   }
   if (r->json) {
-    json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:b}", "files", (json_int_t)s->files_seen,
-                          "uploaded", (json_int_t)s->files_done, "skipped",
-                          (json_int_t)s->files_skipped, "failed", (json_int_t)s->files_failed,
-                          "bytes", (json_int_t)s->bytes_total, "sent", (json_int_t)s->bytes_sent,
-                          "seconds", secs, "interrupted", interrupted);
+    json_t *o =
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:b}", "files", (json_int_t)s->files_seen,
+                  "uploaded", (json_int_t)s->files_done, "skipped", (json_int_t)s->files_skipped,
+                  "failed", (json_int_t)s->files_failed, "bytes", (json_int_t)s->bytes_total,
+                  "sent", (json_int_t)s->bytes_sent, "seconds", secs, "interrupted", interrupted);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     fprintf(r->out, "\n],\"summary\":%s}\n", text ? text : "{}");
     free(text);

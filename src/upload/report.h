@@ -56,8 +56,8 @@ void up_report_msg(up_report_t *r, const char *fmt, ...) __attribute__((format(p
 
 /* One finished file. outcome: "uploaded", "skipped" (already done per journal),
  * "failed"; error is the reason for a failed one (else NULL). */
-void up_report_file(up_report_t *r, const char *path, const char *url, uint64_t size,
-                    uint64_t sent, double seconds, const char *outcome, const char *error);
+void up_report_file(up_report_t *r, const char *path, const char *url, uint64_t size, uint64_t sent,
+                    double seconds, const char *outcome, const char *error);
 
 /* Ends the display and prints the summary (the JSON object's closing part). */
 void up_report_finish(up_report_t *r, const up_report_snapshot_t *s, bool interrupted);

@@ -7,7 +7,11 @@ Sits between tusc-upload and a server on loopback and, per connection, can:
     ("reset"), or stop forwarding in both directions ("stall") until the client gives
     up on the connection;
   - answer a request itself with a canned HTTP response and close ("respond": a 429 or
-    503 with Retry-After, as an overloaded server or a load balancer would).
+    503 with Retry-After, as an overloaded server or a load balancer would). With
+    `method`, the request answered is the next one with that method on any connection
+    (a request starts a read on a connection whose previous exchange is over, which
+    holds for curl's one-request-at-a-time HTTP/1.1), otherwise each new connection's
+    first request.
 The target can be changed while running (a restarted server on a new port).
 A fault applies to the next `faults` connections that reach the byte count; later ones
 pass through, so a retrying client eventually gets its bytes across. Counters say how
@@ -36,6 +40,7 @@ class FaultProxy:
         self.lock = threading.Lock()
         self.mode = None  # None, "drop", "reset", "stall", "respond"
         self.response = b""
+        self.method = None
         self.after = 0
         self.faults = 0
         self.connections = 0
@@ -54,12 +59,13 @@ class FaultProxy:
     def url(self, path="/files/"):
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def inject(self, mode, after=0, faults=1, response=b""):
+    def inject(self, mode, after=0, faults=1, response=b"", method=None):
         """The next `faults` connections get `mode` after `after` client bytes."""
         assert mode in ("drop", "reset", "stall", "respond")
         with self.lock:
             self.mode, self.after, self.faults = mode, after, faults
             self.response = response
+            self.method = method
 
     def retarget(self, port, host="127.0.0.1"):
         """New connections go to host:port (open ones keep their server)."""
@@ -106,7 +112,7 @@ class FaultProxy:
     def _respond(self, client):
         """"respond" mode: reads one request head and answers it. True if it did."""
         with self.lock:
-            if self.mode != "respond" or self.faults <= 0:
+            if self.mode != "respond" or self.faults <= 0 or self.method is not None:
                 return False
             self.faults -= 1
             self.injected += 1
@@ -126,6 +132,16 @@ class FaultProxy:
         finally:
             client.close()
         return True
+
+    def _take_response(self, data):
+        """"respond" with a method: the canned response if `data` starts such a request."""
+        with self.lock:
+            if (self.mode != "respond" or self.method is None or self.faults <= 0 or
+                    not data.startswith(self.method + b" ")):
+                return None
+            self.faults -= 1
+            self.injected += 1
+            return self.response
 
     def _take_fault(self):
         """Called when a connection passes the byte count: returns the mode or None."""
@@ -185,6 +201,15 @@ class _Conn:
                     break
                 if self.stalled.is_set():
                     continue  # swallowed: the peer sees no progress
+                if up and self.p.method is not None:
+                    canned = self.p._take_response(data)
+                    if canned is not None:
+                        try:
+                            self.client.sendall(canned)
+                        except OSError:
+                            pass
+                        self._kill()
+                        return
                 if up:
                     if self.armed and self.up_bytes + len(data) >= self.after:
                         keep = max(0, self.after - self.up_bytes)

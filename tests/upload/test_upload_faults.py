@@ -267,3 +267,22 @@ def test_parts_resume_after_uploader_kill(tusc, tmp_path):
     created = [l for l in srv.stderr().splitlines() if "event=UploadCreated" in l]
     assert len(created) == 5, created
     assert len(parts) == 4
+
+
+def test_409_reads_the_offset_and_continues(tusc, upload, proxy_factory, tmp_path):
+    srv = tusc()
+    proxy = proxy_factory(srv.port)
+    f = tmp_path / "f.bin"
+    digest = random_file(f, 300 * 1024)
+    resp = (b"HTTP/1.1 409 Conflict\r\nTus-Resumable: 1.0.0\r\nContent-Length: 40\r\n"
+            b"Connection: close\r\n\r\nERR_MISMATCHED_OFFSET: mismatched offset")
+    proxy.inject("respond", faults=1, response=resp, method=b"PATCH")
+    up = upload(proxy.url(), [f], "--checksum", "none", "-v")
+    assert up.rc == 0, up
+    assert proxy.injected == 1
+    assert "server answered 409: ERR_MISMATCHED_OFFSET" in up.err, up
+    heads = [l for l in srv.stderr().splitlines()
+             if "event=ResponseOutgoing" in l and "method=HEAD" in l]
+    assert len(heads) == 1, heads  # the offset was read again
+    assert server_files(srv.upload_dir) == {"f.bin": digest}
+    assert metric(srv, "tusd_bytes_received") == 300 * 1024

@@ -857,6 +857,10 @@ static void finish_job(struct engine *e, struct job *j, const char *error) {
   if (error == NULL) {
     if (up_journal_done(e->journal, j->fp, last->url) < 0)
       up_report_msg(e->report, "%s: journal not updated", j->path);
+    /* The partials live on in the final; their records only grow the journal. */
+    for (int i = 0; j->nparts > 1 && i < j->nparts; i++)
+      if (up_journal_forget(e->journal, j->streams[i].key) < 0)
+        up_report_msg(e->report, "%s: journal not updated", j->path);
     e->files_done++;
     e->finished_bytes += (uint64_t)j->st.st_size;
     up_report_file(e->report, j->path, last->url, (uint64_t)j->st.st_size, j->sent, secs,

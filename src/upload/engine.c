@@ -65,6 +65,16 @@ enum req { R_NONE, R_POST, R_HEAD, R_PATCH, R_GET };
 struct engine;
 struct job;
 
+/* The checksum of one PATCH body (the stream's bytes offset..offset+len), computed a few
+ * MiB per loop turn: for the next PATCH, and while a PATCH is sent, already for the one
+ * after it, so hashing and sending overlap. */
+struct body_hash {
+  EVP_MD_CTX *ctx;
+  bool started, ready;
+  uint64_t offset, len, pos;
+  char value[200]; /* "sha256 <base64>" once ready */
+};
+
 struct stream {
   struct job *job;
   enum kind kind;
@@ -85,9 +95,9 @@ struct stream {
   uint64_t wait_until_ms;
   char resp[RESP_CAP];
   size_t resp_len;
-  EVP_MD_CTX *md; /* checksum of the next PATCH body, or the verify GET */
-  uint64_t hash_pos, hash_len;
-  char checksum[200];
+  EVP_MD_CTX *md; /* the verify GET's SHA-256 */
+  char checksum[200];  /* Upload-Checksum of the PATCH being sent */
+  struct body_hash hash;
 };
 
 struct job {
@@ -132,6 +142,7 @@ struct engine {
   up_report_active_t *active;
   int active_cap;
   unsigned char *buf; /* READ_BUF_BYTES, for hashing */
+  bool hashing;       /* a body hash had more to do this turn */
 };
 
 static volatile sig_atomic_t stop_signal;
@@ -277,7 +288,6 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud) {
   size_t n = size * nmemb;
   if (s->req == R_GET && s->md != NULL) {
     EVP_DigestUpdate(s->md, ptr, n);
-    s->hash_pos += n;
     return n;
   }
   size_t room = sizeof(s->resp) - s->resp_len;
@@ -505,70 +515,114 @@ static int start_request(struct engine *e, struct stream *s, enum req req) {
   return 0;
 }
 
-/* The PATCH body limit for the stream's next request. */
-static uint64_t next_body_len(struct engine *e, struct stream *s) {
-  uint64_t len = s->length - s->offset;
+/* The PATCH body limit for a PATCH starting at stream offset `offset`. */
+static uint64_t body_len_at(struct engine *e, struct stream *s, uint64_t offset) {
+  uint64_t len = s->length - offset;
   uint64_t limit = e->cfg->chunk_size;
   if (limit == 0 && e->md != NULL)
     limit = e->cfg->checksum_chunk; /* a failed checksummed PATCH is lost whole */
   return limit != 0 && len > limit ? limit : len;
 }
 
+/* Points the stream's body hash at offset..offset+len, unless it already is. */
+static int hash_target(struct engine *e, struct stream *s, uint64_t offset, uint64_t len) {
+  struct body_hash *h = &s->hash;
+  if (h->started && h->offset == offset && h->len == len)
+    return 0;
+  if (h->ctx == NULL && (h->ctx = EVP_MD_CTX_new()) == NULL)
+    return -ENOMEM;
+  if (!EVP_DigestInit_ex(h->ctx, e->md, NULL))
+    return -ENOMEM;
+  h->started = true;
+  h->ready = false;
+  h->offset = offset;
+  h->len = len;
+  h->pos = 0;
+  return 0;
+}
+
+/* Hashes up to HASH_STEP_BYTES more of the stream's body hash. Returns 0 (ready or
+ * not), or fails the job and returns a negative errno when the file cannot be read. */
+static int hash_step(struct engine *e, struct stream *s) {
+  struct body_hash *h = &s->hash;
+  uint64_t budget = HASH_STEP_BYTES;
+  while (budget > 0 && h->pos < h->len) {
+    uint64_t want = h->len - h->pos;
+    if (want > READ_BUF_BYTES)
+      want = READ_BUF_BYTES;
+    ssize_t n = pread(s->job->fd, e->buf, (size_t)want, (off_t)(s->start + h->offset + h->pos));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      int rc = n < 0 ? -errno : -EIO;
+      char msg[300];
+      snprintf(msg, sizeof(msg), "cannot read: %s", n < 0 ? strerror(errno) : "file shrank");
+      fail_job(e, s->job, msg);
+      return rc;
+    }
+    EVP_DigestUpdate(h->ctx, e->buf, (size_t)n);
+    h->pos += (uint64_t)n;
+    budget -= (uint64_t)n < budget ? (uint64_t)n : budget;
+  }
+  if (h->pos < h->len || h->ready)
+    return 0;
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0;
+  EVP_DigestFinal_ex(h->ctx, md, &mdlen);
+  char b64[TUSC_BASE64_ENCODED_SIZE(EVP_MAX_MD_SIZE)];
+  tusc_base64_encode(md, mdlen, b64);
+  snprintf(h->value, sizeof(h->value), "%s %s", e->md_name, b64);
+  h->ready = true;
+  return 0;
+}
+
+/* Starts the PATCH from the stream's offset, or the hashing of its body first. */
 static void begin_patch(struct engine *e, struct stream *s) {
   if (s->offset >= s->length) {
     stream_done(e, s);
     return;
   }
   s->req_offset = s->offset;
-  s->body_len = next_body_len(e, s);
+  s->body_len = body_len_at(e, s, s->offset);
   s->checksum[0] = '\0';
   if (e->md != NULL) {
-    if (s->md == NULL)
-      s->md = EVP_MD_CTX_new();
-    if (s->md == NULL || !EVP_DigestInit_ex(s->md, e->md, NULL)) {
+    if (hash_target(e, s, s->req_offset, s->body_len) < 0) {
       fail_job(e, s->job, "out of memory");
       return;
     }
-    s->hash_pos = 0;
-    s->hash_len = s->body_len;
-    s->step = ST_HASH;
-    return;
+    if (!s->hash.ready) {
+      s->step = ST_HASH;
+      return;
+    }
+    memcpy(s->checksum, s->hash.value, sizeof(s->checksum));
+    s->hash.started = false;
   }
   if (start_request(e, s, R_PATCH) < 0)
     fail_job(e, s->job, "out of memory");
 }
 
-/* Hashes up to HASH_STEP_BYTES of the stream's next body; starts the PATCH when done. */
-static void hash_some(struct engine *e, struct stream *s) {
-  uint64_t budget = HASH_STEP_BYTES;
-  while (budget > 0 && s->hash_pos < s->hash_len) {
-    uint64_t want = s->hash_len - s->hash_pos;
-    if (want > READ_BUF_BYTES)
-      want = READ_BUF_BYTES;
-    ssize_t n =
-        pread(s->job->fd, e->buf, (size_t)want, (off_t)(s->start + s->req_offset + s->hash_pos));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      char msg[300];
-      snprintf(msg, sizeof(msg), "cannot read: %s", n < 0 ? strerror(errno) : "file shrank");
-      fail_job(e, s->job, msg);
-      return;
-    }
-    EVP_DigestUpdate(s->md, e->buf, (size_t)n);
-    s->hash_pos += (uint64_t)n;
-    budget -= (uint64_t)n < budget ? (uint64_t)n : budget;
+/* A turn's hashing for one stream: the body it waits for (ST_HASH), or, while its PATCH
+ * is on the wire, the next one. Returns true when more hashing is left. */
+static bool hash_work(struct engine *e, struct stream *s) {
+  if (e->md == NULL)
+    return false;
+  if (s->step == ST_HASH) {
+    if (hash_step(e, s) < 0)
+      return false;
+    if (s->hash.ready)
+      begin_patch(e, s);
+    return true;
   }
-  if (s->hash_pos < s->hash_len)
-    return;
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int mdlen = 0;
-  EVP_DigestFinal_ex(s->md, md, &mdlen);
-  char b64[TUSC_BASE64_ENCODED_SIZE(EVP_MAX_MD_SIZE)];
-  tusc_base64_encode(md, mdlen, b64);
-  snprintf(s->checksum, sizeof(s->checksum), "%s %s", e->md_name, b64);
-  if (start_request(e, s, R_PATCH) < 0)
-    fail_job(e, s->job, "out of memory");
+  if (s->step != ST_BUSY || s->req != R_PATCH)
+    return false;
+  uint64_t next = s->req_offset + s->body_len;
+  if (next >= s->length)
+    return false;
+  if (hash_target(e, s, next, body_len_at(e, s, next)) < 0 || s->hash.ready)
+    return false;
+  if (hash_step(e, s) < 0)
+    return false;
+  return !s->hash.ready;
 }
 
 /* SHA-256 of the local file, for --verify. Blocking (it is opt-in). */
@@ -817,7 +871,6 @@ static void pump_stream(struct engine *e, struct stream *s, uint64_t now) {
       fail_job(e, s->job, "out of memory");
       return;
     }
-    s->hash_pos = 0;
     rc = start_request(e, s, R_GET);
     break;
   default:
@@ -836,6 +889,7 @@ static void free_job(struct job *j) {
       curl_easy_cleanup(s->easy);
     curl_slist_free_all(s->hdrs);
     EVP_MD_CTX_free(s->md);
+    EVP_MD_CTX_free(s->hash.ctx);
     free(s->url);
   }
   free(j->streams);
@@ -1163,7 +1217,7 @@ static int discover(struct engine *e) {
 /* True when the next turn has work that must not wait for a socket or a timer: a free
  * slot for the next file, a stream that can start its next request, hashing. */
 static bool work_pending(struct engine *e) {
-  if (!e->walk_done && e->njobs < e->cfg->jobs)
+  if (e->hashing || (!e->walk_done && e->njobs < e->cfg->jobs))
     return true;
   for (struct job *j = e->jobs; j; j = j->next) {
     for (int i = 0; i < j->nstreams; i++) {
@@ -1208,11 +1262,11 @@ static void run_loop(struct engine *e) {
     fill_slots(e);
     if (e->walk_done && e->njobs == 0)
       break;
+    e->hashing = false;
     for (struct job *j = e->jobs, *next; j; j = next) {
       next = j->next;
       for (int i = 0; job_alive(e, j) && i < j->nstreams; i++)
-        if (j->streams[i].step == ST_HASH)
-          hash_some(e, &j->streams[i]);
+        e->hashing |= hash_work(e, &j->streams[i]);
     }
     /* URLs recorded since the last turn become durable before bytes go to them. */
     int rc = up_journal_sync(e->journal);

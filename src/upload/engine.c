@@ -95,8 +95,8 @@ struct stream {
   uint64_t wait_until_ms;
   char resp[RESP_CAP];
   size_t resp_len;
-  EVP_MD_CTX *md; /* the verify GET's SHA-256 */
-  char checksum[200];  /* Upload-Checksum of the PATCH being sent */
+  EVP_MD_CTX *md;     /* the verify GET's SHA-256 */
+  char checksum[200]; /* Upload-Checksum of the PATCH being sent */
   struct body_hash hash;
 };
 

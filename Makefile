@@ -8,8 +8,8 @@ JOBS       ?= $(shell nproc)
 PYTEST     ?= /usr/bin/python3 -m pytest
 RUN_ARGS   ?= -upload-dir ./data
 
-.PHONY: all build run test deps deps-test unit integration clients bench install clean asan \
-        fuzz-build fuzz
+.PHONY: all build run test deps deps-test unit integration upload-tests clients bench bench-upload install \
+        clean asan fuzz-build fuzz
 
 all: build
 
@@ -41,6 +41,7 @@ fuzz: fuzz-build
 
 clients: deps-test
 	cd tests/clients && npm ci --no-audit --no-fund --loglevel=error
+	cd bench/node && npm ci --no-audit --no-fund --loglevel=error
 
 unit: asan
 	cd $(ASAN_BUILD) && ctest --output-on-failure
@@ -48,23 +49,37 @@ unit: asan
 integration: asan clients
 	TUSC_BIN=$(CURDIR)/$(ASAN_BUILD)/tusc $(PYTEST) -q tests/integration
 
-# Everything CI runs: 20 s of each fuzz target, the unit tests, then the integration and
-# real-client suites against the sanitizer build (last, so CI reads pytest's summary).
+# tusc-upload against tusc and @tus/server (tests/upload).
+upload-tests: asan clients
+	TUSC_BIN=$(CURDIR)/$(ASAN_BUILD)/tusc $(PYTEST) -q -p no:cacheprovider tests/upload
+
+# Everything CI runs: 20 s of each fuzz target, the unit tests, then the uploader,
+# integration and real-client suites against the sanitizer build in one pytest run
+# (last, so CI reads one pytest summary).
 test: asan clients fuzz-build
 	sh scripts/fuzz.sh $(FUZZ_BUILD) 20
 	cd $(ASAN_BUILD) && ctest --output-on-failure
-	TUSC_BIN=$(CURDIR)/$(ASAN_BUILD)/tusc $(PYTEST) -q -p no:cacheprovider tests/integration
+	TUSC_BIN=$(CURDIR)/$(ASAN_BUILD)/tusc $(PYTEST) -q -p no:cacheprovider tests/upload tests/integration
 
 bench: build
 	$(MAKE) -C bench TUSC_BIN=$(CURDIR)/$(BUILD)/tusc
 
-# The binary, plus its -help page as man page tusc(1) (preformatted, so it reads the same).
+# tusc-upload and tus-js-client side by side (bench/README.md, "Uploader").
+bench-upload: build
+	cd bench/node && npm ci --no-audit --no-fund --loglevel=error
+	$(MAKE) -C bench upload TUSC_BIN=$(CURDIR)/$(BUILD)/tusc
+
+# The binaries, plus their help pages as man pages tusc(1) and tusc-upload(1)
+# (preformatted, so they read the same).
 PREFIX ?= /usr/local
+MAN_FROM_HELP = sed 's/\\/\\e/g; s/^[.'"'"']/\\\&&/'
 install: build
 	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
 	install -d $(DESTDIR)$(PREFIX)/share/man/man1
-	{ printf '.TH TUSC 1\n.nf\n'; ./$(BUILD)/tusc -help | sed 's/\\/\\e/g; s/^[.'"'"']/\\\&&/'; printf '.fi\n'; } \
+	{ printf '.TH TUSC 1\n.nf\n'; ./$(BUILD)/tusc -help | $(MAN_FROM_HELP); printf '.fi\n'; } \
 	  > $(DESTDIR)$(PREFIX)/share/man/man1/tusc.1
+	{ printf '.TH TUSC-UPLOAD 1\n.nf\n'; ./$(BUILD)/tusc-upload --help | $(MAN_FROM_HELP); printf '.fi\n'; } \
+	  > $(DESTDIR)$(PREFIX)/share/man/man1/tusc-upload.1
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

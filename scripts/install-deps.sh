@@ -6,6 +6,8 @@ pkgs="build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libssl-dev 
 if [ "${1:-}" = test ]; then
   pkgs="$pkgs libcmocka-dev python3-pytest python3-tuspy openssl clang libclang-rt-14-dev"
   pkgs="$pkgs haproxy curl" # deploy/haproxy.cfg in tests/integration/test_haproxy.py; bench/tls.sh
+  pkgs="$pkgs tmux" # tests/upload/test_upload_tty.py reads tusc-upload's display from a pane
+  pkgs="$pkgs time" # GNU time: CPU and peak RSS in bench/upload_bench.py
   command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
   command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
 fi

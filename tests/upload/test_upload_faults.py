@@ -224,6 +224,9 @@ def test_sigint_exits_130_and_rerun_finishes(tusc, tmp_path):
     try:
         deadline_poll(lambda: state.exists() and journal_records(state), 30,
                       what="the upload URL in the journal")
+        # Interrupt only once bytes have arrived: otherwise a rerun rightly sends all.
+        deadline_poll(lambda: metric(srv, "tusd_bytes_received") >= 1 * MiB, 30,
+                      what="some bytes on the server")
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=60)
     finally:

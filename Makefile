@@ -9,7 +9,7 @@ PYTEST     ?= /usr/bin/python3 -m pytest
 RUN_ARGS   ?= -upload-dir ./data
 
 .PHONY: all build run test deps deps-test unit integration upload-tests clients bench bench-upload install \
-        clean asan fuzz-build fuzz
+        clean asan fuzz-build fuzz test-repeat
 
 all: build
 
@@ -52,6 +52,15 @@ integration: asan clients
 # tusc-upload against tusc and @tus/server (tests/upload).
 upload-tests: asan clients
 	TUSC_BIN=$(CURDIR)/$(ASAN_BUILD)/tusc $(PYTEST) -q -p no:cacheprovider tests/upload
+
+# Flaky-test hunt: the integration suite N times, stopping at the first failing run.
+# LOAD=1 keeps every core busy meanwhile; K=expr passes -k expr to pytest.
+N    ?= 20
+LOAD ?= 0
+K    ?=
+test-repeat: asan clients
+	TUSC_BIN=$(CURDIR)/$(ASAN_BUILD)/tusc PYTEST="$(PYTEST)" \
+	  sh scripts/test-repeat.sh "$(N)" "$(LOAD)" "$(K)"
 
 # Everything CI runs: 20 s of each fuzz target, the unit tests, then the uploader,
 # integration and real-client suites against the sanitizer build in one pytest run

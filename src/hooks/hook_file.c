@@ -371,8 +371,12 @@ static int file_start(tusc_hook_sender_t *sender, tusc_hook_call_t *call) {
     r->err_done = true;
     close_handle((uv_handle_t *)&r->err);
   }
-  if (fs->timeout_ms > 0)
+  if (fs->timeout_ms > 0) {
+    /* From now, not from the loop's wake-up: the spawn (or a caller outside uv_run)
+     * may have taken long on a loaded machine, and the hook is owed its full time. */
+    uv_update_time(r->timer.loop);
     uv_timer_start(&r->timer, on_timeout, (uint64_t)fs->timeout_ms, 0);
+  }
   return 0;
 }
 

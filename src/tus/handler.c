@@ -67,6 +67,11 @@ struct tusc_tus_s {
   tusc_hooks_t *hooks; /* NULL = no hooks */
   tusc_auth_t *auth;   /* NULL = no authentication, host or proxy lists */
   char extensions[256];
+  /* The partials whose background job (concat_queue_bg) is still running, with the
+   * request that completed each: a HEAD or GET that assembles one of their finals first
+   * gives its finish hooks that request. Shared by all workers, under triggers_mu. */
+  uv_mutex_t triggers_mu;
+  struct bg_trigger *triggers;
 };
 
 typedef struct tus_request_s tus_request_t;
@@ -166,6 +171,7 @@ struct tus_request_s {
   bool concat_assembled; /* this request's work completed a final (it reports it) */
   tusc_concat_job_t *concat_job; /* PH_WORK: assembly job of a new final or a GET */
   bool concat_job_ran;           /* POST: the new final's assembly job has ended */
+  struct hook_req_copy *concat_req; /* GET: the request its finish hooks see (owned) */
   bool stopped; /* a post-receive hook answered StopUpload */
   struct hook_call *progress; /* outstanding post-receive */
   int64_t progress_offset;    /* offset the last post-receive reported */
@@ -179,6 +185,8 @@ static void hook_merge_apply(tus_request_t *st, tusc_http_response_t *resp, cons
 static void hook_state_dispose(tus_request_t *st);
 static void chunk_finish(tus_request_t *st, bool leave_callback);
 static void chunk_done(tus_request_t *st);
+struct hook_req_copy;
+static void hook_req_copy_free(struct hook_req_copy *c);
 
 /* --- small helpers ------------------------------------------------------------- */
 
@@ -270,6 +278,7 @@ static void state_free(tus_request_t *st) {
   free(st->lock_path);
   free(st->location);
   free(st->principal);
+  hook_req_copy_free(st->concat_req);
   tusc_concat_dispose(&st->concat);
   free(st->buf);
   if (st->prev != NULL)
@@ -1177,11 +1186,55 @@ static void bg_final_start(tusc_tus_worker_t *w, const char *id, struct hook_req
 struct bg_trigger {
   tusc_tus_worker_t *w;
   struct hook_req_copy *req;
+  char partial[TUSC_ID_MAX + 1]; /* a partial's job: listed in tus->triggers */
+  bool listed;
+  struct bg_trigger *next;
 };
+
+/* The completing PATCH is answered only after its job is listed, and the job is
+ * unlisted only after it ended. So whoever sees a final's partials complete after that
+ * answer either finds the job here or finds the final assembled. */
+static void trigger_list(struct bg_trigger *t, const char *partial_id) {
+  tusc_tus_t *tus = t->w->tus;
+  snprintf(t->partial, sizeof(t->partial), "%s", partial_id);
+  uv_mutex_lock(&tus->triggers_mu);
+  t->next = tus->triggers;
+  tus->triggers = t;
+  t->listed = true;
+  uv_mutex_unlock(&tus->triggers_mu);
+}
+
+static void trigger_unlist(struct bg_trigger *t) {
+  if (!t->listed)
+    return;
+  tusc_tus_t *tus = t->w->tus;
+  uv_mutex_lock(&tus->triggers_mu);
+  struct bg_trigger **pp = &tus->triggers;
+  while (*pp != NULL && *pp != t)
+    pp = &(*pp)->next;
+  if (*pp == t)
+    *pp = t->next;
+  t->listed = false;
+  uv_mutex_unlock(&tus->triggers_mu);
+}
+
+/* A copy of the request that completed one of final `info`'s partials, if that
+ * partial's job is still running; NULL if none is (or on ENOMEM). */
+static struct hook_req_copy *trigger_req_for(tusc_tus_t *tus, const tusc_upload_info_t *info) {
+  struct hook_req_copy *c = NULL;
+  uv_mutex_lock(&tus->triggers_mu);
+  for (struct bg_trigger *t = tus->triggers; t != NULL && c == NULL; t = t->next)
+    for (size_t i = 0; i < info->partial_count && c == NULL; i++)
+      if (strcmp(t->partial, info->partial_uploads[i]) == 0)
+        c = hook_req_copy_new(&t->req->hr);
+  uv_mutex_unlock(&tus->triggers_mu);
+  return c;
+}
 
 static void on_bg_assembled(void *arg, int status, char **finals, size_t count) {
   (void)status; /* logged by concat; a later HEAD/GET retries */
   struct bg_trigger *t = arg;
+  trigger_unlist(t);
   if (t->req == NULL)
     count = 0; /* no finish hooks to run */
   for (size_t i = 0; i < count; i++)
@@ -1194,22 +1247,30 @@ static void on_bg_assembled(void *arg, int status, char **finals, size_t count) 
 }
 
 /* Queues the background assembly for a partial that just finished (`partial`) or for
- * final st->id, remembering this request for the finish hooks of what it completes. */
-static void concat_queue_bg(tus_request_t *st, bool partial) {
+ * final st->id (`final` is its info), remembering the request for the finish hooks of
+ * what it completes: this one, or for a final whose last partial's PATCH still has its
+ * job running (the PATCH was answered before), that PATCH. */
+static void concat_queue_bg(tus_request_t *st, bool partial, const tusc_upload_info_t *final) {
   tusc_concat_env_t env;
   concat_env(st, partial, &env);
-  struct bg_trigger *t = malloc(sizeof(*t));
+  struct bg_trigger *t = calloc(1, sizeof(*t));
   if (t == NULL) {
     TUSC_LOG(TUSC_LOG_WARN, "concat: cannot queue the assembly for %s: out of memory", st->id);
     return;
   }
   t->w = st->w;
-  t->req = finish_hooks_on(st) ? hook_req_snapshot(st) : NULL;
+  if (finish_hooks_on(st)) {
+    t->req = final != NULL ? trigger_req_for(st->w->tus, final) : NULL;
+    if (t->req == NULL)
+      t->req = hook_req_snapshot(st);
+  }
   int rc = partial
                ? tusc_concat_queue_partial_finished(st->w->loop, &env, st->id, on_bg_assembled, t)
                : tusc_concat_queue_assemble(st->w->loop, &env, st->id, on_bg_assembled, t, NULL);
   if (rc == 0) {
     st->w->bg_jobs++;
+    if (partial && t->req != NULL)
+      trigger_list(t, st->id);
     return;
   }
   hook_req_copy_free(t->req);
@@ -1552,7 +1613,7 @@ static void chunk_done(tus_request_t *st) {
   if (partial_done) {
     /* Finals waiting for this partial (concatenation-unfinished) are assembled in the
      * background; the PATCH answers at once. */
-    concat_queue_bg(st, true);
+    concat_queue_bg(st, true, NULL);
   }
 
   if (st->aborted) {
@@ -1887,8 +1948,11 @@ static void get_assembled(tus_request_t *st) {
     respond_store_error(st, rc);
     return;
   }
-  if (st->concat_assembled && finish_hooks_on(st))
-    bg_final_start(st->w, st->id, hook_req_snapshot(st));
+  if (st->concat_assembled && finish_hooks_on(st)) {
+    struct hook_req_copy *req = st->concat_req;
+    st->concat_req = NULL;
+    bg_final_start(st->w, st->id, req != NULL ? req : hook_req_snapshot(st));
+  }
   get_open(st);
 }
 
@@ -1939,6 +2003,10 @@ static void do_get(tus_request_t *st) {
   bool broken = info_rc == 0 && !assemble && tusc_concat_partial_missing(store, &info);
   bool too_big =
       info_rc == 0 && tusc_concat_too_big(&info, cfg_of(st)->max_size) && info.offset < info.size;
+  /* Should this GET complete the final, its hooks see the PATCH that completed the last
+   * partial if that PATCH's job still runs (see concat_queue_bg). */
+  if (assemble && finish_hooks_on(st))
+    st->concat_req = trigger_req_for(st->w->tus, &info);
   tusc_upload_info_dispose(&info);
   if (broken || too_big) {
     respond_error(st, broken ? TUSC_EPARTIAL_GONE : TUSC_EMAX_SIZE_EXCEEDED);
@@ -2045,7 +2113,7 @@ static void do_head(tus_request_t *st) {
   if (assemble) {
     /* Partials done but not assembled (e.g. the note was lost in a crash): assemble in
      * the background; this HEAD shows the offset so far. */
-    concat_queue_bg(st, false);
+    concat_queue_bg(st, false, &info);
   }
   int64_t expires = expires_s(st, &info, false);
   if (expires > 0) {
@@ -2901,6 +2969,12 @@ int tusc_tus_new(const tusc_config_t *cfg, tusc_store_t *store, tusc_lock_table_
     free(tus);
     return rc;
   }
+  rc = uv_mutex_init(&tus->triggers_mu);
+  if (rc < 0) {
+    tusc_cors_dispose(&tus->cors);
+    free(tus);
+    return rc;
+  }
   snprintf(tus->extensions, sizeof(tus->extensions), "creation,creation-with-upload%s%s,%s",
            cfg->disable_termination ? "" : ",termination",
            cfg->disable_concatenation ? "" : ",concatenation,concatenation-unfinished",
@@ -2916,6 +2990,7 @@ void tusc_tus_free(tusc_tus_t *tus) {
   if (tus == NULL)
     return;
   tusc_cors_dispose(&tus->cors);
+  uv_mutex_destroy(&tus->triggers_mu);
   free(tus);
 }
 

@@ -83,6 +83,26 @@ def test_background_final_runs_finish_hooks_once(tusc, hooklog):
     assert counter(srv, "tusd_uploads_finished") == 3  # two partials and the final
 
 
+def test_background_final_hooks_see_patch_when_get_assembles(tusc, hooklog):
+    """A GET right after the completing PATCH's answer may assemble the final before the
+    PATCH's background job does; the hooks still see that PATCH, and run once."""
+    srv = hooks_server(tusc)
+    fpath, pb = unfinished_final(srv)
+    fid = upload_id(fpath)
+    r = srv.patch(pb, 0, b"def", headers={"X-Trigger": "last-partial"})
+    assert r.status == 204, r
+    assert srv.download(fpath).body == b"abcdef"
+    (pre,) = wait_event(hooklog, "pre-finish", fid)
+    (post,) = wait_event(hooklog, "post-finish", fid)
+    for e in (pre, post):
+        req = e["stdin"]["Event"]["HTTPRequest"]
+        assert req["Method"] == "PATCH" and req["URI"] == pb, req
+        assert req["Header"].get("X-Trigger") == ["last-partial"], req
+    deadline_poll(lambda: finish_state(srv, fpath) == "done", HOOK_WAIT, what="FinishHooks done")
+    assert len(events_for(hooklog, "pre-finish", fid)) == 1
+    assert len(finished_lines(srv, fid)) == 1, srv.stderr()
+
+
 def test_background_final_failed_pre_finish_runs_again(tusc, hooklog):
     srv = hooks_server(tusc)
     fpath, pb = unfinished_final(srv)

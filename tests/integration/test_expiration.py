@@ -80,6 +80,12 @@ def test_upload_expires_on_post_patch_head(tusc):
     assert r.status == 201 and not r.has("Upload-Expires"), r
 
 
+def head_if(srv, path, status):
+    """The HEAD answer if it has `status`, else None (for deadline_poll)."""
+    r = srv.head(path)
+    return r if r.status == status else None
+
+
 def test_expired_upload_410_then_swept_404(tusc):
     srv = tusc("-expire-after", EXPIRE)
     unfinished = srv.create(length=100)
@@ -90,9 +96,9 @@ def test_expired_upload_410_then_swept_404(tusc):
     # Hold the unfinished upload's lock so the sweeper has to leave it alone.
     held = HeldLock(lock_file_of(srv, unfinished))
     try:
-        time.sleep(EXPIRE_S + 0.6)
-        h = srv.head(unfinished)
-        assert h.status == 410, h
+        # Expired EXPIRE_S after its last PATCH; polled, so a slow machine only waits longer.
+        h = deadline_poll(lambda: head_if(srv, unfinished, 410), EXPIRE_S + 15,
+                          what="unfinished upload expired (410)")
         assert not h.has("Upload-Offset"), h
         r = srv.patch(unfinished, 10, b"late")
         assert_error(r, 410, "ERR_UPLOAD_NOT_FOUND")

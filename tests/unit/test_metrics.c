@@ -102,38 +102,51 @@ static void test_error_labels(void **state) {
   free(text);
 }
 
+/* Durations are measured against the clock: a thread preempted between taking `now` and
+ * an observation records it longer (a loaded machine does that for many ms). A try counts
+ * only if the three observations took under 5 ms in all; else it is made again. */
 static void test_histogram_buckets(void **state) {
   (void)state;
-  uint64_t now = tusc_now_ms();
-  char *before = render();
-  tusc_metrics_request_done(TUSC_HTTP_DELETE, now);         /* ~0 ms */
-  tusc_metrics_request_done(TUSC_HTTP_DELETE, now - 200);   /* ~200 ms */
-  tusc_metrics_request_done(TUSC_HTTP_DELETE, now - 90000); /* beyond the last bound */
-  tusc_metrics_hook_done(TUSC_HOOK_PRE_FINISH, 7);
-  char *text = render();
   const char *name = "tusc_request_duration_seconds";
   char s[160];
-  snprintf(s, sizeof(s), "%s_bucket{method=\"DELETE\",le=\"0.005\"}", name);
-  double b5 = sample(text, s) - sample(before, s);
-  snprintf(s, sizeof(s), "%s_bucket{method=\"DELETE\",le=\"0.25\"}", name);
-  double b250 = sample(text, s) - sample(before, s);
-  snprintf(s, sizeof(s), "%s_bucket{method=\"DELETE\",le=\"60\"}", name);
-  double b60 = sample(text, s) - sample(before, s);
-  snprintf(s, sizeof(s), "%s_bucket{method=\"DELETE\",le=\"+Inf\"}", name);
-  double binf = sample(text, s) - sample(before, s);
-  snprintf(s, sizeof(s), "%s_count{method=\"DELETE\"}", name);
-  double count = sample(text, s) - sample(before, s);
-  snprintf(s, sizeof(s), "%s_sum{method=\"DELETE\"}", name);
-  double sum = sample(text, s) - sample(before, s);
-  /* The first observation may straddle a millisecond tick. */
-  assert_true(b5 >= 1 && b250 == 2 && b60 == 2 && binf == 3 && count == 3);
-  assert_true(sum >= 90.2 && sum < 91);
+  bool measured = false;
+  for (int attempt = 0; attempt < 100 && !measured; attempt++) {
+    char *before = render();
+    uint64_t now = tusc_now_ms();
+    tusc_metrics_request_done(TUSC_HTTP_DELETE, now);         /* ~0 ms */
+    tusc_metrics_request_done(TUSC_HTTP_DELETE, now - 200);   /* ~200 ms */
+    tusc_metrics_request_done(TUSC_HTTP_DELETE, now - 90000); /* beyond the last bound */
+    uint64_t took = tusc_now_ms() - now;
+    char *text = render();
+    snprintf(s, sizeof(s), "%s_bucket{method=\"DELETE\",le=\"0.005\"}", name);
+    double b5 = sample(text, s) - sample(before, s);
+    snprintf(s, sizeof(s), "%s_bucket{method=\"DELETE\",le=\"0.25\"}", name);
+    double b250 = sample(text, s) - sample(before, s);
+    snprintf(s, sizeof(s), "%s_bucket{method=\"DELETE\",le=\"60\"}", name);
+    double b60 = sample(text, s) - sample(before, s);
+    snprintf(s, sizeof(s), "%s_bucket{method=\"DELETE\",le=\"+Inf\"}", name);
+    double binf = sample(text, s) - sample(before, s);
+    snprintf(s, sizeof(s), "%s_count{method=\"DELETE\"}", name);
+    double count = sample(text, s) - sample(before, s);
+    snprintf(s, sizeof(s), "%s_sum{method=\"DELETE\"}", name);
+    double sum = sample(text, s) - sample(before, s);
+    free(before);
+    free(text);
+    if (took >= 5)
+      continue;
+    measured = true;
+    assert_true(b5 == 1 && b250 == 2 && b60 == 2 && binf == 3 && count == 3);
+    assert_true(sum >= 90.2 && sum < 90.3);
+  }
+  assert_true(measured);
+
+  tusc_metrics_hook_done(TUSC_HOOK_PRE_FINISH, 7);
+  char *text = render();
   assert_true(
       sample(text, "tusc_hook_duration_seconds_bucket{hooktype=\"pre-finish\",le=\"0.005\"}") == 0);
   assert_true(
       sample(text, "tusc_hook_duration_seconds_bucket{hooktype=\"pre-finish\",le=\"0.01\"}") == 1);
   assert_true(sample(text, "tusc_hook_duration_seconds_count{hooktype=\"pre-finish\"}") == 1);
-  free(before);
   free(text);
 }
 

@@ -5,6 +5,10 @@
  */
 #include "common/utf8.h"
 
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
 size_t tusc_utf8_seq(const unsigned char *s, size_t avail, uint32_t *cp) {
   if (avail == 0)
     return 0;
@@ -59,4 +63,29 @@ bool tusc_utf8_valid(const char *s, size_t len) {
     i += n;
   }
   return true;
+}
+
+char *tusc_utf8_lossy(const char *s, size_t len, size_t *out_len) {
+  if (len > (SIZE_MAX - 1) / 3)
+    return NULL;
+  char *buf = malloc(len * 3 + 1);
+  if (buf == NULL)
+    return NULL;
+  const unsigned char *p = (const unsigned char *)s;
+  size_t o = 0;
+  for (size_t i = 0; i < len;) {
+    size_t n = tusc_utf8_seq(p + i, len - i, NULL);
+    if (n == 0) {
+      memcpy(buf + o, "\xEF\xBF\xBD", 3);
+      o += 3;
+      i++;
+    } else {
+      memcpy(buf + o, p + i, n);
+      o += n;
+      i += n;
+    }
+  }
+  buf[o] = '\0';
+  *out_len = o;
+  return buf;
 }

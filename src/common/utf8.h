@@ -18,4 +18,9 @@ size_t tusc_utf8_seq(const unsigned char *s, size_t avail, uint32_t *cp);
 /* True when all `len` bytes at s are valid UTF-8. */
 bool tusc_utf8_valid(const char *s, size_t len);
 
+/* A malloc'd, NUL-terminated copy of the `len` bytes at s in which every byte that does
+ * not start a valid sequence is replaced by U+FFFD; its length goes to *out_len. NULL
+ * when out of memory. The caller frees it. */
+char *tusc_utf8_lossy(const char *s, size_t len, size_t *out_len);
+
 #endif

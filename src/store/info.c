@@ -33,27 +33,11 @@ void tusc_upload_info_dispose(tusc_upload_info_t *info) {
 
 /* A JSON string of `s` with invalid bytes replaced by U+FFFD. */
 static json_t *lossy_string(const char *s, size_t len) {
-  if (len > (SIZE_MAX - 1) / 3)
-    return NULL;
-  char *buf = malloc(len * 3 + 1);
+  size_t n = 0;
+  char *buf = tusc_utf8_lossy(s, len, &n);
   if (buf == NULL)
     return NULL;
-  const unsigned char *p = (const unsigned char *)s;
-  size_t o = 0;
-  for (size_t i = 0; i < len;) {
-    size_t n = tusc_utf8_seq(p + i, len - i, NULL);
-    if (n == 0) {
-      buf[o++] = (char)0xEF;
-      buf[o++] = (char)0xBF;
-      buf[o++] = (char)0xBD;
-      i++;
-    } else {
-      memcpy(buf + o, p + i, n);
-      o += n;
-      i += n;
-    }
-  }
-  json_t *j = json_stringn(buf, o);
+  json_t *j = json_stringn(buf, n);
   free(buf);
   return j;
 }

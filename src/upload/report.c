@@ -205,22 +205,10 @@ static json_t *json_text(const char *s) {
   size_t n = strlen(s);
   if (tusc_utf8_valid(s, n))
     return json_stringn(s, n);
-  char *fixed = malloc(n * 3 + 1);
+  size_t o = 0;
+  char *fixed = tusc_utf8_lossy(s, n, &o);
   if (fixed == NULL)
     return json_null();
-  size_t o = 0;
-  for (size_t i = 0; i < n;) {
-    size_t k = tusc_utf8_seq((const unsigned char *)s + i, n - i, NULL);
-    if (k == 0) {
-      memcpy(fixed + o, "\xEF\xBF\xBD", 3);
-      o += 3;
-      i++;
-    } else {
-      memcpy(fixed + o, s + i, k);
-      o += k;
-      i += k;
-    }
-  }
   json_t *j = json_stringn(fixed, o);
   free(fixed);
   return j;

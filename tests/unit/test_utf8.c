@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -78,10 +79,40 @@ static void test_valid(void **state) {
   assert_true(tusc_utf8_valid("ab\xffz", 2)); /* honours len */
 }
 
+static void test_lossy(void **state) {
+  (void)state;
+  static const struct {
+    const char *in;
+    size_t len;
+    const char *out;
+    size_t out_len;
+  } rows[] = {
+      {"", 0, "", 0},
+      {"plain", 5, "plain", 5},
+      {"caf\xC3\xA9", 5, "caf\xC3\xA9", 5},       /* valid multi-byte kept */
+      {"a\xFF" "b", 3, "a\xEF\xBF\xBD" "b", 5},    /* one bad byte */
+      {"\xC3", 1, "\xEF\xBF\xBD", 3},              /* cut short */
+      {"\xED\xA0\x80", 3, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD", 9}, /* surrogate */
+      {"x\0y", 3, "x\0y", 3},                      /* NUL is valid UTF-8 */
+  };
+  for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+    size_t n = 99;
+    char *got = tusc_utf8_lossy(rows[i].in, rows[i].len, &n);
+    assert_non_null(got);
+    size_t want = rows[i].out_len;
+    assert_int_equal(n, want);
+    assert_memory_equal(got, rows[i].out, want);
+    assert_int_equal(got[n], '\0');
+    assert_true(tusc_utf8_valid(got, n));
+    free(got);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_seq),
       cmocka_unit_test(test_valid),
+      cmocka_unit_test(test_lossy),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -162,6 +162,16 @@ class RawConn:
         self.buf = b""
         self.eof = False
 
+    @classmethod
+    def unix(cls, path, timeout=IO_TIMEOUT):
+        """The same over a unix socket (-unix-sock)."""
+        c = cls.__new__(cls)
+        c.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.sock.settimeout(timeout)
+        c.sock.connect(str(path))
+        c.buf, c.eof = b"", False
+        return c
+
     def __enter__(self):
         return self
 

@@ -106,12 +106,7 @@ def test_simultaneous_starts_at_most_one_serves(tmp_path):
 
 
 def unix_post(path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
-    s.connect(path)
-    c = RawConn.__new__(RawConn)
-    c.sock, c.buf, c.eof = s, b"", False
-    with c:
+    with RawConn.unix(path) as c:
         c.send(build_request("POST", "/files/", [("Host", "uploads.example"),
                                                  ("Tus-Resumable", "1.0.0"),
                                                  ("Upload-Length", "2")]))

@@ -93,17 +93,11 @@ def test_port_file(tusc, tmp_path):
 
 
 def test_unix_socket(tusc, tmp_path):
-    import socket as so
     from conftest import RawConn, build_request
     sock_path = tmp_path / "tusc.sock"
     srv = tusc("-unix-sock", str(sock_path))
     assert srv.unix_path == str(sock_path)
-    s = so.socket(so.AF_UNIX, so.SOCK_STREAM)
-    s.settimeout(10)
-    s.connect(str(sock_path))
-    c = RawConn.__new__(RawConn)
-    c.sock, c.buf, c.eof = s, b"", False
-    with c:
+    with RawConn.unix(sock_path) as c:
         c.send(build_request("POST", "/files/", [("Host", "uploads.example"),
                                                  ("Tus-Resumable", "1.0.0"),
                                                  ("Upload-Length", "2")]))

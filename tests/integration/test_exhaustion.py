@@ -79,12 +79,19 @@ def with_nofile(srv, limit):
     return srv
 
 
-def assert_idle(pid, seconds=2.0, max_share=0.25):
-    """Not spinning: less than max_share of one core over `seconds`."""
-    c0 = cpu_seconds(pid)
-    time.sleep(seconds)
-    used = cpu_seconds(pid) - c0
-    assert used < seconds * max_share, f"server used {used:.2f}s CPU in {seconds}s while idle"
+def assert_idle(pid, seconds=2.0, max_share=0.25, timeout=60.0):
+    """Not spinning: a window of `seconds` with less than max_share of one core comes
+    within `timeout`. On a loaded machine the server may still be working off what the
+    test threw at it when the first window starts; a spinning server never gets idle."""
+    deadline = time.monotonic() + timeout
+    while True:
+        c0 = cpu_seconds(pid)
+        time.sleep(seconds)  # the measuring window, not a wait for an event
+        used = cpu_seconds(pid) - c0
+        if used < seconds * max_share:
+            return
+        assert time.monotonic() < deadline, \
+            f"server used {used:.2f}s CPU in {seconds}s while idle, still after {timeout}s"
 
 
 def test_fd_limit_many_connections(tusc):

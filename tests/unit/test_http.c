@@ -3,6 +3,7 @@
  * test speaks raw HTTP so that framing (keep-alive, pipelining, 100-continue,
  * chunked trailers, limits, closes) is checked byte for byte. */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -35,6 +36,13 @@ static atomic_int last_abort;        /* err of the last on_abort, 0 = none */
 static atomic_int body_while_paused; /* on_body calls that arrived while paused */
 static atomic_int requests_seen;
 static atomic_int stream_error; /* status < 0 given to a streamed write's callback */
+
+/* /backpressure: the handler pauses at its first body piece and resumes only when the
+ * test says so (resume_async), so the test can watch what a pause does to the socket. */
+static atomic_bool bp_paused;           /* the handler has paused */
+static atomic_llong bp_delivered;       /* body bytes the handler has received */
+static tusc_http_request_t *bp_request; /* the paused request (server thread only) */
+static uv_async_t resume_async;
 
 #define BIG_CHUNK 65536
 #define BIG_CHUNKS 256
@@ -148,7 +156,7 @@ static void h_request(tusc_http_request_t *req, void *ctx) {
   } else if (path_is(req, "/later")) {
     uv_timer_start(&hr->timer, on_later_timer, 150, 0);
   } else if (path_is(req, "/echo") || path_is(req, "/pause") || path_is(req, "/abort") ||
-             path_is(req, "/stop")) {
+             path_is(req, "/stop") || path_is(req, "/backpressure")) {
     tusc_http_body_start(req);
     if (req->content_length <= 0 && !req->chunked)
       respond_text(req, 200, "len=0");
@@ -176,7 +184,28 @@ static int h_body(tusc_http_request_t *req, const char *data, size_t len, void *
     tusc_http_body_pause(req);
     uv_timer_start(&hr->timer, on_resume_timer, 1, 0);
   }
+  if (path_is(req, "/backpressure")) {
+    atomic_store(&bp_delivered, hr->bytes);
+    if (!hr->resumed_once && !hr->paused) {
+      hr->paused = true;
+      bp_request = req;
+      tusc_http_body_pause(req);
+      atomic_store(&bp_paused, true);
+    }
+  }
   return 0;
+}
+
+static void on_resume_async(uv_async_t *a) {
+  (void)a;
+  tusc_http_request_t *req = bp_request;
+  if (req == NULL)
+    return;
+  bp_request = NULL;
+  struct handler_req *hr = req->handler_data;
+  hr->paused = false;
+  hr->resumed_once = true;
+  tusc_http_body_resume(req);
 }
 
 static void h_body_end(tusc_http_request_t *req, void *ctx) {
@@ -191,6 +220,8 @@ static void h_body_end(tusc_http_request_t *req, void *ctx) {
 
 static void h_abort(tusc_http_request_t *req, int err, void *ctx) {
   (void)ctx;
+  if (req == bp_request)
+    bp_request = NULL;
   atomic_store(&last_abort, err);
   char text[128];
   snprintf(text, sizeof(text), "%s: %s\n", tusc_error_code(err), tusc_strerror(err));
@@ -216,6 +247,7 @@ static void on_stopped(tusc_http_server_t *s, void *arg) {
   tusc_http_server_free(s);
   server = NULL;
   uv_close((uv_handle_t *)&stop_async, NULL);
+  uv_close((uv_handle_t *)&resume_async, NULL);
 }
 
 static void on_stop(uv_async_t *a) {
@@ -242,6 +274,7 @@ static int group_setup(void **state) {
   if (uv_loop_init(&loop) != 0)
     return -1;
   uv_async_init(&loop, &stop_async, on_stop);
+  uv_async_init(&loop, &resume_async, on_resume_async);
   tusc_http_limits_t limits = {
       .max_header_size = 1024, .max_header_count = 10, .network_timeout_ms = TIMEOUT_MS};
   if (tusc_http_server_new(&loop, fd, &limits, &handler, NULL, &server) != 0)
@@ -800,6 +833,73 @@ static void test_pause_resume(void **state) {
   close(fd);
 }
 
+/* Back-pressure reaches the client: while the handler has the body paused the server
+ * stops reading the socket (beyond the few bytes it watches to notice a disconnect),
+ * so the client's sends block once the kernel buffers are full, and the handler gets
+ * no byte more until it resumes; then the rest arrives whole. */
+static void test_pause_stops_reading(void **state) {
+  (void)state;
+  enum { TOTAL = 32 << 20, PIECE = 65536 };
+  atomic_store(&bp_paused, false);
+  atomic_store(&bp_delivered, 0);
+  atomic_store(&body_while_paused, 0);
+  int fd = client();
+  int small = PIECE;
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+  char head[128];
+  snprintf(head, sizeof(head),
+           "PUT /backpressure HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", TOTAL);
+  send_str(fd, head);
+  char *piece = malloc(PIECE);
+  assert_non_null(piece);
+  memset(piece, 'b', PIECE);
+  int flags = fcntl(fd, F_GETFL);
+  assert_int_equal(fcntl(fd, F_SETFL, flags | O_NONBLOCK), 0);
+
+  /* Send until the handler has paused and the socket has stayed full for a while.
+   * Were the server still reading (into memory), the whole body would go through. */
+  size_t sent = 0;
+  for (;;) {
+    size_t n = TOTAL - sent < PIECE ? TOTAL - sent : PIECE;
+    ssize_t w = send(fd, piece, n, MSG_NOSIGNAL);
+    if (w > 0) {
+      sent += (size_t)w;
+      if (sent == TOTAL)
+        fail_msg("the whole body went out while the handler had it paused");
+      continue;
+    }
+    assert_true(w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR));
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    if (poll(&p, 1, 300) == 0 && atomic_load(&bp_paused))
+      break;
+  }
+  long long held = atomic_load(&bp_delivered);
+  assert_true(held > 0);
+  /* The kernel buffers hold the difference; the handler got nothing while paused. */
+  assert_true((long long)sent > held);
+  assert_int_equal(atomic_load(&body_while_paused), 0);
+  struct pollfd p = {.fd = fd, .events = POLLOUT};
+  assert_int_equal(poll(&p, 1, 100), 0);
+  assert_int_equal(atomic_load(&bp_delivered), held);
+
+  uv_async_send(&resume_async);
+  assert_int_equal(fcntl(fd, F_SETFL, flags), 0);
+  while (sent < TOTAL) {
+    size_t n = TOTAL - sent < PIECE ? TOTAL - sent : PIECE;
+    send_all(fd, piece, n);
+    sent += n;
+  }
+  free(piece);
+  struct response r;
+  read_response(fd, &r, false);
+  assert_int_equal(r.status, 200);
+  char want[32];
+  snprintf(want, sizeof(want), "len=%d", TOTAL);
+  assert_string_equal(r.body, want);
+  assert_int_equal(atomic_load(&body_while_paused), 0);
+  close(fd);
+}
+
 static void test_streamed_response(void **state) {
   (void)state;
   int fd = client();
@@ -902,6 +1002,7 @@ int main(void) {
       cmocka_unit_test(test_pipelined_while_held),
       cmocka_unit_test(test_body_read_timeout),
       cmocka_unit_test(test_pause_resume),
+      cmocka_unit_test(test_pause_stops_reading),
       cmocka_unit_test(test_streamed_response),
       cmocka_unit_test(test_streamed_response_client_gone),
       cmocka_unit_test(test_interim),

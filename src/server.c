@@ -25,9 +25,10 @@
 #include "auth/auth.h"
 #include "common/error.h"
 #include "common/log.h"
-#include "http/http.h"
 #include "hooks/hooks.h"
+#include "http/http.h"
 #include "lock/lock.h"
+#include "metrics/endpoint.h"
 #include "metrics/metrics.h"
 #include "net/connlimit.h"
 #include "net/listener.h"
@@ -70,9 +71,10 @@ struct server {
   tusc_tus_t *tus;
   tusc_expire_t *expire; /* NULL unless -expire-after */
   tusc_hooks_t *hooks;
-  tusc_auth_t *auth;           /* -auth-*, -allowed-hosts, -trusted-proxies */
-  tusc_connlimit_t *connlimit; /* -max-connections, -max-connections-per-ip */
-  tusc_metrics_server_t *metrics; /* -metrics-listen */
+  tusc_metrics_hook_source_t hook_source; /* hooks' counters, as metrics renders them */
+  tusc_auth_t *auth;                      /* -auth-*, -allowed-hosts, -trusted-proxies */
+  tusc_connlimit_t *connlimit;            /* -max-connections, -max-connections-per-ip */
+  tusc_metrics_server_t *metrics;         /* -metrics-listen */
   tusc_listeners_t listeners;
   bool listeners_open;
   uv_loop_t loop; /* main thread */
@@ -97,6 +99,23 @@ struct server {
   size_t worker_count;
   bool stopping;
 };
+
+/* metrics counts per hook type by enum tusc_hook_event value and names them itself. */
+_Static_assert(TUSC_HOOK_EVENT_COUNT == TUSC_METRICS_HOOK_TYPES && TUSC_HOOK_PRE_CREATE == 0 &&
+                   TUSC_HOOK_POST_TERMINATE == TUSC_METRICS_HOOK_TYPES - 1,
+               "enum tusc_hook_event and metrics' hook slots disagree");
+
+static void hook_stats(const void *arg, tusc_metrics_hook_stats_t *out) {
+  tusc_hooks_stats_t hs;
+  tusc_hooks_stats(arg, &hs);
+  memcpy(out->invocations, hs.invocations, sizeof(out->invocations));
+  memcpy(out->errors, hs.errors, sizeof(out->errors));
+  out->dropped = hs.dropped;
+  out->busy = hs.busy;
+  out->cancelled = hs.cancelled;
+  out->running = hs.running;
+  out->waiting = hs.waiting;
+}
 
 /* --- worker thread ----------------------------------------------------------------- */
 
@@ -379,7 +398,7 @@ static void server_dispose(struct server *s) {
   tusc_expire_free(s->expire); /* its work ended in the uv_run above */
   tusc_auth_free(s->auth);
   tusc_connlimit_free(s->connlimit);
-  tusc_metrics_set_hooks(NULL);
+  tusc_metrics_set_hook_source(NULL);
   tusc_hooks_free(s->hooks);
   if (s->locks != NULL)
     tusc_lock_table_free(s->locks);
@@ -495,7 +514,8 @@ int tusc_server_run(const tusc_config_t *cfg) {
     tusc_tus_set_expire(s.tus, s.expire);
   }
   tusc_tus_set_auth(s.tus, s.auth);
-  tusc_metrics_set_hooks(s.hooks);
+  s.hook_source = (tusc_metrics_hook_source_t){.stats = hook_stats, .arg = s.hooks};
+  tusc_metrics_set_hook_source(&s.hook_source);
 
   size_t workers = cfg->workers > 0 ? (size_t)cfg->workers : (size_t)uv_available_parallelism();
   if (workers == 0)
@@ -538,8 +558,7 @@ int tusc_server_run(const tusc_config_t *cfg) {
       tusc_log_msg(TUSC_LOG_ERROR,
                    "upload directory unusable after switching to user %s group %s: %s "
                    "(chown the directory to that user)",
-                   cfg->run_user ? cfg->run_user : "-", cfg->run_group ? cfg->run_group : "-",
-                   err);
+                   cfg->run_user ? cfg->run_user : "-", cfg->run_group ? cfg->run_group : "-", err);
       goto out;
     }
     tusc_log_msg(TUSC_LOG_INFO, "Running as uid %u gid %u.", (unsigned)getuid(),

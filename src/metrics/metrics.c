@@ -20,9 +20,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/timeutil.h"
-#include "net/listener.h"
 
-#define METHOD_COUNT 8 /* enum tusc_http_method */
 #define ERROR_SLOTS 64
 #define HIST_BUCKETS 14
 
@@ -46,8 +44,8 @@ static const char *const code_names[] = {
 #define CODE_COUNT (sizeof(code_names) / sizeof(code_names[0]))
 
 static struct {
-  atomic_uint_fast64_t requests[METHOD_COUNT];
-  struct histogram durations[METHOD_COUNT];
+  atomic_uint_fast64_t requests[TUSC_METRICS_METHODS];
+  struct histogram durations[TUSC_METRICS_METHODS];
   atomic_uint_fast64_t error_key[ERROR_SLOTS]; /* 0 = free, else status << 16 | code+1 */
   atomic_uint_fast64_t error_count[ERROR_SLOTS];
   atomic_uint_fast64_t errors_unrecorded;
@@ -61,15 +59,22 @@ static struct {
   atomic_int_fast64_t active_uploads;
   atomic_uint_fast64_t lock_waits;
   atomic_int_fast64_t hook_queue;
-  struct histogram hook_durations[TUSC_HOOK_EVENT_COUNT];
-  _Atomic(const tusc_hooks_t *) hooks;
+  struct histogram hook_durations[TUSC_METRICS_HOOK_TYPES];
+  _Atomic(const tusc_metrics_hook_source_t *) hook_source;
   atomic_int_fast64_t start_time_ms; /* unix ms; 0 = not recorded */
 } m;
 
-static const char *const method_labels[METHOD_COUNT] = {
-    [TUSC_HTTP_OTHER] = "OTHER",   [TUSC_HTTP_GET] = "GET",         [TUSC_HTTP_HEAD] = "HEAD",
-    [TUSC_HTTP_POST] = "POST",     [TUSC_HTTP_PUT] = "PUT",         [TUSC_HTTP_PATCH] = "PATCH",
-    [TUSC_HTTP_DELETE] = "DELETE", [TUSC_HTTP_OPTIONS] = "OPTIONS",
+static const char *const method_labels[TUSC_METRICS_METHODS] = {
+    [TUSC_METRICS_OTHER] = "OTHER",   [TUSC_METRICS_GET] = "GET",
+    [TUSC_METRICS_HEAD] = "HEAD",     [TUSC_METRICS_POST] = "POST",
+    [TUSC_METRICS_PUT] = "PUT",       [TUSC_METRICS_PATCH] = "PATCH",
+    [TUSC_METRICS_DELETE] = "DELETE", [TUSC_METRICS_OPTIONS] = "OPTIONS",
+};
+
+/* tusd's hooktype label values, in enum tusc_hook_event order. */
+static const char *const hook_labels[TUSC_METRICS_HOOK_TYPES] = {
+    "pre-create",  "post-create",   "post-receive",   "pre-finish",
+    "post-finish", "pre-terminate", "post-terminate",
 };
 
 #define ADD(counter, n) atomic_fetch_add_explicit(&(counter), (n), memory_order_relaxed)
@@ -86,12 +91,12 @@ void tusc_metrics_init(void) {
   atomic_compare_exchange_strong(&m.start_time_ms, &zero, unix_ms());
 }
 
-void tusc_metrics_set_hooks(const tusc_hooks_t *hooks) {
-  atomic_store(&m.hooks, hooks);
+void tusc_metrics_set_hook_source(const tusc_metrics_hook_source_t *source) {
+  atomic_store(&m.hook_source, source);
 }
 
-static size_t method_index(enum tusc_http_method method) {
-  return (unsigned)method < METHOD_COUNT ? (size_t)method : (size_t)TUSC_HTTP_OTHER;
+static size_t method_index(int method) {
+  return (unsigned)method < TUSC_METRICS_METHODS ? (size_t)method : (size_t)TUSC_METRICS_OTHER;
 }
 
 static void observe(struct histogram *h, uint64_t ms) {
@@ -103,11 +108,11 @@ static void observe(struct histogram *h, uint64_t ms) {
   ADD(h->count, 1);
 }
 
-void tusc_metrics_request(enum tusc_http_method method) {
+void tusc_metrics_request(int method) {
   ADD(m.requests[method_index(method)], 1);
 }
 
-void tusc_metrics_request_done(enum tusc_http_method method, uint64_t start_ms) {
+void tusc_metrics_request_done(int method, uint64_t start_ms) {
   uint64_t now = tusc_now_ms();
   observe(&m.durations[method_index(method)], now > start_ms ? now - start_ms : 0);
 }
@@ -167,9 +172,9 @@ void tusc_metrics_lock_wait(void) {
 void tusc_metrics_hook_queue(int delta) {
   ADD(m.hook_queue, delta);
 }
-void tusc_metrics_hook_done(enum tusc_hook_event ev, uint64_t duration_ms) {
-  if ((unsigned)ev < TUSC_HOOK_EVENT_COUNT)
-    observe(&m.hook_durations[ev], duration_ms);
+void tusc_metrics_hook_done(int hook_type, uint64_t duration_ms) {
+  if ((unsigned)hook_type < TUSC_METRICS_HOOK_TYPES)
+    observe(&m.hook_durations[hook_type], duration_ms);
 }
 
 /* --- rendering -------------------------------------------------------------------- */
@@ -301,9 +306,9 @@ static void render_process(struct buf *b) {
 }
 
 static void render_tusd(struct buf *b) {
-  static const enum tusc_http_method tusd_methods[] = {TUSC_HTTP_GET,    TUSC_HTTP_HEAD,
-                                                       TUSC_HTTP_POST,   TUSC_HTTP_PATCH,
-                                                       TUSC_HTTP_DELETE, TUSC_HTTP_OPTIONS};
+  static const enum tusc_metrics_method tusd_methods[] = {
+      TUSC_METRICS_GET,   TUSC_METRICS_HEAD,   TUSC_METRICS_POST,
+      TUSC_METRICS_PATCH, TUSC_METRICS_DELETE, TUSC_METRICS_OPTIONS};
   family(b, "tusd_requests_total", "counter",
          "Total number of requests served by tusd per method.");
   for (size_t i = 0; i < sizeof(tusd_methods) / sizeof(tusd_methods[0]); i++)
@@ -311,12 +316,12 @@ static void render_tusd(struct buf *b) {
         (unsigned long long)GET(m.requests[tusd_methods[i]]));
   /* PUT and unknown methods are counted too, but shown only once seen: tusd's
    * dashboards expect its six series. */
-  if (GET(m.requests[TUSC_HTTP_PUT]) > 0)
+  if (GET(m.requests[TUSC_METRICS_PUT]) > 0)
     put(b, "tusd_requests_total{method=\"PUT\"} %llu\n",
-        (unsigned long long)GET(m.requests[TUSC_HTTP_PUT]));
-  if (GET(m.requests[TUSC_HTTP_OTHER]) > 0)
+        (unsigned long long)GET(m.requests[TUSC_METRICS_PUT]));
+  if (GET(m.requests[TUSC_METRICS_OTHER]) > 0)
     put(b, "tusd_requests_total{method=\"OTHER\"} %llu\n",
-        (unsigned long long)GET(m.requests[TUSC_HTTP_OTHER]));
+        (unsigned long long)GET(m.requests[TUSC_METRICS_OTHER]));
 
   family(b, "tusd_errors_total", "counter", "Total number of errors per status.");
   for (size_t i = 0; i < ERROR_SLOTS; i++) {
@@ -340,19 +345,19 @@ static void render_tusd(struct buf *b) {
   gauge1(b, "tusd_connections_open", "Current number of open connections.",
          (double)GET(m.connections));
 
-  tusc_hooks_stats_t hs;
+  tusc_metrics_hook_stats_t hs;
   memset(&hs, 0, sizeof(hs));
-  const tusc_hooks_t *hooks = atomic_load(&m.hooks);
-  if (hooks != NULL)
-    tusc_hooks_stats(hooks, &hs);
+  const tusc_metrics_hook_source_t *source = atomic_load(&m.hook_source);
+  if (source != NULL)
+    source->stats(source->arg, &hs);
   family(b, "tusd_hook_invocations_total", "counter", "Total number of invocations per hook type.");
-  for (int ev = 0; ev < TUSC_HOOK_EVENT_COUNT; ev++)
-    put(b, "tusd_hook_invocations_total{hooktype=\"%s\"} %llu\n",
-        tusc_hook_event_name((enum tusc_hook_event)ev), (unsigned long long)hs.invocations[ev]);
+  for (int ev = 0; ev < TUSC_METRICS_HOOK_TYPES; ev++)
+    put(b, "tusd_hook_invocations_total{hooktype=\"%s\"} %llu\n", hook_labels[ev],
+        (unsigned long long)hs.invocations[ev]);
   family(b, "tusd_hook_errors_total", "counter", "Total number of execution errors per hook type.");
-  for (int ev = 0; ev < TUSC_HOOK_EVENT_COUNT; ev++)
-    put(b, "tusd_hook_errors_total{hooktype=\"%s\"} %llu\n",
-        tusc_hook_event_name((enum tusc_hook_event)ev), (unsigned long long)hs.errors[ev]);
+  for (int ev = 0; ev < TUSC_METRICS_HOOK_TYPES; ev++)
+    put(b, "tusd_hook_errors_total{hooktype=\"%s\"} %llu\n", hook_labels[ev],
+        (unsigned long long)hs.errors[ev]);
   counter1(b, "tusc_hook_queue_dropped_total",
            "Non-blocking hook invocations dropped because the queue was full.", hs.dropped);
   gauge1(b, "tusc_hooks_running", "Hooks running now (at most -hooks-max-processes).",
@@ -370,8 +375,8 @@ static void render_tusd(struct buf *b) {
 static void render_tusc(struct buf *b) {
   family(b, "tusc_request_duration_seconds", "histogram",
          "Time from request head to the end of the response, per method.");
-  for (size_t i = 0; i < METHOD_COUNT; i++) {
-    if (i == TUSC_HTTP_OTHER || i == TUSC_HTTP_PUT)
+  for (size_t i = 0; i < TUSC_METRICS_METHODS; i++) {
+    if (i == TUSC_METRICS_OTHER || i == TUSC_METRICS_PUT)
       continue;
     histogram(b, "tusc_request_duration_seconds", "method", method_labels[i], &m.durations[i]);
   }
@@ -387,9 +392,8 @@ static void render_tusc(struct buf *b) {
          (double)GET(m.hook_queue));
   family(b, "tusc_hook_duration_seconds", "histogram",
          "Time from invoking a hook to its answer, per hook type.");
-  for (int ev = 0; ev < TUSC_HOOK_EVENT_COUNT; ev++)
-    histogram(b, "tusc_hook_duration_seconds", "hooktype",
-              tusc_hook_event_name((enum tusc_hook_event)ev), &m.hook_durations[ev]);
+  for (int ev = 0; ev < TUSC_METRICS_HOOK_TYPES; ev++)
+    histogram(b, "tusc_hook_duration_seconds", "hooktype", hook_labels[ev], &m.hook_durations[ev]);
 }
 
 int tusc_metrics_render(char **out, size_t *len) {
@@ -407,134 +411,4 @@ int tusc_metrics_render(char **out, size_t *len) {
   *out = b.data;
   *len = b.len;
   return 0;
-}
-
-/* --- separate listener --------------------------------------------------------------- */
-
-struct tusc_metrics_server_s {
-  tusc_http_server_t *http;
-  char *path;
-};
-
-static void ms_respond(tusc_http_request_t *req, int status, const char *ctype, const char *body,
-                       size_t len) {
-  tusc_http_response_t resp;
-  tusc_http_response_init(&resp, status);
-  tusc_http_response_header(&resp, "Content-Type", ctype);
-  if (status == 405)
-    tusc_http_response_header(&resp, "Allow", "GET, HEAD");
-  tusc_http_respond(req, &resp, body, len);
-}
-
-static void ms_on_request(tusc_http_request_t *req, void *ctx) {
-  tusc_metrics_server_t *s = ctx;
-  if (strcmp(req->path, s->path) != 0) {
-    ms_respond(req, 404, "text/plain; charset=utf-8", "404 page not found\n", 19);
-    return;
-  }
-  if (req->method != TUSC_HTTP_GET && req->method != TUSC_HTTP_HEAD) {
-    ms_respond(req, 405, "text/plain; charset=utf-8", "method not allowed\n", 19);
-    return;
-  }
-  char *text = NULL;
-  size_t len = 0;
-  if (tusc_metrics_render(&text, &len) != 0) {
-    ms_respond(req, 503, "text/plain; charset=utf-8", "out of memory\n", 14);
-    return;
-  }
-  ms_respond(req, 200, TUSC_METRICS_CONTENT_TYPE, text, len);
-  free(text);
-}
-
-static int ms_on_body(tusc_http_request_t *req, const char *data, size_t len, void *ctx) {
-  (void)req, (void)data, (void)len, (void)ctx;
-  return TUSC_EBAD_REQUEST; /* never started: every request is answered at once */
-}
-
-static void ms_on_body_end(tusc_http_request_t *req, void *ctx) {
-  (void)req, (void)ctx;
-}
-
-static void ms_on_abort(tusc_http_request_t *req, int err, void *ctx) {
-  (void)req, (void)err, (void)ctx;
-}
-
-static const tusc_http_handler_t ms_handler = {
-    .on_request = ms_on_request,
-    .on_body = ms_on_body,
-    .on_body_end = ms_on_body_end,
-    .on_abort = ms_on_abort,
-};
-
-static int split_addr(const char *addr, char *host, size_t cap, int *port) {
-  const char *colon = strrchr(addr, ':');
-  if (colon == NULL || colon[1] == '\0')
-    return TUSC_EINVALID_ARGUMENT;
-  char *end = NULL;
-  long long p = strtoll(colon + 1, &end, 10);
-  if (end == colon + 1 || *end != '\0' || p < 0 || p > 65535)
-    return TUSC_EINVALID_ARGUMENT;
-  const char *h = addr;
-  size_t hl = (size_t)(colon - addr);
-  if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
-    h++;
-    hl -= 2;
-  } else if (memchr(h, ':', hl) != NULL) {
-    return TUSC_EINVALID_ARGUMENT; /* a bare IPv6 address needs brackets */
-  }
-  if (hl >= cap)
-    return TUSC_EINVALID_ARGUMENT;
-  memcpy(host, h, hl);
-  host[hl] = '\0';
-  *port = (int)p;
-  return 0;
-}
-
-int tusc_metrics_server_start(uv_loop_t *loop, const char *addr, const char *path,
-                              const tusc_http_limits_t *limits, tusc_metrics_server_t **out,
-                              int *port_out) {
-  char host[256];
-  int port = 0;
-  int rc = split_addr(addr, host, sizeof(host), &port);
-  if (rc < 0)
-    return rc;
-  tusc_metrics_server_t *s = calloc(1, sizeof(*s));
-  if (s == NULL || (s->path = strdup(path)) == NULL) {
-    free(s);
-    return TUSC_ENOMEM;
-  }
-  tusc_listeners_t l;
-  rc = tusc_listeners_open(host, port, NULL, 1, &l);
-  if (rc < 0) {
-    free(s->path);
-    free(s);
-    return rc;
-  }
-  int bound = l.port;
-  int fd = l.fds[0];
-  l.fds[0] = -1;
-  tusc_listeners_close(&l);
-  rc = tusc_http_server_new(loop, fd, limits, &ms_handler, s, &s->http);
-  if (rc < 0) {
-    free(s->path);
-    free(s);
-    return rc;
-  }
-  if (port_out != NULL)
-    *port_out = bound;
-  *out = s;
-  return 0;
-}
-
-static void ms_stopped(tusc_http_server_t *http, void *arg) {
-  tusc_metrics_server_t *s = arg;
-  tusc_http_server_free(http);
-  free(s->path);
-  free(s);
-}
-
-void tusc_metrics_server_stop(tusc_metrics_server_t *server) {
-  if (server == NULL)
-    return;
-  tusc_http_server_stop(server->http, true, ms_stopped, server);
 }

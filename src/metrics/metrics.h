@@ -1,6 +1,8 @@
 /*
  * metrics — process-wide Prometheus counters, gauges and histograms, and their text
- * exposition (format 0.0.4).
+ * exposition (format 0.0.4). A low layer: it includes nothing above common/, so any
+ * module may count (src/http counts connections). Serving the text over HTTP is
+ * metrics/endpoint.h's job.
  *
  * Names: tusd's (tusd_requests_total{method}, tusd_errors_total{status,code},
  * tusd_bytes_received, tusd_uploads_created, tusd_uploads_finished,
@@ -8,6 +10,11 @@
  * tusd_hook_errors_total{hooktype}) so existing dashboards keep working; process_*
  * (cpu, memory, fds, start time); and tusc_* for what tusd does not have (request
  * durations, bytes written, active uploads, lock waits, hook queue, hook durations).
+ *
+ * Labels: per-method series are indexed by enum tusc_http_method values and per-hook
+ * series by enum tusc_hook_event values; callers pass their enums as they are. The label
+ * values are tusd's and live here; metrics/endpoint.c (http) and server.c (hooks) check
+ * at compile time that those enums still number them the same way.
  *
  * Threads: every update function may be called from any thread at any time; each is a
  * few relaxed atomic additions (no locks, no allocation), cheap enough for the body
@@ -22,25 +29,55 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <uv.h>
-
-#include "hooks/hooks.h"
-#include "http/http.h"
-
 #define TUSC_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
 /* Records the process start time (once; later calls do nothing). Main thread, before
  * workers start; render works without it (start time = first render). */
 void tusc_metrics_init(void);
 
-/* Where the hook counters come from (tusc_hooks_stats); NULL to detach before the
- * hooks are freed. */
-void tusc_metrics_set_hooks(const tusc_hooks_t *hooks);
+/* Method slots, numbered as enum tusc_http_method (http/http.h). */
+enum tusc_metrics_method {
+  TUSC_METRICS_OTHER = 0,
+  TUSC_METRICS_GET,
+  TUSC_METRICS_HEAD,
+  TUSC_METRICS_POST,
+  TUSC_METRICS_PUT,
+  TUSC_METRICS_PATCH,
+  TUSC_METRICS_DELETE,
+  TUSC_METRICS_OPTIONS,
+};
+#define TUSC_METRICS_METHODS 8
+/* Hook-type slots: enum tusc_hook_event (hooks/hooks.h), pre-create = 0 ... */
+#define TUSC_METRICS_HOOK_TYPES 7
 
-/* A request reached the handler (tusd_requests_total{method}). */
-void tusc_metrics_request(enum tusc_http_method method);
+/* The hook runner's own counters (tusd_hook_invocations_total and the like), which
+ * metrics renders but does not keep. */
+typedef struct tusc_metrics_hook_stats_s {
+  uint64_t invocations[TUSC_METRICS_HOOK_TYPES];
+  uint64_t errors[TUSC_METRICS_HOOK_TYPES];
+  uint64_t dropped;
+  uint64_t busy;
+  uint64_t cancelled;
+  uint64_t running;
+  uint64_t waiting;
+} tusc_metrics_hook_stats_t;
+
+typedef struct tusc_metrics_hook_source_s {
+  /* Fills *out (zeroed before the call); any thread. */
+  void (*stats)(const void *arg, tusc_metrics_hook_stats_t *out);
+  const void *arg;
+} tusc_metrics_hook_source_t;
+
+/* Where the hook counters come from at each render; `source` (borrowed) must stay
+ * valid until detached with NULL, which is done before the hooks are freed. Without a
+ * source every hook series is rendered at zero. */
+void tusc_metrics_set_hook_source(const tusc_metrics_hook_source_t *source);
+
+/* A request reached the handler (tusd_requests_total{method}); `method` is an enum
+ * tusc_http_method value (out of range counts as OTHER). */
+void tusc_metrics_request(int method);
 /* The handler answered a request that started at `start_ms` (tusc_now_ms clock). */
-void tusc_metrics_request_done(enum tusc_http_method method, uint64_t start_ms);
+void tusc_metrics_request_done(int method, uint64_t start_ms);
 /* The handler answered with an error: `status` as sent, `err` a TUSC_E* / UV_E* code
  * (its tusd code name becomes the label). */
 void tusc_metrics_error(int status, int err);
@@ -50,31 +87,17 @@ void tusc_metrics_bytes_written(uint64_t n);  /* bytes stored in uploads */
 void tusc_metrics_upload_created(void);
 void tusc_metrics_upload_finished(void);
 void tusc_metrics_upload_terminated(void);
-void tusc_metrics_upload_expired(void); /* the sweeper deleted an expired upload */
+void tusc_metrics_upload_expired(void);      /* the sweeper deleted an expired upload */
 void tusc_metrics_connections(int delta);    /* open connections, +1 / -1 */
 void tusc_metrics_active_uploads(int delta); /* requests writing a body, +1 / -1 */
 void tusc_metrics_lock_wait(void);           /* a request had to wait for an upload lock */
 void tusc_metrics_hook_queue(int delta);     /* non-blocking hooks waiting or running */
-/* A hook invocation of event `ev` completed after `duration_ms`. */
-void tusc_metrics_hook_done(enum tusc_hook_event ev, uint64_t duration_ms);
+/* A hook invocation of `hook_type` (an enum tusc_hook_event value) completed after
+ * `duration_ms`. */
+void tusc_metrics_hook_done(int hook_type, uint64_t duration_ms);
 
 /* The whole exposition as malloc'd text (*out, *len; caller frees). Returns 0 or
  * TUSC_ENOMEM. */
 int tusc_metrics_render(char **out, size_t *len);
-
-/* --- a separate metrics listener (-metrics-listen) ----------------------------- */
-
-typedef struct tusc_metrics_server_s tusc_metrics_server_t;
-
-/* Listens on `addr` ("127.0.0.1:9100", "[::1]:9100", ":9100" = every address; port 0
- * picks one) on `loop` and answers GET/HEAD on `path` with the exposition, 404
- * elsewhere. *port_out (may be NULL) receives the bound port. Returns 0 or a negative
- * code (TUSC_EINVALID_ARGUMENT for a malformed address). */
-int tusc_metrics_server_start(uv_loop_t *loop, const char *addr, const char *path,
-                              const tusc_http_limits_t *limits, tusc_metrics_server_t **out,
-                              int *port_out);
-/* Closes it; it frees itself once its connections are gone (keep running the loop).
- * NULL is a no-op. */
-void tusc_metrics_server_stop(tusc_metrics_server_t *server);
 
 #endif

@@ -1,5 +1,6 @@
-/* Unit tests for src/metrics/metrics.c: counters, labelled errors, histograms and the
- * exposition text, including concurrent updates from several threads. */
+/* Unit tests for src/metrics: counters, labelled errors, histograms and the exposition
+ * text (metrics.c), including concurrent updates from several threads, and the
+ * -metrics-listen server (endpoint.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,9 @@
 
 #include "common/error.h"
 #include "common/timeutil.h"
+#include "hooks/hooks.h"
+#include "http/http.h"
+#include "metrics/endpoint.h"
 #include "metrics/metrics.h"
 
 /* The value of the sample line that starts with `series` ("name{labels}" or "name"),
@@ -168,6 +172,59 @@ static void test_families_declared_once(void **state) {
   free(text);
 }
 
+/* metrics names hook types itself (it does not include hooks/): its labels must be the
+ * hooks module's names, each counted in its own series. */
+static void test_hook_labels_match_hooks(void **state) {
+  (void)state;
+  char *before = render();
+  for (int ev = 0; ev < TUSC_HOOK_EVENT_COUNT; ev++)
+    for (int i = 0; i <= ev; i++)
+      tusc_metrics_hook_done(ev, 1);
+  char *after = render();
+  for (int ev = 0; ev < TUSC_HOOK_EVENT_COUNT; ev++) {
+    const char *name = tusc_hook_event_name((enum tusc_hook_event)ev);
+    char series[128];
+    snprintf(series, sizeof(series), "tusc_hook_duration_seconds_count{hooktype=\"%s\"}", name);
+    double a = sample(before, series), b = sample(after, series);
+    if (a < 0 || b - a != ev + 1)
+      fail_msg("%s: %g before, %g after, want +%d", series, a, b, ev + 1);
+    snprintf(series, sizeof(series), "tusd_hook_invocations_total{hooktype=\"%s\"}", name);
+    assert_true(sample(after, series) >= 0);
+  }
+  free(before);
+  free(after);
+}
+
+struct fake_hooks {
+  uint64_t invocations;
+};
+
+static void fake_hook_stats(const void *arg, tusc_metrics_hook_stats_t *out) {
+  const struct fake_hooks *h = arg;
+  out->invocations[TUSC_HOOK_POST_FINISH] = h->invocations;
+  out->errors[TUSC_HOOK_PRE_CREATE] = 2;
+  out->dropped = 3;
+  out->running = 4;
+}
+
+/* The hook counters come from the source server.c attaches, read at each render. */
+static void test_hook_source(void **state) {
+  (void)state;
+  struct fake_hooks h = {.invocations = 5};
+  tusc_metrics_hook_source_t source = {.stats = fake_hook_stats, .arg = &h};
+  tusc_metrics_set_hook_source(&source);
+  char *text = render();
+  assert_true(sample(text, "tusd_hook_invocations_total{hooktype=\"post-finish\"}") == 5);
+  assert_true(sample(text, "tusd_hook_errors_total{hooktype=\"pre-create\"}") == 2);
+  assert_true(sample(text, "tusc_hook_queue_dropped_total") == 3);
+  assert_true(sample(text, "tusc_hooks_running") == 4);
+  free(text);
+  tusc_metrics_set_hook_source(NULL);
+  text = render();
+  assert_true(sample(text, "tusd_hook_invocations_total{hooktype=\"post-finish\"}") == 0);
+  free(text);
+}
+
 #define THREADS 4
 #define PER_THREAD 100000
 
@@ -225,6 +282,8 @@ int main(void) {
       cmocka_unit_test(test_error_labels),
       cmocka_unit_test(test_histogram_buckets),
       cmocka_unit_test(test_families_declared_once),
+      cmocka_unit_test(test_hook_labels_match_hooks),
+      cmocka_unit_test(test_hook_source),
       cmocka_unit_test(test_concurrent_updates),
       cmocka_unit_test(test_metrics_server_rejects_bad_address),
   };

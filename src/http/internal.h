@@ -34,6 +34,9 @@ char *tusc_http_build_head(const tusc_http_response_t *resp, const tusc_http_hea
  * (A HEAD request's response has no body either; that is the caller's to add.) */
 bool tusc_http_status_has_body(int status);
 
+/* A token character (RFC 9110 section 5.6.2): what a field name is made of. */
+bool tusc_http_is_tchar(unsigned char c);
+
 /* Case-insensitive ASCII compare of NUL-terminated strings. */
 bool tusc_http_name_eq(const char *a, const char *b);
 

@@ -124,7 +124,7 @@ void tusc_http_response_init(tusc_http_response_t *resp, int status) {
   resp->status = status;
 }
 
-static bool is_tchar(unsigned char c) {
+bool tusc_http_is_tchar(unsigned char c) {
   if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
     return true;
   return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
@@ -134,7 +134,7 @@ void tusc_http_response_header(tusc_http_response_t *resp, const char *name, con
   if (name == NULL || value == NULL || name[0] == '\0')
     return;
   for (const char *c = name; *c; c++) {
-    if (!is_tchar((unsigned char)*c)) {
+    if (!tusc_http_is_tchar((unsigned char)*c)) {
       TUSC_LOG(TUSC_LOG_WARN, "dropping response header with invalid name");
       return;
     }

@@ -709,3 +709,16 @@ void tusc_http_server_set_tls(tusc_http_server_t *server, struct tusc_tls_s *tls
 size_t tusc_http_server_connections(const tusc_http_server_t *server) {
   return server->conn_count;
 }
+
+bool tusc_http_server_waiting(const tusc_http_server_t *server) {
+  if (server->later_head != NULL || server->kick_head != NULL)
+    return false;
+  for (const tusc_http_conn_t *conn = server->conns; conn != NULL; conn = conn->next) {
+    if (conn->closing || conn->writes_pending > 0 || conn->pending != NULL)
+      return false;
+    uint64_t since;
+    if (!conn->lingering && tusc_h1_wait_state(conn, &since) == TUSC_H1_BUSY)
+      return false;
+  }
+  return true;
+}

@@ -201,6 +201,13 @@ void tusc_http_server_free(tusc_http_server_t *server);
 /* Number of open connections (for tests / metrics). */
 size_t tusc_http_server_connections(const tusc_http_server_t *server);
 
+/* True when nothing is in flight on our side: every connection is between requests,
+ * in the middle of a request head or body it is waiting for the client to send, or
+ * draining before its close; no handler works on a request, no response is being
+ * written, nothing is queued on the loop. A test client that has sent everything can
+ * hang up then without cutting anything short (fuzz_http does). */
+bool tusc_http_server_waiting(const tusc_http_server_t *server);
+
 /* Serves every connection accepted from now on over TLS (src/net/tls.h), and adds
  * Strict-Transport-Security to their responses when `tls` has HSTS on. `tls` must
  * outlive the server. Call right after tusc_http_server_new. */

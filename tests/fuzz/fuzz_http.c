@@ -7,9 +7,14 @@
  * is reset to three fixture uploads (partial, deferred, complete, so PATCH / HEAD /
  * GET / DELETE on a known URL reach the store), then a client socket connects, writes
  * the input (in small steps for about a quarter of the inputs, to exercise partial
- * reads), half-closes and reads everything the server answers until the server
- * closes. An input that makes the server stop answering without closing is a hang,
- * which libFuzzer reports through -timeout.
+ * reads) and reads whatever the server answers. It does not half-close after the input:
+ * that would turn every request still in the handler's hands (a store or lock on the
+ * thread pool) into an aborted one, so those paths would never finish normally. The
+ * client hangs up only once the server has read every byte and waits for more
+ * (tusc_http_server_waiting: nothing of its own in flight), once the server closed, or
+ * after BOUND_MS regardless. Then the run waits until the server has no connection
+ * left; an input that keeps it from getting there is a hang, which libFuzzer reports
+ * through -timeout.
  *
  * Fixture URLs (also in http.dict): /files/00000000000000000000000000000001 (10 bytes
  * declared, 5 stored), ...02 (deferred length, 0 stored), ...03 (3 of 3, complete).
@@ -17,10 +22,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <linux/sockios.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -45,14 +52,20 @@ static tusc_tus_t *tus;
 static tusc_tus_worker_t *worker;
 static tusc_http_server_t *http;
 
+/* After its last byte, the client waits at most this long for the server to become
+ * quiet before hanging up anyway. */
+#define BOUND_MS 1000
+
 struct client {
   uv_poll_t poll;
+  uv_timer_t bound; /* only wakes the loop up to check BOUND_MS */
   int fd;
   const uint8_t *data;
   size_t left;
   size_t step;
-  bool eof;
-  bool closed;
+  uint64_t sent_ms;   /* loop time the last byte went out */
+  bool server_closed; /* EOF or reset from the server */
+  int handles_open;
 };
 
 static void die(const char *what, int rc) {
@@ -144,11 +157,23 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   return 0;
 }
 
+static void on_client(uv_poll_t *poll, int status, int events);
+
+static void on_bound(uv_timer_t *t) {
+  (void)t;
+}
+
+static void input_sent(struct client *c) {
+  c->left = 0;
+  c->sent_ms = uv_now(&loop);
+  uv_timer_start(&c->bound, on_bound, BOUND_MS, 0);
+  uv_poll_start(&c->poll, UV_READABLE | UV_DISCONNECT, on_client);
+}
+
 static void on_client(uv_poll_t *poll, int status, int events) {
   struct client *c = poll->data;
   if (status < 0) {
-    c->eof = true;
-    uv_poll_stop(poll);
+    c->server_closed = true;
     return;
   }
   if ((events & UV_WRITABLE) && c->left > 0) {
@@ -160,10 +185,8 @@ static void on_client(uv_poll_t *poll, int status, int events) {
     } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
       c->left = 0; /* the server closed on us: stop writing, still read its answer */
     }
-    if (c->left == 0) {
-      shutdown(c->fd, SHUT_WR);
-      uv_poll_start(poll, UV_READABLE | UV_DISCONNECT, on_client);
-    }
+    if (c->left == 0)
+      input_sent(c);
   }
   if (events & (UV_READABLE | UV_DISCONNECT)) {
     char buf[16384];
@@ -173,22 +196,23 @@ static void on_client(uv_poll_t *poll, int status, int events) {
         continue;
       if (r < 0 && (errno == EAGAIN || errno == EINTR))
         break;
-      /* 0 or ECONNRESET. A server that answered early half-closes and drains until
-       * our EOF, so stop writing too (as a client seeing the close would). */
-      c->eof = true;
-      if (c->left > 0) {
-        c->left = 0;
-        shutdown(c->fd, SHUT_WR);
-      }
-      uv_poll_stop(poll);
+      c->server_closed = true; /* 0 or ECONNRESET */
       break;
     }
   }
 }
 
+/* The server has read all we sent and has nothing of its own going on. */
+static bool server_waits_for_us(const struct client *c) {
+  int unread = 0;
+  if (ioctl(c->fd, SIOCOUTQ, &unread) != 0 || unread > 0)
+    return false;
+  return tusc_http_server_waiting(http);
+}
+
 static void on_client_closed(uv_handle_t *h) {
   struct client *c = h->data;
-  c->closed = true;
+  c->handles_open--;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -206,20 +230,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (c.fd < 0 || connect(c.fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
     die("connect", -errno);
   uv_poll_init(&loop, &c.poll, c.fd);
-  c.poll.data = &c;
-  if (size == 0) {
-    shutdown(c.fd, SHUT_WR);
-    uv_poll_start(&c.poll, UV_READABLE | UV_DISCONNECT, on_client);
-  } else {
-    uv_poll_start(&c.poll, UV_READABLE | UV_WRITABLE | UV_DISCONNECT, on_client);
-  }
-  /* Done when the server closed our connection and has none left, i.e. every
-   * request of this input reached its end inside the server. */
-  while (!c.eof || tusc_http_server_connections(http) > 0)
+  uv_timer_init(&loop, &c.bound);
+  c.poll.data = c.bound.data = &c;
+  c.handles_open = 2;
+  uv_poll_start(&c.poll, UV_READABLE | UV_WRITABLE | UV_DISCONNECT, on_client);
+  if (size == 0)
+    input_sent(&c);
+  while (!c.server_closed) {
+    if (c.left == 0 && (server_waits_for_us(&c) || uv_now(&loop) - c.sent_ms >= BOUND_MS))
+      break;
     uv_run(&loop, UV_RUN_ONCE);
+  }
+  /* Hang up (a reset when the server's answer was not read whole), then wait until
+   * every request of this input has reached its end inside the server. */
   uv_close((uv_handle_t *)&c.poll, on_client_closed);
-  while (!c.closed)
+  uv_close((uv_handle_t *)&c.bound, on_client_closed);
+  while (c.handles_open > 0)
     uv_run(&loop, UV_RUN_ONCE);
   close(c.fd);
+  while (tusc_http_server_connections(http) > 0)
+    uv_run(&loop, UV_RUN_ONCE);
   return 0;
 }

@@ -237,10 +237,17 @@ static const tusc_http_handler_t handler = {
 
 static uv_loop_t loop;
 static uv_async_t stop_async;
+static uv_async_t probe_async;  /* asks tusc_http_server_waiting on the server thread */
+static atomic_int probe_result; /* its answer, -1 until then */
 static uv_thread_t server_thread;
 static tusc_http_server_t *server;
 static int port;
 static atomic_bool server_done;
+
+static void on_probe_async(uv_async_t *a) {
+  (void)a;
+  atomic_store(&probe_result, tusc_http_server_waiting(server) ? 1 : 0);
+}
 
 static void on_stopped(tusc_http_server_t *s, void *arg) {
   (void)arg;
@@ -248,6 +255,7 @@ static void on_stopped(tusc_http_server_t *s, void *arg) {
   server = NULL;
   uv_close((uv_handle_t *)&stop_async, NULL);
   uv_close((uv_handle_t *)&resume_async, NULL);
+  uv_close((uv_handle_t *)&probe_async, NULL);
 }
 
 static void on_stop(uv_async_t *a) {
@@ -275,6 +283,7 @@ static int group_setup(void **state) {
     return -1;
   uv_async_init(&loop, &stop_async, on_stop);
   uv_async_init(&loop, &resume_async, on_resume_async);
+  uv_async_init(&loop, &probe_async, on_probe_async);
   tusc_http_limits_t limits = {
       .max_header_size = 1024, .max_header_count = 10, .network_timeout_ms = TIMEOUT_MS};
   if (tusc_http_server_new(&loop, fd, &limits, &handler, NULL, &server) != 0)
@@ -374,6 +383,20 @@ static bool closed_by_server(int fd) {
     if (n < 0)
       return errno == ECONNRESET;
   }
+}
+
+/* Whether tusc_http_server_waiting gives `want` within a few seconds. */
+static bool eventually_waiting(bool want) {
+  for (int i = 0; i < 300; i++) {
+    atomic_store(&probe_result, -1);
+    uv_async_send(&probe_async);
+    while (atomic_load(&probe_result) < 0)
+      usleep(1000);
+    if (atomic_load(&probe_result) == (want ? 1 : 0))
+      return true;
+    usleep(10000);
+  }
+  return false;
 }
 
 static bool wait_for_abort(int want) {
@@ -900,6 +923,34 @@ static void test_pause_stops_reading(void **state) {
   close(fd);
 }
 
+/* tusc_http_server_waiting (fuzz_http hangs up on it): true while the server waits for
+ * its clients, false while a handler holds a request. */
+static void test_server_waiting(void **state) {
+  (void)state;
+  assert_true(eventually_waiting(true));
+  atomic_store(&last_abort, 0);
+  int fd = client();
+  send_str(fd, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+  assert_true(eventually_waiting(false));
+  close(fd);
+  assert_true(wait_for_abort(TUSC_EUNEXPECTED_EOF));
+  assert_true(eventually_waiting(true));
+
+  /* Half a body: the server waits for the rest. */
+  int before = atomic_load(&requests_seen);
+  fd = client();
+  send_str(fd, "PATCH /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234");
+  for (int i = 0; i < 300 && atomic_load(&requests_seen) == before; i++)
+    usleep(10000);
+  assert_true(atomic_load(&requests_seen) > before);
+  assert_true(eventually_waiting(true));
+  send_str(fd, "56789");
+  struct response r;
+  read_response(fd, &r, false);
+  assert_string_equal(r.body, "len=10");
+  close(fd);
+}
+
 static void test_streamed_response(void **state) {
   (void)state;
   int fd = client();
@@ -1003,6 +1054,7 @@ int main(void) {
       cmocka_unit_test(test_body_read_timeout),
       cmocka_unit_test(test_pause_resume),
       cmocka_unit_test(test_pause_stops_reading),
+      cmocka_unit_test(test_server_waiting),
       cmocka_unit_test(test_streamed_response),
       cmocka_unit_test(test_streamed_response_client_gone),
       cmocka_unit_test(test_interim),

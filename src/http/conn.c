@@ -1,9 +1,9 @@
 /*
  * conn — HTTP server connections: accept and admission, the transport (plain or TLS),
  * reading, holding unparsed bytes, writes and their completions, timeouts, lingering
- * close, failure, graceful stop. What the bytes mean is the protocol's (h1.c): it is
- * fed what is read and says, through tusc_h1_read_room, whether to read at all — that
- * is how a paused body stops the socket.
+ * close, failure, graceful stop. What the bytes mean is the protocol's (the server's
+ * tusc_http_conn_proto_t, HTTP/1.1 today): it is fed what is read and says, through
+ * read_room, whether to read at all — that is how a paused body stops the socket.
  *
  * Memory: reads land in the server's one read buffer (per loop). The protocol parses
  * what it can before the read callback returns; whatever it cannot take yet (the
@@ -33,8 +33,6 @@
 
 #include "common/error.h"
 #include "common/log.h"
-#include "http/h1.h"
-#include "http/parser.h"
 #include "metrics/metrics.h"
 #include "net/tls.h"
 
@@ -90,10 +88,10 @@ void tusc_http_conn_head_started(tusc_http_conn_t *conn) {
 }
 
 static void process_pending(tusc_http_conn_t *conn) {
-  tusc_h1_resume(conn);
+  conn->server->proto->resume(conn);
   while (conn->pending != NULL && !conn->closing) {
-    size_t n = tusc_h1_feed(conn, conn->pending + conn->pending_off,
-                            conn->pending_len - conn->pending_off);
+    size_t n = conn->server->proto->feed(conn, conn->pending + conn->pending_off,
+                                         conn->pending_len - conn->pending_off);
     conn->pending_off += n;
     if (conn->pending_off == conn->pending_len) {
       free(conn->pending);
@@ -112,7 +110,7 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   tusc_http_conn_t *conn = handle->data;
   buf->base = conn->server->read_buf;
   buf->len = READ_BUFFER_SIZE;
-  size_t room = tusc_h1_read_room(conn);
+  size_t room = conn->server->proto->read_room(conn);
   if (room > 0 && room < READ_BUFFER_SIZE)
     buf->len = room; /* a watched connection holds at most the cap */
 }
@@ -138,7 +136,7 @@ static void on_plaintext(void *arg, const char *data, size_t n) {
     conn->pending_len += n;
     return;
   }
-  size_t used = tusc_h1_feed(conn, data, n);
+  size_t used = conn->server->proto->feed(conn, data, n);
   if (!conn->closing && used < n && !conn->lingering) {
     conn->pending = malloc(n - used);
     if (conn->pending == NULL) {
@@ -188,7 +186,7 @@ void tusc_http_conn_update_reading(tusc_http_conn_t *conn) {
     tusc_http_conn_close(conn);
     return;
   }
-  size_t room = tusc_h1_read_room(conn);
+  size_t room = conn->server->proto->read_room(conn);
   bool want = conn->lingering || (room == SIZE_MAX ? conn->pending == NULL : room > 0);
   if (want && !conn->reading) {
     if (uv_read_start(&conn->io.stream, on_alloc, on_read) == 0)
@@ -308,7 +306,7 @@ void tusc_http_conn_close(tusc_http_conn_t *conn) {
     conn->tr->ops->close_notify(conn->tr, &conn->io.stream);
   uv_close(&conn->io.handle, on_conn_closed);
   uv_close((uv_handle_t *)&conn->timer, on_conn_closed);
-  tusc_h1_conn_closing(conn);
+  conn->server->proto->closing(conn);
 }
 
 /* The handler, if it works on a request, is told (it still ends the request; its
@@ -318,7 +316,7 @@ void tusc_http_conn_fail(tusc_http_conn_t *conn, int err) {
     return;
   conn->failed = true;
   tusc_http_conn_close(conn);
-  tusc_h1_conn_failed(conn, err);
+  conn->server->proto->failed(conn, err);
 }
 
 static void on_shutdown(uv_shutdown_t *sreq, int status) {
@@ -358,25 +356,25 @@ static void on_timer(uv_timer_t *timer) {
     return;
   uint64_t now = uv_now(server->loop);
   uint64_t head_start_ms = 0;
-  enum tusc_h1_wait waiting = tusc_h1_wait_state(conn, &head_start_ms);
+  enum tusc_http_wait waiting = server->proto->wait_state(conn, &head_start_ms);
   uint64_t limit = timeout;
   int action = 0; /* 0 none, 1 close quietly, 2 fail */
   int err = TUSC_EREAD_TIMEOUT;
   if (conn->lingering) {
     limit = timeout && timeout < LINGER_MS ? timeout : LINGER_MS;
     action = 1;
-  } else if (waiting == TUSC_H1_WAIT_BODY) {
+  } else if (waiting == TUSC_HTTP_WAIT_BODY) {
     action = 2; /* waiting for body bytes (a 100 Continue may still be queued) */
   } else if (conn->writes_pending > 0) {
     action = 2; /* the client does not read its response */
     err = UV_ETIMEDOUT;
-  } else if (waiting == TUSC_H1_IDLE) {
+  } else if (waiting == TUSC_HTTP_WAIT_IDLE) {
     action = 1;
     /* A new connection owes its first request head within the header timeout, so
      * that idle sockets cannot pile up (slowloris without even a first byte). */
     if (conn->requests_done == 0)
       limit = head_timeout(server);
-  } else if (waiting == TUSC_H1_WAIT_HEAD) {
+  } else if (waiting == TUSC_HTTP_WAIT_HEAD) {
     /* The whole head must arrive within the timeout, not just each byte: a client
      * dribbling one byte at a time would otherwise hold the connection forever. */
     uint64_t ht = head_timeout(server);
@@ -564,8 +562,9 @@ static void on_connection(uv_stream_t *listener, int status) {
   tusc_http_conn_update_reading(conn);
 }
 
-int tusc_http_server_new(uv_loop_t *loop, int fd, const tusc_http_limits_t *limits,
-                         const tusc_http_handler_t *handler, void *ctx, tusc_http_server_t **out) {
+int tusc_http_server_create(uv_loop_t *loop, int fd, const tusc_http_limits_t *limits,
+                            const tusc_http_handler_t *handler, void *ctx,
+                            const tusc_http_conn_proto_t *proto, tusc_http_server_t **out) {
   if (loop == NULL || fd < 0 || limits == NULL || handler == NULL || handler->on_request == NULL)
     return TUSC_EINVALID_ARGUMENT;
   tusc_http_server_t *server = calloc(1, sizeof(*server));
@@ -584,9 +583,10 @@ int tusc_http_server_new(uv_loop_t *loop, int fd, const tusc_http_limits_t *limi
     server->limits.max_header_size = (size_t)1 << 30;
   if (server->limits.max_header_count == 0)
     server->limits.max_header_count = 1;
-  tusc_hparser_set_min_head_limit(server->limits.max_header_size + 1024);
+  proto->server_init(server);
   server->handler = handler;
   server->ctx = ctx;
+  server->proto = proto;
   server->date_sec = -1;
   server->spare_fd = -1;
 
@@ -685,7 +685,7 @@ void tusc_http_server_stop(tusc_http_server_t *server, bool abort_in_flight,
     next = conn->next;
     if (conn->closing)
       continue;
-    tusc_h1_server_stopping(conn);
+    server->proto->stopping(conn);
   }
   server_check_done(server);
 }
@@ -717,7 +717,7 @@ bool tusc_http_server_waiting(const tusc_http_server_t *server) {
     if (conn->closing || conn->writes_pending > 0 || conn->pending != NULL)
       return false;
     uint64_t since;
-    if (!conn->lingering && tusc_h1_wait_state(conn, &since) == TUSC_H1_BUSY)
+    if (!conn->lingering && server->proto->wait_state(conn, &since) == TUSC_HTTP_BUSY)
       return false;
   }
   return true;

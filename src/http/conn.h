@@ -6,8 +6,9 @@
  * src/http.
  *
  * The protocol sees the structs below and calls the tusc_http_conn_* functions; the
- * connection calls back into the protocol through h1.h (feed bytes, ask whether to
- * read, what the timer waits for, tell it about failure and stop).
+ * connection calls the protocol only through the server's tusc_http_conn_proto_t (feed
+ * bytes, ask whether to read, what the timer waits for, tell it about failure and
+ * stop), so conn.c knows no protocol: http/server.c picks HTTP/1.1 (h1.h) for every server.
  *
  * Lifetime: a conn is freed only in its last close callback, and only once its request
  * (if any) has been ended by the handler, no write is outstanding and no code of ours
@@ -50,7 +51,39 @@ struct tusc_http_write_s {
   int later_status;
 };
 
-struct tusc_h1_req_s; /* h1.c's request */
+/* What a connection is waiting for, as its timer needs to know. */
+enum tusc_http_wait {
+  TUSC_HTTP_WAIT_IDLE, /* between requests */
+  TUSC_HTTP_WAIT_HEAD, /* a request head is arriving (since *head_start_ms) */
+  TUSC_HTTP_WAIT_BODY, /* body bytes are wanted (a 100 Continue may still be queued) */
+  TUSC_HTTP_BUSY,      /* the handler works on a request, or its response is going out */
+};
+
+/* The protocol spoken on a server's connections, as the connection sees it. conn.c
+ * calls these, on the loop, and nothing else of the protocol's. */
+typedef struct tusc_http_conn_proto_s {
+  const char *name;
+  /* Once per server, before its first connection (any thread). */
+  void (*server_init)(const tusc_http_server_t *server);
+  /* Parses what it may of data[0..len) (calling the handler from inside) and returns
+   * how many bytes it used; the connection keeps the rest for later. */
+  size_t (*feed)(tusc_http_conn_t *conn, const char *data, size_t len);
+  /* From the idle callback after tusc_http_conn_kick: tells the handler what waited
+   * for its resume. The connection then feeds its waiting bytes. */
+  void (*resume)(tusc_http_conn_t *conn);
+  /* How many bytes may be read now: SIZE_MAX when they can be parsed, a smaller cap
+   * while the socket is only watched (to notice a client going away; what arrives is
+   * held), 0 for none. A paused body answers 0 (or the watch cap): back-pressure. */
+  size_t (*read_room)(const tusc_http_conn_t *conn);
+  enum tusc_http_wait (*wait_state)(const tusc_http_conn_t *conn, uint64_t *head_start_ms);
+  /* The connection closes: a request nobody but the protocol knows of is freed. */
+  void (*closing)(tusc_http_conn_t *conn);
+  /* The connection failed (`err`; UV_EOF: the client went away): responses are dropped
+   * and a handler that works on a request gets on_abort. After `closing`. */
+  void (*failed)(tusc_http_conn_t *conn, int err);
+  /* The server stops: close what is idle, end what is in flight with it. */
+  void (*stopping)(tusc_http_conn_t *conn);
+} tusc_http_conn_proto_t;
 
 struct tusc_http_conn_s {
   tusc_http_stream_u io;
@@ -61,7 +94,9 @@ struct tusc_http_conn_s {
   tusc_http_server_t *server;
   tusc_http_conn_t *prev, *next; /* server's list */
   tusc_http_conn_t *kick_next;
-  struct tusc_h1_req_s *req; /* the request being read or answered; NULL between requests */
+  /* The protocol's request being read or answered (h1.c's struct tusc_h1_req_s); NULL
+   * between requests. While set, the connection is not freed nor taken as idle. */
+  void *req;
   /* Bytes read but not parsed yet (the handler paused the body, or a pipelined request
    * waits for the current response); the socket is not read while they wait. */
   char *pending;
@@ -81,6 +116,7 @@ struct tusc_http_conn_s {
 
 struct tusc_http_server_s {
   uv_loop_t *loop;
+  const tusc_http_conn_proto_t *proto;
   tusc_http_stream_u listener;
   uv_idle_t idle;
   bool is_pipe;
@@ -108,6 +144,11 @@ struct tusc_http_server_s {
   uint64_t emfile_log_ms; /* last "out of descriptors" warning, to keep it to 1/s */
   char date[32];
 };
+
+/* tusc_http_server_new for a given protocol (http/server.c picks it). */
+int tusc_http_server_create(uv_loop_t *loop, int fd, const tusc_http_limits_t *limits,
+                            const tusc_http_handler_t *handler, void *ctx,
+                            const tusc_http_conn_proto_t *proto, tusc_http_server_t **out);
 
 /* Queues `len` bytes at `base` (valid until wr->done). Returns 0, or a negative code
  * (then wr->done is not called). */

@@ -110,7 +110,7 @@ static size_t watch_room(const tusc_http_conn_t *conn) {
   return held < cap ? cap - held : 0;
 }
 
-size_t tusc_h1_read_room(const tusc_http_conn_t *conn) {
+static size_t h1_read_room(const tusc_http_conn_t *conn) {
   return can_parse(conn) ? SIZE_MAX : watch_room(conn);
 }
 
@@ -230,7 +230,7 @@ static void feed_done(tusc_http_conn_t *conn) {
   maybe_finish(conn);
 }
 
-size_t tusc_h1_feed(tusc_http_conn_t *conn, const char *data, size_t len) {
+static size_t h1_feed(tusc_http_conn_t *conn, const char *data, size_t len) {
   size_t off = 0;
   conn->in_feed = true;
   while (off < len && can_parse(conn)) {
@@ -255,7 +255,7 @@ size_t tusc_h1_feed(tusc_http_conn_t *conn, const char *data, size_t len) {
   return off;
 }
 
-void tusc_h1_resume(tusc_http_conn_t *conn) {
+static void h1_resume(tusc_http_conn_t *conn) {
   struct tusc_h1_req_s *ctx = conn->req;
   if (ctx == NULL || !ctx->body_end_pending || ctx->body_paused)
     return;
@@ -509,18 +509,18 @@ static const tusc_http_proto_t h1_proto = {
 
 /* --- what the connection asks ------------------------------------------------------- */
 
-enum tusc_h1_wait tusc_h1_wait_state(const tusc_http_conn_t *conn, uint64_t *head_start_ms) {
+static enum tusc_http_wait h1_wait_state(const tusc_http_conn_t *conn, uint64_t *head_start_ms) {
   const struct tusc_h1_req_s *ctx = conn->req;
   if (ctx == NULL)
-    return TUSC_H1_IDLE;
+    return TUSC_HTTP_WAIT_IDLE;
   if (!ctx->x.dispatched) {
     *head_start_ms = ctx->head_start_ms;
-    return TUSC_H1_WAIT_HEAD;
+    return TUSC_HTTP_WAIT_HEAD;
   }
-  return can_parse(conn) ? TUSC_H1_WAIT_BODY : TUSC_H1_BUSY;
+  return can_parse(conn) ? TUSC_HTTP_WAIT_BODY : TUSC_HTTP_BUSY;
 }
 
-void tusc_h1_conn_closing(tusc_http_conn_t *conn) {
+static void h1_closing(tusc_http_conn_t *conn) {
   struct tusc_h1_req_s *ctx = conn->req;
   if (ctx != NULL && !ctx->x.dispatched) {
     /* Nobody but us knows this request. */
@@ -529,7 +529,7 @@ void tusc_h1_conn_closing(tusc_http_conn_t *conn) {
   }
 }
 
-void tusc_h1_conn_failed(tusc_http_conn_t *conn, int err) {
+static void h1_failed(tusc_http_conn_t *conn, int err) {
   struct tusc_h1_req_s *ctx = conn->req;
   if (ctx == NULL)
     return;
@@ -543,7 +543,7 @@ void tusc_h1_conn_failed(tusc_http_conn_t *conn, int err) {
   tusc_http_exchange_abort(&ctx->x, err);
 }
 
-void tusc_h1_server_stopping(tusc_http_conn_t *conn) {
+static void h1_stopping(tusc_http_conn_t *conn) {
   struct tusc_h1_req_s *ctx = conn->req;
   if (ctx == NULL) {
     if (conn->writes_pending == 0)
@@ -562,3 +562,19 @@ void tusc_h1_server_stopping(tusc_http_conn_t *conn) {
   else if (ctx->x.streaming && !ctx->x.response_ended)
     tusc_http_conn_fail(conn, TUSC_ESERVER_SHUTDOWN); /* a download would outlast the stop */
 }
+
+static void h1_server_init(const tusc_http_server_t *server) {
+  tusc_h1_decoder_allow_head(server->limits.max_header_size);
+}
+
+const tusc_http_conn_proto_t tusc_h1_conn_proto = {
+    .name = "HTTP/1.1",
+    .server_init = h1_server_init,
+    .feed = h1_feed,
+    .resume = h1_resume,
+    .read_room = h1_read_room,
+    .wait_state = h1_wait_state,
+    .closing = h1_closing,
+    .failed = h1_failed,
+    .stopping = h1_stopping,
+};

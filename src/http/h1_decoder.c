@@ -690,6 +690,10 @@ static int scan_head(tusc_h1_decoder_t *dec, const char *p, size_t n) {
 
 /* --- decoding ---------------------------------------------------------------------- */
 
+void tusc_h1_decoder_allow_head(size_t max_header_size) {
+  tusc_hparser_set_min_head_limit(max_header_size + 1024);
+}
+
 int tusc_h1_decoder_new(const tusc_h1_limits_t *limits, tusc_http_request_t *req,
                         tusc_h1_body_cb on_body_cb, void *arg, tusc_h1_decoder_t **out) {
   tusc_h1_decoder_t *dec = calloc(1, sizeof(*dec));

@@ -47,6 +47,11 @@ enum {
   TUSC_H1_END,      /* the message is complete; trailers (if any) joined req->headers */
 };
 
+/* Lets the parser library take heads of up to `max_header_size` bytes (it has a smaller
+ * limit of its own, process-wide, which then never is the one that applies). Call it
+ * for each limit in use before decoding with it; any thread. */
+void tusc_h1_decoder_allow_head(size_t max_header_size);
+
 /* A new decoder for one message, which it writes into *req (borrowed; only the fields
  * the head defines: target, path, query, headers, header_count, method, method_name,
  * http_minor, keep_alive, chunked, content_length, expect_continue). Returns 0 and *out,

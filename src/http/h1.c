@@ -6,7 +6,7 @@
  * how pipelined requests wait), and while the handler has the body paused. Whether more
  * bytes may be parsed is decided by can_parse() alone.
  *
- * The handler is called from inside tusc_h1_feed (conn->in_feed): a request it ends
+ * The handler is called from inside h1_feed (conn->in_feed): a request it ends
  * there is freed once the feed is over, never under the decoder's feet.
  */
 #include "http/h1.h"

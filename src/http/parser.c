@@ -2,7 +2,7 @@
  * parser — http-parser 2.9 adapter. The only file that includes <http_parser.h>.
  *
  * Debian's libhttp_parser is built with HTTP_PARSER_STRICT=0, so it accepts bare LF,
- * obs-fold, any two bytes after chunk data and "gzip, chunked". conn.c adds the
+ * obs-fold, any two bytes after chunk data and "gzip, chunked". h1_decoder.c adds the
  * checks that strict parsing would have made; this file only translates.
  */
 #include "http/parser.h"
@@ -116,7 +116,7 @@ int tusc_hparser_execute(tusc_hparser_t *parser, const char *data, size_t len, s
   enum http_errno e = HTTP_PARSER_ERRNO(&parser->hp);
   if (e == HPE_OK) {
     /* A CONNECT or Upgrade request stops the library after the head with no error;
-     * conn.c refuses CONNECT and treats Upgrade as a plain request, so leftovers are
+     * h1_decoder.c refuses CONNECT and treats Upgrade as a plain request, so leftovers are
      * the next request's bytes. */
     return 0;
   }

@@ -8,7 +8,7 @@
  * negative TUSC_E* code, which execute then returns. tusc_hparser_pause() from inside
  * a callback makes execute return TUSC_HPARSER_PAUSED right after that callback, with
  * *consumed telling where to resume. The library is used in its lenient build, so
- * the caller checks what it lets through (see conn.c).
+ * the caller checks what it lets through (see h1_decoder.c).
  *
  * Threads: a parser belongs to one connection on one loop.
  */

@@ -22,7 +22,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
-#include "lock/lock.h"
+#include "lock/table.h"
 #include "store/store.h"
 #include "tus/expire.h"
 #include "tus/headers.h"

@@ -27,7 +27,7 @@
 #include "common/log.h"
 #include "http/http.h"
 #include "hooks/hooks.h"
-#include "lock/lock.h"
+#include "lock/table.h"
 #include "metrics/metrics.h"
 #include "net/connlimit.h"
 #include "net/listener.h"

@@ -472,12 +472,12 @@ static int assemble(const tusc_concat_env_t *env, const char *final_id, bool *co
 
 out:
   for (size_t i = 0; i < locked; i++)
-    tusc_lock_release(env->locks, &holders[i]);
+    tusc_lock_table_release(env->locks, &holders[i]);
   free(holders);
   free(order);
   if (final != NULL)
     env->store->ops->close(final);
-  tusc_lock_release(env->locks, &holder);
+  tusc_lock_table_release(env->locks, &holder);
   if (rc < 0)
     TUSC_LOG(TUSC_LOG_WARN, "concat %s: assembly failed: %s", final_id, tusc_strerror(rc));
   if (complete != NULL)
@@ -642,7 +642,7 @@ static void set_status(tusc_concat_job_t *job, int rc) {
 
 static void job_release(tusc_concat_job_t *job) {
   for (size_t i = 0; i < job->locked; i++)
-    tusc_lock_release(job->env.locks, &job->holders[i]);
+    tusc_lock_table_release(job->env.locks, &job->holders[i]);
   free(job->holders);
   free(job->order);
   job->holders = NULL;

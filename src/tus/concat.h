@@ -36,7 +36,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "lock/lock.h"
+#include "lock/table.h"
 #include "store/store.h"
 
 /* Upper bound on the partial uploads of one final upload. */

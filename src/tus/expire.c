@@ -368,7 +368,7 @@ static int expire_one(tusc_expire_t *exp, const char *id, int64_t now_ms, enum v
       }
     }
   }
-  tusc_lock_release(exp->locks, &holder);
+  tusc_lock_table_release(exp->locks, &holder);
   gone_free(g);
   return rc;
 }

@@ -37,7 +37,7 @@
 #include <uv.h>
 
 #include "hooks/hooks.h"
-#include "lock/lock.h"
+#include "lock/table.h"
 #include "store/store.h"
 
 /* Deadline of `info` in unix milliseconds, 0 when it never expires (expire_after_ms

@@ -266,7 +266,7 @@ static void state_free(tus_request_t *st) {
   hook_state_dispose(st);
   tusc_verify_free(st->verify);
   if (st->lock_held) {
-    tusc_lock_release(w->tus->locks, &st->holder);
+    tusc_lock_table_release(w->tus->locks, &st->holder);
     st->lock_held = false;
   }
   if (st->upload != NULL)
@@ -605,7 +605,7 @@ static void lock_upload(tus_request_t *st, step_fn next) {
 
 static void release_lock(tus_request_t *st) {
   if (st->lock_held) {
-    tusc_lock_release(st->w->tus->locks, &st->holder);
+    tusc_lock_table_release(st->w->tus->locks, &st->holder);
     st->lock_held = false;
   }
 }

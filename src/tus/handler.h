@@ -20,7 +20,7 @@
 #include "config/config.h"
 #include "hooks/hooks.h"
 #include "http/http.h"
-#include "lock/lock.h"
+#include "lock/table.h"
 #include "store/store.h"
 #include "tus/expire.h"
 

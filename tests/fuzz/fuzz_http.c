@@ -30,7 +30,7 @@
 #include "common/log.h"
 #include "config/config.h"
 #include "http/http.h"
-#include "lock/lock.h"
+#include "lock/table.h"
 #include "store/store.h"
 #include "tus/handler.h"
 

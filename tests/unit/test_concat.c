@@ -22,7 +22,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
-#include "lock/lock.h"
+#include "lock/table.h"
 #include "store/store.h"
 #include "tus/concat.h"
 
@@ -406,7 +406,7 @@ static void test_locked_final(void **state) {
   /* Never waits for a lock: a busy one fails at once. */
   assert_int_equal(tusc_concat_assemble(&f->env, "fin", &complete), TUSC_ELOCKED);
   assert_false(complete);
-  tusc_lock_release(f->locks, &other);
+  tusc_lock_table_release(f->locks, &other);
   /* Not a final upload. */
   assert_int_equal(tusc_concat_assemble(&f->env, "fin", NULL), TUSC_EINVALID_ARGUMENT);
   assert_int_equal(tusc_concat_assemble(&f->env, "nope", NULL), TUSC_ENOT_FOUND);
@@ -481,7 +481,7 @@ static void on_run_tick(uv_timer_t *timer) {
     tusc_concat_job_abandon(run->job);
     uv_timer_stop(timer);
   } else if (run->release_when_asked && atomic_load(&run->asked)) {
-    tusc_lock_release(run->f->locks, &run->holder);
+    tusc_lock_table_release(run->f->locks, &run->holder);
     uv_timer_stop(timer);
   }
 }
@@ -519,7 +519,7 @@ static void run_job(fixture_t *f, job_run_t *run, int64_t wait_ms) {
   uv_close((uv_handle_t *)&run->timer, NULL);
   (void)uv_run(&loop, UV_RUN_DEFAULT);
   assert_int_equal(uv_loop_close(&loop), 0);
-  tusc_lock_release(f->locks, &run->holder); /* no-op when released already */
+  tusc_lock_table_release(f->locks, &run->holder); /* no-op when released already */
   assert_int_equal(run->calls, 1);
 }
 
@@ -529,7 +529,7 @@ static void assert_free(fixture_t *f, const char *id) {
   tusc_lock_holder_t h = {0};
   assert_int_equal(f->store->ops->lock_path(f->store, id, path, sizeof(path)), 0);
   assert_int_equal(tusc_lock_try_acquire(f->locks, id, path, 0640, &h), 0);
-  tusc_lock_release(f->locks, &h);
+  tusc_lock_table_release(f->locks, &h);
 }
 
 static void test_job_asks_the_holder_and_assembles(void **state) {

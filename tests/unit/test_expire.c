@@ -16,7 +16,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
-#include "lock/lock.h"
+#include "lock/table.h"
 #include "store/file_walk.h"
 #include "store/store.h"
 #include "tus/expire.h"
@@ -256,7 +256,7 @@ static void test_busy_upload_skipped(void **state) {
   assert_int_equal(st.deleted, 0);
   assert_int_equal(st.refiled, 1);
   assert_true(exists(f, id));
-  tusc_lock_release(f->locks, &holder);
+  tusc_lock_table_release(f->locks, &holder);
 
   /* Re-filed one sweep interval (30 min for 1 h) later, not at once. */
   assert_int_equal(tusc_expire_sweep(f->exp, now + 1000, &st), 0);

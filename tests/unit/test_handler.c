@@ -26,7 +26,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "config/config.h"
-#include "lock/lock.h"
+#include "lock/table.h"
 #include "net/listener.h"
 #include "store/store.h"
 #include "tus/handler.h"
@@ -663,7 +663,7 @@ static void test_lock_timeout_and_release(void **state) {
   while (atomic_load(&release_asked) < 2 && uv_hrtime() < deadline)
     usleep(1000);
   assert_true(atomic_load(&release_asked) >= 2);
-  tusc_lock_release(locks, &holder);
+  tusc_lock_table_release(locks, &holder);
   read_response(fd, &r, false);
   close(fd);
   assert_int_equal(r.status, 204);

@@ -27,6 +27,7 @@
 #include "common/log.h"
 #include "http/http.h"
 #include "hooks/hooks.h"
+#include "lock/local.h"
 #include "lock/table.h"
 #include "metrics/metrics.h"
 #include "net/connlimit.h"
@@ -66,6 +67,7 @@ struct worker {
 struct server {
   const tusc_config_t *cfg;
   tusc_store_t *store;
+  tusc_lock_t *lock; /* upload locks: the local lock on the file store's lock files */
   tusc_lock_table_t *locks;
   tusc_tus_t *tus;
   tusc_expire_t *expire; /* NULL unless -expire-after */
@@ -383,8 +385,15 @@ static void server_dispose(struct server *s) {
   tusc_hooks_free(s->hooks);
   if (s->locks != NULL)
     tusc_lock_table_free(s->locks);
+  tusc_lock_free(s->lock); /* every request ended in the loops' runs above */
   if (s->store != NULL)
     s->store->ops->free(s->store);
+}
+
+/* The local lock flocks the file store's per-upload lock files (tusd's layout), so
+ * that several tusc processes on one directory exclude each other. */
+static int file_lock_path(void *store, const char *id, char *out, size_t cap) {
+  return tusc_file_store_lock_path(store, id, out, cap);
 }
 
 /* libuv's thread pool serves every blocking job of every worker: fsyncs, creates,
@@ -477,7 +486,8 @@ int tusc_server_run(const tusc_config_t *cfg) {
   else
     tusc_log_msg(TUSC_LOG_INFO, "Using 0.00MB as maximum size.");
   if ((rc = tusc_lock_table_new(&s.locks)) != 0 ||
-      (rc = tusc_tus_new(cfg, s.store, s.locks, &s.tus)) != 0) {
+      (rc = tusc_lock_local_new(file_lock_path, s.store, cfg->file_perms, &s.lock)) != 0 ||
+      (rc = tusc_tus_new(cfg, s.store, s.lock, &s.tus)) != 0) {
     tusc_log_msg(TUSC_LOG_ERROR, "cannot start the tus handler: %s", tusc_strerror(rc));
     goto out;
   }

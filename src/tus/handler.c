@@ -6,7 +6,7 @@
  * here touches `req` or the state once a response has been handed over. A request moves
  * through phases; only these wait for something outside the current callback:
  *
- *   LOCK_WAIT  the upload is locked by someone else; a timer retries every few ms
+ *   LOCK_WAIT  the upload's lock is being taken (lock.h: its callback comes back)
  *   WORK       a slow store call runs on libuv's thread pool (create, save_info, sync,
  *              terminate); after_work always comes back, also after an abort
  *   BODY       PATCH bytes stream from on_body straight into store->write
@@ -15,12 +15,14 @@
  *              an abort drops a waiting one, a hashing one comes back
  *
  * on_abort only records the failure, except where nothing else would ever wake the
- * request up again (BODY, LOCK_WAIT, STREAM without a pending write).
+ * request up again (BODY, LOCK_WAIT cancels the acquire, STREAM without a pending
+ * write).
  *
- * Lock release: the holder's on_release_requested runs on the asking thread. It only
- * sets an atomic flag and pokes this worker's uv_async; the worker then interrupts its
- * requests that have the flag and are reading a body: they stop, make the bytes that
- * reached the file durable, release the lock and answer 400 ERR_UPLOAD_INTERRUPTED.
+ * Lock release: when another request wants the lock, the holder's
+ * on_release_requested runs on this worker's loop (lock.h). A request reading a body
+ * stops at once, makes the bytes that reached the file durable, releases the lock and
+ * answers 400 ERR_UPLOAD_INTERRUPTED; in any other phase it only notes the wish and
+ * lets go when that phase ends.
  */
 #include "tus/handler.h"
 
@@ -54,14 +56,11 @@
 #define TUS_VERSION "1.0.0"
 #define OCTET_STREAM "application/offset+octet-stream"
 #define DOWNLOAD_CHUNK (64 * 1024)
-#define LOCK_RETRY_MS 10
-/* A release request can be lost when the lock changes hands while we wait; ask again. */
-#define LOCK_REASK_MS 500
 
 struct tusc_tus_s {
   const tusc_config_t *cfg;
   tusc_store_t *store;
-  tusc_lock_table_t *locks;
+  tusc_lock_t *lock;
   tusc_cors_t cors;
   tusc_expire_t *expire; /* sweeper's index, NULL when expiration is off */
   tusc_hooks_t *hooks; /* NULL = no hooks */
@@ -79,11 +78,9 @@ typedef struct tus_request_s tus_request_t;
 struct tusc_tus_worker_s {
   tusc_tus_t *tus;
   uv_loop_t *loop;
-  uv_async_t release_async;
   tus_request_t *requests; /* every live request state of this worker */
-  atomic_bool closing;     /* read by lock-release callbacks on other threads */
+  atomic_bool closing;
   tusc_hooks_worker_t *hw; /* NULL = no hooks (or stopping) */
-  bool async_closed;
   size_t bg_jobs; /* concat jobs and background finish hooks that come back here */
 };
 
@@ -121,14 +118,11 @@ struct tus_request_s {
   tusc_concat_t concat; /* POST: parsed Upload-Concat */
 
   /* lock */
-  tusc_lock_holder_t holder;
+  tusc_lock_req_t lock_req;
   bool lock_held;
-  atomic_bool release_requested;
-  char *lock_path;
-  uv_timer_t timer;
+  atomic_bool release_requested; /* another request wants the lock (set on the loop) */
+  uv_timer_t timer; /* post-receive pacing and -min-upload-rate (progress_*, rate_*) */
   bool timer_init;
-  uint64_t lock_deadline;
-  uint64_t last_release_ask;
   step_fn after_lock;
 
   /* thread pool */
@@ -240,8 +234,7 @@ static const tusc_config_t *cfg_of(const tus_request_t *st) {
 /* How concat assembles for this request; `wait` = may wait for a busy final. */
 static void concat_env(const tus_request_t *st, bool wait, tusc_concat_env_t *env) {
   env->store = st->w->tus->store;
-  env->locks = st->w->tus->locks;
-  env->file_perms = st->w->tus->cfg->file_perms;
+  env->lock = st->w->tus->lock;
   env->lock_wait_ms = wait ? st->w->tus->cfg->acquire_lock_timeout_ms : 0;
   env->max_size = st->w->tus->cfg->max_size;
 }
@@ -249,7 +242,7 @@ static void concat_env(const tus_request_t *st, bool wait, tusc_concat_env_t *en
 /* --- request state lifetime ------------------------------------------------------ */
 
 static void worker_maybe_free(tusc_tus_worker_t *w) {
-  if (atomic_load(&w->closing) && w->async_closed && w->requests == NULL && w->bg_jobs == 0)
+  if (atomic_load(&w->closing) && w->requests == NULL && w->bg_jobs == 0)
     free(w);
 }
 
@@ -266,7 +259,7 @@ static void state_free(tus_request_t *st) {
   hook_state_dispose(st);
   tusc_verify_free(st->verify);
   if (st->lock_held) {
-    tusc_lock_table_release(w->tus->locks, &st->holder);
+    tusc_lock_release(&st->lock_req);
     st->lock_held = false;
   }
   if (st->upload != NULL)
@@ -275,7 +268,6 @@ static void state_free(tus_request_t *st) {
     tusc_upload_info_dispose(st->info);
     free(st->info);
   }
-  free(st->lock_path);
   free(st->location);
   free(st->principal);
   hook_req_copy_free(st->concat_req);
@@ -515,97 +507,58 @@ static void queue_work(tus_request_t *st, enum work_kind kind, step_fn next) {
 
 /* --- locks ----------------------------------------------------------------------- */
 
-static void on_release_requested(tusc_lock_holder_t *holder) {
-  tus_request_t *st = holder->data;
+/* Another request wants the lock (on this loop). A body being read stops now; any
+ * other phase ends soon on its own and then releases. chunk_finish(st, true) never
+ * frees st or lets go of the lock before returning. */
+static void on_release_requested(tusc_lock_req_t *req) {
+  tus_request_t *st = req->data;
   atomic_store(&st->release_requested, true);
-  if (!atomic_load(&st->w->closing))
-    uv_async_send(&st->w->release_async);
+  if (st->phase == PH_BODY) {
+    tusc_http_body_pause(st->req);
+    st->result = TUSC_EUPLOAD_INTERRUPTED;
+    chunk_finish(st, true);
+  }
 }
 
-static void lock_got(tus_request_t *st) {
-  st->lock_held = true;
+static void on_lock_wait(tusc_lock_req_t *req) {
+  (void)req;
+  tusc_metrics_lock_wait();
+}
+
+static void lock_got(tusc_lock_req_t *req, int status) {
+  tus_request_t *st = req->data;
   st->phase = PH_RUN;
+  if (status < 0) {
+    /* No lock file for an ID means no such upload (TUSC_EINVALID_ID → 404). */
+    respond_store_error(st, status == UV_ECANCELED && st->aborted ? st->abort_err : status);
+    return;
+  }
+  st->lock_held = true;
   st->after_lock(st);
 }
 
-static void on_lock_timer(uv_timer_t *timer) {
-  tus_request_t *st = timer->data;
-  tusc_tus_t *tus = st->w->tus;
-  int rc =
-      tusc_lock_try_acquire(tus->locks, st->id, st->lock_path, tus->cfg->file_perms, &st->holder);
-  if (rc == 0) {
-    uv_timer_stop(timer);
-    lock_got(st);
-    return;
-  }
-  uint64_t now = tusc_now_ms();
-  if (rc != TUSC_ELOCKED) {
-    uv_timer_stop(timer);
-    st->phase = PH_RUN;
-    respond_error(st, rc);
-  } else if (now >= st->lock_deadline) {
-    uv_timer_stop(timer);
-    st->phase = PH_RUN;
-    respond_error(st, TUSC_ELOCK_TIMEOUT);
-  } else if (now - st->last_release_ask >= LOCK_REASK_MS) {
-    st->last_release_ask = now;
-    (void)tusc_lock_request_release(tus->locks, st->id);
-  }
-}
-
-/* Takes the upload's exclusive lock, asking a current holder to let go, then runs
- * `next`. Answers the request itself on failure or timeout. */
+/* Takes the upload's exclusive lock, asking a current holder to let go and waiting at
+ * most -acquire-lock-timeout, then runs `next`. Answers the request itself on failure
+ * or timeout. Always leaves the current callback first. */
 static void lock_upload(tus_request_t *st, step_fn next) {
-  tusc_tus_t *tus = st->w->tus;
-  char path[TUSC_PATH_MAX];
+  const tusc_config_t *cfg = cfg_of(st);
   st->after_lock = next;
-  if (st->lock_path == NULL) {
-    int rc = tus->store->ops->lock_path(tus->store, st->id, path, sizeof(path));
-    if (rc < 0) {
-      respond_store_error(st, rc);
-      return;
-    }
-    st->lock_path = strdup(path);
-    if (st->lock_path == NULL) {
-      respond_error(st, TUSC_ENOMEM);
-      return;
-    }
-  }
-  st->holder.on_release_requested = on_release_requested;
-  st->holder.data = st;
-  int rc =
-      tusc_lock_try_acquire(tus->locks, st->id, st->lock_path, tus->cfg->file_perms, &st->holder);
-  if (rc == 0) {
-    lock_got(st);
-    return;
-  }
-  if (rc != TUSC_ELOCKED) {
+  st->lock_req.data = st;
+  st->lock_req.on_release_requested = on_release_requested;
+  st->lock_req.on_wait = on_lock_wait;
+  int64_t timeout = cfg->acquire_lock_timeout_ms > 0 ? cfg->acquire_lock_timeout_ms : 0;
+  int rc = tusc_lock_acquire(st->w->tus->lock, st->w->loop, &st->lock_req, st->id, timeout,
+                             lock_got);
+  if (rc < 0) {
     respond_error(st, rc);
     return;
-  }
-  uint64_t now = tusc_now_ms();
-  st->last_release_ask = now;
-  st->lock_deadline =
-      now +
-      (uint64_t)(tus->cfg->acquire_lock_timeout_ms > 0 ? tus->cfg->acquire_lock_timeout_ms : 0);
-  (void)tusc_lock_request_release(tus->locks, st->id);
-  tusc_metrics_lock_wait();
-  if (!st->timer_init) {
-    rc = uv_timer_init(st->w->loop, &st->timer);
-    if (rc < 0) {
-      respond_error(st, rc);
-      return;
-    }
-    st->timer.data = st;
-    st->timer_init = true;
   }
   st->phase = PH_LOCK_WAIT;
-  uv_timer_start(&st->timer, on_lock_timer, LOCK_RETRY_MS, LOCK_RETRY_MS);
 }
 
 static void release_lock(tus_request_t *st) {
   if (st->lock_held) {
-    tusc_lock_table_release(st->w->tus->locks, &st->holder);
+    tusc_lock_release(&st->lock_req);
     st->lock_held = false;
   }
 }
@@ -1070,8 +1023,7 @@ static bool w_hook_on(const tusc_tus_worker_t *w, enum tusc_hook_event ev) {
 
 static void w_concat_env(const tusc_tus_worker_t *w, tusc_concat_env_t *env) {
   env->store = w->tus->store;
-  env->locks = w->tus->locks;
-  env->file_perms = w->tus->cfg->file_perms;
+  env->lock = w->tus->lock;
   env->lock_wait_ms = w->tus->cfg->acquire_lock_timeout_ms;
   env->max_size = w->tus->cfg->max_size;
 }
@@ -2905,9 +2857,8 @@ static void on_abort(tusc_http_request_t *req, int err, void *ctx) {
     chunk_finish(st, true);
     break;
   case PH_LOCK_WAIT:
-    uv_timer_stop(&st->timer);
-    st->phase = PH_RUN;
-    respond_error(st, err);
+    /* lock_got comes back with UV_ECANCELED and answers. */
+    (void)tusc_lock_cancel(&st->lock_req);
     break;
   case PH_STREAM:
     if (!st->write_pending)
@@ -2936,34 +2887,16 @@ static void on_abort(tusc_http_request_t *req, int err, void *ctx) {
   }
 }
 
-/* --- lock-release wake-ups ------------------------------------------------------- */
-
-static void on_release_async(uv_async_t *async) {
-  tusc_tus_worker_t *w = async->data;
-  tus_request_t *st = w->requests;
-  while (st != NULL) {
-    tus_request_t *next = st->next;
-    /* Only a body in flight is cut short; every other phase ends on its own soon and
-     * then releases the lock. chunk_finish never frees st before returning. */
-    if (st->phase == PH_BODY && atomic_load(&st->release_requested)) {
-      tusc_http_body_pause(st->req);
-      st->result = TUSC_EUPLOAD_INTERRUPTED;
-      chunk_finish(st, true);
-    }
-    st = next;
-  }
-}
-
 /* --- public ---------------------------------------------------------------------- */
 
-int tusc_tus_new(const tusc_config_t *cfg, tusc_store_t *store, tusc_lock_table_t *locks,
+int tusc_tus_new(const tusc_config_t *cfg, tusc_store_t *store, tusc_lock_t *lock,
                  tusc_tus_t **out) {
   tusc_tus_t *tus = calloc(1, sizeof(*tus));
   if (tus == NULL)
     return TUSC_ENOMEM;
   tus->cfg = cfg;
   tus->store = store;
-  tus->locks = locks;
+  tus->lock = lock;
   int rc = tusc_cors_init(&tus->cors, cfg);
   if (rc < 0) {
     free(tus);
@@ -3001,20 +2934,8 @@ int tusc_tus_worker_new(tusc_tus_t *tus, uv_loop_t *loop, tusc_tus_worker_t **ou
   w->tus = tus;
   w->loop = loop;
   atomic_init(&w->closing, false);
-  int rc = uv_async_init(loop, &w->release_async, on_release_async);
-  if (rc < 0) {
-    free(w);
-    return rc;
-  }
-  w->release_async.data = w;
   *out = w;
   return 0;
-}
-
-static void on_worker_async_closed(uv_handle_t *handle) {
-  tusc_tus_worker_t *w = handle->data;
-  w->async_closed = true;
-  worker_maybe_free(w);
 }
 
 void tusc_tus_worker_close(tusc_tus_worker_t *worker) {
@@ -3023,7 +2944,7 @@ void tusc_tus_worker_close(tusc_tus_worker_t *worker) {
   /* Requests still in flight (thread-pool work) keep the worker alive; the last one
    * to go frees it. */
   atomic_store(&worker->closing, true);
-  uv_close((uv_handle_t *)&worker->release_async, on_worker_async_closed);
+  worker_maybe_free(worker);
 }
 
 static const tusc_http_handler_t http_handler = {

@@ -12,9 +12,11 @@
  *   context and uv_async_sends it. Every other transition, every callback and every
  *   timer call happens on the request's own loop. So a callback may run without the
  *   mutex: nothing another thread does can end the request under it.
- * - A request that ended (LS_DONE) is out of every entry and queue before the mutex is
- *   released, so no other thread can reach it; its memory goes in its timer's close
- *   callback, never inside a callback of this module (which may still look at it).
+ * - A request that ends is taken out of every entry and queue under the mutex, so no
+ *   other thread can reach it any more, and then freed on its loop at once. Code here
+ *   never looks at a request after calling one of its callbacks (which may end it).
+ * - Only a waiting request has a timer (a separate allocation, freed in its close
+ *   callback), so a held lock costs no libuv handle.
  * - A loop context lives while requests of its loop exist (refs); it is unlinked under
  *   the mutex before its uv_async_t is closed, and senders hold the mutex while they
  *   send, so no uv_async_send can race with that close.
@@ -46,7 +48,7 @@ enum lstate {
   LS_GRANTED, /* holds the lock; the status-0 callback is queued */
   LS_HELD,    /* holds the lock; callback ran */
   LS_ENDING,  /* holds nothing; the callback with `status` is queued */
-  LS_DONE     /* ended: no req, in no entry or queue, timer closing */
+  LS_DONE     /* ended: no req, in no entry or queue; being freed */
 };
 
 struct lreq_s {
@@ -54,7 +56,7 @@ struct lreq_s {
   loop_ctx_t *ctx;
   tusc_lock_req_t *req; /* NULL once ended */
   tusc_lock_cb cb;
-  uv_timer_t timer;            /* waiting: next retry, ask or deadline */
+  uv_timer_t *timer;           /* while waiting: next retry, ask or deadline */
   char *path;                  /* lock file, NULL = none */
   int fd;                      /* the flocked lock file while holding, else -1 */
   uint64_t deadline, last_ask; /* loop time; loop thread only */
@@ -393,20 +395,32 @@ static tusc_lock_req_t *end_locked(lreq_t *r) {
 /* --- a request's life on its loop ----------------------------------------------------- */
 
 static void on_timer_closed(uv_handle_t *handle) {
-  lreq_t *r = handle->data;
+  free(handle);
+}
+
+static void timer_drop(lreq_t *r) {
+  if (r->timer != NULL) {
+    uv_close((uv_handle_t *)r->timer, on_timer_closed);
+    r->timer = NULL;
+  }
+}
+
+/* On r's loop, r out of every entry and queue. */
+static void lreq_free(lreq_t *r) {
   loop_ctx_t *ctx = r->ctx;
+  timer_drop(r);
   free(r->path);
   free(r);
   if (ctx != NULL)
     ctx_unref(ctx);
 }
 
-/* Ends a request on its loop: its req is detached, its memory goes with the timer,
- * and only then the callback runs (it may free or reuse the req). */
+/* Ends a request on its loop: its req is detached and its private part freed before
+ * the callback runs (which may free or reuse the req). */
 static void finish(lreq_t *r, tusc_lock_req_t *req, int status) {
   tusc_lock_cb cb = r->cb;
   req->impl = NULL;
-  uv_close((uv_handle_t *)&r->timer, on_timer_closed);
+  lreq_free(r);
   cb(req, status);
 }
 
@@ -439,6 +453,7 @@ static void on_wait_timer(uv_timer_t *timer) {
     r->state = LS_HELD;
     tusc_lock_req_t *req = r->req;
     uv_mutex_unlock(&l->mutex);
+    timer_drop(r);
     r->cb(req, 0);
     return;
   }
@@ -510,7 +525,7 @@ static void on_ctx_async(uv_async_t *async) {
     uv_mutex_unlock(&l->mutex);
     switch (what) {
     case GRANT:
-      uv_timer_stop(&r->timer);
+      timer_drop(r);
       r->cb(req, 0);
       break;
     case ASK:
@@ -521,7 +536,7 @@ static void on_ctx_async(uv_async_t *async) {
       finish(r, req, status);
       break;
     case POLL:
-      uv_timer_start(&r->timer, on_wait_timer, TUSC_LOCK_LOCAL_RETRY_MS, 0);
+      uv_timer_start(r->timer, on_wait_timer, TUSC_LOCK_LOCAL_RETRY_MS, 0);
       break;
     case NOTHING:
       break;
@@ -531,9 +546,10 @@ static void on_ctx_async(uv_async_t *async) {
 
 /* --- the ops ------------------------------------------------------------------------- */
 
-static int local_acquire(tusc_lock_t *base, uv_loop_t *loop, tusc_lock_req_t *req, const char *id,
-                         int64_t timeout_ms, tusc_lock_cb cb) {
-  local_t *l = (local_t *)base;
+/* A new request's private part with its lock file; *path_rc says whether the ID has
+ * one. Returns 0 or TUSC_ENOMEM. */
+static int lreq_new(local_t *l, tusc_lock_req_t *req, const char *id, tusc_lock_cb cb, lreq_t **out,
+                    int *path_rc) {
   lreq_t *r = calloc(1, sizeof(*r));
   if (r == NULL)
     return TUSC_ENOMEM;
@@ -541,22 +557,37 @@ static int local_acquire(tusc_lock_t *base, uv_loop_t *loop, tusc_lock_req_t *re
   r->req = req;
   r->cb = cb;
   r->fd = -1;
-  int path_rc = 0;
+  *path_rc = 0;
   if (l->lock_path != NULL) {
     char path[PATH_MAX];
-    path_rc = l->lock_path(l->lock_path_arg, id, path, sizeof(path));
-    if (path_rc == 0 && (r->path = strdup(path)) == NULL) {
+    *path_rc = l->lock_path(l->lock_path_arg, id, path, sizeof(path));
+    if (*path_rc == 0 && (r->path = strdup(path)) == NULL) {
       free(r);
       return TUSC_ENOMEM;
     }
   }
-  int rc = uv_timer_init(loop, &r->timer);
-  if (rc < 0) {
-    free(r->path);
-    free(r);
+  *out = r;
+  return 0;
+}
+
+static int local_acquire(tusc_lock_t *base, uv_loop_t *loop, tusc_lock_req_t *req, const char *id,
+                         int64_t timeout_ms, tusc_lock_cb cb) {
+  local_t *l = (local_t *)base;
+  lreq_t *r;
+  int path_rc;
+  int rc = lreq_new(l, req, id, cb, &r, &path_rc);
+  if (rc < 0)
     return rc;
+  /* Only needed to wait; made here, before anyone can hand the request over. */
+  uv_timer_t *timer = timeout_ms > 0 ? malloc(sizeof(*timer)) : NULL;
+  if (timeout_ms > 0 && (timer == NULL || uv_timer_init(loop, timer) != 0)) {
+    free(timer);
+    lreq_free(r);
+    return TUSC_ENOMEM;
   }
-  r->timer.data = r;
+  if (timer != NULL)
+    timer->data = r;
+  r->timer = timer;
 
   bool wait = false;
   uint64_t h = hash_id(id);
@@ -565,7 +596,7 @@ static int local_acquire(tusc_lock_t *base, uv_loop_t *loop, tusc_lock_req_t *re
   entry_t *e = r->ctx != NULL && path_rc == 0 ? entry_get_locked(l, id, h) : NULL;
   if (r->ctx == NULL || (path_rc == 0 && e == NULL)) {
     uv_mutex_unlock(&l->mutex);
-    uv_close((uv_handle_t *)&r->timer, on_timer_closed);
+    lreq_free(r);
     return TUSC_ENOMEM;
   }
   if (path_rc != 0) {
@@ -598,15 +629,46 @@ static int local_acquire(tusc_lock_t *base, uv_loop_t *loop, tusc_lock_req_t *re
     uint64_t now = uv_now(loop);
     r->deadline = now + (uint64_t)timeout_ms;
     r->last_ask = now;
-    uv_timer_start(&r->timer, on_wait_timer, next_look_locked(r, now), 0);
+    uv_timer_start(r->timer, on_wait_timer, next_look_locked(r, now), 0);
   }
   uv_mutex_unlock(&l->mutex);
+  if (!wait)
+    timer_drop(r);
   if (wait) {
     atomic_fetch_add(&l->waits, 1);
     if (req->on_wait != NULL)
       req->on_wait(req);
   }
   return 0;
+}
+
+/* acquire's first step, minus everything after a failure. */
+static int local_try_acquire(tusc_lock_t *base, uv_loop_t *loop, tusc_lock_req_t *req,
+                             const char *id) {
+  local_t *l = (local_t *)base;
+  lreq_t *r;
+  int path_rc;
+  int rc = lreq_new(l, req, id, NULL, &r, &path_rc);
+  if (rc < 0)
+    return rc;
+  rc = path_rc;
+  if (rc == 0) {
+    uv_mutex_lock(&l->mutex);
+    r->ctx = ctx_get_locked(l, loop);
+    entry_t *e = r->ctx != NULL ? entry_get_locked(l, id, hash_id(id)) : NULL;
+    bool elsewhere;
+    rc = e == NULL ? TUSC_ENOMEM : try_take_locked(l, r, e, &elsewhere);
+    if (rc == 0) {
+      r->state = LS_HELD;
+      req->impl = r;
+    } else if (e != NULL) {
+      entry_maybe_free_locked(l, e);
+    }
+    uv_mutex_unlock(&l->mutex);
+  }
+  if (rc != 0)
+    lreq_free(r);
+  return rc;
 }
 
 static int local_cancel(tusc_lock_req_t *req) {
@@ -636,7 +698,7 @@ static int local_cancel(tusc_lock_req_t *req) {
   r->asked = false;
   queue_locked(r);
   uv_mutex_unlock(&l->mutex);
-  uv_timer_stop(&r->timer);
+  timer_drop(r);
   return 0;
 }
 
@@ -652,7 +714,7 @@ static void local_release(tusc_lock_req_t *req) {
   end_locked(r);
   uv_mutex_unlock(&l->mutex);
   req->impl = NULL;
-  uv_close((uv_handle_t *)&r->timer, on_timer_closed);
+  lreq_free(r);
 }
 
 /* Requests and loop contexts still alive here are a caller's bug (see lock.h); their
@@ -674,6 +736,7 @@ static void local_free(tusc_lock_t *base) {
 
 static const tusc_lock_ops_t local_ops = {
     .acquire = local_acquire,
+    .try_acquire = local_try_acquire,
     .cancel = local_cancel,
     .release = local_release,
     .free = local_free,

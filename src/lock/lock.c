@@ -16,6 +16,17 @@ int tusc_lock_acquire(tusc_lock_t *lock, uv_loop_t *loop, tusc_lock_req_t *req, 
   return lock->ops->acquire(lock, loop, req, id, timeout_ms, cb);
 }
 
+int tusc_lock_try_acquire(tusc_lock_t *lock, uv_loop_t *loop, tusc_lock_req_t *req,
+                          const char *id) {
+  if (lock == NULL || loop == NULL || req == NULL || id == NULL || id[0] == '\0' ||
+      req->impl != NULL)
+    return TUSC_EINVALID_ARGUMENT;
+  if (lock->ops->try_acquire == NULL)
+    return UV_EAGAIN;
+  req->lock = lock;
+  return lock->ops->try_acquire(lock, loop, req, id);
+}
+
 int tusc_lock_cancel(tusc_lock_req_t *req) {
   if (req == NULL || req->lock == NULL || req->impl == NULL)
     return UV_EINVAL;

@@ -15,6 +15,12 @@
  *                            has no lock; with the file store: no such upload)
  * A non-zero return of acquire means nothing happened and no callback comes.
  *
+ * Fast path: tusc_lock_try_acquire() takes a free lock at once, without a callback, when
+ * the backend can tell without waiting (the local one can). A request handler uses it so
+ * that an uncontended lock costs no trip through the loop: the bytes that came with the
+ * request head go straight on instead of being set aside. On any failure the caller
+ * simply acquires (which waits, and reports real errors through its callback).
+ *
  * Waiting: while an acquire waits, the backend asks the current holder to let go (at
  * the start and again every TUSC_LOCK_REASK_MS, since a holder may change while we
  * wait); the holder's on_release_requested runs on the holder's own loop, so a holder
@@ -65,6 +71,8 @@ struct tusc_lock_req_s {
 typedef struct tusc_lock_ops_s {
   int (*acquire)(tusc_lock_t *lock, uv_loop_t *loop, tusc_lock_req_t *req, const char *id,
                  int64_t timeout_ms, tusc_lock_cb cb);
+  /* May be NULL: the backend cannot tell without waiting. */
+  int (*try_acquire)(tusc_lock_t *lock, uv_loop_t *loop, tusc_lock_req_t *req, const char *id);
   int (*cancel)(tusc_lock_req_t *req);
   void (*release)(tusc_lock_req_t *req);
   void (*free)(tusc_lock_t *lock);
@@ -80,6 +88,14 @@ struct tusc_lock_s {
 __attribute__((warn_unused_result)) int tusc_lock_acquire(tusc_lock_t *lock, uv_loop_t *loop,
                                                           tusc_lock_req_t *req, const char *id,
                                                           int64_t timeout_ms, tusc_lock_cb cb);
+
+/* Takes the lock of `id` for `req` now if it is free, asking nobody. Returns 0: held,
+ * exactly as if acquire's callback had reported 0 (release it; on_release_requested
+ * applies); no callback comes. Anything else: not held and nothing pending —
+ * TUSC_ELOCKED (busy), UV_EAGAIN (the backend cannot tell without waiting), or an error
+ * acquire would report too; acquire to wait. */
+__attribute__((warn_unused_result)) int tusc_lock_try_acquire(tusc_lock_t *lock, uv_loop_t *loop,
+                                                              tusc_lock_req_t *req, const char *id);
 
 /* The caller no longer wants the lock (its client went away): an acquire whose callback
  * has not run yet ends, and its callback runs later with UV_ECANCELED; if the lock had

@@ -539,16 +539,21 @@ static void lock_got(tusc_lock_req_t *req, int status) {
 
 /* Takes the upload's exclusive lock, asking a current holder to let go and waiting at
  * most -acquire-lock-timeout, then runs `next`. Answers the request itself on failure
- * or timeout. Always leaves the current callback first. */
+ * or timeout. A free lock is taken at once (next runs before this returns), so that
+ * body bytes that came with the head are not set aside by the http layer meanwhile. */
 static void lock_upload(tus_request_t *st, step_fn next) {
   const tusc_config_t *cfg = cfg_of(st);
+  tusc_lock_t *lock = st->w->tus->lock;
   st->after_lock = next;
   st->lock_req.data = st;
   st->lock_req.on_release_requested = on_release_requested;
   st->lock_req.on_wait = on_lock_wait;
+  if (tusc_lock_try_acquire(lock, st->w->loop, &st->lock_req, st->id) == 0) {
+    lock_got(&st->lock_req, 0);
+    return;
+  }
   int64_t timeout = cfg->acquire_lock_timeout_ms > 0 ? cfg->acquire_lock_timeout_ms : 0;
-  int rc = tusc_lock_acquire(st->w->tus->lock, st->w->loop, &st->lock_req, st->id, timeout,
-                             lock_got);
+  int rc = tusc_lock_acquire(lock, st->w->loop, &st->lock_req, st->id, timeout, lock_got);
   if (rc < 0) {
     respond_error(st, rc);
     return;

@@ -210,6 +210,42 @@ static void test_acquire_release(void **state) {
   assert_int_equal(tusc_lock_cancel(&zero), UV_EINVAL);
 }
 
+/* The fast path: a free lock taken at once, without a callback. */
+static void test_try_acquire(void **state) {
+  fixture_t *f = *state;
+  probe_t a, b;
+  probe_init(&a, f);
+  assert_int_equal(tusc_lock_try_acquire(f->lock, &f->loop, &a.req, "t"), 0);
+  assert_int_equal(a.calls, 0); /* held, and no callback comes */
+  assert_int_equal(tusc_lock_try_acquire(f->lock, &f->loop, &a.req, "u"), TUSC_EINVALID_ARGUMENT);
+  assert_int_equal(tusc_lock_cancel(&a.req), UV_EINVAL);
+  probe_init(&b, f);
+  assert_int_equal(tusc_lock_try_acquire(f->lock, &f->loop, &b.req, "t"), TUSC_ELOCKED);
+  assert_int_equal(stats(f).asks, 0); /* a try asks nobody */
+  /* Held like any other: asked by a waiter, handed over on release. */
+  assert_int_equal(acquire(&b, "t", DEADLINE_MS), 0);
+  run_until(f, &a.asked);
+  tusc_lock_release(&a.req);
+  run_until(f, &b.calls);
+  assert_int_equal(b.status, 0);
+  assert_int_equal(a.calls, 0);
+  tusc_lock_release(&b.req);
+  /* Errors come back at once, nothing is left held. */
+  probe_init(&a, f);
+  assert_int_equal(tusc_lock_try_acquire(f->lock, &f->loop, &a.req, "!x"), TUSC_EINVALID_ID);
+  assert_int_equal(tusc_lock_try_acquire(f->lock, &f->loop, &a.req, "no-dir/x"), -ENOENT);
+  assert_int_equal(tusc_lock_try_acquire(f->lock, &f->loop, &a.req, "t"), 0);
+  tusc_lock_release(&a.req);
+  /* A backend that cannot tell without waiting says so. */
+  tusc_lock_ops_t ops = *f->lock->ops;
+  const tusc_lock_ops_t *orig = f->lock->ops;
+  ops.try_acquire = NULL;
+  f->lock->ops = &ops;
+  probe_init(&a, f);
+  assert_int_equal(tusc_lock_try_acquire(f->lock, &f->loop, &a.req, "t"), UV_EAGAIN);
+  f->lock->ops = orig;
+}
+
 static void test_errors_come_through_the_callback(void **state) {
   fixture_t *f = *state;
   probe_t p;
@@ -749,6 +785,7 @@ static void test_other_process(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_acquire_release, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_try_acquire, setup, teardown),
       cmocka_unit_test_setup_teardown(test_errors_come_through_the_callback, setup, teardown),
       cmocka_unit_test_setup_teardown(test_waiter_gets_it_on_release, setup, teardown),
       cmocka_unit_test_setup_teardown(test_release_from_callbacks_and_order, setup, teardown),

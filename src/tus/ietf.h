@@ -26,7 +26,7 @@
 
 #include "http/http.h"
 #include "store/store.h"
-#include "tus/handler_internal.h"
+#include "tus/reqapi.h"
 
 #define TUSC_IETF_VERSION_MIN 3
 #define TUSC_IETF_VERSION_MAX 8

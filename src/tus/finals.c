@@ -215,7 +215,8 @@ static void on_bg_assembled(void *arg, int status, char **finals, size_t count) 
   if (t->req == NULL)
     count = 0; /* no finish hooks to run */
   for (size_t i = 0; i < count; i++)
-    tus_bg_final_start(t->w, finals[i], i + 1 < count ? tus_hook_req_copy_new(&t->req->hr) : t->req);
+    tus_bg_final_start(t->w, finals[i],
+                       i + 1 < count ? tus_hook_req_copy_new(&t->req->hr) : t->req);
   if (count == 0)
     tus_hook_req_copy_free(t->req);
   tusc_tus_worker_t *w = t->w;

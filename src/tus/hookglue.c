@@ -127,7 +127,7 @@ static void hook_merge_take(tus_request_t *st, tusc_hook_response_t *resp) {
 
 /* Applies the merge set to the response about to be sent. */
 void tus_hook_merge_apply(tus_request_t *st, tusc_http_response_t *resp, const void **body,
-                             size_t *len) {
+                          size_t *len) {
   tusc_hook_response_t *m = st->merge;
   if (m == NULL)
     return;
@@ -198,7 +198,7 @@ int tus_hook_failure(const tus_request_t *st) {
 /* Runs blocking hook `ev`, then `next` (always later, on the loop; st->hook_status and
  * st->hook_resp hold the outcome). */
 void tus_hook_block(tus_request_t *st, enum tusc_hook_event ev, const tusc_upload_info_t *info,
-                       step_fn next) {
+                    step_fn next) {
   st->after_hook = next;
   st->hook_ev = ev;
   st->hook_start_ms = tusc_now_ms();
@@ -240,7 +240,7 @@ void tus_on_nonblocking_hook_done(int status, tusc_hook_response_t *resp, void *
 /* Queues non-blocking hook `ev`. With `track` the call is the request's outstanding
  * post-receive (its StopUpload answer is honoured). Returns 0 or the invoke error. */
 int tus_hook_fire(tus_request_t *st, enum tusc_hook_event ev, const tusc_upload_info_t *info,
-                     bool track) {
+                  bool track) {
   if (!tus_hook_on(st, ev))
     return 0;
   struct hook_call *call = malloc(sizeof(*call));

@@ -247,7 +247,8 @@ int tus_location_input(tus_request_t *st, tusc_location_input_t *in) {
   if (in->behind_proxy) {
     in->x_forwarded_host = tus_header_value(req, "X-Forwarded-Host", &in->x_forwarded_host_len);
     in->x_forwarded_proto = tus_header_value(req, "X-Forwarded-Proto", &in->x_forwarded_proto_len);
-    in->x_forwarded_prefix = tus_header_value(req, "X-Forwarded-Prefix", &in->x_forwarded_prefix_len);
+    in->x_forwarded_prefix =
+        tus_header_value(req, "X-Forwarded-Prefix", &in->x_forwarded_prefix_len);
     in->forwarded = tus_header_value(req, "Forwarded", &in->forwarded_len);
   }
   return 0;

@@ -45,7 +45,8 @@
 
 #include "config/config.h"
 #include "store/store.h"
-#include "tus/headers.h"
+#include "common/id.h"
+#include "common/metadata.h"
 
 enum tusc_hook_event {
   TUSC_HOOK_PRE_CREATE = 0,

@@ -10,6 +10,9 @@
 #   BENCH_DIR  parent of the scratch dir (default /var/tmp: on disk, not tmpfs)
 #   SKIP_NODE=1  leave out @tus/server (no npm registry)
 #   ONLY="a b c"  which figures to measure (e.g. ONLY=c while working on memory)
+#   TUSC_BASE  a second tusc binary (e.g. a release build of the commit before a
+#              change): it runs as one more contender in the same alternating rounds,
+#              and the table gets a before/after section
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -26,6 +29,7 @@ REPEAT_A=${REPEAT_A:-5}
 REPEAT=${REPEAT:-3}
 BENCH_DIR=${BENCH_DIR:-/var/tmp}
 SKIP_NODE=${SKIP_NODE:-0}
+TUSC_BASE=${TUSC_BASE:-}
 RESULTS=$HERE/results/latest.md
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -33,6 +37,7 @@ note() { echo "bench: $*" >&2; }
 
 [ -x "$LOADGEN" ] || die "no loadgen at $LOADGEN (run make -C bench loadgen)"
 [ -x "$TUSC_BIN" ] || die "no tusc binary at $TUSC_BIN (run make build)"
+[ -z "$TUSC_BASE" ] || [ -x "$TUSC_BASE" ] || die "no tusc binary at TUSC_BASE=$TUSC_BASE"
 
 # 2000 idle connections need 2000+ descriptors in the server and in loadgen.
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
@@ -209,7 +214,9 @@ fig_fresh() {
 }
 
 RAW_V=() TUSC_AV=() NODE_AV=() TUSC_BV=() TUSC_SYNC_BV=() NODE_BV=()
+BASE_AV=() BASE_BV=() BASE_SYNC_BV=()
 HWM_TUSC_BV= HWM_TUSC_SYNC_BV= HWM_NODE_BV= TUSC_HWM= NODE_HWM=
+HWM_BASE_BV= HWM_BASE_SYNC_BV= BASE_HWM=
 want() { case " $ONLY " in *" $1 "*) return 0 ;; esac; return 1; }
 want a || REPEAT_A=0
 want b || REPEAT=0
@@ -223,15 +230,22 @@ if [ "$REPEAT_A" -gt 0 ]; then
     start_server node "$WORK/a-node.log" env TUS_DIR="$WORK/a-node" node "$HERE/node/server.js"
     NODE_PID=$SERVER_PID NODE_PORT=$SERVER_PORT
   fi
+  BASE_PID= BASE_PORT=
+  if [ -n "$TUSC_BASE" ]; then
+    start_server base "$WORK/a-base.log" "$TUSC_BASE" "${TUSC_ARGS[@]}" -upload-dir "$WORK/a-base" -fsync=never
+    BASE_PID=$SERVER_PID BASE_PORT=$SERVER_PORT
+  fi
   for i in $(seq 1 "$REPEAT_A"); do
     # the receiver's read size that suits this machine best is not known: try both
     fig RAW_V raw64K 0 "$WORK/raw"
     fig RAW_V raw1M 0 "$WORK/raw"
     fig TUSC_AV big "$TUSC_PORT" "$WORK/a-tusc"
+    [ -n "$BASE_PID" ] && fig BASE_AV big "$BASE_PORT" "$WORK/a-base"
     [ -n "$NODE_PID" ] && fig NODE_AV big "$NODE_PORT" "$WORK/a-node"
   done
   TUSC_HWM=$(hwm_kib "$TUSC_PID")
   [ -n "$NODE_PID" ] && NODE_HWM=$(hwm_kib "$NODE_PID")
+  [ -n "$BASE_PID" ] && BASE_HWM=$(hwm_kib "$BASE_PID") && stop_server "$BASE_PID"
   stop_server "$TUSC_PID"
   [ -n "$NODE_PID" ] && stop_server "$NODE_PID"
 fi
@@ -243,6 +257,12 @@ if [ "$REPEAT" -gt 0 ]; then
       "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/b$i-tusc" -fsync=never
     fig_fresh TUSC_SYNC_BV "$WORK/b$i-tusc-sync" "$WORK/b$i-tusc-sync.log" \
       "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/b$i-tusc-sync"
+    if [ -n "$TUSC_BASE" ]; then
+      fig_fresh BASE_BV "$WORK/b$i-base" "$WORK/b$i-base.log" \
+        "$TUSC_BASE" "${TUSC_ARGS[@]}" -upload-dir "$WORK/b$i-base" -fsync=never
+      fig_fresh BASE_SYNC_BV "$WORK/b$i-base-sync" "$WORK/b$i-base-sync.log" \
+        "$TUSC_BASE" "${TUSC_ARGS[@]}" -upload-dir "$WORK/b$i-base-sync"
+    fi
     [ "$NODE_OK" = 1 ] && fig_fresh NODE_BV "$WORK/b$i-node" "$WORK/b$i-node.log" \
       env TUS_DIR="$WORK/b$i-node" node "$HERE/node/server.js"
   done
@@ -253,6 +273,9 @@ NODE_A=$(best "${NODE_AV[@]}")
 TUSC_B=$(best "${TUSC_BV[@]}")
 TUSC_B_SYNC=$(best "${TUSC_SYNC_BV[@]}")
 NODE_B=$(best "${NODE_BV[@]}")
+BASE_A=$(best "${BASE_AV[@]}")
+BASE_B=$(best "${BASE_BV[@]}")
+BASE_B_SYNC=$(best "${BASE_SYNC_BV[@]}")
 
 # (c) on fresh servers with default flags
 TUSC_C= TUSC_C_DETAIL= NODE_C= NODE_C_DETAIL=
@@ -263,6 +286,15 @@ if want c; then
   bench_idle "$TUSC_PID" "$SERVER_PORT"; TUSC_C=$RESULT TUSC_C_DETAIL=$IDLE_DETAIL
   stop_server "$TUSC_PID"
   rm -rf "$WORK/tusc"
+  BASE_C=
+  if [ -n "$TUSC_BASE" ]; then
+    note "(c) TUSC_BASE default flags, $IDLE_K idle connections"
+    start_server base "$WORK/base-idle.log" "$TUSC_BASE" "${TUSC_ARGS[@]}" -upload-dir "$WORK/base"
+    BASE_PID=$SERVER_PID
+    bench_idle "$BASE_PID" "$SERVER_PORT"; BASE_C=$RESULT
+    stop_server "$BASE_PID"
+    rm -rf "$WORK/base"
+  fi
 
   if [ "$NODE_OK" = 1 ]; then
     note "(c) @tus/server, $IDLE_K idle connections"
@@ -319,6 +351,20 @@ mkdir -p "$HERE/results"
     "in (b) tusc -fsync=never $(or_na "$HWM_TUSC_BV") KiB, tusc default $(or_na "$HWM_TUSC_SYNC_BV") KiB," \
     "@tus/server $(or_na "$HWM_NODE_BV") KiB."
   echo "MB = 10^6 bytes."
+  if [ -n "$TUSC_BASE" ]; then
+    echo
+    echo "Before/after (TUSC_BASE = $TUSC_BASE, same alternating rounds):"
+    echo
+    echo "| figure | before (TUSC_BASE) | after (TUSC_BIN) | after / before |"
+    echo "|---|---|---|---|"
+    echo "| (a) MB/s, -fsync=never | $(or_na "$BASE_A") | $(or_na "$TUSC_A") | $(ratio "$TUSC_A" "$BASE_A") |"
+    echo "| (b) uploads/s, -fsync=never | $(or_na "$BASE_B") | $(or_na "$TUSC_B") | $(ratio "$TUSC_B" "$BASE_B") |"
+    echo "| (b) uploads/s, -fsync=always | $(or_na "$BASE_B_SYNC") | $(or_na "$TUSC_B_SYNC") | $(ratio "$TUSC_B_SYNC" "$BASE_B_SYNC") |"
+    echo "| (c) KiB per idle connection | $(or_na "$BASE_C") | $(or_na "$TUSC_C") | $(ratio "$TUSC_C" "$BASE_C") |"
+    echo
+    echo "All rounds: (a) before ${BASE_AV[*]:-none}; (b) before -fsync=never ${BASE_BV[*]:-none}, default ${BASE_SYNC_BV[*]:-none}."
+    echo "Peak RSS before: (a) $(or_na "$BASE_HWM") KiB, (b) -fsync=never $(or_na "$HWM_BASE_BV") KiB, default $(or_na "$HWM_BASE_SYNC_BV") KiB."
+  fi
 } >"$RESULTS"
 echo
 cat "$RESULTS"

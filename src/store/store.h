@@ -20,7 +20,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "tus/headers.h"
+#include "common/id.h"
+#include "common/metadata.h"
 
 /* Longest absolute path of an upload's file. Not PATH_MAX: every open upload carries two
  * of these, and an idle upload connection must cost a few KiB. The store refuses an

@@ -20,7 +20,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "tus/headers.h"
+#include "common/id.h"
+#include "common/metadata.h"
 
 /* Longest absolute path of an upload's file. Not PATH_MAX: every open upload carries two
  * of these, and an idle upload connection must cost a few KiB. The store refuses an
@@ -181,6 +182,13 @@ typedef struct tusc_file_store_options_s {
 /* The sharded file store (DESIGN.md "File store"). `dir` is made absolute.
  * Returns 0 and *out, or a negative code. */
 int tusc_file_store_new(const tusc_file_store_options_t *opts, tusc_store_t **out);
+
+/* Path of upload `id`'s lock file in file store `store` (made by tusc_file_store_new),
+ * written into out: beside the data file (flat tusd uploads: <dir>/<id>.lock). Its
+ * directory exists only once the upload does. For the local lock (lock/local.h), which
+ * flocks it so that several tusc processes on one directory exclude each other.
+ * Returns 0, TUSC_EINVALID_ID, or -ENAMETOOLONG. */
+int tusc_file_store_lock_path(tusc_store_t *store, const char *id, char *out, size_t cap);
 
 /* Sharded relative path of `id`: "ab/cd/<id>" for a generated 32-hex ID (first two
  * and next two characters of the ID); a hook-chosen ID "p/q/x" keeps its prefix

@@ -29,7 +29,7 @@
 #include "http/http.h"
 #include "http/redirect.h"
 #include "lock/local.h"
-#include "metrics/endpoint.h"
+#include "http/metrics_endpoint.h"
 #include "metrics/metrics.h"
 #include "net/connlimit.h"
 #include "net/listener.h"

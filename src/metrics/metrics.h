@@ -2,7 +2,7 @@
  * metrics — process-wide Prometheus counters, gauges and histograms, and their text
  * exposition (format 0.0.4). A low layer: it includes nothing above common/, so any
  * module may count (src/http counts connections). Serving the text over HTTP is
- * metrics/endpoint.h's job.
+ * http/metrics_endpoint.h's job.
  *
  * Names: tusd's (tusd_requests_total{method}, tusd_errors_total{status,code},
  * tusd_bytes_received, tusd_uploads_created, tusd_uploads_finished,
@@ -13,7 +13,7 @@
  *
  * Labels: per-method series are indexed by enum tusc_http_method values and per-hook
  * series by enum tusc_hook_event values; callers pass their enums as they are. The label
- * values are tusd's and live here; metrics/endpoint.c (http) and server.c (hooks) check
+ * values are tusd's and live here; http/metrics_endpoint.c (http) and server.c (hooks) check
  * at compile time that those enums still number them the same way.
  *
  * Threads: every update function may be called from any thread at any time; each is a

@@ -1,5 +1,5 @@
 /*
- * endpoint — serves the metrics exposition (metrics/metrics.h) over HTTP on a listener
+ * metrics_endpoint — serves the metrics exposition (metrics/metrics.h) over HTTP on a listener
  * of its own (-metrics-listen): GET/HEAD on one path, 404 elsewhere, 405 for other
  * methods. It sits above both src/http and metrics, which know nothing of each other
  * beyond metrics' counters.
@@ -7,8 +7,8 @@
  * Threads: start and stop on the loop's thread; the server lives on that loop.
  * Ownership: the endpoint owns its http server and listening socket.
  */
-#ifndef TUSC_METRICS_ENDPOINT_H
-#define TUSC_METRICS_ENDPOINT_H
+#ifndef TUSC_HTTP_METRICS_ENDPOINT_H
+#define TUSC_HTTP_METRICS_ENDPOINT_H
 
 #include <uv.h>
 

@@ -2,7 +2,7 @@
  * endpoint — the -metrics-listen server: an http server whose handler renders
  * metrics/metrics.c's exposition for every GET/HEAD on the configured path.
  */
-#include "metrics/endpoint.h"
+#include "http/metrics_endpoint.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /* Unit tests for src/metrics: counters, labelled errors, histograms and the exposition
  * text (metrics.c), including concurrent updates from several threads, and the
- * -metrics-listen server (endpoint.c). */
+ * -metrics-listen server (http/metrics_endpoint.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,7 +16,7 @@
 #include "common/timeutil.h"
 #include "hooks/hooks.h"
 #include "http/http.h"
-#include "metrics/endpoint.h"
+#include "http/metrics_endpoint.h"
 #include "metrics/metrics.h"
 
 /* The value of the sample line that starts with `series` ("name{labels}" or "name"),

@@ -1,0 +1,31 @@
+/*
+ * mem — an in-memory store behind the same asynchronous interface as the file store,
+ * for tests: uploads live in a list in memory, every callback comes from a later loop
+ * turn (never inline), and append can be told to answer TUSC_ESTORE_FULL every N bytes
+ * and to call the drain callback only after a delay, so that back-pressure is tested
+ * without a slow disk.
+ *
+ * Threads: the store may be shared by several loops (a mutex guards the list); an open
+ * upload belongs to the loop that opened it. Not for production: nothing is durable.
+ */
+#ifndef TUSC_STORE_MEM_H
+#define TUSC_STORE_MEM_H
+
+#include <stdint.h>
+
+#include "store/store.h"
+
+typedef struct tusc_mem_store_options_s {
+  /* > 0: after every `full_every` bytes taken, the next append answers
+   * TUSC_ESTORE_FULL and drain runs `drain_delay_ms` later (0: the next loop turn). */
+  uint64_t full_every;
+  uint64_t drain_delay_ms;
+} tusc_mem_store_options_t;
+
+/* opts may be NULL. Returns 0 and *out, or TUSC_ENOMEM. */
+int tusc_mem_store_new(const tusc_mem_store_options_t *opts, tusc_store_t **out);
+
+/* How many appends answered TUSC_ESTORE_FULL so far (tests check they were seen). */
+uint64_t tusc_mem_store_full_count(tusc_store_t *store);
+
+#endif

@@ -567,7 +567,7 @@ static int fs_terminate(tusc_store_t *store, const char *id) {
   return TUSC_ENOT_FOUND;
 }
 
-static int fs_lock_path(tusc_store_t *store, const char *id, char *out, size_t cap) {
+int tusc_file_store_lock_path(tusc_store_t *store, const char *id, char *out, size_t cap) {
   file_store_t *fs = (file_store_t *)store;
   upload_paths_t p;
   int rc = sharded_paths(fs, id, &p);
@@ -912,7 +912,7 @@ static const tusc_store_ops_t file_store_ops = {
     .info = fs_info,
     .close = fs_close,
     .terminate = fs_terminate,
-    .lock_path = fs_lock_path,
+    .lock_path = tusc_file_store_lock_path,
     .free = fs_free,
     .append_from = fs_append_from,
     .wait_add = fs_wait_add,
@@ -1378,10 +1378,6 @@ static int fa_storage(const tusc_store_t *store, const tusc_upload_info_t *info,
   out[1] = (tusc_store_kv_t){"Path", info->data_path};
   out[2] = (tusc_store_kv_t){"InfoPath", info->info_path};
   return 3;
-}
-
-int tusc_file_store_lock_path(tusc_store_t *store, const char *id, char *out, size_t cap) {
-  return fs_lock_path(store, id, out, cap);
 }
 
 static const tusc_store_async_ops_t file_store_async_ops = {

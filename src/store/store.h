@@ -402,6 +402,13 @@ typedef struct tusc_file_store_options_s {
  * Returns 0 and *out, or a negative code. */
 int tusc_file_store_new(const tusc_file_store_options_t *opts, tusc_store_t **out);
 
+/* Path of upload `id`'s lock file in file store `store` (made by tusc_file_store_new),
+ * written into out: beside the data file (flat tusd uploads: <dir>/<id>.lock). Its
+ * directory exists only once the upload does. For the local lock (lock/local.h), which
+ * flocks it so that several tusc processes on one directory exclude each other.
+ * Returns 0, TUSC_EINVALID_ID, or -ENAMETOOLONG. */
+int tusc_file_store_lock_path(tusc_store_t *store, const char *id, char *out, size_t cap);
+
 /* Sharded relative path of `id`: "ab/cd/<id>" for a generated 32-hex ID (first two
  * and next two characters of the ID); a hook-chosen ID "p/q/x" keeps its prefix
  * directories and shards its last segment: "p/q/s1/s2/x". The shard directory names
@@ -411,10 +418,5 @@ int tusc_file_store_new(const tusc_file_store_options_t *opts, tusc_store_t **ou
  * (those names belong to an upload's sibling files). Returns 0 or TUSC_EINVALID_ID /
  * UV_ENAMETOOLONG. Pure. */
 int tusc_file_store_shard_path(const char *id, char *out, size_t cap);
-
-/* Path of the per-upload lock file of a file store (flock target of lock/): beside the
- * data file (flat tusd uploads: <dir>/<id>.lock); its directory exists only once the
- * upload does. Blocks briefly (stat). Returns 0 or a negative code. */
-int tusc_file_store_lock_path(tusc_store_t *store, const char *id, char *out, size_t cap);
 
 #endif

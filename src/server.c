@@ -485,6 +485,7 @@ int tusc_server_run(const tusc_config_t *cfg) {
     tusc_log_msg(TUSC_LOG_ERROR, "cannot set up hooks: %s", tusc_strerror(rc));
     goto out;
   }
+  tusc_hooks_set_store(s.hooks, s.store);
   tusc_tus_set_hooks(s.tus, s.hooks);
   if (cfg->expire_after_ms > 0) {
     if ((rc = tusc_expire_new(s.store, s.locks, cfg->expire_after_ms, cfg->file_perms,

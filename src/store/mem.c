@@ -28,6 +28,7 @@ typedef struct mem_store_s {
   tusc_store_pool_t pool;
   tusc_mem_store_options_t opts;
   atomic_uint_fast64_t full_count;
+  tusc_mem_store_faults_t faults; /* under mutex */
 } mem_store_t;
 
 struct tusc_upload_s {
@@ -45,6 +46,7 @@ struct tusc_upload_s {
   tusc_store_drain_cb drain;
   void *drain_arg;
   unsigned inflight; /* requests not yet completed */
+  int write_err;     /* a write "failed" (faults.write_budget): sticky for the chunk */
 };
 
 enum {
@@ -132,6 +134,8 @@ static int do_store_op(mem_store_t *ms, tusc_store_req_t *req) {
       req->info->offset = (int64_t)e->len;
     return rc;
   case K_CREATE:
+    if (ms->faults.create_err != 0)
+      return ms->faults.create_err;
     if (find(ms, req->info->id) != NULL)
       return UV_EEXIST;
     e = calloc(1, sizeof(*e));
@@ -222,6 +226,8 @@ static int do_upload_op(mem_store_t *ms, tusc_store_req_t *req) {
     return TUSC_ENOT_FOUND;
   switch (req->kind) {
   case K_SAVE_INFO: {
+    if (ms->faults.save_err != 0)
+      return ms->faults.save_err;
     int64_t off = (int64_t)e->len;
     int rc = info_copy(&e->info, &up->info);
     e->info.offset = off;
@@ -232,10 +238,11 @@ static int do_upload_op(mem_store_t *ms, tusc_store_req_t *req) {
     up->staged_chunk = (req->flags & TUSC_STORE_CHUNK_STAGED) != 0;
     up->chunk_start = (int64_t)e->len;
     up->staged_len = 0;
+    up->write_err = 0;
     return 0;
   case K_CHUNK_END: {
     int rc = 0;
-    if (up->staged_chunk && req->flags == TUSC_STORE_KEEP) {
+    if (up->staged_chunk && req->flags == TUSC_STORE_KEEP && up->write_err == 0) {
       rc = grow(&e->data, &e->cap, e->len + up->staged_len);
       if (rc == 0) {
         memcpy(e->data + e->len, up->staged, up->staged_len);
@@ -244,6 +251,8 @@ static int do_upload_op(mem_store_t *ms, tusc_store_req_t *req) {
     } else if (!up->staged_chunk && req->flags == TUSC_STORE_DISCARD) {
       e->len = (size_t)up->chunk_start;
     }
+    if (rc == 0 && req->flags == TUSC_STORE_KEEP)
+      rc = up->write_err != 0 ? up->write_err : ms->faults.sync_err;
     up->chunk_open = false;
     up->staged_len = 0;
     up->info.offset = (int64_t)e->len;
@@ -414,24 +423,35 @@ static int m_append(tusc_upload_t *up, const void *buf, size_t len, tusc_store_d
     atomic_fetch_add(&ms->full_count, 1);
     return TUSC_ESTORE_FULL;
   }
+  if (up->write_err != 0)
+    return up->write_err;
   uv_mutex_lock(&ms->mutex);
   struct entry *e = find(ms, up->info.id);
   int rc = e == NULL ? TUSC_ENOT_FOUND : 0;
+  size_t take = len;
+  if (ms->faults.write_budget >= 0 && (int64_t)len > ms->faults.write_budget) {
+    /* Like a file store write that failed on the pool: the bytes are taken, some land,
+     * and the error comes with the next append or chunk_end. */
+    take = (size_t)ms->faults.write_budget;
+    up->write_err = UV_ENOSPC;
+  }
+  if (ms->faults.write_budget >= 0)
+    ms->faults.write_budget -= (int64_t)take;
   size_t have = up->staged_chunk ? up->staged_len : (e != NULL ? e->len - (size_t)start : 0);
   if (rc == 0 && !up->info.size_is_deferred && up->info.size >= 0 &&
       start + (int64_t)have + (int64_t)len > up->info.size)
     rc = TUSC_EUPLOAD_SIZE_EXCEEDED;
   if (rc == 0 && up->staged_chunk) {
-    rc = grow(&up->staged, &up->staged_cap, up->staged_len + len);
-    if (rc == 0) {
-      memcpy(up->staged + up->staged_len, buf, len);
-      up->staged_len += len;
+    rc = grow(&up->staged, &up->staged_cap, up->staged_len + take);
+    if (rc == 0 && take > 0) {
+      memcpy(up->staged + up->staged_len, buf, take);
+      up->staged_len += take;
     }
   } else if (rc == 0) {
-    rc = grow(&e->data, &e->cap, e->len + len);
-    if (rc == 0) {
-      memcpy(e->data + e->len, buf, len);
-      e->len += len;
+    rc = grow(&e->data, &e->cap, e->len + take);
+    if (rc == 0 && take > 0) {
+      memcpy(e->data + e->len, buf, take);
+      e->len += take;
       up->info.offset = (int64_t)e->len;
     }
   }
@@ -532,6 +552,7 @@ int tusc_mem_store_new(const tusc_mem_store_options_t *opts, tusc_store_t **out)
   tusc_store_pool_init(&ms->pool, 0);
   if (opts != NULL)
     ms->opts = *opts;
+  ms->faults.write_budget = -1;
   atomic_init(&ms->full_count, 0);
   *out = &ms->base;
   return 0;
@@ -539,4 +560,55 @@ int tusc_mem_store_new(const tusc_mem_store_options_t *opts, tusc_store_t **out)
 
 uint64_t tusc_mem_store_full_count(tusc_store_t *store) {
   return atomic_load(&((mem_store_t *)store)->full_count);
+}
+
+void tusc_mem_store_set_faults(tusc_store_t *store, const tusc_mem_store_faults_t *faults) {
+  mem_store_t *ms = (mem_store_t *)store;
+  uv_mutex_lock(&ms->mutex);
+  if (faults != NULL) {
+    ms->faults = *faults;
+  } else {
+    memset(&ms->faults, 0, sizeof(ms->faults));
+    ms->faults.write_budget = -1;
+  }
+  uv_mutex_unlock(&ms->mutex);
+}
+
+int tusc_mem_store_put(tusc_store_t *store, const tusc_upload_info_t *info, const void *data,
+                       size_t len) {
+  mem_store_t *ms = (mem_store_t *)store;
+  struct entry *e = calloc(1, sizeof(*e));
+  if (e == NULL)
+    return TUSC_ENOMEM;
+  tusc_upload_info_init(&e->info);
+  int rc = info_copy(&e->info, info);
+  if (rc == 0)
+    rc = grow(&e->data, &e->cap, len);
+  if (rc != 0) {
+    entry_free(e);
+    return rc;
+  }
+  if (len > 0)
+    memcpy(e->data, data, len);
+  e->len = len;
+  e->info.offset = (int64_t)len;
+  uv_mutex_lock(&ms->mutex);
+  if (find(ms, info->id) != NULL) {
+    uv_mutex_unlock(&ms->mutex);
+    entry_free(e);
+    return UV_EEXIST;
+  }
+  e->next = ms->entries;
+  ms->entries = e;
+  uv_mutex_unlock(&ms->mutex);
+  return 0;
+}
+
+int64_t tusc_mem_store_length(tusc_store_t *store, const char *id) {
+  mem_store_t *ms = (mem_store_t *)store;
+  uv_mutex_lock(&ms->mutex);
+  struct entry *e = find(ms, id);
+  int64_t len = e != NULL ? (int64_t)e->len : -1;
+  uv_mutex_unlock(&ms->mutex);
+  return len;
 }

@@ -28,4 +28,26 @@ int tusc_mem_store_new(const tusc_mem_store_options_t *opts, tusc_store_t **out)
 /* How many appends answered TUSC_ESTORE_FULL so far (tests check they were seen). */
 uint64_t tusc_mem_store_full_count(tusc_store_t *store);
 
+/* Faults for tests of error paths; any thread, applied to operations that start later. */
+typedef struct tusc_mem_store_faults_s {
+  int64_t write_budget; /* bytes that still land; past them writes fail with UV_ENOSPC
+                         * (like the file store: the next append or chunk_end reports
+                         * it); -1 = unlimited */
+  int sync_err;         /* chunk_end(KEEP) fails with this once the bytes landed */
+  int create_err;       /* create fails with this */
+  int save_err;         /* save_info fails with this */
+} tusc_mem_store_faults_t;
+
+/* Sets the faults (all off: write_budget -1, the rest 0). */
+void tusc_mem_store_set_faults(tusc_store_t *store, const tusc_mem_store_faults_t *faults);
+
+/* Puts an upload straight into the store (what a hook or a concatenation would make):
+ * info's id, size, flags, expiry, metadata; `len` bytes of data. Returns 0, UV_EEXIST or
+ * TUSC_ENOMEM. */
+int tusc_mem_store_put(tusc_store_t *store, const tusc_upload_info_t *info, const void *data,
+                       size_t len);
+
+/* Stored length of `id`, or -1 when there is no such upload. */
+int64_t tusc_mem_store_length(tusc_store_t *store, const char *id);
+
 #endif

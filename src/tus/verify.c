@@ -25,6 +25,15 @@ struct tusc_verify_s {
   bool staged; /* the store stages; else bytes go to the data file */
   int64_t start_offset;
   int64_t written;
+
+  /* tusc_verify_end */
+  tusc_store_req_t sreq;
+  tusc_upload_t *end_up;
+  char *readback;
+  int64_t pos;
+  int verdict;
+  tusc_verify_cb cb;
+  void *cb_arg;
 };
 
 /* `Trailer: a, Upload-Checksum` — a comma list of field names, possibly over several
@@ -198,5 +207,128 @@ void tusc_verify_free(tusc_verify_t *v) {
   if (v == NULL)
     return;
   tusc_checksum_free(v->hash);
+  free(v->readback);
   free(v);
+}
+
+/* --- asynchronous: the caller appends, verify hashes and ends the chunk ------------ */
+
+int tusc_verify_chunk_flags(const tusc_verify_t *v) {
+  (void)v;
+  return TUSC_STORE_CHUNK_STAGED;
+}
+
+int tusc_verify_update(tusc_verify_t *v, const void *data, size_t len) {
+  v->written += (int64_t)len;
+  if (v->hash != NULL && tusc_checksum_update(v->hash, data, len) != 0)
+    return TUSC_EINTERNAL;
+  return 0;
+}
+
+static void end_report(tusc_verify_t *v, int status) {
+  tusc_verify_cb cb = v->cb;
+  v->cb = NULL;
+  cb(v, status, v->cb_arg); /* last: the callback may free v */
+}
+
+static void on_chunk_ended(tusc_store_req_t *sreq, int status) {
+  tusc_verify_t *v = sreq->data;
+  if (v->verdict != 0) {
+    if (status != 0)
+      TUSC_LOG(TUSC_LOG_ERROR, "checksum: dropping a rejected chunk failed: %s",
+               tusc_strerror(status));
+    end_report(v, v->verdict);
+    return;
+  }
+  end_report(v, status);
+}
+
+static void end_chunk(tusc_verify_t *v, int verdict) {
+  v->verdict = verdict;
+  v->sreq.data = v;
+  int rc = tusc_store_chunk_end(v->end_up, &v->sreq,
+                                verdict == 0 ? TUSC_STORE_KEEP : TUSC_STORE_DISCARD,
+                                on_chunk_ended);
+  if (rc != 0)
+    end_report(v, verdict != 0 ? verdict : rc); /* from a callback: never inline */
+}
+
+static void judge(tusc_verify_t *v) {
+  end_chunk(v, tusc_checksum_verify(v->hash, &v->expect));
+}
+
+static void read_next(tusc_verify_t *v);
+
+static void on_readback(tusc_store_req_t *sreq, int status) {
+  tusc_verify_t *v = sreq->data;
+  if (status == 0 && sreq->nread == 0)
+    status = TUSC_EINTERNAL; /* the staged bytes are shorter than what was appended */
+  if (status == 0)
+    status = tusc_checksum_update(v->hash, v->readback, sreq->nread);
+  if (status != 0) {
+    end_chunk(v, status);
+    return;
+  }
+  v->pos += (int64_t)sreq->nread;
+  read_next(v);
+}
+
+/* Trailer mode: the algorithm is known only now, so the chunk's bytes are read back
+ * once (from the page cache, on the store's pool) instead of hashing every algorithm
+ * while streaming. */
+static void read_next(tusc_verify_t *v) {
+  if (v->pos >= v->written) {
+    judge(v);
+    return;
+  }
+  int64_t left = v->written - v->pos;
+  size_t want = left > READBACK_CHUNK ? READBACK_CHUNK : (size_t)left;
+  v->sreq.data = v;
+  int rc = tusc_store_read(v->end_up, &v->sreq, v->start_offset + v->pos, v->readback, want,
+                           on_readback);
+  if (rc != 0)
+    end_chunk(v, rc);
+}
+
+static void on_end_started(tusc_store_req_t *sreq, int status) {
+  /* Only here to leave the caller's stack before the work starts: see tusc_verify_end. */
+  (void)status;
+  tusc_verify_t *v = sreq->data;
+  if (v->hash == NULL) {
+    int rc = tusc_checksum_new(v->expect.algo, &v->hash);
+    if (rc == 0 && v->written > 0 && v->readback == NULL) {
+      v->readback = malloc(READBACK_CHUNK);
+      if (v->readback == NULL)
+        rc = TUSC_ENOMEM;
+    }
+    if (rc != 0) {
+      end_chunk(v, rc);
+      return;
+    }
+    v->pos = 0;
+    read_next(v);
+    return;
+  }
+  judge(v);
+}
+
+int tusc_verify_end(tusc_verify_t *v, tusc_upload_t *up, int64_t chunk_start, bool ok,
+                    tusc_verify_cb cb, void *arg) {
+  if (v == NULL || up == NULL || cb == NULL)
+    return TUSC_EINVALID_ARGUMENT;
+  v->end_up = up;
+  v->start_offset = chunk_start;
+  v->cb = cb;
+  v->cb_arg = arg;
+  v->verdict = 0;
+  v->sreq.data = v;
+  if (!ok || !v->have_expect) {
+    /* A chunk that cannot be verified is dropped. Interrupted (!ok): the caller has its
+     * own error and learns the discard's status; no digest: TUSC_EINVALID_CHECKSUM. */
+    v->verdict = ok ? TUSC_EINVALID_CHECKSUM : 0;
+    return tusc_store_chunk_end(up, &v->sreq, TUSC_STORE_DISCARD, on_chunk_ended);
+  }
+  /* The digest work starts from a store callback (a read of 0 bytes completes later),
+   * so that the callback never runs inline even when no read is needed. */
+  return tusc_store_read(up, &v->sreq, chunk_start, NULL, 0, on_end_started);
 }

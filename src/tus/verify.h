@@ -72,4 +72,28 @@ bool tusc_verify_has_trailer(const tusc_http_request_t *req);
 
 void tusc_verify_free(tusc_verify_t *v);
 
+/* --- with the asynchronous store: the caller begins the chunk with
+ * tusc_verify_chunk_flags, appends the body itself and calls tusc_verify_update for
+ * every piece the store took, then tusc_verify_end instead of ending the chunk. --- */
+
+/* chunk_begin flags for a verified chunk: staged, so that its bytes reach the data
+ * only once the digest matched (a crash before leaves the offset as it was). */
+int tusc_verify_chunk_flags(const tusc_verify_t *v);
+
+/* Counts (and in header mode hashes) `len` body bytes the store took. 0 or
+ * TUSC_EINTERNAL. */
+int tusc_verify_update(tusc_verify_t *v, const void *data, size_t len);
+
+typedef void (*tusc_verify_cb)(tusc_verify_t *v, int status, void *arg);
+
+/* Ends the chunk of `up` that began at `chunk_start`. ok (the body arrived whole):
+ * checks the digest — in trailer mode after reading the chunk's bytes back from the
+ * store — and keeps the chunk on a match (cb status: 0, or the store's error), else
+ * discards it (TUSC_ECHECKSUM_MISMATCH, TUSC_EINVALID_CHECKSUM when no digest came,
+ * or the read-back error). !ok: discards the chunk (cb status: the discard's).
+ * Returns 0 (cb later, once, on the upload's loop) or an error (no cb, chunk still
+ * open). */
+int tusc_verify_end(tusc_verify_t *v, tusc_upload_t *up, int64_t chunk_start, bool ok,
+                    tusc_verify_cb cb, void *arg) __attribute__((warn_unused_result));
+
 #endif

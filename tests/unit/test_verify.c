@@ -16,6 +16,7 @@
 #include "testutil.h"
 
 #include "common/error.h"
+#include "store/mem.h"
 #include "store/store.h"
 #include "tus/verify.h"
 
@@ -255,12 +256,177 @@ static void test_stage_ops(void **state) {
   ops->close(up);
 }
 
+/* --- the asynchronous path: tusc_verify_update / tusc_verify_end on a real loop, against
+ * the file store and the in-memory store --- */
+
+struct afix {
+  char dir[128];
+  bool file;
+  uv_loop_t loop;
+  tusc_store_t *store;
+};
+
+struct adone {
+  int calls;
+  int status;
+  tusc_upload_t *up;
+  size_t nread;
+};
+
+static void on_sreq(tusc_store_req_t *req, int status) {
+  struct adone *d = req->data;
+  d->calls++;
+  d->status = status;
+  d->up = req->upload;
+}
+
+static void on_verified(tusc_verify_t *v, int status, void *arg) {
+  (void)v;
+  struct adone *d = arg;
+  d->calls++;
+  d->status = status;
+}
+
+static int await(struct afix *f, struct adone *d, int started) {
+  assert_int_equal(started, 0);
+  for (int i = 0; i < 100000 && d->calls == 0; i++)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_equal(d->calls, 1);
+  return d->status;
+}
+
+static int asetup(void **state, bool file) {
+  struct afix *f = calloc(1, sizeof(*f));
+  f->file = file;
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  if (file) {
+    assert_int_equal(test_tmpdir(f->dir, sizeof(f->dir), "test-averify"), 0);
+    tusc_file_store_options_t opts = {
+        .dir = f->dir, .dir_perms = 0775, .file_perms = 0664, .fsync = true};
+    assert_int_equal(tusc_file_store_new(&opts, &f->store), 0);
+  } else {
+    assert_int_equal(tusc_mem_store_new(NULL, &f->store), 0);
+  }
+  *state = f;
+  return 0;
+}
+
+static int asetup_file(void **state) {
+  return asetup(state, true);
+}
+
+static int asetup_mem(void **state) {
+  return asetup(state, false);
+}
+
+static int ateardown(void **state) {
+  struct afix *f = *state;
+  tusc_store_free(f->store);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  if (f->file)
+    assert_int_equal(test_rm_rf(f->dir), 0);
+  free(f);
+  return 0;
+}
+
+static tusc_upload_t *aopen(struct afix *f, const char *id) {
+  tusc_store_req_t req = {0};
+  struct adone d = {0};
+  req.data = &d;
+  assert_int_equal(await(f, &d, tusc_store_open(f->store, &f->loop, &req, id, on_sreq)), 0);
+  return d.up;
+}
+
+static int64_t alen(struct afix *f, const char *id) {
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  tusc_store_req_t req = {0};
+  struct adone d = {0};
+  req.data = &d;
+  assert_int_equal(await(f, &d, tusc_store_get_info(f->store, &f->loop, &req, id, &info, on_sreq)),
+                   0);
+  int64_t n = info.offset;
+  tusc_upload_info_dispose(&info);
+  return n;
+}
+
+static void on_drain_never(void *arg) {
+  (void)arg;
+}
+
+/* One chunk: `ok` false stands for a body that broke off. */
+static int arun_chunk(struct afix *f, const char *id, const char *value, bool trailer,
+                      const char *body, bool ok) {
+  tusc_http_header_t hs[2];
+  memset(hs, 0, sizeof(hs));
+  hs[0].name = trailer ? "Trailer" : "Upload-Checksum";
+  hs[0].value = trailer ? "Upload-Checksum" : value;
+  hs[1].name = "Upload-Checksum";
+  hs[1].value = value;
+  hs[1].trailer = true;
+  tusc_http_request_t req;
+  make_request(&req, hs, trailer ? 2 : 1, trailer);
+  tusc_verify_t *v = NULL;
+  assert_int_equal(tusc_verify_new(&req, &v), 0);
+  tusc_upload_t *up = aopen(f, id);
+  int64_t before = tusc_store_info(up)->offset;
+  tusc_store_req_t sreq = {0};
+  struct adone d = {0};
+  sreq.data = &d;
+  assert_int_equal(
+      await(f, &d, tusc_store_chunk_begin(up, &sreq, tusc_verify_chunk_flags(v), on_sreq)), 0);
+  size_t len = strlen(body);
+  /* In two pieces, as a body arrives. */
+  assert_int_equal(tusc_store_append(up, body, 5, on_drain_never, NULL), 0);
+  assert_int_equal(tusc_verify_update(v, body, 5), 0);
+  assert_int_equal(tusc_store_append(up, body + 5, len - 5, on_drain_never, NULL), 0);
+  assert_int_equal(tusc_verify_update(v, body + 5, len - 5), 0);
+  int rc = ok ? tusc_verify_body_end(v, &req) : 0;
+  struct adone e = {0};
+  int st = await(f, &e, tusc_verify_end(v, up, before, ok && rc == 0, on_verified, &e));
+  if (rc == 0)
+    rc = st;
+  assert_int_equal(alen(f, id), rc == 0 && ok ? before + (int64_t)len : before);
+  assert_int_equal(tusc_store_info(up)->offset, rc == 0 && ok ? before + (int64_t)len : before);
+  tusc_store_close(up);
+  tusc_verify_free(v);
+  return rc;
+}
+
+static void test_async_verify(void **state) {
+  struct afix *f = *state;
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  snprintf(info.id, sizeof(info.id), "averify");
+  info.size = 100;
+  tusc_store_req_t req = {0};
+  struct adone d = {0};
+  req.data = &d;
+  assert_int_equal(await(f, &d, tusc_store_create(f->store, &f->loop, &req, &info, on_sreq)), 0);
+  tusc_upload_info_dispose(&info);
+  for (int trailer = 0; trailer < 2; trailer++) {
+    assert_int_equal(arun_chunk(f, "averify", SHA1_HELLO, trailer, "hello worle", true),
+                     TUSC_ECHECKSUM_MISMATCH);
+    assert_int_equal(arun_chunk(f, "averify", CRC_HELLO, trailer, "hello world", true), 0);
+    /* Broken off: dropped, whatever the digest. */
+    assert_int_equal(arun_chunk(f, "averify", CRC_HELLO, trailer, "hello world", false), 0);
+  }
+  assert_int_equal(arun_chunk(f, "averify", "sha1 nope", true, "hello world", true),
+                   TUSC_EINVALID_CHECKSUM);
+  assert_int_equal(alen(f, "averify"), 22);
+  if (f->file)
+    assert_int_equal(files_in_tree(f->dir), 2); /* no side file left: data + .info */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_new_from_head),
       cmocka_unit_test_setup_teardown(test_staged, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unstaged_truncates_back, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stage_ops, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_async_verify, asetup_file, ateardown),
+      cmocka_unit_test_setup_teardown(test_async_verify, asetup_mem, ateardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "common/error.h"
+#include "common/id.h"
 #include "common/utf8.h"
 
 /* --- output buffer ---------------------------------------------------------------- */
@@ -373,26 +374,6 @@ out:
 }
 
 /* --- response ------------------------------------------------------------------------ */
-
-void tusc_hook_response_init(tusc_hook_response_t *resp) {
-  memset(resp, 0, sizeof(*resp));
-}
-
-void tusc_hook_response_dispose(tusc_hook_response_t *resp) {
-  if (!resp)
-    return;
-  free(resp->body);
-  for (size_t i = 0; i < resp->header_count; i++) {
-    free(resp->headers[i].name);
-    free(resp->headers[i].value);
-  }
-  free(resp->headers);
-  free(resp->change_id);
-  free(resp->change_storage_path);
-  if (resp->has_metadata)
-    tusc_metadata_dispose(&resp->metadata);
-  tusc_hook_response_init(resp);
-}
 
 static int fail(tusc_hook_response_t *resp, const char *field, const char *want) {
   snprintf(resp->error, sizeof(resp->error), "hook response: %s must be %s", field, want);

@@ -14,7 +14,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "hooks/hooks.h"
+#include "hooks/hook_types.h"
+#include "store/store.h"
 
 /* Upper bound for the request JSON (headers and metadata are already capped by the
  * http layer; this guards against a caller bug). */

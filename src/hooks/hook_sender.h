@@ -20,7 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hooks/hooks.h"
+#include "common/id.h"
+#include "hooks/hook_types.h"
 
 typedef struct tusc_hook_call_s tusc_hook_call_t;
 

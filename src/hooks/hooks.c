@@ -36,31 +36,6 @@
 #define DEFAULT_QUEUE_MAX 1024
 #define DEFAULT_CONCURRENCY 8
 
-static const char *const event_names[TUSC_HOOK_EVENT_COUNT] = {
-    "pre-create",  "post-create",   "post-receive",   "pre-finish",
-    "post-finish", "pre-terminate", "post-terminate",
-};
-
-const char *tusc_hook_event_name(enum tusc_hook_event ev) {
-  if ((unsigned)ev >= TUSC_HOOK_EVENT_COUNT)
-    return "";
-  return event_names[ev];
-}
-
-int tusc_hook_event_parse(const char *name, size_t len, enum tusc_hook_event *out) {
-  for (int i = 0; i < TUSC_HOOK_EVENT_COUNT; i++) {
-    if (strlen(event_names[i]) == len && memcmp(event_names[i], name, len) == 0) {
-      *out = (enum tusc_hook_event)i;
-      return 0;
-    }
-  }
-  return TUSC_EINVALID_ARGUMENT;
-}
-
-bool tusc_hook_event_blocking(enum tusc_hook_event ev) {
-  return ev == TUSC_HOOK_PRE_CREATE || ev == TUSC_HOOK_PRE_FINISH || ev == TUSC_HOOK_PRE_TERMINATE;
-}
-
 /* --- process-wide ----------------------------------------------------------------- */
 
 struct tusc_hooks_s {

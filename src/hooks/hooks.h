@@ -1,8 +1,9 @@
 /*
- * hooks — tusd v2 compatible hooks: the seven events, the process-wide hook settings,
- * and a per-loop runner that sends each invocation to the configured hook sender (file
- * hooks run through uv_spawn, HTTP hooks through libcurl multi on the loop) without
- * ever blocking the loop.
+ * hooks — tusd v2 compatible hooks: the process-wide hook settings and a per-loop
+ * runner that sends each invocation to the configured hook sender (file hooks run
+ * through uv_spawn, HTTP hooks through libcurl multi on the loop) without ever
+ * blocking the loop. The seven events, the request facts and the response are in
+ * hook_types.h (included here); the senders are known to hooks.c alone.
  *
  * Objects:
  *   - tusc_hooks_t, one per process, built from the config on the main thread; after
@@ -44,82 +45,8 @@
 #include <uv.h>
 
 #include "config/config.h"
+#include "hooks/hook_types.h"
 #include "store/store.h"
-#include "tus/headers.h"
-
-enum tusc_hook_event {
-  TUSC_HOOK_PRE_CREATE = 0,
-  TUSC_HOOK_POST_CREATE,
-  TUSC_HOOK_POST_RECEIVE,
-  TUSC_HOOK_PRE_FINISH,
-  TUSC_HOOK_POST_FINISH,
-  TUSC_HOOK_PRE_TERMINATE,
-  TUSC_HOOK_POST_TERMINATE,
-};
-#define TUSC_HOOK_EVENT_COUNT 7
-
-/* "pre-create", "post-receive", ...; "" for an out-of-range value. */
-const char *tusc_hook_event_name(enum tusc_hook_event ev);
-/* Exact (case-sensitive, like tusd) name → event. Returns 0 or TUSC_EINVALID_ARGUMENT;
- * *out written only on success. `name` need not be NUL-terminated. */
-int tusc_hook_event_parse(const char *name, size_t len, enum tusc_hook_event *out);
-/* True for pre-create, pre-finish, pre-terminate: the request waits for the answer. */
-bool tusc_hook_event_blocking(enum tusc_hook_event ev);
-
-/* --- what the hook is told about the HTTP request ------------------------------ */
-
-typedef struct tusc_hook_header_s {
-  const char *name;  /* as received; canonicalised (Go textproto) in the JSON */
-  const char *value; /* NUL-terminated */
-} tusc_hook_header_t;
-
-/* Borrowed for the duration of tusc_hooks_invoke only. */
-typedef struct tusc_hook_http_request_s {
-  const char *method;                /* "POST" */
-  const char *uri;                   /* raw request-target including the query: "/files/?x=1" */
-  const char *remote_ip;             /* client IP (v6 without brackets); "" or NULL if none */
-  int remote_port;                   /* formatted as Go's JoinHostPort: "1.2.3.4:5", "[::1]:5" */
-  const tusc_hook_header_t *headers; /* every request header (not trailers), Host too */
-  size_t header_count;
-  /* tusc extra: the authenticated user (htpasswd name or JWT sub), NULL = anonymous.
-   * Sent as Event.TuscPrincipal, a key tusd's hook consumers ignore. */
-  const char *principal;
-  /* tusc extra: the client address a trusted proxy named (IP only), NULL when the
-   * request came straight from the client. Sent as Event.TuscClientAddr; RemoteAddr
-   * stays the TCP peer, as in tusd. */
-  const char *client_addr;
-} tusc_hook_http_request_t;
-
-/* --- what the hook answered ----------------------------------------------------- */
-
-typedef struct tusc_hook_resp_header_s {
-  char *name;
-  char *value;
-} tusc_hook_resp_header_t;
-
-typedef struct tusc_hook_response_s {
-  /* HTTPResponse: merged into the client's response. */
-  int status_code; /* 0 = keep ours */
-  char *body;      /* NULL or "" = keep ours; NUL-terminated */
-  size_t body_len;
-  tusc_hook_resp_header_t *headers; /* added to ours */
-  size_t header_count;
-
-  bool reject_upload;      /* pre-create: answer 400 ERR_UPLOAD_REJECTED (+HTTPResponse) */
-  bool reject_termination; /* pre-terminate: 400 ERR_UPLOAD_TERMINATION_REJECTED */
-  bool stop_upload;        /* post-receive: stop + delete, 400 ERR_UPLOAD_STOPPED */
-
-  /* ChangeFileInfo (pre-create). */
-  char *change_id;   /* NULL = keep; else already checked with tusc_id_valid */
-  bool has_metadata; /* MetaData was an object: it replaces all metadata */
-  tusc_metadata_t metadata;
-  char *change_storage_path; /* Storage.Path; NULL = keep. NOT validated here. */
-
-  char error[256]; /* why the hook failed ("" on success) */
-} tusc_hook_response_t;
-
-void tusc_hook_response_init(tusc_hook_response_t *resp);
-void tusc_hook_response_dispose(tusc_hook_response_t *resp);
 
 /* --- process-wide settings ------------------------------------------------------- */
 

@@ -30,9 +30,9 @@
 
 #include <uv.h>
 
+#include "common/id.h"
+#include "common/metadata.h"
 #include "store/pool.h"
-
-#include "tus/headers.h"
 
 /* Longest absolute path of an upload's file. Not PATH_MAX: every open upload carries two
  * of these, and an idle upload connection must cost a few KiB. The store refuses an

@@ -1,68 +1,319 @@
 /*
- * handler_internal — the few pieces of the tus handler's request machinery that other
- * protocol front-ends inside src/tus (the IETF draft, ietf.c) reuse instead of copying:
- * building and ending responses, and the creation / append / termination flows with
- * their store calls on the thread pool, lock handling, body streaming and fsync before
- * the answer. Not a public API: only files in src/tus include it.
+ * handler_internal — what the files of the tus handler share: the per-request state
+ * (tus_request_t), the process and worker objects, and the functions one file calls in
+ * another. Not a public API: only the handler files in src/tus include it (other
+ * front-ends such as ietf.c use the narrow reqapi.h instead).
  *
- * A tusc_tus_req_t is the handler's per-request state (req->handler_data). Everything
- * here runs on the request's loop. Functions that answer the request (finish,
- * respond_error) or hand it to a flow (create, append, terminate) end the caller's
- * ownership: the state must not be touched after they return.
+ * The handler by concern:
+ *   handler.c   routing, authentication, aborts, the tus/worker objects, the thread-pool
+ *               switch (queue_work) and the upload locks (lock_upload, release_lock);
+ *   req.c       request state lifetime, responses and error answers, lookups, ownership,
+ *               and the reqapi.h accessors;
+ *   create.c    POST (creation, pre-create, Storage.Path, concatenation finals);
+ *   patch.c     PATCH and the body path of creation-with-upload (chunks, rate limit,
+ *               post-receive progress, finish hooks at completion);
+ *   read.c      HEAD and GET (downloads);
+ *   delete.c    DELETE and StopUpload termination;
+ *   hookglue.c  invoking hooks for a request and merging their HTTP answers;
+ *   finals.c    concatenation jobs: background assembly and finish hooks of finals.
+ *
+ * Threads: everything runs on the request's worker loop, except on_work (handler.c,
+ * thread pool) and the lock-release callback (any thread; it only sets an atomic flag
+ * and pokes the worker's uv_async). tus->triggers is shared by all workers under
+ * triggers_mu.
+ *
+ * Ownership: a tus_request_t lives from on_request until the one respond call that ends
+ * the request (tus_finish, tus_download_end, or an error answer); it is freed right after
+ * that call. A function documented as answering the request ends the caller's ownership:
+ * the caller must not touch the state once it returns. A step_fn continuation is always
+ * called exactly once.
  */
 #ifndef TUSC_TUS_HANDLER_INTERNAL_H
 #define TUSC_TUS_HANDLER_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
+#include "auth/auth.h"
 #include "config/config.h"
+#include "hooks/hooks.h"
 #include "http/http.h"
+#include "lock/lock.h"
 #include "store/store.h"
+#include "tus/concat.h"
+#include "tus/cors.h"
+#include "tus/expire.h"
+#include "tus/handler.h"
+#include "tus/ietf.h"
 #include "tus/location.h"
+#include "tus/reqapi.h"
+#include "tus/verify.h"
 
-typedef struct tus_request_s tusc_tus_req_t;
-struct tusc_ietf_req_s;
+#define TUS_VERSION "1.0.0"
+#define OCTET_STREAM "application/offset+octet-stream"
 
-tusc_http_request_t *tusc_tus_req_http(tusc_tus_req_t *st);
-const tusc_config_t *tusc_tus_req_config(tusc_tus_req_t *st);
-tusc_store_t *tusc_tus_req_store(tusc_tus_req_t *st);
-struct tusc_ietf_req_s *tusc_tus_req_ietf(tusc_tus_req_t *st);
-/* The upload ID of the request ("" until known) and the Location of a new upload (NULL
- * before creation). */
-const char *tusc_tus_req_id(tusc_tus_req_t *st);
-const char *tusc_tus_req_location(tusc_tus_req_t *st);
-/* Sets the upload ID (already decoded and validated). Returns 0 or TUSC_EINVALID_ID. */
-int tusc_tus_req_set_id(tusc_tus_req_t *st, const char *id);
+struct tusc_tus_s {
+  const tusc_config_t *cfg;
+  tusc_store_t *store;
+  tusc_lock_table_t *locks;
+  tusc_cors_t cors;
+  tusc_expire_t *expire; /* sweeper's index, NULL when expiration is off */
+  tusc_hooks_t *hooks; /* NULL = no hooks */
+  tusc_auth_t *auth;   /* NULL = no authentication, host or proxy lists */
+  char extensions[256];
+  /* The partials whose background job (tus_concat_queue_bg) is still running, with the
+   * request that completed each: a HEAD or GET that assembles one of their finals first
+   * gives its finish hooks that request. Shared by all workers, under triggers_mu. */
+  uv_mutex_t triggers_mu;
+  struct bg_trigger *triggers;
+};
 
-/* What tusc_location_* need from this request (Host, proxy headers, TLS). */
-void tusc_tus_req_location_input(tusc_tus_req_t *st, tusc_location_input_t *in);
+typedef struct tus_request_s tus_request_t;
 
-/* A response with the handler's common headers (protocol headers, nosniff, CORS). */
-void tusc_tus_req_response_init(tusc_tus_req_t *st, tusc_http_response_t *resp, int status);
-/* Sends resp (+ body) and frees the state. */
-void tusc_tus_req_finish(tusc_tus_req_t *st, tusc_http_response_t *resp, const void *body,
-                         size_t len);
-/* The handler's error answer ("ERR_CODE: message"), with Allow when given. */
-void tusc_tus_req_respond_error(tusc_tus_req_t *st, int err, const char *allow);
+struct tusc_tus_worker_s {
+  tusc_tus_t *tus;
+  uv_loop_t *loop;
+  uv_async_t release_async;
+  tus_request_t *requests; /* every live request state of this worker */
+  atomic_bool closing;     /* read by lock-release callbacks on other threads */
+  tusc_hooks_worker_t *hw; /* NULL = no hooks (or stopping) */
+  bool async_closed;
+  size_t bg_jobs; /* concat jobs and background finish hooks that come back here */
+};
 
-/* Reads the info of the upload named by the ID (`info` initialised by the caller, who
- * disposes it) with the handler's checks: unknown → 404, expired → 410, another
- * principal's upload → 403/404. On failure it answers (a HEAD without body) and
- * returns false. */
-bool tusc_tus_req_lookup(tusc_tus_req_t *st, tusc_upload_info_t *info);
+enum phase { PH_RUN = 0, PH_LOCK_WAIT, PH_WORK, PH_BODY, PH_STREAM, PH_HOOK, PH_AUTH };
+enum op { OP_NONE = 0, OP_POST, OP_PATCH, OP_DELETE, OP_GET };
+enum work_kind {
+  WORK_NOOP = 0,
+  WORK_CREATE,
+  WORK_SAVE_INFO,
+  WORK_SYNC,
+  WORK_TERMINATE,
+  WORK_VERIFY, /* checksum: compare, then move the staged chunk into the data file */
+  WORK_DISCARD /* checksum: drop a chunk that failed or cannot be verified */
+};
 
-/* Creation: takes over `info` (heap, initialised, id/size/metadata filled) and
- * `location` (heap); creates the upload on the thread pool, then reads the body into
- * it when `with_body`, and answers 201 (or an error). */
-void tusc_tus_req_create(tusc_tus_req_t *st, tusc_upload_info_t *info, char *location,
-                         bool with_body);
-/* Append: the request's body at `client_offset` (409 on mismatch); `new_length` >= 0
- * declares the upload's length (as tus's Upload-Length on PATCH), -1 = none. The ID
- * must be set. Answers 204 with Upload-Offset (or an error). */
-void tusc_tus_req_append(tusc_tus_req_t *st, int64_t client_offset, int64_t new_length);
-/* Termination of the upload named by the ID: 204 or an error. */
-void tusc_tus_req_terminate(tusc_tus_req_t *st);
+typedef void (*step_fn)(tus_request_t *st);
+
+struct tus_request_s {
+  tusc_tus_worker_t *w;
+  tusc_http_request_t *req; /* NULL once responded */
+  tus_request_t *prev, *next;
+  enum phase phase;
+  enum op op;
+  bool preflight;
+  char id[TUSC_ID_MAX + 1];
+  char client[64];
+  char *principal;     /* authenticated user, owner of what it creates; NULL = anonymous */
+  bool proxy_trusted;  /* this peer's forwarding headers are believed */
+  enum tusc_http_method method; /* after X-HTTP-Method-Override */
+  const char *method_name;      /* its name, as hooks see it (tusd: the overridden one) */
+  tusc_auth_request_t areq;     /* a password check, waiting or on the pool (PH_AUTH) */
+  int64_t rate_mark;            /* st->written at the last -min-upload-rate check */
+  char *location; /* POST: upload URL */
+  tusc_ietf_req_t ietf; /* IETF draft request state (ietf.c) */
+  tusc_concat_t concat; /* POST: parsed Upload-Concat */
+
+  /* lock */
+  tusc_lock_holder_t holder;
+  bool lock_held;
+  atomic_bool release_requested;
+  char *lock_path;
+  uv_timer_t timer;
+  bool timer_init;
+  uint64_t lock_deadline;
+  uint64_t last_release_ask;
+  step_fn after_lock;
+
+  /* thread pool */
+  uv_work_t work;
+  enum work_kind work_kind;
+  int work_result;
+  step_fn after_work;
+  tusc_upload_info_t *info; /* POST: the info being created */
+
+  /* writing (PATCH, POST with body) */
+  tusc_upload_t *upload;
+  bool with_body;
+  bool chunk_started;
+  bool was_complete;
+  int64_t client_offset;
+  int64_t new_length; /* Upload-Length on PATCH, -1 when absent */
+  int64_t start_offset;
+  int64_t written;
+  int64_t limit; /* body bytes the upload may still take, -1 = unlimited */
+  tusc_verify_t *verify; /* checksum: the chunk is verified before it counts (verify.h) */
+  int result;    /* the error to answer with once the body phase ends, 0 = success */
+  bool aborted;
+  int abort_err;
+
+  /* download */
+  char *buf;
+  int64_t pos, end; /* next byte to send, last byte to send */
+  size_t pending;
+  bool write_pending;
+
+  /* hooks (PH_HOOK: a blocking hook runs; its callback always comes back) */
+  step_fn after_hook;
+  enum tusc_hook_event hook_ev;
+  uint64_t hook_start_ms;
+  int hook_status;                 /* outcome of the last blocking hook */
+  tusc_hook_response_t *hook_resp; /* its answer (owned) */
+  tusc_hook_response_t *merge;     /* HTTPResponse parts merged into our answer */
+  bool pre_create_done;
+  bool finish_hooks_ran;
+  bool concat_assembled; /* this request's work completed a final (it reports it) */
+  tusc_concat_job_t *concat_job; /* PH_WORK: assembly job of a new final or a GET */
+  bool concat_job_ran;           /* POST: the new final's assembly job has ended */
+  struct hook_req_copy *concat_req; /* GET: the request its finish hooks see (owned) */
+  bool stopped; /* a post-receive hook answered StopUpload */
+  struct hook_call *progress; /* outstanding post-receive */
+  int64_t progress_offset;    /* offset the last post-receive reported */
+  bool progress_timer;        /* st->timer paces post-receive */
+  bool metrics_active;        /* counted in tusc_active_uploads */
+};
+
+/* A post-receive or fire-and-forget invocation in flight. `st` is cleared when the
+ * request state goes first; the callback then only counts. */
+struct hook_call {
+  tus_request_t *st;
+  enum tusc_hook_event ev;
+  uint64_t start_ms;
+};
+
+/* tusc_hook_http_request_t with its own copies of every string. */
+struct hook_req_copy {
+  tusc_hook_http_request_t hr;
+  tusc_hook_header_t *headers;
+  char *buf;
+};
+
+static inline tusc_store_t *tus_store_of(const tus_request_t *st) {
+  return st->w->tus->store;
+}
+static inline const tusc_config_t *tus_cfg_of(const tus_request_t *st) {
+  return st->w->tus->cfg;
+}
+
+/* --- handler.c ------------------------------------------------------------------- */
+
+/* Frees a closing worker once its last request and background job are gone. */
+void tus_worker_maybe_free(tusc_tus_worker_t *w);
+/* Runs `kind` on the thread pool, then `next` on the loop. Never calls `next` before
+ * returning, so it is also the way to leave an http callback before responding. */
+void queue_work(tus_request_t *st, enum work_kind kind, step_fn next);
+/* Takes the upload's exclusive lock, asking a current holder to let go, then runs
+ * `next`. Answers the request itself on failure or timeout. */
+void lock_upload(tus_request_t *st, step_fn next);
+void release_lock(tus_request_t *st);
+
+/* --- req.c: helpers, state, responses, lookups ------------------------------------- */
+
+/* The value of header `name` (its length in *len unless len is NULL), NULL if absent. */
+const char *tus_header_value(const tusc_http_request_t *req, const char *name, size_t *len);
+/* Media type of a Content-Type value equals `type` (case-insensitive, parameters
+ * ignored). */
+bool tus_media_type_is(const char *value, size_t len, const char *type);
+void tus_fmt_i64(char out[24], int64_t v);
+/* Frees the state. The lock must already be released and the request responded. */
+void tus_state_free(tus_request_t *st);
+void tus_response_init(tus_request_t *st, tusc_http_response_t *resp, int status);
+/* Ends the request and frees the state. */
+void tus_finish(tus_request_t *st, tusc_http_response_t *resp, const void *body, size_t len);
+/* text/plain answer: tus_finish with `text` as the body. */
+void tus_respond_text(tus_request_t *st, tusc_http_response_t *resp, const char *text);
+/* The error answer ("ERR_CODE: message"), with Allow when `allow` is not NULL. */
+void tus_respond_error_with(tus_request_t *st, int err, const char *allow);
+void tus_respond_error(tus_request_t *st, int err);
+/* 503/429 for a bound that was hit: the client may come back after `seconds`. */
+void tus_respond_retry_later(tus_request_t *st, int err, unsigned seconds);
+/* The "upload not found" answer for a failed store lookup. */
+void tus_respond_store_error(tus_request_t *st, int err);
+/* Whether the request may touch an upload with this info (its owner, see req.c). */
+bool tus_owner_ok(const tus_request_t *st, const tusc_upload_info_t *info);
+/* Another principal's upload: 403, or 404 with -auth-hide-foreign. Answers. */
+void tus_respond_foreign(tus_request_t *st);
+/* Upload-Expires (unix seconds) of an unfinished upload, 0 for none; `touched`: bytes
+ * were just written, so its last activity is now. */
+int64_t tus_expires_s(const tus_request_t *st, const tusc_upload_info_t *info, bool touched);
+bool tus_expired(const tus_request_t *st, const tusc_upload_info_t *info);
+/* What tusc_location_* need from this request. Returns 0. */
+int tus_location_input(tus_request_t *st, tusc_location_input_t *in);
+/* Answers 404 (and returns false) for an unknown upload, 403/404 for a foreign one, 410
+ * for an expired one; true when the request may go on. */
+bool tus_upload_exists(tus_request_t *st);
+
+/* --- hookglue.c -------------------------------------------------------------------- */
+
+bool tus_hook_on(const tus_request_t *st, enum tusc_hook_event ev);
+/* Pre-finish or post-finish is enabled. */
+bool tus_finish_hooks_on(const tus_request_t *st);
+/* Applies the hooks' merged HTTPResponse parts to the response about to be sent. */
+void tus_hook_merge_apply(tus_request_t *st, tusc_http_response_t *resp, const void **body,
+                          size_t *len);
+/* Drops the request's hook state (outstanding post-receive, merged answers). */
+void tus_hook_state_dispose(tus_request_t *st);
+/* Blocking hook callback (also the key to cancel a running blocking hook). */
+void tus_on_blocking_hook_done(int status, tusc_hook_response_t *resp, void *arg);
+/* The error a request answers when its blocking hook failed (503 or 500). */
+int tus_hook_failure(const tus_request_t *st);
+/* Runs blocking hook `ev`, then `next` (always later, on the loop; st->hook_status and
+ * st->hook_resp hold the outcome). */
+void tus_hook_block(tus_request_t *st, enum tusc_hook_event ev, const tusc_upload_info_t *info,
+                    step_fn next);
+/* Callback of a non-blocking invocation; `arg` is a heap struct hook_call it frees. */
+void tus_on_nonblocking_hook_done(int status, tusc_hook_response_t *resp, void *arg);
+/* Queues non-blocking hook `ev`. With `track` the call is the request's outstanding
+ * post-receive (its StopUpload answer is honoured). Returns 0 or the invoke error. */
+int tus_hook_fire(tus_request_t *st, enum tusc_hook_event ev, const tusc_upload_info_t *info,
+                  bool track);
+/* Copies of the request as hooks see it (NULL on ENOMEM); free with
+ * tus_hook_req_copy_free (NULL is fine). */
+void tus_hook_req_copy_free(struct hook_req_copy *c);
+struct hook_req_copy *tus_hook_req_copy_new(const tusc_hook_http_request_t *hr);
+struct hook_req_copy *tus_hook_req_snapshot(const tus_request_t *st);
+
+/* --- finals.c ---------------------------------------------------------------------- */
+
+/* Runs the finish hooks of final `id` if they are pending. Takes over `req`. */
+void tus_bg_final_start(tusc_tus_worker_t *w, const char *id, struct hook_req_copy *req);
+/* A copy of the request that completed one of final `info`'s partials, if that
+ * partial's job is still running; NULL if none is (or on ENOMEM). */
+struct hook_req_copy *tus_trigger_req_for(tusc_tus_t *tus, const tusc_upload_info_t *info);
+/* Queues the background assembly for a partial that just finished (`partial`) or for
+ * final st->id (`final` is its info). */
+void tus_concat_queue_bg(tus_request_t *st, bool partial, const tusc_upload_info_t *final);
+/* Runs final st->id's assembly job, then `next` with st->work_result (PH_WORK
+ * meanwhile). */
+void tus_concat_request_job(tus_request_t *st, bool created, step_fn next);
+
+/* --- the methods: create.c, patch.c, read.c, delete.c ------------------------------ */
+
+/* Each answers the request (now or later). */
+void tus_do_post(tus_request_t *st);
+void tus_do_patch(tus_request_t *st);
+void tus_do_head(tus_request_t *st);
+void tus_do_get(tus_request_t *st);
+void tus_do_delete(tus_request_t *st);
+
+/* patch.c: the body path. Called with the lock held and st->upload open: starts reading
+ * the body (or answers). */
+void tus_chunk_begin(tus_request_t *st);
+/* Ends the body phase: makes the written bytes durable (thread pool), then answers.
+ * With `leave_callback` the answer is never given before returning. */
+void tus_chunk_finish(tus_request_t *st, bool leave_callback);
+/* The http handler's body callbacks. */
+int tus_on_body(tusc_http_request_t *req, const char *data, size_t len, void *ctx);
+void tus_on_body_end(tusc_http_request_t *req, void *ctx);
+
+/* read.c: ends a streamed download (respond_end) and frees the state. */
+void tus_download_end(tus_request_t *st);
+
+/* delete.c: StopUpload from post-receive: deletes the upload, answers 400
+ * ERR_UPLOAD_STOPPED. */
+void tus_stop_terminate(tus_request_t *st);
 
 #endif

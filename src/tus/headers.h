@@ -1,7 +1,9 @@
 /*
- * headers — pure parsers and formatters for tus header values and upload IDs.
- * No I/O, no libuv, no allocation except where a function says it returns memory.
- * Thread-safe.
+ * headers — pure parsers for tus header values: sizes, Forwarded / X-Forwarded-For,
+ * Host, percent-decoding. No I/O, no libuv, no allocation. Thread-safe.
+ *
+ * Upload IDs and Upload-Metadata live in common/ (the store and hooks need them too);
+ * they are tus header values as well, so this header includes both for its users.
  */
 #ifndef TUSC_HEADERS_H
 #define TUSC_HEADERS_H
@@ -10,60 +12,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TUSC_ID_MAX 255          /* bytes of an upload ID (hook-chosen IDs included) */
-#define TUSC_ID_SEGMENT_MAX 128  /* bytes of one '/'-separated segment */
+#include "common/id.h"
+#include "common/metadata.h"
 
 /* Upload-Offset / Upload-Length / Content-Length style number: 1+ ASCII digits only
  * (no sign, no space, no "0x"), value ≤ INT64_MAX. `s` need not be NUL-terminated.
  * Returns 0 or TUSC_EINVALID_HEADER; *out written only on success. */
 int tusc_parse_size(const char *s, size_t len, int64_t *out);
-
-/* One key/value pair of Upload-Metadata. `value` is the decoded bytes (may contain
- * NUL; value_len says how many), NUL-terminated for convenience. */
-typedef struct tusc_metadata_pair_s {
-  char *key;
-  char *value;
-  size_t value_len;
-} tusc_metadata_pair_t;
-
-typedef struct tusc_metadata_s {
-  tusc_metadata_pair_t *pairs;
-  size_t count;
-} tusc_metadata_t;
-
-/* Parses an Upload-Metadata header per the spec: pairs separated by ",", each pair
- * "key" or "key base64", one space between key and value; optional spaces around
- * pairs are tolerated; keys non-empty, printable ASCII without space or comma,
- * unique; values standard base64 with padding. An empty string is an empty set.
- * Returns 0 or TUSC_EINVALID_METADATA; on success *out owns heap memory
- * (tusc_metadata_dispose). On failure *out is untouched. */
-int tusc_metadata_parse(const char *s, size_t len, tusc_metadata_t *out);
-
-/* Formats metadata back into a header value ("k1 dmFs,k2"). Pairs whose key could not
- * appear in the header (empty, or with space, comma, control or non-ASCII bytes — e.g.
- * set by a hook) are left out. Returns a malloc'd NUL-terminated string (caller frees)
- * or NULL on out-of-memory. */
-char *tusc_metadata_format(const tusc_metadata_t *md);
-
-/* Value of `key`, or NULL. */
-const tusc_metadata_pair_t *tusc_metadata_get(const tusc_metadata_t *md, const char *key);
-
-/* Adds or replaces a pair (copies key and value). Returns 0 or TUSC_ENOMEM. */
-int tusc_metadata_set(tusc_metadata_t *md, const char *key, const char *value, size_t value_len);
-
-void tusc_metadata_dispose(tusc_metadata_t *md);
-
-/* Upload-ID grammar (DESIGN.md): 1..TUSC_ID_MAX bytes, segments joined by '/', each
- * segment 1..TUSC_ID_SEGMENT_MAX bytes of [A-Za-z0-9_.-], not starting or ending with
- * '.', never only dots. Rejects "..", "%2e", NUL, backslash, empty segments, leading or
- * trailing '/'. Also rejects any segment ending in ".info", ".lock" or ".tmp" (any case):
- * the file store uses those names for side files next to each upload.
- * Returns true when valid. */
-bool tusc_id_valid(const char *id, size_t len);
-
-/* A fresh ID: 32 lowercase hex characters from 128 random bits (getrandom).
- * `out` must hold 33 bytes. Returns 0 or a negative errno. */
-int tusc_id_generate(char out[33]);
 
 /* First element of an RFC 7239 Forwarded header, values copied and NUL-terminated. */
 typedef struct tusc_forwarded_s {

@@ -23,6 +23,7 @@
 #include "common/error.h"
 #include "metrics/metrics.h"
 #include "tus/headers.h"
+#include "tus/reqapi.h"
 #include "tus/sfv.h"
 
 /* --- pure helpers ------------------------------------------------------------------ */

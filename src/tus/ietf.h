@@ -8,10 +8,11 @@
  *
  * Two layers:
  *   - pure helpers (header parsing and formatting; no I/O, thread-safe), unit-tested;
- *   - glue called by the tus handler (handler.c) on the request's loop: detection,
- *     routing, offset retrieval, and hooks at the points where the shared creation /
- *     append flow must behave the draft's way (104 interim response, completing a
- *     deferred upload, extra response headers).
+ *   - glue called by the tus handler files (handler_internal.h) on the request's loop:
+ *     detection, routing, offset retrieval, and hooks at the points where the shared
+ *     creation / append flow must behave the draft's way (104 interim response,
+ *     completing a deferred upload, extra response headers). It reaches the handler
+ *     only through reqapi.h.
  *
  * Upload state maps onto the tus store: "complete" (Upload-Complete: ?1) is a known
  * length equal to the offset. Upload-Complete: ?1 on a request whose length is not yet
@@ -26,7 +27,7 @@
 
 #include "http/http.h"
 #include "store/store.h"
-#include "tus/handler_internal.h"
+#include "tus/reqapi.h"
 
 #define TUSC_IETF_VERSION_MIN 3
 #define TUSC_IETF_VERSION_MAX 8
@@ -79,7 +80,7 @@ long tusc_ietf_disposition_filename(const char *s, size_t len, char *out, size_t
  * length or -1 when it does not fit. */
 int tusc_ietf_format_limit(int64_t max_size, char *out, size_t cap);
 
-/* --- glue for handler.c ----------------------------------------------------------- */
+/* --- glue for the tus handler files ----------------------------------------------- */
 
 /* Marks the request as a draft request when the flag is on and it carries
  * Upload-Draft-Interop-Version (version -1 when that header is unusable). */

@@ -1,7 +1,7 @@
-/* Unit tests for src/tus/handler.c: the real http layer and lock table on a loopback
- * socket, with an in-memory store that can be told to fail — the paths (ENOSPC, EIO,
- * final uploads, locks held elsewhere) that a test against the real file store cannot
- * provoke. */
+/* Unit tests for the tus handler (src/tus/handler.c and the files of
+ * handler_internal.h): the real http layer and lock table on a loopback socket, with an
+ * in-memory store that can be told to fail — the paths (ENOSPC, EIO, final uploads,
+ * locks held elsewhere) that a test against the real file store cannot provoke. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>

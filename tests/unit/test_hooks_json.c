@@ -187,24 +187,6 @@ static void test_canonical_header(void **state) {
   assert_int_equal(tusc_hook_canonical_header("upload", tiny, sizeof(tiny)), -1);
 }
 
-static void test_event_names(void **state) {
-  (void)state;
-  static const char *names[] = {"pre-create",  "post-create",   "post-receive",  "pre-finish",
-                                "post-finish", "pre-terminate", "post-terminate"};
-  for (int i = 0; i < TUSC_HOOK_EVENT_COUNT; i++) {
-    assert_string_equal(tusc_hook_event_name((enum tusc_hook_event)i), names[i]);
-    enum tusc_hook_event ev;
-    assert_int_equal(tusc_hook_event_parse(names[i], strlen(names[i]), &ev), 0);
-    assert_int_equal(ev, i);
-    assert_int_equal(tusc_hook_event_blocking(ev), names[i][1] == 'r');
-  }
-  enum tusc_hook_event ev = TUSC_HOOK_POST_FINISH;
-  assert_int_equal(tusc_hook_event_parse("Pre-Create", 10, &ev), TUSC_EINVALID_ARGUMENT);
-  assert_int_equal(tusc_hook_event_parse("pre-creat", 9, &ev), TUSC_EINVALID_ARGUMENT);
-  assert_int_equal(ev, TUSC_HOOK_POST_FINISH);
-  assert_string_equal(tusc_hook_event_name((enum tusc_hook_event)99), "");
-}
-
 /* --- response parser ----------------------------------------------------------------- */
 
 struct resp_case {
@@ -341,7 +323,6 @@ int main(void) {
       cmocka_unit_test(test_request_deferred_no_request),
       cmocka_unit_test(test_request_bad_event),
       cmocka_unit_test(test_canonical_header),
-      cmocka_unit_test(test_event_names),
       cmocka_unit_test(test_response_table),
       cmocka_unit_test(test_response_values),
   };

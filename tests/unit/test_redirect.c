@@ -1,4 +1,4 @@
-/* Unit tests for src/net/redirect.c: the https URL built from Host, path and query. */
+/* Unit tests for src/http/redirect.c: the https URL built from Host, path and query. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +9,7 @@
 #include <cmocka.h>
 #include <uv.h>
 
-#include "net/redirect.h"
+#include "http/redirect.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -1,5 +1,5 @@
 /* redirect — plain HTTP → https 308 answers. */
-#include "net/redirect.h"
+#include "http/redirect.h"
 
 #include <stdbool.h>
 #include <stdio.h>

@@ -12,8 +12,8 @@
  * Threads: the redirect object is immutable after tusc_redirect_new and shared by
  * every worker's redirect server.
  */
-#ifndef TUSC_NET_REDIRECT_H
-#define TUSC_NET_REDIRECT_H
+#ifndef TUSC_HTTP_REDIRECT_H
+#define TUSC_HTTP_REDIRECT_H
 
 #include <stddef.h>
 

@@ -1,0 +1,129 @@
+/*
+ * delete — termination: DELETE (and tusc_tus_req_terminate for other front-ends) under
+ * the upload's lock with the pre-terminate hook, and the deletion a post-receive hook's
+ * StopUpload asks for (tus_stop_terminate, from the body path). On the request's loop;
+ * the store's terminate runs on the thread pool; each path releases the lock and
+ * answers exactly once.
+ */
+#include "tus/handler_internal.h"
+
+#include <stdlib.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "metrics/metrics.h"
+
+/* Reads the stored info of st->id into st->info (for hooks that need it after the
+ * upload is gone). */
+static int load_info(tus_request_t *st) {
+  if (st->info == NULL) {
+    st->info = malloc(sizeof(*st->info));
+    if (st->info == NULL)
+      return TUSC_ENOMEM;
+  } else {
+    tusc_upload_info_dispose(st->info);
+  }
+  tusc_upload_info_init(st->info);
+  tusc_store_t *store = tus_store_of(st);
+  return store->ops->get_info(store, st->id, st->info);
+}
+
+/* --- StopUpload: the upload is deleted, the client gets 400 ERR_UPLOAD_STOPPED ------ */
+
+/* An upload was deleted (DELETE, or a hook's StopUpload): log, count, post-terminate. */
+static void upload_terminated(tus_request_t *st) {
+  tusc_log_event(TUSC_LOG_INFO, "UploadTerminated", "id", st->id, "remote", st->client,
+                 st->principal != NULL ? "user" : NULL, st->principal, NULL);
+  tusc_metrics_upload_terminated();
+  if (st->info != NULL)
+    (void)tus_hook_fire(st, TUSC_HOOK_POST_TERMINATE, st->info, false);
+}
+
+static void stop_terminated(tus_request_t *st) {
+  int rc = st->work_result;
+  st->work_kind = WORK_NOOP;
+  release_lock(st);
+  if (rc == 0) {
+    upload_terminated(st);
+  } else {
+    TUSC_LOG(TUSC_LOG_WARN, "upload %s: stopped by a hook but not deleted: %s", st->id,
+             tusc_strerror(rc));
+  }
+  tus_respond_error(st, st->aborted ? st->abort_err : TUSC_EUPLOAD_STOPPED);
+}
+
+void tus_stop_terminate(tus_request_t *st) {
+  if (load_info(st) < 0 && st->info != NULL) {
+    tusc_upload_info_dispose(st->info);
+    free(st->info);
+    st->info = NULL;
+  }
+  tus_store_of(st)->ops->close(st->upload);
+  st->upload = NULL;
+  queue_work(st, WORK_TERMINATE, stop_terminated);
+}
+
+/* --- DELETE ---------------------------------------------------------------------- */
+
+static void delete_done(tus_request_t *st) {
+  int rc = st->work_result;
+  st->work_kind = WORK_NOOP;
+  release_lock(st);
+  if (rc == 0)
+    upload_terminated(st);
+  if (st->aborted) {
+    tus_respond_error(st, st->abort_err);
+    return;
+  }
+  if (rc < 0) {
+    tus_respond_store_error(st, rc);
+    return;
+  }
+  tusc_http_response_t resp;
+  tus_response_init(st, &resp, 204);
+  tus_finish(st, &resp, NULL, 0);
+}
+
+static void delete_pre_done(tus_request_t *st) {
+  int err = 0;
+  if (st->aborted)
+    err = st->abort_err;
+  else if (st->hook_status < 0)
+    err = tus_hook_failure(st);
+  else if (st->hook_resp->reject_termination)
+    err = TUSC_EUPLOAD_TERMINATION_REJECTED;
+  if (err < 0) {
+    release_lock(st);
+    tus_respond_error(st, err);
+    return;
+  }
+  queue_work(st, WORK_TERMINATE, delete_done);
+}
+
+static void delete_locked(tus_request_t *st) {
+  /* The hooks describe the upload as it was: read it before it goes. */
+  if (tus_hook_on(st, TUSC_HOOK_PRE_TERMINATE) || tus_hook_on(st, TUSC_HOOK_POST_TERMINATE)) {
+    int rc = load_info(st);
+    if (rc < 0) {
+      release_lock(st);
+      tus_respond_store_error(st, rc);
+      return;
+    }
+  }
+  if (tus_hook_on(st, TUSC_HOOK_PRE_TERMINATE)) {
+    tus_hook_block(st, TUSC_HOOK_PRE_TERMINATE, st->info, delete_pre_done);
+    return;
+  }
+  queue_work(st, WORK_TERMINATE, delete_done);
+}
+
+void tus_do_delete(tus_request_t *st) {
+  if (!tus_upload_exists(st))
+    return;
+  lock_upload(st, delete_locked);
+}
+
+void tusc_tus_req_terminate(tusc_tus_req_t *st) {
+  st->op = OP_DELETE;
+  tus_do_delete(st);
+}

@@ -1,0 +1,483 @@
+/*
+ * patch — PATCH and the body path shared with creation-with-upload and IETF appends
+ * (tusc_tus_req_append): offset and length checks under the upload's lock, streaming the
+ * body into the store (or a checksum verifier), -min-upload-rate, post-receive progress,
+ * making the bytes durable before the answer, and the finish hooks when the request
+ * completes the upload. On the request's loop, except the store calls queued with
+ * queue_work; every path releases the lock and answers exactly once.
+ */
+#include "tus/handler_internal.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "metrics/metrics.h"
+#include "tus/headers.h"
+
+static void chunk_done(tus_request_t *st);
+
+/* --- post-receive progress ------------------------------------------------------- */
+
+static void on_progress_tick(uv_timer_t *timer) {
+  tus_request_t *st = timer->data;
+  if (st->phase != PH_BODY || st->progress != NULL || st->upload == NULL)
+    return;
+  const tusc_upload_info_t *info = tus_store_of(st)->ops->info(st->upload);
+  if (info->offset == st->progress_offset)
+    return;
+  /* UV_EBUSY (queue full) drops this one; the next tick tries again. */
+  if (tus_hook_fire(st, TUSC_HOOK_POST_RECEIVE, info, true) == 0)
+    st->progress_offset = info->offset;
+}
+
+/* Body phase starts: post-receive every -progress-hooks-interval while bytes arrive. */
+static void progress_start(tus_request_t *st) {
+  if (!st->metrics_active) {
+    st->metrics_active = true;
+    tusc_metrics_active_uploads(1);
+  }
+  st->progress_offset = st->start_offset;
+  if (!tus_hook_on(st, TUSC_HOOK_POST_RECEIVE))
+    return;
+  if (!st->timer_init) {
+    if (uv_timer_init(st->w->loop, &st->timer) < 0)
+      return;
+    st->timer.data = st;
+    st->timer_init = true;
+  }
+  int64_t every = tusc_hooks_progress_interval_ms(st->w->tus->hooks);
+  if (every < 1)
+    every = 1;
+  st->progress_timer = true;
+  uv_timer_start(&st->timer, on_progress_tick, (uint64_t)every, (uint64_t)every);
+}
+
+/* Body phase ends: one last post-receive when the offset moved since the previous. */
+static void progress_end(tus_request_t *st) {
+  if (st->metrics_active) {
+    st->metrics_active = false;
+    tusc_metrics_active_uploads(-1);
+  }
+  if (!st->progress_timer)
+    return;
+  st->progress_timer = false;
+  uv_timer_stop(&st->timer);
+  if (st->stopped || st->upload == NULL)
+    return;
+  const tusc_upload_info_t *info = tus_store_of(st)->ops->info(st->upload);
+  if (info->offset != st->progress_offset) {
+    st->progress_offset = info->offset;
+    (void)tus_hook_fire(st, TUSC_HOOK_POST_RECEIVE, info, false);
+  }
+}
+
+/* --- finish hooks (pre-finish, post-finish) ----------------------------------------- */
+
+/* Whether this request, ending with offset == size, runs the finish hooks: when it
+ * completed the upload, or when an earlier attempt left them pending (a pre-finish
+ * that failed, a crash in between: tusd bug #496 leaves such uploads without hooks
+ * forever). Uploads from before hooks were enabled (UNKNOWN) are left alone. */
+static bool finish_hooks_due(const tus_request_t *st, const tusc_upload_info_t *info) {
+  if (st->finish_hooks_ran || st->result < 0 || st->aborted || st->stopped ||
+      !tus_finish_hooks_on(st))
+    return false;
+  if (info->size_is_deferred || info->offset != info->size)
+    return false;
+  return !st->was_complete || info->finish_hooks == TUSC_FINISH_HOOKS_PENDING;
+}
+
+static void finish_hooks_saved(tus_request_t *st) {
+  if (st->work_result < 0)
+    TUSC_LOG(TUSC_LOG_WARN, "upload %s: cannot record that its finish hooks ran: %s", st->id,
+             tusc_strerror(st->work_result));
+  st->work_kind = WORK_NOOP;
+  (void)tus_hook_fire(st, TUSC_HOOK_POST_FINISH, tus_store_of(st)->ops->info(st->upload), false);
+  chunk_done(st);
+}
+
+static void finish_hooks_record(tus_request_t *st) {
+  tusc_upload_info_t *info = tus_store_of(st)->ops->info(st->upload);
+  info->finish_hooks = TUSC_FINISH_HOOKS_DONE;
+  queue_work(st, WORK_SAVE_INFO, finish_hooks_saved);
+}
+
+static void finish_hooks_pre_done(tus_request_t *st) {
+  if (st->hook_status < 0) {
+    /* Stays PENDING on disk: a later PATCH at offset == size runs them again. */
+    st->result = tus_hook_failure(st);
+    chunk_done(st);
+    return;
+  }
+  finish_hooks_record(st);
+}
+
+/* With the lock held and the data durable: pre-finish, record, post-finish, then back
+ * to chunk_done for the answer. */
+static void finish_hooks_run(tus_request_t *st) {
+  st->finish_hooks_ran = true;
+  if (tus_hook_on(st, TUSC_HOOK_PRE_FINISH)) {
+    tus_hook_block(st, TUSC_HOOK_PRE_FINISH, tus_store_of(st)->ops->info(st->upload),
+                   finish_hooks_pre_done);
+    return;
+  }
+  finish_hooks_record(st);
+}
+
+/* An empty PATCH at the length of a complete final whose finish hooks are pending
+ * (pre-finish failed in the background) runs them again, as for any upload. */
+static bool final_retry(const tus_request_t *st, const tusc_upload_info_t *info) {
+  return st->was_complete && info->finish_hooks == TUSC_FINISH_HOOKS_PENDING &&
+         st->client_offset == info->offset && st->new_length < 0 && st->req->content_length == 0 &&
+         !st->req->chunked && tus_finish_hooks_on(st);
+}
+
+/* --- writing a chunk (PATCH and creation-with-upload) ----------------------------- */
+
+static void chunk_done(tus_request_t *st) {
+  tusc_store_t *store = tus_store_of(st);
+  char offset_s[24], size_s[24];
+
+  if ((st->work_kind == WORK_SYNC || st->work_kind == WORK_VERIFY) && st->work_result < 0 &&
+      st->result == 0)
+    st->result = st->work_result;
+  st->work_kind = WORK_NOOP;
+
+  tusc_upload_info_t *info = store->ops->info(st->upload);
+  /* IETF draft: a request that completes an upload of unknown length fixes it now. */
+  if (st->ietf.version > 0 &&
+      tusc_ietf_chunk_end(&st->ietf, info, st->aborted, st->work_result, &st->result)) {
+    queue_work(st, WORK_SAVE_INFO, chunk_done);
+    return;
+  }
+  int64_t offset = info->offset;
+  if (st->chunk_started) {
+    char written_s[24];
+    tus_fmt_i64(offset_s, st->start_offset);
+    tus_fmt_i64(written_s, st->written);
+    tusc_log_event(TUSC_LOG_INFO, "ChunkWriteComplete", "id", st->id, "offset", offset_s, "size",
+                   written_s, "remote", st->client, NULL);
+    st->chunk_started = false; /* once, also when the finish hooks bring us back */
+  }
+  if (!info->size_is_deferred && offset == info->size && !st->was_complete &&
+      !st->finish_hooks_ran) {
+    tus_fmt_i64(size_s, info->size);
+    tusc_log_event(TUSC_LOG_INFO, "UploadFinished", "id", st->id, "size", size_s, "remote",
+                   st->client, NULL);
+    tusc_metrics_upload_finished();
+  }
+  if (finish_hooks_due(st, info)) {
+    finish_hooks_run(st);
+    return;
+  }
+  if (st->stopped) {
+    tus_stop_terminate(st);
+    return;
+  }
+  bool partial_done = info->is_partial && !info->size_is_deferred && offset == info->size &&
+                      !st->was_complete;
+  int64_t expires = tus_expires_s(st, info, st->written > 0);
+  store->ops->close(st->upload);
+  st->upload = NULL;
+  /* Released before answering so that the client's next PATCH finds it free. */
+  release_lock(st);
+  if (partial_done) {
+    /* Finals waiting for this partial (concatenation-unfinished) are assembled in the
+     * background; the PATCH answers at once. */
+    tus_concat_queue_bg(st, true, NULL);
+  }
+
+  if (st->aborted) {
+    tus_respond_error(st, st->abort_err);
+    return;
+  }
+  if (st->result < 0) {
+    tus_respond_error(st, st->result);
+    return;
+  }
+  tusc_http_response_t resp;
+  tus_response_init(st, &resp, st->op == OP_POST ? 201 : 204);
+  if (st->op == OP_POST)
+    tusc_http_response_header(&resp, "Location", st->location);
+  tus_fmt_i64(offset_s, offset);
+  tusc_http_response_header(&resp, "Upload-Offset", offset_s);
+  if (expires > 0) {
+    char date[32];
+    tusc_http_date(expires, date);
+    tusc_http_response_header(&resp, "Upload-Expires", date);
+  }
+  tus_finish(st, &resp, NULL, 0);
+}
+
+/* Ends the body phase: makes the written bytes durable (thread pool), then answers.
+ * With `leave_callback` the answer is never given before returning, because the caller
+ * is inside an http callback that must return first. */
+void tus_chunk_finish(tus_request_t *st, bool leave_callback) {
+  progress_end(st);
+  if (st->timer_init && tus_cfg_of(st)->min_upload_rate > 0)
+    uv_timer_stop(&st->timer);
+  st->phase = PH_RUN;
+  if (st->verify != NULL) {
+    /* A checksummed chunk reaches the data file only once its digest matched. */
+    queue_work(st, st->result == 0 && !st->aborted ? WORK_VERIFY : WORK_DISCARD, chunk_done);
+    return;
+  }
+  if (st->written > 0 && tus_cfg_of(st)->fsync != TUSC_FSYNC_NEVER)
+    queue_work(st, WORK_SYNC, chunk_done);
+  else if (leave_callback)
+    queue_work(st, WORK_NOOP, chunk_done);
+  else
+    chunk_done(st);
+}
+
+/* -min-upload-rate: every window, the body must have brought rate * window bytes, or
+ * it is cut like an interrupted upload: what arrived is kept and made durable, the
+ * client gets 408 and may resume. The lock-wait timer is free during the body. */
+static void on_rate_timer(uv_timer_t *timer) {
+  tus_request_t *st = timer->data;
+  const tusc_config_t *cfg = tus_cfg_of(st);
+  if (st->phase != PH_BODY) {
+    uv_timer_stop(timer);
+    return;
+  }
+  int64_t need = cfg->min_upload_rate * cfg->min_upload_rate_window_ms / 1000;
+  if (st->written - st->rate_mark >= need) {
+    st->rate_mark = st->written;
+    return;
+  }
+  TUSC_LOG(TUSC_LOG_INFO, "upload %s from %s: %lld bytes in %lld ms, below -min-upload-rate",
+           st->id, st->client, (long long)(st->written - st->rate_mark),
+           (long long)cfg->min_upload_rate_window_ms);
+  uv_timer_stop(timer);
+  tusc_http_body_pause(st->req);
+  st->result = TUSC_EUPLOAD_TOO_SLOW;
+  tus_chunk_finish(st, true);
+}
+
+static void rate_start(tus_request_t *st) {
+  const tusc_config_t *cfg = tus_cfg_of(st);
+  if (cfg->min_upload_rate <= 0 || cfg->min_upload_rate_window_ms <= 0)
+    return;
+  if (!st->timer_init) {
+    if (uv_timer_init(st->w->loop, &st->timer) != 0)
+      return;
+    st->timer.data = st;
+    st->timer_init = true;
+  }
+  st->rate_mark = st->written;
+  uint64_t window = (uint64_t)cfg->min_upload_rate_window_ms;
+  uv_timer_start(&st->timer, on_rate_timer, window, window);
+}
+
+/* Called with the lock held and st->upload open: starts reading the body. */
+void tus_chunk_begin(tus_request_t *st) {
+  tusc_http_request_t *req = st->req;
+  const tusc_config_t *cfg = tus_cfg_of(st);
+  tusc_upload_info_t *info = tus_store_of(st)->ops->info(st->upload);
+
+  st->start_offset = info->offset;
+  if (!info->size_is_deferred)
+    st->limit = info->size - info->offset;
+  else if (cfg->max_size > 0)
+    st->limit = cfg->max_size > info->offset ? cfg->max_size - info->offset : 0;
+  else
+    st->limit = -1;
+
+  bool has_body = req->content_length > 0 || req->chunked;
+  if (st->aborted || !has_body) {
+    tus_chunk_finish(st, false);
+    return;
+  }
+  if (atomic_load(&st->release_requested)) {
+    st->result = TUSC_EUPLOAD_INTERRUPTED;
+    tus_chunk_finish(st, false);
+    return;
+  }
+  if (req->content_length > 0 && st->limit >= 0 && req->content_length > st->limit) {
+    st->result = TUSC_EUPLOAD_SIZE_EXCEEDED;
+    tus_chunk_finish(st, false);
+    return;
+  }
+  if (st->verify != NULL) {
+    int vrc = tusc_verify_begin(st->verify, tus_store_of(st), st->upload);
+    if (vrc < 0) {
+      st->result = vrc;
+      tus_chunk_finish(st, false);
+      return;
+    }
+  }
+  char offset_s[24], max_s[24];
+  tus_fmt_i64(offset_s, st->start_offset);
+  tus_fmt_i64(max_s, st->limit);
+  tusc_log_event(TUSC_LOG_INFO, "ChunkWriteStart", "id", st->id, "offset", offset_s, "size", max_s,
+                 "remote", st->client, NULL);
+  st->chunk_started = true;
+  progress_start(st);
+  rate_start(st);
+  st->phase = PH_BODY;
+  /* May deliver buffered bytes at once; nothing may touch st after this call. */
+  tusc_http_body_start(req);
+}
+
+/* Stops the body phase because of `err` (interrupt, size, store failure). */
+static int chunk_stop(tus_request_t *st, int err) {
+  st->result = err;
+  tus_chunk_finish(st, true);
+  return err;
+}
+
+int tus_on_body(tusc_http_request_t *req, const char *data, size_t len, void *ctx) {
+  (void)ctx;
+  tus_request_t *st = req->handler_data;
+  if (st == NULL || st->phase != PH_BODY)
+    return TUSC_EUPLOAD_INTERRUPTED;
+  tusc_metrics_bytes_received(len);
+  if (atomic_load(&st->release_requested))
+    return chunk_stop(st, TUSC_EUPLOAD_INTERRUPTED);
+
+  size_t take = len;
+  bool over = false;
+  if (st->limit >= 0 && (int64_t)len > st->limit - st->written) {
+    take = (size_t)(st->limit - st->written);
+    over = true;
+  }
+  tusc_store_t *store = tus_store_of(st);
+  size_t done = 0;
+  while (done < take) {
+    ssize_t n = st->verify != NULL
+                    ? tusc_verify_write(st->verify, data + done, take - done)
+                    : store->ops->write(st->upload, st->start_offset + st->written, data + done,
+                                        take - done);
+    if (n <= 0)
+      return chunk_stop(st, n < 0 ? (int)n : TUSC_EINTERNAL);
+    done += (size_t)n;
+    st->written += n;
+    tusc_metrics_bytes_written((uint64_t)n);
+  }
+  if (over)
+    return chunk_stop(st, TUSC_EUPLOAD_SIZE_EXCEEDED);
+  return 0;
+}
+
+/* An Upload-Checksum trailer that `Trailer:` did not announce: the bytes went to the data
+ * file unhashed and cannot be verified now, so the chunk is dropped and refused. */
+static int drop_unannounced(tus_request_t *st) {
+  int rc = tusc_verify_new_dropper(tus_store_of(st), st->upload, st->start_offset, &st->verify);
+  return rc < 0 ? rc : TUSC_EINVALID_CHECKSUM;
+}
+
+void tus_on_body_end(tusc_http_request_t *req, void *ctx) {
+  (void)ctx;
+  tus_request_t *st = req->handler_data;
+  if (st == NULL || st->phase != PH_BODY)
+    return;
+  st->result = 0;
+  if (st->verify != NULL)
+    st->result = tusc_verify_body_end(st->verify, req);
+  else if (tusc_verify_has_trailer(req))
+    st->result = drop_unannounced(st);
+  tus_chunk_finish(st, false);
+}
+
+/* --- PATCH ----------------------------------------------------------------------- */
+
+static void patch_info_saved(tus_request_t *st) {
+  if (st->work_result < 0) {
+    /* The length is not durable, so it is not known: keep the upload deferred. */
+    tusc_upload_info_t *info = tus_store_of(st)->ops->info(st->upload);
+    info->size = -1;
+    info->size_is_deferred = true;
+    st->result = st->work_result;
+    st->work_kind = WORK_NOOP;
+    tus_chunk_finish(st, false);
+    return;
+  }
+  st->work_kind = WORK_NOOP;
+  tus_chunk_begin(st);
+}
+
+static void patch_locked(tus_request_t *st) {
+  tusc_store_t *store = tus_store_of(st);
+  const tusc_config_t *cfg = tus_cfg_of(st);
+  int rc = store->ops->open(store, st->id, &st->upload);
+  if (rc < 0) {
+    st->upload = NULL;
+    release_lock(st);
+    tus_respond_store_error(st, rc);
+    return;
+  }
+  tusc_upload_info_t *info = store->ops->info(st->upload);
+  /* Taken before a deferred length is set, so that declaring a length equal to the
+   * offset still counts as finishing the upload. */
+  st->was_complete = !info->size_is_deferred && info->offset == info->size;
+  if (tus_expired(st, info))
+    rc = TUSC_EGONE;
+  else if (info->is_final && !final_retry(st, info))
+    rc = TUSC_EMODIFY_FINAL;
+  else if (st->client_offset != info->offset)
+    rc = TUSC_EMISMATCHED_OFFSET;
+  else if (st->new_length >= 0 && !info->size_is_deferred && st->new_length != info->size)
+    rc = TUSC_EINVALID_UPLOAD_LENGTH;
+  else if (st->new_length >= 0 && info->size_is_deferred) {
+    if (st->new_length < info->offset)
+      rc = TUSC_EINVALID_UPLOAD_LENGTH;
+    else if (cfg->max_size > 0 && st->new_length > cfg->max_size)
+      rc = TUSC_EMAX_SIZE_EXCEEDED;
+    else {
+      info->size = st->new_length;
+      info->size_is_deferred = false;
+      queue_work(st, WORK_SAVE_INFO, patch_info_saved);
+      return;
+    }
+  }
+  if (rc < 0) {
+    store->ops->close(st->upload);
+    st->upload = NULL;
+    release_lock(st);
+    tus_respond_error(st, rc);
+    return;
+  }
+  tus_chunk_begin(st);
+}
+
+void tus_do_patch(tus_request_t *st) {
+  tusc_http_request_t *req = st->req;
+  size_t len = 0;
+  const char *ct = tus_header_value(req, "Content-Type", &len);
+  if (!tus_media_type_is(ct, len, OCTET_STREAM)) {
+    tus_respond_error(st, TUSC_EINVALID_CONTENT_TYPE);
+    return;
+  }
+  const char *off = tus_header_value(req, "Upload-Offset", &len);
+  if (off == NULL || tusc_http_header_count(req, "Upload-Offset") != 1 ||
+      tusc_parse_size(off, len, &st->client_offset) < 0) {
+    tus_respond_error(st, TUSC_EINVALID_OFFSET);
+    return;
+  }
+  st->new_length = -1;
+  const char *ul = tus_header_value(req, "Upload-Length", &len);
+  if (ul != NULL && (tusc_http_header_count(req, "Upload-Length") != 1 ||
+                     tusc_parse_size(ul, len, &st->new_length) < 0)) {
+    tus_respond_error(st, TUSC_EINVALID_UPLOAD_LENGTH);
+    return;
+  }
+  int vrc = tusc_verify_new(req, &st->verify);
+  if (vrc < 0) {
+    tus_respond_error(st, vrc);
+    return;
+  }
+  if (!tus_upload_exists(st))
+    return;
+  lock_upload(st, patch_locked);
+}
+
+void tusc_tus_req_append(tusc_tus_req_t *st, int64_t client_offset, int64_t new_length) {
+  st->op = OP_PATCH;
+  st->client_offset = client_offset;
+  st->new_length = new_length;
+  if (!tus_upload_exists(st))
+    return;
+  lock_upload(st, patch_locked);
+}

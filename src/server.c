@@ -384,7 +384,7 @@ static void server_dispose(struct server *s) {
   if (s->locks != NULL)
     tusc_lock_table_free(s->locks);
   if (s->store != NULL)
-    s->store->ops->free(s->store);
+    tusc_store_free(s->store);
 }
 
 /* libuv's thread pool serves every blocking job of every worker: fsyncs, creates,

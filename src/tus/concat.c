@@ -281,6 +281,163 @@ int tusc_concat_format_final(const tusc_upload_info_t *info, const char *collect
   return 0;
 }
 
+/* --- the same checks on asynchronously read infos ----------------------------------- */
+
+static void parts_next(tusc_concat_parts_t *p);
+
+static void on_part_loaded(tusc_store_req_t *req, int status) {
+  tusc_concat_parts_t *p = req->data;
+  p->rc[p->next] = status;
+  p->next++;
+  parts_next(p);
+}
+
+static void parts_next(tusc_concat_parts_t *p) {
+  while (p->next < p->count) {
+    p->sreq.data = p;
+    int rc = tusc_store_get_info(p->store, p->loop, &p->sreq, p->ids[p->next],
+                                 &p->infos[p->next], on_part_loaded);
+    if (rc == 0)
+      return;
+    p->rc[p->next++] = rc; /* from a store callback, so looping on is never inline */
+  }
+  p->cb(p, p->arg);
+}
+
+static void on_parts_start(tusc_store_req_t *req, int status) {
+  (void)status;
+  parts_next(req->data);
+}
+
+int tusc_concat_parts_load(tusc_concat_parts_t *parts, tusc_store_t *store, uv_loop_t *loop,
+                           const char *const *ids, size_t n, tusc_concat_parts_cb cb, void *arg) {
+  memset(parts, 0, sizeof(*parts));
+  parts->rc = calloc(n > 0 ? n : 1, sizeof(*parts->rc));
+  parts->infos = calloc(n > 0 ? n : 1, sizeof(*parts->infos));
+  if (parts->rc == NULL || parts->infos == NULL) {
+    tusc_concat_parts_dispose(parts);
+    return TUSC_ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++)
+    tusc_upload_info_init(&parts->infos[i]);
+  parts->count = n;
+  parts->store = store;
+  parts->loop = loop;
+  parts->ids = ids;
+  parts->cb = cb;
+  parts->arg = arg;
+  if (n > 0) {
+    parts_next(parts);
+    return 0;
+  }
+  /* Nothing to read: still call back later, never inline. */
+  parts->sreq.data = parts;
+  int rc = tusc_store_get_info(store, loop, &parts->sreq, "", &parts->infos[0], on_parts_start);
+  if (rc != 0) {
+    tusc_concat_parts_dispose(parts);
+    return rc;
+  }
+  return 0;
+}
+
+void tusc_concat_parts_dispose(tusc_concat_parts_t *parts) {
+  if (parts->infos != NULL) {
+    for (size_t i = 0; i < (parts->count > 0 ? parts->count : 1); i++)
+      tusc_upload_info_dispose(&parts->infos[i]);
+  }
+  free(parts->infos);
+  free(parts->rc);
+  parts->infos = NULL;
+  parts->rc = NULL;
+  parts->count = 0;
+}
+
+int tusc_concat_prepare_final_parts(const tusc_concat_t *c, const tusc_concat_parts_t *parts,
+                                    int64_t max_size, tusc_upload_info_t *final,
+                                    tusc_concat_visible_cb visible, void *arg) {
+  if (!c->is_final || c->count == 0 || parts->count != c->count)
+    return TUSC_EINVALID_CONCAT;
+  int64_t sum = 0;
+  bool known = true;
+  for (size_t i = 0; i < c->count; i++) {
+    const tusc_upload_info_t *p = &parts->infos[i];
+    int rc = parts->rc[i];
+    if (rc == 0 && visible != NULL && !visible(p, arg))
+      rc = TUSC_ENOT_FOUND;
+    if (rc == TUSC_ENOT_FOUND || rc == TUSC_EINVALID_ID || rc == TUSC_EGONE)
+      return TUSC_EINVALID_CONCAT;
+    if (rc < 0)
+      return rc;
+    if (!p->is_partial)
+      return TUSC_EINVALID_CONCAT;
+    if (p->size_is_deferred || p->size < 0)
+      known = false;
+    else if (p->size > INT64_MAX - sum)
+      return TUSC_EMAX_SIZE_EXCEEDED;
+    else
+      sum += p->size;
+  }
+  if (max_size > 0 && sum > max_size)
+    return TUSC_EMAX_SIZE_EXCEEDED;
+  char **ids = calloc(c->count, sizeof(*ids));
+  if (ids == NULL)
+    return TUSC_ENOMEM;
+  for (size_t i = 0; i < c->count; i++) {
+    ids[i] = strdup(c->ids[i]);
+    if (ids[i] == NULL) {
+      free_ids(ids, i);
+      return TUSC_ENOMEM;
+    }
+  }
+  free_ids(final->partial_uploads, final->partial_count);
+  final->partial_uploads = ids;
+  final->partial_count = c->count;
+  final->is_final = true;
+  final->is_partial = false;
+  final->size = known ? sum : -1;
+  final->size_is_deferred = !known;
+  return 0;
+}
+
+bool tusc_concat_needs_parts(const tusc_upload_info_t *info) {
+  return info->is_final && info->partial_count > 0 && !info_complete(info);
+}
+
+bool tusc_concat_status_parts(tusc_upload_info_t *info, const tusc_concat_parts_t *parts) {
+  if (!tusc_concat_needs_parts(info) || parts->count != info->partial_count)
+    return false;
+  bool all_complete = true, all_known = true;
+  int64_t sum = 0;
+  for (size_t i = 0; i < parts->count; i++) {
+    const tusc_upload_info_t *p = &parts->infos[i];
+    if (parts->rc[i] < 0)
+      return false;
+    if (!info_complete(p))
+      all_complete = false;
+    if (p->size_is_deferred || p->size < 0 || p->size > INT64_MAX - sum)
+      all_known = false;
+    else
+      sum += p->size;
+  }
+  if (info->size_is_deferred && all_known) {
+    info->size = sum;
+    info->size_is_deferred = false;
+  }
+  return all_complete && !info_complete(info);
+}
+
+bool tusc_concat_partial_missing_parts(const tusc_upload_info_t *info,
+                                       const tusc_concat_parts_t *parts) {
+  if (!tusc_concat_needs_parts(info) || parts->count != info->partial_count)
+    return false;
+  for (size_t i = 0; i < parts->count; i++) {
+    int rc = parts->rc[i];
+    if (rc == TUSC_ENOT_FOUND || rc == TUSC_EINVALID_ID || rc == TUSC_EGONE)
+      return true;
+  }
+  return false;
+}
+
 /* --- assembly (thread pool) --------------------------------------------------------- */
 
 /* Takes `id`'s lock if it is free. Never waits: code on the thread pool must not block

@@ -100,6 +100,48 @@ bool tusc_concat_partial_missing(tusc_store_t *store, const tusc_upload_info_t *
  * assembled, and HEAD/GET answer 413 ERR_MAX_SIZE_EXCEEDED. */
 bool tusc_concat_too_big(const tusc_upload_info_t *info, int64_t max_size);
 
+/* --- the same checks on infos read asynchronously --------------------------------- */
+
+/* The infos of a list of uploads, read one after the other with the asynchronous
+ * store (tusc_store_get_info) on `loop`. Caller-owned; after cb, rc[i] is 0 or the
+ * lookup error of ids[i] and infos[i] its info. */
+typedef struct tusc_concat_parts_s tusc_concat_parts_t;
+typedef void (*tusc_concat_parts_cb)(tusc_concat_parts_t *parts, void *arg);
+struct tusc_concat_parts_s {
+  size_t count;
+  int *rc;
+  tusc_upload_info_t *infos;
+  /* private */
+  tusc_store_req_t sreq;
+  size_t next;
+  tusc_store_t *store;
+  uv_loop_t *loop;
+  const char *const *ids;
+  tusc_concat_parts_cb cb;
+  void *arg;
+};
+
+/* Starts reading the `n` uploads `ids` (kept alive by the caller until cb). Returns 0
+ * (cb later, once) or TUSC_ENOMEM (no cb). Dispose the parts after cb (or after an
+ * error return; a zeroed struct disposes fine). */
+int tusc_concat_parts_load(tusc_concat_parts_t *parts, tusc_store_t *store, uv_loop_t *loop,
+                           const char *const *ids, size_t n, tusc_concat_parts_cb cb, void *arg)
+    __attribute__((warn_unused_result));
+void tusc_concat_parts_dispose(tusc_concat_parts_t *parts);
+
+/* tusc_concat_prepare_final_visible on loaded parts (parts of c->ids, in order). */
+int tusc_concat_prepare_final_parts(const tusc_concat_t *c, const tusc_concat_parts_t *parts,
+                                    int64_t max_size, tusc_upload_info_t *final,
+                                    tusc_concat_visible_cb visible, void *arg);
+/* tusc_concat_status and tusc_concat_partial_missing on loaded parts (parts of
+ * info->partial_uploads, in order). */
+bool tusc_concat_status_parts(tusc_upload_info_t *info, const tusc_concat_parts_t *parts);
+bool tusc_concat_partial_missing_parts(const tusc_upload_info_t *info,
+                                       const tusc_concat_parts_t *parts);
+/* Whether final `info` needs its partials read at all for the checks above: false for
+ * uploads that are not finals and for finals already complete (the usual case). */
+bool tusc_concat_needs_parts(const tusc_upload_info_t *info);
+
 /* Where and how assembly takes its locks. Borrowed pointers. */
 typedef struct tusc_concat_env_s {
   tusc_store_t *store;

@@ -246,9 +246,8 @@ static void on_chunk_ended(tusc_store_req_t *sreq, int status) {
 static void end_chunk(tusc_verify_t *v, int verdict) {
   v->verdict = verdict;
   v->sreq.data = v;
-  int rc = tusc_store_chunk_end(v->end_up, &v->sreq,
-                                verdict == 0 ? TUSC_STORE_KEEP : TUSC_STORE_DISCARD,
-                                on_chunk_ended);
+  int rc = tusc_store_chunk_end(
+      v->end_up, &v->sreq, verdict == 0 ? TUSC_STORE_KEEP : TUSC_STORE_DISCARD, on_chunk_ended);
   if (rc != 0)
     end_report(v, verdict != 0 ? verdict : rc); /* from a callback: never inline */
 }
@@ -331,4 +330,15 @@ int tusc_verify_end(tusc_verify_t *v, tusc_upload_t *up, int64_t chunk_start, bo
   /* The digest work starts from a store callback (a read of 0 bytes completes later),
    * so that the callback never runs inline even when no read is needed. */
   return tusc_store_read(up, &v->sreq, chunk_start, NULL, 0, on_end_started);
+}
+
+int tusc_verify_empty(tusc_verify_t *v) {
+  if (!v->have_expect)
+    return TUSC_EINVALID_CHECKSUM;
+  if (v->hash == NULL) {
+    int rc = tusc_checksum_new(v->expect.algo, &v->hash);
+    if (rc != 0)
+      return rc;
+  }
+  return tusc_checksum_verify(v->hash, &v->expect);
 }

@@ -84,6 +84,10 @@ int tusc_verify_chunk_flags(const tusc_verify_t *v);
  * TUSC_EINTERNAL. */
 int tusc_verify_update(tusc_verify_t *v, const void *data, size_t len);
 
+/* A request without a body: the digest must be that of no bytes. Returns 0,
+ * TUSC_ECHECKSUM_MISMATCH or TUSC_EINVALID_CHECKSUM. Pure. */
+int tusc_verify_empty(tusc_verify_t *v);
+
 typedef void (*tusc_verify_cb)(tusc_verify_t *v, int status, void *arg);
 
 /* Ends the chunk of `up` that began at `chunk_start`. ok (the body arrived whole):

@@ -107,9 +107,6 @@ ALLOWED = (
     # server (tusc_http_server_new): http/conn -> metrics/metrics -> http/conn. Another
     # branch is taking the listener out of metrics.
     ("http/conn", "metrics/metrics", "http/conn.c <-> metrics/metrics.c"),
-    # file.c lists uploads with file_walk.c, which calls file.c's
-    # tusc_file_store_shard_path: store/file -> store/file_walk -> store/file.
-    ("store/file_walk", "store/file", "store/file.c <-> store/file_walk.c"),
     # The handler calls ietf.c, whose request flows call back into the handler
     # (tusc_tus_req_*, tus/reqapi.h): tus/handler -> tus/ietf -> tus/handler. Goes
     # when the IETF request glue moves into the handler module and ietf.c keeps the

@@ -6,6 +6,7 @@
 #include "store/mem.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -26,7 +27,8 @@ typedef struct mem_store_s {
   uv_mutex_t mutex;
   struct entry *entries;
   tusc_store_pool_t pool;
-  tusc_mem_store_options_t opts;
+  tusc_mem_store_options_t opts; /* full_every, drain_delay_ms under mutex */
+  char *lock_dir;
   atomic_uint_fast64_t full_count;
   tusc_mem_store_faults_t faults; /* under mutex */
 } mem_store_t;
@@ -320,11 +322,11 @@ static void on_done(tusc_pool_job_t *job, int status) {
     uv_mutex_unlock(&ms->mutex);
   }
   tusc_upload_t *up = req->up;
-  if (up != NULL)
+  tusc_store_req_done(req, rc); /* it may close the upload: freed below, not in there */
+  if (up != NULL) {
     up->inflight--;
-  tusc_store_req_done(req, rc);
-  if (up != NULL)
     upload_maybe_free(up);
+  }
 }
 
 static int submit(tusc_store_req_t *req, int kind) {
@@ -407,7 +409,10 @@ static int m_append(tusc_upload_t *up, const void *buf, size_t len, tusc_store_d
     up->drain_arg = arg;
     return TUSC_ESTORE_FULL;
   }
-  if (ms->opts.full_every > 0 && up->since_full >= ms->opts.full_every) {
+  uv_mutex_lock(&ms->mutex);
+  uint64_t full_every = ms->opts.full_every, delay = ms->opts.drain_delay_ms;
+  uv_mutex_unlock(&ms->mutex);
+  if (full_every > 0 && up->since_full >= full_every) {
     if (!up->timer_init) {
       int rc = uv_timer_init(up->loop, &up->timer);
       if (rc != 0)
@@ -419,7 +424,7 @@ static int m_append(tusc_upload_t *up, const void *buf, size_t len, tusc_store_d
     up->drain = drain;
     up->drain_arg = arg;
     up->timer_armed = true;
-    uv_timer_start(&up->timer, on_drain_timer, ms->opts.drain_delay_ms, 0);
+    uv_timer_start(&up->timer, on_drain_timer, delay, 0);
     atomic_fetch_add(&ms->full_count, 1);
     return TUSC_ESTORE_FULL;
   }
@@ -515,8 +520,18 @@ static void m_free(tusc_store_t *store) {
     entry_free(e);
   }
   uv_mutex_destroy(&ms->mutex);
+  free(ms->lock_dir);
   free(ms);
 }
+
+static int m_lock_path(tusc_store_t *store, const char *id, char *out, size_t cap) {
+  return tusc_mem_store_lock_path(store, id, out, cap);
+}
+
+/* Only what the lock module still takes from the synchronous table. */
+static const tusc_store_ops_t mem_lock_ops = {
+    .lock_path = m_lock_path,
+};
 
 static const tusc_store_async_ops_t mem_store_ops = {
     .get_info = m_get_info,
@@ -549,6 +564,15 @@ int tusc_mem_store_new(const tusc_mem_store_options_t *opts, tusc_store_t **out)
   }
   ms->base.async = &mem_store_ops;
   ms->base.ops = NULL;
+  if (opts != NULL && opts->lock_dir != NULL) {
+    ms->lock_dir = strdup(opts->lock_dir);
+    if (ms->lock_dir == NULL) {
+      uv_mutex_destroy(&ms->mutex);
+      free(ms);
+      return TUSC_ENOMEM;
+    }
+    ms->base.ops = &mem_lock_ops;
+  }
   tusc_store_pool_init(&ms->pool, 0);
   if (opts != NULL)
     ms->opts = *opts;
@@ -611,4 +635,42 @@ int64_t tusc_mem_store_length(tusc_store_t *store, const char *id) {
   int64_t len = e != NULL ? (int64_t)e->len : -1;
   uv_mutex_unlock(&ms->mutex);
   return len;
+}
+
+void tusc_mem_store_set_full(tusc_store_t *store, uint64_t full_every, uint64_t drain_delay_ms) {
+  mem_store_t *ms = (mem_store_t *)store;
+  uv_mutex_lock(&ms->mutex);
+  ms->opts.full_every = full_every;
+  ms->opts.drain_delay_ms = drain_delay_ms;
+  uv_mutex_unlock(&ms->mutex);
+}
+
+int tusc_mem_store_lock_path(tusc_store_t *store, const char *id, char *out, size_t cap) {
+  mem_store_t *ms = (mem_store_t *)store;
+  if (ms->lock_dir == NULL)
+    return TUSC_EINVALID_ARGUMENT;
+  char flat[TUSC_ID_MAX + 1];
+  snprintf(flat, sizeof(flat), "%s", id);
+  for (char *p = flat; *p != '\0'; p++)
+    if (*p == '/')
+      *p = '_';
+  int n = snprintf(out, cap, "%s/%s.lock", ms->lock_dir, flat);
+  return n < 0 || (size_t)n >= cap ? UV_ENAMETOOLONG : 0;
+}
+
+int64_t tusc_mem_store_read(tusc_store_t *store, const char *id, int64_t offset, void *buf,
+                            size_t len) {
+  mem_store_t *ms = (mem_store_t *)store;
+  uv_mutex_lock(&ms->mutex);
+  struct entry *e = find(ms, id);
+  int64_t n = -1;
+  if (e != NULL) {
+    n = offset >= 0 && (size_t)offset < e->len ? (int64_t)(e->len - (size_t)offset) : 0;
+    if (n > (int64_t)len)
+      n = (int64_t)len;
+    if (n > 0)
+      memcpy(buf, e->data + offset, (size_t)n);
+  }
+  uv_mutex_unlock(&ms->mutex);
+  return n;
 }

@@ -20,6 +20,9 @@ typedef struct tusc_mem_store_options_s {
    * TUSC_ESTORE_FULL and drain runs `drain_delay_ms` later (0: the next loop turn). */
   uint64_t full_every;
   uint64_t drain_delay_ms;
+  /* Where the upload locks' files go (one flattened name per ID), for the lock module
+   * as long as it takes lock-file paths from the store (ops->lock_path); NULL = none. */
+  const char *lock_dir;
 } tusc_mem_store_options_t;
 
 /* opts may be NULL. Returns 0 and *out, or TUSC_ENOMEM. */
@@ -27,6 +30,13 @@ int tusc_mem_store_new(const tusc_mem_store_options_t *opts, tusc_store_t **out)
 
 /* How many appends answered TUSC_ESTORE_FULL so far (tests check they were seen). */
 uint64_t tusc_mem_store_full_count(tusc_store_t *store);
+
+/* Changes full_every and drain_delay_ms (see the options) for appends that start later. */
+void tusc_mem_store_set_full(tusc_store_t *store, uint64_t full_every, uint64_t drain_delay_ms);
+
+/* The lock-file path of `id` under opts->lock_dir. Returns 0, TUSC_EINVALID_ARGUMENT
+ * without a lock_dir, or UV_ENAMETOOLONG. */
+int tusc_mem_store_lock_path(tusc_store_t *store, const char *id, char *out, size_t cap);
 
 /* Faults for tests of error paths; any thread, applied to operations that start later. */
 typedef struct tusc_mem_store_faults_s {
@@ -46,6 +56,11 @@ void tusc_mem_store_set_faults(tusc_store_t *store, const tusc_mem_store_faults_
  * TUSC_ENOMEM. */
 int tusc_mem_store_put(tusc_store_t *store, const tusc_upload_info_t *info, const void *data,
                        size_t len);
+
+/* Copies up to `len` stored bytes of `id` from `offset` into buf. Returns the count, or
+ * -1 when there is no such upload. */
+int64_t tusc_mem_store_read(tusc_store_t *store, const char *id, int64_t offset, void *buf,
+                            size_t len);
 
 /* Stored length of `id`, or -1 when there is no such upload. */
 int64_t tusc_mem_store_length(tusc_store_t *store, const char *id);

@@ -80,13 +80,13 @@ struct tusc_upload_s {
   int64_t taken;        /* bytes appended in this chunk */
   int64_t landed;       /* of those, bytes in the data or side file */
   int write_err;        /* first write error of the chunk, sticky */
-  tusc_pool_job_t wjob; /* the write job: buffer wbuf, result wdone / werr */
+  tusc_pool_job_t wjob; /* the write job of buffer wbuf */
   int wbuf;
-  size_t wdone;
-  int werr;
   tusc_store_drain_cb drain;
   void *drain_arg;
   tusc_store_req_t *q_head, *q_tail;
+  uv_timer_t tick; /* starts a write after the loop turn that appended */
+  bool tick_init;
 };
 
 /* Where an upload's files are (or would be). */
@@ -936,7 +936,6 @@ enum req_kind {
   K_WAIT_ADD,
   K_WAIT_TAKE,
   K_SAVE_INFO,
-  K_CHUNK_BEGIN,
   K_CHUNK_END,
   K_READ,
   K_CONCAT
@@ -944,6 +943,8 @@ enum req_kind {
 
 /* req->state */
 enum { RS_IDLE = 0, RS_QUEUED, RS_POOL };
+/* req->flags bit (apart from the caller's): the job writes up->wbuf before its work */
+#define FLUSH_FIRST 0x100
 
 static tusc_store_req_t *req_of(tusc_pool_job_t *job) {
   return (tusc_store_req_t *)(void *)((char *)job - offsetof(tusc_store_req_t, job));
@@ -983,8 +984,14 @@ static void done_store_req(tusc_pool_job_t *job, int status) {
   tusc_store_req_t *req = req_of(job);
   req->state = RS_IDLE;
   int rc = status < 0 ? status : req->result;
-  if (rc == 0 && req->kind == K_OPEN)
-    req->upload->loop = req->loop;
+  if (rc == 0 && req->kind == K_OPEN) {
+    tusc_upload_t *up = req->upload;
+    up->loop = req->loop;
+    if (uv_timer_init(up->loop, &up->tick) == 0) {
+      up->tick.data = up;
+      up->tick_init = true;
+    }
+  }
   if (rc != 0 && req->kind == K_OPEN)
     req->upload = NULL;
   tusc_store_req_done(req, rc);
@@ -1027,12 +1034,29 @@ static int fa_wait_take(tusc_store_req_t *req) {
 
 /* --- an upload's requests and buffered writes ---------------------------------------- */
 
+/* Appended bytes wait in one of two buffers (allocated when needed, dropped when empty):
+ * `fill` takes appends on the loop while the other may be written by a pool job. A
+ * write starts when the loop has finished its turn (the `tick` timer), so that the
+ * pieces of one read and an immediately following chunk_end share one pool job; or at
+ * once when the buffer is full. Requests (chunk_end, read, save_info, concat) wait in a
+ * FIFO behind the bytes appended before them; the first one writes the bytes still
+ * buffered itself, in the same job. At most one pool job per upload runs at a time. */
+
 static void kick(tusc_upload_t *up);
+
+static void on_tick_closed(uv_handle_t *handle) {
+  fs_close(handle->data);
+}
 
 static void upload_free(tusc_upload_t *up) {
   free(up->buf[0].data);
   free(up->buf[1].data);
   up->buf[0].data = up->buf[1].data = NULL;
+  if (up->tick_init) {
+    up->tick_init = false;
+    uv_close((uv_handle_t *)&up->tick, on_tick_closed);
+    return;
+  }
   fs_close(up);
 }
 
@@ -1040,45 +1064,68 @@ static bool upload_busy(const tusc_upload_t *up) {
   return up->writing || up->running || up->q_head != NULL;
 }
 
-/* Pool: writes buffer wbuf where the chunk's next bytes belong. */
-static void run_write(tusc_pool_job_t *job) {
-  tusc_upload_t *up = (tusc_upload_t *)(void *)((char *)job - offsetof(tusc_upload_t, wjob));
+static void bufs_drop(tusc_upload_t *up) {
+  for (int i = 0; i < 2; i++) {
+    free(up->buf[i].data);
+    up->buf[i].data = NULL;
+    up->buf[i].len = 0;
+  }
+}
+
+/* Pool: writes buffer up->wbuf where the chunk's next bytes belong (the side file of a
+ * staged chunk is made by its first write) and counts what landed. The loop leaves these
+ * fields alone while the upload's job runs. */
+static void write_buf(tusc_upload_t *up) {
   struct append_buf *b = &up->buf[up->wbuf];
+  size_t done = 0;
+  int err = 0;
+  if (up->chunk_staged && up->stage_fd < 0)
+    err = fs_stage_begin(up);
   int fd = up->chunk_staged ? up->stage_fd : up->fd;
   int64_t pos = up->chunk_staged ? up->landed : up->chunk_start + up->landed;
-  size_t done = 0;
-  up->werr = 0;
-  while (done < b->len) {
+  while (err == 0 && done < b->len) {
     ssize_t n = pwrite(fd, b->data + done, b->len - done, (off_t)(pos + (int64_t)done));
     if (n < 0 && errno == EINTR)
       continue;
-    if (n <= 0) {
-      up->werr = n < 0 ? err_from_errno() : -EIO;
-      break;
-    }
-    done += (size_t)n;
+    if (n <= 0)
+      err = n < 0 ? err_from_errno() : -EIO;
+    else
+      done += (size_t)n;
   }
-  up->wdone = done;
+  up->landed += (int64_t)done;
+  if (up->chunk_staged)
+    up->staged += (int64_t)done;
+  else
+    up->info.offset += (int64_t)done;
+  b->len = 0;
+  if (err != 0 && up->write_err == 0)
+    up->write_err = err;
+}
+
+static tusc_upload_t *upload_of_wjob(tusc_pool_job_t *job) {
+  return (tusc_upload_t *)(void *)((char *)job - offsetof(tusc_upload_t, wjob));
+}
+
+static void run_write(tusc_pool_job_t *job) {
+  write_buf(upload_of_wjob(job));
 }
 
 static void done_write(tusc_pool_job_t *job, int status) {
-  tusc_upload_t *up = (tusc_upload_t *)(void *)((char *)job - offsetof(tusc_upload_t, wjob));
+  tusc_upload_t *up = upload_of_wjob(job);
   up->writing = false;
-  int err = status < 0 ? status : up->werr;
-  up->landed += (int64_t)up->wdone;
-  if (up->chunk_staged)
-    up->staged += (int64_t)up->wdone;
-  else
-    up->info.offset += (int64_t)up->wdone;
-  up->buf[up->wbuf].len = 0;
-  if (err != 0 && up->write_err == 0)
-    up->write_err = err;
+  if (status < 0) {
+    up->buf[up->wbuf].len = 0; /* cancelled: never written */
+    if (up->write_err == 0)
+      up->write_err = status;
+  }
   if (up->closing) {
     if (!upload_busy(up))
       upload_free(up);
     return;
   }
   kick(up);
+  if (!upload_busy(up) && up->buf[up->fill].len == 0)
+    bufs_drop(up); /* an idle upload (a client that went quiet) holds no buffer */
   tusc_store_drain_cb drain = up->drain;
   if (drain != NULL) {
     up->drain = NULL;
@@ -1086,22 +1133,20 @@ static void done_write(tusc_pool_job_t *job, int status) {
   }
 }
 
-/* Pool: an upload request's blocking part. */
+/* Pool: an upload request's blocking part, after the bytes still buffered. */
 static void run_upload_req(tusc_pool_job_t *job) {
   tusc_store_req_t *req = req_of(job);
   tusc_upload_t *up = req->up;
   int rc = 0;
+  if (req->flags & FLUSH_FIRST)
+    write_buf(up);
   switch (req->kind) {
   case K_SAVE_INFO:
     rc = write_info_atomic(up->store, &up->info);
     break;
-  case K_CHUNK_BEGIN:
-    if (req->flags & TUSC_STORE_CHUNK_STAGED)
-      rc = fs_stage_begin(up);
-    break;
   case K_CHUNK_END:
     if (up->chunk_staged) {
-      if (req->flags == TUSC_STORE_DISCARD || up->write_err != 0) {
+      if ((req->flags & TUSC_STORE_DISCARD) || up->write_err != 0) {
         fs_stage_discard(up);
         rc = up->write_err;
       } else {
@@ -1111,9 +1156,10 @@ static void run_upload_req(tusc_pool_job_t *job) {
         if (rc == 0 && up->landed > 0)
           rc = fs_sync(up);
       }
-    } else if (req->flags == TUSC_STORE_DISCARD) {
+    } else if (req->flags & TUSC_STORE_DISCARD) {
       rc = up->info.offset > up->chunk_start ? fs_truncate(up, up->chunk_start) : 0;
     } else {
+      /* Also after a write error: what landed is kept and made durable. */
       rc = up->landed > 0 ? fs_sync(up) : 0;
       if (up->write_err != 0)
         rc = up->write_err;
@@ -1121,11 +1167,11 @@ static void run_upload_req(tusc_pool_job_t *job) {
     break;
   case K_READ: {
     ssize_t n;
-    if (up->chunk_open && up->chunk_staged && req->offset >= up->chunk_start) {
-      n = fs_stage_read(up, req->offset - up->chunk_start, req->buf, req->len);
-    } else {
+    if (up->chunk_open && up->chunk_staged && req->offset >= up->chunk_start)
+      n = up->stage_fd >= 0 ? fs_stage_read(up, req->offset - up->chunk_start, req->buf, req->len)
+                            : 0;
+    else
       n = fs_read(up, req->offset, req->buf, req->len);
-    }
     if (n >= 0)
       req->nread = (size_t)n;
     else
@@ -1133,7 +1179,6 @@ static void run_upload_req(tusc_pool_job_t *job) {
     break;
   }
   case K_CONCAT:
-    rc = 0;
     if (up->info.offset > 0)
       rc = fs_truncate(up, 0);
     for (size_t i = 0; rc == 0 && i < req->n_in; i++) {
@@ -1168,24 +1213,18 @@ static void done_upload_req(tusc_pool_job_t *job, int status) {
   up->running = false;
   req->state = RS_IDLE;
   int rc = status < 0 ? status : req->result;
-  if (req->kind == K_CHUNK_BEGIN) {
-    if (rc == 0) {
-      up->chunk_open = true;
-      up->chunk_staged = (req->flags & TUSC_STORE_CHUNK_STAGED) != 0;
-    } else {
-      free(up->buf[0].data);
-      free(up->buf[1].data);
-      up->buf[0].data = up->buf[1].data = NULL;
-    }
-  } else if (req->kind == K_CHUNK_END) {
+  if (status < 0 && (req->flags & FLUSH_FIRST)) {
+    up->buf[up->wbuf].len = 0;
+    if (up->write_err == 0)
+      up->write_err = status;
+  }
+  if (req->kind == K_CHUNK_END) {
     up->chunk_open = false;
     up->chunk_staged = false;
     up->drain = NULL;
-    free(up->buf[0].data);
-    free(up->buf[1].data);
-    up->buf[0].data = up->buf[1].data = NULL;
-    up->buf[0].len = up->buf[1].len = 0;
+    bufs_drop(up);
   }
+  req->flags &= ~FLUSH_FIRST;
   if (up->closing) {
     /* Closed while this ran (against the contract, but a gone client's cleanup may do
      * it): the request still completes. */
@@ -1198,32 +1237,45 @@ static void done_upload_req(tusc_pool_job_t *job, int status) {
   tusc_store_req_done(req, rc); /* last: the callback may close the upload */
 }
 
-/* Starts the next pool job of `up` if none runs: buffered bytes first (requests wait
- * behind them, so chunk_end and read see every byte appended before them), then the
- * oldest request. */
+static int submit_write(tusc_upload_t *up) {
+  up->wbuf = up->fill;
+  up->fill ^= 1;
+  int rc =
+      tusc_store_pool_submit(&up->store->pool, up->loop, &up->wjob, run_write, done_write, true);
+  if (rc == 0)
+    up->writing = true;
+  else
+    up->buf[up->wbuf].len = 0;
+  return rc;
+}
+
+/* Starts the next pool job of `up` if none runs: the oldest request (writing the
+ * buffered bytes first), else the buffered bytes. */
 static void kick(tusc_upload_t *up) {
   while (!up->writing && !up->running) {
     struct append_buf *b = &up->buf[up->fill];
-    if (b->len > 0 && up->write_err == 0 && up->chunk_open) {
-      up->wbuf = up->fill;
-      up->fill ^= 1;
-      int rc = tusc_store_pool_submit(&up->store->pool, up->loop, &up->wjob, run_write, done_write,
-                                      true);
-      if (rc == 0) {
-        up->writing = true;
-        return;
-      }
-      up->write_err = rc;
-    }
-    if (b->len > 0 && up->write_err != 0)
+    if (b->len > 0 && (up->write_err != 0 || !up->chunk_open))
       b->len = 0; /* the chunk failed: what it still held is not written */
     tusc_store_req_t *req = up->q_head;
-    if (req == NULL)
+    if (req == NULL) {
+      if (b->len > 0) {
+        int rc = submit_write(up);
+        if (rc != 0 && up->write_err == 0)
+          up->write_err = rc;
+      }
       return;
+    }
     up->q_head = req->next;
     if (up->q_head == NULL)
       up->q_tail = NULL;
     req->next = NULL;
+    if (req->kind == K_CHUNK_END && (req->flags & TUSC_STORE_DISCARD))
+      b->len = 0; /* dropped anyway */
+    if (b->len > 0) {
+      req->flags |= FLUSH_FIRST;
+      up->wbuf = up->fill;
+      up->fill ^= 1;
+    }
     int rc = tusc_store_pool_submit(&up->store->pool, up->loop, &req->job, run_upload_req,
                                     done_upload_req, true);
     if (rc == 0) {
@@ -1233,39 +1285,62 @@ static void kick(tusc_upload_t *up) {
     }
     /* Not reached in practice (uv_queue_work fails only on bad arguments). The queue
      * is only worked from callbacks, so completing here is never inline. */
+    if (req->flags & FLUSH_FIRST)
+      up->buf[up->wbuf].len = 0;
+    req->flags &= ~FLUSH_FIRST;
     req->state = RS_IDLE;
     tusc_store_req_done(req, rc);
   }
 }
 
+static void on_tick(uv_timer_t *timer) {
+  tusc_upload_t *up = timer->data;
+  if (!up->closing)
+    kick(up);
+}
+
 static int upload_enqueue(tusc_store_req_t *req, int kind) {
   tusc_upload_t *up = req->up;
-  if (up->closing)
+  if (up->closing || up->loop == NULL)
     return TUSC_EINVALID_ARGUMENT;
   req->loop = up->loop;
   req->kind = kind;
   req->nread = 0;
   req->state = RS_QUEUED;
   req->next = NULL;
-  bool idle = !up->writing && !up->running && up->q_head == NULL &&
-              (up->buf[up->fill].len == 0 || up->write_err != 0 || !up->chunk_open);
-  if (idle) {
-    int rc = tusc_store_pool_submit(&up->store->pool, up->loop, &req->job, run_upload_req,
-                                    done_upload_req, true);
-    if (rc != 0) {
-      req->state = RS_IDLE;
-      return rc;
-    }
-    req->state = RS_POOL;
-    up->running = true;
-    return 0;
-  }
   if (up->q_tail != NULL)
     up->q_tail->next = req;
   else
     up->q_head = req;
   up->q_tail = req;
-  kick(up);
+  if (up->writing || up->running)
+    return 0; /* the running job's completion starts it */
+  /* Idle: start now, so that this call never completes the request itself. */
+  up->q_head = req->next;
+  if (up->q_head == NULL)
+    up->q_tail = NULL;
+  struct append_buf *b = &up->buf[up->fill];
+  bool discard = kind == K_CHUNK_END && (req->flags & TUSC_STORE_DISCARD);
+  if (b->len > 0 && up->chunk_open && up->write_err == 0 && !discard) {
+    req->flags |= FLUSH_FIRST;
+    up->wbuf = up->fill;
+    up->fill ^= 1;
+  } else {
+    b->len = 0;
+  }
+  int rc = tusc_store_pool_submit(&up->store->pool, up->loop, &req->job, run_upload_req,
+                                  done_upload_req, true);
+  if (rc != 0) {
+    if (req->flags & FLUSH_FIRST) {
+      up->buf[up->wbuf].len = 0;
+      up->write_err = rc;
+    }
+    req->flags &= ~FLUSH_FIRST;
+    req->state = RS_IDLE;
+    return rc;
+  }
+  req->state = RS_POOL;
+  up->running = true;
   return 0;
 }
 
@@ -1273,30 +1348,19 @@ static int fa_save_info(tusc_store_req_t *req) {
   return upload_enqueue(req, K_SAVE_INFO);
 }
 
-static int fa_chunk_begin(tusc_store_req_t *req) {
-  tusc_upload_t *up = req->up;
-  if (up->chunk_open || up->loop == NULL)
+static int fa_chunk_begin(tusc_upload_t *up, int flags) {
+  if (up->chunk_open || up->loop == NULL || upload_busy(up) || up->closing)
     return TUSC_EINVALID_ARGUMENT;
-  for (int i = 0; i < 2; i++) {
-    up->buf[i].len = 0;
-    if (up->buf[i].data == NULL)
-      up->buf[i].data = malloc(APPEND_BUF);
-    if (up->buf[i].data == NULL)
-      return TUSC_ENOMEM;
-  }
   up->fill = 0;
+  up->buf[0].len = up->buf[1].len = 0;
   up->chunk_start = up->info.offset;
   up->taken = up->landed = 0;
   up->write_err = 0;
   up->staged = 0;
   up->drain = NULL;
-  int rc = upload_enqueue(req, K_CHUNK_BEGIN);
-  if (rc != 0) {
-    free(up->buf[0].data);
-    free(up->buf[1].data);
-    up->buf[0].data = up->buf[1].data = NULL;
-  }
-  return rc;
+  up->chunk_open = true;
+  up->chunk_staged = (flags & TUSC_STORE_CHUNK_STAGED) != 0;
+  return 0;
 }
 
 static int fa_append(tusc_upload_t *up, const void *data, size_t len, tusc_store_drain_cb drain,
@@ -1317,18 +1381,25 @@ static int fa_append(tusc_upload_t *up, const void *data, size_t len, tusc_store
       up->drain_arg = arg;
       return TUSC_ESTORE_FULL;
     }
-    kick(up); /* idle with a part-filled buffer: write it and fill the other */
+    int rc = submit_write(up); /* write this one, fill the other */
+    if (rc != 0)
+      return rc;
     b = &up->buf[up->fill];
-    if (b->len + len > APPEND_BUF) {
-      up->drain = drain;
-      up->drain_arg = arg;
-      return TUSC_ESTORE_FULL;
-    }
   }
+  if (b->data == NULL && (b->data = malloc(APPEND_BUF)) == NULL)
+    return TUSC_ENOMEM;
   memcpy(b->data + b->len, data, len);
   b->len += len;
   up->taken += (int64_t)len;
-  kick(up); /* an idle upload writes at once; a busy one gathers until its write ends */
+  if (!up->writing && !up->running) {
+    if (b->len == APPEND_BUF) {
+      int rc = submit_write(up);
+      if (rc != 0 && up->write_err == 0)
+        up->write_err = rc;
+    } else if (up->tick_init && !uv_is_active((uv_handle_t *)&up->tick)) {
+      uv_timer_start(&up->tick, on_tick, 0, 0); /* after this loop turn */
+    }
+  }
   return 0;
 }
 
@@ -1359,13 +1430,14 @@ static int fa_cancel(tusc_store_req_t *req) {
 }
 
 static void fa_close(tusc_upload_t *up) {
-  if (up == NULL)
+  if (up == NULL || up->closing)
     return;
   up->drain = NULL;
-  if (up->writing || up->running) {
-    up->closing = true;
+  up->closing = true;
+  if (up->tick_init)
+    uv_timer_stop(&up->tick);
+  if (up->writing || up->running)
     return;
-  }
   upload_free(up);
 }
 

@@ -60,7 +60,6 @@ enum {
   K_WAIT_ADD,
   K_WAIT_TAKE,
   K_SAVE_INFO,
-  K_CHUNK_BEGIN,
   K_CHUNK_END,
   K_READ,
   K_CONCAT
@@ -235,13 +234,6 @@ static int do_upload_op(mem_store_t *ms, tusc_store_req_t *req) {
     e->info.offset = off;
     return rc;
   }
-  case K_CHUNK_BEGIN:
-    up->chunk_open = true;
-    up->staged_chunk = (req->flags & TUSC_STORE_CHUNK_STAGED) != 0;
-    up->chunk_start = (int64_t)e->len;
-    up->staged_len = 0;
-    up->write_err = 0;
-    return 0;
   case K_CHUNK_END: {
     int rc = 0;
     if (up->staged_chunk && req->flags == TUSC_STORE_KEEP && up->write_err == 0) {
@@ -371,10 +363,22 @@ static int m_wait_take(tusc_store_req_t *req) {
 static int m_save_info(tusc_store_req_t *req) {
   return submit(req, K_SAVE_INFO);
 }
-static int m_chunk_begin(tusc_store_req_t *req) {
-  if (req->up->chunk_open)
+static int m_chunk_begin(tusc_upload_t *up, int flags) {
+  if (up->chunk_open || up->closing)
     return TUSC_EINVALID_ARGUMENT;
-  return submit(req, K_CHUNK_BEGIN);
+  mem_store_t *ms = up->store;
+  uv_mutex_lock(&ms->mutex);
+  struct entry *e = find(ms, up->info.id);
+  int64_t len = e != NULL ? (int64_t)e->len : -1;
+  uv_mutex_unlock(&ms->mutex);
+  if (len < 0)
+    return TUSC_ENOT_FOUND;
+  up->chunk_open = true;
+  up->staged_chunk = (flags & TUSC_STORE_CHUNK_STAGED) != 0;
+  up->chunk_start = len;
+  up->staged_len = 0;
+  up->write_err = 0;
+  return 0;
 }
 static int m_chunk_end(tusc_store_req_t *req) {
   if (!req->up->chunk_open)

@@ -127,13 +127,12 @@ int tusc_store_save_info(tusc_upload_t *up, tusc_store_req_t *req, tusc_store_cb
   return req->store->async->save_info(req);
 }
 
-int tusc_store_chunk_begin(tusc_upload_t *up, tusc_store_req_t *req, int flags, tusc_store_cb cb) {
-  int rc = upload_req(up, req, cb);
-  if (rc != 0)
-    return rc;
-  CHECK_OP(req->store, chunk_begin);
-  req->flags = flags;
-  return req->store->async->chunk_begin(req);
+int tusc_store_chunk_begin(tusc_upload_t *up, int flags) {
+  if (up == NULL)
+    return TUSC_EINVALID_ARGUMENT;
+  tusc_store_t *store = store_of(up);
+  CHECK_OP(store, chunk_begin);
+  return store->async->chunk_begin(up, flags);
 }
 
 int tusc_store_append(tusc_upload_t *up, const void *buf, size_t len, tusc_store_drain_cb drain,

@@ -172,7 +172,7 @@ typedef struct tusc_store_async_ops_s {
   int (*wait_add)(tusc_store_req_t *req);
   int (*wait_take)(tusc_store_req_t *req);
   int (*save_info)(tusc_store_req_t *req);
-  int (*chunk_begin)(tusc_store_req_t *req);
+  int (*chunk_begin)(tusc_upload_t *up, int flags);
   int (*append)(tusc_upload_t *up, const void *buf, size_t len, tusc_store_drain_cb drain,
                 void *arg);
   int (*chunk_end)(tusc_store_req_t *req);
@@ -235,11 +235,13 @@ int tusc_store_save_info(tusc_upload_t *up, tusc_store_req_t *req, tusc_store_cb
     __attribute__((warn_unused_result));
 
 /* Starts a chunk (one PATCH body): appends follow, then exactly one chunk_end. With
- * TUSC_STORE_CHUNK_STAGED the bytes stay apart from the data until chunk_end(KEEP). */
-int tusc_store_chunk_begin(tusc_upload_t *up, tusc_store_req_t *req, int flags, tusc_store_cb cb)
-    __attribute__((warn_unused_result));
+ * TUSC_STORE_CHUNK_STAGED the bytes stay apart from the data until chunk_end(KEEP).
+ * Synchronous and without I/O (a backend sets up what it needs with the first write, and
+ * an error there comes back from append or chunk_end): 0, or TUSC_EINVALID_ARGUMENT
+ * when a chunk is open or a request is in flight. */
+int tusc_store_chunk_begin(tusc_upload_t *up, int flags) __attribute__((warn_unused_result));
 
-/* Synchronous, on the upload's loop, between chunk_begin's callback and chunk_end.
+/* Synchronous, on the upload's loop, between chunk_begin and chunk_end.
  * Takes all `len` (≤ TUSC_STORE_APPEND_MAX) bytes — copies them — and returns 0; or
  * returns TUSC_ESTORE_FULL having taken nothing: drain(arg) then runs later on the loop
  * once there is room (the caller pauses its source meanwhile; at most one drain is

@@ -343,19 +343,7 @@ static void send_interim(tus_request_t *st) {
 
 /* The store's chunk has begun: the body starts. */
 static void chunk_begun(tus_request_t *st) {
-  if (st->work_result < 0) {
-    st->result = st->work_result;
-    st->work_result = 0;
-    tus_chunk_finish(st, false);
-    return;
-  }
   st->chunk_open = true;
-  if (st->aborted || atomic_load(&st->release_requested)) {
-    if (!st->aborted)
-      st->result = TUSC_EUPLOAD_INTERRUPTED;
-    tus_chunk_finish(st, false);
-    return;
-  }
   char offset_s[24], max_s[24];
   tus_fmt_i64(offset_s, st->start_offset);
   tus_fmt_i64(max_s, st->limit);
@@ -401,8 +389,13 @@ void tus_chunk_begin(tus_request_t *st) {
     return;
   }
   int flags = st->verify != NULL ? tusc_verify_chunk_flags(st->verify) : 0;
-  tus_store_started(
-      st, tusc_store_chunk_begin(st->upload, &st->sreq, flags, tus_store_step(st, chunk_begun)));
+  int rc = tusc_store_chunk_begin(st->upload, flags);
+  if (rc < 0) {
+    st->result = rc;
+    tus_chunk_finish(st, false);
+    return;
+  }
+  chunk_begun(st);
 }
 
 /* Stops the body phase because of `err` (interrupt, size, store failure). */

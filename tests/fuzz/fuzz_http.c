@@ -104,7 +104,8 @@ static void make_fixture(const char *id, int64_t size, const char *data, size_t 
     return;
   fixture_wait("open fixture", tusc_store_open(store, &loop, &req, id, on_fixture_step), &done);
   tusc_upload_t *up = req.upload;
-  fixture_wait("begin fixture", tusc_store_chunk_begin(up, &req, 0, on_fixture_step), &done);
+  if (tusc_store_chunk_begin(up, 0) != 0)
+    die("begin fixture", -EINVAL);
   if (tusc_store_append(up, data, len, on_fixture_drain, NULL) != 0)
     die("write fixture", -EIO);
   fixture_wait("end fixture", tusc_store_chunk_end(up, &req, TUSC_STORE_KEEP, on_fixture_step),

@@ -371,11 +371,7 @@ static int arun_chunk(struct afix *f, const char *id, const char *value, bool tr
   assert_int_equal(tusc_verify_new(&req, &v), 0);
   tusc_upload_t *up = aopen(f, id);
   int64_t before = tusc_store_info(up)->offset;
-  tusc_store_req_t sreq = {0};
-  struct adone d = {0};
-  sreq.data = &d;
-  assert_int_equal(
-      await(f, &d, tusc_store_chunk_begin(up, &sreq, tusc_verify_chunk_flags(v), on_sreq)), 0);
+  assert_int_equal(tusc_store_chunk_begin(up, tusc_verify_chunk_flags(v)), 0);
   size_t len = strlen(body);
   /* In two pieces, as a body arrives. */
   assert_int_equal(tusc_store_append(up, body, 5, on_drain_never, NULL), 0);

@@ -28,7 +28,7 @@
 #include "http/http.h"
 #include "http/redirect.h"
 #include "hooks/hooks.h"
-#include "lock/lock.h"
+#include "lock/local.h"
 #include "metrics/metrics.h"
 #include "net/connlimit.h"
 #include "net/listener.h"
@@ -66,7 +66,7 @@ struct worker {
 struct server {
   const tusc_config_t *cfg;
   tusc_store_t *store;
-  tusc_lock_table_t *locks;
+  tusc_lock_t *lock; /* upload locks: the local lock on the file store's lock files */
   tusc_tus_t *tus;
   tusc_expire_t *expire; /* NULL unless -expire-after */
   tusc_hooks_t *hooks;
@@ -381,10 +381,15 @@ static void server_dispose(struct server *s) {
   tusc_connlimit_free(s->connlimit);
   tusc_metrics_set_hooks(NULL);
   tusc_hooks_free(s->hooks);
-  if (s->locks != NULL)
-    tusc_lock_table_free(s->locks);
+  tusc_lock_free(s->lock); /* every request ended in the loops' runs above */
   if (s->store != NULL)
     tusc_store_free(s->store);
+}
+
+/* The local lock flocks the file store's per-upload lock files (tusd's layout), so
+ * that several tusc processes on one directory exclude each other. */
+static int file_lock_path(void *store, const char *id, char *out, size_t cap) {
+  return tusc_file_store_lock_path(store, id, out, cap);
 }
 
 /* libuv's thread pool serves every blocking job of every worker: fsyncs, creates,
@@ -476,8 +481,8 @@ int tusc_server_run(const tusc_config_t *cfg) {
                  (double)cfg->max_size / (1024.0 * 1024.0));
   else
     tusc_log_msg(TUSC_LOG_INFO, "Using 0.00MB as maximum size.");
-  if ((rc = tusc_lock_table_new(&s.locks)) != 0 ||
-      (rc = tusc_tus_new(cfg, s.store, s.locks, &s.tus)) != 0) {
+  if ((rc = tusc_lock_local_new(file_lock_path, s.store, cfg->file_perms, &s.lock)) != 0 ||
+      (rc = tusc_tus_new(cfg, s.store, s.lock, &s.tus)) != 0) {
     tusc_log_msg(TUSC_LOG_ERROR, "cannot start the tus handler: %s", tusc_strerror(rc));
     goto out;
   }
@@ -488,8 +493,7 @@ int tusc_server_run(const tusc_config_t *cfg) {
   tusc_hooks_set_store(s.hooks, s.store);
   tusc_tus_set_hooks(s.tus, s.hooks);
   if (cfg->expire_after_ms > 0) {
-    if ((rc = tusc_expire_new(s.store, s.locks, cfg->expire_after_ms, cfg->file_perms,
-                              &s.expire)) != 0) {
+    if ((rc = tusc_expire_new(s.store, s.lock, cfg->expire_after_ms, &s.expire)) != 0) {
       tusc_log_msg(TUSC_LOG_ERROR, "cannot set up expiration: %s", tusc_strerror(rc));
       goto out;
     }

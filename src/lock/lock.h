@@ -1,60 +1,116 @@
 /*
- * lock — exclusive per-upload locks: a process-wide table (mutex) plus flock(2) on a
- * per-upload lock file, so that several tusc processes on one directory exclude each
- * other too.
+ * lock — exclusive per-upload locks behind an asynchronous interface. A backend is a
+ * tusc_lock_t with an ops table (like tusc_store_t); the first one is the in-process
+ * lock plus flock(2) of lock/local.h, a lease in a shared service could be the next.
+ * Every caller waits the same way: on its event loop, in a callback, never on a
+ * thread; no thread-pool thread ever waits for a lock.
  *
- * Lock release (tusd behaviour): a request that wants a held lock calls
- * tusc_lock_request_release(); the holder's `on_release_requested` callback runs *on
- * the requesting thread*, under no lock of this module, and must only do something
- * thread-safe and quick (e.g. set an atomic flag and uv_async_send to the holder's
- * loop): the holder is guaranteed alive during the call because tusc_lock_release() of
- * that holder waits until every callback in flight for it has returned. Hence the
- * callback must never call tusc_lock_release() on the holder it was handed (that would
- * wait for itself); other calls into this module are fine. The
- * holder then saves its bytes and calls tusc_lock_release(); the requester retries
- * tusc_lock_try_acquire() (e.g. from a timer) until it succeeds or its
- * -acquire-lock-timeout passes.
+ * Requests follow libuv's contract. The caller owns a tusc_lock_req_t (zeroed before its
+ * first use) and passes it to tusc_lock_acquire(); if that returns 0 the callback runs
+ * exactly once, later (never before acquire returned), on the loop given to acquire:
+ *   status 0                 the lock is held; let go with tusc_lock_release()
+ *   TUSC_ELOCK_TIMEOUT       still busy after timeout_ms (0 = tried once)
+ *   UV_ECANCELED             tusc_lock_cancel() was called before the lock was handed over
+ *   other negative codes     the backend failed (I/O, or TUSC_EINVALID_ID when the ID
+ *                            has no lock; with the file store: no such upload)
+ * A non-zero return of acquire means nothing happened and no callback comes.
  *
- * Threads: all functions are thread-safe. Nothing here blocks: flock is LOCK_NB.
- * Ownership: the caller owns the tusc_lock_holder_t and keeps it alive until
- * tusc_lock_release() returns.
+ * Fast path: tusc_lock_try_acquire() takes a free lock at once, without a callback, when
+ * the backend can tell without waiting (the local one can). A request handler uses it so
+ * that an uncontended lock costs no trip through the loop: the bytes that came with the
+ * request head go straight on instead of being set aside. On any failure the caller
+ * simply acquires (which waits, and reports real errors through its callback).
+ *
+ * Waiting: while an acquire waits, the backend asks the current holder to let go (at
+ * the start and again every TUSC_LOCK_REASK_MS, since a holder may change while we
+ * wait); the holder's on_release_requested runs on the holder's own loop, so a holder
+ * needs no thread-safe glue of its own. It is a request, not an order: the holder
+ * finishes what it must and then releases (tusd: a PATCH being read stops, saves what
+ * it got and answers 400). With timeout_ms 0 nobody is asked.
+ *
+ * Lifetime: the req must stay valid from acquire until its callback has run, and, for
+ * status 0, until tusc_lock_release() returns. No callback ever touches a req after
+ * that, even one asked to let go a moment before from another thread; the req may be
+ * freed right after release returns (or inside a callback that ends it: status != 0,
+ * or after calling release there). A req can be used again once it ended.
+ *
+ * Threads: one tusc_lock_t serves every loop of the process; acquire, cancel and
+ * release of one req are called on the thread of its loop. Nothing blocks.
  */
 #ifndef TUSC_LOCK_H
 #define TUSC_LOCK_H
 
-#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
 
-typedef struct tusc_lock_table_s tusc_lock_table_t;
-typedef struct tusc_lock_holder_s tusc_lock_holder_t;
+/* How often a waiting acquire asks the holder again. */
+#define TUSC_LOCK_REASK_MS 500
 
-typedef void (*tusc_lock_release_cb)(tusc_lock_holder_t *holder);
+typedef struct tusc_lock_s tusc_lock_t;
+typedef struct tusc_lock_req_s tusc_lock_req_t;
 
-struct tusc_lock_holder_s {
-  tusc_lock_release_cb on_release_requested; /* may be NULL */
-  void *data;                                /* for the owner */
-  /* private to lock.c */
-  int fd;
-  char *id;
-  bool held;
+/* End of an acquire (see above). */
+typedef void (*tusc_lock_cb)(tusc_lock_req_t *req, int status);
+/* Notifications on the req's loop: someone wants the held lock; an acquire waits. */
+typedef void (*tusc_lock_event_cb)(tusc_lock_req_t *req);
+
+struct tusc_lock_req_s {
+  void *data; /* for the caller */
+  /* While held: another request wants the lock (at least once per ask; asks that come
+   * close together may be delivered once). May call tusc_lock_release(req). NULL =
+   * never asked. */
+  tusc_lock_event_cb on_release_requested;
+  /* The lock was busy and this acquire starts waiting; at most once per acquire, may
+   * run before acquire returns (count it, nothing more). May be NULL. */
+  tusc_lock_event_cb on_wait;
+  /* private to the backend */
+  tusc_lock_t *lock;
+  void *impl;
 };
 
-/* Returns 0 and a new table, or TUSC_ENOMEM. */
-int tusc_lock_table_new(tusc_lock_table_t **out);
-void tusc_lock_table_free(tusc_lock_table_t *table);
+typedef struct tusc_lock_ops_s {
+  int (*acquire)(tusc_lock_t *lock, uv_loop_t *loop, tusc_lock_req_t *req, const char *id,
+                 int64_t timeout_ms, tusc_lock_cb cb);
+  /* May be NULL: the backend cannot tell without waiting. */
+  int (*try_acquire)(tusc_lock_t *lock, uv_loop_t *loop, tusc_lock_req_t *req, const char *id);
+  int (*cancel)(tusc_lock_req_t *req);
+  void (*release)(tusc_lock_req_t *req);
+  void (*free)(tusc_lock_t *lock);
+} tusc_lock_ops_t;
 
-/* Tries to take the lock for `id`; `lock_path` is the file to flock (created with
- * `file_perms` if missing; NULL = process-local only). Returns 0 (holder->held),
- * TUSC_ELOCKED when another holder in this process or another process has it, or a
- * negative errno for I/O errors. */
-int tusc_lock_try_acquire(tusc_lock_table_t *table, const char *id, const char *lock_path,
-                          unsigned file_perms, tusc_lock_holder_t *holder);
+struct tusc_lock_s {
+  const tusc_lock_ops_t *ops;
+};
 
-/* Asks the current holder of `id` to let go (calls its on_release_requested once per
- * call). Returns 0 if a holder in this process was asked, TUSC_ENOT_FOUND if no
- * in-process holder (the lock may be held by another process, which cannot be asked). */
-int tusc_lock_request_release(tusc_lock_table_t *table, const char *id);
+/* Starts taking the lock of upload `id` for `req`, waiting at most timeout_ms (<= 0:
+ * try once). Returns 0 (cb comes later), TUSC_EINVALID_ARGUMENT (NULL arguments, an
+ * empty ID, or a req still in use), TUSC_ENOMEM, or a libuv error. */
+__attribute__((warn_unused_result)) int tusc_lock_acquire(tusc_lock_t *lock, uv_loop_t *loop,
+                                                          tusc_lock_req_t *req, const char *id,
+                                                          int64_t timeout_ms, tusc_lock_cb cb);
 
-/* Releases a held lock (no-op if not held). Does not delete the lock file. */
-void tusc_lock_release(tusc_lock_table_t *table, tusc_lock_holder_t *holder);
+/* Takes the lock of `id` for `req` now if it is free, asking nobody. Returns 0: held,
+ * exactly as if acquire's callback had reported 0 (release it; on_release_requested
+ * applies); no callback comes. Anything else: not held and nothing pending —
+ * TUSC_ELOCKED (busy), UV_EAGAIN (the backend cannot tell without waiting), or an error
+ * acquire would report too; acquire to wait. */
+__attribute__((warn_unused_result)) int tusc_lock_try_acquire(tusc_lock_t *lock, uv_loop_t *loop,
+                                                              tusc_lock_req_t *req, const char *id);
+
+/* The caller no longer wants the lock (its client went away): an acquire whose callback
+ * has not run yet ends, and its callback runs later with UV_ECANCELED; if the lock had
+ * already been handed over internally it is given back, so a cancelled request never
+ * holds it. Returns 0, or UV_EINVAL when no callback is pending (never acquired, held,
+ * or ended). */
+int tusc_lock_cancel(tusc_lock_req_t *req);
+
+/* Lets go of a held lock (after its callback reported 0); no-op otherwise (a zeroed req,
+ * an ended one, or one not held yet: cancel that one instead). Another waiting request
+ * may get the lock before this returns. */
+void tusc_lock_release(tusc_lock_req_t *req);
+
+/* Frees the backend once every req has ended and the loops that used it have run their
+ * close callbacks. NULL is a no-op. */
+void tusc_lock_free(tusc_lock_t *lock);
 
 #endif

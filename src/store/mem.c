@@ -28,7 +28,6 @@ typedef struct mem_store_s {
   struct entry *entries;
   tusc_store_pool_t pool;
   tusc_mem_store_options_t opts; /* full_every, drain_delay_ms under mutex */
-  char *lock_dir;
   atomic_uint_fast64_t full_count;
   tusc_mem_store_faults_t faults; /* under mutex */
 } mem_store_t;
@@ -524,18 +523,8 @@ static void m_free(tusc_store_t *store) {
     entry_free(e);
   }
   uv_mutex_destroy(&ms->mutex);
-  free(ms->lock_dir);
   free(ms);
 }
-
-static int m_lock_path(tusc_store_t *store, const char *id, char *out, size_t cap) {
-  return tusc_mem_store_lock_path(store, id, out, cap);
-}
-
-/* Only what the lock module still takes from the synchronous table. */
-static const tusc_store_ops_t mem_lock_ops = {
-    .lock_path = m_lock_path,
-};
 
 static const tusc_store_async_ops_t mem_store_ops = {
     .get_info = m_get_info,
@@ -568,15 +557,6 @@ int tusc_mem_store_new(const tusc_mem_store_options_t *opts, tusc_store_t **out)
   }
   ms->base.async = &mem_store_ops;
   ms->base.ops = NULL;
-  if (opts != NULL && opts->lock_dir != NULL) {
-    ms->lock_dir = strdup(opts->lock_dir);
-    if (ms->lock_dir == NULL) {
-      uv_mutex_destroy(&ms->mutex);
-      free(ms);
-      return TUSC_ENOMEM;
-    }
-    ms->base.ops = &mem_lock_ops;
-  }
   tusc_store_pool_init(&ms->pool, 0);
   if (opts != NULL)
     ms->opts = *opts;
@@ -647,19 +627,6 @@ void tusc_mem_store_set_full(tusc_store_t *store, uint64_t full_every, uint64_t 
   ms->opts.full_every = full_every;
   ms->opts.drain_delay_ms = drain_delay_ms;
   uv_mutex_unlock(&ms->mutex);
-}
-
-int tusc_mem_store_lock_path(tusc_store_t *store, const char *id, char *out, size_t cap) {
-  mem_store_t *ms = (mem_store_t *)store;
-  if (ms->lock_dir == NULL)
-    return TUSC_EINVALID_ARGUMENT;
-  char flat[TUSC_ID_MAX + 1];
-  snprintf(flat, sizeof(flat), "%s", id);
-  for (char *p = flat; *p != '\0'; p++)
-    if (*p == '/')
-      *p = '_';
-  int n = snprintf(out, cap, "%s/%s.lock", ms->lock_dir, flat);
-  return n < 0 || (size_t)n >= cap ? UV_ENAMETOOLONG : 0;
 }
 
 int64_t tusc_mem_store_read(tusc_store_t *store, const char *id, int64_t offset, void *buf,

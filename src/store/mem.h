@@ -20,9 +20,6 @@ typedef struct tusc_mem_store_options_s {
    * TUSC_ESTORE_FULL and drain runs `drain_delay_ms` later (0: the next loop turn). */
   uint64_t full_every;
   uint64_t drain_delay_ms;
-  /* Where the upload locks' files go (one flattened name per ID), for the lock module
-   * as long as it takes lock-file paths from the store (ops->lock_path); NULL = none. */
-  const char *lock_dir;
 } tusc_mem_store_options_t;
 
 /* opts may be NULL. Returns 0 and *out, or TUSC_ENOMEM. */
@@ -33,10 +30,6 @@ uint64_t tusc_mem_store_full_count(tusc_store_t *store);
 
 /* Changes full_every and drain_delay_ms (see the options) for appends that start later. */
 void tusc_mem_store_set_full(tusc_store_t *store, uint64_t full_every, uint64_t drain_delay_ms);
-
-/* The lock-file path of `id` under opts->lock_dir. Returns 0, TUSC_EINVALID_ARGUMENT
- * without a lock_dir, or UV_ENAMETOOLONG. */
-int tusc_mem_store_lock_path(tusc_store_t *store, const char *id, char *out, size_t cap);
 
 /* Faults for tests of error paths; any thread, applied to operations that start later. */
 typedef struct tusc_mem_store_faults_s {

@@ -21,7 +21,6 @@
 
 #include "common/error.h"
 #include "common/log.h"
-#include "common/timeutil.h"
 #include "metrics/metrics.h"
 #include "tus/headers.h"
 
@@ -440,18 +439,6 @@ bool tusc_concat_partial_missing_parts(const tusc_upload_info_t *info,
 
 /* --- assembly (thread pool) --------------------------------------------------------- */
 
-/* Takes `id`'s lock if it is free. Never waits: code on the thread pool must not block
- * on a lock (a held lock can be held for as long as a stalled client likes); waiting
- * for busy locks is done on the loop by the jobs below. */
-static int lock_try(const tusc_concat_env_t *env, const char *id, tusc_lock_holder_t *holder) {
-  char path[TUSC_PATH_MAX];
-  int rc = env->store->ops->lock_path(env->store, id, path, sizeof(path));
-  if (rc < 0)
-    return rc;
-  memset(holder, 0, sizeof(*holder));
-  return tusc_lock_try_acquire(env->locks, id, path, env->file_perms, holder);
-}
-
 static int cmp_ids(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -592,60 +579,6 @@ out:
   return rc;
 }
 
-/* The blocking assembly for callers off the request path (unit tests, tools): every lock
- * is tried once, in lock order; a busy one gives TUSC_ELOCKED. */
-static int assemble(const tusc_concat_env_t *env, const char *final_id, bool *complete,
-                    bool report) {
-  bool done = false, now = false;
-  if (complete != NULL)
-    *complete = false;
-  tusc_lock_holder_t holder;
-  int rc = lock_try(env, final_id, &holder);
-  /* No shard directory for the lock file: no such upload. */
-  if (rc == TUSC_EINVALID_ID || rc == -ENOENT || rc == -ENOTDIR)
-    return TUSC_ENOT_FOUND;
-  if (rc < 0)
-    return rc;
-  tusc_upload_t *final = NULL;
-  char **order = NULL;
-  size_t count = 0, locked = 0;
-  tusc_lock_holder_t *holders = NULL;
-  rc = env->store->ops->open(env->store, final_id, &final);
-  if (rc < 0) {
-    final = NULL;
-    goto out;
-  }
-  tusc_upload_info_t *info = env->store->ops->info(final);
-  if ((rc = partial_lock_order(info, &order, &count)) < 0)
-    goto out;
-  if ((holders = calloc(count > 0 ? count : 1, sizeof(*holders))) == NULL) {
-    rc = TUSC_ENOMEM;
-    goto out;
-  }
-  for (; locked < count; locked++)
-    if ((rc = lock_try(env, order[locked], &holders[locked])) < 0)
-      goto out;
-  rc = assemble_held(env, final, &done, report, &now);
-
-out:
-  for (size_t i = 0; i < locked; i++)
-    tusc_lock_release(env->locks, &holders[i]);
-  free(holders);
-  free(order);
-  if (final != NULL)
-    env->store->ops->close(final);
-  tusc_lock_release(env->locks, &holder);
-  if (rc < 0)
-    TUSC_LOG(TUSC_LOG_WARN, "concat %s: assembly failed: %s", final_id, tusc_strerror(rc));
-  if (complete != NULL)
-    *complete = done;
-  return rc;
-}
-
-int tusc_concat_assemble(const tusc_concat_env_t *env, const char *final_id, bool *complete) {
-  return assemble(env, final_id, complete, true);
-}
-
 int tusc_concat_note_final(tusc_store_t *store, const tusc_upload_info_t *info) {
   if (store->ops->wait_add == NULL)
     return 0;
@@ -665,11 +598,6 @@ int tusc_concat_note_final(tusc_store_t *store, const tusc_upload_info_t *info) 
                tusc_strerror(rc));
   }
   return 0;
-}
-
-int tusc_concat_final_created(const tusc_concat_env_t *env, const tusc_upload_info_t *info) {
-  (void)tusc_concat_note_final(env->store, info);
-  return assemble(env, info->id, NULL, false);
 }
 
 /* The finals noted with partial_id, sorted, each once (malloc'd array of malloc'd IDs). */
@@ -698,16 +626,6 @@ static int take_notes(tusc_store_t *store, const char *partial_id, char ***out, 
   *out = finals;
   *out_count = unique;
   return 0;
-}
-
-void tusc_concat_partial_finished(const tusc_concat_env_t *env, const char *partial_id) {
-  char **finals = NULL;
-  size_t count = 0;
-  if (take_notes(env->store, partial_id, &finals, &count) < 0)
-    return;
-  for (size_t i = 0; i < count; i++)
-    (void)assemble(env, finals[i], NULL, true);
-  free_ids(finals, count);
 }
 
 /* Under the final's lock (held by the caller): turns a "pending" FinishHooks state into
@@ -749,15 +667,13 @@ bool tusc_concat_partial_missing(tusc_store_t *store, const tusc_upload_info_t *
 
 /* A job works through a list of finals (one final; or, for a partial that finished, the
  * finals noted with it, read on the pool first). For each final it takes the lock set
- * on the loop: try each lock in lock order; a busy one is asked to let go (every
- * LOCK_REASK_MS) and tried again from a timer every LOCK_RETRY_MS, until
- * env->lock_wait_ms has passed. Locks already taken are kept while it waits, which the
- * lock order makes deadlock-free. Only with the whole set held does the pool copy, so
- * no pool thread ever waits for a lock: a stalled client holding a partial costs a
- * timer, not a thread. */
-
-#define LOCK_RETRY_MS 10
-#define LOCK_REASK_MS 500
+ * on the loop through lock.h, one acquire after the other in lock order; the lock
+ * asks a busy lock's holder to let go and hands the lock over when it does, until
+ * env->lock_wait_ms (for the whole set) has passed. Locks already taken are kept while
+ * it waits, which the lock order makes deadlock-free. Only with the whole set held does
+ * the pool copy, so no pool thread ever waits for a lock: a stalled client holding a
+ * partial costs a pending acquire, not a thread. The job's own locks are never asked
+ * for (no on_release_requested): an assembly ends on its own. */
 
 enum job_kind { JOB_PARTIAL, JOB_ASSEMBLE, JOB_CREATED, JOB_MARK };
 enum job_stage { STAGE_START, STAGE_LOCK, STAGE_BUSY, STAGE_END };
@@ -781,15 +697,14 @@ struct tusc_concat_job_s {
   /* the lock set of finals[next]: the final's own lock, then its partials ascending */
   tusc_upload_info_t info;
   char **order;
-  size_t lock_count, locked;
-  tusc_lock_holder_t *holders;
-  uint64_t deadline, last_ask;
+  size_t lock_count, locked; /* reqs[0..locked) held; in STAGE_LOCK reqs[locked] pending */
+  tusc_lock_req_t *reqs;
+  uint64_t deadline; /* loop time */
   /* pool results */
   int work_rc;
   bool work_now;
 };
 
-static void on_job_tick(uv_timer_t *timer);
 static void job_next(tusc_concat_job_t *job);
 
 static void set_status(tusc_concat_job_t *job, int rc) {
@@ -799,10 +714,10 @@ static void set_status(tusc_concat_job_t *job, int rc) {
 
 static void job_release(tusc_concat_job_t *job) {
   for (size_t i = 0; i < job->locked; i++)
-    tusc_lock_release(job->env.locks, &job->holders[i]);
-  free(job->holders);
+    tusc_lock_release(&job->reqs[i]);
+  free(job->reqs);
   free(job->order);
-  job->holders = NULL;
+  job->reqs = NULL;
   job->order = NULL;
   job->lock_count = job->locked = 0;
   tusc_upload_info_dispose(&job->info);
@@ -876,38 +791,25 @@ static void on_lockset_done(uv_work_t *work, int status) {
   job_next(job);
 }
 
-/* Takes the rest of the lock set. Returns 1 while waiting (the timer comes back), 0 when
- * all are held and the pool work is queued, or a negative code (nothing held). */
+static void on_job_lock(tusc_lock_req_t *req, int status);
+
+/* Takes the next lock of the set, or, with all held, queues the copy. Returns 1 while
+ * an acquire is pending (on_job_lock comes back), 0 when the pool work is queued, or a
+ * negative code (nothing held any more). */
 static int job_lock(tusc_concat_job_t *job) {
-  while (job->locked < job->lock_count) {
-    const char *id = job->order[job->locked];
-    char path[TUSC_PATH_MAX];
-    int rc = job->env.store->ops->lock_path(job->env.store, id, path, sizeof(path));
-    if (rc == 0)
-      rc = tusc_lock_try_acquire(job->env.locks, id, path, job->env.file_perms,
-                                 &job->holders[job->locked]);
-    if (rc == 0) {
-      job->locked++;
-      continue;
-    }
-    if (rc != TUSC_ELOCKED) {
+  if (job->locked < job->lock_count) {
+    uint64_t now = uv_now(job->loop);
+    int64_t left = job->deadline > now ? (int64_t)(job->deadline - now) : 0;
+    tusc_lock_req_t *req = &job->reqs[job->locked];
+    memset(req, 0, sizeof(*req));
+    req->data = job;
+    int rc = tusc_lock_acquire(job->env.lock, job->loop, req, job->order[job->locked], left,
+                               on_job_lock);
+    if (rc < 0) {
       job_release(job);
-      /* No shard directory for the lock file: no such upload. */
-      return rc == TUSC_EINVALID_ID || rc == -ENOENT || rc == -ENOTDIR ? TUSC_ENOT_FOUND : rc;
-    }
-    uint64_t now = tusc_now_ms();
-    if (job->abandoned || now >= job->deadline) {
-      job_release(job);
-      return job->abandoned ? UV_ECANCELED : TUSC_ELOCK_TIMEOUT;
-    }
-    /* A PATCH holding a partial that is complete anyway (e.g. a body stalled past the
-     * end) lets go when asked; another assembly ends on its own. */
-    if (now - job->last_ask >= LOCK_REASK_MS) {
-      job->last_ask = now;
-      (void)tusc_lock_request_release(job->env.locks, id);
+      return rc;
     }
     job->stage = STAGE_LOCK;
-    uv_timer_start(&job->timer, on_job_tick, LOCK_RETRY_MS, 0);
     return 1;
   }
   job->stage = STAGE_BUSY;
@@ -918,6 +820,27 @@ static int job_lock(tusc_concat_job_t *job) {
     return rc;
   }
   return 0;
+}
+
+static void on_job_lock(tusc_lock_req_t *req, int status) {
+  tusc_concat_job_t *job = req->data;
+  int rc = status;
+  if (rc == 0) {
+    job->locked++;
+    /* The requester is gone: let go of what is held. */
+    rc = job->abandoned ? UV_ECANCELED : job_lock(job);
+    if (rc >= 0)
+      return;
+  }
+  job_release(job);
+  /* No shard directory for the lock file: no such upload. */
+  if (rc == TUSC_EINVALID_ID || rc == -ENOENT || rc == -ENOTDIR)
+    rc = TUSC_ENOT_FOUND;
+  TUSC_LOG(TUSC_LOG_WARN, "concat %s: not assembled: %s", job->finals[job->next],
+           tusc_strerror(rc));
+  set_status(job, rc);
+  job->next++;
+  job_next(job);
 }
 
 /* The lock set of finals[next]; 1 when there is nothing to do for it. */
@@ -941,8 +864,8 @@ static int job_plan(tusc_concat_job_t *job) {
       return rc;
   }
   job->order = malloc((partials + 1) * sizeof(*job->order));
-  job->holders = calloc(partials + 1, sizeof(*job->holders));
-  if (job->order == NULL || job->holders == NULL) {
+  job->reqs = calloc(partials + 1, sizeof(*job->reqs));
+  if (job->order == NULL || job->reqs == NULL) {
     free(order);
     return TUSC_ENOMEM;
   }
@@ -952,10 +875,9 @@ static int job_plan(tusc_concat_job_t *job) {
   free(order);
   job->lock_count = partials + 1;
   job->locked = 0;
-  uint64_t now = tusc_now_ms();
-  job->deadline = now + (uint64_t)(job->env.lock_wait_ms > 0 ? job->env.lock_wait_ms : 0);
-  /* Without time to wait, nobody is asked to let go for nothing. */
-  job->last_ask = job->env.lock_wait_ms > 0 ? now - LOCK_REASK_MS : now;
+  /* Without time to wait (0) each lock is tried once and nobody is asked to let go. */
+  job->deadline =
+      uv_now(job->loop) + (uint64_t)(job->env.lock_wait_ms > 0 ? job->env.lock_wait_ms : 0);
   return 0;
 }
 
@@ -976,7 +898,7 @@ static void job_next(tusc_concat_job_t *job) {
   while (job->next < job->count && !job->abandoned) {
     int rc = job_plan(job);
     if (rc == 0 && (rc = job_lock(job)) >= 0)
-      return; /* waiting (timer) or copying (pool) */
+      return; /* taking a lock or copying (pool) */
     job_release(job);
     if (rc < 0) {
       TUSC_LOG(TUSC_LOG_WARN, "concat %s: not assembled: %s", job->finals[job->next],
@@ -988,32 +910,20 @@ static void job_next(tusc_concat_job_t *job) {
   job_end(job);
 }
 
-static void on_job_tick(uv_timer_t *timer) {
+/* The job's start, from a timer so that cb never runs before the start function
+ * returned. */
+static void on_job_start(uv_timer_t *timer) {
   tusc_concat_job_t *job = timer->data;
-  if (job->stage == STAGE_START) {
-    if (job->kind == JOB_PARTIAL) {
-      job->stage = STAGE_BUSY;
-      job->work.data = job;
-      int rc = uv_queue_work(job->loop, &job->work, on_take_work, on_take_done);
-      if (rc < 0) {
-        set_status(job, rc);
-        job_end(job);
-      }
-      return;
+  if (job->kind == JOB_PARTIAL) {
+    job->stage = STAGE_BUSY;
+    job->work.data = job;
+    int rc = uv_queue_work(job->loop, &job->work, on_take_work, on_take_done);
+    if (rc < 0) {
+      set_status(job, rc);
+      job_end(job);
     }
-    job_next(job);
     return;
   }
-  /* STAGE_LOCK. The requester is gone: stop waiting, let go of what is held. */
-  int rc = job->abandoned ? UV_ECANCELED : job_lock(job);
-  if (rc < 0)
-    job_release(job);
-  if (rc >= 0)
-    return;
-  TUSC_LOG(TUSC_LOG_WARN, "concat %s: not assembled: %s", job->finals[job->next],
-           tusc_strerror(rc));
-  set_status(job, rc);
-  job->next++;
   job_next(job);
 }
 
@@ -1046,8 +956,7 @@ static int job_start(uv_loop_t *loop, const tusc_concat_env_t *env, const char *
     return rc;
   }
   job->timer.data = job;
-  /* Started from the timer, so that cb never runs before this returns. */
-  uv_timer_start(&job->timer, on_job_tick, 0, 0);
+  uv_timer_start(&job->timer, on_job_start, 0, 0);
   if (out != NULL)
     *out = job;
   return 0;
@@ -1074,6 +983,10 @@ int tusc_concat_queue_finish_hooks_done(uv_loop_t *loop, const tusc_concat_env_t
 }
 
 void tusc_concat_job_abandon(tusc_concat_job_t *job) {
-  if (job != NULL)
-    job->abandoned = true;
+  if (job == NULL)
+    return;
+  job->abandoned = true;
+  /* A pending acquire ends with UV_ECANCELED (on_job_lock); copying finishes first. */
+  if (job->stage == STAGE_LOCK)
+    (void)tusc_lock_cancel(&job->reqs[job->locked]);
 }

@@ -23,10 +23,8 @@
  * when the lengths are known, else never assembled once they are (tusc_concat_too_big).
  *
  * Threads: the parser and tusc_concat_status are cheap and may run on a loop. Assembly
- * is a job: its locks are taken on the loop (waiting on a timer, never on a thread),
- * then the copy runs on libuv's thread pool with the locks held. The blocking
- * functions (tusc_concat_assemble, ...) are for the pool and tests and never wait for
- * a lock.
+ * is a job: its locks are taken on the loop (lock.h: a pending acquire, never a
+ * waiting thread), then the copy runs on libuv's thread pool with the locks held.
  */
 #ifndef TUSC_TUS_CONCAT_H
 #define TUSC_TUS_CONCAT_H
@@ -145,43 +143,25 @@ bool tusc_concat_needs_parts(const tusc_upload_info_t *info);
 /* Where and how assembly takes its locks. Borrowed pointers. */
 typedef struct tusc_concat_env_s {
   tusc_store_t *store;
-  tusc_lock_table_t *locks;
-  unsigned file_perms;  /* for lock files */
-  int64_t lock_wait_ms; /* jobs: how long to wait on the loop for a busy lock (0 = try once) */
+  tusc_lock_t *lock;
+  int64_t lock_wait_ms; /* how long to wait on the loop for busy locks (0 = try each once) */
   int64_t max_size;     /* -max-size: a final above it is never assembled (0 = no limit) */
 } tusc_concat_env_t;
-
-/* Blocking versions (thread pool or tests; the server uses the jobs below). They never
- * wait for a lock: each is tried once, in lock order, and a busy one gives TUSC_ELOCKED.
- *
- * tusc_concat_assemble assembles final `final_id` if every partial is complete and it
- * is not assembled yet (then saves a newly known length, appends, syncs, logs
- * UploadFinished and counts it in the metrics; finish hooks do not run here). Sets
- * *complete (may be NULL) to whether the final is complete afterwards. Returns 0 (also
- * when not ready), TUSC_ELOCKED, TUSC_EMAX_SIZE_EXCEEDED (partials add up to more than
- * env->max_size), TUSC_ENOT_FOUND for a missing final or partial, or an I/O error; on
- * error the final's data is cut back to empty. */
-int tusc_concat_assemble(const tusc_concat_env_t *env, const char *final_id, bool *complete);
 
 /* After the store created final upload `info`: notes it with each unfinished partial
  * (store->wait_add; failures are logged, HEAD/GET still assemble it later). Blocking
  * (disk), takes no lock. Returns 0. */
 int tusc_concat_note_final(tusc_store_t *store, const tusc_upload_info_t *info);
 
-/* tusc_concat_note_final, then tusc_concat_assemble without logging or counting
- * UploadFinished (the creating request does that). Returns the assembly's code. */
-int tusc_concat_final_created(const tusc_concat_env_t *env, const tusc_upload_info_t *info);
-
-/* After partial `partial_id` became complete: assembles the finals noted with it.
- * Failures are logged (a later HEAD/GET retries). */
-void tusc_concat_partial_finished(const tusc_concat_env_t *env, const char *partial_id);
-
-/* Jobs, started on the loop thread that owns `loop`. A job takes each final's lock set
- * on the loop (the final's lock, then its partials' in ascending ID order; a busy lock's
- * holder is asked to let go, tusc_lock_request_release, and the lock tried again from a
- * timer until env->lock_wait_ms has passed), and only then copies on the thread pool
- * with every lock held: no pool thread ever waits for a lock. The loop stays alive
- * until the job ends. `env` is copied; its pointers must outlive the job.
+/* Jobs, started on the loop thread that owns `loop`: the only way to assemble. A job
+ * takes each final's lock set on the loop through lock.h (the final's lock, then its
+ * partials' in ascending ID order; a busy lock's holder is asked to let go, and the
+ * whole set must be held within env->lock_wait_ms), and only then copies on the thread
+ * pool with every lock held: no pool thread ever waits for a lock. A final whose
+ * partials are not all complete is left alone; an assembly is idempotent, logs
+ * UploadFinished and counts it in the metrics (finish hooks do not run here); on error
+ * the final's data is cut back to empty. The loop stays alive until the job ends.
+ * `env` is copied; its pointers must outlive the job.
  *
  * `cb` (may be NULL) runs on the loop exactly once, never before the start function
  * returned, when the job ends: status 0 or the first error (TUSC_ELOCK_TIMEOUT,

@@ -1,11 +1,18 @@
 /*
  * expire — see expire.h.
  *
- * Invariants: `mutex` guards the heap only; no disk I/O and no lock-table call happens
- * while it is held, so creators (tusc_expire_track on a worker loop) never wait for a
- * disk. An entry popped by a sweep is owned by that sweep until it is re-filed or freed.
- * The uv_work_t of the rebuild and of the sweep are separate so that sweeps go on
- * during a long start-up walk.
+ * Invariants: `mutex` guards the heap (and `gone`) only; no disk I/O and no lock call
+ * happens while it is held, so creators (tusc_expire_track on a worker loop) never wait
+ * for a disk. An entry popped by a sweep is owned by that sweep until it is re-filed or
+ * freed. The rebuild and each sweep have their own uv_work_t so that sweeps go on during
+ * a long start-up walk.
+ *
+ * A sweep works in batches of at most SWEEP_BATCH due entries, in three steps: on the
+ * pool, pop and judge them (re-filing or forgetting what is not expired); on the loop,
+ * try each expired one's lock once (lock.h, timeout 0: busy means someone is uploading,
+ * so it is re-filed); on the pool, with those locks held, judge again and delete; then,
+ * on the loop, release and go on with the next batch. So no pool thread ever touches a
+ * lock.
  */
 #include "tus/expire.h"
 
@@ -35,9 +42,8 @@ typedef struct entry_s {
 
 struct tusc_expire_s {
   tusc_store_t *store;
-  tusc_lock_table_t *locks;
+  tusc_lock_t *lock;
   int64_t expire_after_ms;
-  unsigned file_perms;
   int64_t started_s;
 
   uv_mutex_t mutex;
@@ -50,8 +56,7 @@ struct tusc_expire_s {
   uv_timer_t timer;
   bool timer_init;
   uv_work_t rebuild_work;
-  uv_work_t sweep_work;
-  bool sweep_running;
+  bool sweep_running; /* on the loop of the sweep */
 
   /* post-terminate for expired uploads: the sweep (thread pool) collects their infos,
    * its after-work callback (on `loop`) hands them to a hooks worker of that loop. */
@@ -217,9 +222,9 @@ static entry_t heap_pop(tusc_expire_t *exp) {
 
 /* --- public: index ------------------------------------------------------------------ */
 
-int tusc_expire_new(tusc_store_t *store, tusc_lock_table_t *locks, int64_t expire_after_ms,
-                    unsigned file_perms, tusc_expire_t **out) {
-  if (expire_after_ms <= 0 || store == NULL || locks == NULL)
+int tusc_expire_new(tusc_store_t *store, tusc_lock_t *lock, int64_t expire_after_ms,
+                    tusc_expire_t **out) {
+  if (expire_after_ms <= 0 || store == NULL || lock == NULL)
     return TUSC_EINVALID_ARGUMENT;
   tusc_expire_t *exp = calloc(1, sizeof(*exp));
   if (exp == NULL)
@@ -229,9 +234,8 @@ int tusc_expire_new(tusc_store_t *store, tusc_lock_table_t *locks, int64_t expir
     return TUSC_ENOMEM;
   }
   exp->store = store;
-  exp->locks = locks;
+  exp->lock = lock;
   exp->expire_after_ms = expire_after_ms;
-  exp->file_perms = file_perms;
   exp->started_s = (int64_t)time(NULL);
   atomic_init(&exp->stopping, false);
   *out = exp;
@@ -260,6 +264,13 @@ int tusc_expire_track(tusc_expire_t *exp, const char *id, int64_t deadline_ms) {
   }
   uv_mutex_unlock(&exp->mutex);
   return rc;
+}
+
+bool tusc_expire_due(tusc_expire_t *exp, int64_t now_ms) {
+  uv_mutex_lock(&exp->mutex);
+  bool due = exp->count > 0 && KEY_DEADLINE(exp->heap[0].key) <= now_ms;
+  uv_mutex_unlock(&exp->mutex);
+  return due;
 }
 
 size_t tusc_expire_index_entries(tusc_expire_t *exp, size_t *bytes) {
@@ -331,25 +342,15 @@ static int judge(tusc_expire_t *exp, const char *id, int64_t now_ms, enum verdic
   return rc;
 }
 
-/* Deletes `id` if it is still expired once its lock is held. Returns 0 with *v set, or
- * TUSC_ELOCKED / an I/O error. */
-static int expire_one(tusc_expire_t *exp, const char *id, int64_t now_ms, enum verdict *v,
-                      int64_t *deadline) {
-  char lock_path[TUSC_PATH_MAX];
-  int rc = exp->store->ops->lock_path(exp->store, id, lock_path, sizeof(lock_path));
-  if (rc != 0)
-    return rc;
-  tusc_lock_holder_t holder;
-  memset(&holder, 0, sizeof(holder));
-  holder.fd = -1;
-  rc = tusc_lock_try_acquire(exp->locks, id, lock_path, exp->file_perms, &holder);
-  if (rc != 0)
-    return rc;
+/* Deletes `id` if it is still expired; the caller holds its lock. Returns 0 with *v
+ * set, or an I/O error. */
+static int expire_held(tusc_expire_t *exp, const char *id, int64_t now_ms, enum verdict *v,
+                       int64_t *deadline) {
   /* A PATCH may have finished (or refreshed the upload) between the look and the lock. */
   struct gone *g = exp->collect ? calloc(1, sizeof(*g)) : NULL;
   if (g != NULL)
     tusc_upload_info_init(&g->info);
-  rc = judge(exp, id, now_ms, v, deadline, g != NULL ? &g->info : NULL);
+  int rc = judge(exp, id, now_ms, v, deadline, g != NULL ? &g->info : NULL);
   if (rc == 0 && (*v == DELETE || *v == FORGET)) {
     /* For FORGET this removes the lock file the lock call may just have made for an
      * upload that is gone (terminate then reports not-found). */
@@ -368,24 +369,80 @@ static int expire_one(tusc_expire_t *exp, const char *id, int64_t now_ms, enum v
       }
     }
   }
-  tusc_lock_release(exp->locks, &holder);
   gone_free(g);
   return rc;
 }
 
-int tusc_expire_sweep(tusc_expire_t *exp, int64_t now_ms, tusc_expire_stats_t *stats) {
-  tusc_expire_stats_t s;
-  memset(&s, 0, sizeof(s));
-  int64_t retry_ms = (int64_t)tusc_expire_sweep_interval_ms(exp->expire_after_ms);
-  int result = 0;
+#define SWEEP_BATCH 64
+
+static void fire_post_terminate(tusc_expire_t *exp);
+
+typedef struct sweep_s sweep_t;
+
+typedef struct candidate_s {
+  sweep_t *sw;
+  tusc_lock_req_t lock;
+  int lock_status; /* of its acquire, 1 while pending */
   char id[TUSC_ID_MAX + 1];
+} candidate_t;
+
+struct sweep_s {
+  tusc_expire_t *exp;
+  uv_loop_t *loop;
+  uv_work_t work;
+  int64_t now_ms;
+  int64_t retry_ms;
+  tusc_expire_sweep_cb cb;
+  void *arg;
+  tusc_expire_stats_t stats;
+  int result;
+  bool more;                      /* the batch was full: there may be more due */
+  candidate_t cands[SWEEP_BATCH]; /* this batch's expired uploads */
+  size_t count;
+  size_t locking; /* acquires pending */
+};
+
+/* What happened to one due entry. An I/O error re-files it as well. */
+static void settle(sweep_t *sw, const char *id, int rc, enum verdict v, int64_t deadline) {
+  if (rc < 0 && rc != TUSC_ELOCK_TIMEOUT) {
+    sw->stats.failed++;
+    TUSC_LOG(TUSC_LOG_WARN, "expire %s: %s", id, tusc_strerror(rc));
+  }
+  if (rc != 0) {
+    /* Busy (someone is uploading right now) or an error: look again later. */
+    v = KEEP;
+    deadline = sw->now_ms + sw->retry_ms;
+  }
+  if (v == KEEP) {
+    if (tusc_expire_track(sw->exp, id, deadline) == 0)
+      sw->stats.refiled++;
+  } else if (v == DELETE) {
+    sw->stats.deleted++;
+  } else {
+    sw->stats.forgotten++;
+  }
+}
+
+static void sweep_batch(sweep_t *sw);
+
+/* Pool: pops the due entries of one batch and keeps the expired ones as candidates. */
+static void on_batch_judge(uv_work_t *work) {
+  sweep_t *sw = work->data;
+  tusc_expire_t *exp = sw->exp;
+  char id[TUSC_ID_MAX + 1];
+  sw->count = 0;
+  sw->more = false;
   for (;;) {
     if (atomic_load(&exp->stopping)) {
-      result = TUSC_ESERVER_SHUTDOWN;
+      sw->result = TUSC_ESERVER_SHUTDOWN;
+      break;
+    }
+    if (sw->count == SWEEP_BATCH) {
+      sw->more = true;
       break;
     }
     uv_mutex_lock(&exp->mutex);
-    if (exp->count == 0 || KEY_DEADLINE(exp->heap[0].key) > now_ms) {
+    if (exp->count == 0 || KEY_DEADLINE(exp->heap[0].key) > sw->now_ms) {
       uv_mutex_unlock(&exp->mutex);
       break;
     }
@@ -394,33 +451,149 @@ int tusc_expire_sweep(tusc_expire_t *exp, int64_t now_ms, tusc_expire_stats_t *s
     entry_dispose(&e, &exp->str_bytes);
     uv_mutex_unlock(&exp->mutex);
 
-    s.checked++;
+    sw->stats.checked++;
     enum verdict v = FORGET;
     int64_t deadline = 0;
-    int rc = judge(exp, id, now_ms, &v, &deadline, NULL);
+    int rc = judge(exp, id, sw->now_ms, &v, &deadline, NULL);
     if (rc == 0 && v == DELETE)
-      rc = expire_one(exp, id, now_ms, &v, &deadline);
-    if (rc == TUSC_ELOCKED || rc < 0) {
-      /* Busy (someone is uploading right now) or an I/O error: look again later. */
-      if (rc != TUSC_ELOCKED) {
-        s.failed++;
-        TUSC_LOG(TUSC_LOG_WARN, "expire %s: %s", id, tusc_strerror(rc));
+      memcpy(sw->cands[sw->count++].id, id, strlen(id) + 1);
+    else
+      settle(sw, id, rc, v, deadline);
+  }
+}
+
+/* Pool: deletes the candidates whose lock the sweep holds. */
+static void on_batch_delete(uv_work_t *work) {
+  sweep_t *sw = work->data;
+  for (size_t i = 0; i < sw->count; i++) {
+    candidate_t *c = &sw->cands[i];
+    if (c->lock_status != 0)
+      continue;
+    enum verdict v = FORGET;
+    int64_t deadline = 0;
+    int rc = expire_held(sw->exp, c->id, sw->now_ms, &v, &deadline);
+    settle(sw, c->id, rc, v, deadline);
+  }
+}
+
+static void sweep_end(sweep_t *sw) {
+  tusc_expire_t *exp = sw->exp;
+  exp->sweep_running = false;
+  if (sw->cb != NULL)
+    sw->cb(sw->arg, sw->result, &sw->stats);
+  free(sw);
+}
+
+/* Loop: lets go of the batch's locks, hands deletions to post-terminate, goes on. */
+static void on_batch_deleted(uv_work_t *work, int status) {
+  sweep_t *sw = work->data;
+  for (size_t i = 0; i < sw->count; i++)
+    if (sw->cands[i].lock_status == 0)
+      tusc_lock_release(&sw->cands[i].lock);
+  if (status < 0 && sw->result == 0)
+    sw->result = status;
+  fire_post_terminate(sw->exp);
+  if (sw->more && sw->result == 0)
+    sweep_batch(sw);
+  else
+    sweep_end(sw);
+}
+
+/* Loop: every candidate's lock was tried once. */
+static void batch_locked(sweep_t *sw) {
+  bool any = false;
+  for (size_t i = 0; i < sw->count; i++) {
+    candidate_t *c = &sw->cands[i];
+    if (c->lock_status == 0)
+      any = true;
+    else
+      settle(sw, c->id, c->lock_status, KEEP, 0); /* TUSC_ELOCK_TIMEOUT: busy */
+  }
+  if (any) {
+    sw->work.data = sw;
+    int rc = uv_queue_work(sw->loop, &sw->work, on_batch_delete, on_batch_deleted);
+    if (rc == 0)
+      return;
+    for (size_t i = 0; i < sw->count; i++) {
+      candidate_t *c = &sw->cands[i];
+      if (c->lock_status == 0) {
+        tusc_lock_release(&c->lock);
+        c->lock_status = rc;
+        settle(sw, c->id, rc, KEEP, 0);
       }
-      v = KEEP;
-      deadline = now_ms + retry_ms;
     }
-    if (v == KEEP) {
-      if (tusc_expire_track(exp, id, deadline) == 0)
-        s.refiled++;
-    } else if (v == DELETE) {
-      s.deleted++;
-    } else {
-      s.forgotten++;
+    sw->result = rc;
+  }
+  if (sw->more && sw->result == 0)
+    sweep_batch(sw);
+  else
+    sweep_end(sw);
+}
+
+static void on_candidate_lock(tusc_lock_req_t *req, int status) {
+  candidate_t *c = req->data;
+  c->lock_status = status;
+  if (--c->sw->locking == 0)
+    batch_locked(c->sw);
+}
+
+/* Loop: tries each candidate's lock once, without asking anyone to let go. */
+static void on_batch_judged(uv_work_t *work, int status) {
+  sweep_t *sw = work->data;
+  if (status < 0 && sw->result == 0)
+    sw->result = status;
+  if (sw->count == 0) {
+    sweep_end(sw);
+    return;
+  }
+  /* Callbacks come later, on this loop: count them all before any can arrive. */
+  sw->locking = sw->count;
+  for (size_t i = 0; i < sw->count; i++) {
+    candidate_t *c = &sw->cands[i];
+    memset(&c->lock, 0, sizeof(c->lock));
+    c->sw = sw;
+    c->lock.data = c;
+    c->lock_status = 1;
+    int rc = tusc_lock_acquire(sw->exp->lock, sw->loop, &c->lock, c->id, 0, on_candidate_lock);
+    if (rc < 0) {
+      c->lock_status = rc;
+      sw->locking--;
     }
   }
-  if (stats != NULL)
-    *stats = s;
-  return result;
+  if (sw->locking == 0)
+    batch_locked(sw);
+}
+
+static void sweep_batch(sweep_t *sw) {
+  sw->work.data = sw;
+  int rc = uv_queue_work(sw->loop, &sw->work, on_batch_judge, on_batch_judged);
+  if (rc < 0) {
+    sw->result = rc;
+    sweep_end(sw);
+  }
+}
+
+int tusc_expire_sweep(tusc_expire_t *exp, uv_loop_t *loop, int64_t now_ms, tusc_expire_sweep_cb cb,
+                      void *arg) {
+  if (exp->sweep_running)
+    return UV_EBUSY;
+  sweep_t *sw = calloc(1, sizeof(*sw));
+  if (sw == NULL)
+    return TUSC_ENOMEM;
+  sw->exp = exp;
+  sw->loop = loop;
+  sw->now_ms = now_ms;
+  sw->retry_ms = (int64_t)tusc_expire_sweep_interval_ms(exp->expire_after_ms);
+  sw->cb = cb;
+  sw->arg = arg;
+  sw->work.data = sw;
+  int rc = uv_queue_work(loop, &sw->work, on_batch_judge, on_batch_judged);
+  if (rc < 0) {
+    free(sw);
+    return rc;
+  }
+  exp->sweep_running = true;
+  return 0;
 }
 
 /* --- on a loop ---------------------------------------------------------------------- */
@@ -442,13 +615,12 @@ static void on_rebuild_done(uv_work_t *work, int status) {
   (void)status;
 }
 
-static void on_sweep(uv_work_t *work) {
-  tusc_expire_t *exp = work->data;
-  tusc_expire_stats_t s;
-  tusc_expire_sweep(exp, tusc_expire_now_ms(), &s);
-  if (s.deleted > 0 || s.failed > 0)
-    tusc_log_msg(TUSC_LOG_INFO, "expiration: sweep deleted %zu, checked %zu, failed %zu", s.deleted,
-                 s.checked, s.failed);
+static void on_periodic_sweep_done(void *arg, int status, const tusc_expire_stats_t *s) {
+  (void)arg;
+  (void)status;
+  if (s->deleted > 0 || s->failed > 0)
+    tusc_log_msg(TUSC_LOG_INFO, "expiration: sweep deleted %zu, checked %zu, failed %zu",
+                 s->deleted, s->checked, s->failed);
 }
 
 struct hook_call {
@@ -460,8 +632,7 @@ static void on_hook_done(int status, tusc_hook_response_t *resp, void *arg) {
   (void)resp;
   struct hook_call *call = arg;
   uint64_t now = tusc_now_ms();
-  tusc_metrics_hook_done(TUSC_HOOK_POST_TERMINATE,
-                         now > call->start_ms ? now - call->start_ms : 0);
+  tusc_metrics_hook_done(TUSC_HOOK_POST_TERMINATE, now > call->start_ms ? now - call->start_ms : 0);
   tusc_metrics_hook_queue(-1);
   free(call);
 }
@@ -478,8 +649,8 @@ static void fire_post_terminate(tusc_expire_t *exp) {
     if (call == NULL)
       break;
     call->start_ms = tusc_now_ms();
-    if (tusc_hooks_invoke(exp->hw, TUSC_HOOK_POST_TERMINATE, &it->info, NULL, on_hook_done,
-                          call) == 0)
+    if (tusc_hooks_invoke(exp->hw, TUSC_HOOK_POST_TERMINATE, &it->info, NULL, on_hook_done, call) ==
+        0)
       tusc_metrics_hook_queue(1);
     else
       free(call);
@@ -487,24 +658,17 @@ static void fire_post_terminate(tusc_expire_t *exp) {
   gone_free(g);
 }
 
-static void on_sweep_done(uv_work_t *work, int status) {
-  (void)status;
-  tusc_expire_t *exp = work->data;
-  exp->sweep_running = false;
-  fire_post_terminate(exp);
-}
-
 void tusc_expire_set_hooks(tusc_expire_t *exp, tusc_hooks_t *hooks) {
   exp->hooks = hooks;
 }
 
+/* Nothing due (the steady state) costs one look at the heap's top. */
 static void on_timer(uv_timer_t *timer) {
   tusc_expire_t *exp = timer->data;
-  if (exp->sweep_running || atomic_load(&exp->stopping))
+  int64_t now = tusc_expire_now_ms();
+  if (exp->sweep_running || atomic_load(&exp->stopping) || !tusc_expire_due(exp, now))
     return;
-  exp->sweep_work.data = exp;
-  if (uv_queue_work(exp->loop, &exp->sweep_work, on_sweep, on_sweep_done) == 0)
-    exp->sweep_running = true;
+  (void)tusc_expire_sweep(exp, exp->loop, now, on_periodic_sweep_done, NULL);
 }
 
 int tusc_expire_start(tusc_expire_t *exp, uv_loop_t *loop) {

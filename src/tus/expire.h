@@ -18,14 +18,17 @@
  * check per deadline. The heap is filled at start-up by one walk over the store (on the
  * thread pool) and by tusc_expire_track on every creation.
  *
- * Deleting: the sweeper takes the upload's lock with try-acquire (a busy upload is
- * re-filed a sweep interval later), re-checks the deadline under the lock, then
- * terminates (data, .info, .lock and any chunk side file).
+ * Deleting: the sweeper takes the upload's lock on its loop through lock.h, trying
+ * once without asking anyone to let go (a busy upload is re-filed a sweep interval
+ * later), re-checks the deadline under the lock, then terminates (data, .info, .lock
+ * and any chunk side file).
  *
- * Threads: the pure functions anywhere. tusc_expire_track, _sweep and _rebuild are
- * thread-safe (one mutex around the heap; disk work happens outside it). _start and
- * _stop on the loop given to _start; the sweeps and the rebuild run on libuv's thread
- * pool, never on a loop. _free after the loop has run to completion after _stop.
+ * Threads: the pure functions anywhere. tusc_expire_track, _due and _rebuild are
+ * thread-safe (one mutex around the heap; disk work happens outside it). _sweep on the
+ * thread of the loop it is given, _start and _stop on the loop given to _start; a
+ * sweep's disk work and the rebuild run on libuv's thread pool, its locks are taken on
+ * the loop, and no pool thread ever waits for a lock. _free after the loops have run to
+ * completion after _stop.
  */
 #ifndef TUSC_TUS_EXPIRE_H
 #define TUSC_TUS_EXPIRE_H
@@ -64,11 +67,11 @@ typedef struct tusc_expire_stats_s {
   size_t failed;    /* lookups or deletions that failed with an I/O error (re-filed) */
 } tusc_expire_stats_t;
 
-/* Borrows store and locks (they must outlive it). file_perms for lock files the
- * sweeper has to create. Returns 0 and *out, TUSC_EINVALID_ARGUMENT for
- * expire_after_ms <= 0, or TUSC_ENOMEM. */
-int tusc_expire_new(tusc_store_t *store, tusc_lock_table_t *locks, int64_t expire_after_ms,
-                    unsigned file_perms, tusc_expire_t **out);
+/* Borrows store and lock (they must outlive it). Returns 0 and *out,
+ * TUSC_EINVALID_ARGUMENT for expire_after_ms <= 0 or a NULL store or lock, or
+ * TUSC_ENOMEM. */
+int tusc_expire_new(tusc_store_t *store, tusc_lock_t *lock, int64_t expire_after_ms,
+                    tusc_expire_t **out);
 void tusc_expire_free(tusc_expire_t *exp);
 
 /* Files `id` with `deadline_ms` (any thread; call on creation). Returns 0 or
@@ -81,9 +84,17 @@ int tusc_expire_track(tusc_expire_t *exp, const char *id, int64_t deadline_ms);
  * NULL) receives the uploads filed. */
 int tusc_expire_rebuild(tusc_expire_t *exp, int64_t created_after_s, size_t *count);
 
-/* One sweep at `now_ms`: handles every entry due. Blocking: thread pool, bench, tests.
- * *stats (may be NULL) receives what happened. Returns 0 or TUSC_ESERVER_SHUTDOWN. */
-int tusc_expire_sweep(tusc_expire_t *exp, int64_t now_ms, tusc_expire_stats_t *stats);
+/* Whether an entry is due at now_ms: one look at the heap's top. */
+bool tusc_expire_due(tusc_expire_t *exp, int64_t now_ms);
+
+/* One sweep at `now_ms`, driven from `loop` (its thread): handles every entry due.
+ * Returns 0 and calls cb (may be NULL) exactly once, later, on that loop, with status 0,
+ * TUSC_ESERVER_SHUTDOWN (stopped midway) or a libuv error, and what happened; or returns
+ * UV_EBUSY while another sweep of `exp` runs, or TUSC_ENOMEM / a libuv error, and no cb
+ * comes. The periodic sweeps of _start use this too. */
+typedef void (*tusc_expire_sweep_cb)(void *arg, int status, const tusc_expire_stats_t *stats);
+int tusc_expire_sweep(tusc_expire_t *exp, uv_loop_t *loop, int64_t now_ms, tusc_expire_sweep_cb cb,
+                      void *arg);
 
 /* Entries in the heap and the bytes the index holds (entries, spare capacity, and heap
  * strings of IDs that are not 32 lowercase hex characters). */
@@ -94,8 +105,8 @@ size_t tusc_expire_index_entries(tusc_expire_t *exp, size_t *bytes);
  * `hooks` must outlive the expire object. Only the sweeps started by _start do this. */
 void tusc_expire_set_hooks(tusc_expire_t *exp, tusc_hooks_t *hooks);
 
-/* Starts the start-up rebuild and the periodic sweep: a timer on `loop` queues each
- * sweep on the thread pool (one at a time). Returns 0 or a libuv error. */
+/* Starts the start-up rebuild and the periodic sweep: a timer on `loop` starts a sweep
+ * when something is due (one at a time). Returns 0 or a libuv error. */
 int tusc_expire_start(tusc_expire_t *exp, uv_loop_t *loop);
 
 /* Stops the timer and asks running work to end early. Free after the loop ran out. */

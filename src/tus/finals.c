@@ -23,8 +23,7 @@
 /* How concat assembles for this request; `wait` = may wait for a busy final. */
 static void concat_env(const tus_request_t *st, bool wait, tusc_concat_env_t *env) {
   env->store = st->w->tus->store;
-  env->locks = st->w->tus->locks;
-  env->file_perms = st->w->tus->cfg->file_perms;
+  env->lock = st->w->tus->lock;
   env->lock_wait_ms = wait ? st->w->tus->cfg->acquire_lock_timeout_ms : 0;
   env->max_size = st->w->tus->cfg->max_size;
 }
@@ -47,8 +46,7 @@ static bool w_hook_on(const tusc_tus_worker_t *w, enum tusc_hook_event ev) {
 
 static void w_concat_env(const tusc_tus_worker_t *w, tusc_concat_env_t *env) {
   env->store = w->tus->store;
-  env->locks = w->tus->locks;
-  env->file_perms = w->tus->cfg->file_perms;
+  env->lock = w->tus->lock;
   env->lock_wait_ms = w->tus->cfg->acquire_lock_timeout_ms;
   env->max_size = w->tus->cfg->max_size;
 }

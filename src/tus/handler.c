@@ -9,7 +9,7 @@
  * here touches `req` or the state once a response has been handed over. A request moves
  * through phases; only these wait for something outside the current callback:
  *
- *   LOCK_WAIT  the upload is locked by someone else; a timer retries every few ms
+ *   LOCK_WAIT  the upload's lock is being taken (lock.h: its callback comes back)
  *   WORK       a store request is out (st->sreq: the store runs it on its own pool), or
  *              a concat job runs; after_work always comes back, also after an abort
  *   BODY       PATCH bytes stream from on_body into tusc_store_append; when the store
@@ -19,12 +19,14 @@
  *              an abort drops a waiting one, a hashing one comes back
  *
  * on_abort only records the failure, except where nothing else would ever wake the
- * request up again (BODY, LOCK_WAIT, STREAM without a pending write).
+ * request up again (BODY, LOCK_WAIT cancels the acquire, STREAM without a pending
+ * write).
  *
- * Lock release: the holder's on_release_requested runs on the asking thread. It only
- * sets an atomic flag and pokes this worker's uv_async; the worker then interrupts its
- * requests that have the flag and are reading a body: they stop, make the bytes that
- * reached the file durable, release the lock and answer 400 ERR_UPLOAD_INTERRUPTED.
+ * Lock release: when another request wants the lock, the holder's
+ * on_release_requested runs on this worker's loop (lock.h). A request reading a body
+ * stops at once, makes the bytes that reached the file durable, releases the lock and
+ * answers 400 ERR_UPLOAD_INTERRUPTED; in any other phase it only notes the wish and
+ * lets go when that phase ends.
  */
 #include "tus/handler.h"
 
@@ -47,10 +49,6 @@
 #include "tus/ietf.h"
 #include "tus/location.h"
 #include "tus/verify.h"
-
-#define LOCK_RETRY_MS 10
-/* A release request can be lost when the lock changes hands while we wait; ask again. */
-#define LOCK_REASK_MS 500
 
 /* The names the thread-pool and lock sections below still use, kept so that those
  * sections stay as they were (they are being rewritten on other branches). `unused`:
@@ -86,7 +84,7 @@ static enum tusc_http_method method_from_name(const char *s, size_t len) {
 }
 
 void tus_worker_maybe_free(tusc_tus_worker_t *w) {
-  if (atomic_load(&w->closing) && w->async_closed && w->requests == NULL && w->bg_jobs == 0)
+  if (atomic_load(&w->closing) && w->requests == NULL && w->bg_jobs == 0)
     free(w);
 }
 
@@ -161,97 +159,63 @@ void tus_store_started(tus_request_t *st, int rc) {
 
 /* --- locks ----------------------------------------------------------------------- */
 
-static void on_release_requested(tusc_lock_holder_t *holder) {
-  tus_request_t *st = holder->data;
+/* Another request wants the lock (on this loop). A body being read stops now; any
+ * other phase ends soon on its own and then releases. chunk_finish(st, true) never
+ * frees st or lets go of the lock before returning. */
+static void on_release_requested(tusc_lock_req_t *req) {
+  tus_request_t *st = req->data;
   atomic_store(&st->release_requested, true);
-  if (!atomic_load(&st->w->closing))
-    uv_async_send(&st->w->release_async);
+  if (st->phase == PH_BODY) {
+    tusc_http_body_pause(st->req);
+    st->result = TUSC_EUPLOAD_INTERRUPTED;
+    chunk_finish(st, true);
+  }
 }
 
-static void lock_got(tus_request_t *st) {
-  st->lock_held = true;
+static void on_lock_wait(tusc_lock_req_t *req) {
+  (void)req;
+  tusc_metrics_lock_wait();
+}
+
+static void lock_got(tusc_lock_req_t *req, int status) {
+  tus_request_t *st = req->data;
   st->phase = PH_RUN;
+  if (status < 0) {
+    /* No lock file for an ID means no such upload (TUSC_EINVALID_ID → 404). */
+    respond_store_error(st, status == UV_ECANCELED && st->aborted ? st->abort_err : status);
+    return;
+  }
+  st->lock_held = true;
   st->after_lock(st);
 }
 
-static void on_lock_timer(uv_timer_t *timer) {
-  tus_request_t *st = timer->data;
-  tusc_tus_t *tus = st->w->tus;
-  int rc =
-      tusc_lock_try_acquire(tus->locks, st->id, st->lock_path, tus->cfg->file_perms, &st->holder);
-  if (rc == 0) {
-    uv_timer_stop(timer);
-    lock_got(st);
-    return;
-  }
-  uint64_t now = tusc_now_ms();
-  if (rc != TUSC_ELOCKED) {
-    uv_timer_stop(timer);
-    st->phase = PH_RUN;
-    respond_error(st, rc);
-  } else if (now >= st->lock_deadline) {
-    uv_timer_stop(timer);
-    st->phase = PH_RUN;
-    respond_error(st, TUSC_ELOCK_TIMEOUT);
-  } else if (now - st->last_release_ask >= LOCK_REASK_MS) {
-    st->last_release_ask = now;
-    (void)tusc_lock_request_release(tus->locks, st->id);
-  }
-}
-
-/* Takes the upload's exclusive lock, asking a current holder to let go, then runs
- * `next`. Answers the request itself on failure or timeout. */
+/* Takes the upload's exclusive lock, asking a current holder to let go and waiting at
+ * most -acquire-lock-timeout, then runs `next`. Answers the request itself on failure
+ * or timeout. A free lock is taken at once (next runs before this returns), so that
+ * body bytes that came with the head are not set aside by the http layer meanwhile. */
 void lock_upload(tus_request_t *st, step_fn next) {
-  tusc_tus_t *tus = st->w->tus;
-  char path[TUSC_PATH_MAX];
+  const tusc_config_t *cfg = tus_cfg_of(st);
+  tusc_lock_t *lock = st->w->tus->lock;
   st->after_lock = next;
-  if (st->lock_path == NULL) {
-    int rc = tus->store->ops->lock_path(tus->store, st->id, path, sizeof(path));
-    if (rc < 0) {
-      respond_store_error(st, rc);
-      return;
-    }
-    st->lock_path = strdup(path);
-    if (st->lock_path == NULL) {
-      respond_error(st, TUSC_ENOMEM);
-      return;
-    }
-  }
-  st->holder.on_release_requested = on_release_requested;
-  st->holder.data = st;
-  int rc =
-      tusc_lock_try_acquire(tus->locks, st->id, st->lock_path, tus->cfg->file_perms, &st->holder);
-  if (rc == 0) {
-    lock_got(st);
+  st->lock_req.data = st;
+  st->lock_req.on_release_requested = on_release_requested;
+  st->lock_req.on_wait = on_lock_wait;
+  if (tusc_lock_try_acquire(lock, st->w->loop, &st->lock_req, st->id) == 0) {
+    lock_got(&st->lock_req, 0);
     return;
   }
-  if (rc != TUSC_ELOCKED) {
+  int64_t timeout = cfg->acquire_lock_timeout_ms > 0 ? cfg->acquire_lock_timeout_ms : 0;
+  int rc = tusc_lock_acquire(lock, st->w->loop, &st->lock_req, st->id, timeout, lock_got);
+  if (rc < 0) {
     respond_error(st, rc);
     return;
-  }
-  uint64_t now = tusc_now_ms();
-  st->last_release_ask = now;
-  st->lock_deadline =
-      now +
-      (uint64_t)(tus->cfg->acquire_lock_timeout_ms > 0 ? tus->cfg->acquire_lock_timeout_ms : 0);
-  (void)tusc_lock_request_release(tus->locks, st->id);
-  tusc_metrics_lock_wait();
-  if (!st->timer_init) {
-    rc = uv_timer_init(st->w->loop, &st->timer);
-    if (rc < 0) {
-      respond_error(st, rc);
-      return;
-    }
-    st->timer.data = st;
-    st->timer_init = true;
   }
   st->phase = PH_LOCK_WAIT;
-  uv_timer_start(&st->timer, on_lock_timer, LOCK_RETRY_MS, LOCK_RETRY_MS);
 }
 
 void release_lock(tus_request_t *st) {
   if (st->lock_held) {
-    tusc_lock_release(st->w->tus->locks, &st->holder);
+    tusc_lock_release(&st->lock_req);
     st->lock_held = false;
   }
 }
@@ -626,9 +590,8 @@ static void on_abort(tusc_http_request_t *req, int err, void *ctx) {
     tus_chunk_finish(st, true);
     break;
   case PH_LOCK_WAIT:
-    uv_timer_stop(&st->timer);
-    st->phase = PH_RUN;
-    tus_respond_error(st, err);
+    /* lock_got comes back with UV_ECANCELED and answers. */
+    (void)tusc_lock_cancel(&st->lock_req);
     break;
   case PH_STREAM:
     /* A pending write or store read comes back and ends the download. */
@@ -660,34 +623,16 @@ static void on_abort(tusc_http_request_t *req, int err, void *ctx) {
   }
 }
 
-/* --- lock-release wake-ups ------------------------------------------------------- */
-
-static void on_release_async(uv_async_t *async) {
-  tusc_tus_worker_t *w = async->data;
-  tus_request_t *st = w->requests;
-  while (st != NULL) {
-    tus_request_t *next = st->next;
-    /* Only a body in flight is cut short; every other phase ends on its own soon and
-     * then releases the lock. chunk_finish never frees st before returning. */
-    if (st->phase == PH_BODY && atomic_load(&st->release_requested)) {
-      tusc_http_body_pause(st->req);
-      st->result = TUSC_EUPLOAD_INTERRUPTED;
-      chunk_finish(st, true);
-    }
-    st = next;
-  }
-}
-
 /* --- public ---------------------------------------------------------------------- */
 
-int tusc_tus_new(const tusc_config_t *cfg, tusc_store_t *store, tusc_lock_table_t *locks,
+int tusc_tus_new(const tusc_config_t *cfg, tusc_store_t *store, tusc_lock_t *lock,
                  tusc_tus_t **out) {
   tusc_tus_t *tus = calloc(1, sizeof(*tus));
   if (tus == NULL)
     return TUSC_ENOMEM;
   tus->cfg = cfg;
   tus->store = store;
-  tus->locks = locks;
+  tus->lock = lock;
   int rc = tusc_cors_init(&tus->cors, cfg);
   if (rc < 0) {
     free(tus);
@@ -725,20 +670,8 @@ int tusc_tus_worker_new(tusc_tus_t *tus, uv_loop_t *loop, tusc_tus_worker_t **ou
   w->tus = tus;
   w->loop = loop;
   atomic_init(&w->closing, false);
-  int rc = uv_async_init(loop, &w->release_async, on_release_async);
-  if (rc < 0) {
-    free(w);
-    return rc;
-  }
-  w->release_async.data = w;
   *out = w;
   return 0;
-}
-
-static void on_worker_async_closed(uv_handle_t *handle) {
-  tusc_tus_worker_t *w = handle->data;
-  w->async_closed = true;
-  tus_worker_maybe_free(w);
 }
 
 void tusc_tus_worker_close(tusc_tus_worker_t *worker) {
@@ -747,7 +680,7 @@ void tusc_tus_worker_close(tusc_tus_worker_t *worker) {
   /* Requests still in flight (thread-pool work) keep the worker alive; the last one
    * to go frees it. */
   atomic_store(&worker->closing, true);
-  uv_close((uv_handle_t *)&worker->release_async, on_worker_async_closed);
+  tus_worker_maybe_free(worker);
 }
 
 static const tusc_http_handler_t http_handler = {

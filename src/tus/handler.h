@@ -1,12 +1,12 @@
 /*
  * handler — the tus 1.0 protocol (core, creation, creation-with-upload,
  * creation-defer-length, termination) plus downloads, CORS, the greeting page and
- * Location building, on top of the http layer, a store and the lock table.
+ * Location building, on top of the http layer, a store and a lock (lock/lock.h).
  *
  * Objects: one tusc_tus_t per process (immutable after creation: config, store,
- * lock table — shared by all workers), one tusc_tus_worker_t per worker loop (its
- * pending requests, lock-release wake-ups). The worker is the `ctx` of the http
- * handler table returned by tusc_tus_http_handler().
+ * lock — shared by all workers), one tusc_tus_worker_t per worker loop (its pending
+ * requests). The worker is the `ctx` of the http handler table returned by
+ * tusc_tus_http_handler().
  *
  * Threads: tusc_tus_new/free on the main thread; a worker's functions and callbacks
  * only on its own loop. Slow store calls (create, sync, terminate) run on libuv's
@@ -27,15 +27,16 @@
 typedef struct tusc_tus_s tusc_tus_t;
 typedef struct tusc_tus_worker_s tusc_tus_worker_t;
 
-/* Borrows cfg, store and locks (they must outlive the tusc_tus_t). Compiles the CORS
+/* Borrows cfg, store and lock (they must outlive the tusc_tus_t). Compiles the CORS
  * origin regex (anchored). Returns 0 or a negative code. */
-int tusc_tus_new(const tusc_config_t *cfg, tusc_store_t *store, tusc_lock_table_t *locks,
+int tusc_tus_new(const tusc_config_t *cfg, tusc_store_t *store, tusc_lock_t *lock,
                  tusc_tus_t **out);
 void tusc_tus_free(tusc_tus_t *tus);
 
 /* Per-loop state. Returns 0 or a negative code. */
 int tusc_tus_worker_new(tusc_tus_t *tus, uv_loop_t *loop, tusc_tus_worker_t **out);
-/* Closes the worker's handles; frees it from their close callbacks (run the loop). */
+/* Stops the worker; it is freed once its last request and background job ended (at
+ * once when there are none; else run the loop). */
 void tusc_tus_worker_close(tusc_tus_worker_t *worker);
 
 /* Hooks (tusd v2 events), optional. Set on the main thread before workers start;

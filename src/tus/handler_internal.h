@@ -17,10 +17,9 @@
  *   hookglue.c  invoking hooks for a request and merging their HTTP answers;
  *   finals.c    concatenation jobs: background assembly and finish hooks of finals.
  *
- * Threads: everything runs on the request's worker loop (the store runs its own blocking
- * work elsewhere and calls back here), except the lock-release callback (any thread; it only sets an atomic flag
- * and pokes the worker's uv_async). tus->triggers is shared by all workers under
- * triggers_mu.
+ * Threads: everything runs on the request's worker loop: the store runs its blocking
+ * work elsewhere and calls back here, and the lock's callbacks (lock.h) come on the loop
+ * too. tus->triggers is shared by all workers under triggers_mu.
  *
  * Ownership: a tus_request_t lives from on_request until the one respond call that ends
  * the request (tus_finish, tus_download_end, or an error answer); it is freed right after
@@ -58,7 +57,7 @@
 struct tusc_tus_s {
   const tusc_config_t *cfg;
   tusc_store_t *store;
-  tusc_lock_table_t *locks;
+  tusc_lock_t *lock;
   tusc_cors_t cors;
   tusc_expire_t *expire; /* sweeper's index, NULL when expiration is off */
   tusc_hooks_t *hooks; /* NULL = no hooks */
@@ -76,11 +75,9 @@ typedef struct tus_request_s tus_request_t;
 struct tusc_tus_worker_s {
   tusc_tus_t *tus;
   uv_loop_t *loop;
-  uv_async_t release_async;
   tus_request_t *requests; /* every live request state of this worker */
-  atomic_bool closing;     /* read by lock-release callbacks on other threads */
+  atomic_bool closing;
   tusc_hooks_worker_t *hw; /* NULL = no hooks (or stopping) */
-  bool async_closed;
   size_t bg_jobs; /* concat jobs and background finish hooks that come back here */
 };
 
@@ -109,14 +106,11 @@ struct tus_request_s {
   tusc_concat_t concat; /* POST: parsed Upload-Concat */
 
   /* lock */
-  tusc_lock_holder_t holder;
+  tusc_lock_req_t lock_req;
   bool lock_held;
-  atomic_bool release_requested;
-  char *lock_path;
-  uv_timer_t timer;
+  atomic_bool release_requested; /* another request wants the lock (set on the loop) */
+  uv_timer_t timer; /* post-receive pacing and -min-upload-rate (patch.c) */
   bool timer_init;
-  uint64_t lock_deadline;
-  uint64_t last_release_ask;
   step_fn after_lock;
 
   /* store requests and deferred steps (PH_WORK) */
@@ -217,8 +211,9 @@ void tus_defer(tus_request_t *st, step_fn next);
  * tus_store_started turns a refused start into the same, later. */
 tusc_store_cb tus_store_step(tus_request_t *st, step_fn next);
 void tus_store_started(tus_request_t *st, int rc);
-/* Takes the upload's exclusive lock, asking a current holder to let go, then runs
- * `next`. Answers the request itself on failure or timeout. */
+/* Takes the upload's exclusive lock, asking a current holder to let go and waiting at
+ * most -acquire-lock-timeout, then runs `next` (at once when the lock is free). Answers
+ * the request itself on failure or timeout. */
 void lock_upload(tus_request_t *st, step_fn next);
 void release_lock(tus_request_t *st);
 

@@ -58,7 +58,7 @@ void tus_state_free(tus_request_t *st) {
   tus_hook_state_dispose(st);
   tusc_verify_free(st->verify);
   if (st->lock_held) {
-    tusc_lock_release(w->tus->locks, &st->holder);
+    tusc_lock_release(&st->lock_req);
     st->lock_held = false;
   }
   if (st->upload != NULL)
@@ -73,7 +73,6 @@ void tus_state_free(tus_request_t *st) {
     tusc_upload_info_dispose(st->info);
     free(st->info);
   }
-  free(st->lock_path);
   free(st->location);
   free(st->principal);
   tus_hook_req_copy_free(st->concat_req);

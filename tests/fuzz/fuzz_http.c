@@ -1,7 +1,7 @@
 /*
  * fuzz_http — bytes in, through the server's real request path.
  *
- * Once per process: a file store in a temp dir, the lock table, the tus handler and
+ * Once per process: a file store in a temp dir, the local lock, the tus handler and
  * an http server on one loop, listening on a unix socket — the same objects and
  * calls src/server.c wires up, minus threads and signals. Per input: the upload dir
  * is reset to three fixture uploads (partial, deferred, complete, so PATCH / HEAD /
@@ -30,7 +30,7 @@
 #include "common/log.h"
 #include "config/config.h"
 #include "http/http.h"
-#include "lock/lock.h"
+#include "lock/local.h"
 #include "store/store.h"
 #include "tus/handler.h"
 
@@ -40,7 +40,7 @@ static char upload_dir[300];
 static char sock_path[300];
 static tusc_config_t cfg;
 static tusc_store_t *store;
-static tusc_lock_table_t *locks;
+static tusc_lock_t *lock;
 static tusc_tus_t *tus;
 static tusc_tus_worker_t *worker;
 static tusc_http_server_t *http;
@@ -54,6 +54,10 @@ struct client {
   bool eof;
   bool closed;
 };
+
+static int lock_path(void *arg, const char *id, char *out, size_t cap) {
+  return tusc_file_store_lock_path(arg, id, out, cap);
+}
 
 static void die(const char *what, int rc) {
   fprintf(stderr, "fuzz_http setup: %s: %d (%s)\n", what, rc, strerror(rc < 0 ? -rc : rc));
@@ -147,9 +151,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
       .dir = upload_dir, .dir_perms = 0700, .file_perms = 0600, .fsync = false};
   if ((rc = tusc_file_store_new(&so, &store)) != 0)
     die("store", rc);
-  if ((rc = tusc_lock_table_new(&locks)) != 0)
-    die("locks", rc);
-  if ((rc = tusc_tus_new(&cfg, store, locks, &tus)) != 0)
+  if ((rc = tusc_lock_local_new(lock_path, store, 0600, &lock)) != 0)
+    die("lock", rc);
+  if ((rc = tusc_tus_new(&cfg, store, lock, &tus)) != 0)
     die("tus", rc);
   if ((rc = uv_loop_init(&loop)) != 0)
     die("loop", rc);

@@ -1,8 +1,9 @@
 /* Unit tests for src/tus/concat.c: the Upload-Concat parser (table-driven), the final
  * header, and assembly against the real file store in a mkdtemp directory: ready
  * finals, unfinished and deferred partials, waiting notes, restarts after a crash
- * mid-assembly, the read/write fallback without copy_file_range, and the jobs that take
- * their locks on a loop (waiting, asking the holder, timing out, abandoned). */
+ * mid-assembly, the read/write fallback without copy_file_range, and the jobs (the only
+ * way to assemble) that take their locks on a loop through the local lock (waiting,
+ * asking the holder, timing out, abandoned). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,7 +23,9 @@
 
 #include "common/error.h"
 #include "common/log.h"
-#include "lock/lock.h"
+#include <uv.h>
+
+#include "lock/local.h"
 #include "store/store.h"
 #include "tus/concat.h"
 
@@ -160,9 +163,13 @@ static void test_url_path_and_format(void **state) {
 typedef struct fixture_s {
   char dir[64];
   tusc_store_t *store;
-  tusc_lock_table_t *locks;
+  tusc_lock_t *lock;
   tusc_concat_env_t env;
 } fixture_t;
+
+static int lock_file(void *store, const char *id, char *out, size_t cap) {
+  return tusc_file_store_lock_path(store, id, out, cap);
+}
 
 static int setup(void **state) {
   fixture_t *f = calloc(1, sizeof(*f));
@@ -170,11 +177,11 @@ static int setup(void **state) {
     return -1;
   tusc_file_store_options_t opts = {
       .dir = f->dir, .dir_perms = 0750, .file_perms = 0640, .fsync = true};
-  if (tusc_file_store_new(&opts, &f->store) != 0 || tusc_lock_table_new(&f->locks) != 0)
+  if (tusc_file_store_new(&opts, &f->store) != 0 ||
+      tusc_lock_local_new(lock_file, f->store, 0640, &f->lock) != 0)
     return -1;
   f->env.store = f->store;
-  f->env.locks = f->locks;
-  f->env.file_perms = 0640;
+  f->env.lock = f->lock;
   f->env.lock_wait_ms = 200;
   *state = f;
   return 0;
@@ -183,10 +190,61 @@ static int setup(void **state) {
 static int teardown(void **state) {
   fixture_t *f = *state;
   f->store->ops->free(f->store);
-  tusc_lock_table_free(f->locks);
+  tusc_lock_free(f->lock);
   test_rm_rf(f->dir);
   free(f);
   return 0;
+}
+
+/* Runs a job on a loop of its own until it ended. */
+enum job { JOB_ASSEMBLE, JOB_CREATED, JOB_PARTIAL };
+
+typedef struct ran_s {
+  int calls, status;
+  size_t count; /* finals it completed */
+} ran_t;
+
+static void on_ran(void *arg, int status, char **finals, size_t count) {
+  (void)finals;
+  ran_t *ran = arg;
+  ran->calls++;
+  ran->status = status;
+  ran->count = count;
+}
+
+static int run_job_alone(fixture_t *f, enum job kind, const char *id, ran_t *out) {
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  ran_t ran = {0};
+  int rc = kind == JOB_ASSEMBLE ? tusc_concat_queue_assemble(&loop, &f->env, id, on_ran, &ran, NULL)
+           : kind == JOB_CREATED
+               ? tusc_concat_queue_created(&loop, &f->env, id, on_ran, &ran, NULL)
+               : tusc_concat_queue_partial_finished(&loop, &f->env, id, on_ran, &ran);
+  assert_int_equal(rc, 0);
+  assert_int_equal(ran.calls, 0); /* never before the start function returned */
+  (void)uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  assert_int_equal(ran.calls, 1);
+  if (out != NULL)
+    *out = ran;
+  return ran.status;
+}
+
+static bool is_complete(fixture_t *f, const char *id) {
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  bool done = f->store->ops->get_info(f->store, id, &info) == 0 && !info.size_is_deferred &&
+              info.offset == info.size;
+  tusc_upload_info_dispose(&info);
+  return done;
+}
+
+/* Assembles final `id` (a job, as HEAD/GET start it); *complete: complete afterwards. */
+static int assemble(fixture_t *f, const char *id, bool *complete) {
+  int rc = run_job_alone(f, JOB_ASSEMBLE, id, NULL);
+  if (complete != NULL)
+    *complete = is_complete(f, id);
+  return rc;
 }
 
 /* Creates an upload; is_partial as asked; size < 0 = deferred. */
@@ -230,7 +288,8 @@ static int create_final(fixture_t *f, const char *id, const char *value) {
   tusc_concat_dispose(&c);
   if (rc == 0) {
     assert_int_equal(f->store->ops->create(f->store, &info), 0);
-    assert_int_equal(tusc_concat_final_created(&f->env, &info), 0);
+    assert_int_equal(tusc_concat_note_final(f->store, &info), 0);
+    assert_int_equal(run_job_alone(f, JOB_CREATED, id, NULL), 0);
   }
   tusc_upload_info_dispose(&info);
   return rc;
@@ -272,7 +331,7 @@ static void test_final_of_finished_partials(void **state) {
   free(data);
   /* Idempotent: assembling again changes nothing. */
   bool complete = false;
-  assert_int_equal(tusc_concat_assemble(&f->env, "fin", &complete), 0);
+  assert_int_equal(assemble(f, "fin", &complete), 0);
   assert_true(complete);
   data = contents(f, "fin", NULL);
   assert_string_equal(data, "defgabc");
@@ -343,14 +402,16 @@ static void test_unfinished_partial(void **state) {
   tusc_upload_info_dispose(&st);
 
   append(f, "p2", "fg");
-  tusc_concat_partial_finished(&f->env, "p2");
+  assert_int_equal(run_job_alone(f, JOB_PARTIAL, "p2", NULL), 0);
   assert_false(exists(f, ".concat/p2/__/p2"));
   data = contents(f, "fin", &info);
   assert_string_equal(data, ""); /* p3 still unfinished */
   free(data);
 
   append(f, "p3", "hi");
-  tusc_concat_partial_finished(&f->env, "p3");
+  ran_t ran;
+  assert_int_equal(run_job_alone(f, JOB_PARTIAL, "p3", &ran), 0);
+  assert_int_equal(ran.count, 1); /* this job completed "fin" */
   assert_false(exists(f, ".concat/p3/__/p3"));
   data = contents(f, "fin", &info);
   assert_string_equal(data, "abcdefghi");
@@ -358,7 +419,8 @@ static void test_unfinished_partial(void **state) {
   assert_false(info.size_is_deferred);
   free(data);
   /* A partial finishing with no notes is a no-op. */
-  tusc_concat_partial_finished(&f->env, "p1");
+  assert_int_equal(run_job_alone(f, JOB_PARTIAL, "p1", &ran), 0);
+  assert_int_equal(ran.count, 0);
 }
 
 /* Lost notes and a half-written final (crash mid-assembly) are repaired by assembling
@@ -386,30 +448,11 @@ static void test_recovery(void **state) {
   assert_true(tusc_concat_status(f->store, &st));
   tusc_upload_info_dispose(&st);
   bool complete = false;
-  assert_int_equal(tusc_concat_assemble(&f->env, "fin", &complete), 0);
+  assert_int_equal(assemble(f, "fin", &complete), 0);
   assert_true(complete);
   char *data = contents(f, "fin", NULL);
   assert_string_equal(data, "abcdef");
   free(data);
-}
-
-static void test_locked_final(void **state) {
-  fixture_t *f = *state;
-  create(f, "p1", 1, true);
-  append(f, "p1", "a");
-  create(f, "fin", 1, false);
-  char path[TUSC_PATH_MAX];
-  assert_int_equal(f->store->ops->lock_path(f->store, "fin", path, sizeof(path)), 0);
-  tusc_lock_holder_t other = {0};
-  assert_int_equal(tusc_lock_try_acquire(f->locks, "fin", path, 0640, &other), 0);
-  bool complete = true;
-  /* Never waits for a lock: a busy one fails at once. */
-  assert_int_equal(tusc_concat_assemble(&f->env, "fin", &complete), TUSC_ELOCKED);
-  assert_false(complete);
-  tusc_lock_release(f->locks, &other);
-  /* Not a final upload. */
-  assert_int_equal(tusc_concat_assemble(&f->env, "fin", NULL), TUSC_EINVALID_ARGUMENT);
-  assert_int_equal(tusc_concat_assemble(&f->env, "nope", NULL), TUSC_ENOT_FOUND);
 }
 
 /* Without copy_file_range (a backend leaving append_from NULL) the copy goes through
@@ -459,31 +502,29 @@ static void create_final_only(fixture_t *f, const char *id, const char *value) {
 
 typedef struct job_run_s {
   fixture_t *f;
-  tusc_lock_holder_t holder; /* someone else's lock on p1 */
-  atomic_bool asked;         /* its holder was asked to let go */
+  tusc_lock_req_t holder; /* someone else's lock, on the job's loop */
+  int held;               /* its status, 1 until known */
+  bool asked;             /* its holder was asked to let go */
   bool release_when_asked;
+  bool abandon; /* the requester goes away once the job waits for the holder */
   tusc_concat_job_t *job;
-  bool abandon;
-  uv_timer_t timer;
   int calls, status;
   char finals[4][TUSC_ID_MAX + 1];
   size_t count;
 } job_run_t;
 
-static void on_asked(tusc_lock_holder_t *holder) {
-  job_run_t *run = holder->data;
-  atomic_store(&run->asked, true); /* only a flag: the loop's timer lets go */
+static void on_holder_got(tusc_lock_req_t *req, int status) {
+  job_run_t *run = req->data;
+  run->held = status;
 }
 
-static void on_run_tick(uv_timer_t *timer) {
-  job_run_t *run = timer->data;
-  if (run->abandon) {
+static void on_asked(tusc_lock_req_t *req) {
+  job_run_t *run = req->data;
+  run->asked = true; /* the job is waiting for this lock now */
+  if (run->release_when_asked)
+    tusc_lock_release(req);
+  else if (run->abandon)
     tusc_concat_job_abandon(run->job);
-    uv_timer_stop(timer);
-  } else if (run->release_when_asked && atomic_load(&run->asked)) {
-    tusc_lock_release(run->f->locks, &run->holder);
-    uv_timer_stop(timer);
-  }
 }
 
 static void on_run_done(void *arg, int status, char **finals, size_t count) {
@@ -494,42 +535,71 @@ static void on_run_done(void *arg, int status, char **finals, size_t count) {
   for (size_t i = 0; i < count && i < 4; i++)
     snprintf(run->finals[i], sizeof(run->finals[i]), "%s", finals[i]);
   run->job = NULL;
-  uv_timer_stop(&run->timer);
 }
 
-/* Holds p1's lock, starts an assembly job for "fin" and runs the loop until it ends. */
-static void run_job(fixture_t *f, job_run_t *run, int64_t wait_ms) {
+/* Holds `held_id`'s lock, starts an assembly job for "fin" and runs the loop until it
+ * ends. */
+static void run_job(fixture_t *f, job_run_t *run, const char *held_id, int64_t wait_ms) {
   uv_loop_t loop;
   assert_int_equal(uv_loop_init(&loop), 0);
   run->f = f;
-  atomic_init(&run->asked, false);
-  run->holder.on_release_requested = on_asked;
+  run->held = 1;
   run->holder.data = run;
-  char path[TUSC_PATH_MAX];
-  assert_int_equal(f->store->ops->lock_path(f->store, "p1", path, sizeof(path)), 0);
-  assert_int_equal(tusc_lock_try_acquire(f->locks, "p1", path, 0640, &run->holder), 0);
+  run->holder.on_release_requested = on_asked;
+  assert_int_equal(tusc_lock_acquire(f->lock, &loop, &run->holder, held_id, 0, on_holder_got), 0);
+  while (run->held == 1)
+    (void)uv_run(&loop, UV_RUN_ONCE);
+  assert_int_equal(run->held, 0);
   tusc_concat_env_t env = f->env;
   env.lock_wait_ms = wait_ms;
-  assert_int_equal(uv_timer_init(&loop, &run->timer), 0);
-  run->timer.data = run;
-  assert_int_equal(uv_timer_start(&run->timer, on_run_tick, 20, 5), 0);
   assert_int_equal(tusc_concat_queue_assemble(&loop, &env, "fin", on_run_done, run, &run->job), 0);
   assert_int_equal(run->calls, 0); /* never before the start function returned */
-  (void)uv_run(&loop, UV_RUN_DEFAULT);
-  uv_close((uv_handle_t *)&run->timer, NULL);
+  while (run->calls == 0)
+    (void)uv_run(&loop, UV_RUN_ONCE);
+  tusc_lock_release(&run->holder); /* no-op when released already */
   (void)uv_run(&loop, UV_RUN_DEFAULT);
   assert_int_equal(uv_loop_close(&loop), 0);
-  tusc_lock_release(f->locks, &run->holder); /* no-op when released already */
   assert_int_equal(run->calls, 1);
 }
 
-/* Nobody else holds it (the job let go of everything it took). */
+/* Nobody holds it (the job let go of everything it took). */
+static void on_free_got(tusc_lock_req_t *req, int status) {
+  *(int *)req->data = status;
+  if (status == 0)
+    tusc_lock_release(req);
+}
+
 static void assert_free(fixture_t *f, const char *id) {
-  char path[TUSC_PATH_MAX];
-  tusc_lock_holder_t h = {0};
-  assert_int_equal(f->store->ops->lock_path(f->store, id, path, sizeof(path)), 0);
-  assert_int_equal(tusc_lock_try_acquire(f->locks, id, path, 0640, &h), 0);
-  tusc_lock_release(f->locks, &h);
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  int status = 1;
+  tusc_lock_req_t req = {.data = &status};
+  assert_int_equal(tusc_lock_acquire(f->lock, &loop, &req, id, 0, on_free_got), 0);
+  (void)uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  assert_int_equal(status, 0);
+}
+
+static void test_locked_final(void **state) {
+  fixture_t *f = *state;
+  create(f, "p1", 1, true);
+  append(f, "p1", "a");
+  create_final_only(f, "fin", "final;/files/p1");
+  /* The final is busy and the job has no time to wait: it fails at once, and nobody
+   * is asked to let go for nothing. */
+  job_run_t run = {0};
+  run_job(f, &run, "fin", 0);
+  assert_int_equal(run.status, TUSC_ELOCK_TIMEOUT);
+  assert_false(run.asked);
+  assert_false(is_complete(f, "fin"));
+  assert_free(f, "p1");
+  bool complete = false;
+  assert_int_equal(assemble(f, "fin", &complete), 0);
+  assert_true(complete);
+  /* Not a final upload; no upload at all. */
+  create(f, "plain", 1, false);
+  assert_int_equal(assemble(f, "plain", NULL), TUSC_EINVALID_ARGUMENT);
+  assert_int_equal(assemble(f, "nope", NULL), TUSC_ENOT_FOUND);
 }
 
 static void test_job_asks_the_holder_and_assembles(void **state) {
@@ -540,8 +610,8 @@ static void test_job_asks_the_holder_and_assembles(void **state) {
   append(f, "p2", "c");
   create_final_only(f, "fin", "final;/files/p2 /files/p1");
   job_run_t run = {.release_when_asked = true};
-  run_job(f, &run, 10000);
-  assert_true(atomic_load(&run.asked));
+  run_job(f, &run, "p1", 10000);
+  assert_true(run.asked);
   assert_int_equal(run.status, 0);
   assert_int_equal(run.count, 1);
   assert_string_equal(run.finals[0], "fin");
@@ -558,7 +628,8 @@ static void test_job_gives_up_after_the_lock_timeout(void **state) {
   append(f, "p1", "a");
   create_final_only(f, "fin", "final;/files/p1");
   job_run_t run = {0};
-  run_job(f, &run, 50);
+  run_job(f, &run, "p1", 50);
+  assert_true(run.asked);
   assert_int_equal(run.status, TUSC_ELOCK_TIMEOUT);
   assert_int_equal(run.count, 0);
   char *data = contents(f, "fin", NULL);
@@ -573,7 +644,8 @@ static void test_job_abandoned_while_waiting(void **state) {
   append(f, "p1", "a");
   create_final_only(f, "fin", "final;/files/p1");
   job_run_t run = {.abandon = true};
-  run_job(f, &run, 60000); /* ends long before: the requester went away */
+  run_job(f, &run, "p1", 60000); /* ends long before: the requester went away */
+  assert_true(run.asked);
   assert_int_equal(run.status, UV_ECANCELED);
   assert_int_equal(run.count, 0);
   assert_free(f, "fin");
@@ -591,7 +663,7 @@ static void test_final_over_max_size_not_assembled(void **state) {
   append(f, "p2", "def");
   f->env.max_size = 5;
   bool complete = true;
-  assert_int_equal(tusc_concat_assemble(&f->env, "fin", &complete), TUSC_EMAX_SIZE_EXCEEDED);
+  assert_int_equal(assemble(f, "fin", &complete), TUSC_EMAX_SIZE_EXCEEDED);
   assert_false(complete);
   tusc_upload_info_t info;
   tusc_upload_info_init(&info);
@@ -605,7 +677,7 @@ static void test_final_over_max_size_not_assembled(void **state) {
   assert_string_equal(data, "");
   free(data);
   f->env.max_size = 6;
-  assert_int_equal(tusc_concat_assemble(&f->env, "fin", &complete), 0);
+  assert_int_equal(assemble(f, "fin", &complete), 0);
   assert_true(complete);
 }
 
@@ -619,8 +691,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_prepare_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unfinished_partial, setup, teardown),
       cmocka_unit_test_setup_teardown(test_recovery, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_locked_final, setup, teardown),
       cmocka_unit_test_setup_teardown(test_copy_fallback, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_locked_final, setup, teardown),
       cmocka_unit_test_setup_teardown(test_job_asks_the_holder_and_assembles, setup, teardown),
       cmocka_unit_test_setup_teardown(test_job_gives_up_after_the_lock_timeout, setup, teardown),
       cmocka_unit_test_setup_teardown(test_job_abandoned_while_waiting, setup, teardown),

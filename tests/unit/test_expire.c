@@ -1,6 +1,6 @@
-/* Unit tests for src/tus/expire.c (deadline rules, heap order, sweeps against a real
- * file store in a temp directory, busy uploads, the start-up walk) and
- * src/store/file_walk.c. */
+/* Unit tests for src/tus/expire.c (deadline rules, heap order, sweeps on a loop
+ * against a real file store in a temp directory, in batches, busy uploads, the start-up
+ * walk) and src/store/file_walk.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,7 +16,9 @@
 
 #include "common/error.h"
 #include "common/log.h"
-#include "lock/lock.h"
+#include <uv.h>
+
+#include "lock/local.h"
 #include "store/file_walk.h"
 #include "store/store.h"
 #include "tus/expire.h"
@@ -86,9 +88,14 @@ static void test_sweep_interval(void **state) {
 struct fixture {
   char dir[256];
   tusc_store_t *store;
-  tusc_lock_table_t *locks;
+  tusc_lock_t *lock;
   tusc_expire_t *exp;
+  uv_loop_t loop;
 };
+
+static int lock_file(void *store, const char *id, char *out, size_t cap) {
+  return tusc_file_store_lock_path(store, id, out, cap);
+}
 
 static int setup(void **state) {
   struct fixture *f = calloc(1, sizeof(*f));
@@ -98,22 +105,50 @@ static int setup(void **state) {
   tusc_file_store_options_t opts = {
       .dir = f->dir, .dir_perms = 0775, .file_perms = 0664, .fsync = false};
   assert_int_equal(tusc_file_store_new(&opts, &f->store), 0);
-  assert_int_equal(tusc_lock_table_new(&f->locks), 0);
-  assert_int_equal(tusc_expire_new(f->store, f->locks, HOUR_MS, 0664, &f->exp), 0);
+  assert_int_equal(tusc_lock_local_new(lock_file, f->store, 0664, &f->lock), 0);
+  assert_int_equal(tusc_expire_new(f->store, f->lock, HOUR_MS, &f->exp), 0);
+  assert_int_equal(uv_loop_init(&f->loop), 0);
   *state = f;
   return 0;
 }
 
 static int teardown(void **state) {
   struct fixture *f = *state;
+  (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
   tusc_expire_free(f->exp);
-  tusc_lock_table_free(f->locks);
+  tusc_lock_free(f->lock);
   f->store->ops->free(f->store);
   char cmd[512];
   snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
   assert_int_equal(system(cmd), 0);
   free(f);
   return 0;
+}
+
+struct swept {
+  int calls, status;
+  tusc_expire_stats_t stats;
+};
+
+static void on_swept(void *arg, int status, const tusc_expire_stats_t *stats) {
+  struct swept *r = arg;
+  r->calls++;
+  r->status = status;
+  r->stats = *stats;
+}
+
+/* One sweep at `now` on the fixture's loop, run until it ended; returns its status. */
+static int sweep(struct fixture *f, int64_t now, tusc_expire_stats_t *st) {
+  struct swept r = {0};
+  assert_int_equal(tusc_expire_sweep(f->exp, &f->loop, now, on_swept, &r), 0);
+  assert_int_equal(r.calls, 0); /* never before it returned */
+  while (r.calls == 0)
+    (void)uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_equal(r.calls, 1);
+  if (st != NULL)
+    *st = r.stats;
+  return r.status;
 }
 
 /* Creates `id` with `size` bytes declared and `written` stored, created `age_s` ago
@@ -188,7 +223,7 @@ static void test_heap_order(void **state) {
   static const int64_t steps[] = {0, 1, 10, 500, 1999, 2000, 5000};
   for (size_t s = 0; s < ARRAY_LEN(steps); s++) {
     tusc_expire_stats_t st;
-    assert_int_equal(tusc_expire_sweep(f->exp, steps[s], &st), 0);
+    assert_int_equal(sweep(f, steps[s], &st), 0);
     size_t want = (size_t)(steps[s] > N ? N : steps[s]) - seen;
     assert_int_equal(st.checked, want);
     assert_int_equal(st.forgotten, want); /* none exists */
@@ -216,7 +251,7 @@ static void test_sweep_deletes_only_expired_unfinished(void **state) {
     assert_int_equal(tusc_expire_track(f->exp, ids[i], now - 1000), 0);
 
   tusc_expire_stats_t st;
-  assert_int_equal(tusc_expire_sweep(f->exp, now, &st), 0);
+  assert_int_equal(sweep(f, now, &st), 0);
   assert_int_equal(st.checked, 6);
   assert_int_equal(st.deleted, 3);
   assert_int_equal(st.forgotten, 2); /* finished + never-existed */
@@ -231,12 +266,16 @@ static void test_sweep_deletes_only_expired_unfinished(void **state) {
   assert_int_equal(count_files(f->dir), 4);
   /* The young one was re-filed under its real deadline, not looked at again now. */
   assert_int_equal(tusc_expire_index_entries(f->exp, NULL), 1);
-  assert_int_equal(tusc_expire_sweep(f->exp, now, &st), 0);
+  assert_int_equal(sweep(f, now, &st), 0);
   assert_int_equal(st.checked, 0);
   /* An hour later it is due and goes. */
-  assert_int_equal(tusc_expire_sweep(f->exp, now + HOUR_MS, &st), 0);
+  assert_int_equal(sweep(f, now + HOUR_MS, &st), 0);
   assert_int_equal(st.deleted, 1);
   assert_false(exists(f, ids[4]));
+}
+
+static void on_held(tusc_lock_req_t *req, int status) {
+  *(int *)req->data = status;
 }
 
 static void test_busy_upload_skipped(void **state) {
@@ -245,26 +284,66 @@ static void test_busy_upload_skipped(void **state) {
   make(f, id, 100, 0, 7200);
   int64_t now = tusc_expire_now_ms();
   assert_int_equal(tusc_expire_track(f->exp, id, now - 1), 0);
-  char lock_path[TUSC_PATH_MAX];
-  assert_int_equal(f->store->ops->lock_path(f->store, id, lock_path, sizeof(lock_path)), 0);
-  tusc_lock_holder_t holder;
-  memset(&holder, 0, sizeof(holder));
-  assert_int_equal(tusc_lock_try_acquire(f->locks, id, lock_path, 0664, &holder), 0);
+  /* Someone is uploading: holds the lock (on the same loop). */
+  int held = 1;
+  tusc_lock_req_t holder = {.data = &held};
+  assert_int_equal(tusc_lock_acquire(f->lock, &f->loop, &holder, id, 0, on_held), 0);
+  while (held == 1)
+    (void)uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_equal(held, 0);
 
   tusc_expire_stats_t st;
-  assert_int_equal(tusc_expire_sweep(f->exp, now, &st), 0);
+  assert_int_equal(sweep(f, now, &st), 0);
   assert_int_equal(st.deleted, 0);
   assert_int_equal(st.refiled, 1);
   assert_true(exists(f, id));
-  tusc_lock_release(f->locks, &holder);
+  assert_int_equal(st.failed, 0);
+  tusc_lock_release(&holder);
 
   /* Re-filed one sweep interval (30 min for 1 h) later, not at once. */
-  assert_int_equal(tusc_expire_sweep(f->exp, now + 1000, &st), 0);
+  assert_int_equal(sweep(f, now + 1000, &st), 0);
   assert_int_equal(st.checked, 0);
-  assert_int_equal(tusc_expire_sweep(f->exp, now + HOUR_MS / 2, &st), 0);
+  assert_int_equal(sweep(f, now + HOUR_MS / 2, &st), 0);
   assert_int_equal(st.deleted, 1);
   assert_false(exists(f, id));
   assert_int_equal(count_files(f->dir), 0);
+}
+
+/* More expired uploads than one batch takes, one of them busy: every other one goes in
+ * one sweep; one sweep at a time. */
+static void test_sweep_in_batches(void **state) {
+  struct fixture *f = *state;
+  enum { N = 150 };
+  int64_t now = tusc_expire_now_ms();
+  char ids[N][40];
+  for (int i = 0; i < N; i++) {
+    snprintf(ids[i], sizeof(ids[i]), "dddddddddddddddddddddddddddd%04d", i);
+    make(f, ids[i], 100, 0, 7200);
+    assert_int_equal(tusc_expire_track(f->exp, ids[i], now - 1000), 0);
+  }
+  assert_false(tusc_expire_due(f->exp, now - 1001));
+  assert_true(tusc_expire_due(f->exp, now));
+  int held = 1;
+  tusc_lock_req_t holder = {.data = &held};
+  assert_int_equal(tusc_lock_acquire(f->lock, &f->loop, &holder, ids[100], 0, on_held), 0);
+  while (held == 1)
+    (void)uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_equal(held, 0);
+
+  struct swept r = {0};
+  assert_int_equal(tusc_expire_sweep(f->exp, &f->loop, now, on_swept, &r), 0);
+  assert_int_equal(tusc_expire_sweep(f->exp, &f->loop, now, on_swept, &r), UV_EBUSY);
+  while (r.calls == 0)
+    (void)uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(r.stats.checked, N);
+  assert_int_equal(r.stats.deleted, N - 1);
+  assert_int_equal(r.stats.refiled, 1);
+  assert_int_equal(r.stats.failed, 0);
+  for (int i = 0; i < N; i++)
+    assert_int_equal(exists(f, ids[i]), i == 100);
+  assert_false(tusc_expire_due(f->exp, now));
+  tusc_lock_release(&holder);
 }
 
 static int count_visit(const tusc_upload_info_t *info, void *arg) {
@@ -325,7 +404,7 @@ static void test_rebuild_walk(void **state) {
   assert_int_equal(tusc_expire_rebuild(f->exp, (int64_t)time(NULL) + 1, &filed), 0);
   assert_int_equal(filed, 4); /* every unfinished one, the finished one left out */
   tusc_expire_stats_t st;
-  assert_int_equal(tusc_expire_sweep(f->exp, tusc_expire_now_ms(), &st), 0);
+  assert_int_equal(sweep(f, tusc_expire_now_ms(), &st), 0);
   assert_int_equal(st.deleted, 2);
   assert_false(exists(f, "ccccccccccccccccccccccccccccccc1"));
   assert_false(exists(f, "deep/er/hook.id"));
@@ -337,7 +416,7 @@ static void test_rebuild_walk(void **state) {
   /* Uploads created after the cut-off are left to tusc_expire_track: of the two
    * unfinished ones left, only the flat one (no CreatedAt: 0) is older than 10 min. */
   tusc_expire_t *other = NULL;
-  assert_int_equal(tusc_expire_new(f->store, f->locks, HOUR_MS, 0664, &other), 0);
+  assert_int_equal(tusc_expire_new(f->store, f->lock, HOUR_MS, &other), 0);
   assert_int_equal(tusc_expire_rebuild(other, (int64_t)time(NULL) - 600, &filed), 0);
   assert_int_equal(filed, 1);
   tusc_expire_free(other);
@@ -346,8 +425,9 @@ static void test_rebuild_walk(void **state) {
 static void test_new_rejects(void **state) {
   struct fixture *f = *state;
   tusc_expire_t *exp = NULL;
-  assert_int_equal(tusc_expire_new(f->store, f->locks, 0, 0664, &exp), TUSC_EINVALID_ARGUMENT);
-  assert_int_equal(tusc_expire_new(NULL, f->locks, 1000, 0664, &exp), TUSC_EINVALID_ARGUMENT);
+  assert_int_equal(tusc_expire_new(f->store, f->lock, 0, &exp), TUSC_EINVALID_ARGUMENT);
+  assert_int_equal(tusc_expire_new(NULL, f->lock, 1000, &exp), TUSC_EINVALID_ARGUMENT);
+  assert_int_equal(tusc_expire_new(f->store, NULL, 1000, &exp), TUSC_EINVALID_ARGUMENT);
   tusc_expire_free(NULL);
   tusc_expire_stop(NULL);
 }
@@ -360,6 +440,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_heap_order, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sweep_deletes_only_expired_unfinished, setup, teardown),
       cmocka_unit_test_setup_teardown(test_busy_upload_skipped, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sweep_in_batches, setup, teardown),
       cmocka_unit_test_setup_teardown(test_rebuild_walk, setup, teardown),
       cmocka_unit_test_setup_teardown(test_new_rejects, setup, teardown),
   };

@@ -1,7 +1,7 @@
 /* Unit tests for the tus handler (src/tus/handler.c and the files of
- * handler_internal.h): the real http layer and lock table on a loopback socket, with an
- * in-memory store that can be told to fail — the paths (ENOSPC, EIO, final uploads,
- * locks held elsewhere) that a test against the real file store cannot provoke. */
+ * handler_internal.h): the real http layer and local lock on a loopback socket, with the in-memory store (store/mem.c) told to fail or to be slow — the paths
+ * (ENOSPC, EIO, final uploads, locks held elsewhere, a store that answers "full") that a
+ * test against the real file store cannot provoke. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -28,7 +28,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "config/config.h"
-#include "lock/lock.h"
+#include "lock/local.h"
 #include "metrics/metrics.h"
 #include "net/listener.h"
 #include "store/mem.h"
@@ -39,6 +39,18 @@
 
 static tusc_store_t *store;
 static char lock_dir[64];
+
+/* Lock files of the local lock (lock/local.h), one flattened name per ID. */
+static int test_lock_file(void *arg, const char *id, char *out, size_t cap) {
+  (void)arg;
+  char flat[TUSC_ID_MAX + 1];
+  snprintf(flat, sizeof(flat), "%s", id);
+  for (char *p = flat; *p != '\0'; p++)
+    if (*p == '/')
+      *p = '_';
+  int n = snprintf(out, cap, "%s/%s.lock", lock_dir, flat);
+  return n < 0 || (size_t)n >= cap ? UV_ENAMETOOLONG : 0;
+}
 
 static void faults_reset(void) {
   tusc_mem_store_set_faults(store, NULL);
@@ -74,7 +86,7 @@ static int64_t mem_len(const char *id) {
 /* --- the server ---------------------------------------------------------------------- */
 
 static tusc_config_t cfg;
-static tusc_lock_table_t *locks;
+static tusc_lock_t *lock;
 static tusc_tus_t *tus;
 static tusc_tus_worker_t *worker;
 static uv_loop_t loop;
@@ -106,8 +118,7 @@ static int group_setup(void **state) {
   tusc_log_setup(getenv("TUSC_TEST_VERBOSE") ? TUSC_LOG_DEBUG : TUSC_LOG_ERROR, TUSC_LOG_TEXT);
   if (test_tmpdir(lock_dir, sizeof(lock_dir), "test-handler") != 0)
     return -1;
-  tusc_mem_store_options_t so = {.lock_dir = lock_dir};
-  if (tusc_mem_store_new(&so, &store) != 0)
+  if (tusc_mem_store_new(NULL, &store) != 0)
     return -1;
   faults_reset();
 
@@ -123,7 +134,8 @@ static int group_setup(void **state) {
   cfg.fsync = TUSC_FSYNC_ALWAYS;
   cfg.metrics_path = "/metrics";
 
-  if (tusc_lock_table_new(&locks) != 0 || tusc_tus_new(&cfg, store, locks, &tus) != 0)
+  if (tusc_lock_local_new(test_lock_file, NULL, cfg.file_perms, &lock) != 0 ||
+      tusc_tus_new(&cfg, store, lock, &tus) != 0)
     return -1;
   tusc_listeners_t l;
   if (tusc_listeners_open("127.0.0.1", 0, NULL, 1, &l) != 0)
@@ -153,7 +165,7 @@ static int group_teardown(void **state) {
   uv_thread_join(&server_thread);
   assert_int_equal(uv_loop_close(&loop), 0);
   tusc_tus_free(tus);
-  tusc_lock_table_free(locks);
+  tusc_lock_free(lock);
   tusc_store_free(store);
   if (test_rm_rf(lock_dir) != 0)
     return -1;
@@ -374,9 +386,19 @@ static void test_download_partial_upload(void **state) {
 }
 
 static atomic_int release_asked;
-static void on_test_holder_release(tusc_lock_holder_t *holder) {
-  (void)holder;
+static void on_test_holder_release(tusc_lock_req_t *req) {
+  (void)req;
   atomic_fetch_add(&release_asked, 1);
+}
+
+static int holder_status;
+static void on_test_holder_got(tusc_lock_req_t *req, int status) {
+  (void)req;
+  holder_status = status;
+}
+
+static void on_guard(uv_timer_t *t) {
+  *(bool *)t->data = true;
 }
 
 static void test_lock_timeout_and_release(void **state) {
@@ -384,16 +406,22 @@ static void test_lock_timeout_and_release(void **state) {
   char id[64], v[64];
   struct response r;
   create("Upload-Length: 6\r\n", id);
-  char path[256];
-  assert_int_equal(tusc_mem_store_lock_path(store, id, path, sizeof(path)), 0);
 
-  /* Someone that never lets go: the PATCH asks, waits -acquire-lock-timeout, gives up. */
-  tusc_lock_holder_t holder = {.on_release_requested = on_test_holder_release};
-  assert_int_equal(tusc_lock_try_acquire(locks, id, path, 0600, &holder), 0);
+  /* Someone on another loop (this thread's) that never lets go: the PATCH asks, waits
+   * -acquire-lock-timeout, gives up. */
+  uv_loop_t tloop;
+  assert_int_equal(uv_loop_init(&tloop), 0);
+  tusc_lock_req_t holder = {.on_release_requested = on_test_holder_release};
+  holder_status = 1;
+  assert_int_equal(tusc_lock_acquire(lock, &tloop, &holder, id, 0, on_test_holder_got), 0);
+  while (holder_status == 1)
+    (void)uv_run(&tloop, UV_RUN_ONCE);
+  assert_int_equal(holder_status, 0);
   atomic_store(&release_asked, 0);
   patch(id, 0, "abc", "", &r);
   assert_int_equal(r.status, 500);
   assert_non_null(strstr(r.body, "ERR_LOCK_TIMEOUT"));
+  (void)uv_run(&tloop, UV_RUN_NOWAIT); /* the ask was sent to this loop meanwhile */
   assert_true(atomic_load(&release_asked) >= 1);
   assert_int_equal(mem_len(id), 0);
 
@@ -408,15 +436,22 @@ static void test_lock_timeout_and_release(void **state) {
   send_str(fd, raw);
   /* However loaded the machine, the server thread asks in the end: a deadline, not a
    * guess at how long it takes. */
-  uint64_t deadline = uv_hrtime() + UINT64_C(10000000000);
-  while (atomic_load(&release_asked) < 2 && uv_hrtime() < deadline)
-    usleep(1000);
+  uv_timer_t guard;
+  bool expired = false;
+  assert_int_equal(uv_timer_init(&tloop, &guard), 0);
+  guard.data = &expired;
+  assert_int_equal(uv_timer_start(&guard, on_guard, 10000, 0), 0);
+  while (atomic_load(&release_asked) < 2 && !expired)
+    (void)uv_run(&tloop, UV_RUN_ONCE);
   assert_true(atomic_load(&release_asked) >= 2);
-  tusc_lock_release(locks, &holder);
+  tusc_lock_release(&holder);
   read_response(fd, &r, false);
   close(fd);
   assert_int_equal(r.status, 204);
   assert_string_equal(header(&r, "Upload-Offset", v, sizeof(v)), "3");
+  uv_close((uv_handle_t *)&guard, NULL);
+  (void)uv_run(&tloop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&tloop), 0);
 }
 
 static void test_no_lock_file_for_unknown_ids(void **state) {
@@ -430,7 +465,7 @@ static void test_no_lock_file_for_unknown_ids(void **state) {
   assert_int_equal(r.status, 404);
   char path[256];
   assert_int_equal(
-      tusc_mem_store_lock_path(store, "0123456789abcdef0123456789abcdef", path, sizeof(path)), 0);
+      test_lock_file(NULL, "0123456789abcdef0123456789abcdef", path, sizeof(path)), 0);
   assert_int_equal(access(path, F_OK), -1);
 }
 

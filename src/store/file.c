@@ -404,10 +404,6 @@ fail:
   return rc;
 }
 
-static int fs_get_info(tusc_store_t *store, const char *id, tusc_upload_info_t *info) {
-  return load((file_store_t *)store, id, info, NULL);
-}
-
 static int fs_open(tusc_store_t *store, const char *id, tusc_upload_t **out) {
   tusc_upload_t *up = malloc(sizeof(*up));
   if (up == NULL)
@@ -488,10 +484,6 @@ static int fs_truncate(tusc_upload_t *up, int64_t length) {
   /* A dropped chunk must stay dropped across a crash (DESIGN.md: a bad checksum leaves
    * the offset where it was). */
   return fs_sync(up);
-}
-
-static int fs_save_info(tusc_upload_t *up) {
-  return write_info_atomic(up->store, &up->info);
 }
 
 static tusc_upload_info_t *fs_info(tusc_upload_t *up) {
@@ -804,32 +796,6 @@ static int fs_stage_begin(tusc_upload_t *up) {
   return 0;
 }
 
-static ssize_t fs_stage_write(tusc_upload_t *up, const void *buf, size_t len) {
-  if (up->stage_fd < 0)
-    return TUSC_EINVALID_ARGUMENT;
-  if (len > (size_t)SSIZE_MAX || (int64_t)len > INT64_MAX - up->info.offset - up->staged)
-    return TUSC_EINVALID_ARGUMENT;
-  if (!up->info.size_is_deferred && up->info.size >= 0 &&
-      up->info.offset + up->staged + (int64_t)len > up->info.size)
-    return TUSC_EUPLOAD_SIZE_EXCEEDED;
-  const char *p = buf;
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pwrite(up->stage_fd, p + done, len - done, (off_t)(up->staged + (int64_t)done));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      int rc = n < 0 ? err_from_errno() : -EIO;
-      if (done > 0)
-        break;
-      return rc;
-    }
-    done += (size_t)n;
-  }
-  up->staged += (int64_t)done;
-  return (ssize_t)done;
-}
-
 static ssize_t fs_stage_read(tusc_upload_t *up, int64_t offset, void *buf, size_t len) {
   if (up->stage_fd < 0 || offset < 0 || len > (size_t)SSIZE_MAX)
     return TUSC_EINVALID_ARGUMENT;
@@ -895,35 +861,6 @@ static int fs_stage_commit(tusc_upload_t *up) {
   fs_stage_discard(up);
   return rc;
 }
-
-static int fs_walk(tusc_store_t *store, tusc_store_visit_cb visit, void *arg) {
-  return tusc_file_store_walk(((file_store_t *)store)->dir, visit, arg);
-}
-
-static const tusc_store_ops_t file_store_ops = {
-    .create = fs_create,
-    .get_info = fs_get_info,
-    .open = fs_open,
-    .write = fs_write,
-    .read = fs_read,
-    .sync = fs_sync,
-    .truncate = fs_truncate,
-    .save_info = fs_save_info,
-    .info = fs_info,
-    .close = fs_close,
-    .terminate = fs_terminate,
-    .lock_path = tusc_file_store_lock_path,
-    .free = fs_free,
-    .append_from = fs_append_from,
-    .wait_add = fs_wait_add,
-    .wait_take = fs_wait_take,
-    .stage_begin = fs_stage_begin,
-    .stage_write = fs_stage_write,
-    .stage_commit = fs_stage_commit,
-    .stage_discard = fs_stage_discard,
-    .stage_read = fs_stage_read,
-    .walk = fs_walk,
-};
 
 /* --- the asynchronous interface: today's blocking code, run on the pool ------------- */
 
@@ -1529,7 +1466,6 @@ int tusc_file_store_new(const tusc_file_store_options_t *opts, tusc_store_t **ou
     free(fs);
     return -ENAMETOOLONG;
   }
-  fs->base.ops = &file_store_ops;
   fs->base.async = &file_store_async_ops;
   tusc_store_pool_init(&fs->pool, 0);
   fs->dir_perms = opts->dir_perms;

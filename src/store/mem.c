@@ -556,7 +556,6 @@ int tusc_mem_store_new(const tusc_mem_store_options_t *opts, tusc_store_t **out)
     return TUSC_ENOMEM;
   }
   ms->base.async = &mem_store_ops;
-  ms->base.ops = NULL;
   tusc_store_pool_init(&ms->pool, 0);
   if (opts != NULL)
     ms->opts = *opts;

@@ -477,7 +477,7 @@ void tus_do_post(tus_request_t *st) {
     return;
   }
   if (st->concat.is_final) {
-    /* The length is the partials' sum (tusc_concat_prepare_final). */
+    /* The length is the partials' sum (tusc_concat_prepare_final_parts). */
   } else if (dl != NULL) {
     if (tusc_http_header_count(req, "Upload-Defer-Length") != 1 || dl_len != 1 || dl[0] != '1') {
       tus_respond_error(st, TUSC_EINVALID_UPLOAD_LENGTH_DEFER);

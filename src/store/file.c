@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,9 +54,28 @@ typedef struct file_store_s {
 #define APPEND_BUF (1024 * 1024)
 
 struct append_buf {
-  char *data;
+  char *data; /* APPEND_BUF bytes of their own mapping, or NULL */
   size_t len;
 };
+
+/* The buffers are mappings of their own, not heap memory: given back whole when an
+ * upload goes idle, so thousands of quiet connections keep no pages of them (freed heap
+ * pages of a burst of uploads would stay resident). */
+static int buf_get(struct append_buf *b) {
+  void *p = mmap(NULL, APPEND_BUF, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    return TUSC_ENOMEM;
+  b->data = p;
+  b->len = 0;
+  return 0;
+}
+
+static void buf_release(struct append_buf *b) {
+  if (b->data != NULL)
+    munmap(b->data, APPEND_BUF);
+  b->data = NULL;
+  b->len = 0;
+}
 
 struct tusc_upload_s {
   tusc_upload_base_t base;
@@ -493,8 +513,8 @@ static tusc_upload_info_t *fs_info(tusc_upload_t *up) {
 static void fs_close(tusc_upload_t *up) {
   if (up == NULL)
     return;
-  free(up->buf[0].data);
-  free(up->buf[1].data);
+  buf_release(&up->buf[0]);
+  buf_release(&up->buf[1]);
   if (up->stage_fd >= 0)
     close(up->stage_fd);
   close(up->fd);
@@ -986,9 +1006,8 @@ static void on_tick_closed(uv_handle_t *handle) {
 }
 
 static void upload_free(tusc_upload_t *up) {
-  free(up->buf[0].data);
-  free(up->buf[1].data);
-  up->buf[0].data = up->buf[1].data = NULL;
+  buf_release(&up->buf[0]);
+  buf_release(&up->buf[1]);
   if (up->tick_init) {
     up->tick_init = false;
     uv_close((uv_handle_t *)&up->tick, on_tick_closed);
@@ -1002,11 +1021,8 @@ static bool upload_busy(const tusc_upload_t *up) {
 }
 
 static void bufs_drop(tusc_upload_t *up) {
-  for (int i = 0; i < 2; i++) {
-    free(up->buf[i].data);
-    up->buf[i].data = NULL;
-    up->buf[i].len = 0;
-  }
+  for (int i = 0; i < 2; i++)
+    buf_release(&up->buf[i]);
 }
 
 /* Pool: writes buffer up->wbuf where the chunk's next bytes belong (the side file of a
@@ -1323,7 +1339,7 @@ static int fa_append(tusc_upload_t *up, const void *data, size_t len, tusc_store
       return rc;
     b = &up->buf[up->fill];
   }
-  if (b->data == NULL && (b->data = malloc(APPEND_BUF)) == NULL)
+  if (b->data == NULL && buf_get(b) != 0)
     return TUSC_ENOMEM;
   memcpy(b->data + b->len, data, len);
   b->len += len;

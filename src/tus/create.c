@@ -33,9 +33,9 @@
 static bool partials_owned(tus_request_t *st) {
   if (!tusc_auth_required(st->w->tus->auth) || tus_cfg_of(st)->auth_hide_foreign)
     return true;
-  for (size_t i = 0; i < st->parts.count; i++) {
+  for (size_t i = 0; i < st->parts->count; i++) {
     /* missing partials: concat answers that */
-    if (st->parts.rc[i] == 0 && !tus_owner_ok(st, &st->parts.infos[i])) {
+    if (st->parts->rc[i] == 0 && !tus_owner_ok(st, &st->parts->infos[i])) {
       tus_respond_foreign(st);
       return false;
     }
@@ -269,9 +269,9 @@ static void note_next(tus_request_t *st) {
   st->work_result = 0;
   while (st->note_i < info->partial_count) {
     size_t i = st->note_i++;
-    bool done = i < st->parts.count && st->parts.rc[i] == 0 &&
-                !st->parts.infos[i].size_is_deferred &&
-                st->parts.infos[i].offset == st->parts.infos[i].size;
+    const tusc_concat_parts_t *parts = st->parts;
+    bool done = parts != NULL && i < parts->count && parts->rc[i] == 0 &&
+                !parts->infos[i].size_is_deferred && parts->infos[i].offset == parts->infos[i].size;
     if (done)
       continue;
     int rc = tusc_store_wait_add(tus_store_of(st), st->w->loop, &st->sreq, info->partial_uploads[i],
@@ -283,7 +283,8 @@ static void note_next(tus_request_t *st) {
     TUSC_LOG(TUSC_LOG_WARN, "concat %s: cannot note it with partial %s: %s", info->id,
              info->partial_uploads[i], tusc_strerror(rc));
   }
-  tusc_concat_parts_dispose(&st->parts);
+  if (st->parts != NULL)
+    tusc_concat_parts_dispose(st->parts);
   tus_defer(st, post_created); /* from a store callback or post_stored: never inline */
 }
 
@@ -303,9 +304,15 @@ static void post_stored(tus_request_t *st) {
   }
   /* Partials read again now that the final exists: one finished meanwhile needs no
    * note (the job post_created starts assembles it). */
-  tusc_concat_parts_dispose(&st->parts);
+  tusc_concat_parts_t *parts = tus_parts(st);
+  if (parts == NULL) {
+    st->note_i = st->info->partial_count; /* no notes: HEAD/GET assemble it later */
+    note_next(st);
+    return;
+  }
+  tusc_concat_parts_dispose(parts);
   st->phase = PH_WORK;
-  int rc = tusc_concat_parts_load(&st->parts, tus_store_of(st), st->w->loop,
+  int rc = tusc_concat_parts_load(parts, tus_store_of(st), st->w->loop,
                                   (const char *const *)st->info->partial_uploads,
                                   st->info->partial_count, on_partials_reread, st);
   if (rc != 0) {
@@ -577,9 +584,11 @@ void tus_do_post(tus_request_t *st) {
   st->op = OP_POST;
   if (st->concat.is_final) {
     st->phase = PH_WORK;
-    rc = tusc_concat_parts_load(&st->parts, tus_store_of(st), st->w->loop,
-                                (const char *const *)st->concat.ids, st->concat.count,
-                                on_partials_read, st);
+    tusc_concat_parts_t *parts = tus_parts(st);
+    rc = parts == NULL ? TUSC_ENOMEM
+                       : tusc_concat_parts_load(parts, tus_store_of(st), st->w->loop,
+                                                (const char *const *)st->concat.ids,
+                                                st->concat.count, on_partials_read, st);
     if (rc < 0) {
       st->phase = PH_RUN;
       tus_respond_error(st, rc);

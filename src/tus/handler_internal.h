@@ -60,8 +60,8 @@ struct tusc_tus_s {
   tusc_lock_t *lock;
   tusc_cors_t cors;
   tusc_expire_t *expire; /* sweeper's index, NULL when expiration is off */
-  tusc_hooks_t *hooks; /* NULL = no hooks */
-  tusc_auth_t *auth;   /* NULL = no authentication, host or proxy lists */
+  tusc_hooks_t *hooks;   /* NULL = no hooks */
+  tusc_auth_t *auth;     /* NULL = no authentication, host or proxy lists */
   char extensions[256];
   /* The partials whose background job (tus_concat_queue_bg) is still running, with the
    * request that completed each: a HEAD or GET that assembles one of their finals first
@@ -78,7 +78,7 @@ struct tusc_tus_worker_s {
   tus_request_t *requests; /* every live request state of this worker */
   atomic_bool closing;
   tusc_hooks_worker_t *hw; /* NULL = no hooks (or stopping) */
-  size_t bg_jobs; /* concat jobs and background finish hooks that come back here */
+  size_t bg_jobs;          /* concat jobs and background finish hooks that come back here */
 };
 
 enum phase { PH_RUN = 0, PH_LOCK_WAIT, PH_WORK, PH_BODY, PH_STREAM, PH_HOOK, PH_AUTH };
@@ -95,35 +95,35 @@ struct tus_request_s {
   bool preflight;
   char id[TUSC_ID_MAX + 1];
   char client[64];
-  char *principal;     /* authenticated user, owner of what it creates; NULL = anonymous */
-  bool proxy_trusted;  /* this peer's forwarding headers are believed */
+  char *principal;              /* authenticated user, owner of what it creates; NULL = anonymous */
+  bool proxy_trusted;           /* this peer's forwarding headers are believed */
   enum tusc_http_method method; /* after X-HTTP-Method-Override */
   const char *method_name;      /* its name, as hooks see it (tusd: the overridden one) */
   tusc_auth_request_t areq;     /* a password check, waiting or on the pool (PH_AUTH) */
   int64_t rate_mark;            /* st->written at the last -min-upload-rate check */
-  char *location; /* POST: upload URL */
-  tusc_ietf_req_t ietf; /* IETF draft request state (ietf.c) */
-  tusc_concat_t concat; /* POST: parsed Upload-Concat */
+  char *location;               /* POST: upload URL */
+  tusc_ietf_req_t ietf;         /* IETF draft request state (ietf.c) */
+  tusc_concat_t concat;         /* POST: parsed Upload-Concat */
 
   /* lock */
   tusc_lock_req_t lock_req;
   bool lock_held;
   atomic_bool release_requested; /* another request wants the lock (set on the loop) */
-  uv_timer_t timer; /* post-receive pacing and -min-upload-rate (patch.c) */
+  uv_timer_t timer;              /* post-receive pacing and -min-upload-rate (patch.c) */
   bool timer_init;
   step_fn after_lock;
 
   /* store requests and deferred steps (PH_WORK) */
-  uv_work_t work;           /* tus_defer */
-  tusc_store_req_t sreq;    /* tus_store_step: one store request at a time */
+  uv_work_t work;        /* tus_defer */
+  tusc_store_req_t sreq; /* tus_store_step: one store request at a time */
   int work_result;
   step_fn after_work;
-  tusc_upload_info_t *info; /* POST: the info being created */
+  tusc_upload_info_t *info;   /* POST: the info being created */
   tusc_upload_info_t *looked; /* tus_upload_exists / tusc_tus_req_lookup: what was read */
   step_fn after_lookup;
   tusc_tus_req_found_cb after_found;
-  tusc_concat_parts_t parts; /* HEAD/GET of a final, POST of a final: its partials' infos */
-  size_t note_i;             /* POST of a final: next partial to note it with */
+  tusc_concat_parts_t *parts; /* HEAD/GET/POST of a final: its partials' infos (tus_parts) */
+  size_t note_i;              /* POST of a final: next partial to note it with */
 
   /* writing (PATCH, POST with body) */
   tusc_upload_t *upload;
@@ -134,7 +134,7 @@ struct tus_request_s {
   int64_t new_length; /* Upload-Length on PATCH, -1 when absent */
   int64_t start_offset;
   int64_t written;
-  int64_t limit; /* body bytes the upload may still take, -1 = unlimited */
+  int64_t limit;         /* body bytes the upload may still take, -1 = unlimited */
   tusc_verify_t *verify; /* checksum: the chunk is verified before it counts (verify.h) */
   bool chunk_open;       /* the store's chunk began and its end has not started */
   bool chunk_drop;       /* end it with DISCARD (an unannounced checksum trailer) */
@@ -142,8 +142,8 @@ struct tus_request_s {
   char *held;            /* body bytes the store could not take yet (answered "full"):
                           * at most the rest of one body piece, the body is paused */
   size_t held_len, held_off, held_cap;
-  bool held_over;        /* that piece overran the upload's length: stop once taken */
-  int result;    /* the error to answer with once the body phase ends, 0 = success */
+  bool held_over; /* that piece overran the upload's length: stop once taken */
+  int result;     /* the error to answer with once the body phase ends, 0 = success */
   bool aborted;
   int abort_err;
 
@@ -152,7 +152,7 @@ struct tus_request_s {
   int64_t pos, end; /* next byte to send, last byte to send */
   size_t pending;
   bool write_pending;
-  bool read_pending;  /* a store read is out */
+  bool read_pending; /* a store read is out */
 
   /* hooks (PH_HOOK: a blocking hook runs; its callback always comes back) */
   step_fn after_hook;
@@ -163,16 +163,16 @@ struct tus_request_s {
   tusc_hook_response_t *merge;     /* HTTPResponse parts merged into our answer */
   bool pre_create_done;
   bool finish_hooks_ran;
-  bool concat_assembled; /* this request's work completed a final (it reports it) */
-  tusc_concat_job_t *concat_job; /* PH_WORK: assembly job of a new final or a GET */
-  bool concat_job_ran;           /* POST: the new final's assembly job has ended */
+  bool concat_assembled;            /* this request's work completed a final (it reports it) */
+  tusc_concat_job_t *concat_job;    /* PH_WORK: assembly job of a new final or a GET */
+  bool concat_job_ran;              /* POST: the new final's assembly job has ended */
   struct hook_req_copy *concat_req; /* GET: the request its finish hooks see (owned) */
-  bool stopped; /* a post-receive hook answered StopUpload */
-  struct hook_call *progress; /* outstanding post-receive */
-  int64_t progress_offset;    /* offset the last post-receive reported */
-  bool progress_timer;        /* st->timer paces post-receive */
-  bool progress_final;        /* the last post-receive is due once the chunk ended */
-  bool metrics_active;        /* counted in tusc_active_uploads */
+  bool stopped;                     /* a post-receive hook answered StopUpload */
+  struct hook_call *progress;       /* outstanding post-receive */
+  int64_t progress_offset;          /* offset the last post-receive reported */
+  bool progress_timer;              /* st->timer paces post-receive */
+  bool progress_final;              /* the last post-receive is due once the chunk ended */
+  bool metrics_active;              /* counted in tusc_active_uploads */
 };
 
 /* A post-receive or fire-and-forget invocation in flight. `st` is cleared when the
@@ -249,6 +249,11 @@ int64_t tus_expires_s(const tus_request_t *st, const tusc_upload_info_t *info, b
 bool tus_expired(const tus_request_t *st, const tusc_upload_info_t *info);
 /* What tusc_location_* need from this request. Returns 0. */
 int tus_location_input(tus_request_t *st, tusc_location_input_t *in);
+/* Drops st->looked (an upload's info is 2 KiB; a request waiting for its client keeps
+ * none). */
+void tus_looked_free(tus_request_t *st);
+/* st->parts, made on first use (NULL on ENOMEM); freed with the state. */
+tusc_concat_parts_t *tus_parts(tus_request_t *st);
 /* Reads the upload's info into st->looked, then `next` with st->work_result (0 or the
  * store's error). */
 void tus_read_info(tus_request_t *st, step_fn next);

@@ -190,6 +190,17 @@ static void get_assembled(tus_request_t *st) {
   get_open(st);
 }
 
+/* The partials read for the checks, or none (an empty set: no final, or complete). */
+static const tusc_concat_parts_t *parts_of(tus_request_t *st) {
+  static const tusc_concat_parts_t none;
+  return st->parts != NULL ? st->parts : &none;
+}
+
+static void parts_drop(tus_request_t *st) {
+  if (st->parts != NULL)
+    tusc_concat_parts_dispose(st->parts);
+}
+
 /* Reads the looked-up final's partials (st->parts) when the checks need them, then
  * `next`. */
 static void on_parts(tusc_concat_parts_t *parts, void *arg) {
@@ -207,9 +218,11 @@ static void load_parts(tus_request_t *st, step_fn next) {
   }
   st->after_work = next;
   st->phase = PH_WORK;
-  int rc = tusc_concat_parts_load(&st->parts, tus_store_of(st), st->w->loop,
-                                  (const char *const *)info->partial_uploads, info->partial_count,
-                                  on_parts, st);
+  tusc_concat_parts_t *parts = tus_parts(st);
+  int rc = parts == NULL ? TUSC_ENOMEM
+                         : tusc_concat_parts_load(parts, tus_store_of(st), st->w->loop,
+                                                  (const char *const *)info->partial_uploads,
+                                                  info->partial_count, on_parts, st);
   if (rc != 0) {
     st->phase = PH_RUN;
     tus_respond_error(st, rc);
@@ -224,15 +237,16 @@ static void get_checked(tus_request_t *st) {
     tus_respond_foreign(st);
     return;
   }
-  bool assemble = info_rc == 0 && tusc_concat_status_parts(info, &st->parts);
-  bool broken = info_rc == 0 && !assemble && tusc_concat_partial_missing_parts(info, &st->parts);
+  bool assemble = info_rc == 0 && tusc_concat_status_parts(info, parts_of(st));
+  bool broken = info_rc == 0 && !assemble && tusc_concat_partial_missing_parts(info, parts_of(st));
   bool too_big = info_rc == 0 && tusc_concat_too_big(info, tus_cfg_of(st)->max_size) &&
                  info->offset < info->size;
-  tusc_concat_parts_dispose(&st->parts);
+  parts_drop(st);
   /* Should this GET complete the final, its hooks see the PATCH that completed the last
    * partial if that PATCH's job still runs (see tus_concat_queue_bg). */
   if (assemble && tus_finish_hooks_on(st))
     st->concat_req = tus_trigger_req_for(st->w->tus, info);
+  tus_looked_free(st);
   if (broken || too_big) {
     tus_respond_error(st, broken ? TUSC_EPARTIAL_GONE : TUSC_EMAX_SIZE_EXCEEDED);
     return;
@@ -301,9 +315,10 @@ static void head_checked(tus_request_t *st) {
     return;
   }
   /* Also fills in a final's length once its partials' lengths are all known. */
-  bool assemble = info->is_final && tusc_concat_status_parts(info, &st->parts);
-  bool broken = !assemble && info->is_final && tusc_concat_partial_missing_parts(info, &st->parts);
-  tusc_concat_parts_dispose(&st->parts);
+  bool assemble = info->is_final && tusc_concat_status_parts(info, parts_of(st));
+  bool broken =
+      !assemble && info->is_final && tusc_concat_partial_missing_parts(info, parts_of(st));
+  parts_drop(st);
   bool too_big = tusc_concat_too_big(info, tus_cfg_of(st)->max_size) && info->offset < info->size;
   if (broken || too_big) {
     /* A partial it waits for is gone: it can never complete (docs/protocol-support.md);

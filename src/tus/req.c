@@ -68,7 +68,10 @@ void tus_state_free(tus_request_t *st) {
     free(st->looked);
   }
   free(st->held);
-  tusc_concat_parts_dispose(&st->parts);
+  if (st->parts != NULL) {
+    tusc_concat_parts_dispose(st->parts);
+    free(st->parts);
+  }
   if (st->info != NULL) {
     tusc_upload_info_dispose(st->info);
     free(st->info);
@@ -244,7 +247,24 @@ static void exists_checked(tus_request_t *st) {
     tus_respond_store_error(st, rc);
     return;
   }
+  tus_looked_free(st);
   st->after_lookup(st);
+}
+
+tusc_concat_parts_t *tus_parts(tus_request_t *st) {
+  if (st->parts == NULL)
+    st->parts = calloc(1, sizeof(*st->parts));
+  return st->parts;
+}
+
+/* The looked-up info is not kept past its use: an upload's info is 2 KiB, and a request
+ * waiting for its client should cost little. */
+void tus_looked_free(tus_request_t *st) {
+  if (st->looked != NULL) {
+    tusc_upload_info_dispose(st->looked);
+    free(st->looked);
+    st->looked = NULL;
+  }
 }
 
 void tus_read_info(tus_request_t *st, step_fn next) {

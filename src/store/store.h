@@ -246,8 +246,13 @@ int tusc_store_chunk_begin(tusc_upload_t *up, int flags) __attribute__((warn_unu
  * returns TUSC_ESTORE_FULL having taken nothing: drain(arg) then runs later on the loop
  * once there is room (the caller pauses its source meanwhile; at most one drain is
  * pending, a later FULL replaces it); or returns an earlier write error (the chunk
- * should end). TUSC_EUPLOAD_SIZE_EXCEEDED past the upload's size. Bytes taken are not
- * yet in info->offset. */
+ * should end). TUSC_EUPLOAD_SIZE_EXCEEDED past the upload's size. Bytes taken reach
+ * info->offset as the store writes them (file store: unstaged ones, as they land), all
+ * of them by chunk_end's callback.
+ *
+ * Why "took nothing" rather than "took it, now pause": the store keeps a strict bound
+ * (file store: two 1 MiB buffers per upload) whatever the caller's piece sizes, and
+ * the caller, which must keep what it could not hand over, holds at most one piece. */
 int tusc_store_append(tusc_upload_t *up, const void *buf, size_t len, tusc_store_drain_cb drain,
                       void *arg) __attribute__((warn_unused_result));
 

@@ -75,6 +75,26 @@ static long rss_kib(void) {
   return kib;
 }
 
+struct done {
+  int calls, status;
+  size_t filed;
+};
+
+static void on_created(tusc_store_req_t *req, int status) {
+  struct done *d = req->data;
+  d->calls++;
+  d->status = status;
+}
+
+static void on_rebuilt(void *arg, int status, size_t filed) {
+  struct done *d = arg;
+  d->calls++;
+  d->status = status;
+  d->filed = filed;
+}
+
+static uv_loop_t make_loop;
+
 /* Creates one upload of length 1000 with nothing written; `age_s` > 0 backdates its
  * creation and its data file's mtime. */
 static int make_upload(tusc_store_t *store, int64_t age_s) {
@@ -85,7 +105,13 @@ static int make_upload(tusc_store_t *store, int64_t age_s) {
     return rc;
   info.size = 1000;
   info.created_at = (int64_t)time(NULL) - age_s;
-  rc = store->ops->create(store, &info);
+  struct done d = {0};
+  tusc_store_req_t req = {.data = &d};
+  rc = tusc_store_create(store, &make_loop, &req, &info, on_created);
+  while (rc == 0 && d.calls == 0)
+    (void)uv_run(&make_loop, UV_RUN_ONCE);
+  if (rc == 0)
+    rc = d.status;
   if (rc == 0 && age_s > 0) {
     struct timespec times[2] = {{.tv_sec = info.created_at}, {.tv_sec = info.created_at}};
     if (utimensat(AT_FDCWD, info.data_path, times, 0) != 0)
@@ -122,6 +148,8 @@ int main(int argc, char **argv) {
   tusc_file_store_options_t opts = {
       .dir = dir, .dir_perms = 0775, .file_perms = 0664, .fsync = false};
   tusc_store_t *store = NULL;
+  if (uv_loop_init(&make_loop) != 0)
+    return 1;
   int rc = tusc_file_store_new(&opts, &store);
   if (rc != 0) {
     fprintf(stderr, "store %s: %s\n", dir, tusc_strerror(rc));
@@ -167,7 +195,13 @@ int main(int argc, char **argv) {
   long rss0 = rss_kib();
   double t0 = now_s();
   size_t filed = 0;
-  rc = tusc_expire_rebuild(exp, (int64_t)time(NULL) + 1, &filed);
+  struct done rb = {0};
+  rc = tusc_expire_rebuild(exp, &loop, (int64_t)time(NULL) + 1, on_rebuilt, &rb);
+  while (rc == 0 && rb.calls == 0)
+    (void)uv_run(&loop, UV_RUN_ONCE);
+  if (rc == 0)
+    rc = rb.status;
+  filed = rb.filed;
   double rebuild = now_s() - t0;
   if (rc != 0) {
     fprintf(stderr, "rebuild: %s\n", tusc_strerror(rc));
@@ -221,7 +255,7 @@ int main(int argc, char **argv) {
   tusc_expire_free(exp);
   (void)uv_loop_close(&loop);
   tusc_lock_free(lock);
-  store->ops->free(store);
+  tusc_store_free(store);
   if (deleted != (size_t)n_expired) {
     fprintf(stderr, "expected %ld expired uploads deleted, got %zu\n", n_expired, deleted);
     return 1;

@@ -105,9 +105,6 @@ def module_of(stem):
 
 # Known violations, each one edge (from module, to module, the cycle it closes).
 ALLOWED = (
-    # file.c lists uploads with file_walk.c, which calls file.c's
-    # tusc_file_store_shard_path: store/file -> store/file_walk -> store/file.
-    ("store/file_walk", "store/file", "store/file.c <-> store/file_walk.c"),
     # The handler calls ietf.c, whose request flows call back into the handler
     # (tusc_tus_req_*, tus/reqapi.h): tus/handler -> tus/ietf -> tus/handler. Goes
     # when the IETF request glue moves into the handler module and ietf.c keeps the

@@ -402,7 +402,7 @@ static void server_dispose(struct server *s) {
   tusc_hooks_free(s->hooks);
   tusc_lock_free(s->lock); /* every request ended in the loops' runs above */
   if (s->store != NULL)
-    s->store->ops->free(s->store);
+    tusc_store_free(s->store);
 }
 
 /* The local lock flocks the file store's per-upload lock files (tusd's layout), so
@@ -509,6 +509,7 @@ int tusc_server_run(const tusc_config_t *cfg) {
     tusc_log_msg(TUSC_LOG_ERROR, "cannot set up hooks: %s", tusc_strerror(rc));
     goto out;
   }
+  tusc_hooks_set_store(s.hooks, s.store);
   tusc_tus_set_hooks(s.tus, s.hooks);
   if (cfg->expire_after_ms > 0) {
     if ((rc = tusc_expire_new(s.store, s.lock, cfg->expire_after_ms, &s.expire)) != 0) {

@@ -75,7 +75,9 @@
   X(AUTH_BUSY, 503, "ERR_AUTH_BUSY", "too many password checks waiting; retry later")        \
   X(AUTH_THROTTLED, 429, "ERR_TOO_MANY_LOGIN_FAILURES",                                     \
     "too many failed or pending logins from this address; retry later")                    \
-  X(HOOKS_BUSY, 503, "ERR_HOOKS_BUSY", "too many hooks running or waiting; retry later")
+  X(HOOKS_BUSY, 503, "ERR_HOOKS_BUSY", "too many hooks running or waiting; retry later")   \
+  X(STORE_FULL, 503, "ERR_STORE_FULL", "storage cannot take more bytes yet; retry later")   \
+  X(STORE_BUSY, 503, "ERR_STORE_BUSY", "too much storage work waiting; retry later")
 
 enum tusc_error {
   TUSC_E__BASE = -20000,

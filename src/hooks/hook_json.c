@@ -280,6 +280,7 @@ static void write_remote_addr(struct jbuf *b, const tusc_hook_http_request_t *re
 }
 
 int tusc_hook_json_request(enum tusc_hook_event ev, const tusc_upload_info_t *upload,
+                           const tusc_store_kv_t *storage, size_t storage_count,
                            const tusc_hook_http_request_t *req, char **out, size_t *out_len) {
   const char *type = tusc_hook_event_name(ev);
   if (!upload || !type[0])
@@ -318,15 +319,29 @@ int tusc_hook_json_request(enum tusc_hook_event ev, const tusc_upload_info_t *up
     jb_lit(&b, "null");
   }
   jb_lit(&b, ",\"Storage\":");
-  if (pre_create || !upload->data_path[0]) {
+  if (pre_create || storage == NULL || storage_count == 0) {
     jb_lit(&b, "null");
   } else {
-    /* A Go map: keys come out sorted. */
-    jb_lit(&b, "{\"InfoPath\":");
-    jb_cstr(&b, upload->info_path);
-    jb_lit(&b, ",\"Path\":");
-    jb_cstr(&b, upload->data_path);
-    jb_lit(&b, ",\"Type\":\"filestore\"}");
+    /* A Go map: keys come out sorted. The maps are a handful of pairs. */
+    const tusc_store_kv_t *sorted[TUSC_STORE_KV_MAX];
+    size_t n = storage_count < TUSC_STORE_KV_MAX ? storage_count : TUSC_STORE_KV_MAX;
+    for (size_t i = 0; i < n; i++) {
+      size_t k = i;
+      while (k > 0 && strcmp(sorted[k - 1]->key, storage[i].key) > 0) {
+        sorted[k] = sorted[k - 1];
+        k--;
+      }
+      sorted[k] = &storage[i];
+    }
+    jb_lit(&b, "{");
+    for (size_t i = 0; i < n; i++) {
+      if (i)
+        jb_lit(&b, ",");
+      jb_cstr(&b, sorted[i]->key);
+      jb_lit(&b, ":");
+      jb_cstr(&b, sorted[i]->value);
+    }
+    jb_lit(&b, "}");
   }
   jb_lit(&b, "},\"HTTPRequest\":{\"Method\":");
   jb_cstr(&b, req ? req->method : "");

@@ -28,11 +28,13 @@ long tusc_hook_canonical_header(const char *name, char *out, size_t cap);
 
 /* Builds the request JSON for `ev`. upload must not be NULL; req may be NULL (then
  * HTTPRequest has empty Method/URI/RemoteAddr and Header {}). For pre-create, ID is
- * "" and Storage null; otherwise Storage is {"InfoPath","Path","Type":"filestore"}
- * when upload->data_path is set, else null. A deferred size is sent as 0.
+ * "" and Storage null; otherwise Storage is the store's map (`storage`, `storage_count`
+ * pairs, tusc_store_storage; keys sorted like a Go map, e.g. {"InfoPath","Path",
+ * "Type":"filestore"}), null when it is empty. A deferred size is sent as 0.
  * Returns 0 and a malloc'd NUL-terminated *out (+ *out_len), or TUSC_ENOMEM /
  * TUSC_EINVALID_ARGUMENT (too large). */
 int tusc_hook_json_request(enum tusc_hook_event ev, const tusc_upload_info_t *upload,
+                           const tusc_store_kv_t *storage, size_t storage_count,
                            const tusc_hook_http_request_t *req, char **out, size_t *out_len);
 
 /* Parses a hook's answer into resp (initialised by the caller). Empty or only

@@ -40,6 +40,7 @@
 
 struct tusc_hooks_s {
   bool enabled[TUSC_HOOK_EVENT_COUNT];
+  const tusc_store_t *store; /* for the Storage map, or NULL */
   char *dir;      /* absolute, or NULL */
   char *http_url; /* NULL when file hooks are used */
   char **forward; /* header names to copy into HTTP hook requests */
@@ -131,6 +132,10 @@ static char *absolute_dir(const char *dir) {
   if (abs)
     snprintf(abs, cap, "%s/%.*s", cwd, (int)n, dir);
   return abs;
+}
+
+void tusc_hooks_set_store(tusc_hooks_t *hooks, const tusc_store_t *store) {
+  hooks->store = store;
 }
 
 int tusc_hooks_new(const tusc_config_t *cfg, tusc_hooks_t **out) {
@@ -615,7 +620,10 @@ int tusc_hooks_invoke(tusc_hooks_worker_t *w, enum tusc_hook_event ev,
     finish_job(j, 0);
     return 0;
   }
-  int rc = tusc_hook_json_request(ev, upload, req, &j->call.json, &j->call.json_len);
+  tusc_store_kv_t storage[TUSC_STORE_KV_MAX];
+  size_t storage_count = tusc_store_storage(w->hooks->store, upload, storage, TUSC_STORE_KV_MAX);
+  int rc = tusc_hook_json_request(ev, upload, storage, storage_count, req, &j->call.json,
+                                  &j->call.json_len);
   if (rc < 0)
     goto fail;
   if ((rc = add_forwarded(w->hooks, req, &j->call)) < 0)

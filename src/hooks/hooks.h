@@ -58,6 +58,10 @@ typedef struct tusc_hooks_s tusc_hooks_t;
  * -hooks-enabled-events → TUSC_EINVALID_ARGUMENT (logged). Initialises libcurl when
  * HTTP hooks are configured. Main thread only. Returns 0 and *out, or a code. */
 int tusc_hooks_new(const tusc_config_t *cfg, tusc_hooks_t **out);
+
+/* The store whose Storage map (tusc_store_storage) hook requests carry; without one,
+ * Storage is null. Set once before the first invoke; the store outlives the hooks. */
+void tusc_hooks_set_store(tusc_hooks_t *hooks, const tusc_store_t *store);
 /* After every worker is closed. NULL is a no-op. */
 void tusc_hooks_free(tusc_hooks_t *hooks);
 

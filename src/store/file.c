@@ -17,15 +17,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/error.h"
 #include "common/log.h"
+#include "store/file_path.h"
 #include "store/file_walk.h"
 #include "store/store.h"
 
@@ -43,14 +46,67 @@ typedef struct file_store_s {
   unsigned dir_perms;
   unsigned file_perms;
   bool fsync;
+  tusc_store_pool_t pool;
 } file_store_t;
 
+/* Size of each of an upload's two append buffers: one fills on the loop while the other
+ * is written on the pool. */
+#define APPEND_BUF (1024 * 1024)
+
+struct append_buf {
+  char *data; /* APPEND_BUF bytes of their own mapping, or NULL */
+  size_t len;
+};
+
+/* The buffers are mappings of their own, not heap memory: given back whole when an
+ * upload goes idle, so thousands of quiet connections keep no pages of them (freed heap
+ * pages of a burst of uploads would stay resident). */
+static int buf_get(struct append_buf *b) {
+  void *p = mmap(NULL, APPEND_BUF, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    return TUSC_ENOMEM;
+  b->data = p;
+  b->len = 0;
+  return 0;
+}
+
+static void buf_release(struct append_buf *b) {
+  if (b->data != NULL)
+    munmap(b->data, APPEND_BUF);
+  b->data = NULL;
+  b->len = 0;
+}
+
 struct tusc_upload_s {
+  tusc_upload_base_t base;
   file_store_t *store;
   int fd;
   tusc_upload_info_t info;
   int stage_fd;   /* side file of a chunk being verified, -1 when none */
   int64_t staged; /* bytes in it */
+
+  /* Asynchronous side, loop only unless said otherwise. At most one pool job runs for
+   * an upload at a time (`writing` or `running`), so its fd and info are never used by
+   * two threads at once; requests wait in a FIFO behind the buffered bytes. */
+  uv_loop_t *loop;
+  struct append_buf buf[2];
+  int fill;     /* the buffer appends copy into; the other one may be writing */
+  bool writing; /* a write job is on the pool */
+  bool running; /* a request's job is on the pool */
+  bool closing; /* closed while a job ran: freed when it is done */
+  bool chunk_open;
+  bool chunk_staged;
+  int64_t chunk_start;  /* data length when the chunk began */
+  int64_t taken;        /* bytes appended in this chunk */
+  int64_t landed;       /* of those, bytes in the data or side file */
+  int write_err;        /* first write error of the chunk, sticky */
+  tusc_pool_job_t wjob; /* the write job of buffer wbuf */
+  int wbuf;
+  tusc_store_drain_cb drain;
+  void *drain_arg;
+  tusc_store_req_t *q_head, *q_tail;
+  uv_timer_t tick; /* starts a write after the loop turn that appended */
+  bool tick_init;
 };
 
 /* Where an upload's files are (or would be). */
@@ -61,64 +117,6 @@ typedef struct upload_paths_s {
 
 static int err_from_errno(void) {
   return errno > 0 ? -errno : TUSC_EINTERNAL;
-}
-
-/* A segment that ends like one of an upload's sibling files could make one upload's
- * data file another upload's .info or .lock, so such IDs are refused. */
-static bool reserved_suffix(const char *seg, size_t len) {
-  static const char *const suffixes[] = {".info", ".lock", ".tmp"};
-  for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
-    size_t n = strlen(suffixes[i]);
-    if (len >= n && memcmp(seg + len - n, suffixes[i], n) == 0)
-      return true;
-  }
-  return false;
-}
-
-static int check_id(const char *id, size_t len) {
-  if (!tusc_id_valid(id, len))
-    return TUSC_EINVALID_ID;
-  const char *seg = id;
-  for (;;) {
-    const char *slash = memchr(seg, '/', len - (size_t)(seg - id));
-    size_t seg_len = slash != NULL ? (size_t)(slash - seg) : len - (size_t)(seg - id);
-    /* Belt and braces: the grammar already forbids these. */
-    if (seg_len == 0 || (seg_len == 1 && seg[0] == '.') ||
-        (seg_len == 2 && seg[0] == '.' && seg[1] == '.'))
-      return TUSC_EINVALID_ID;
-    if (reserved_suffix(seg, seg_len))
-      return TUSC_EINVALID_ID;
-    if (slash == NULL)
-      return 0;
-    seg = slash + 1;
-  }
-}
-
-/* One character of a shard directory name: '_' pads short segments and replaces '.', so
- * that no shard directory is ever named "." or "..". */
-static char shard_char(const char *seg, size_t seg_len, size_t i) {
-  if (i >= seg_len || seg[i] == '.')
-    return '_';
-  return seg[i];
-}
-
-int tusc_file_store_shard_path(const char *id, char *out, size_t cap) {
-  if (id == NULL)
-    return TUSC_EINVALID_ID;
-  size_t len = strnlen(id, TUSC_ID_MAX + 1);
-  int rc = check_id(id, len);
-  if (rc != 0)
-    return rc;
-  const char *last = strrchr(id, '/');
-  last = last != NULL ? last + 1 : id;
-  size_t prefix_len = (size_t)(last - id);
-  size_t seg_len = len - prefix_len;
-  int n = snprintf(out, cap, "%.*s%c%c/%c%c/%s", (int)prefix_len, id, shard_char(last, seg_len, 0),
-                   shard_char(last, seg_len, 1), shard_char(last, seg_len, 2),
-                   shard_char(last, seg_len, 3), last);
-  if (n < 0 || (size_t)n >= cap)
-    return -ENAMETOOLONG;
-  return 0;
 }
 
 static int join(char *out, const char *a, const char *b, const char *suffix) {
@@ -426,14 +424,12 @@ fail:
   return rc;
 }
 
-static int fs_get_info(tusc_store_t *store, const char *id, tusc_upload_info_t *info) {
-  return load((file_store_t *)store, id, info, NULL);
-}
-
 static int fs_open(tusc_store_t *store, const char *id, tusc_upload_t **out) {
   tusc_upload_t *up = malloc(sizeof(*up));
   if (up == NULL)
     return TUSC_ENOMEM;
+  memset(up, 0, sizeof(*up));
+  up->base.store = store;
   up->store = (file_store_t *)store;
   up->stage_fd = -1;
   up->staged = 0;
@@ -510,10 +506,6 @@ static int fs_truncate(tusc_upload_t *up, int64_t length) {
   return fs_sync(up);
 }
 
-static int fs_save_info(tusc_upload_t *up) {
-  return write_info_atomic(up->store, &up->info);
-}
-
 static tusc_upload_info_t *fs_info(tusc_upload_t *up) {
   return &up->info;
 }
@@ -521,6 +513,8 @@ static tusc_upload_info_t *fs_info(tusc_upload_t *up) {
 static void fs_close(tusc_upload_t *up) {
   if (up == NULL)
     return;
+  buf_release(&up->buf[0]);
+  buf_release(&up->buf[1]);
   if (up->stage_fd >= 0)
     close(up->stage_fd);
   close(up->fd);
@@ -641,8 +635,7 @@ static int append_by_copy(tusc_upload_t *dst, tusc_upload_t *src, int64_t in_off
 
 static int fs_append_from(tusc_upload_t *dst, tusc_upload_t *src) {
   int64_t end = src->info.offset;
-  if (!dst->info.size_is_deferred && dst->info.size >= 0 &&
-      end > dst->info.size - dst->info.offset)
+  if (!dst->info.size_is_deferred && dst->info.size >= 0 && end > dst->info.size - dst->info.offset)
     return TUSC_EUPLOAD_SIZE_EXCEEDED;
   loff_t in_off = 0;
   while (in_off < end) {
@@ -678,7 +671,7 @@ static int fs_wait_add(tusc_store_t *store, const char *partial_id, const char *
   file_store_t *fs = (file_store_t *)store;
   char path[TUSC_PATH_MAX], line[TUSC_ID_MAX + 2];
   size_t id_len = strnlen(final_id, TUSC_ID_MAX + 1);
-  if (check_id(final_id, id_len) != 0)
+  if (tusc_file_id_check(final_id, id_len) != 0)
     return TUSC_EINVALID_ID;
   int rc = wait_path(fs, partial_id, path);
   if (rc != 0)
@@ -756,7 +749,7 @@ static int fs_wait_take(tusc_store_t *store, const char *partial_id, char ***out
     char *nl = strchr(line, '\n');
     size_t line_len = nl != NULL ? (size_t)(nl - line) : strlen(line);
     /* A line cut short by a crash mid-append fails the ID check and is dropped. */
-    if (nl != NULL && check_id(line, line_len) == 0 && line_len <= TUSC_ID_MAX) {
+    if (nl != NULL && tusc_file_id_check(line, line_len) == 0 && line_len <= TUSC_ID_MAX) {
       char **grown = realloc(ids, (n_ids + 1) * sizeof(*ids));
       if (grown == NULL) {
         rc = TUSC_ENOMEM;
@@ -821,32 +814,6 @@ static int fs_stage_begin(tusc_upload_t *up) {
     return err_from_errno();
   up->stage_fd = fd;
   return 0;
-}
-
-static ssize_t fs_stage_write(tusc_upload_t *up, const void *buf, size_t len) {
-  if (up->stage_fd < 0)
-    return TUSC_EINVALID_ARGUMENT;
-  if (len > (size_t)SSIZE_MAX || (int64_t)len > INT64_MAX - up->info.offset - up->staged)
-    return TUSC_EINVALID_ARGUMENT;
-  if (!up->info.size_is_deferred && up->info.size >= 0 &&
-      up->info.offset + up->staged + (int64_t)len > up->info.size)
-    return TUSC_EUPLOAD_SIZE_EXCEEDED;
-  const char *p = buf;
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pwrite(up->stage_fd, p + done, len - done, (off_t)(up->staged + (int64_t)done));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      int rc = n < 0 ? err_from_errno() : -EIO;
-      if (done > 0)
-        break;
-      return rc;
-    }
-    done += (size_t)n;
-  }
-  up->staged += (int64_t)done;
-  return (ssize_t)done;
 }
 
 static ssize_t fs_stage_read(tusc_upload_t *up, int64_t offset, void *buf, size_t len) {
@@ -915,33 +882,548 @@ static int fs_stage_commit(tusc_upload_t *up) {
   return rc;
 }
 
-static int fs_walk(tusc_store_t *store, tusc_store_visit_cb visit, void *arg) {
-  return tusc_file_store_walk(((file_store_t *)store)->dir, visit, arg);
+/* --- the asynchronous interface: today's blocking code, run on the pool ------------- */
+
+enum req_kind {
+  K_GET_INFO = 1,
+  K_CREATE,
+  K_OPEN,
+  K_TERMINATE,
+  K_LIST,
+  K_WAIT_ADD,
+  K_WAIT_TAKE,
+  K_SAVE_INFO,
+  K_CHUNK_END,
+  K_READ,
+  K_CONCAT
+};
+
+/* req->state */
+enum { RS_IDLE = 0, RS_QUEUED, RS_POOL };
+/* req->flags bit (apart from the caller's): the job writes up->wbuf before its work */
+#define FLUSH_FIRST 0x100
+
+static tusc_store_req_t *req_of(tusc_pool_job_t *job) {
+  return (tusc_store_req_t *)(void *)((char *)job - offsetof(tusc_store_req_t, job));
 }
 
-static const tusc_store_ops_t file_store_ops = {
-    .create = fs_create,
-    .get_info = fs_get_info,
-    .open = fs_open,
-    .write = fs_write,
-    .read = fs_read,
-    .sync = fs_sync,
-    .truncate = fs_truncate,
-    .save_info = fs_save_info,
+static void run_store_req(tusc_pool_job_t *job) {
+  tusc_store_req_t *req = req_of(job);
+  file_store_t *fs = (file_store_t *)req->store;
+  switch (req->kind) {
+  case K_GET_INFO:
+    req->result = load(fs, req->id, req->info, NULL);
+    break;
+  case K_CREATE:
+    req->result = fs_create(req->store, req->info);
+    break;
+  case K_OPEN:
+    req->result = fs_open(req->store, req->id, &req->upload);
+    break;
+  case K_TERMINATE:
+    req->result = fs_terminate(req->store, req->id);
+    break;
+  case K_LIST:
+    req->result = tusc_file_store_walk(fs->dir, req->visit, req->visit_arg);
+    break;
+  case K_WAIT_ADD:
+    req->result = fs_wait_add(req->store, req->id, req->ids_in[0]);
+    break;
+  case K_WAIT_TAKE:
+    req->result = fs_wait_take(req->store, req->id, &req->ids, &req->id_count);
+    break;
+  default:
+    req->result = TUSC_EINTERNAL;
+  }
+}
+
+static void done_store_req(tusc_pool_job_t *job, int status) {
+  tusc_store_req_t *req = req_of(job);
+  req->state = RS_IDLE;
+  int rc = status < 0 ? status : req->result;
+  if (rc == 0 && req->kind == K_OPEN) {
+    tusc_upload_t *up = req->upload;
+    up->loop = req->loop;
+    if (uv_timer_init(up->loop, &up->tick) == 0) {
+      up->tick.data = up;
+      up->tick_init = true;
+    }
+  }
+  if (rc != 0 && req->kind == K_OPEN)
+    req->upload = NULL;
+  tusc_store_req_done(req, rc);
+}
+
+static int submit_store_req(tusc_store_req_t *req, int kind) {
+  file_store_t *fs = (file_store_t *)req->store;
+  req->kind = kind;
+  req->upload = NULL;
+  req->ids = NULL;
+  req->id_count = 0;
+  int rc =
+      tusc_store_pool_submit(&fs->pool, req->loop, &req->job, run_store_req, done_store_req, false);
+  if (rc == 0)
+    req->state = RS_POOL;
+  return rc;
+}
+
+static int fa_get_info(tusc_store_req_t *req) {
+  return submit_store_req(req, K_GET_INFO);
+}
+static int fa_create(tusc_store_req_t *req) {
+  return submit_store_req(req, K_CREATE);
+}
+static int fa_open(tusc_store_req_t *req) {
+  return submit_store_req(req, K_OPEN);
+}
+static int fa_terminate(tusc_store_req_t *req) {
+  return submit_store_req(req, K_TERMINATE);
+}
+static int fa_list(tusc_store_req_t *req) {
+  return submit_store_req(req, K_LIST);
+}
+static int fa_wait_add(tusc_store_req_t *req) {
+  return submit_store_req(req, K_WAIT_ADD);
+}
+static int fa_wait_take(tusc_store_req_t *req) {
+  return submit_store_req(req, K_WAIT_TAKE);
+}
+
+/* --- an upload's requests and buffered writes ---------------------------------------- */
+
+/* Appended bytes wait in one of two buffers (allocated when needed, dropped when empty):
+ * `fill` takes appends on the loop while the other may be written by a pool job. A
+ * write starts when the loop has finished its turn (the `tick` timer), so that the
+ * pieces of one read and an immediately following chunk_end share one pool job; or at
+ * once when the buffer is full. Requests (chunk_end, read, save_info, concat) wait in a
+ * FIFO behind the bytes appended before them; the first one writes the bytes still
+ * buffered itself, in the same job. At most one pool job per upload runs at a time. */
+
+static void kick(tusc_upload_t *up);
+
+static void on_tick_closed(uv_handle_t *handle) {
+  fs_close(handle->data);
+}
+
+static void upload_free(tusc_upload_t *up) {
+  buf_release(&up->buf[0]);
+  buf_release(&up->buf[1]);
+  if (up->tick_init) {
+    up->tick_init = false;
+    uv_close((uv_handle_t *)&up->tick, on_tick_closed);
+    return;
+  }
+  fs_close(up);
+}
+
+static bool upload_busy(const tusc_upload_t *up) {
+  return up->writing || up->running || up->q_head != NULL;
+}
+
+static void bufs_drop(tusc_upload_t *up) {
+  for (int i = 0; i < 2; i++)
+    buf_release(&up->buf[i]);
+}
+
+/* Pool: writes buffer up->wbuf where the chunk's next bytes belong (the side file of a
+ * staged chunk is made by its first write) and counts what landed. The loop leaves these
+ * fields alone while the upload's job runs. */
+static void write_buf(tusc_upload_t *up) {
+  struct append_buf *b = &up->buf[up->wbuf];
+  size_t done = 0;
+  int err = 0;
+  if (up->chunk_staged && up->stage_fd < 0)
+    err = fs_stage_begin(up);
+  int fd = up->chunk_staged ? up->stage_fd : up->fd;
+  int64_t pos = up->chunk_staged ? up->landed : up->chunk_start + up->landed;
+  while (err == 0 && done < b->len) {
+    ssize_t n = pwrite(fd, b->data + done, b->len - done, (off_t)(pos + (int64_t)done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      err = n < 0 ? err_from_errno() : -EIO;
+    else
+      done += (size_t)n;
+  }
+  up->landed += (int64_t)done;
+  if (up->chunk_staged)
+    up->staged += (int64_t)done;
+  else
+    up->info.offset += (int64_t)done;
+  b->len = 0;
+  if (err != 0 && up->write_err == 0)
+    up->write_err = err;
+}
+
+static tusc_upload_t *upload_of_wjob(tusc_pool_job_t *job) {
+  return (tusc_upload_t *)(void *)((char *)job - offsetof(tusc_upload_t, wjob));
+}
+
+static void run_write(tusc_pool_job_t *job) {
+  write_buf(upload_of_wjob(job));
+}
+
+static void done_write(tusc_pool_job_t *job, int status) {
+  tusc_upload_t *up = upload_of_wjob(job);
+  up->writing = false;
+  if (status < 0) {
+    up->buf[up->wbuf].len = 0; /* cancelled: never written */
+    if (up->write_err == 0)
+      up->write_err = status;
+  }
+  if (up->closing) {
+    if (!upload_busy(up))
+      upload_free(up);
+    return;
+  }
+  kick(up);
+  if (!upload_busy(up) && up->buf[up->fill].len == 0)
+    bufs_drop(up); /* an idle upload (a client that went quiet) holds no buffer */
+  tusc_store_drain_cb drain = up->drain;
+  if (drain != NULL) {
+    up->drain = NULL;
+    drain(up->drain_arg); /* last: it may end the chunk */
+  }
+}
+
+/* Pool: an upload request's blocking part, after the bytes still buffered. */
+static void run_upload_req(tusc_pool_job_t *job) {
+  tusc_store_req_t *req = req_of(job);
+  tusc_upload_t *up = req->up;
+  int rc = 0;
+  if (req->flags & FLUSH_FIRST)
+    write_buf(up);
+  switch (req->kind) {
+  case K_SAVE_INFO:
+    rc = write_info_atomic(up->store, &up->info);
+    break;
+  case K_CHUNK_END:
+    if (up->chunk_staged) {
+      if ((req->flags & TUSC_STORE_DISCARD) || up->write_err != 0) {
+        fs_stage_discard(up);
+        rc = up->write_err;
+      } else {
+        rc = up->staged > 0 ? fs_stage_commit(up) : 0;
+        if (up->stage_fd >= 0)
+          fs_stage_discard(up);
+        if (rc == 0 && up->landed > 0)
+          rc = fs_sync(up);
+      }
+    } else if (req->flags & TUSC_STORE_DISCARD) {
+      rc = up->info.offset > up->chunk_start ? fs_truncate(up, up->chunk_start) : 0;
+    } else {
+      /* Also after a write error: what landed is kept and made durable. */
+      rc = up->landed > 0 ? fs_sync(up) : 0;
+      if (up->write_err != 0)
+        rc = up->write_err;
+    }
+    break;
+  case K_READ: {
+    ssize_t n;
+    if (up->chunk_open && up->chunk_staged && req->offset >= up->chunk_start)
+      n = up->stage_fd >= 0 ? fs_stage_read(up, req->offset - up->chunk_start, req->buf, req->len)
+                            : 0;
+    else
+      n = fs_read(up, req->offset, req->buf, req->len);
+    if (n >= 0)
+      req->nread = (size_t)n;
+    else
+      rc = (int)n;
+    break;
+  }
+  case K_CONCAT:
+    if (up->info.offset > 0)
+      rc = fs_truncate(up, 0);
+    for (size_t i = 0; rc == 0 && i < req->n_in; i++) {
+      tusc_upload_t src;
+      memset(&src, 0, sizeof(src));
+      src.fd = -1;
+      src.stage_fd = -1;
+      tusc_upload_info_init(&src.info);
+      rc = load(up->store, req->ids_in[i], &src.info, &src.fd);
+      if (rc == 0 && (src.info.size_is_deferred || src.info.offset != src.info.size))
+        rc = TUSC_EUPLOAD_NOT_FINISHED;
+      if (rc == 0)
+        rc = fs_append_from(up, &src);
+      if (src.fd >= 0)
+        close(src.fd);
+      tusc_upload_info_dispose(&src.info);
+    }
+    if (rc == 0)
+      rc = fs_sync(up);
+    if (rc != 0 && up->info.offset > 0)
+      (void)fs_truncate(up, 0);
+    break;
+  default:
+    rc = TUSC_EINTERNAL;
+  }
+  req->result = rc;
+}
+
+static void done_upload_req(tusc_pool_job_t *job, int status) {
+  tusc_store_req_t *req = req_of(job);
+  tusc_upload_t *up = req->up;
+  up->running = false;
+  req->state = RS_IDLE;
+  int rc = status < 0 ? status : req->result;
+  if (status < 0 && (req->flags & FLUSH_FIRST)) {
+    up->buf[up->wbuf].len = 0;
+    if (up->write_err == 0)
+      up->write_err = status;
+  }
+  if (req->kind == K_CHUNK_END) {
+    up->chunk_open = false;
+    up->chunk_staged = false;
+    up->drain = NULL;
+    bufs_drop(up);
+  }
+  req->flags &= ~FLUSH_FIRST;
+  if (up->closing) {
+    /* Closed while this ran (against the contract, but a gone client's cleanup may do
+     * it): the request still completes. */
+    tusc_store_req_done(req, rc);
+    if (!upload_busy(up))
+      upload_free(up);
+    return;
+  }
+  kick(up);
+  tusc_store_req_done(req, rc); /* last: the callback may close the upload */
+}
+
+static int submit_write(tusc_upload_t *up) {
+  up->wbuf = up->fill;
+  up->fill ^= 1;
+  int rc =
+      tusc_store_pool_submit(&up->store->pool, up->loop, &up->wjob, run_write, done_write, true);
+  if (rc == 0)
+    up->writing = true;
+  else
+    up->buf[up->wbuf].len = 0;
+  return rc;
+}
+
+/* Starts the next pool job of `up` if none runs: the oldest request (writing the
+ * buffered bytes first), else the buffered bytes. */
+static void kick(tusc_upload_t *up) {
+  while (!up->writing && !up->running) {
+    struct append_buf *b = &up->buf[up->fill];
+    if (b->len > 0 && (up->write_err != 0 || !up->chunk_open))
+      b->len = 0; /* the chunk failed: what it still held is not written */
+    tusc_store_req_t *req = up->q_head;
+    if (req == NULL) {
+      if (b->len > 0) {
+        int rc = submit_write(up);
+        if (rc != 0 && up->write_err == 0)
+          up->write_err = rc;
+      }
+      return;
+    }
+    up->q_head = req->next;
+    if (up->q_head == NULL)
+      up->q_tail = NULL;
+    req->next = NULL;
+    if (req->kind == K_CHUNK_END && (req->flags & TUSC_STORE_DISCARD))
+      b->len = 0; /* dropped anyway */
+    if (b->len > 0) {
+      req->flags |= FLUSH_FIRST;
+      up->wbuf = up->fill;
+      up->fill ^= 1;
+    }
+    int rc = tusc_store_pool_submit(&up->store->pool, up->loop, &req->job, run_upload_req,
+                                    done_upload_req, true);
+    if (rc == 0) {
+      req->state = RS_POOL;
+      up->running = true;
+      return;
+    }
+    /* Not reached in practice (uv_queue_work fails only on bad arguments). The queue
+     * is only worked from callbacks, so completing here is never inline. */
+    if (req->flags & FLUSH_FIRST)
+      up->buf[up->wbuf].len = 0;
+    req->flags &= ~FLUSH_FIRST;
+    req->state = RS_IDLE;
+    tusc_store_req_done(req, rc);
+  }
+}
+
+static void on_tick(uv_timer_t *timer) {
+  tusc_upload_t *up = timer->data;
+  if (!up->closing)
+    kick(up);
+}
+
+static int upload_enqueue(tusc_store_req_t *req, int kind) {
+  tusc_upload_t *up = req->up;
+  if (up->closing || up->loop == NULL)
+    return TUSC_EINVALID_ARGUMENT;
+  req->loop = up->loop;
+  req->kind = kind;
+  req->nread = 0;
+  req->state = RS_QUEUED;
+  req->next = NULL;
+  if (up->q_tail != NULL)
+    up->q_tail->next = req;
+  else
+    up->q_head = req;
+  up->q_tail = req;
+  if (up->writing || up->running)
+    return 0; /* the running job's completion starts it */
+  /* Idle: start now, so that this call never completes the request itself. */
+  up->q_head = req->next;
+  if (up->q_head == NULL)
+    up->q_tail = NULL;
+  struct append_buf *b = &up->buf[up->fill];
+  bool discard = kind == K_CHUNK_END && (req->flags & TUSC_STORE_DISCARD);
+  if (b->len > 0 && up->chunk_open && up->write_err == 0 && !discard) {
+    req->flags |= FLUSH_FIRST;
+    up->wbuf = up->fill;
+    up->fill ^= 1;
+  } else {
+    b->len = 0;
+  }
+  int rc = tusc_store_pool_submit(&up->store->pool, up->loop, &req->job, run_upload_req,
+                                  done_upload_req, true);
+  if (rc != 0) {
+    if (req->flags & FLUSH_FIRST) {
+      up->buf[up->wbuf].len = 0;
+      up->write_err = rc;
+    }
+    req->flags &= ~FLUSH_FIRST;
+    req->state = RS_IDLE;
+    return rc;
+  }
+  req->state = RS_POOL;
+  up->running = true;
+  return 0;
+}
+
+static int fa_save_info(tusc_store_req_t *req) {
+  return upload_enqueue(req, K_SAVE_INFO);
+}
+
+static int fa_chunk_begin(tusc_upload_t *up, int flags) {
+  if (up->chunk_open || up->loop == NULL || upload_busy(up) || up->closing)
+    return TUSC_EINVALID_ARGUMENT;
+  up->fill = 0;
+  up->buf[0].len = up->buf[1].len = 0;
+  up->chunk_start = up->info.offset;
+  up->taken = up->landed = 0;
+  up->write_err = 0;
+  up->staged = 0;
+  up->drain = NULL;
+  up->chunk_open = true;
+  up->chunk_staged = (flags & TUSC_STORE_CHUNK_STAGED) != 0;
+  return 0;
+}
+
+static int fa_append(tusc_upload_t *up, const void *data, size_t len, tusc_store_drain_cb drain,
+                     void *arg) {
+  if (!up->chunk_open)
+    return TUSC_EINVALID_ARGUMENT;
+  if (up->write_err != 0)
+    return up->write_err;
+  if ((int64_t)len > INT64_MAX - up->chunk_start - up->taken)
+    return TUSC_EINVALID_ARGUMENT;
+  if (!up->info.size_is_deferred && up->info.size >= 0 &&
+      up->chunk_start + up->taken + (int64_t)len > up->info.size)
+    return TUSC_EUPLOAD_SIZE_EXCEEDED;
+  struct append_buf *b = &up->buf[up->fill];
+  if (b->len + len > APPEND_BUF) {
+    if (up->writing || up->running) {
+      up->drain = drain;
+      up->drain_arg = arg;
+      return TUSC_ESTORE_FULL;
+    }
+    int rc = submit_write(up); /* write this one, fill the other */
+    if (rc != 0)
+      return rc;
+    b = &up->buf[up->fill];
+  }
+  if (b->data == NULL && buf_get(b) != 0)
+    return TUSC_ENOMEM;
+  memcpy(b->data + b->len, data, len);
+  b->len += len;
+  up->taken += (int64_t)len;
+  if (!up->writing && !up->running) {
+    if (b->len == APPEND_BUF) {
+      int rc = submit_write(up);
+      if (rc != 0 && up->write_err == 0)
+        up->write_err = rc;
+    } else if (up->tick_init && !uv_is_active((uv_handle_t *)&up->tick)) {
+      uv_timer_start(&up->tick, on_tick, 0, 0); /* after this loop turn */
+    }
+  }
+  return 0;
+}
+
+static int fa_chunk_end(tusc_store_req_t *req) {
+  if (!req->up->chunk_open)
+    return TUSC_EINVALID_ARGUMENT;
+  req->up->drain = NULL;
+  return upload_enqueue(req, K_CHUNK_END);
+}
+
+static int fa_read(tusc_store_req_t *req) {
+  return upload_enqueue(req, K_READ);
+}
+
+static int fa_concat(tusc_store_req_t *req) {
+  if (req->up->chunk_open)
+    return TUSC_EINVALID_ARGUMENT;
+  for (size_t i = 0; i < req->n_in; i++)
+    if (req->ids_in[i] == NULL)
+      return TUSC_EINVALID_ARGUMENT;
+  return upload_enqueue(req, K_CONCAT);
+}
+
+static int fa_cancel(tusc_store_req_t *req) {
+  if (req->state != RS_POOL || req->up != NULL)
+    return UV_EBUSY; /* an upload's requests run in order and soon; let them */
+  return tusc_store_pool_cancel(&req->job);
+}
+
+static void fa_close(tusc_upload_t *up) {
+  if (up == NULL || up->closing)
+    return;
+  up->drain = NULL;
+  up->closing = true;
+  if (up->tick_init)
+    uv_timer_stop(&up->tick);
+  if (up->writing || up->running)
+    return;
+  upload_free(up);
+}
+
+static int fa_storage(const tusc_store_t *store, const tusc_upload_info_t *info,
+                      tusc_store_kv_t *out, size_t cap) {
+  (void)store;
+  if (info->data_path[0] == '\0' || cap < 3)
+    return 0;
+  out[0] = (tusc_store_kv_t){"Type", "filestore"};
+  out[1] = (tusc_store_kv_t){"Path", info->data_path};
+  out[2] = (tusc_store_kv_t){"InfoPath", info->info_path};
+  return 3;
+}
+
+static const tusc_store_async_ops_t file_store_async_ops = {
+    .get_info = fa_get_info,
+    .create = fa_create,
+    .open = fa_open,
+    .terminate = fa_terminate,
+    .list = fa_list,
+    .wait_add = fa_wait_add,
+    .wait_take = fa_wait_take,
+    .save_info = fa_save_info,
+    .chunk_begin = fa_chunk_begin,
+    .append = fa_append,
+    .chunk_end = fa_chunk_end,
+    .read = fa_read,
+    .concat = fa_concat,
+    .cancel = fa_cancel,
     .info = fs_info,
-    .close = fs_close,
-    .terminate = fs_terminate,
-    .lock_path = tusc_file_store_lock_path,
+    .close = fa_close,
+    .storage = fa_storage,
     .free = fs_free,
-    .append_from = fs_append_from,
-    .wait_add = fs_wait_add,
-    .wait_take = fs_wait_take,
-    .stage_begin = fs_stage_begin,
-    .stage_write = fs_stage_write,
-    .stage_commit = fs_stage_commit,
-    .stage_discard = fs_stage_discard,
-    .stage_read = fs_stage_read,
-    .walk = fs_walk,
 };
 
 /* mkdir -p for the upload directory itself (relative or absolute). */
@@ -1000,7 +1482,8 @@ int tusc_file_store_new(const tusc_file_store_options_t *opts, tusc_store_t **ou
     free(fs);
     return -ENAMETOOLONG;
   }
-  fs->base.ops = &file_store_ops;
+  fs->base.async = &file_store_async_ops;
+  tusc_store_pool_init(&fs->pool, 0);
   fs->dir_perms = opts->dir_perms;
   fs->file_perms = opts->file_perms;
   fs->fsync = opts->fsync;

@@ -1,16 +1,24 @@
 /*
  * store — where upload data and upload info live. An interface (table of function
- * pointers) so that backends (file now, S3 later) plug in; tus/ sees only this header.
+ * pointers) so that backends plug in: the file store (store/file.c) and an in-memory
+ * store for tests (store/mem.c) now, S3 later; tus/ sees only this header.
  *
- * Threads: every operation is synchronous and may block on disk. The caller decides
- * where to run it: the tus handler runs cheap calls (info reads, pwrite into the page
- * cache) on its loop and slow ones (create with fsync, sync, terminate) on libuv's
- * thread pool. A store object is shared by all workers: its operations are
- * thread-safe; one tusc_upload_t handle is used by one thread at a time (the holder
- * of the upload's lock).
+ * Asynchronous, in libuv's contract: every operation that may block takes a
+ * caller-owned tusc_store_req_t and a callback, and returns 0 — then the callback runs
+ * exactly once, later (never before the call returns), on `loop` — or a negative error,
+ * and then the callback never runs. Pointer arguments (IDs, info, buffers) must stay
+ * valid until the callback. The store runs its blocking work where it likes (the file
+ * store on libuv's thread pool, store/pool.h); the caller never does.
  *
- * Errors: 0 or negative codes (TUSC_ENOT_FOUND, TUSC_EINVALID_ID, UV_E* / -errno for
- * I/O failures such as UV_ENOSPC).
+ * Threads: a store object is shared by all workers and its operations may be started
+ * from any loop thread. An open upload (tusc_upload_t) belongs to the loop that opened
+ * it and to the holder of the upload's lock: its operations are started on that loop,
+ * one request at a time except for append, and its info is read and changed on that
+ * loop only while no request of the upload is in flight.
+ *
+ * Errors: 0 or negative codes (TUSC_ENOT_FOUND, TUSC_EINVALID_ID, TUSC_ESTORE_BUSY when
+ * too much work is queued, UV_ECANCELED for a cancelled request, UV_E* / -errno for I/O
+ * failures such as UV_ENOSPC).
  */
 #ifndef TUSC_STORE_H
 #define TUSC_STORE_H
@@ -20,8 +28,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <uv.h>
+
 #include "common/id.h"
 #include "common/metadata.h"
+#include "store/pool.h"
 
 /* Longest absolute path of an upload's file. Not PATH_MAX: every open upload carries two
  * of these, and an idle upload connection must cost a few KiB. The store refuses an
@@ -31,24 +42,24 @@
 /* tusd's FileInfo plus what tusc keeps. Owns its heap members. */
 typedef struct tusc_upload_info_s {
   char id[TUSC_ID_MAX + 1];
-  int64_t size;             /* -1 while deferred */
+  int64_t size; /* -1 while deferred */
   bool size_is_deferred;
-  int64_t offset;           /* bytes stored: the data file's length */
+  int64_t offset; /* bytes stored: the data file's length */
   tusc_metadata_t metadata;
   bool is_partial;
   bool is_final;
-  char **partial_uploads;   /* IDs, NULL when none */
+  char **partial_uploads; /* IDs, NULL when none */
   size_t partial_count;
-  int64_t created_at;       /* unix seconds */
-  int64_t expires_at;       /* unix seconds, 0 = never */
-  char *owner;              /* authenticated principal or NULL */
-  int64_t modified_ms;      /* data file's last change (mtime), unix ms; 0 = unknown */
-  int finish_hooks;         /* TUSC_FINISH_HOOKS_*: "tusc":{"FinishHooks":...} in the .info */
-  bool custom_data_path;    /* data_path was chosen by a pre-create hook (ChangeFileInfo
-                             * Storage.Path): create puts the data file there and the
-                             * store follows it; "tusc":{"CustomPath":true} */
-  char data_path[TUSC_PATH_MAX];  /* absolute path of the data file ("" if none) */
-  char info_path[TUSC_PATH_MAX];  /* absolute path of the .info file */
+  int64_t created_at;            /* unix seconds */
+  int64_t expires_at;            /* unix seconds, 0 = never */
+  char *owner;                   /* authenticated principal or NULL */
+  int64_t modified_ms;           /* data file's last change (mtime), unix ms; 0 = unknown */
+  int finish_hooks;              /* TUSC_FINISH_HOOKS_*: "tusc":{"FinishHooks":...} in the .info */
+  bool custom_data_path;         /* data_path was chosen by a pre-create hook (ChangeFileInfo
+                                  * Storage.Path): create puts the data file there and the
+                                  * store follows it; "tusc":{"CustomPath":true} */
+  char data_path[TUSC_PATH_MAX]; /* absolute path of the data file ("" if none) */
+  char info_path[TUSC_PATH_MAX]; /* absolute path of the .info file */
 } tusc_upload_info_t;
 
 /* Whether pre-finish/post-finish still have to run once offset == size: UNKNOWN for
@@ -75,108 +86,229 @@ int tusc_upload_info_from_json(const char *json, size_t len, tusc_upload_info_t 
 typedef struct tusc_store_s tusc_store_t;
 typedef struct tusc_upload_s tusc_upload_t; /* an open upload: data fd + info */
 
-/* Called by ops->walk once per upload; a non-zero return stops the walk. */
+/* Every backend's upload struct begins with this, so that the generic functions find
+ * the store of an upload. */
+typedef struct tusc_upload_base_s {
+  tusc_store_t *store;
+} tusc_upload_base_t;
+
+/* Called by tusc_store_list once per upload; non-zero stops the walk. */
 typedef int (*tusc_store_visit_cb)(const tusc_upload_info_t *info, void *arg);
 
-typedef struct tusc_store_ops_s {
-  /* Creates data and info for info->id (caller generated and validated it), durable
-   * before returning (file store: fsync data file, info, directories). Fills
-   * info->data_path/info_path. Fails with UV_EEXIST if the ID is taken. */
-  int (*create)(tusc_store_t *store, tusc_upload_info_t *info);
+/* --- the asynchronous interface ------------------------------------------------------ */
 
-  /* Reads the info of `id`; info->offset is the stored length. TUSC_ENOT_FOUND when
-   * there is no such upload. `info` must be initialised; filled only on success. */
-  int (*get_info)(tusc_store_t *store, const char *id, tusc_upload_info_t *info);
+typedef struct tusc_store_req_s tusc_store_req_t;
 
-  /* Opens an upload for appending/reading. *out owned by caller (close). */
-  int (*open)(tusc_store_t *store, const char *id, tusc_upload_t **out);
+/* Called once per started request, on the request's loop. status: 0 or a negative code
+ * (UV_ECANCELED after tusc_store_cancel). */
+typedef void (*tusc_store_cb)(tusc_store_req_t *req, int status);
 
-  /* Writes `len` bytes at `offset` (must equal the current length). Returns bytes
-   * written (may be short only on error, then the error on the next call) or < 0. */
-  ssize_t (*write)(tusc_upload_t *up, int64_t offset, const void *buf, size_t len);
+/* Called on the upload's loop when an append that answered TUSC_ESTORE_FULL may be
+ * tried again. */
+typedef void (*tusc_store_drain_cb)(void *arg);
 
-  /* Reads up to `len` bytes at `offset`; returns bytes read (0 at end) or < 0. */
-  ssize_t (*read)(tusc_upload_t *up, int64_t offset, void *buf, size_t len);
+/* Longest piece one append takes. Bigger pieces are split by the caller. */
+#define TUSC_STORE_APPEND_MAX (256 * 1024)
 
-  /* Makes every written byte durable (fdatasync). */
-  int (*sync)(tusc_upload_t *up);
+/* chunk_begin flags. STAGED: the chunk's bytes are kept apart from the upload's data
+ * (file store: a side file) and reach it only with chunk_end(KEEP), so a crash or a
+ * DISCARD leaves the data exactly as before (verified chunks, tus checksum). */
+enum { TUSC_STORE_CHUNK_STAGED = 1 };
+/* chunk_end modes. */
+enum tusc_store_chunk_end { TUSC_STORE_KEEP = 0, TUSC_STORE_DISCARD = 1 };
 
-  /* Cuts the data back to `length` bytes (used to drop a rejected chunk). */
-  int (*truncate)(tusc_upload_t *up, int64_t length);
+/* A request: allocated and owned by the caller, which must not touch its private part
+ * and must keep it (and the arguments it points to) alive until the callback. One
+ * request runs one operation at a time; it may be reused from the callback. */
+struct tusc_store_req_s {
+  void *data; /* for the caller */
 
-  /* Rewrites the info atomically (temp, fsync, rename, fsync dir), e.g. after the
-   * length of a deferred upload becomes known. */
-  int (*save_info)(tusc_upload_t *up);
+  /* Results, valid in the callback when status == 0. */
+  tusc_upload_t *upload; /* open: the open upload, the caller's (tusc_store_close) */
+  size_t nread;          /* read: bytes read, 0 at the end */
+  char **ids;            /* wait_take: malloc'd IDs (tusc_store_ids_free), NULL when none */
+  size_t id_count;
 
-  /* The info of the open upload, kept current by write (offset). */
+  /* Private to the store. */
+  tusc_pool_job_t job;
+  uv_loop_t *loop;
+  tusc_store_cb cb;
+  tusc_store_t *store;
+  tusc_upload_t *up;
+  const char *id;
+  const char *const *ids_in;
+  size_t n_in;
+  tusc_upload_info_t *info;
+  void *buf;
+  size_t len;
+  int64_t offset;
+  tusc_store_visit_cb visit;
+  void *visit_arg;
+  int kind;
+  int flags;
+  int result;
+  int state;
+  tusc_store_req_t *next;
+};
+
+/* One pair of an upload's Storage map for hooks (tusd: {"Type":"filestore",
+ * "Path":…,"InfoPath":…}). Strings are borrowed from the info or static. */
+typedef struct tusc_store_kv_s {
+  const char *key;
+  const char *value;
+} tusc_store_kv_t;
+#define TUSC_STORE_KV_MAX 8
+
+/* What a backend implements; callers use the tusc_store_* functions below, which check
+ * arguments and the contract. The `*_start` members may assume `req` has loop, cb,
+ * store and the arguments filled in and must call tusc_store_req_done exactly once,
+ * later, iff they return 0. */
+typedef struct tusc_store_async_ops_s {
+  int (*get_info)(tusc_store_req_t *req);
+  int (*create)(tusc_store_req_t *req);
+  int (*open)(tusc_store_req_t *req);
+  int (*terminate)(tusc_store_req_t *req);
+  int (*list)(tusc_store_req_t *req);
+  int (*wait_add)(tusc_store_req_t *req);
+  int (*wait_take)(tusc_store_req_t *req);
+  int (*save_info)(tusc_store_req_t *req);
+  int (*chunk_begin)(tusc_upload_t *up, int flags);
+  int (*append)(tusc_upload_t *up, const void *buf, size_t len, tusc_store_drain_cb drain,
+                void *arg);
+  int (*chunk_end)(tusc_store_req_t *req);
+  int (*read)(tusc_store_req_t *req);
+  int (*concat)(tusc_store_req_t *req);
+  int (*cancel)(tusc_store_req_t *req);
   tusc_upload_info_t *(*info)(tusc_upload_t *up);
-
   void (*close)(tusc_upload_t *up);
-
-  /* Deletes data, info and lock file. TUSC_ENOT_FOUND when absent. */
-  int (*terminate)(tusc_store_t *store, const char *id);
-
-  /* Path of the per-upload lock file (for flock), written into out: beside the data
-   * file (flat tusd uploads: <dir>/<id>.lock). Its directory exists only once the
-   * upload does. */
-  int (*lock_path)(tusc_store_t *store, const char *id, char *out, size_t cap);
-
+  int (*storage)(const tusc_store_t *store, const tusc_upload_info_t *info, tusc_store_kv_t *out,
+                 size_t cap);
   void (*free)(tusc_store_t *store);
+} tusc_store_async_ops_t;
 
-  /* --- concatenation (tus/concat.c). Each may be NULL: concat then falls back to
-   * read/write copies, and finals waiting for partials are assembled only when next
-   * looked at (HEAD/GET). --- */
+/* Reads the info of `id` into `info` (initialised by the caller, replaced only on
+ * success); info->offset is the stored length. TUSC_ENOT_FOUND when there is none. */
+int tusc_store_get_info(tusc_store_t *store, uv_loop_t *loop, tusc_store_req_t *req, const char *id,
+                        tusc_upload_info_t *info, tusc_store_cb cb)
+    __attribute__((warn_unused_result));
 
-  /* Appends all stored bytes of `src` to `dst` at dst's offset, inside the kernel where
-   * the filesystem allows (copy_file_range), and advances dst's offset. Not durable
-   * until sync. On error dst may hold part of the copy (the caller truncates). */
-  int (*append_from)(tusc_upload_t *dst, tusc_upload_t *src);
+/* Creates data and info for info->id (the caller generated and validated it), durable
+ * before the callback (file store: fsync data file, info, directories). Fills in
+ * offset, created_at and the backend's own fields; UV_EEXIST if the ID is taken. */
+int tusc_store_create(tusc_store_t *store, uv_loop_t *loop, tusc_store_req_t *req,
+                      tusc_upload_info_t *info, tusc_store_cb cb)
+    __attribute__((warn_unused_result));
 
-  /* Durably notes that final upload `final_id` waits for partial `partial_id` to finish
-   * (concatenation-unfinished); survives restarts. */
-  int (*wait_add)(tusc_store_t *store, const char *partial_id, const char *final_id);
+/* Opens `id` for appending and reading: req->upload, to be closed by the caller. */
+int tusc_store_open(tusc_store_t *store, uv_loop_t *loop, tusc_store_req_t *req, const char *id,
+                    tusc_store_cb cb) __attribute__((warn_unused_result));
 
-  /* Returns and forgets the finals noted for `partial_id`: *out is a malloc'd array of
-   * *count malloc'd IDs (NULL/0 when none); free each and the array. */
-  int (*wait_take)(tusc_store_t *store, const char *partial_id, char ***out, size_t *count);
+/* Deletes data, info (and the file store's lock and side files). TUSC_ENOT_FOUND when
+ * absent. */
+int tusc_store_terminate(tusc_store_t *store, uv_loop_t *loop, tusc_store_req_t *req,
+                         const char *id, tusc_store_cb cb) __attribute__((warn_unused_result));
 
-  /* --- verified chunks (tus/checksum.c). NULL when a backend cannot stage; the handler
-   * then writes into the data file and truncates a rejected chunk back. --- */
+/* Calls visit(info, arg) once per stored upload (offset and modified_ms current), in no
+ * particular order, then cb. visit runs on a store thread (file store: a pool thread),
+ * never two at once for one list; it may touch only what the caller keeps for the
+ * list. A non-zero return stops the walk: cb then gets that value. */
+int tusc_store_list(tusc_store_t *store, uv_loop_t *loop, tusc_store_req_t *req,
+                    tusc_store_visit_cb visit, void *arg, tusc_store_cb cb)
+    __attribute__((warn_unused_result));
 
-  /* Opens an empty side file for the next chunk of `up` (caller holds the upload's
-   * lock). The data file is not touched until stage_commit, so a crash before that
-   * leaves the offset where it was. File store: an anonymous file (O_TMPFILE) in the
-   * shard directory, or where the filesystem lacks that, <data>.patch.tmp unlinked
-   * right after it is opened (terminate removes a leftover). */
-  int (*stage_begin)(tusc_upload_t *up);
-  /* Appends to the side file, refusing bytes past the upload's length. Returns bytes
-   * written or < 0. */
-  ssize_t (*stage_write)(tusc_upload_t *up, const void *buf, size_t len);
-  /* Appends every staged byte to the data file (copy_file_range where possible),
-   * advances the offset and drops the side file. Not durable until sync; a crash midway
-   * leaves the data file with a prefix of the staged bytes. */
-  int (*stage_commit)(tusc_upload_t *up);
-  /* Drops the side file (no-op without one); close drops it too. */
-  void (*stage_discard)(tusc_upload_t *up);
-  /* Reads staged bytes back (checksum-trailer learns the algorithm only at the end).
-   * Returns bytes read (0 at the end) or < 0. */
-  ssize_t (*stage_read)(tusc_upload_t *up, int64_t offset, void *buf, size_t len);
+/* concatenation-unfinished: durably notes that final `final_id` waits for partial
+ * `partial_id` (survives restarts). TUSC_ENOT_IMPLEMENTED when the store cannot. */
+int tusc_store_wait_add(tusc_store_t *store, uv_loop_t *loop, tusc_store_req_t *req,
+                        const char *partial_id, const char *final_id, tusc_store_cb cb)
+    __attribute__((warn_unused_result));
 
-  /* Calls visit once per stored upload (info->offset and modified_ms from the data
-   * file), in no particular order. Blocks for as long as the walk takes: thread pool
-   * only. Returns 0, visit's non-zero value, or an I/O error. */
-  int (*walk)(tusc_store_t *store, tusc_store_visit_cb visit, void *arg);
-} tusc_store_ops_t;
+/* Returns and forgets the finals noted for `partial_id` in req->ids / req->id_count. */
+int tusc_store_wait_take(tusc_store_t *store, uv_loop_t *loop, tusc_store_req_t *req,
+                         const char *partial_id, tusc_store_cb cb)
+    __attribute__((warn_unused_result));
+
+void tusc_store_ids_free(char **ids, size_t count);
+
+/* Rewrites the upload's info atomically (file store: temp, fsync, rename, fsync dir),
+ * e.g. once a deferred length is known. The info must not change until the callback. */
+int tusc_store_save_info(tusc_upload_t *up, tusc_store_req_t *req, tusc_store_cb cb)
+    __attribute__((warn_unused_result));
+
+/* Starts a chunk (one PATCH body): appends follow, then exactly one chunk_end. With
+ * TUSC_STORE_CHUNK_STAGED the bytes stay apart from the data until chunk_end(KEEP).
+ * Synchronous and without I/O (a backend sets up what it needs with the first write, and
+ * an error there comes back from append or chunk_end): 0, or TUSC_EINVALID_ARGUMENT
+ * when a chunk is open or a request is in flight. */
+int tusc_store_chunk_begin(tusc_upload_t *up, int flags) __attribute__((warn_unused_result));
+
+/* Synchronous, on the upload's loop, between chunk_begin and chunk_end.
+ * Takes all `len` (≤ TUSC_STORE_APPEND_MAX) bytes — copies them — and returns 0; or
+ * returns TUSC_ESTORE_FULL having taken nothing: drain(arg) then runs later on the loop
+ * once there is room (the caller pauses its source meanwhile; at most one drain is
+ * pending, a later FULL replaces it); or returns an earlier write error (the chunk
+ * should end). TUSC_EUPLOAD_SIZE_EXCEEDED past the upload's size. Bytes taken reach
+ * info->offset as the store writes them (file store: unstaged ones, as they land), all
+ * of them by chunk_end's callback.
+ *
+ * Why "took nothing" rather than "took it, now pause": the store keeps a strict bound
+ * (file store: two 1 MiB buffers per upload) whatever the caller's piece sizes, and
+ * the caller, which must keep what it could not hand over, holds at most one piece. */
+int tusc_store_append(tusc_upload_t *up, const void *buf, size_t len, tusc_store_drain_cb drain,
+                      void *arg) __attribute__((warn_unused_result));
+
+/* Ends the chunk. KEEP: every appended byte written (staged bytes moved into the data)
+ * and durable unless the store was made without fsync; info->offset then counts them.
+ * On a write error the status is that error and info->offset counts exactly the bytes
+ * in the data (the client resumes from there). DISCARD: the chunk's bytes are dropped,
+ * the offset is back where chunk_begin found it. */
+int tusc_store_chunk_end(tusc_upload_t *up, tusc_store_req_t *req, enum tusc_store_chunk_end how,
+                         tusc_store_cb cb) __attribute__((warn_unused_result));
+
+/* Reads up to `len` bytes at `offset` into buf: req->nread (0 at the end). During a
+ * chunk, offsets from where the chunk began read the chunk's bytes appended so far
+ * (staged ones too): checksum-trailer hashes them once it knows the algorithm. */
+int tusc_store_read(tusc_upload_t *up, tusc_store_req_t *req, int64_t offset, void *buf, size_t len,
+                    tusc_store_cb cb) __attribute__((warn_unused_result));
+
+/* Replaces the data of final upload `up` with the stored bytes of the `n` partials
+ * `ids` in order (file store: copy_file_range), durable before the callback;
+ * info->offset is the sum. TUSC_EUPLOAD_NOT_FINISHED when a partial is not complete,
+ * TUSC_EUPLOAD_SIZE_EXCEEDED past the final's size. On an error the final holds no
+ * bytes. */
+int tusc_store_concat(tusc_upload_t *up, const char *const *ids, size_t n, tusc_store_req_t *req,
+                      tusc_store_cb cb) __attribute__((warn_unused_result));
+
+/* Cancels a started request if its work has not begun: its callback then runs with
+ * UV_ECANCELED. Returns 0, or UV_EBUSY when it is too late (the callback comes as
+ * usual). For a client that has gone. */
+int tusc_store_cancel(tusc_store_req_t *req);
+
+/* The open upload's info (offset current after each chunk_end). */
+tusc_upload_info_t *tusc_store_info(tusc_upload_t *up);
+
+/* Closes an upload with no request in flight and no chunk open (chunk_end first). */
+void tusc_store_close(tusc_upload_t *up);
+
+/* The Storage map hooks see for `info` (at most `cap` pairs); returns the count, 0 when
+ * the upload has no data yet. */
+size_t tusc_store_storage(const tusc_store_t *store, const tusc_upload_info_t *info,
+                          tusc_store_kv_t *out, size_t cap);
+
+/* Frees a store with no request in flight. NULL is a no-op. */
+void tusc_store_free(tusc_store_t *store);
+
+/* For backends: completes `req` on its loop (calls req->cb). */
+void tusc_store_req_done(tusc_store_req_t *req, int status);
 
 struct tusc_store_s {
-  const tusc_store_ops_t *ops;
+  const tusc_store_async_ops_t *async;
 };
 
 typedef struct tusc_file_store_options_s {
-  const char *dir;      /* upload directory; created if missing */
-  unsigned dir_perms;   /* e.g. 0775 */
-  unsigned file_perms;  /* e.g. 0664 */
-  bool fsync;           /* false = -fsync=never: skip fsync/fdatasync everywhere */
+  const char *dir;     /* upload directory; created if missing */
+  unsigned dir_perms;  /* e.g. 0775 */
+  unsigned file_perms; /* e.g. 0664 */
+  bool fsync;          /* false = -fsync=never: skip fsync/fdatasync everywhere */
 } tusc_file_store_options_t;
 
 /* The sharded file store (DESIGN.md "File store"). `dir` is made absolute.

@@ -166,97 +166,10 @@ const char *tusc_concat_url_path(const char *url) {
   return slash != NULL ? slash : "/";
 }
 
-/* --- checks on the loop ------------------------------------------------------------- */
+/* --- checks ------------------------------------------------------------------------ */
 
 static bool info_complete(const tusc_upload_info_t *info) {
   return !info->size_is_deferred && info->size >= 0 && info->offset == info->size;
-}
-
-int tusc_concat_prepare_final(tusc_store_t *store, const tusc_concat_t *c, int64_t max_size,
-                              tusc_upload_info_t *final) {
-  return tusc_concat_prepare_final_visible(store, c, max_size, final, NULL, NULL);
-}
-
-int tusc_concat_prepare_final_visible(tusc_store_t *store, const tusc_concat_t *c, int64_t max_size,
-                                      tusc_upload_info_t *final, tusc_concat_visible_cb visible,
-                                      void *arg) {
-  if (!c->is_final || c->count == 0)
-    return TUSC_EINVALID_CONCAT;
-  int64_t sum = 0;
-  bool known = true;
-  for (size_t i = 0; i < c->count; i++) {
-    tusc_upload_info_t p;
-    tusc_upload_info_init(&p);
-    int rc = store->ops->get_info(store, c->ids[i], &p);
-    if (rc == 0 && visible != NULL && !visible(&p, arg))
-      rc = TUSC_ENOT_FOUND;
-    bool partial = p.is_partial;
-    bool deferred = p.size_is_deferred || p.size < 0;
-    int64_t size = p.size;
-    tusc_upload_info_dispose(&p);
-    if (rc == TUSC_ENOT_FOUND || rc == TUSC_EINVALID_ID || rc == TUSC_EGONE)
-      return TUSC_EINVALID_CONCAT;
-    if (rc < 0)
-      return rc;
-    if (!partial)
-      return TUSC_EINVALID_CONCAT;
-    if (deferred)
-      known = false;
-    else if (size > INT64_MAX - sum)
-      return TUSC_EMAX_SIZE_EXCEEDED;
-    else
-      sum += size;
-  }
-  if (max_size > 0 && sum > max_size)
-    return TUSC_EMAX_SIZE_EXCEEDED;
-
-  char **ids = calloc(c->count, sizeof(*ids));
-  if (ids == NULL)
-    return TUSC_ENOMEM;
-  for (size_t i = 0; i < c->count; i++) {
-    ids[i] = strdup(c->ids[i]);
-    if (ids[i] == NULL) {
-      free_ids(ids, i);
-      return TUSC_ENOMEM;
-    }
-  }
-  free_ids(final->partial_uploads, final->partial_count);
-  final->partial_uploads = ids;
-  final->partial_count = c->count;
-  final->is_final = true;
-  final->is_partial = false;
-  final->size = known ? sum : -1;
-  final->size_is_deferred = !known;
-  return 0;
-}
-
-bool tusc_concat_status(tusc_store_t *store, tusc_upload_info_t *info) {
-  /* An assembled final (the usual case) costs no partial lookups. */
-  if (!info->is_final || info->partial_count == 0 || info_complete(info))
-    return false;
-  bool all_complete = true, all_known = true;
-  int64_t sum = 0;
-  for (size_t i = 0; i < info->partial_count; i++) {
-    tusc_upload_info_t p;
-    tusc_upload_info_init(&p);
-    int rc = store->ops->get_info(store, info->partial_uploads[i], &p);
-    if (rc < 0) {
-      tusc_upload_info_dispose(&p);
-      return false;
-    }
-    if (!info_complete(&p))
-      all_complete = false;
-    if (p.size_is_deferred || p.size < 0 || p.size > INT64_MAX - sum)
-      all_known = false;
-    else
-      sum += p.size;
-    tusc_upload_info_dispose(&p);
-  }
-  if (info->size_is_deferred && all_known) {
-    info->size = sum;
-    info->size_is_deferred = false;
-  }
-  return all_complete && !info_complete(info);
 }
 
 bool tusc_concat_too_big(const tusc_upload_info_t *info, int64_t max_size) {
@@ -280,35 +193,167 @@ int tusc_concat_format_final(const tusc_upload_info_t *info, const char *collect
   return 0;
 }
 
-/* --- assembly (thread pool) --------------------------------------------------------- */
+/* --- the same checks on asynchronously read infos ----------------------------------- */
+
+static void parts_next(tusc_concat_parts_t *p);
+
+static void on_part_loaded(tusc_store_req_t *req, int status) {
+  tusc_concat_parts_t *p = req->data;
+  p->rc[p->next] = status;
+  p->next++;
+  parts_next(p);
+}
+
+static void parts_next(tusc_concat_parts_t *p) {
+  while (p->next < p->count) {
+    p->sreq.data = p;
+    int rc = tusc_store_get_info(p->store, p->loop, &p->sreq, p->ids[p->next], &p->infos[p->next],
+                                 on_part_loaded);
+    if (rc == 0)
+      return;
+    p->rc[p->next++] = rc; /* from a store callback, so looping on is never inline */
+  }
+  p->cb(p, p->arg);
+}
+
+static void on_parts_start(tusc_store_req_t *req, int status) {
+  (void)status;
+  parts_next(req->data);
+}
+
+int tusc_concat_parts_load(tusc_concat_parts_t *parts, tusc_store_t *store, uv_loop_t *loop,
+                           const char *const *ids, size_t n, tusc_concat_parts_cb cb, void *arg) {
+  memset(parts, 0, sizeof(*parts));
+  parts->rc = calloc(n > 0 ? n : 1, sizeof(*parts->rc));
+  parts->infos = calloc(n > 0 ? n : 1, sizeof(*parts->infos));
+  if (parts->rc == NULL || parts->infos == NULL) {
+    tusc_concat_parts_dispose(parts);
+    return TUSC_ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++)
+    tusc_upload_info_init(&parts->infos[i]);
+  parts->count = n;
+  parts->store = store;
+  parts->loop = loop;
+  parts->ids = ids;
+  parts->cb = cb;
+  parts->arg = arg;
+  if (n > 0) {
+    parts_next(parts);
+    return 0;
+  }
+  /* Nothing to read: still call back later, never inline. */
+  parts->sreq.data = parts;
+  int rc = tusc_store_get_info(store, loop, &parts->sreq, "", &parts->infos[0], on_parts_start);
+  if (rc != 0) {
+    tusc_concat_parts_dispose(parts);
+    return rc;
+  }
+  return 0;
+}
+
+void tusc_concat_parts_dispose(tusc_concat_parts_t *parts) {
+  if (parts->infos != NULL) {
+    for (size_t i = 0; i < (parts->count > 0 ? parts->count : 1); i++)
+      tusc_upload_info_dispose(&parts->infos[i]);
+  }
+  free(parts->infos);
+  free(parts->rc);
+  parts->infos = NULL;
+  parts->rc = NULL;
+  parts->count = 0;
+}
+
+int tusc_concat_prepare_final_parts(const tusc_concat_t *c, const tusc_concat_parts_t *parts,
+                                    int64_t max_size, tusc_upload_info_t *final,
+                                    tusc_concat_visible_cb visible, void *arg) {
+  if (!c->is_final || c->count == 0 || parts->count != c->count)
+    return TUSC_EINVALID_CONCAT;
+  int64_t sum = 0;
+  bool known = true;
+  for (size_t i = 0; i < c->count; i++) {
+    const tusc_upload_info_t *p = &parts->infos[i];
+    int rc = parts->rc[i];
+    if (rc == 0 && visible != NULL && !visible(p, arg))
+      rc = TUSC_ENOT_FOUND;
+    if (rc == TUSC_ENOT_FOUND || rc == TUSC_EINVALID_ID || rc == TUSC_EGONE)
+      return TUSC_EINVALID_CONCAT;
+    if (rc < 0)
+      return rc;
+    if (!p->is_partial)
+      return TUSC_EINVALID_CONCAT;
+    if (p->size_is_deferred || p->size < 0)
+      known = false;
+    else if (p->size > INT64_MAX - sum)
+      return TUSC_EMAX_SIZE_EXCEEDED;
+    else
+      sum += p->size;
+  }
+  if (max_size > 0 && sum > max_size)
+    return TUSC_EMAX_SIZE_EXCEEDED;
+  char **ids = calloc(c->count, sizeof(*ids));
+  if (ids == NULL)
+    return TUSC_ENOMEM;
+  for (size_t i = 0; i < c->count; i++) {
+    ids[i] = strdup(c->ids[i]);
+    if (ids[i] == NULL) {
+      free_ids(ids, i);
+      return TUSC_ENOMEM;
+    }
+  }
+  free_ids(final->partial_uploads, final->partial_count);
+  final->partial_uploads = ids;
+  final->partial_count = c->count;
+  final->is_final = true;
+  final->is_partial = false;
+  final->size = known ? sum : -1;
+  final->size_is_deferred = !known;
+  return 0;
+}
+
+bool tusc_concat_needs_parts(const tusc_upload_info_t *info) {
+  return info->is_final && info->partial_count > 0 && !info_complete(info);
+}
+
+bool tusc_concat_status_parts(tusc_upload_info_t *info, const tusc_concat_parts_t *parts) {
+  if (!tusc_concat_needs_parts(info) || parts->count != info->partial_count)
+    return false;
+  bool all_complete = true, all_known = true;
+  int64_t sum = 0;
+  for (size_t i = 0; i < parts->count; i++) {
+    const tusc_upload_info_t *p = &parts->infos[i];
+    if (parts->rc[i] < 0)
+      return false;
+    if (!info_complete(p))
+      all_complete = false;
+    if (p->size_is_deferred || p->size < 0 || p->size > INT64_MAX - sum)
+      all_known = false;
+    else
+      sum += p->size;
+  }
+  if (info->size_is_deferred && all_known) {
+    info->size = sum;
+    info->size_is_deferred = false;
+  }
+  return all_complete && !info_complete(info);
+}
+
+bool tusc_concat_partial_missing_parts(const tusc_upload_info_t *info,
+                                       const tusc_concat_parts_t *parts) {
+  if (!tusc_concat_needs_parts(info) || parts->count != info->partial_count)
+    return false;
+  for (size_t i = 0; i < parts->count; i++) {
+    int rc = parts->rc[i];
+    if (rc == TUSC_ENOT_FOUND || rc == TUSC_EINVALID_ID || rc == TUSC_EGONE)
+      return true;
+  }
+  return false;
+}
+
+/* --- lock order ------------------------------------------------------------------- */
 
 static int cmp_ids(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static int append_by_copy(tusc_store_t *store, tusc_upload_t *dst, tusc_upload_t *src,
-                          char **buf) {
-  if (*buf == NULL) {
-    *buf = malloc(COPY_CHUNK);
-    if (*buf == NULL)
-      return TUSC_ENOMEM;
-  }
-  int64_t end = store->ops->info(src)->offset;
-  for (int64_t pos = 0; pos < end;) {
-    size_t want = end - pos > COPY_CHUNK ? (size_t)COPY_CHUNK : (size_t)(end - pos);
-    ssize_t n = store->ops->read(src, pos, *buf, want);
-    if (n <= 0)
-      return n < 0 ? (int)n : TUSC_EINTERNAL;
-    for (ssize_t done = 0; done < n;) {
-      ssize_t w = store->ops->write(dst, store->ops->info(dst)->offset, *buf + done,
-                                    (size_t)(n - done));
-      if (w <= 0)
-        return w < 0 ? (int)w : TUSC_EINTERNAL;
-      done += w;
-    }
-    pos += n;
-  }
-  return 0;
 }
 
 /* The lock set of final `info` after its own lock: its partials, sorted, each once
@@ -331,182 +376,7 @@ static int partial_lock_order(const tusc_upload_info_t *info, char ***out, size_
   return 0;
 }
 
-/* The assembly proper, with the final's lock and every partial's lock held and the final
- * open. `report`: log UploadFinished and count it (else the caller does). *now: this
- * call is the one that completed it (so exactly one caller reports it and runs its
- * finish hooks). A final whose partials add up to more than env->max_size is never
- * assembled: TUSC_EMAX_SIZE_EXCEEDED, nothing written. */
-static int assemble_held(const tusc_concat_env_t *env, tusc_upload_t *final, bool *complete,
-                         bool report, bool *now) {
-  tusc_store_t *store = env->store;
-  tusc_upload_info_t *info = store->ops->info(final);
-  size_t n = info->partial_count;
-  if (!info->is_final || n == 0)
-    return TUSC_EINVALID_ARGUMENT;
-  if (info_complete(info)) {
-    *complete = true;
-    return 0;
-  }
-
-  int rc = 0;
-  char *copy_buf = NULL;
-  tusc_upload_t **parts = calloc(n, sizeof(*parts));
-  if (parts == NULL)
-    return TUSC_ENOMEM;
-  int64_t sum = 0;
-  for (size_t i = 0; i < n; i++) {
-    rc = store->ops->open(store, info->partial_uploads[i], &parts[i]);
-    if (rc < 0) {
-      parts[i] = NULL;
-      if (rc == TUSC_EINVALID_ID)
-        rc = TUSC_ENOT_FOUND;
-      goto out;
-    }
-    tusc_upload_info_t *p = store->ops->info(parts[i]);
-    if (!info_complete(p))
-      goto out; /* not ready (or changed since the caller looked): nothing to do */
-    if (p->size > INT64_MAX - sum) {
-      rc = TUSC_EMAX_SIZE_EXCEEDED;
-      goto out;
-    }
-    sum += p->size;
-  }
-  if (env->max_size > 0 && sum > env->max_size) {
-    /* A deferred partial's length made the final too big after it was created. */
-    rc = TUSC_EMAX_SIZE_EXCEEDED;
-    goto out;
-  }
-  if (info->size_is_deferred) {
-    info->size = sum;
-    info->size_is_deferred = false;
-    rc = store->ops->save_info(final);
-    if (rc < 0) {
-      info->size = -1;
-      info->size_is_deferred = true;
-      goto out;
-    }
-  } else if (info->size != sum) {
-    TUSC_LOG(TUSC_LOG_ERROR, "concat %s: length %lld but partials hold %lld bytes", info->id,
-             (long long)info->size, (long long)sum);
-    rc = TUSC_EINTERNAL;
-    goto out;
-  }
-  /* Left over from an assembly that crashed midway: start again. */
-  if (info->offset > 0 && (rc = store->ops->truncate(final, 0)) < 0)
-    goto out;
-  for (size_t i = 0; i < n && rc == 0; i++)
-    rc = store->ops->append_from != NULL ? store->ops->append_from(final, parts[i])
-                                         : append_by_copy(store, final, parts[i], &copy_buf);
-  if (rc == 0)
-    rc = store->ops->sync(final);
-  if (rc < 0) {
-    if (info->offset > 0)
-      (void)store->ops->truncate(final, 0);
-    goto out;
-  }
-  *complete = true;
-  *now = true;
-  if (report) {
-    char size_s[24];
-    snprintf(size_s, sizeof(size_s), "%lld", (long long)info->size);
-    tusc_log_event(TUSC_LOG_INFO, "UploadFinished", "id", info->id, "size", size_s, NULL);
-    tusc_metrics_upload_finished();
-  }
-
-out:
-  for (size_t i = 0; i < n; i++)
-    if (parts[i] != NULL)
-      store->ops->close(parts[i]);
-  free(parts);
-  free(copy_buf);
-  return rc;
-}
-
-int tusc_concat_note_final(tusc_store_t *store, const tusc_upload_info_t *info) {
-  if (store->ops->wait_add == NULL)
-    return 0;
-  for (size_t i = 0; i < info->partial_count; i++) {
-    const char *pid = info->partial_uploads[i];
-    tusc_upload_info_t p;
-    tusc_upload_info_init(&p);
-    int rc = store->ops->get_info(store, pid, &p);
-    bool done = rc == 0 && info_complete(&p);
-    tusc_upload_info_dispose(&p);
-    if (done)
-      continue;
-    rc = store->ops->wait_add(store, pid, info->id);
-    /* Not fatal: HEAD/GET of the final still assemble it once its partials are done. */
-    if (rc < 0)
-      TUSC_LOG(TUSC_LOG_WARN, "concat %s: cannot note it with partial %s: %s", info->id, pid,
-               tusc_strerror(rc));
-  }
-  return 0;
-}
-
-/* The finals noted with partial_id, sorted, each once (malloc'd array of malloc'd IDs). */
-static int take_notes(tusc_store_t *store, const char *partial_id, char ***out, size_t *out_count) {
-  *out = NULL;
-  *out_count = 0;
-  if (store->ops->wait_take == NULL)
-    return 0;
-  char **finals = NULL;
-  size_t count = 0;
-  int rc = store->ops->wait_take(store, partial_id, &finals, &count);
-  if (rc < 0) {
-    TUSC_LOG(TUSC_LOG_WARN, "concat: reading the finals waiting for %s: %s", partial_id,
-             tusc_strerror(rc));
-    return rc;
-  }
-  if (count > 1)
-    qsort(finals, count, sizeof(*finals), cmp_ids);
-  size_t unique = 0;
-  for (size_t i = 0; i < count; i++) {
-    if (unique > 0 && strcmp(finals[i], finals[unique - 1]) == 0)
-      free(finals[i]);
-    else
-      finals[unique++] = finals[i];
-  }
-  *out = finals;
-  *out_count = unique;
-  return 0;
-}
-
-/* Under the final's lock (held by the caller): turns a "pending" FinishHooks state into
- * "done" and saves the info. *marked: it was pending and is now done on disk. */
-static int finish_hooks_done_held(const tusc_concat_env_t *env, const char *final_id,
-                                  bool *marked) {
-  *marked = false;
-  tusc_upload_t *final = NULL;
-  int rc = env->store->ops->open(env->store, final_id, &final);
-  if (rc < 0)
-    return rc;
-  tusc_upload_info_t *info = env->store->ops->info(final);
-  if (info->finish_hooks == TUSC_FINISH_HOOKS_PENDING) {
-    info->finish_hooks = TUSC_FINISH_HOOKS_DONE;
-    rc = env->store->ops->save_info(final);
-    if (rc < 0)
-      info->finish_hooks = TUSC_FINISH_HOOKS_PENDING;
-    *marked = rc == 0;
-  }
-  env->store->ops->close(final);
-  return rc;
-}
-
-bool tusc_concat_partial_missing(tusc_store_t *store, const tusc_upload_info_t *info) {
-  if (!info->is_final || info->partial_count == 0 || info_complete(info))
-    return false;
-  for (size_t i = 0; i < info->partial_count; i++) {
-    tusc_upload_info_t p;
-    tusc_upload_info_init(&p);
-    int rc = store->ops->get_info(store, info->partial_uploads[i], &p);
-    tusc_upload_info_dispose(&p);
-    if (rc == TUSC_ENOT_FOUND || rc == TUSC_EINVALID_ID || rc == TUSC_EGONE)
-      return true;
-  }
-  return false;
-}
-
-/* --- jobs: locks taken on the loop, copying on the thread pool ------------------------ */
+/* --- jobs: locks taken on the loop, the work done by the asynchronous store ---------- */
 
 /* A job works through a list of finals (one final; or, for a partial that finished, the
  * finals noted with it, read on the pool first). For each final it takes the lock set
@@ -530,7 +400,6 @@ struct tusc_concat_job_s {
   tusc_concat_done_cb cb;
   void *arg;
   uv_timer_t timer;
-  uv_work_t work;
   char id[TUSC_ID_MAX + 1]; /* the partial (JOB_PARTIAL) or the final */
   int status;               /* the first error, 0 = none */
   char **finals;            /* to do, in order */
@@ -543,12 +412,17 @@ struct tusc_concat_job_s {
   size_t lock_count, locked; /* reqs[0..locked) held; in STAGE_LOCK reqs[locked] pending */
   tusc_lock_req_t *reqs;
   uint64_t deadline; /* loop time */
-  /* pool results */
+  /* the store's requests (one at a time) and what they bring */
+  tusc_store_req_t sreq;
+  tusc_concat_parts_t parts;
+  tusc_upload_t *final; /* open while the lock set is held */
+  int64_t sum;
   int work_rc;
   bool work_now;
 };
 
 static void job_next(tusc_concat_job_t *job);
+static void plan_skip(tusc_concat_job_t *job, int rc);
 
 static void set_status(tusc_concat_job_t *job, int rc) {
   if (rc < 0 && job->status == 0)
@@ -556,6 +430,9 @@ static void set_status(tusc_concat_job_t *job, int rc) {
 }
 
 static void job_release(tusc_concat_job_t *job) {
+  tusc_store_close(job->final);
+  job->final = NULL;
+  tusc_concat_parts_dispose(&job->parts);
   for (size_t i = 0; i < job->locked; i++)
     tusc_lock_release(&job->reqs[i]);
   free(job->reqs);
@@ -585,46 +462,40 @@ static void job_end(tusc_concat_job_t *job) {
   uv_close((uv_handle_t *)&job->timer, on_job_closed);
 }
 
-static void on_take_work(uv_work_t *work) {
-  tusc_concat_job_t *job = work->data;
-  job->work_rc = take_notes(job->env.store, job->id, &job->finals, &job->count);
-}
-
-static void on_take_done(uv_work_t *work, int status) {
-  tusc_concat_job_t *job = work->data;
-  set_status(job, status);
-  set_status(job, job->work_rc);
+/* The finals noted with the partial, sorted, each once. */
+static void on_notes_taken(tusc_store_req_t *req, int status) {
+  tusc_concat_job_t *job = req->data;
+  if (status < 0) {
+    TUSC_LOG(TUSC_LOG_WARN, "concat: reading the finals waiting for %s: %s", job->id,
+             tusc_strerror(status));
+    set_status(job, status);
+  } else {
+    char **finals = req->ids;
+    size_t count = req->id_count;
+    if (count > 1)
+      qsort(finals, count, sizeof(*finals), cmp_ids);
+    size_t unique = 0;
+    for (size_t i = 0; i < count; i++) {
+      if (unique > 0 && strcmp(finals[i], finals[unique - 1]) == 0)
+        free(finals[i]);
+      else
+        finals[unique++] = finals[i];
+    }
+    job->finals = finals;
+    job->count = unique;
+  }
   job_next(job);
 }
 
-static void on_lockset_work(uv_work_t *work) {
-  tusc_concat_job_t *job = work->data;
-  const char *final_id = job->finals[job->next];
-  bool complete = false;
-  job->work_now = false;
-  if (job->kind == JOB_MARK) {
-    job->work_rc = finish_hooks_done_held(&job->env, final_id, &job->work_now);
-    return;
-  }
-  tusc_upload_t *final = NULL;
-  job->work_rc = job->env.store->ops->open(job->env.store, final_id, &final);
-  if (job->work_rc < 0)
-    return;
-  job->work_rc =
-      assemble_held(&job->env, final, &complete, job->kind != JOB_CREATED, &job->work_now);
-  job->env.store->ops->close(final);
-}
+/* --- with the lock set held: the store's requests, one after the other --------------- */
 
-static void on_lockset_done(uv_work_t *work, int status) {
-  tusc_concat_job_t *job = work->data;
+/* The held stage of finals[next] ended with `rc`; `now`: this job completed it. */
+static void held_done(tusc_concat_job_t *job, int rc) {
   const char *final_id = job->finals[job->next];
   job_release(job);
-  if (status < 0 && job->work_rc == 0)
-    job->work_rc = status;
-  if (job->work_rc < 0 && job->kind != JOB_MARK)
-    TUSC_LOG(TUSC_LOG_WARN, "concat %s: assembly failed: %s", final_id,
-             tusc_strerror(job->work_rc));
-  set_status(job, job->work_rc);
+  if (rc < 0 && job->kind != JOB_MARK)
+    TUSC_LOG(TUSC_LOG_WARN, "concat %s: assembly failed: %s", final_id, tusc_strerror(rc));
+  set_status(job, rc);
   if (job->work_now) {
     /* Moved: finals[next] is not looked at again. */
     job->done[job->done_count++] = job->finals[job->next];
@@ -634,11 +505,153 @@ static void on_lockset_done(uv_work_t *work, int status) {
   job_next(job);
 }
 
+static void on_marked(tusc_store_req_t *req, int status) {
+  tusc_concat_job_t *job = req->data;
+  if (status < 0)
+    tusc_store_info(job->final)->finish_hooks = TUSC_FINISH_HOOKS_PENDING;
+  job->work_now = status == 0;
+  held_done(job, status);
+}
+
+static void on_assembled(tusc_store_req_t *req, int status) {
+  tusc_concat_job_t *job = req->data;
+  if (status == 0) {
+    job->work_now = true;
+    if (job->kind != JOB_CREATED) {
+      const tusc_upload_info_t *info = tusc_store_info(job->final);
+      char size_s[24];
+      snprintf(size_s, sizeof(size_s), "%lld", (long long)info->size);
+      tusc_log_event(TUSC_LOG_INFO, "UploadFinished", "id", info->id, "size", size_s, NULL);
+      tusc_metrics_upload_finished();
+    }
+  }
+  held_done(job, status);
+}
+
+/* Appends the partials' bytes to the final (the store truncates a leftover of an
+ * assembly that crashed midway first, and syncs). */
+static void held_concat(tusc_concat_job_t *job) {
+  tusc_upload_info_t *info = tusc_store_info(job->final);
+  job->sreq.data = job;
+  int rc = tusc_store_concat(job->final, (const char *const *)info->partial_uploads,
+                             info->partial_count, &job->sreq, on_assembled);
+  if (rc < 0)
+    held_done(job, rc);
+}
+
+static void on_length_saved(tusc_store_req_t *req, int status) {
+  tusc_concat_job_t *job = req->data;
+  if (status < 0) {
+    tusc_upload_info_t *info = tusc_store_info(job->final);
+    info->size = -1;
+    info->size_is_deferred = true;
+    held_done(job, status);
+    return;
+  }
+  held_concat(job);
+}
+
+/* The partials, read again under their locks: all complete → the length (saved when it
+ * was deferred), then the copy. */
+static void on_held_parts(tusc_concat_parts_t *parts, void *arg) {
+  tusc_concat_job_t *job = arg;
+  tusc_upload_info_t *info = tusc_store_info(job->final);
+  int64_t sum = 0;
+  for (size_t i = 0; i < parts->count; i++) {
+    int rc = parts->rc[i];
+    if (rc < 0) {
+      held_done(job, rc == TUSC_EINVALID_ID ? TUSC_ENOT_FOUND : rc);
+      return;
+    }
+    const tusc_upload_info_t *p = &parts->infos[i];
+    if (!info_complete(p)) {
+      held_done(job, 0); /* not ready (or changed since the look): nothing to do */
+      return;
+    }
+    if (p->size > INT64_MAX - sum) {
+      held_done(job, TUSC_EMAX_SIZE_EXCEEDED);
+      return;
+    }
+    sum += p->size;
+  }
+  if (job->env.max_size > 0 && sum > job->env.max_size) {
+    /* A deferred partial's length made the final too big after it was created. */
+    held_done(job, TUSC_EMAX_SIZE_EXCEEDED);
+    return;
+  }
+  if (info->size_is_deferred) {
+    info->size = sum;
+    info->size_is_deferred = false;
+    job->sreq.data = job;
+    int rc = tusc_store_save_info(job->final, &job->sreq, on_length_saved);
+    if (rc < 0) {
+      info->size = -1;
+      info->size_is_deferred = true;
+      held_done(job, rc);
+    }
+    return;
+  }
+  if (info->size != sum) {
+    TUSC_LOG(TUSC_LOG_ERROR, "concat %s: length %lld but partials hold %lld bytes", info->id,
+             (long long)info->size, (long long)sum);
+    held_done(job, TUSC_EINTERNAL);
+    return;
+  }
+  held_concat(job);
+}
+
+static void on_held_open(tusc_store_req_t *req, int status) {
+  tusc_concat_job_t *job = req->data;
+  if (status < 0) {
+    held_done(job, status);
+    return;
+  }
+  job->final = req->upload;
+  tusc_upload_info_t *info = tusc_store_info(job->final);
+  if (job->kind == JOB_MARK) {
+    /* Turns a "pending" FinishHooks state into "done" and saves it. */
+    if (info->finish_hooks != TUSC_FINISH_HOOKS_PENDING) {
+      held_done(job, 0);
+      return;
+    }
+    info->finish_hooks = TUSC_FINISH_HOOKS_DONE;
+    job->sreq.data = job;
+    int rc = tusc_store_save_info(job->final, &job->sreq, on_marked);
+    if (rc < 0) {
+      info->finish_hooks = TUSC_FINISH_HOOKS_PENDING;
+      held_done(job, rc);
+    }
+    return;
+  }
+  if (!info->is_final || info->partial_count == 0) {
+    held_done(job, TUSC_EINVALID_ARGUMENT);
+    return;
+  }
+  if (info_complete(info)) {
+    held_done(job, 0);
+    return;
+  }
+  int rc = tusc_concat_parts_load(&job->parts, job->env.store, job->loop,
+                                  (const char *const *)info->partial_uploads, info->partial_count,
+                                  on_held_parts, job);
+  if (rc < 0)
+    held_done(job, rc);
+}
+
+/* With every lock of the set held: the assembly (or the mark) through the store. */
+static int held_start(tusc_concat_job_t *job) {
+  job->stage = STAGE_BUSY;
+  job->work_now = false;
+  job->sreq.data = job;
+  return tusc_store_open(job->env.store, job->loop, &job->sreq, job->finals[job->next],
+                         on_held_open);
+}
+
 static void on_job_lock(tusc_lock_req_t *req, int status);
 
-/* Takes the next lock of the set, or, with all held, queues the copy. Returns 1 while
- * an acquire is pending (on_job_lock comes back), 0 when the pool work is queued, or a
- * negative code (nothing held any more). */
+/* Takes the next lock of the set, or, with all held, starts the store's work. Returns 1
+ * while an acquire is pending (on_job_lock comes back), 0 when the store's work is
+ * started, or a negative code (nothing held any more). */
 static int job_lock(tusc_concat_job_t *job) {
   if (job->locked < job->lock_count) {
     uint64_t now = uv_now(job->loop);
@@ -655,9 +668,7 @@ static int job_lock(tusc_concat_job_t *job) {
     job->stage = STAGE_LOCK;
     return 1;
   }
-  job->stage = STAGE_BUSY;
-  job->work.data = job;
-  int rc = uv_queue_work(job->loop, &job->work, on_lockset_work, on_lockset_done);
+  int rc = held_start(job);
   if (rc < 0) {
     job_release(job);
     return rc;
@@ -686,31 +697,23 @@ static void on_job_lock(tusc_lock_req_t *req, int status) {
   job_next(job);
 }
 
-/* The lock set of finals[next]; 1 when there is nothing to do for it. */
-static int job_plan(tusc_concat_job_t *job) {
-  tusc_store_t *store = job->env.store;
-  const char *final_id = job->finals[job->next];
+/* The lock set of finals[next] (its info in job->info, its partials' in job->parts for
+ * an assembly), then the first lock. */
+static void plan_locks(tusc_concat_job_t *job) {
   size_t partials = 0;
   char **order = NULL;
-  if (job->kind != JOB_MARK) {
-    /* Cheap look on the loop: with an unfinished partial there is nothing to lock. */
-    int rc = store->ops->get_info(store, final_id, &job->info);
-    if (rc < 0)
-      return rc == TUSC_EINVALID_ID || rc == TUSC_EGONE ? TUSC_ENOT_FOUND : rc;
-    if (!job->info.is_final)
-      return TUSC_EINVALID_ARGUMENT;
-    if (!tusc_concat_status(store, &job->info))
-      return 1;
-    if (tusc_concat_too_big(&job->info, job->env.max_size))
-      return TUSC_EMAX_SIZE_EXCEEDED;
-    if ((rc = partial_lock_order(&job->info, &order, &partials)) < 0)
-      return rc;
+  int rc = 0;
+  if (job->kind != JOB_MARK && (rc = partial_lock_order(&job->info, &order, &partials)) < 0) {
+    plan_skip(job, rc);
+    return;
   }
+  tusc_concat_parts_dispose(&job->parts);
   job->order = malloc((partials + 1) * sizeof(*job->order));
   job->reqs = calloc(partials + 1, sizeof(*job->reqs));
   if (job->order == NULL || job->reqs == NULL) {
     free(order);
-    return TUSC_ENOMEM;
+    plan_skip(job, TUSC_ENOMEM);
+    return;
   }
   job->order[0] = job->finals[job->next];
   if (partials > 0)
@@ -721,7 +724,55 @@ static int job_plan(tusc_concat_job_t *job) {
   /* Without time to wait (0) each lock is tried once and nobody is asked to let go. */
   job->deadline =
       uv_now(job->loop) + (uint64_t)(job->env.lock_wait_ms > 0 ? job->env.lock_wait_ms : 0);
-  return 0;
+  rc = job_lock(job);
+  if (rc < 0)
+    plan_skip(job, rc);
+}
+
+/* Cheap look before locking: with an unfinished partial there is nothing to lock. */
+static void on_plan_parts(tusc_concat_parts_t *parts, void *arg) {
+  tusc_concat_job_t *job = arg;
+  if (!tusc_concat_status_parts(&job->info, parts)) {
+    plan_skip(job, 1);
+    return;
+  }
+  if (tusc_concat_too_big(&job->info, job->env.max_size)) {
+    plan_skip(job, TUSC_EMAX_SIZE_EXCEEDED);
+    return;
+  }
+  plan_locks(job);
+}
+
+static void on_plan_info(tusc_store_req_t *req, int status) {
+  tusc_concat_job_t *job = req->data;
+  if (status < 0) {
+    plan_skip(job, status == TUSC_EINVALID_ID || status == TUSC_EGONE ? TUSC_ENOT_FOUND : status);
+    return;
+  }
+  if (!job->info.is_final) {
+    plan_skip(job, TUSC_EINVALID_ARGUMENT);
+    return;
+  }
+  if (!tusc_concat_needs_parts(&job->info)) {
+    plan_skip(job, 1); /* assembled already */
+    return;
+  }
+  int rc = tusc_concat_parts_load(&job->parts, job->env.store, job->loop,
+                                  (const char *const *)job->info.partial_uploads,
+                                  job->info.partial_count, on_plan_parts, job);
+  if (rc < 0)
+    plan_skip(job, rc);
+}
+
+/* Starts the plan for finals[next]: 0, or a negative code (nothing started). */
+static int job_plan(tusc_concat_job_t *job) {
+  if (job->kind == JOB_MARK) {
+    plan_locks(job);
+    return 0;
+  }
+  job->sreq.data = job;
+  return tusc_store_get_info(job->env.store, job->loop, &job->sreq, job->finals[job->next],
+                             &job->info, on_plan_info);
 }
 
 /* job->done needs room for every final; known only once the notes are read. */
@@ -732,7 +783,20 @@ static int job_done_room(tusc_concat_job_t *job) {
   return job->done != NULL ? 0 : TUSC_ENOMEM;
 }
 
-/* On to the next final that needs work, or the end. */
+/* finals[next] needs nothing (1) or cannot be done (< 0): on to the next. */
+static void plan_skip(tusc_concat_job_t *job, int rc) {
+  job_release(job);
+  if (rc < 0) {
+    TUSC_LOG(TUSC_LOG_WARN, "concat %s: not assembled: %s", job->finals[job->next],
+             tusc_strerror(rc));
+    set_status(job, rc);
+  }
+  job->next++;
+  job_next(job);
+}
+
+/* On to the next final that needs work, or the end. Every step that follows comes from
+ * a callback (lock, store) or starts one, so this never recurses deeply. */
 static void job_next(tusc_concat_job_t *job) {
   if (job_done_room(job) < 0) {
     set_status(job, TUSC_ENOMEM);
@@ -740,14 +804,12 @@ static void job_next(tusc_concat_job_t *job) {
   }
   while (job->next < job->count && !job->abandoned) {
     int rc = job_plan(job);
-    if (rc == 0 && (rc = job_lock(job)) >= 0)
-      return; /* taking a lock or copying (pool) */
+    if (rc == 0)
+      return; /* looking, taking a lock or working in the store */
     job_release(job);
-    if (rc < 0) {
-      TUSC_LOG(TUSC_LOG_WARN, "concat %s: not assembled: %s", job->finals[job->next],
-               tusc_strerror(rc));
-      set_status(job, rc);
-    }
+    TUSC_LOG(TUSC_LOG_WARN, "concat %s: not assembled: %s", job->finals[job->next],
+             tusc_strerror(rc));
+    set_status(job, rc);
     job->next++;
   }
   job_end(job);
@@ -759,10 +821,11 @@ static void on_job_start(uv_timer_t *timer) {
   tusc_concat_job_t *job = timer->data;
   if (job->kind == JOB_PARTIAL) {
     job->stage = STAGE_BUSY;
-    job->work.data = job;
-    int rc = uv_queue_work(job->loop, &job->work, on_take_work, on_take_done);
+    job->sreq.data = job;
+    int rc = tusc_store_wait_take(job->env.store, job->loop, &job->sreq, job->id, on_notes_taken);
     if (rc < 0) {
-      set_status(job, rc);
+      if (rc != TUSC_ENOT_IMPLEMENTED)
+        set_status(job, rc);
       job_end(job);
     }
     return;

@@ -2,7 +2,7 @@
  * create — POST (creation, creation-defer-length, concatenation, creation-with-upload)
  * and the creation flow other front-ends use (tusc_tus_req_create): validation, the
  * pre-create hook and what it may change (ID, MetaData, Storage.Path with its directory
- * creation), creating the upload on the thread pool, assembling a final whose partials
+ * creation), creating the upload in the store (asynchronously), assembling a final whose partials
  * are complete, then the body (patch.c's chunk path) or the 201. On the request's loop;
  * every path answers the request exactly once.
  */
@@ -26,21 +26,16 @@
 /* --- ownership of a final's partials --------------------------------------------- */
 
 /* Checks every partial of a final upload the same way (concatenation must not
- * read another user's bytes). Answers 403 and returns false when one is foreign. With
- * -auth-hide-foreign a foreign partial counts as missing instead, inside
- * tusc_concat_prepare_final_visible (partial_visible), so the answer is the one a
- * missing partial gets, whatever the other partials are. */
+ * read another user's bytes), on the partials' infos in st->parts. Answers 403 and
+ * returns false when one is foreign. With -auth-hide-foreign a foreign partial counts as
+ * missing instead, inside tusc_concat_prepare_final_parts (partial_visible), so the
+ * answer is the one a missing partial gets, whatever the other partials are. */
 static bool partials_owned(tus_request_t *st) {
   if (!tusc_auth_required(st->w->tus->auth) || tus_cfg_of(st)->auth_hide_foreign)
     return true;
-  tusc_store_t *store = tus_store_of(st);
-  for (size_t i = 0; i < st->concat.count; i++) {
-    tusc_upload_info_t info;
-    tusc_upload_info_init(&info);
-    int rc = store->ops->get_info(store, st->concat.ids[i], &info);
-    bool ok = rc < 0 || tus_owner_ok(st, &info); /* missing partials: concat answers that */
-    tusc_upload_info_dispose(&info);
-    if (!ok) {
+  for (size_t i = 0; i < st->parts->count; i++) {
+    /* missing partials: concat answers that */
+    if (st->parts->rc[i] == 0 && !tus_owner_ok(st, &st->parts->infos[i])) {
       tus_respond_foreign(st);
       return false;
     }
@@ -259,21 +254,106 @@ static int pre_create_apply(tus_request_t *st, tusc_upload_info_t *info) {
   return 0;
 }
 
+/* --- creating the upload in the store ---------------------------------------------- */
+
+static void post_created(tus_request_t *st);
+
+/* A final noted with each unfinished partial (concatenation-unfinished), one wait_add
+ * after the other; failures are not fatal (HEAD/GET still assemble the final once its
+ * partials are done), so they are only logged. */
+static void note_next(tus_request_t *st) {
+  const tusc_upload_info_t *info = st->info;
+  if (st->work_result < 0 && st->note_i > 0)
+    TUSC_LOG(TUSC_LOG_WARN, "concat %s: cannot note it with partial %s: %s", info->id,
+             info->partial_uploads[st->note_i - 1], tusc_strerror(st->work_result));
+  st->work_result = 0;
+  while (st->note_i < info->partial_count) {
+    size_t i = st->note_i++;
+    const tusc_concat_parts_t *parts = st->parts;
+    bool done = parts != NULL && i < parts->count && parts->rc[i] == 0 &&
+                !parts->infos[i].size_is_deferred && parts->infos[i].offset == parts->infos[i].size;
+    if (done)
+      continue;
+    int rc = tusc_store_wait_add(tus_store_of(st), st->w->loop, &st->sreq, info->partial_uploads[i],
+                                 info->id, tus_store_step(st, note_next));
+    if (rc == 0)
+      return;
+    if (rc == TUSC_ENOT_IMPLEMENTED)
+      break;
+    TUSC_LOG(TUSC_LOG_WARN, "concat %s: cannot note it with partial %s: %s", info->id,
+             info->partial_uploads[i], tusc_strerror(rc));
+  }
+  if (st->parts != NULL)
+    tusc_concat_parts_dispose(st->parts);
+  tus_defer(st, post_created); /* from a store callback or post_stored: never inline */
+}
+
+static void on_partials_reread(tusc_concat_parts_t *parts, void *arg) {
+  (void)parts;
+  tus_request_t *st = arg;
+  st->phase = PH_RUN;
+  st->note_i = 0;
+  st->work_result = 0;
+  note_next(st);
+}
+
+static void post_stored(tus_request_t *st) {
+  if (st->work_result < 0 || !st->info->is_final) {
+    post_created(st);
+    return;
+  }
+  /* Partials read again now that the final exists: one finished meanwhile needs no
+   * note (the job post_created starts assembles it). */
+  tusc_concat_parts_t *parts = tus_parts(st);
+  if (parts == NULL) {
+    st->note_i = st->info->partial_count; /* no notes: HEAD/GET assemble it later */
+    note_next(st);
+    return;
+  }
+  tusc_concat_parts_dispose(parts);
+  st->phase = PH_WORK;
+  int rc = tusc_concat_parts_load(parts, tus_store_of(st), st->w->loop,
+                                  (const char *const *)st->info->partial_uploads,
+                                  st->info->partial_count, on_partials_reread, st);
+  if (rc != 0) {
+    st->phase = PH_RUN;
+    st->note_i = st->info->partial_count; /* no notes: HEAD/GET assemble it later */
+    note_next(st);
+  }
+}
+
+/* Creates st->info in the store (durable before the callback), then post_created. */
+static void post_create(tus_request_t *st) {
+  if (st->principal != NULL && st->info->owner == NULL &&
+      (st->info->owner = strdup(st->principal)) == NULL) {
+    tus_store_step(st, post_created);
+    tus_store_started(st, TUSC_ENOMEM);
+    return;
+  }
+  tus_store_started(st, tusc_store_create(tus_store_of(st), st->w->loop, &st->sreq, st->info,
+                                          tus_store_step(st, post_stored)));
+}
+
 /* --- POST (creation) --------------------------------------------------------------- */
 
-static void post_locked(tus_request_t *st) {
-  tusc_store_t *store = tus_store_of(st);
-  int rc = store->ops->open(store, st->id, &st->upload);
+static void post_opened(tus_request_t *st) {
+  int rc = st->work_result;
+  st->work_result = 0;
   if (rc < 0) {
-    st->upload = NULL;
     release_lock(st);
     tus_respond_error(st, rc == TUSC_ENOT_FOUND ? TUSC_EINTERNAL : rc);
     return;
   }
+  st->upload = st->sreq.upload;
   /* post_created already logged UploadFinished for an empty upload. */
-  tusc_upload_info_t *info = store->ops->info(st->upload);
+  tusc_upload_info_t *info = tusc_store_info(st->upload);
   st->was_complete = !info->size_is_deferred && info->offset == info->size;
   tus_chunk_begin(st);
+}
+
+static void post_locked(tus_request_t *st) {
+  tus_store_started(st, tusc_store_open(tus_store_of(st), st->w->loop, &st->sreq, st->id,
+                                        tus_store_step(st, post_opened)));
 }
 
 static void post_created(tus_request_t *st) {
@@ -282,13 +362,16 @@ static void post_created(tus_request_t *st) {
     tus_respond_error(st, st->work_result);
     return;
   }
+  st->work_result = 0;
   if (st->info->is_final && !st->concat_job_ran) {
     /* Partials already complete: assemble now, locks taken on the loop. */
     st->concat_job_ran = true;
     tus_concat_request_job(st, true, post_created);
     return;
   }
-  if (st->ietf.version > 0)
+  if (st->ietf.version > 0 && st->with_body)
+    st->interim_pending = true; /* sent once the body can start: see tus_chunk_begin */
+  else if (st->ietf.version > 0)
     tusc_ietf_created(st, st->info);
   tus_fmt_i64(size_s, st->info->size_is_deferred ? -1 : st->info->size);
   tusc_log_event(TUSC_LOG_INFO, "UploadCreated", "id", st->id, "size", size_s, "url", st->location,
@@ -361,6 +444,25 @@ static int post_concat(tus_request_t *st) {
   return 0;
 }
 
+/* A new final's partials were read: ownership, then the final's length from theirs. */
+static void on_partials_read(tusc_concat_parts_t *parts, void *arg) {
+  tus_request_t *st = arg;
+  st->phase = PH_RUN;
+  if (st->aborted) {
+    tus_respond_error(st, st->abort_err);
+    return;
+  }
+  if (!partials_owned(st))
+    return;
+  int rc = tusc_concat_prepare_final_parts(&st->concat, parts, tus_cfg_of(st)->max_size, st->info,
+                                           partial_visible, st);
+  if (rc < 0) {
+    tus_respond_error(st, rc);
+    return;
+  }
+  post_create(st);
+}
+
 void tus_do_post(tus_request_t *st) {
   tusc_http_request_t *req = st->req;
   const tusc_config_t *cfg = tus_cfg_of(st);
@@ -382,7 +484,7 @@ void tus_do_post(tus_request_t *st) {
     return;
   }
   if (st->concat.is_final) {
-    /* The length is the partials' sum (tusc_concat_prepare_final). */
+    /* The length is the partials' sum (tusc_concat_prepare_final_parts). */
   } else if (dl != NULL) {
     if (tusc_http_header_count(req, "Upload-Defer-Length") != 1 || dl_len != 1 || dl[0] != '1') {
       tus_respond_error(st, TUSC_EINVALID_UPLOAD_LENGTH_DEFER);
@@ -479,18 +581,21 @@ void tus_do_post(tus_request_t *st) {
   if (cfg->expire_after_ms > 0) /* informative: the deadline follows activity (expire.h) */
     st->info->expires_at = st->info->created_at + (cfg->expire_after_ms + 999) / 1000;
   st->info->is_partial = st->concat.is_partial;
-  if (st->concat.is_final && !partials_owned(st))
-    return;
-  if (st->concat.is_final) {
-    rc = tusc_concat_prepare_final_visible(tus_store_of(st), &st->concat, cfg->max_size, st->info,
-                                           partial_visible, st);
-    if (rc < 0) {
-      tus_respond_error(st, rc);
-      return;
-    }
-  }
   st->op = OP_POST;
-  queue_work(st, WORK_CREATE, post_created);
+  if (st->concat.is_final) {
+    st->phase = PH_WORK;
+    tusc_concat_parts_t *parts = tus_parts(st);
+    rc = parts == NULL ? TUSC_ENOMEM
+                       : tusc_concat_parts_load(parts, tus_store_of(st), st->w->loop,
+                                                (const char *const *)st->concat.ids,
+                                                st->concat.count, on_partials_read, st);
+    if (rc < 0) {
+      st->phase = PH_RUN;
+      tus_respond_error(st, rc);
+    }
+    return;
+  }
+  post_create(st);
 }
 
 static void ext_create_start(tus_request_t *st) {
@@ -502,7 +607,7 @@ static void ext_create_start(tus_request_t *st) {
   }
   if (cfg->expire_after_ms > 0) /* as tus_do_post: informative, the deadline follows activity */
     st->info->expires_at = st->info->created_at + (cfg->expire_after_ms + 999) / 1000;
-  queue_work(st, WORK_CREATE, post_created);
+  post_create(st);
 }
 
 static void ext_pre_create_done(tus_request_t *st) {

@@ -2,8 +2,8 @@
  * delete — termination: DELETE (and tusc_tus_req_terminate for other front-ends) under
  * the upload's lock with the pre-terminate hook, and the deletion a post-receive hook's
  * StopUpload asks for (tus_stop_terminate, from the body path). On the request's loop;
- * the store's terminate runs on the thread pool; each path releases the lock and
- * answers exactly once.
+ * the store's requests call back here; each path releases the lock and answers exactly
+ * once.
  */
 #include "tus/handler_internal.h"
 
@@ -14,18 +14,26 @@
 #include "metrics/metrics.h"
 
 /* Reads the stored info of st->id into st->info (for hooks that need it after the
- * upload is gone). */
-static int load_info(tus_request_t *st) {
+ * upload is gone), then `next` with st->work_result. */
+static void load_info(tus_request_t *st, step_fn next) {
   if (st->info == NULL) {
     st->info = malloc(sizeof(*st->info));
-    if (st->info == NULL)
-      return TUSC_ENOMEM;
+    if (st->info == NULL) {
+      tus_store_step(st, next);
+      tus_store_started(st, TUSC_ENOMEM);
+      return;
+    }
   } else {
     tusc_upload_info_dispose(st->info);
   }
   tusc_upload_info_init(st->info);
-  tusc_store_t *store = tus_store_of(st);
-  return store->ops->get_info(store, st->id, st->info);
+  tus_store_started(st, tusc_store_get_info(tus_store_of(st), st->w->loop, &st->sreq, st->id,
+                                            st->info, tus_store_step(st, next)));
+}
+
+static void terminate(tus_request_t *st, step_fn next) {
+  tus_store_started(st, tusc_store_terminate(tus_store_of(st), st->w->loop, &st->sreq, st->id,
+                                             tus_store_step(st, next)));
 }
 
 /* --- StopUpload: the upload is deleted, the client gets 400 ERR_UPLOAD_STOPPED ------ */
@@ -41,7 +49,7 @@ static void upload_terminated(tus_request_t *st) {
 
 static void stop_terminated(tus_request_t *st) {
   int rc = st->work_result;
-  st->work_kind = WORK_NOOP;
+  st->work_result = 0;
   release_lock(st);
   if (rc == 0) {
     upload_terminated(st);
@@ -52,22 +60,27 @@ static void stop_terminated(tus_request_t *st) {
   tus_respond_error(st, st->aborted ? st->abort_err : TUSC_EUPLOAD_STOPPED);
 }
 
-void tus_stop_terminate(tus_request_t *st) {
-  if (load_info(st) < 0 && st->info != NULL) {
+static void stop_loaded(tus_request_t *st) {
+  if (st->work_result < 0 && st->info != NULL) {
     tusc_upload_info_dispose(st->info);
     free(st->info);
     st->info = NULL;
   }
-  tus_store_of(st)->ops->close(st->upload);
+  st->work_result = 0;
+  tusc_store_close(st->upload);
   st->upload = NULL;
-  queue_work(st, WORK_TERMINATE, stop_terminated);
+  terminate(st, stop_terminated);
+}
+
+void tus_stop_terminate(tus_request_t *st) {
+  load_info(st, stop_loaded);
 }
 
 /* --- DELETE ---------------------------------------------------------------------- */
 
 static void delete_done(tus_request_t *st) {
   int rc = st->work_result;
-  st->work_kind = WORK_NOOP;
+  st->work_result = 0;
   release_lock(st);
   if (rc == 0)
     upload_terminated(st);
@@ -97,30 +110,39 @@ static void delete_pre_done(tus_request_t *st) {
     tus_respond_error(st, err);
     return;
   }
-  queue_work(st, WORK_TERMINATE, delete_done);
+  terminate(st, delete_done);
 }
 
-static void delete_locked(tus_request_t *st) {
-  /* The hooks describe the upload as it was: read it before it goes. */
-  if (tus_hook_on(st, TUSC_HOOK_PRE_TERMINATE) || tus_hook_on(st, TUSC_HOOK_POST_TERMINATE)) {
-    int rc = load_info(st);
-    if (rc < 0) {
-      release_lock(st);
-      tus_respond_store_error(st, rc);
-      return;
-    }
+static void delete_loaded(tus_request_t *st) {
+  int rc = st->work_result;
+  st->work_result = 0;
+  if (rc < 0) {
+    release_lock(st);
+    tus_respond_store_error(st, rc);
+    return;
   }
   if (tus_hook_on(st, TUSC_HOOK_PRE_TERMINATE)) {
     tus_hook_block(st, TUSC_HOOK_PRE_TERMINATE, st->info, delete_pre_done);
     return;
   }
-  queue_work(st, WORK_TERMINATE, delete_done);
+  terminate(st, delete_done);
+}
+
+static void delete_locked(tus_request_t *st) {
+  /* The hooks describe the upload as it was: read it before it goes. */
+  if (tus_hook_on(st, TUSC_HOOK_PRE_TERMINATE) || tus_hook_on(st, TUSC_HOOK_POST_TERMINATE)) {
+    load_info(st, delete_loaded);
+    return;
+  }
+  terminate(st, delete_done);
+}
+
+static void delete_exists(tus_request_t *st) {
+  lock_upload(st, delete_locked);
 }
 
 void tus_do_delete(tus_request_t *st) {
-  if (!tus_upload_exists(st))
-    return;
-  lock_upload(st, delete_locked);
+  tus_upload_exists(st, delete_exists);
 }
 
 void tusc_tus_req_terminate(tusc_tus_req_t *st) {

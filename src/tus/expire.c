@@ -55,8 +55,8 @@ struct tusc_expire_s {
   uv_loop_t *loop;
   uv_timer_t timer;
   bool timer_init;
-  uv_work_t rebuild_work;
-  bool sweep_running; /* on the loop of the sweep */
+  uint64_t rebuild_t0; /* when the startup walk began (uv_hrtime) */
+  bool sweep_running;  /* on the loop of the sweep */
 
   /* post-terminate for expired uploads: the sweep (thread pool) collects their infos,
    * its after-work callback (on `loop`) hands them to a hooks worker of that loop. */
@@ -306,12 +306,33 @@ static int rebuild_visit(const tusc_upload_info_t *info, void *arg) {
   return 0;
 }
 
-int tusc_expire_rebuild(tusc_expire_t *exp, int64_t created_after_s, size_t *count) {
-  struct rebuild_ctx ctx = {.exp = exp, .created_after_s = created_after_s};
-  int rc = exp->store->ops->walk != NULL ? exp->store->ops->walk(exp->store, rebuild_visit, &ctx)
-                                         : TUSC_ENOT_IMPLEMENTED;
-  if (count != NULL)
-    *count = ctx.filed;
+struct rebuild {
+  struct rebuild_ctx ctx;
+  tusc_store_req_t req;
+  tusc_expire_rebuild_cb cb;
+  void *arg;
+};
+
+static void on_listed(tusc_store_req_t *req, int status) {
+  struct rebuild *rb = req->data;
+  if (rb->cb != NULL)
+    rb->cb(rb->arg, status, rb->ctx.filed);
+  free(rb);
+}
+
+int tusc_expire_rebuild(tusc_expire_t *exp, uv_loop_t *loop, int64_t created_after_s,
+                        tusc_expire_rebuild_cb cb, void *arg) {
+  struct rebuild *rb = calloc(1, sizeof(*rb));
+  if (rb == NULL)
+    return TUSC_ENOMEM;
+  rb->ctx.exp = exp;
+  rb->ctx.created_after_s = created_after_s;
+  rb->cb = cb;
+  rb->arg = arg;
+  rb->req.data = rb;
+  int rc = tusc_store_list(exp->store, loop, &rb->req, rebuild_visit, &rb->ctx, on_listed);
+  if (rc != 0)
+    free(rb);
   return rc;
 }
 
@@ -319,57 +340,17 @@ int tusc_expire_rebuild(tusc_expire_t *exp, int64_t created_after_s, size_t *cou
 
 enum verdict { KEEP, FORGET, DELETE };
 
-/* What to do with `id` now; *deadline gets its current deadline for KEEP. With `keep`
- * (initialised by the caller, who disposes it) the info read is left there. */
-static int judge(tusc_expire_t *exp, const char *id, int64_t now_ms, enum verdict *v,
-                 int64_t *deadline, tusc_upload_info_t *keep) {
-  tusc_upload_info_t info;
-  tusc_upload_info_init(&info);
-  int rc = exp->store->ops->get_info(exp->store, id, &info);
+/* What to do with an upload, given its lookup (`rc`, `info`); *deadline gets its current
+ * deadline for KEEP. Returns 0, or the lookup's I/O error. */
+static int judge(tusc_expire_t *exp, int rc, const tusc_upload_info_t *info, int64_t now_ms,
+                 enum verdict *v, int64_t *deadline) {
   if (rc == 0) {
-    *deadline = tusc_expire_deadline_ms(&info, exp->expire_after_ms);
+    *deadline = tusc_expire_deadline_ms(info, exp->expire_after_ms);
     *v = *deadline == 0 ? FORGET : now_ms >= *deadline ? DELETE : KEEP;
   } else if (rc == TUSC_ENOT_FOUND || rc == TUSC_EINVALID_ID) {
     *v = FORGET;
     rc = 0;
   }
-  if (keep != NULL) {
-    tusc_upload_info_dispose(keep);
-    *keep = info;
-    return rc;
-  }
-  tusc_upload_info_dispose(&info);
-  return rc;
-}
-
-/* Deletes `id` if it is still expired; the caller holds its lock. Returns 0 with *v
- * set, or an I/O error. */
-static int expire_held(tusc_expire_t *exp, const char *id, int64_t now_ms, enum verdict *v,
-                       int64_t *deadline) {
-  /* A PATCH may have finished (or refreshed the upload) between the look and the lock. */
-  struct gone *g = exp->collect ? calloc(1, sizeof(*g)) : NULL;
-  if (g != NULL)
-    tusc_upload_info_init(&g->info);
-  int rc = judge(exp, id, now_ms, v, deadline, g != NULL ? &g->info : NULL);
-  if (rc == 0 && (*v == DELETE || *v == FORGET)) {
-    /* For FORGET this removes the lock file the lock call may just have made for an
-     * upload that is gone (terminate then reports not-found). */
-    int trc = exp->store->ops->terminate(exp->store, id);
-    if (*v == DELETE && trc != 0)
-      rc = trc == TUSC_ENOT_FOUND ? 0 : trc;
-    if (*v == DELETE && trc == 0) {
-      tusc_log_event(TUSC_LOG_INFO, "UploadExpired", "id", id, NULL);
-      tusc_metrics_upload_expired();
-      if (g != NULL) {
-        uv_mutex_lock(&exp->mutex);
-        g->next = exp->gone;
-        exp->gone = g;
-        uv_mutex_unlock(&exp->mutex);
-        g = NULL;
-      }
-    }
-  }
-  gone_free(g);
   return rc;
 }
 
@@ -389,7 +370,13 @@ typedef struct candidate_s {
 struct sweep_s {
   tusc_expire_t *exp;
   uv_loop_t *loop;
-  uv_work_t work;
+  uv_work_t work;        /* only to start in a later loop turn */
+  tusc_store_req_t sreq; /* the store's requests, one at a time */
+  tusc_upload_info_t info;
+  char cur[TUSC_ID_MAX + 1]; /* judged now */
+  size_t di;                 /* next candidate to delete */
+  enum verdict v;
+  int64_t deadline;
   int64_t now_ms;
   int64_t retry_ms;
   tusc_expire_sweep_cb cb;
@@ -424,14 +411,26 @@ static void settle(sweep_t *sw, const char *id, int rc, enum verdict v, int64_t 
 }
 
 static void sweep_batch(sweep_t *sw);
+static void batch_judged(sweep_t *sw);
 
-/* Pool: pops the due entries of one batch and keeps the expired ones as candidates. */
-static void on_batch_judge(uv_work_t *work) {
-  sweep_t *sw = work->data;
+static void judge_next(sweep_t *sw);
+
+static void on_judged(tusc_store_req_t *req, int status) {
+  sweep_t *sw = req->data;
+  enum verdict v = FORGET;
+  int64_t deadline = 0;
+  int rc = judge(sw->exp, status, &sw->info, sw->now_ms, &v, &deadline);
+  if (rc == 0 && v == DELETE)
+    memcpy(sw->cands[sw->count++].id, sw->cur, strlen(sw->cur) + 1);
+  else
+    settle(sw, sw->cur, rc, v, deadline);
+  judge_next(sw);
+}
+
+/* Pops the due entries of one batch, one store lookup after the other, and keeps the
+ * expired ones as candidates. */
+static void judge_next(sweep_t *sw) {
   tusc_expire_t *exp = sw->exp;
-  char id[TUSC_ID_MAX + 1];
-  sw->count = 0;
-  sw->more = false;
   for (;;) {
     if (atomic_load(&exp->stopping)) {
       sw->result = TUSC_ESERVER_SHUTDOWN;
@@ -447,33 +446,89 @@ static void on_batch_judge(uv_work_t *work) {
       break;
     }
     entry_t e = heap_pop(exp);
-    entry_id(&e, id);
+    entry_id(&e, sw->cur);
     entry_dispose(&e, &exp->str_bytes);
     uv_mutex_unlock(&exp->mutex);
 
     sw->stats.checked++;
-    enum verdict v = FORGET;
-    int64_t deadline = 0;
-    int rc = judge(exp, id, sw->now_ms, &v, &deadline, NULL);
-    if (rc == 0 && v == DELETE)
-      memcpy(sw->cands[sw->count++].id, id, strlen(id) + 1);
-    else
-      settle(sw, id, rc, v, deadline);
+    tusc_upload_info_dispose(&sw->info);
+    tusc_upload_info_init(&sw->info);
+    sw->sreq.data = sw;
+    int rc = tusc_store_get_info(exp->store, sw->loop, &sw->sreq, sw->cur, &sw->info, on_judged);
+    if (rc == 0)
+      return;
+    settle(sw, sw->cur, rc, FORGET, 0);
   }
+  batch_judged(sw);
 }
 
-/* Pool: deletes the candidates whose lock the sweep holds. */
-static void on_batch_delete(uv_work_t *work) {
-  sweep_t *sw = work->data;
-  for (size_t i = 0; i < sw->count; i++) {
-    candidate_t *c = &sw->cands[i];
-    if (c->lock_status != 0)
-      continue;
-    enum verdict v = FORGET;
-    int64_t deadline = 0;
-    int rc = expire_held(sw->exp, c->id, sw->now_ms, &v, &deadline);
-    settle(sw, c->id, rc, v, deadline);
+static void batch_deleted(sweep_t *sw);
+static void delete_next(sweep_t *sw);
+
+static void on_expired_terminated(tusc_store_req_t *req, int status) {
+  sweep_t *sw = req->data;
+  tusc_expire_t *exp = sw->exp;
+  candidate_t *c = &sw->cands[sw->di];
+  int rc = 0;
+  if (sw->v == DELETE && status != 0)
+    rc = status == TUSC_ENOT_FOUND ? 0 : status;
+  if (sw->v == DELETE && status == 0) {
+    tusc_log_event(TUSC_LOG_INFO, "UploadExpired", "id", c->id, NULL);
+    tusc_metrics_upload_expired();
+    struct gone *g = exp->collect ? calloc(1, sizeof(*g)) : NULL;
+    if (g != NULL) {
+      g->info = sw->info; /* moved */
+      tusc_upload_info_init(&sw->info);
+      uv_mutex_lock(&exp->mutex);
+      g->next = exp->gone;
+      exp->gone = g;
+      uv_mutex_unlock(&exp->mutex);
+    }
   }
+  settle(sw, c->id, rc, sw->v, sw->deadline);
+  sw->di++;
+  delete_next(sw);
+}
+
+/* A candidate's info, read again with its lock held: a PATCH may have finished (or
+ * refreshed the upload) between the look and the lock. */
+static void on_held_judged(tusc_store_req_t *req, int status) {
+  sweep_t *sw = req->data;
+  candidate_t *c = &sw->cands[sw->di];
+  sw->v = FORGET;
+  sw->deadline = 0;
+  int rc = judge(sw->exp, status, &sw->info, sw->now_ms, &sw->v, &sw->deadline);
+  if (rc == 0 && (sw->v == DELETE || sw->v == FORGET)) {
+    /* For FORGET this removes the lock file the lock call may just have made for an
+     * upload that is gone (terminate then reports not-found). */
+    sw->sreq.data = sw;
+    rc = tusc_store_terminate(sw->exp->store, sw->loop, &sw->sreq, c->id, on_expired_terminated);
+    if (rc == 0)
+      return;
+    sw->v = KEEP;
+  }
+  settle(sw, c->id, rc, sw->v, sw->deadline);
+  sw->di++;
+  delete_next(sw);
+}
+
+/* Deletes the candidates whose lock the sweep holds, one after the other. */
+static void delete_next(sweep_t *sw) {
+  while (sw->di < sw->count) {
+    candidate_t *c = &sw->cands[sw->di];
+    if (c->lock_status == 0) {
+      tusc_upload_info_dispose(&sw->info);
+      tusc_upload_info_init(&sw->info);
+      sw->sreq.data = sw;
+      int rc = tusc_store_get_info(sw->exp->store, sw->loop, &sw->sreq, c->id, &sw->info,
+                                   on_held_judged);
+      if (rc == 0)
+        return;
+      settle(sw, c->id, rc, KEEP, 0);
+    }
+    sw->di++;
+  }
+  batch_deleted(sw);
 }
 
 static void sweep_end(sweep_t *sw) {
@@ -481,17 +536,15 @@ static void sweep_end(sweep_t *sw) {
   exp->sweep_running = false;
   if (sw->cb != NULL)
     sw->cb(sw->arg, sw->result, &sw->stats);
+  tusc_upload_info_dispose(&sw->info);
   free(sw);
 }
 
-/* Loop: lets go of the batch's locks, hands deletions to post-terminate, goes on. */
-static void on_batch_deleted(uv_work_t *work, int status) {
-  sweep_t *sw = work->data;
+/* Lets go of the batch's locks, hands deletions to post-terminate, goes on. */
+static void batch_deleted(sweep_t *sw) {
   for (size_t i = 0; i < sw->count; i++)
     if (sw->cands[i].lock_status == 0)
       tusc_lock_release(&sw->cands[i].lock);
-  if (status < 0 && sw->result == 0)
-    sw->result = status;
   fire_post_terminate(sw->exp);
   if (sw->more && sw->result == 0)
     sweep_batch(sw);
@@ -510,19 +563,9 @@ static void batch_locked(sweep_t *sw) {
       settle(sw, c->id, c->lock_status, KEEP, 0); /* TUSC_ELOCK_TIMEOUT: busy */
   }
   if (any) {
-    sw->work.data = sw;
-    int rc = uv_queue_work(sw->loop, &sw->work, on_batch_delete, on_batch_deleted);
-    if (rc == 0)
-      return;
-    for (size_t i = 0; i < sw->count; i++) {
-      candidate_t *c = &sw->cands[i];
-      if (c->lock_status == 0) {
-        tusc_lock_release(&c->lock);
-        c->lock_status = rc;
-        settle(sw, c->id, rc, KEEP, 0);
-      }
-    }
-    sw->result = rc;
+    sw->di = 0;
+    delete_next(sw);
+    return;
   }
   if (sw->more && sw->result == 0)
     sweep_batch(sw);
@@ -537,11 +580,8 @@ static void on_candidate_lock(tusc_lock_req_t *req, int status) {
     batch_locked(c->sw);
 }
 
-/* Loop: tries each candidate's lock once, without asking anyone to let go. */
-static void on_batch_judged(uv_work_t *work, int status) {
-  sweep_t *sw = work->data;
-  if (status < 0 && sw->result == 0)
-    sw->result = status;
+/* Tries each candidate's lock once, without asking anyone to let go. */
+static void batch_judged(sweep_t *sw) {
   if (sw->count == 0) {
     sweep_end(sw);
     return;
@@ -565,12 +605,24 @@ static void on_batch_judged(uv_work_t *work, int status) {
 }
 
 static void sweep_batch(sweep_t *sw) {
-  sw->work.data = sw;
-  int rc = uv_queue_work(sw->loop, &sw->work, on_batch_judge, on_batch_judged);
-  if (rc < 0) {
-    sw->result = rc;
+  sw->count = 0;
+  sw->more = false;
+  judge_next(sw);
+}
+
+static void on_sweep_start_work(uv_work_t *work) {
+  (void)work;
+}
+
+/* In a later loop turn than tusc_expire_sweep, so that cb never runs inline. */
+static void on_sweep_start(uv_work_t *work, int status) {
+  sweep_t *sw = work->data;
+  if (status < 0) {
+    sw->result = status;
     sweep_end(sw);
+    return;
   }
+  sweep_batch(sw);
 }
 
 int tusc_expire_sweep(tusc_expire_t *exp, uv_loop_t *loop, int64_t now_ms, tusc_expire_sweep_cb cb,
@@ -586,8 +638,9 @@ int tusc_expire_sweep(tusc_expire_t *exp, uv_loop_t *loop, int64_t now_ms, tusc_
   sw->retry_ms = (int64_t)tusc_expire_sweep_interval_ms(exp->expire_after_ms);
   sw->cb = cb;
   sw->arg = arg;
+  tusc_upload_info_init(&sw->info);
   sw->work.data = sw;
-  int rc = uv_queue_work(loop, &sw->work, on_batch_judge, on_batch_judged);
+  int rc = uv_queue_work(loop, &sw->work, on_sweep_start_work, on_sweep_start);
   if (rc < 0) {
     free(sw);
     return rc;
@@ -598,21 +651,13 @@ int tusc_expire_sweep(tusc_expire_t *exp, uv_loop_t *loop, int64_t now_ms, tusc_
 
 /* --- on a loop ---------------------------------------------------------------------- */
 
-static void on_rebuild(uv_work_t *work) {
-  tusc_expire_t *exp = work->data;
-  uint64_t t0 = uv_hrtime();
-  size_t n = 0;
-  int rc = tusc_expire_rebuild(exp, exp->started_s, &n);
-  if (rc != 0 && rc != TUSC_ESERVER_SHUTDOWN)
-    tusc_log_msg(TUSC_LOG_ERROR, "expiration: walking the store failed: %s", tusc_strerror(rc));
-  else if (rc == 0)
-    tusc_log_msg(TUSC_LOG_INFO, "expiration: %zu unfinished uploads indexed in %.1f s", n,
-                 (double)(uv_hrtime() - t0) / 1e9);
-}
-
-static void on_rebuild_done(uv_work_t *work, int status) {
-  (void)work;
-  (void)status;
+static void on_rebuilt(void *arg, int status, size_t filed) {
+  tusc_expire_t *exp = arg;
+  if (status != 0 && status != TUSC_ESERVER_SHUTDOWN)
+    tusc_log_msg(TUSC_LOG_ERROR, "expiration: walking the store failed: %s", tusc_strerror(status));
+  else if (status == 0)
+    tusc_log_msg(TUSC_LOG_INFO, "expiration: %zu unfinished uploads indexed in %.1f s", filed,
+                 (double)(uv_hrtime() - exp->rebuild_t0) / 1e9);
 }
 
 static void on_periodic_sweep_done(void *arg, int status, const tusc_expire_stats_t *s) {
@@ -687,8 +732,8 @@ int tusc_expire_start(tusc_expire_t *exp, uv_loop_t *loop) {
   rc = uv_timer_start(&exp->timer, on_timer, every, every);
   if (rc != 0)
     return rc;
-  exp->rebuild_work.data = exp;
-  return uv_queue_work(loop, &exp->rebuild_work, on_rebuild, on_rebuild_done);
+  exp->rebuild_t0 = uv_hrtime();
+  return tusc_expire_rebuild(exp, loop, exp->started_s, on_rebuilt, exp);
 }
 
 void tusc_expire_stop(tusc_expire_t *exp) {

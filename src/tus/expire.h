@@ -78,11 +78,14 @@ void tusc_expire_free(tusc_expire_t *exp);
  * TUSC_ENOMEM / TUSC_EINVALID_ID. */
 int tusc_expire_track(tusc_expire_t *exp, const char *id, int64_t deadline_ms);
 
-/* Fills the heap from the store (ops->walk), skipping uploads created after
- * `created_after_s` (tracked on creation instead). Blocking: thread pool, bench, tests.
- * Returns 0, TUSC_ESERVER_SHUTDOWN when stopped, or the walk's error. *count (may be
- * NULL) receives the uploads filed. */
-int tusc_expire_rebuild(tusc_expire_t *exp, int64_t created_after_s, size_t *count);
+/* Fills the heap from the store (tusc_store_list, whose walk runs on the store's pool),
+ * skipping uploads created after `created_after_s` (tracked on creation instead).
+ * Returns 0 and calls cb (may be NULL) once, later, on `loop`, with 0,
+ * TUSC_ESERVER_SHUTDOWN when stopped, or the walk's error, and the uploads filed; or
+ * returns a negative code and no cb comes. */
+typedef void (*tusc_expire_rebuild_cb)(void *arg, int status, size_t filed);
+int tusc_expire_rebuild(tusc_expire_t *exp, uv_loop_t *loop, int64_t created_after_s,
+                        tusc_expire_rebuild_cb cb, void *arg);
 
 /* Whether an entry is due at now_ms: one look at the heap's top. */
 bool tusc_expire_due(tusc_expire_t *exp, int64_t now_ms);

@@ -63,6 +63,8 @@ struct bg_final {
   uint64_t start_ms;
   bool marked;
   int work_result;
+  tusc_store_req_t sreq;
+  char id[TUSC_ID_MAX + 1]; /* the caller's ID may go before the store calls back */
 };
 
 static void bg_final_free(struct bg_final *bf) {
@@ -79,8 +81,8 @@ static void bg_mark_done(void *arg, int status, char **finals, size_t count) {
   bf->marked = count > 0;
   bf->work_result = status;
   if (bf->work_result < 0)
-    TUSC_LOG(TUSC_LOG_WARN, "upload %s: cannot record that its finish hooks ran: %s",
-             bf->info.id, tusc_strerror(bf->work_result));
+    TUSC_LOG(TUSC_LOG_WARN, "upload %s: cannot record that its finish hooks ran: %s", bf->info.id,
+             tusc_strerror(bf->work_result));
   /* Not marked by us: someone else (a retrying PATCH) ran them meanwhile. */
   if ((bf->marked || bf->work_result < 0) && w_hook_on(bf->w, TUSC_HOOK_POST_FINISH)) {
     struct hook_call *call = malloc(sizeof(*call));
@@ -122,6 +124,25 @@ static void bg_pre_done(int status, tusc_hook_response_t *resp, void *arg) {
   bg_mark(bf);
 }
 
+static void bg_final_loaded(tusc_store_req_t *sreq, int status) {
+  struct bg_final *bf = sreq->data;
+  tusc_tus_worker_t *w = bf->w;
+  if (status < 0 || bf->info.finish_hooks != TUSC_FINISH_HOOKS_PENDING) {
+    bg_final_free(bf);
+    return;
+  }
+  if (!w_hook_on(w, TUSC_HOOK_PRE_FINISH)) {
+    bg_mark(bf);
+    return;
+  }
+  bf->start_ms = tusc_now_ms();
+  int rc = tusc_hooks_invoke(w->hw, TUSC_HOOK_PRE_FINISH, &bf->info, &bf->req->hr, bg_pre_done, bf);
+  if (rc < 0) {
+    TUSC_LOG(TUSC_LOG_WARN, "upload %s: cannot run pre-finish: %s", bf->info.id, tusc_strerror(rc));
+    bg_final_free(bf);
+  }
+}
+
 /* Runs the finish hooks of final `id` if they are pending. Takes over `req`. */
 void tus_bg_final_start(tusc_tus_worker_t *w, const char *id, struct hook_req_copy *req) {
   if (req == NULL)
@@ -139,23 +160,11 @@ void tus_bg_final_start(tusc_tus_worker_t *w, const char *id, struct hook_req_co
   bf->req = req;
   w->bg_jobs++;
   tusc_upload_info_init(&bf->info);
-  tusc_store_t *store = w->tus->store;
-  if (store->ops->get_info(store, id, &bf->info) < 0 ||
-      bf->info.finish_hooks != TUSC_FINISH_HOOKS_PENDING) {
+  bf->sreq.data = bf;
+  snprintf(bf->id, sizeof(bf->id), "%s", id);
+  if (tusc_store_get_info(w->tus->store, w->loop, &bf->sreq, bf->id, &bf->info, bg_final_loaded) <
+      0)
     bg_final_free(bf);
-    return;
-  }
-  if (!w_hook_on(w, TUSC_HOOK_PRE_FINISH)) {
-    bg_mark(bf);
-    return;
-  }
-  bf->start_ms = tusc_now_ms();
-  int rc = tusc_hooks_invoke(w->hw, TUSC_HOOK_PRE_FINISH, &bf->info, &bf->req->hr, bg_pre_done,
-                             bf);
-  if (rc < 0) {
-    TUSC_LOG(TUSC_LOG_WARN, "upload %s: cannot run pre-finish: %s", id, tusc_strerror(rc));
-    bg_final_free(bf);
-  }
 }
 
 struct bg_trigger {

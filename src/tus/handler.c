@@ -1,7 +1,7 @@
 /*
  * handler — the tus 1.0 protocol on top of the http layer (see handler.h): routing,
- * authentication, aborts, the tus and worker objects, the thread-pool switch and the
- * upload locks. The methods, hook glue and concatenation jobs live in the files listed
+ * authentication, aborts, the tus and worker objects, the way back to the loop
+ * (tus_defer, tus_store_step) and the upload locks. The methods, hook glue and concatenation jobs live in the files listed
  * in handler_internal.h, which also holds the request state they share.
  *
  * Every request gets a tus_request_t (req->handler_data) that lives until the one
@@ -10,9 +10,10 @@
  * through phases; only these wait for something outside the current callback:
  *
  *   LOCK_WAIT  the upload's lock is being taken (lock.h: its callback comes back)
- *   WORK       a slow store call runs on libuv's thread pool (create, save_info, sync,
- *              terminate); after_work always comes back, also after an abort
- *   BODY       PATCH bytes stream from on_body straight into store->write
+ *   WORK       a store request is out (st->sreq: the store runs it on its own pool), or
+ *              a concat job runs; after_work always comes back, also after an abort
+ *   BODY       PATCH bytes stream from on_body into tusc_store_append; when the store
+ *              answers "full" the body is paused until its drain callback
  *   STREAM     a GET download writes 64 KiB at a time, the next read after write_cb
  *   AUTH       a password check waits for its loop's hashing slot or hashes (auth.h);
  *              an abort drops a waiting one, a hashing one comes back
@@ -109,40 +110,7 @@ static void respond_unauthorized(tus_request_t *st) {
 /* --- thread pool ----------------------------------------------------------------- */
 
 static void on_work(uv_work_t *work) {
-  tus_request_t *st = work->data;
-  tusc_store_t *store = store_of(st);
-  int rc = 0;
-  switch (st->work_kind) {
-  case WORK_NOOP:
-    break;
-  case WORK_CREATE:
-    if (st->principal != NULL && st->info->owner == NULL &&
-        (st->info->owner = strdup(st->principal)) == NULL) {
-      rc = TUSC_ENOMEM;
-      break;
-    }
-    rc = store->ops->create(store, st->info);
-    /* Assembled afterwards by a job that takes its locks on the loop (post_created). */
-    if (rc == 0 && st->info->is_final)
-      rc = tusc_concat_note_final(store, st->info);
-    break;
-  case WORK_SAVE_INFO:
-    rc = store->ops->save_info(st->upload);
-    break;
-  case WORK_SYNC:
-    rc = store->ops->sync(st->upload);
-    break;
-  case WORK_TERMINATE:
-    rc = store->ops->terminate(store, st->id);
-    break;
-  case WORK_VERIFY:
-    rc = tusc_verify_commit(st->verify, st->w->tus->cfg->fsync != TUSC_FSYNC_NEVER);
-    break;
-  case WORK_DISCARD:
-    rc = tusc_verify_discard(st->verify);
-    break;
-  }
-  st->work_result = rc;
+  (void)work; /* only a way back to the loop in a later turn */
 }
 
 static void on_after_work(uv_work_t *work, int status) {
@@ -153,21 +121,40 @@ static void on_after_work(uv_work_t *work, int status) {
   st->after_work(st);
 }
 
-/* Runs `kind` on the thread pool, then `next` on the loop. Never calls `next` before
- * returning, so it is also the way to leave an http callback before responding. */
-void queue_work(tus_request_t *st, enum work_kind kind, step_fn next) {
+void tus_defer(tus_request_t *st, step_fn next) {
   st->work.data = st;
-  st->work_kind = kind;
   st->work_result = 0;
   st->after_work = next;
   st->phase = PH_WORK;
   int rc = uv_queue_work(st->w->loop, &st->work, on_work, on_after_work);
   if (rc < 0) {
-    /* Only fails for invalid arguments; run inline rather than lose the request. */
-    on_work(&st->work);
+    /* Only fails for invalid arguments; go on rather than lose the request. */
     st->phase = PH_RUN;
     next(st);
   }
+}
+
+static void on_store_done(tusc_store_req_t *req, int status) {
+  tus_request_t *st = req->data;
+  st->work_result = status;
+  st->phase = PH_RUN;
+  st->after_work(st);
+}
+
+tusc_store_cb tus_store_step(tus_request_t *st, step_fn next) {
+  st->sreq.data = st;
+  st->after_work = next;
+  st->work_result = 0;
+  st->phase = PH_WORK;
+  return on_store_done;
+}
+
+void tus_store_started(tus_request_t *st, int rc) {
+  if (rc == 0)
+    return;
+  /* The store refused to start (no callback will come): go on with its error, later. */
+  tus_defer(st, st->after_work);
+  st->work_result = rc;
 }
 
 /* --- locks ----------------------------------------------------------------------- */
@@ -607,7 +594,8 @@ static void on_abort(tusc_http_request_t *req, int err, void *ctx) {
     (void)tusc_lock_cancel(&st->lock_req);
     break;
   case PH_STREAM:
-    if (!st->write_pending)
+    /* A pending write or store read comes back and ends the download. */
+    if (!st->write_pending && !st->read_pending)
       tus_download_end(st);
     break;
   case PH_AUTH:
@@ -623,8 +611,10 @@ static void on_abort(tusc_http_request_t *req, int err, void *ctx) {
     (void)tusc_hooks_cancel(st->w->hw, tus_on_blocking_hook_done, st);
     break;
   case PH_WORK:
-    /* A concat job waiting for locks stops waiting; its callback still comes back. */
+    /* A concat job waiting for locks stops waiting, a store request still queued is
+     * dropped; their callbacks still come back (and see `aborted`). */
     tusc_concat_job_abandon(st->concat_job);
+    (void)tusc_store_cancel(&st->sreq);
     break;
   case PH_RUN:
     /* after_work comes back and sees `aborted`. PH_RUN cannot be seen here: the

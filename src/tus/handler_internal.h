@@ -5,8 +5,8 @@
  * front-ends such as ietf.c use the narrow reqapi.h instead).
  *
  * The handler by concern:
- *   handler.c   routing, authentication, aborts, the tus/worker objects, the thread-pool
- *               switch (queue_work) and the upload locks (lock_upload, release_lock);
+ *   handler.c   routing, authentication, aborts, the tus/worker objects, the way back to
+ *               the loop (tus_defer, tus_store_step) and the upload locks;
  *   req.c       request state lifetime, responses and error answers, lookups, ownership,
  *               and the reqapi.h accessors;
  *   create.c    POST (creation, pre-create, Storage.Path, concatenation finals);
@@ -17,9 +17,9 @@
  *   hookglue.c  invoking hooks for a request and merging their HTTP answers;
  *   finals.c    concatenation jobs: background assembly and finish hooks of finals.
  *
- * Threads: everything runs on the request's worker loop, except on_work (handler.c,
- * thread pool); the lock's callbacks (lock.h) come on the loop too. tus->triggers is
- * shared by all workers under triggers_mu.
+ * Threads: everything runs on the request's worker loop: the store runs its blocking
+ * work elsewhere and calls back here, and the lock's callbacks (lock.h) come on the loop
+ * too. tus->triggers is shared by all workers under triggers_mu.
  *
  * Ownership: a tus_request_t lives from on_request until the one respond call that ends
  * the request (tus_finish, tus_download_end, or an error answer); it is freed right after
@@ -60,8 +60,8 @@ struct tusc_tus_s {
   tusc_lock_t *lock;
   tusc_cors_t cors;
   tusc_expire_t *expire; /* sweeper's index, NULL when expiration is off */
-  tusc_hooks_t *hooks; /* NULL = no hooks */
-  tusc_auth_t *auth;   /* NULL = no authentication, host or proxy lists */
+  tusc_hooks_t *hooks;   /* NULL = no hooks */
+  tusc_auth_t *auth;     /* NULL = no authentication, host or proxy lists */
   char extensions[256];
   /* The partials whose background job (tus_concat_queue_bg) is still running, with the
    * request that completed each: a HEAD or GET that assembles one of their finals first
@@ -78,20 +78,11 @@ struct tusc_tus_worker_s {
   tus_request_t *requests; /* every live request state of this worker */
   atomic_bool closing;
   tusc_hooks_worker_t *hw; /* NULL = no hooks (or stopping) */
-  size_t bg_jobs; /* concat jobs and background finish hooks that come back here */
+  size_t bg_jobs;          /* concat jobs and background finish hooks that come back here */
 };
 
 enum phase { PH_RUN = 0, PH_LOCK_WAIT, PH_WORK, PH_BODY, PH_STREAM, PH_HOOK, PH_AUTH };
 enum op { OP_NONE = 0, OP_POST, OP_PATCH, OP_DELETE, OP_GET };
-enum work_kind {
-  WORK_NOOP = 0,
-  WORK_CREATE,
-  WORK_SAVE_INFO,
-  WORK_SYNC,
-  WORK_TERMINATE,
-  WORK_VERIFY, /* checksum: compare, then move the staged chunk into the data file */
-  WORK_DISCARD /* checksum: drop a chunk that failed or cannot be verified */
-};
 
 typedef void (*step_fn)(tus_request_t *st);
 
@@ -104,30 +95,35 @@ struct tus_request_s {
   bool preflight;
   char id[TUSC_ID_MAX + 1];
   char client[64];
-  char *principal;     /* authenticated user, owner of what it creates; NULL = anonymous */
-  bool proxy_trusted;  /* this peer's forwarding headers are believed */
+  char *principal;              /* authenticated user, owner of what it creates; NULL = anonymous */
+  bool proxy_trusted;           /* this peer's forwarding headers are believed */
   enum tusc_http_method method; /* after X-HTTP-Method-Override */
   const char *method_name;      /* its name, as hooks see it (tusd: the overridden one) */
   tusc_auth_request_t areq;     /* a password check, waiting or on the pool (PH_AUTH) */
   int64_t rate_mark;            /* st->written at the last -min-upload-rate check */
-  char *location; /* POST: upload URL */
-  tusc_ietf_req_t ietf; /* IETF draft request state (ietf.c) */
-  tusc_concat_t concat; /* POST: parsed Upload-Concat */
+  char *location;               /* POST: upload URL */
+  tusc_ietf_req_t ietf;         /* IETF draft request state (ietf.c) */
+  tusc_concat_t concat;         /* POST: parsed Upload-Concat */
 
   /* lock */
   tusc_lock_req_t lock_req;
   bool lock_held;
   atomic_bool release_requested; /* another request wants the lock (set on the loop) */
-  uv_timer_t timer; /* post-receive pacing and -min-upload-rate (patch.c) */
+  uv_timer_t timer;              /* post-receive pacing and -min-upload-rate (patch.c) */
   bool timer_init;
   step_fn after_lock;
 
-  /* thread pool */
-  uv_work_t work;
-  enum work_kind work_kind;
+  /* store requests and deferred steps (PH_WORK) */
+  uv_work_t work;        /* tus_defer */
+  tusc_store_req_t sreq; /* tus_store_step: one store request at a time */
   int work_result;
   step_fn after_work;
-  tusc_upload_info_t *info; /* POST: the info being created */
+  tusc_upload_info_t *info;   /* POST: the info being created */
+  tusc_upload_info_t *looked; /* tus_upload_exists / tusc_tus_req_lookup: what was read */
+  step_fn after_lookup;
+  tusc_tus_req_found_cb after_found;
+  tusc_concat_parts_t *parts; /* HEAD/GET/POST of a final: its partials' infos (tus_parts) */
+  size_t note_i;              /* POST of a final: next partial to note it with */
 
   /* writing (PATCH, POST with body) */
   tusc_upload_t *upload;
@@ -138,9 +134,16 @@ struct tus_request_s {
   int64_t new_length; /* Upload-Length on PATCH, -1 when absent */
   int64_t start_offset;
   int64_t written;
-  int64_t limit; /* body bytes the upload may still take, -1 = unlimited */
+  int64_t limit;         /* body bytes the upload may still take, -1 = unlimited */
   tusc_verify_t *verify; /* checksum: the chunk is verified before it counts (verify.h) */
-  int result;    /* the error to answer with once the body phase ends, 0 = success */
+  bool chunk_open;       /* the store's chunk began and its end has not started */
+  bool chunk_drop;       /* end it with DISCARD (an unannounced checksum trailer) */
+  bool interim_pending;  /* IETF creation: its 104 goes out when the body starts */
+  char *held;            /* body bytes the store could not take yet (answered "full"):
+                          * at most the rest of one body piece, the body is paused */
+  size_t held_len, held_off, held_cap;
+  bool held_over; /* that piece overran the upload's length: stop once taken */
+  int result;     /* the error to answer with once the body phase ends, 0 = success */
   bool aborted;
   int abort_err;
 
@@ -149,6 +152,7 @@ struct tus_request_s {
   int64_t pos, end; /* next byte to send, last byte to send */
   size_t pending;
   bool write_pending;
+  bool read_pending; /* a store read is out */
 
   /* hooks (PH_HOOK: a blocking hook runs; its callback always comes back) */
   step_fn after_hook;
@@ -159,15 +163,16 @@ struct tus_request_s {
   tusc_hook_response_t *merge;     /* HTTPResponse parts merged into our answer */
   bool pre_create_done;
   bool finish_hooks_ran;
-  bool concat_assembled; /* this request's work completed a final (it reports it) */
-  tusc_concat_job_t *concat_job; /* PH_WORK: assembly job of a new final or a GET */
-  bool concat_job_ran;           /* POST: the new final's assembly job has ended */
+  bool concat_assembled;            /* this request's work completed a final (it reports it) */
+  tusc_concat_job_t *concat_job;    /* PH_WORK: assembly job of a new final or a GET */
+  bool concat_job_ran;              /* POST: the new final's assembly job has ended */
   struct hook_req_copy *concat_req; /* GET: the request its finish hooks see (owned) */
-  bool stopped; /* a post-receive hook answered StopUpload */
-  struct hook_call *progress; /* outstanding post-receive */
-  int64_t progress_offset;    /* offset the last post-receive reported */
-  bool progress_timer;        /* st->timer paces post-receive */
-  bool metrics_active;        /* counted in tusc_active_uploads */
+  bool stopped;                     /* a post-receive hook answered StopUpload */
+  struct hook_call *progress;       /* outstanding post-receive */
+  int64_t progress_offset;          /* offset the last post-receive reported */
+  bool progress_timer;              /* st->timer paces post-receive */
+  bool progress_final;              /* the last post-receive is due once the chunk ended */
+  bool metrics_active;              /* counted in tusc_active_uploads */
 };
 
 /* A post-receive or fire-and-forget invocation in flight. `st` is cleared when the
@@ -196,9 +201,16 @@ static inline const tusc_config_t *tus_cfg_of(const tus_request_t *st) {
 
 /* Frees a closing worker once its last request and background job are gone. */
 void tus_worker_maybe_free(tusc_tus_worker_t *w);
-/* Runs `kind` on the thread pool, then `next` on the loop. Never calls `next` before
- * returning, so it is also the way to leave an http callback before responding. */
-void queue_work(tus_request_t *st, enum work_kind kind, step_fn next);
+/* Runs `next` in a later loop turn with st->work_result 0 (PH_WORK meanwhile). Never
+ * calls `next` before returning: the way to leave an http callback before responding. */
+void tus_defer(tus_request_t *st, step_fn next);
+/* Store requests of a request go through st->sreq:
+ *   tus_store_started(st, tusc_store_xxx(..., &st->sreq, tus_store_step(st, next)));
+ * tus_store_step prepares st->sreq and returns the callback, which sets
+ * st->work_result to the request's status and runs `next` (PH_WORK meanwhile);
+ * tus_store_started turns a refused start into the same, later. */
+tusc_store_cb tus_store_step(tus_request_t *st, step_fn next);
+void tus_store_started(tus_request_t *st, int rc);
 /* Takes the upload's exclusive lock, asking a current holder to let go and waiting at
  * most -acquire-lock-timeout, then runs `next` (at once when the lock is free). Answers
  * the request itself on failure or timeout. */
@@ -237,9 +249,18 @@ int64_t tus_expires_s(const tus_request_t *st, const tusc_upload_info_t *info, b
 bool tus_expired(const tus_request_t *st, const tusc_upload_info_t *info);
 /* What tusc_location_* need from this request. Returns 0. */
 int tus_location_input(tus_request_t *st, tusc_location_input_t *in);
-/* Answers 404 (and returns false) for an unknown upload, 403/404 for a foreign one, 410
- * for an expired one; true when the request may go on. */
-bool tus_upload_exists(tus_request_t *st);
+/* Drops st->looked (an upload's info is 2 KiB; a request waiting for its client keeps
+ * none). */
+void tus_looked_free(tus_request_t *st);
+/* st->parts, made on first use (NULL on ENOMEM); freed with the state. */
+tusc_concat_parts_t *tus_parts(tus_request_t *st);
+/* Reads the upload's info into st->looked, then `next` with st->work_result (0 or the
+ * store's error). */
+void tus_read_info(tus_request_t *st, step_fn next);
+/* Reads the upload's info (st->looked) and answers 404 for an unknown upload (no lock
+ * file is made for it), 403/404 for a foreign one, 410 for an expired one; else runs
+ * `next` later. */
+void tus_upload_exists(tus_request_t *st, step_fn next);
 
 /* --- hookglue.c -------------------------------------------------------------------- */
 

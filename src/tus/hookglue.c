@@ -213,7 +213,7 @@ void tus_hook_block(tus_request_t *st, enum tusc_hook_event ev, const tusc_uploa
       st->hook_resp = NULL;
     }
     st->hook_status = rc;
-    queue_work(st, WORK_NOOP, next);
+    tus_defer(st, next);
   }
 }
 

@@ -292,21 +292,19 @@ void tusc_ietf_response_headers(tusc_tus_req_t *st, tusc_http_response_t *resp, 
         tusc_ietf_complete_value(ietf->version, state_complete(ietf->offset, ietf->size)));
     if (ietf->size >= 0)
       tusc_http_response_headerf(resp, "Upload-Length", "%lld", (long long)ietf->size);
-  } else if (status == 409 && tusc_tus_req_id(st)[0] != '\0') {
-    /* The draft's 409 tells the client where to resume. A cheap info read; the lock
-     * was already released, so this is the offset a retry would meet. */
-    tusc_store_t *store = tusc_tus_req_store(st);
-    tusc_upload_info_t info;
-    tusc_upload_info_init(&info);
-    if (store->ops->get_info(store, tusc_tus_req_id(st), &info) == 0) {
-      tusc_http_response_headerf(resp, "Upload-Offset", "%lld", (long long)info.offset);
-      tusc_http_response_header(
-          resp, tusc_ietf_complete_name(ietf->version),
-          tusc_ietf_complete_value(ietf->version, !info.size_is_deferred &&
-                                                      state_complete(info.offset, info.size)));
-    }
-    tusc_upload_info_dispose(&info);
+  } else if (status == 409 && ietf->have_conflict) {
+    /* The draft's 409 tells the client where to resume: the state met under the lock
+     * (tusc_ietf_note_conflict), the offset a retry meets. */
+    tusc_http_response_headerf(resp, "Upload-Offset", "%lld", (long long)ietf->conflict_offset);
+    tusc_http_response_header(resp, tusc_ietf_complete_name(ietf->version),
+                              tusc_ietf_complete_value(ietf->version, ietf->conflict_complete));
   }
+}
+
+void tusc_ietf_note_conflict(tusc_ietf_req_t *ietf, const tusc_upload_info_t *info) {
+  ietf->have_conflict = true;
+  ietf->conflict_offset = info->offset;
+  ietf->conflict_complete = !info->size_is_deferred && state_complete(info->offset, info->size);
 }
 
 void tusc_ietf_options(tusc_tus_req_t *st, tusc_http_response_t *resp) {
@@ -509,27 +507,36 @@ static void do_create(tusc_tus_req_t *st) {
   tusc_tus_req_create(st, info, location, body != 0);
 }
 
-static void do_head(tusc_tus_req_t *st) {
+static void head_found(tusc_tus_req_t *st, const tusc_upload_info_t *info) {
   tusc_ietf_req_t *ietf = tusc_tus_req_ietf(st);
-  tusc_upload_info_t info;
   tusc_http_response_t resp;
-  tusc_upload_info_init(&info);
-  if (!tusc_tus_req_lookup(st, &info)) {
-    tusc_upload_info_dispose(&info);
-    return;
-  }
   /* Offset retrieval reports the stored state, so it needs no per-request note. */
   ietf->have_state = false;
   tusc_tus_req_response_init(st, &resp, 204);
   tusc_http_response_header(&resp, "Cache-Control", "no-store");
-  tusc_http_response_headerf(&resp, "Upload-Offset", "%lld", (long long)info.offset);
-  bool complete = !info.size_is_deferred && state_complete(info.offset, info.size);
+  tusc_http_response_headerf(&resp, "Upload-Offset", "%lld", (long long)info->offset);
+  bool complete = !info->size_is_deferred && state_complete(info->offset, info->size);
   tusc_http_response_header(&resp, tusc_ietf_complete_name(ietf->version),
                             tusc_ietf_complete_value(ietf->version, complete));
-  if (!info.size_is_deferred)
-    tusc_http_response_headerf(&resp, "Upload-Length", "%lld", (long long)info.size);
-  tusc_upload_info_dispose(&info);
+  if (!info->size_is_deferred)
+    tusc_http_response_headerf(&resp, "Upload-Length", "%lld", (long long)info->size);
   tusc_tus_req_finish(st, &resp, NULL, 0);
+}
+
+static void do_head(tusc_tus_req_t *st) {
+  tusc_tus_req_lookup(st, head_found);
+}
+
+static void append_found(tusc_tus_req_t *st, const tusc_upload_info_t *info) {
+  tusc_http_request_t *req = tusc_tus_req_http(st);
+  tusc_ietf_req_t *ietf = tusc_tus_req_ietf(st);
+  bool finished = !info->size_is_deferred && state_complete(info->offset, info->size);
+  if (finished && body_length(req) != 0 && ietf->append_offset == info->offset) {
+    respond_error(st, TUSC_EINVALID_UPLOAD_LENGTH, "upload is already complete");
+    return;
+  }
+  ietf->complete = ietf->append_complete;
+  tusc_tus_req_append(st, ietf->append_offset, ietf->append_length);
 }
 
 static void do_append(tusc_tus_req_t *st) {
@@ -568,21 +575,10 @@ static void do_append(tusc_tus_req_t *st) {
 
   /* Appending to a finished upload is refused before anything is read (the shared flow
    * would answer 413 for the bytes that do not fit). */
-  tusc_upload_info_t info;
-  tusc_upload_info_init(&info);
-  if (!tusc_tus_req_lookup(st, &info)) {
-    tusc_upload_info_dispose(&info);
-    return;
-  }
-  bool finished = !info.size_is_deferred && state_complete(info.offset, info.size);
-  int64_t stored_offset = info.offset;
-  tusc_upload_info_dispose(&info);
-  if (finished && body_length(req) != 0 && offset == stored_offset) {
-    respond_error(st, TUSC_EINVALID_UPLOAD_LENGTH, "upload is already complete");
-    return;
-  }
-  ietf->complete = complete;
-  tusc_tus_req_append(st, offset, length);
+  ietf->append_offset = offset;
+  ietf->append_length = length;
+  ietf->append_complete = complete;
+  tusc_tus_req_lookup(st, append_found);
 }
 
 bool tusc_ietf_handle(tusc_tus_req_t *st, enum tusc_http_method method, bool is_collection,

@@ -43,6 +43,12 @@ typedef struct tusc_ietf_req_s {
   bool emit_offset; /* the response still needs Upload-Offset */
   int64_t offset;
   int64_t size; /* -1 while deferred */
+  bool have_conflict;     /* a 409 reports conflict_offset (tusc_ietf_note_conflict) */
+  bool conflict_complete;
+  int64_t conflict_offset;
+  int64_t append_offset;  /* an append, between its checks and the shared flow */
+  int64_t append_length;
+  bool append_complete;
 } tusc_ietf_req_t;
 
 /* --- pure helpers ------------------------------------------------------------------ */
@@ -108,6 +114,10 @@ void tusc_ietf_created(tusc_tus_req_t *st, const tusc_upload_info_t *info);
  * Returns true when the caller must save the info (the request completed an upload of
  * unknown length: info->size was just set) and call this again afterwards; may set
  * *result (a completion that does not match the declared length). */
+/* A request met the upload at another offset than it claimed: records the state met
+ * (under the upload's lock) for the draft's 409, which tells where to resume. */
+void tusc_ietf_note_conflict(tusc_ietf_req_t *ietf, const tusc_upload_info_t *info);
+
 bool tusc_ietf_chunk_end(tusc_ietf_req_t *ietf, tusc_upload_info_t *info, bool aborted,
                          int work_result, int *result);
 

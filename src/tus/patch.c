@@ -3,13 +3,20 @@
  * (tusc_tus_req_append): offset and length checks under the upload's lock, streaming the
  * body into the store (or a checksum verifier), -min-upload-rate, post-receive progress,
  * making the bytes durable before the answer, and the finish hooks when the request
- * completes the upload. On the request's loop, except the store calls queued with
- * queue_work; every path releases the lock and answers exactly once.
+ * completes the upload. On the request's loop; the store's requests call back here
+ * (tus_store_step). Every path releases the lock and answers exactly once.
+ *
+ * Back-pressure: each body piece goes to tusc_store_append. When the store answers
+ * "full" it took nothing: the rest of the piece is kept in st->held (the only body bytes
+ * the handler ever holds, at most one piece), the body is paused (the http layer stops
+ * reading the socket), and the store's drain callback offers the held bytes again and
+ * resumes the body once they are taken.
  */
 #include "tus/handler_internal.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -18,6 +25,7 @@
 #include "tus/headers.h"
 
 static void chunk_done(tus_request_t *st);
+static void send_interim(tus_request_t *st);
 
 /* --- post-receive progress ------------------------------------------------------- */
 
@@ -25,7 +33,7 @@ static void on_progress_tick(uv_timer_t *timer) {
   tus_request_t *st = timer->data;
   if (st->phase != PH_BODY || st->progress != NULL || st->upload == NULL)
     return;
-  const tusc_upload_info_t *info = tus_store_of(st)->ops->info(st->upload);
+  const tusc_upload_info_t *info = tusc_store_info(st->upload);
   if (info->offset == st->progress_offset)
     return;
   /* UV_EBUSY (queue full) drops this one; the next tick tries again. */
@@ -55,7 +63,8 @@ static void progress_start(tus_request_t *st) {
   uv_timer_start(&st->timer, on_progress_tick, (uint64_t)every, (uint64_t)every);
 }
 
-/* Body phase ends: one last post-receive when the offset moved since the previous. */
+/* Body phase ends: the timer stops; progress_report follows once the store has the
+ * bytes. */
 static void progress_end(tus_request_t *st) {
   if (st->metrics_active) {
     st->metrics_active = false;
@@ -64,10 +73,19 @@ static void progress_end(tus_request_t *st) {
   if (!st->progress_timer)
     return;
   st->progress_timer = false;
+  st->progress_final = true;
   uv_timer_stop(&st->timer);
+}
+
+/* The chunk ended (its bytes are in the offset): one last post-receive when the offset
+ * moved since the previous. */
+static void progress_report(tus_request_t *st) {
+  if (!st->progress_final)
+    return;
+  st->progress_final = false;
   if (st->stopped || st->upload == NULL)
     return;
-  const tusc_upload_info_t *info = tus_store_of(st)->ops->info(st->upload);
+  const tusc_upload_info_t *info = tusc_store_info(st->upload);
   if (info->offset != st->progress_offset) {
     st->progress_offset = info->offset;
     (void)tus_hook_fire(st, TUSC_HOOK_POST_RECEIVE, info, false);
@@ -93,15 +111,16 @@ static void finish_hooks_saved(tus_request_t *st) {
   if (st->work_result < 0)
     TUSC_LOG(TUSC_LOG_WARN, "upload %s: cannot record that its finish hooks ran: %s", st->id,
              tusc_strerror(st->work_result));
-  st->work_kind = WORK_NOOP;
-  (void)tus_hook_fire(st, TUSC_HOOK_POST_FINISH, tus_store_of(st)->ops->info(st->upload), false);
+  st->work_result = 0;
+  (void)tus_hook_fire(st, TUSC_HOOK_POST_FINISH, tusc_store_info(st->upload), false);
   chunk_done(st);
 }
 
 static void finish_hooks_record(tus_request_t *st) {
-  tusc_upload_info_t *info = tus_store_of(st)->ops->info(st->upload);
+  tusc_upload_info_t *info = tusc_store_info(st->upload);
   info->finish_hooks = TUSC_FINISH_HOOKS_DONE;
-  queue_work(st, WORK_SAVE_INFO, finish_hooks_saved);
+  tus_store_started(
+      st, tusc_store_save_info(st->upload, &st->sreq, tus_store_step(st, finish_hooks_saved)));
 }
 
 static void finish_hooks_pre_done(tus_request_t *st) {
@@ -119,8 +138,7 @@ static void finish_hooks_pre_done(tus_request_t *st) {
 static void finish_hooks_run(tus_request_t *st) {
   st->finish_hooks_ran = true;
   if (tus_hook_on(st, TUSC_HOOK_PRE_FINISH)) {
-    tus_hook_block(st, TUSC_HOOK_PRE_FINISH, tus_store_of(st)->ops->info(st->upload),
-                   finish_hooks_pre_done);
+    tus_hook_block(st, TUSC_HOOK_PRE_FINISH, tusc_store_info(st->upload), finish_hooks_pre_done);
     return;
   }
   finish_hooks_record(st);
@@ -137,21 +155,17 @@ static bool final_retry(const tus_request_t *st, const tusc_upload_info_t *info)
 /* --- writing a chunk (PATCH and creation-with-upload) ----------------------------- */
 
 static void chunk_done(tus_request_t *st) {
-  tusc_store_t *store = tus_store_of(st);
   char offset_s[24], size_s[24];
 
-  if ((st->work_kind == WORK_SYNC || st->work_kind == WORK_VERIFY) && st->work_result < 0 &&
-      st->result == 0)
-    st->result = st->work_result;
-  st->work_kind = WORK_NOOP;
-
-  tusc_upload_info_t *info = store->ops->info(st->upload);
+  tusc_upload_info_t *info = tusc_store_info(st->upload);
   /* IETF draft: a request that completes an upload of unknown length fixes it now. */
   if (st->ietf.version > 0 &&
       tusc_ietf_chunk_end(&st->ietf, info, st->aborted, st->work_result, &st->result)) {
-    queue_work(st, WORK_SAVE_INFO, chunk_done);
+    tus_store_started(st,
+                      tusc_store_save_info(st->upload, &st->sreq, tus_store_step(st, chunk_done)));
     return;
   }
+  st->work_result = 0;
   int64_t offset = info->offset;
   if (st->chunk_started) {
     char written_s[24];
@@ -176,10 +190,10 @@ static void chunk_done(tus_request_t *st) {
     tus_stop_terminate(st);
     return;
   }
-  bool partial_done = info->is_partial && !info->size_is_deferred && offset == info->size &&
-                      !st->was_complete;
+  bool partial_done =
+      info->is_partial && !info->size_is_deferred && offset == info->size && !st->was_complete;
   int64_t expires = tus_expires_s(st, info, st->written > 0);
-  store->ops->close(st->upload);
+  tusc_store_close(st->upload);
   st->upload = NULL;
   /* Released before answering so that the client's next PATCH finds it free. */
   release_lock(st);
@@ -211,25 +225,69 @@ static void chunk_done(tus_request_t *st) {
   tus_finish(st, &resp, NULL, 0);
 }
 
-/* Ends the body phase: makes the written bytes durable (thread pool), then answers.
- * With `leave_callback` the answer is never given before returning, because the caller
- * is inside an http callback that must return first. */
+/* The chunk's end came back: its error (a write or sync failure, a rejected checksum)
+ * is the answer unless the body had already failed. */
+static void chunk_ended(tus_request_t *st) {
+  if (st->work_result < 0 && st->result == 0)
+    st->result = st->work_result;
+  st->work_result = 0;
+  progress_report(st);
+  chunk_done(st);
+}
+
+static void on_verified(tusc_verify_t *v, int status, void *arg) {
+  (void)v;
+  tus_request_t *st = arg;
+  st->phase = PH_RUN;
+  st->work_result = status;
+  chunk_ended(st);
+}
+
+static void held_drop(tus_request_t *st) {
+  free(st->held);
+  st->held = NULL;
+  st->held_len = st->held_off = st->held_cap = 0;
+  st->held_over = false;
+}
+
+/* Ends the body phase: the store writes what it took and makes it durable (a checksummed
+ * chunk is verified first), then the request answers. The answer never comes before
+ * returning, so callers inside an http callback are safe; with `leave_callback` false a
+ * request without a chunk may answer at once. */
 void tus_chunk_finish(tus_request_t *st, bool leave_callback) {
   progress_end(st);
   if (st->timer_init && tus_cfg_of(st)->min_upload_rate > 0)
     uv_timer_stop(&st->timer);
   st->phase = PH_RUN;
-  if (st->verify != NULL) {
-    /* A checksummed chunk reaches the data file only once its digest matched. */
-    queue_work(st, st->result == 0 && !st->aborted ? WORK_VERIFY : WORK_DISCARD, chunk_done);
+  held_drop(st); /* bytes the store never took do not count */
+  send_interim(st);
+  if (!st->chunk_open) {
+    /* No body read: a checksum must still be that of no bytes. */
+    if (st->verify != NULL && st->result == 0 && !st->aborted)
+      st->result = tusc_verify_empty(st->verify);
+    if (leave_callback)
+      tus_defer(st, chunk_done);
+    else
+      chunk_done(st);
     return;
   }
-  if (st->written > 0 && tus_cfg_of(st)->fsync != TUSC_FSYNC_NEVER)
-    queue_work(st, WORK_SYNC, chunk_done);
-  else if (leave_callback)
-    queue_work(st, WORK_NOOP, chunk_done);
-  else
-    chunk_done(st);
+  st->chunk_open = false;
+  int rc;
+  if (st->verify != NULL) {
+    /* A checksummed chunk reaches the data only once its digest matched. */
+    st->phase = PH_WORK;
+    rc = tusc_verify_end(st->verify, st->upload, st->start_offset, st->result == 0 && !st->aborted,
+                         on_verified, st);
+    if (rc != 0) {
+      tus_defer(st, chunk_ended);
+      st->work_result = rc;
+    }
+    return;
+  }
+  /* Also after a failed or interrupted body: what reached the store is kept (tus). */
+  tus_store_started(st, tusc_store_chunk_end(st->upload, &st->sreq,
+                                             st->chunk_drop ? TUSC_STORE_DISCARD : TUSC_STORE_KEEP,
+                                             tus_store_step(st, chunk_ended)));
 }
 
 /* -min-upload-rate: every window, the body must have brought rate * window bytes, or
@@ -271,11 +329,41 @@ static void rate_start(tus_request_t *st) {
   uv_timer_start(&st->timer, on_rate_timer, window, window);
 }
 
-/* Called with the lock held and st->upload open: starts reading the body. */
+/* IETF creation with a body: the 104 that tells the client where to resume goes out in
+ * the same loop turn as the body starts (or just before the answer), so that bytes a
+ * client sends after reading it and then breaking off are read, not lost with the
+ * connection while the store opened the upload. */
+static void send_interim(tus_request_t *st) {
+  if (!st->interim_pending)
+    return;
+  st->interim_pending = false;
+  if (!st->aborted && st->upload != NULL)
+    tusc_ietf_created(st, tusc_store_info(st->upload));
+}
+
+/* The store's chunk has begun: the body starts. */
+static void chunk_begun(tus_request_t *st) {
+  st->chunk_open = true;
+  char offset_s[24], max_s[24];
+  tus_fmt_i64(offset_s, st->start_offset);
+  tus_fmt_i64(max_s, st->limit);
+  tusc_log_event(TUSC_LOG_INFO, "ChunkWriteStart", "id", st->id, "offset", offset_s, "size", max_s,
+                 "remote", st->client, NULL);
+  st->chunk_started = true;
+  progress_start(st);
+  rate_start(st);
+  st->phase = PH_BODY;
+  send_interim(st);
+  /* May deliver buffered bytes at once; nothing may touch st after this call. */
+  tusc_http_body_start(st->req);
+}
+
+/* Called with the lock held and st->upload open: starts the store's chunk, then the
+ * body. */
 void tus_chunk_begin(tus_request_t *st) {
   tusc_http_request_t *req = st->req;
   const tusc_config_t *cfg = tus_cfg_of(st);
-  tusc_upload_info_t *info = tus_store_of(st)->ops->info(st->upload);
+  tusc_upload_info_t *info = tusc_store_info(st->upload);
 
   st->start_offset = info->offset;
   if (!info->size_is_deferred)
@@ -300,25 +388,14 @@ void tus_chunk_begin(tus_request_t *st) {
     tus_chunk_finish(st, false);
     return;
   }
-  if (st->verify != NULL) {
-    int vrc = tusc_verify_begin(st->verify, tus_store_of(st), st->upload);
-    if (vrc < 0) {
-      st->result = vrc;
-      tus_chunk_finish(st, false);
-      return;
-    }
+  int flags = st->verify != NULL ? tusc_verify_chunk_flags(st->verify) : 0;
+  int rc = tusc_store_chunk_begin(st->upload, flags);
+  if (rc < 0) {
+    st->result = rc;
+    tus_chunk_finish(st, false);
+    return;
   }
-  char offset_s[24], max_s[24];
-  tus_fmt_i64(offset_s, st->start_offset);
-  tus_fmt_i64(max_s, st->limit);
-  tusc_log_event(TUSC_LOG_INFO, "ChunkWriteStart", "id", st->id, "offset", offset_s, "size", max_s,
-                 "remote", st->client, NULL);
-  st->chunk_started = true;
-  progress_start(st);
-  rate_start(st);
-  st->phase = PH_BODY;
-  /* May deliver buffered bytes at once; nothing may touch st after this call. */
-  tusc_http_body_start(req);
+  chunk_begun(st);
 }
 
 /* Stops the body phase because of `err` (interrupt, size, store failure). */
@@ -326,6 +403,68 @@ static int chunk_stop(tus_request_t *st, int err) {
   st->result = err;
   tus_chunk_finish(st, true);
   return err;
+}
+
+static void on_store_drain(void *arg);
+
+/* Offers `len` body bytes to the store in pieces it accepts. Returns 0 when it took
+ * them all, TUSC_ESTORE_FULL when it took only *taken of them (the body must pause),
+ * or the store's error. */
+static int store_feed(tus_request_t *st, const char *data, size_t len, size_t *taken) {
+  size_t done = 0;
+  int rc = 0;
+  while (done < len) {
+    size_t n = len - done < TUSC_STORE_APPEND_MAX ? len - done : TUSC_STORE_APPEND_MAX;
+    rc = tusc_store_append(st->upload, data + done, n, on_store_drain, st);
+    if (rc != 0)
+      break;
+    if (st->verify != NULL && (rc = tusc_verify_update(st->verify, data + done, n)) != 0)
+      break;
+    done += n;
+    st->written += (int64_t)n;
+    tusc_metrics_bytes_written((uint64_t)n);
+  }
+  *taken = done;
+  return rc;
+}
+
+/* The store has room again: the held bytes go first, then the body resumes. */
+static void on_store_drain(void *arg) {
+  tus_request_t *st = arg;
+  if (st->phase != PH_BODY || st->held == NULL)
+    return;
+  size_t taken = 0;
+  int rc = store_feed(st, st->held + st->held_off, st->held_len - st->held_off, &taken);
+  st->held_off += taken;
+  if (rc == TUSC_ESTORE_FULL)
+    return; /* the next drain comes */
+  if (rc != 0) {
+    (void)chunk_stop(st, rc);
+    return;
+  }
+  st->held_len = st->held_off = 0;
+  if (st->held_over) {
+    (void)chunk_stop(st, TUSC_EUPLOAD_SIZE_EXCEEDED);
+    return;
+  }
+  tusc_http_body_resume(st->req); /* may deliver the next piece at once */
+}
+
+/* Keeps what the store did not take of this piece and pauses the body. */
+static int hold_rest(tus_request_t *st, const char *rest, size_t len, bool over) {
+  if (st->held_cap < len) {
+    char *grown = realloc(st->held, len);
+    if (grown == NULL)
+      return TUSC_ENOMEM;
+    st->held = grown;
+    st->held_cap = len;
+  }
+  memcpy(st->held, rest, len);
+  st->held_len = len;
+  st->held_off = 0;
+  st->held_over = over;
+  tusc_http_body_pause(st->req);
+  return 0;
 }
 
 int tus_on_body(tusc_http_request_t *req, const char *data, size_t len, void *ctx) {
@@ -343,29 +482,15 @@ int tus_on_body(tusc_http_request_t *req, const char *data, size_t len, void *ct
     take = (size_t)(st->limit - st->written);
     over = true;
   }
-  tusc_store_t *store = tus_store_of(st);
-  size_t done = 0;
-  while (done < take) {
-    ssize_t n = st->verify != NULL
-                    ? tusc_verify_write(st->verify, data + done, take - done)
-                    : store->ops->write(st->upload, st->start_offset + st->written, data + done,
-                                        take - done);
-    if (n <= 0)
-      return chunk_stop(st, n < 0 ? (int)n : TUSC_EINTERNAL);
-    done += (size_t)n;
-    st->written += n;
-    tusc_metrics_bytes_written((uint64_t)n);
-  }
-  if (over)
-    return chunk_stop(st, TUSC_EUPLOAD_SIZE_EXCEEDED);
+  size_t taken = 0;
+  int rc = store_feed(st, data, take, &taken);
+  if (rc == TUSC_ESTORE_FULL)
+    rc = hold_rest(st, data + taken, take - taken, over);
+  else if (rc == 0 && over)
+    rc = TUSC_EUPLOAD_SIZE_EXCEEDED;
+  if (rc != 0)
+    return chunk_stop(st, rc);
   return 0;
-}
-
-/* An Upload-Checksum trailer that `Trailer:` did not announce: the bytes went to the data
- * file unhashed and cannot be verified now, so the chunk is dropped and refused. */
-static int drop_unannounced(tus_request_t *st) {
-  int rc = tusc_verify_new_dropper(tus_store_of(st), st->upload, st->start_offset, &st->verify);
-  return rc < 0 ? rc : TUSC_EINVALID_CHECKSUM;
 }
 
 void tus_on_body_end(tusc_http_request_t *req, void *ctx) {
@@ -376,8 +501,12 @@ void tus_on_body_end(tusc_http_request_t *req, void *ctx) {
   st->result = 0;
   if (st->verify != NULL)
     st->result = tusc_verify_body_end(st->verify, req);
-  else if (tusc_verify_has_trailer(req))
-    st->result = drop_unannounced(st);
+  else if (tusc_verify_has_trailer(req)) {
+    /* An Upload-Checksum trailer that `Trailer:` did not announce: the bytes went in
+     * unhashed and cannot be verified now, so the chunk is dropped and refused. */
+    st->result = TUSC_EINVALID_CHECKSUM;
+    st->chunk_drop = true;
+  }
   tus_chunk_finish(st, false);
 }
 
@@ -386,29 +515,28 @@ void tus_on_body_end(tusc_http_request_t *req, void *ctx) {
 static void patch_info_saved(tus_request_t *st) {
   if (st->work_result < 0) {
     /* The length is not durable, so it is not known: keep the upload deferred. */
-    tusc_upload_info_t *info = tus_store_of(st)->ops->info(st->upload);
+    tusc_upload_info_t *info = tusc_store_info(st->upload);
     info->size = -1;
     info->size_is_deferred = true;
     st->result = st->work_result;
-    st->work_kind = WORK_NOOP;
+    st->work_result = 0;
     tus_chunk_finish(st, false);
     return;
   }
-  st->work_kind = WORK_NOOP;
   tus_chunk_begin(st);
 }
 
-static void patch_locked(tus_request_t *st) {
-  tusc_store_t *store = tus_store_of(st);
+static void patch_opened(tus_request_t *st) {
   const tusc_config_t *cfg = tus_cfg_of(st);
-  int rc = store->ops->open(store, st->id, &st->upload);
+  int rc = st->work_result;
+  st->work_result = 0;
   if (rc < 0) {
-    st->upload = NULL;
     release_lock(st);
     tus_respond_store_error(st, rc);
     return;
   }
-  tusc_upload_info_t *info = store->ops->info(st->upload);
+  st->upload = st->sreq.upload;
+  tusc_upload_info_t *info = tusc_store_info(st->upload);
   /* Taken before a deferred length is set, so that declaring a length equal to the
    * offset still counts as finishing the upload. */
   st->was_complete = !info->size_is_deferred && info->offset == info->size;
@@ -428,18 +556,30 @@ static void patch_locked(tus_request_t *st) {
     else {
       info->size = st->new_length;
       info->size_is_deferred = false;
-      queue_work(st, WORK_SAVE_INFO, patch_info_saved);
+      tus_store_started(
+          st, tusc_store_save_info(st->upload, &st->sreq, tus_store_step(st, patch_info_saved)));
       return;
     }
   }
   if (rc < 0) {
-    store->ops->close(st->upload);
+    if (rc == TUSC_EMISMATCHED_OFFSET && st->ietf.version > 0)
+      tusc_ietf_note_conflict(&st->ietf, info); /* the draft's 409 says where to resume */
+    tusc_store_close(st->upload);
     st->upload = NULL;
     release_lock(st);
     tus_respond_error(st, rc);
     return;
   }
   tus_chunk_begin(st);
+}
+
+static void patch_locked(tus_request_t *st) {
+  tus_store_started(st, tusc_store_open(tus_store_of(st), st->w->loop, &st->sreq, st->id,
+                                        tus_store_step(st, patch_opened)));
+}
+
+static void patch_exists(tus_request_t *st) {
+  lock_upload(st, patch_locked);
 }
 
 void tus_do_patch(tus_request_t *st) {
@@ -468,16 +608,12 @@ void tus_do_patch(tus_request_t *st) {
     tus_respond_error(st, vrc);
     return;
   }
-  if (!tus_upload_exists(st))
-    return;
-  lock_upload(st, patch_locked);
+  tus_upload_exists(st, patch_exists);
 }
 
 void tusc_tus_req_append(tusc_tus_req_t *st, int64_t client_offset, int64_t new_length) {
   st->op = OP_PATCH;
   st->client_offset = client_offset;
   st->new_length = new_length;
-  if (!tus_upload_exists(st))
-    return;
-  lock_upload(st, patch_locked);
+  tus_upload_exists(st, patch_exists);
 }

@@ -2,15 +2,15 @@
  * read — HEAD (upload state) and GET (downloads, with Range and If-Range) of the tus
  * handler. A final whose partials are complete is assembled (or its assembly waited
  * for) before a GET serves it; a HEAD queues that assembly in the background. A download
- * streams DOWNLOAD_CHUNK bytes at a time (PH_STREAM), the next read after the previous
- * write completed. On the request's loop; each request is answered exactly once.
+ * streams DOWNLOAD_CHUNK bytes at a time (PH_STREAM), the next store read after the
+ * previous write completed. On the request's loop (the store's requests call back
+ * here); each request is answered exactly once.
  */
 #include "tus/handler_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -47,32 +47,49 @@ static void on_download_written(tusc_http_request_t *req, int status, void *arg)
   download_pump(st);
 }
 
-static void download_pump(tus_request_t *st) {
-  int64_t want = st->end - st->pos + 1;
-  size_t n = want > DOWNLOAD_CHUNK ? DOWNLOAD_CHUNK : (size_t)want;
-  ssize_t got = tus_store_of(st)->ops->read(st->upload, st->pos, st->buf, n);
-  if (got <= 0) {
-    /* The file shrank or failed under us. The promised length cannot be kept: end the
-     * response; the http layer closes a connection whose response came up short. */
-    TUSC_LOG(TUSC_LOG_ERROR, "download %s: read at %lld failed: %s", st->id, (long long)st->pos,
-             got < 0 ? tusc_strerror((int)got) : "unexpected end of file");
+static void on_download_read(tusc_store_req_t *sreq, int status) {
+  tus_request_t *st = sreq->data;
+  st->read_pending = false;
+  if (st->aborted) {
     tus_download_end(st);
     return;
   }
-  st->pending = (size_t)got;
+  if (status < 0 || sreq->nread == 0) {
+    /* The file shrank or failed under us. The promised length cannot be kept: end the
+     * response; the http layer closes a connection whose response came up short. */
+    TUSC_LOG(TUSC_LOG_ERROR, "download %s: read at %lld failed: %s", st->id, (long long)st->pos,
+             status < 0 ? tusc_strerror(status) : "unexpected end of file");
+    tus_download_end(st);
+    return;
+  }
+  st->pending = sreq->nread;
   st->write_pending = true;
-  tusc_http_respond_write(st->req, st->buf, (size_t)got, on_download_written, st);
+  tusc_http_respond_write(st->req, st->buf, sreq->nread, on_download_written, st);
 }
 
-static void get_open(tus_request_t *st) {
-  tusc_store_t *store = tus_store_of(st);
-  int rc = store->ops->open(store, st->id, &st->upload);
+static void download_pump(tus_request_t *st) {
+  int64_t want = st->end - st->pos + 1;
+  size_t n = want > DOWNLOAD_CHUNK ? DOWNLOAD_CHUNK : (size_t)want;
+  st->sreq.data = st;
+  int rc = tusc_store_read(st->upload, &st->sreq, st->pos, st->buf, n, on_download_read);
   if (rc < 0) {
-    st->upload = NULL;
+    TUSC_LOG(TUSC_LOG_ERROR, "download %s: read at %lld failed: %s", st->id, (long long)st->pos,
+             tusc_strerror(rc));
+    tus_download_end(st);
+    return;
+  }
+  st->read_pending = true;
+}
+
+static void get_opened(tus_request_t *st) {
+  int rc = st->work_result;
+  st->work_result = 0;
+  if (rc < 0) {
     tus_respond_store_error(st, rc);
     return;
   }
-  tusc_upload_info_t *info = store->ops->info(st->upload);
+  st->upload = st->sreq.upload;
+  tusc_upload_info_t *info = tusc_store_info(st->upload);
   int64_t size = info->offset;
   if (tus_expired(st, info)) {
     tus_respond_error(st, TUSC_EGONE);
@@ -90,10 +107,9 @@ static void get_open(tus_request_t *st) {
                                 sizeof(disposition)) < 0)
     snprintf(disposition, sizeof(disposition), "attachment");
 
-  int64_t mtime = info->created_at;
-  struct stat sb;
-  if (info->data_path[0] != '\0' && stat(info->data_path, &sb) == 0)
-    mtime = (int64_t)sb.st_mtime;
+  /* The data's last change, as the store saw it when opening (seconds, like the
+   * Last-Modified it becomes). */
+  int64_t mtime = info->modified_ms > 0 ? info->modified_ms / 1000 : info->created_at;
 
   size_t range_len = 0;
   const char *range = tus_header_value(st->req, "Range", &range_len);
@@ -151,6 +167,11 @@ static void get_open(tus_request_t *st) {
   download_pump(st);
 }
 
+static void get_open(tus_request_t *st) {
+  tus_store_started(st, tusc_store_open(tus_store_of(st), st->w->loop, &st->sreq, st->id,
+                                        tus_store_step(st, get_opened)));
+}
+
 static void get_assembled(tus_request_t *st) {
   int rc = st->work_result;
   if (st->aborted) {
@@ -169,28 +190,63 @@ static void get_assembled(tus_request_t *st) {
   get_open(st);
 }
 
-/* A final upload whose partials are all complete is assembled (or its running assembly
- * waited for) before it is served, so GET never returns half a concatenation. One whose
- * partials add up to more than -max-size is never assembled: 413. */
-void tus_do_get(tus_request_t *st) {
-  tusc_store_t *store = tus_store_of(st);
-  tusc_upload_info_t info;
-  tusc_upload_info_init(&info);
-  int info_rc = store->ops->get_info(store, st->id, &info);
-  if (info_rc == 0 && !tus_owner_ok(st, &info)) {
-    tusc_upload_info_dispose(&info);
+/* The partials read for the checks, or none (an empty set: no final, or complete). */
+static const tusc_concat_parts_t *parts_of(tus_request_t *st) {
+  static const tusc_concat_parts_t none;
+  return st->parts != NULL ? st->parts : &none;
+}
+
+static void parts_drop(tus_request_t *st) {
+  if (st->parts != NULL)
+    tusc_concat_parts_dispose(st->parts);
+}
+
+/* Reads the looked-up final's partials (st->parts) when the checks need them, then
+ * `next`. */
+static void on_parts(tusc_concat_parts_t *parts, void *arg) {
+  (void)parts;
+  tus_request_t *st = arg;
+  st->phase = PH_RUN;
+  st->after_work(st);
+}
+
+static void load_parts(tus_request_t *st, step_fn next) {
+  const tusc_upload_info_t *info = st->looked;
+  if (st->work_result < 0 || !tusc_concat_needs_parts(info)) {
+    next(st);
+    return;
+  }
+  st->after_work = next;
+  st->phase = PH_WORK;
+  tusc_concat_parts_t *parts = tus_parts(st);
+  int rc = parts == NULL ? TUSC_ENOMEM
+                         : tusc_concat_parts_load(parts, tus_store_of(st), st->w->loop,
+                                                  (const char *const *)info->partial_uploads,
+                                                  info->partial_count, on_parts, st);
+  if (rc != 0) {
+    st->phase = PH_RUN;
+    tus_respond_error(st, rc);
+  }
+}
+
+static void get_checked(tus_request_t *st) {
+  tusc_upload_info_t *info = st->looked;
+  int info_rc = st->work_result;
+  st->work_result = 0;
+  if (info_rc == 0 && !tus_owner_ok(st, info)) {
     tus_respond_foreign(st);
     return;
   }
-  bool assemble = info_rc == 0 && tusc_concat_status(store, &info);
-  bool broken = info_rc == 0 && !assemble && tusc_concat_partial_missing(store, &info);
-  bool too_big = info_rc == 0 && tusc_concat_too_big(&info, tus_cfg_of(st)->max_size) &&
-                 info.offset < info.size;
+  bool assemble = info_rc == 0 && tusc_concat_status_parts(info, parts_of(st));
+  bool broken = info_rc == 0 && !assemble && tusc_concat_partial_missing_parts(info, parts_of(st));
+  bool too_big = info_rc == 0 && tusc_concat_too_big(info, tus_cfg_of(st)->max_size) &&
+                 info->offset < info->size;
+  parts_drop(st);
   /* Should this GET complete the final, its hooks see the PATCH that completed the last
    * partial if that PATCH's job still runs (see tus_concat_queue_bg). */
   if (assemble && tus_finish_hooks_on(st))
-    st->concat_req = tus_trigger_req_for(st->w->tus, &info);
-  tusc_upload_info_dispose(&info);
+    st->concat_req = tus_trigger_req_for(st->w->tus, info);
+  tus_looked_free(st);
   if (broken || too_big) {
     tus_respond_error(st, broken ? TUSC_EPARTIAL_GONE : TUSC_EMAX_SIZE_EXCEEDED);
     return;
@@ -199,6 +255,17 @@ void tus_do_get(tus_request_t *st) {
     tus_concat_request_job(st, false, get_assembled);
   else
     get_open(st);
+}
+
+static void get_looked(tus_request_t *st) {
+  load_parts(st, get_checked);
+}
+
+/* A final upload whose partials are all complete is assembled (or its running assembly
+ * waited for) before it is served, so GET never returns half a concatenation. One whose
+ * partials add up to more than -max-size is never assembled: 413. */
+void tus_do_get(tus_request_t *st) {
+  tus_read_info(st, get_looked);
 }
 
 /* --- HEAD ------------------------------------------------------------------------ */
@@ -220,13 +287,11 @@ static void head_concat_final(tus_request_t *st, tusc_http_response_t *resp,
   free(value);
 }
 
-void tus_do_head(tus_request_t *st) {
-  tusc_store_t *store = tus_store_of(st);
-  tusc_upload_info_t info;
-  tusc_upload_info_init(&info);
-  int rc = store->ops->get_info(store, st->id, &info);
+static void head_checked(tus_request_t *st) {
+  tusc_upload_info_t *info = st->looked;
+  int rc = st->work_result;
+  st->work_result = 0;
   if (rc < 0) {
-    tusc_upload_info_dispose(&info);
     tusc_http_response_t resp;
     if (rc == TUSC_ENOT_FOUND || rc == TUSC_EINVALID_ID || rc == TUSC_EGONE) {
       /* A HEAD answer has no body to carry the error text; status is what counts. */
@@ -238,13 +303,11 @@ void tus_do_head(tus_request_t *st) {
     tus_respond_error(st, rc);
     return;
   }
-  if (!tus_owner_ok(st, &info)) {
-    tusc_upload_info_dispose(&info);
+  if (!tus_owner_ok(st, info)) {
     tus_respond_foreign(st);
     return;
   }
-  if (tus_expired(st, &info)) {
-    tusc_upload_info_dispose(&info);
+  if (tus_expired(st, info)) {
     tusc_http_response_t gone;
     tus_response_init(st, &gone, tusc_error_status(TUSC_EGONE));
     tusc_http_response_header(&gone, "Cache-Control", "no-store");
@@ -252,13 +315,14 @@ void tus_do_head(tus_request_t *st) {
     return;
   }
   /* Also fills in a final's length once its partials' lengths are all known. */
-  bool assemble = info.is_final && tusc_concat_status(store, &info);
-  bool broken = !assemble && info.is_final && tusc_concat_partial_missing(store, &info);
-  bool too_big = tusc_concat_too_big(&info, tus_cfg_of(st)->max_size) && info.offset < info.size;
+  bool assemble = info->is_final && tusc_concat_status_parts(info, parts_of(st));
+  bool broken =
+      !assemble && info->is_final && tusc_concat_partial_missing_parts(info, parts_of(st));
+  parts_drop(st);
+  bool too_big = tusc_concat_too_big(info, tus_cfg_of(st)->max_size) && info->offset < info->size;
   if (broken || too_big) {
     /* A partial it waits for is gone: it can never complete (docs/protocol-support.md);
      * or its partials add up to more than -max-size: it is never assembled. */
-    tusc_upload_info_dispose(&info);
     tusc_http_response_t gone;
     tus_response_init(st, &gone,
                       tusc_error_status(broken ? TUSC_EPARTIAL_GONE : TUSC_EMAX_SIZE_EXCEEDED));
@@ -270,38 +334,45 @@ void tus_do_head(tus_request_t *st) {
   char num[24];
   tus_response_init(st, &resp, 200);
   tusc_http_response_header(&resp, "Cache-Control", "no-store");
-  tus_fmt_i64(num, info.offset);
+  tus_fmt_i64(num, info->offset);
   tusc_http_response_header(&resp, "Upload-Offset", num);
-  if (info.size_is_deferred && info.is_final) {
+  if (info->size_is_deferred && info->is_final) {
     /* Known once the partials' lengths are; not the client's to declare. */
-  } else if (info.size_is_deferred) {
+  } else if (info->size_is_deferred) {
     tusc_http_response_header(&resp, "Upload-Defer-Length", "1");
   } else {
-    tus_fmt_i64(num, info.size);
+    tus_fmt_i64(num, info->size);
     tusc_http_response_header(&resp, "Upload-Length", num);
   }
-  if (info.metadata.count > 0) {
-    char *md = tusc_metadata_format(&info.metadata);
+  if (info->metadata.count > 0) {
+    char *md = tusc_metadata_format(&info->metadata);
     if (md != NULL) {
       tusc_http_response_header(&resp, "Upload-Metadata", md);
       free(md);
     }
   }
-  if (info.is_partial)
+  if (info->is_partial)
     tusc_http_response_header(&resp, "Upload-Concat", "partial");
-  if (info.is_final)
-    head_concat_final(st, &resp, &info);
+  if (info->is_final)
+    head_concat_final(st, &resp, info);
   if (assemble) {
     /* Partials done but not assembled (e.g. the note was lost in a crash): assemble in
      * the background; this HEAD shows the offset so far. */
-    tus_concat_queue_bg(st, false, &info);
+    tus_concat_queue_bg(st, false, info);
   }
-  int64_t expires = tus_expires_s(st, &info, false);
+  int64_t expires = tus_expires_s(st, info, false);
   if (expires > 0) {
     char date[32];
     tusc_http_date(expires, date);
     tusc_http_response_header(&resp, "Upload-Expires", date);
   }
-  tusc_upload_info_dispose(&info);
   tus_finish(st, &resp, NULL, 0);
+}
+
+static void head_looked(tus_request_t *st) {
+  load_parts(st, head_checked);
+}
+
+void tus_do_head(tus_request_t *st) {
+  tus_read_info(st, head_looked);
 }

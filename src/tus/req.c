@@ -62,7 +62,16 @@ void tus_state_free(tus_request_t *st) {
     st->lock_held = false;
   }
   if (st->upload != NULL)
-    tus_store_of(st)->ops->close(st->upload);
+    tusc_store_close(st->upload);
+  if (st->looked != NULL) {
+    tusc_upload_info_dispose(st->looked);
+    free(st->looked);
+  }
+  free(st->held);
+  if (st->parts != NULL) {
+    tusc_concat_parts_dispose(st->parts);
+    free(st->parts);
+  }
   if (st->info != NULL) {
     tusc_upload_info_dispose(st->info);
     free(st->info);
@@ -212,27 +221,74 @@ bool tus_expired(const tus_request_t *st, const tusc_upload_info_t *info) {
 
 /* --- existence check without touching the lock file ------------------------------ */
 
-/* Answers 404 (and returns false) for an unknown upload, so that requests for IDs that
- * never existed leave no lock file behind. */
-bool tus_upload_exists(tus_request_t *st) {
-  tusc_store_t *store = tus_store_of(st);
-  tusc_upload_info_t info;
-  tusc_upload_info_init(&info);
-  int rc = store->ops->get_info(store, st->id, &info);
+/* The looked-up info in st->looked (made on first use). NULL on ENOMEM. */
+static tusc_upload_info_t *looked_info(tus_request_t *st) {
+  if (st->looked == NULL) {
+    st->looked = malloc(sizeof(*st->looked));
+    if (st->looked == NULL)
+      return NULL;
+    tusc_upload_info_init(st->looked);
+  }
+  return st->looked;
+}
+
+static void exists_checked(tus_request_t *st) {
+  int rc = st->work_result;
+  st->work_result = 0;
   /* Ownership first: another user's expired upload must not answer 410. */
-  bool mine = rc < 0 || tus_owner_ok(st, &info);
-  if (rc == 0 && mine && tus_expired(st, &info))
+  bool mine = rc < 0 || tus_owner_ok(st, st->looked);
+  if (rc == 0 && mine && tus_expired(st, st->looked))
     rc = TUSC_EGONE;
-  tusc_upload_info_dispose(&info);
   if (!mine) {
     tus_respond_foreign(st);
-    return false;
+    return;
   }
   if (rc < 0) {
     tus_respond_store_error(st, rc);
-    return false;
+    return;
   }
-  return true;
+  tus_looked_free(st);
+  st->after_lookup(st);
+}
+
+tusc_concat_parts_t *tus_parts(tus_request_t *st) {
+  if (st->parts == NULL)
+    st->parts = calloc(1, sizeof(*st->parts));
+  return st->parts;
+}
+
+/* The looked-up info is not kept past its use: an upload's info is 2 KiB, and a request
+ * waiting for its client should cost little. */
+void tus_looked_free(tus_request_t *st) {
+  if (st->looked != NULL) {
+    tusc_upload_info_dispose(st->looked);
+    free(st->looked);
+    st->looked = NULL;
+  }
+}
+
+void tus_read_info(tus_request_t *st, step_fn next) {
+  tusc_upload_info_t *info = looked_info(st);
+  if (info == NULL) {
+    tus_respond_error(st, TUSC_ENOMEM);
+    return;
+  }
+  tus_store_started(st, tusc_store_get_info(tus_store_of(st), st->w->loop, &st->sreq, st->id, info,
+                                            tus_store_step(st, next)));
+}
+
+/* Answers 404 for an unknown upload (so that requests for IDs that never existed leave
+ * no lock file behind), 403/404 for a foreign one, 410 for an expired one; else runs
+ * `next` later. */
+void tus_upload_exists(tus_request_t *st, step_fn next) {
+  tusc_upload_info_t *info = looked_info(st);
+  if (info == NULL) {
+    tus_respond_error(st, TUSC_ENOMEM);
+    return;
+  }
+  st->after_lookup = next;
+  tus_store_started(st, tusc_store_get_info(tus_store_of(st), st->w->loop, &st->sreq, st->id, info,
+                                            tus_store_step(st, exists_checked)));
 }
 
 /* --- what Location is built from ------------------------------------------------- */
@@ -294,12 +350,13 @@ void tusc_tus_req_respond_error(tusc_tus_req_t *st, int err, const char *allow) 
   tus_respond_error_with(st, err, allow);
 }
 
-bool tusc_tus_req_lookup(tusc_tus_req_t *st, tusc_upload_info_t *info) {
-  tusc_store_t *store = tus_store_of(st);
-  int rc = store->ops->get_info(store, st->id, info);
+static void lookup_done(tus_request_t *st) {
+  tusc_upload_info_t *info = st->looked;
+  int rc = st->work_result;
+  st->work_result = 0;
   if (rc == 0 && !tus_owner_ok(st, info)) {
     tus_respond_foreign(st);
-    return false;
+    return;
   }
   if (rc == 0 && tus_expired(st, info))
     rc = TUSC_EGONE;
@@ -310,11 +367,22 @@ bool tusc_tus_req_lookup(tusc_tus_req_t *st, tusc_upload_info_t *info) {
     tus_response_init(st, &resp, tusc_error_status(rc));
     tusc_http_response_header(&resp, "Cache-Control", "no-store");
     tus_finish(st, &resp, NULL, 0);
-    return false;
+    return;
   }
   if (rc < 0) {
     tus_respond_error(st, rc);
-    return false;
+    return;
   }
-  return true;
+  st->after_found(st, info);
+}
+
+void tusc_tus_req_lookup(tusc_tus_req_t *st, tusc_tus_req_found_cb found) {
+  tusc_upload_info_t *info = looked_info(st);
+  if (info == NULL) {
+    tus_respond_error(st, TUSC_ENOMEM);
+    return;
+  }
+  st->after_found = found;
+  tus_store_started(st, tusc_store_get_info(tus_store_of(st), st->w->loop, &st->sreq, st->id, info,
+                                            tus_store_step(st, lookup_done)));
 }

@@ -52,11 +52,12 @@ void tusc_tus_req_finish(tusc_tus_req_t *st, tusc_http_response_t *resp, const v
 /* The handler's error answer ("ERR_CODE: message"), with Allow when given. */
 void tusc_tus_req_respond_error(tusc_tus_req_t *st, int err, const char *allow);
 
-/* Reads the info of the upload named by the ID (`info` initialised by the caller, who
- * disposes it) with the handler's checks: unknown → 404, expired → 410, another
- * principal's upload → 403/404. On failure it answers (a HEAD without body) and
- * returns false. */
-bool tusc_tus_req_lookup(tusc_tus_req_t *st, tusc_upload_info_t *info);
+/* Reads the info of the upload named by the ID (on the store's pool) with the handler's
+ * checks: unknown → 404, expired → 410, another principal's upload → 403/404. On failure
+ * it answers (a HEAD without body); else found(st, info) runs later, `info` owned by the
+ * request. */
+typedef void (*tusc_tus_req_found_cb)(tusc_tus_req_t *st, const tusc_upload_info_t *info);
+void tusc_tus_req_lookup(tusc_tus_req_t *st, tusc_tus_req_found_cb found);
 
 /* Creation: takes over `info` (heap, initialised, id/size/metadata filled) and
  * `location` (heap); creates the upload on the thread pool, then reads the body into

@@ -16,15 +16,20 @@
 
 struct tusc_verify_s {
   bool trailer;     /* checksum arrives as a trailer */
-  bool dropper;     /* only truncates back */
   bool have_expect; /* `expect` is known (header, or trailer parsed) */
   tusc_checksum_expect_t expect;
   tusc_checksum_t *hash; /* header mode: running over the body */
-  tusc_store_t *store;   /* set by begin */
-  tusc_upload_t *up;
-  bool staged; /* the store stages; else bytes go to the data file */
-  int64_t start_offset;
-  int64_t written;
+  int64_t start_offset;  /* where the chunk began in the upload */
+  int64_t written;       /* body bytes the store took */
+
+  /* tusc_verify_end */
+  tusc_store_req_t sreq;
+  tusc_upload_t *end_up;
+  char *readback;
+  int64_t pos;
+  int verdict;
+  tusc_verify_cb cb;
+  void *cb_arg;
 };
 
 /* `Trailer: a, Upload-Checksum` — a comma list of field names, possibly over several
@@ -79,42 +84,6 @@ int tusc_verify_new(const tusc_http_request_t *req, tusc_verify_t **out) {
   return 0;
 }
 
-int tusc_verify_new_dropper(tusc_store_t *store, tusc_upload_t *up, int64_t start_offset,
-                            tusc_verify_t **out) {
-  tusc_verify_t *v = calloc(1, sizeof(*v));
-  if (v == NULL)
-    return TUSC_ENOMEM;
-  v->dropper = true;
-  v->store = store;
-  v->up = up;
-  v->start_offset = start_offset;
-  *out = v;
-  return 0;
-}
-
-int tusc_verify_begin(tusc_verify_t *v, tusc_store_t *store, tusc_upload_t *up) {
-  v->store = store;
-  v->up = up;
-  v->start_offset = store->ops->info(up)->offset;
-  v->written = 0;
-  v->staged = !v->dropper && store->ops->stage_begin != NULL && store->ops->stage_write != NULL &&
-              store->ops->stage_commit != NULL && store->ops->stage_read != NULL;
-  return v->staged ? store->ops->stage_begin(up) : 0;
-}
-
-ssize_t tusc_verify_write(tusc_verify_t *v, const void *data, size_t len) {
-  if (v->up == NULL)
-    return TUSC_EINVALID_ARGUMENT;
-  ssize_t n = v->staged ? v->store->ops->stage_write(v->up, data, len)
-                        : v->store->ops->write(v->up, v->start_offset + v->written, data, len);
-  if (n > 0) {
-    v->written += n;
-    if (v->hash != NULL && tusc_checksum_update(v->hash, data, (size_t)n) != 0)
-      return TUSC_EINTERNAL;
-  }
-  return n;
-}
-
 int tusc_verify_body_end(tusc_verify_t *v, const tusc_http_request_t *req) {
   if (!v->trailer)
     return 0;
@@ -131,72 +100,142 @@ bool tusc_verify_has_trailer(const tusc_http_request_t *req) {
   return req->chunked && tusc_http_trailer(req, HEADER) != NULL;
 }
 
-/* Trailer mode: the algorithm is known only now, so the staged bytes are read back
- * once (from the page cache, on the thread pool) instead of hashing every algorithm
- * while streaming. */
-static int hash_written(tusc_verify_t *v) {
-  int rc = tusc_checksum_new(v->expect.algo, &v->hash);
-  if (rc != 0)
-    return rc;
-  if (v->written == 0)
-    return 0;
-  char *buf = malloc(READBACK_CHUNK);
-  if (buf == NULL)
-    return TUSC_ENOMEM;
-  int64_t pos = 0;
-  while (rc == 0 && pos < v->written) {
-    size_t want = v->written - pos > READBACK_CHUNK ? READBACK_CHUNK : (size_t)(v->written - pos);
-    ssize_t n = v->staged ? v->store->ops->stage_read(v->up, pos, buf, want)
-                          : v->store->ops->read(v->up, v->start_offset + pos, buf, want);
-    if (n <= 0)
-      rc = n < 0 ? (int)n : TUSC_EINTERNAL;
-    else
-      rc = tusc_checksum_update(v->hash, buf, (size_t)n);
-    pos += n > 0 ? n : 0;
-  }
-  free(buf);
-  return rc;
-}
-
-int tusc_verify_commit(tusc_verify_t *v, bool sync) {
-  int rc = v->have_expect && !v->dropper ? 0 : TUSC_EINVALID_CHECKSUM;
-  if (rc == 0 && v->hash == NULL)
-    rc = hash_written(v);
-  if (rc == 0)
-    rc = tusc_checksum_verify(v->hash, &v->expect);
-  if (rc != 0) {
-    int drc = tusc_verify_discard(v);
-    if (drc != 0)
-      TUSC_LOG(TUSC_LOG_ERROR, "checksum: dropping a rejected chunk failed: %s",
-               tusc_strerror(drc));
-    return rc;
-  }
-  if (v->up == NULL)
-    return 0; /* no body: nothing to move */
-  if (v->staged)
-    rc = v->store->ops->stage_commit(v->up);
-  if (rc == 0 && sync && v->written > 0)
-    rc = v->store->ops->sync(v->up);
-  return rc;
-}
-
-int tusc_verify_discard(tusc_verify_t *v) {
-  if (v->up == NULL)
-    return 0;
-  if (v->staged) {
-    if (v->store->ops->stage_discard != NULL)
-      v->store->ops->stage_discard(v->up);
-    return 0;
-  }
-  tusc_upload_info_t *info = v->store->ops->info(v->up);
-  if (info->offset <= v->start_offset)
-    return 0;
-  return v->store->ops->truncate(v->up, v->start_offset);
-}
-
 void tusc_verify_free(tusc_verify_t *v) {
   if (v == NULL)
     return;
   tusc_checksum_free(v->hash);
+  free(v->readback);
   free(v);
+}
+
+/* --- asynchronous: the caller appends, verify hashes and ends the chunk ------------ */
+
+int tusc_verify_chunk_flags(const tusc_verify_t *v) {
+  (void)v;
+  return TUSC_STORE_CHUNK_STAGED;
+}
+
+int tusc_verify_update(tusc_verify_t *v, const void *data, size_t len) {
+  v->written += (int64_t)len;
+  if (v->hash != NULL && tusc_checksum_update(v->hash, data, len) != 0)
+    return TUSC_EINTERNAL;
+  return 0;
+}
+
+static void end_report(tusc_verify_t *v, int status) {
+  tusc_verify_cb cb = v->cb;
+  v->cb = NULL;
+  cb(v, status, v->cb_arg); /* last: the callback may free v */
+}
+
+static void on_chunk_ended(tusc_store_req_t *sreq, int status) {
+  tusc_verify_t *v = sreq->data;
+  if (v->verdict != 0) {
+    if (status != 0)
+      TUSC_LOG(TUSC_LOG_ERROR, "checksum: dropping a rejected chunk failed: %s",
+               tusc_strerror(status));
+    end_report(v, v->verdict);
+    return;
+  }
+  end_report(v, status);
+}
+
+static void end_chunk(tusc_verify_t *v, int verdict) {
+  v->verdict = verdict;
+  v->sreq.data = v;
+  int rc = tusc_store_chunk_end(
+      v->end_up, &v->sreq, verdict == 0 ? TUSC_STORE_KEEP : TUSC_STORE_DISCARD, on_chunk_ended);
+  if (rc != 0)
+    end_report(v, verdict != 0 ? verdict : rc); /* from a callback: never inline */
+}
+
+static void judge(tusc_verify_t *v) {
+  end_chunk(v, tusc_checksum_verify(v->hash, &v->expect));
+}
+
+static void read_next(tusc_verify_t *v);
+
+static void on_readback(tusc_store_req_t *sreq, int status) {
+  tusc_verify_t *v = sreq->data;
+  if (status == 0 && sreq->nread == 0)
+    status = TUSC_EINTERNAL; /* the staged bytes are shorter than what was appended */
+  if (status == 0)
+    status = tusc_checksum_update(v->hash, v->readback, sreq->nread);
+  if (status != 0) {
+    end_chunk(v, status);
+    return;
+  }
+  v->pos += (int64_t)sreq->nread;
+  read_next(v);
+}
+
+/* Trailer mode: the algorithm is known only now, so the chunk's bytes are read back
+ * once (from the page cache, on the store's pool) instead of hashing every algorithm
+ * while streaming. */
+static void read_next(tusc_verify_t *v) {
+  if (v->pos >= v->written) {
+    judge(v);
+    return;
+  }
+  int64_t left = v->written - v->pos;
+  size_t want = left > READBACK_CHUNK ? READBACK_CHUNK : (size_t)left;
+  v->sreq.data = v;
+  int rc = tusc_store_read(v->end_up, &v->sreq, v->start_offset + v->pos, v->readback, want,
+                           on_readback);
+  if (rc != 0)
+    end_chunk(v, rc);
+}
+
+static void on_end_started(tusc_store_req_t *sreq, int status) {
+  /* Only here to leave the caller's stack before the work starts: see tusc_verify_end. */
+  (void)status;
+  tusc_verify_t *v = sreq->data;
+  if (v->hash == NULL) {
+    int rc = tusc_checksum_new(v->expect.algo, &v->hash);
+    if (rc == 0 && v->written > 0 && v->readback == NULL) {
+      v->readback = malloc(READBACK_CHUNK);
+      if (v->readback == NULL)
+        rc = TUSC_ENOMEM;
+    }
+    if (rc != 0) {
+      end_chunk(v, rc);
+      return;
+    }
+    v->pos = 0;
+    read_next(v);
+    return;
+  }
+  judge(v);
+}
+
+int tusc_verify_end(tusc_verify_t *v, tusc_upload_t *up, int64_t chunk_start, bool ok,
+                    tusc_verify_cb cb, void *arg) {
+  if (v == NULL || up == NULL || cb == NULL)
+    return TUSC_EINVALID_ARGUMENT;
+  v->end_up = up;
+  v->start_offset = chunk_start;
+  v->cb = cb;
+  v->cb_arg = arg;
+  v->verdict = 0;
+  v->sreq.data = v;
+  if (!ok || !v->have_expect) {
+    /* A chunk that cannot be verified is dropped. Interrupted (!ok): the caller has its
+     * own error and learns the discard's status; no digest: TUSC_EINVALID_CHECKSUM. */
+    v->verdict = ok ? TUSC_EINVALID_CHECKSUM : 0;
+    return tusc_store_chunk_end(up, &v->sreq, TUSC_STORE_DISCARD, on_chunk_ended);
+  }
+  /* The digest work starts from a store callback (a read of 0 bytes completes later),
+   * so that the callback never runs inline even when no read is needed. */
+  return tusc_store_read(up, &v->sreq, chunk_start, NULL, 0, on_end_started);
+}
+
+int tusc_verify_empty(tusc_verify_t *v) {
+  if (!v->have_expect)
+    return TUSC_EINVALID_CHECKSUM;
+  if (v->hash == NULL) {
+    int rc = tusc_checksum_new(v->expect.algo, &v->hash);
+    if (rc != 0)
+      return rc;
+  }
+  return tusc_checksum_verify(v->hash, &v->expect);
 }

@@ -85,6 +85,26 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
   return 0;
 }
 
+static void on_fixture_step(tusc_store_req_t *req, int status) {
+  int *done = req->data;
+  *done = status < 0 ? status : 1;
+}
+
+static void on_fixture_drain(void *arg) {
+  (void)arg;
+}
+
+/* Runs the loop until the store request started with `rc` calls back. */
+static void fixture_wait(const char *what, int rc, int *done) {
+  if (rc != 0)
+    die(what, rc);
+  while (*done == 0)
+    uv_run(&loop, UV_RUN_ONCE);
+  if (*done < 0)
+    die(what, *done);
+  *done = 0;
+}
+
 static void make_fixture(const char *id, int64_t size, const char *data, size_t len) {
   tusc_upload_info_t info;
   tusc_upload_info_init(&info);
@@ -92,18 +112,22 @@ static void make_fixture(const char *id, int64_t size, const char *data, size_t 
   info.size = size;
   info.size_is_deferred = size < 0;
   tusc_metadata_set(&info.metadata, "filename", "a.txt", 5);
-  int rc = store->ops->create(store, &info);
-  if (rc != 0)
-    die("create fixture", rc);
+  int done = 0;
+  tusc_store_req_t req = {.data = &done};
+  fixture_wait("create fixture", tusc_store_create(store, &loop, &req, &info, on_fixture_step),
+               &done);
   tusc_upload_info_dispose(&info);
   if (len == 0)
     return;
-  tusc_upload_t *up;
-  if ((rc = store->ops->open(store, id, &up)) != 0)
-    die("open fixture", rc);
-  if (store->ops->write(up, 0, data, len) != (ssize_t)len)
+  fixture_wait("open fixture", tusc_store_open(store, &loop, &req, id, on_fixture_step), &done);
+  tusc_upload_t *up = req.upload;
+  if (tusc_store_chunk_begin(up, 0) != 0)
+    die("begin fixture", -EINVAL);
+  if (tusc_store_append(up, data, len, on_fixture_drain, NULL) != 0)
     die("write fixture", -EIO);
-  store->ops->close(up);
+  fixture_wait("end fixture", tusc_store_chunk_end(up, &req, TUSC_STORE_KEEP, on_fixture_step),
+               &done);
+  tusc_store_close(up);
 }
 
 static void reset_uploads(void) {
@@ -131,13 +155,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   snprintf(sock_path, sizeof(sock_path), "%s/sock", base_dir);
 
   /* Flags as an operator would give them: small limits keep every input cheap. */
-  char *args[] = {"tusc", "-upload-dir", upload_dir, "-max-size", "65536", "-fsync", "never",
-                  "-network-timeout", "2s", "-behind-proxy", NULL};
+  char *args[] = {"tusc",  "-upload-dir",      upload_dir, "-max-size",     "65536", "-fsync",
+                  "never", "-network-timeout", "2s",       "-behind-proxy", NULL};
   int rc = tusc_config_parse(&cfg, 10, args, stdout, stderr);
   if (rc != 0)
     die("config", rc);
-  tusc_file_store_options_t so = {.dir = upload_dir, .dir_perms = 0700, .file_perms = 0600,
-                                  .fsync = false};
+  tusc_file_store_options_t so = {
+      .dir = upload_dir, .dir_perms = 0700, .file_perms = 0600, .fsync = false};
   if ((rc = tusc_file_store_new(&so, &store)) != 0)
     die("store", rc);
   if ((rc = tusc_lock_local_new(lock_path, store, 0600, &lock)) != 0)
@@ -154,8 +178,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
   if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 64) != 0)
     die("listen", -errno);
-  tusc_http_limits_t limits = {.max_header_size = 8192, .max_header_count = 64,
-                               .network_timeout_ms = 2000};
+  tusc_http_limits_t limits = {
+      .max_header_size = 8192, .max_header_count = 64, .network_timeout_ms = 2000};
   if ((rc = tusc_http_server_new(&loop, fd, &limits, tusc_tus_http_handler(), worker, &http)) != 0)
     die("http server", rc);
   return 0;

@@ -1,10 +1,12 @@
 /* Unit tests for the tus handler (src/tus/handler.c and the files of
- * handler_internal.h): the real http layer and lock table on a loopback socket, with an
- * in-memory store that can be told to fail — the paths (ENOSPC, EIO, final uploads,
- * locks held elsewhere) that a test against the real file store cannot provoke. */
+ * handler_internal.h): the real http layer and local lock on a loopback socket, with the in-memory store (store/mem.c) told to fail or to be slow — the paths
+ * (ENOSPC, EIO, final uploads, locks held elsewhere, a store that answers "full") that a
+ * test against the real file store cannot provoke. */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,298 +29,58 @@
 #include "common/log.h"
 #include "config/config.h"
 #include "lock/local.h"
+#include "metrics/metrics.h"
 #include "net/listener.h"
+#include "store/mem.h"
 #include "store/store.h"
 #include "tus/handler.h"
 
-/* --- an in-memory store with fault injection ------------------------------------- */
+/* --- the in-memory store (store/mem.c) with fault injection -------------------------- */
 
-#define MAX_UPLOADS 32
+static tusc_store_t *store;
+static char lock_dir[64];
 
-typedef struct mem_entry_s {
-  bool used;
-  char id[TUSC_ID_MAX + 1];
-  int64_t size;
-  bool deferred;
-  bool is_final;
-  bool is_partial;
-  int64_t expires_at;
-  tusc_metadata_t metadata;
-  char *data;
-  int64_t len;
-} mem_entry_t;
-
-typedef struct mem_store_s {
-  tusc_store_t base;
-  pthread_mutex_t mu;
-  mem_entry_t entries[MAX_UPLOADS];
-  char lock_dir[64];
-  /* faults */
-  int64_t write_budget; /* bytes writable before UV_ENOSPC; -1 = unlimited */
-  int sync_err;
-  int create_err;
-  int save_err;
-} mem_store_t;
-
-struct tusc_upload_s {
-  mem_store_t *store;
-  mem_entry_t *entry;
-  tusc_upload_info_t info;
-};
-
-static mem_store_t mem;
-
-static mem_entry_t *find_entry(const char *id) {
-  for (size_t i = 0; i < MAX_UPLOADS; i++)
-    if (mem.entries[i].used && strcmp(mem.entries[i].id, id) == 0)
-      return &mem.entries[i];
-  return NULL;
-}
-
-static void copy_metadata(const tusc_metadata_t *from, tusc_metadata_t *to) {
-  for (size_t i = 0; i < from->count; i++)
-    assert_int_equal(
-        tusc_metadata_set(to, from->pairs[i].key, from->pairs[i].value, from->pairs[i].value_len),
-        0);
-}
-
-static void fill_info(const mem_entry_t *e, tusc_upload_info_t *info) {
-  snprintf(info->id, sizeof(info->id), "%s", e->id);
-  info->size = e->size;
-  info->size_is_deferred = e->deferred;
-  info->offset = e->len;
-  info->is_final = e->is_final;
-  info->is_partial = e->is_partial;
-  info->expires_at = e->expires_at;
-  copy_metadata(&e->metadata, &info->metadata);
-}
-
-static int mem_create(tusc_store_t *store, tusc_upload_info_t *info) {
-  (void)store;
-  int rc = 0;
-  pthread_mutex_lock(&mem.mu);
-  if (mem.create_err != 0) {
-    rc = mem.create_err;
-    goto out;
-  }
-  if (find_entry(info->id) != NULL) {
-    rc = UV_EEXIST;
-    goto out;
-  }
-  for (size_t i = 0; i < MAX_UPLOADS; i++) {
-    mem_entry_t *e = &mem.entries[i];
-    if (e->used)
-      continue;
-    memset(e, 0, sizeof(*e));
-    e->used = true;
-    snprintf(e->id, sizeof(e->id), "%s", info->id);
-    e->size = info->size;
-    e->deferred = info->size_is_deferred;
-    copy_metadata(&info->metadata, &e->metadata);
-    goto out;
-  }
-  rc = UV_ENOSPC;
-out:
-  pthread_mutex_unlock(&mem.mu);
-  return rc;
-}
-
-static int mem_get_info(tusc_store_t *store, const char *id, tusc_upload_info_t *info) {
-  (void)store;
-  pthread_mutex_lock(&mem.mu);
-  mem_entry_t *e = find_entry(id);
-  if (e != NULL)
-    fill_info(e, info);
-  pthread_mutex_unlock(&mem.mu);
-  return e != NULL ? 0 : TUSC_ENOT_FOUND;
-}
-
-static int mem_open(tusc_store_t *store, const char *id, tusc_upload_t **out) {
-  (void)store;
-  tusc_upload_t *up = calloc(1, sizeof(*up));
-  assert_non_null(up);
-  tusc_upload_info_init(&up->info);
-  pthread_mutex_lock(&mem.mu);
-  mem_entry_t *e = find_entry(id);
-  if (e != NULL)
-    fill_info(e, &up->info);
-  pthread_mutex_unlock(&mem.mu);
-  if (e == NULL) {
-    tusc_upload_info_dispose(&up->info);
-    free(up);
-    return TUSC_ENOT_FOUND;
-  }
-  up->store = &mem;
-  up->entry = e;
-  *out = up;
-  return 0;
-}
-
-static ssize_t mem_write(tusc_upload_t *up, int64_t offset, const void *buf, size_t len) {
-  ssize_t rc;
-  pthread_mutex_lock(&mem.mu);
-  mem_entry_t *e = up->entry;
-  if (offset != e->len) {
-    rc = TUSC_EMISMATCHED_OFFSET;
-    goto out;
-  }
-  size_t n = len;
-  if (mem.write_budget >= 0 && (int64_t)n > mem.write_budget)
-    n = (size_t)mem.write_budget;
-  if (n == 0) {
-    rc = UV_ENOSPC;
-    goto out;
-  }
-  mem.write_budget -= mem.write_budget >= 0 ? (int64_t)n : 0;
-  char *grown = realloc(e->data, (size_t)e->len + n);
-  assert_non_null(grown);
-  e->data = grown;
-  memcpy(e->data + e->len, buf, n);
-  e->len += (int64_t)n;
-  up->info.offset = e->len;
-  rc = (ssize_t)n;
-out:
-  pthread_mutex_unlock(&mem.mu);
-  return rc;
-}
-
-static ssize_t mem_read(tusc_upload_t *up, int64_t offset, void *buf, size_t len) {
-  pthread_mutex_lock(&mem.mu);
-  mem_entry_t *e = up->entry;
-  size_t n = 0;
-  if (offset < e->len) {
-    n = (size_t)(e->len - offset);
-    if (n > len)
-      n = len;
-    memcpy(buf, e->data + offset, n);
-  }
-  pthread_mutex_unlock(&mem.mu);
-  return (ssize_t)n;
-}
-
-static int mem_sync(tusc_upload_t *up) {
-  (void)up;
-  pthread_mutex_lock(&mem.mu);
-  int rc = mem.sync_err;
-  pthread_mutex_unlock(&mem.mu);
-  return rc;
-}
-
-static int mem_truncate(tusc_upload_t *up, int64_t length) {
-  (void)up;
-  (void)length;
-  return TUSC_EINTERNAL;
-}
-
-static int mem_save_info(tusc_upload_t *up) {
-  pthread_mutex_lock(&mem.mu);
-  int rc = mem.save_err;
-  if (rc == 0) {
-    up->entry->size = up->info.size;
-    up->entry->deferred = up->info.size_is_deferred;
-  }
-  pthread_mutex_unlock(&mem.mu);
-  return rc;
-}
-
-static tusc_upload_info_t *mem_info(tusc_upload_t *up) {
-  return &up->info;
-}
-
-static void mem_close(tusc_upload_t *up) {
-  tusc_upload_info_dispose(&up->info);
-  free(up);
-}
-
-static void entry_clear(mem_entry_t *e) {
-  tusc_metadata_dispose(&e->metadata);
-  free(e->data);
-  memset(e, 0, sizeof(*e));
-}
-
-static int mem_terminate(tusc_store_t *store, const char *id) {
-  (void)store;
-  pthread_mutex_lock(&mem.mu);
-  mem_entry_t *e = find_entry(id);
-  if (e != NULL)
-    entry_clear(e);
-  pthread_mutex_unlock(&mem.mu);
-  return e != NULL ? 0 : TUSC_ENOT_FOUND;
-}
-
-static int mem_lock_path(tusc_store_t *store, const char *id, char *out, size_t cap) {
-  (void)store;
+/* Lock files of the local lock (lock/local.h), one flattened name per ID. */
+static int test_lock_file(void *arg, const char *id, char *out, size_t cap) {
+  (void)arg;
   char flat[TUSC_ID_MAX + 1];
   snprintf(flat, sizeof(flat), "%s", id);
-  for (char *p = flat; *p; p++)
+  for (char *p = flat; *p != '\0'; p++)
     if (*p == '/')
       *p = '_';
-  int n = snprintf(out, cap, "%s/%s.lock", mem.lock_dir, flat);
+  int n = snprintf(out, cap, "%s/%s.lock", lock_dir, flat);
   return n < 0 || (size_t)n >= cap ? UV_ENAMETOOLONG : 0;
 }
 
-static int mem_lock_file(void *arg, const char *id, char *out, size_t cap) {
-  return mem_lock_path(arg, id, out, cap);
-}
-
-static void mem_free(tusc_store_t *store) {
-  (void)store;
-}
-
-static const tusc_store_ops_t mem_ops = {
-    .create = mem_create,
-    .get_info = mem_get_info,
-    .open = mem_open,
-    .write = mem_write,
-    .read = mem_read,
-    .sync = mem_sync,
-    .truncate = mem_truncate,
-    .save_info = mem_save_info,
-    .info = mem_info,
-    .close = mem_close,
-    .terminate = mem_terminate,
-    .lock_path = mem_lock_path,
-    .free = mem_free,
-};
-
 static void faults_reset(void) {
-  pthread_mutex_lock(&mem.mu);
-  mem.write_budget = -1;
-  mem.sync_err = 0;
-  mem.create_err = 0;
-  mem.save_err = 0;
-  pthread_mutex_unlock(&mem.mu);
+  tusc_mem_store_set_faults(store, NULL);
+  tusc_mem_store_set_full(store, 0, 0);
+}
+
+static void set_faults(int64_t write_budget, int sync_err, int create_err, int save_err) {
+  tusc_mem_store_faults_t f = {.write_budget = write_budget,
+                               .sync_err = sync_err,
+                               .create_err = create_err,
+                               .save_err = save_err};
+  tusc_mem_store_set_faults(store, &f);
 }
 
 /* Puts an upload straight into the store (what a hook or concatenation would make). */
 static void mem_put(const char *id, int64_t size, bool is_final, bool is_partial,
                     int64_t expires_at, const char *data) {
-  pthread_mutex_lock(&mem.mu);
-  for (size_t i = 0; i < MAX_UPLOADS; i++) {
-    mem_entry_t *e = &mem.entries[i];
-    if (e->used)
-      continue;
-    memset(e, 0, sizeof(*e));
-    e->used = true;
-    snprintf(e->id, sizeof(e->id), "%s", id);
-    e->size = size;
-    e->is_final = is_final;
-    e->is_partial = is_partial;
-    e->expires_at = expires_at;
-    e->len = (int64_t)strlen(data);
-    e->data = malloc((size_t)e->len + 1);
-    memcpy(e->data, data, (size_t)e->len + 1);
-    break;
-  }
-  pthread_mutex_unlock(&mem.mu);
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  snprintf(info.id, sizeof(info.id), "%s", id);
+  info.size = size;
+  info.is_final = is_final;
+  info.is_partial = is_partial;
+  info.expires_at = expires_at;
+  assert_int_equal(tusc_mem_store_put(store, &info, data, strlen(data)), 0);
+  tusc_upload_info_dispose(&info);
 }
 
 static int64_t mem_len(const char *id) {
-  pthread_mutex_lock(&mem.mu);
-  mem_entry_t *e = find_entry(id);
-  int64_t len = e != NULL ? e->len : -1;
-  pthread_mutex_unlock(&mem.mu);
-  return len;
+  return tusc_mem_store_length(store, id);
 }
 
 /* --- the server ---------------------------------------------------------------------- */
@@ -354,9 +116,9 @@ static void server_main(void *arg) {
 static int group_setup(void **state) {
   (void)state;
   tusc_log_setup(getenv("TUSC_TEST_VERBOSE") ? TUSC_LOG_DEBUG : TUSC_LOG_ERROR, TUSC_LOG_TEXT);
-  pthread_mutex_init(&mem.mu, NULL);
-  mem.base.ops = &mem_ops;
-  if (test_tmpdir(mem.lock_dir, sizeof(mem.lock_dir), "test-handler") != 0)
+  if (test_tmpdir(lock_dir, sizeof(lock_dir), "test-handler") != 0)
+    return -1;
+  if (tusc_mem_store_new(NULL, &store) != 0)
     return -1;
   faults_reset();
 
@@ -372,8 +134,8 @@ static int group_setup(void **state) {
   cfg.fsync = TUSC_FSYNC_ALWAYS;
   cfg.metrics_path = "/metrics";
 
-  if (tusc_lock_local_new(mem_lock_file, NULL, cfg.file_perms, &lock) != 0 ||
-      tusc_tus_new(&cfg, &mem.base, lock, &tus) != 0)
+  if (tusc_lock_local_new(test_lock_file, NULL, cfg.file_perms, &lock) != 0 ||
+      tusc_tus_new(&cfg, store, lock, &tus) != 0)
     return -1;
   tusc_listeners_t l;
   if (tusc_listeners_open("127.0.0.1", 0, NULL, 1, &l) != 0)
@@ -381,6 +143,11 @@ static int group_setup(void **state) {
   port = l.port;
   int fd = l.fds[0];
   l.fds[0] = -1;
+  /* Inherited by accepted sockets: no receive-buffer autotuning to absorb a body that
+   * the server does not read (test_full_store_pauses_the_client). */
+  int rcvbuf = 256 * 1024;
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) != 0)
+    return -1;
   tusc_listeners_close(&l);
   if (uv_loop_init(&loop) != 0 || tusc_tus_worker_new(tus, &loop, &worker) != 0)
     return -1;
@@ -399,12 +166,9 @@ static int group_teardown(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
   tusc_tus_free(tus);
   tusc_lock_free(lock);
-  for (size_t i = 0; i < MAX_UPLOADS; i++)
-    if (mem.entries[i].used)
-      entry_clear(&mem.entries[i]);
-  if (test_rm_rf(mem.lock_dir) != 0)
+  tusc_store_free(store);
+  if (test_rm_rf(lock_dir) != 0)
     return -1;
-  pthread_mutex_destroy(&mem.mu);
   return 0;
 }
 
@@ -517,9 +281,7 @@ static void test_enospc_keeps_written_bytes(void **state) {
   char id[64], v[64];
   struct response r;
   create("Upload-Length: 20\r\n", id);
-  pthread_mutex_lock(&mem.mu);
-  mem.write_budget = 4;
-  pthread_mutex_unlock(&mem.mu);
+  set_faults(4, 0, 0, 0);
   patch(id, 0, "0123456789", "", &r);
   assert_int_equal(r.status, 507);
   assert_non_null(strstr(r.body, "ERR_INSUFFICIENT_STORAGE"));
@@ -543,9 +305,7 @@ static void test_sync_failure_is_500(void **state) {
   char id[64];
   struct response r;
   create("Upload-Length: 5\r\n", id);
-  pthread_mutex_lock(&mem.mu);
-  mem.sync_err = UV_EIO;
-  pthread_mutex_unlock(&mem.mu);
+  set_faults(-1, UV_EIO, 0, 0);
   patch(id, 0, "abc", "", &r);
   faults_reset();
   assert_int_equal(r.status, 500);
@@ -555,9 +315,7 @@ static void test_sync_failure_is_500(void **state) {
 static void test_create_failure(void **state) {
   (void)state;
   struct response r;
-  pthread_mutex_lock(&mem.mu);
-  mem.create_err = UV_ENOSPC;
-  pthread_mutex_unlock(&mem.mu);
+  set_faults(-1, 0, UV_ENOSPC, 0);
   request("POST /files/ HTTP/1.1\r\nHost: h\r\nTus-Resumable: 1.0.0\r\nUpload-Length: 5\r\n\r\n",
           &r);
   faults_reset();
@@ -570,9 +328,7 @@ static void test_save_info_failure(void **state) {
   char id[64], v[64];
   struct response r;
   create("Upload-Defer-Length: 1\r\n", id);
-  pthread_mutex_lock(&mem.mu);
-  mem.save_err = UV_EIO;
-  pthread_mutex_unlock(&mem.mu);
+  set_faults(-1, 0, 0, UV_EIO);
   patch(id, 0, "abc", "Upload-Length: 3\r\n", &r);
   faults_reset();
   assert_int_equal(r.status, 500);
@@ -708,9 +464,108 @@ static void test_no_lock_file_for_unknown_ids(void **state) {
           &r);
   assert_int_equal(r.status, 404);
   char path[256];
-  assert_int_equal(mem_lock_path(&mem.base, "0123456789abcdef0123456789abcdef", path, sizeof(path)),
-                   0);
+  assert_int_equal(
+      test_lock_file(NULL, "0123456789abcdef0123456789abcdef", path, sizeof(path)), 0);
   assert_int_equal(access(path, F_OK), -1);
+}
+
+/* A counter from the metrics exposition ("name value" line). */
+static uint64_t metric(const char *name) {
+  char *text = NULL;
+  size_t len = 0;
+  assert_int_equal(tusc_metrics_render(&text, &len), 0);
+  char pat[128];
+  snprintf(pat, sizeof(pat), "\n%s ", name);
+  const char *p = strstr(text, pat);
+  assert_non_null(p);
+  uint64_t v = strtoull(p + strlen(pat), NULL, 10);
+  free(text);
+  return v;
+}
+
+static char pattern_byte(size_t i) {
+  return (char)((i * 131 + i / 251) % 256);
+}
+
+/* Back-pressure (issue 11): a store that answers "full" every 64 KiB and drains only a
+ * few ms later. The PATCH must pause the body — the server stops reading the socket,
+ * so the client's sends block once the kernel buffers are full — rather than buffer:
+ * the bytes the handler got but the store did not take yet stay within one read
+ * (64 KiB) at every moment. It resumes on each drain and ends with every byte, in
+ * order, and the right offset. */
+static void test_full_store_pauses_the_client(void **state) {
+  (void)state;
+  enum { LEN = 8 * 1024 * 1024, READ_PIECE = 64 * 1024 };
+  char id[64], v[64];
+  struct response r;
+  create("Upload-Length: 8388608\r\n", id);
+  uint64_t fulls0 = tusc_mem_store_full_count(store);
+  uint64_t received0 = metric("tusd_bytes_received");
+  uint64_t written0 = metric("tusc_bytes_written_total");
+  tusc_mem_store_set_full(store, 64 * 1024, 5);
+
+  int fd = client();
+  /* Small kernel buffers on both ends (the server's receive buffer is set on the
+   * listener): together they hold far less than the body, so a server that stops
+   * reading shows as blocked sends. */
+  int sndbuf = 64 * 1024;
+  assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
+  char head[512];
+  snprintf(head, sizeof(head),
+           "PATCH /files/%s HTTP/1.1\r\nHost: h\r\nTus-Resumable: 1.0.0\r\n"
+           "Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+           "Content-Length: %d\r\n\r\n",
+           id, LEN);
+  send_str(fd, head);
+  int flags = fcntl(fd, F_GETFL);
+  assert_int_equal(fcntl(fd, F_SETFL, flags | O_NONBLOCK), 0);
+  static char chunk[32 * 1024];
+  size_t sent = 0;
+  unsigned blocked = 0;
+  int64_t max_held = 0;
+  uint64_t deadline = uv_hrtime() + UINT64_C(60000000000);
+  while (sent < LEN) {
+    size_t n = LEN - sent < sizeof(chunk) ? LEN - sent : sizeof(chunk);
+    for (size_t i = 0; i < n; i++)
+      chunk[i] = pattern_byte(sent + i);
+    ssize_t w = send(fd, chunk, n, MSG_NOSIGNAL);
+    int64_t held = (int64_t)(metric("tusd_bytes_received") - received0) -
+                   (int64_t)(metric("tusc_bytes_written_total") - written0);
+    if (held > max_held)
+      max_held = held;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      /* The server is not reading: wait until it takes bytes again. */
+      blocked++;
+      struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+      assert_true(uv_hrtime() < deadline);
+      (void)poll(&pfd, 1, 100);
+      continue;
+    }
+    assert_true(w > 0);
+    sent += (size_t)w;
+  }
+  assert_int_equal(fcntl(fd, F_SETFL, flags), 0);
+  read_response(fd, &r, false);
+  close(fd);
+  tusc_mem_store_set_full(store, 0, 0);
+
+  assert_int_equal(r.status, 204);
+  assert_string_equal(header(&r, "Upload-Offset", v, sizeof(v)), "8388608");
+  assert_int_equal(mem_len(id), LEN);
+  static char back[LEN];
+  assert_int_equal(tusc_mem_store_read(store, id, 0, back, LEN), LEN);
+  for (size_t i = 0; i < LEN; i++)
+    if (back[i] != pattern_byte(i))
+      fail_msg("byte %zu differs", i);
+  /* Paused and resumed over and over ... */
+  assert_true(tusc_mem_store_full_count(store) - fulls0 >= LEN / (2 * 64 * 1024));
+  /* ... with the client held back by the socket, not by a buffer in the server ... */
+  assert_true(blocked > 0);
+  /* ... which never held more than one read of the body. */
+  if (max_held > READ_PIECE)
+    fail_msg("the handler held %lld bytes the store had not taken", (long long)max_held);
+  assert_int_equal(metric("tusd_bytes_received") - received0, LEN);
+  assert_int_equal(metric("tusc_bytes_written_total") - written0, LEN);
 }
 
 int main(void) {
@@ -724,6 +579,7 @@ int main(void) {
       cmocka_unit_test(test_download_partial_upload),
       cmocka_unit_test(test_lock_timeout_and_release),
       cmocka_unit_test(test_no_lock_file_for_unknown_ids),
+      cmocka_unit_test(test_full_store_pauses_the_client),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -196,7 +196,8 @@ static void test_stdin_env_cwd(void **state) {
   char *want = NULL;
   size_t want_len = 0;
   assert_int_equal(
-      tusc_hook_json_request(TUSC_HOOK_POST_FINISH, &info, &sample_req, &want, &want_len), 0);
+      tusc_hook_json_request(TUSC_HOOK_POST_FINISH, &info, NULL, 0, &sample_req, &want, &want_len),
+      0);
   tusc_upload_info_dispose(&info);
   char *got = read_file(&f, "stdin.json");
   assert_non_null(got);
@@ -567,8 +568,8 @@ static void test_big_input_read(void **state) {
   big_upload(&info);
   char *want = NULL;
   size_t want_len = 0;
-  assert_int_equal(tusc_hook_json_request(TUSC_HOOK_POST_RECEIVE, &info, NULL, &want, &want_len),
-                   0);
+  assert_int_equal(
+      tusc_hook_json_request(TUSC_HOOK_POST_RECEIVE, &info, NULL, 0, NULL, &want, &want_len), 0);
   assert_true(want_len > 300 * 1024);
   struct result r = {0};
   assert_int_equal(tusc_hooks_invoke(f.worker, TUSC_HOOK_POST_RECEIVE, &info, NULL, on_done, &r),

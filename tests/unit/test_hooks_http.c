@@ -267,7 +267,8 @@ static void test_retry_5xx_then_ok(void **state) {
   char *want = NULL;
   size_t want_len = 0;
   assert_int_equal(
-      tusc_hook_json_request(TUSC_HOOK_PRE_CREATE, &info, &sample_req, &want, &want_len), 0);
+      tusc_hook_json_request(TUSC_HOOK_PRE_CREATE, &info, NULL, 0, &sample_req, &want, &want_len),
+      0);
   tusc_upload_info_dispose(&info);
   for (int i = 0; i < 3; i++) {
     assert_string_equal(s.body[i], want);

@@ -1,6 +1,7 @@
-/* Unit tests for src/tus/verify.c and the file store's stage ops: what the request head
- * asks for, staging keeps the data file untouched until a match, trailer mode reads the
- * staged bytes back, and a store without staging truncates a rejected chunk back. */
+/* Unit tests for src/tus/verify.c with the stores' staged chunks: what the request head
+ * asks for; a staged chunk leaves the data untouched until its digest matched; trailer
+ * mode reads the staged bytes back; a mismatch, a missing digest or a broken-off body
+ * drops the chunk — against the file store and the in-memory store. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,7 @@
 #include "testutil.h"
 
 #include "common/error.h"
+#include "store/mem.h"
 #include "store/store.h"
 #include "tus/verify.h"
 
@@ -84,59 +86,6 @@ static void test_new_from_head(void **state) {
   }
 }
 
-struct fixture {
-  char dir[128];
-  tusc_store_t *store;
-  tusc_store_ops_t plain_ops; /* the file store's ops without staging */
-};
-
-static int setup(void **state) {
-  struct fixture *f = calloc(1, sizeof(*f));
-  assert_int_equal(test_tmpdir(f->dir, sizeof(f->dir), "test-verify"), 0);
-  tusc_file_store_options_t opts = {
-      .dir = f->dir, .dir_perms = 0775, .file_perms = 0664, .fsync = true};
-  assert_int_equal(tusc_file_store_new(&opts, &f->store), 0);
-  f->plain_ops = *f->store->ops;
-  f->plain_ops.stage_begin = NULL;
-  f->plain_ops.stage_write = NULL;
-  f->plain_ops.stage_commit = NULL;
-  f->plain_ops.stage_discard = NULL;
-  f->plain_ops.stage_read = NULL;
-  *state = f;
-  return 0;
-}
-
-static int teardown(void **state) {
-  struct fixture *f = *state;
-  f->store->ops->free(f->store);
-  assert_int_equal(test_rm_rf(f->dir), 0);
-  free(f);
-  return 0;
-}
-
-static tusc_upload_t *new_upload(struct fixture *f, const char *id, int64_t size) {
-  tusc_upload_info_t info;
-  tusc_upload_info_init(&info);
-  snprintf(info.id, sizeof(info.id), "%s", id);
-  info.size = size;
-  assert_int_equal(f->store->ops->create(f->store, &info), 0);
-  tusc_upload_info_dispose(&info);
-  tusc_upload_t *up = NULL;
-  assert_int_equal(f->store->ops->open(f->store, id, &up), 0);
-  /* Something already stored, so "unchanged" means more than empty. */
-  assert_int_equal(f->store->ops->write(up, 0, "0123", 4), 4);
-  return up;
-}
-
-static int64_t data_len(struct fixture *f, const char *id) {
-  tusc_upload_info_t info;
-  tusc_upload_info_init(&info);
-  assert_int_equal(f->store->ops->get_info(f->store, id, &info), 0);
-  int64_t n = info.offset;
-  tusc_upload_info_dispose(&info);
-  return n;
-}
-
 static size_t files_in_tree(const char *dir) {
   char cmd[256];
   snprintf(cmd, sizeof(cmd), "find '%s' -type f | wc -l", dir);
@@ -147,9 +96,108 @@ static size_t files_in_tree(const char *dir) {
   return n;
 }
 
-/* One chunk through verify with `value` as the header (or the trailer). */
-static int run_chunk(struct fixture *f, tusc_store_t *store, const char *id, const char *value,
-                     bool trailer, const char *body) {
+/* --- a chunk through verify and the store (tusc_verify_update / tusc_verify_end) on a
+ * real loop, against the file store and the in-memory store --- */
+
+struct afix {
+  char dir[128];
+  bool file;
+  uv_loop_t loop;
+  tusc_store_t *store;
+};
+
+struct adone {
+  int calls;
+  int status;
+  tusc_upload_t *up;
+  size_t nread;
+};
+
+static void on_sreq(tusc_store_req_t *req, int status) {
+  struct adone *d = req->data;
+  d->calls++;
+  d->status = status;
+  d->up = req->upload;
+}
+
+static void on_verified(tusc_verify_t *v, int status, void *arg) {
+  (void)v;
+  struct adone *d = arg;
+  d->calls++;
+  d->status = status;
+}
+
+static int await(struct afix *f, struct adone *d, int started) {
+  assert_int_equal(started, 0);
+  for (int i = 0; i < 100000 && d->calls == 0; i++)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_equal(d->calls, 1);
+  return d->status;
+}
+
+static int asetup(void **state, bool file) {
+  struct afix *f = calloc(1, sizeof(*f));
+  f->file = file;
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  if (file) {
+    assert_int_equal(test_tmpdir(f->dir, sizeof(f->dir), "test-averify"), 0);
+    tusc_file_store_options_t opts = {
+        .dir = f->dir, .dir_perms = 0775, .file_perms = 0664, .fsync = true};
+    assert_int_equal(tusc_file_store_new(&opts, &f->store), 0);
+  } else {
+    assert_int_equal(tusc_mem_store_new(NULL, &f->store), 0);
+  }
+  *state = f;
+  return 0;
+}
+
+static int asetup_file(void **state) {
+  return asetup(state, true);
+}
+
+static int asetup_mem(void **state) {
+  return asetup(state, false);
+}
+
+static int ateardown(void **state) {
+  struct afix *f = *state;
+  tusc_store_free(f->store);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  if (f->file)
+    assert_int_equal(test_rm_rf(f->dir), 0);
+  free(f);
+  return 0;
+}
+
+static tusc_upload_t *aopen(struct afix *f, const char *id) {
+  tusc_store_req_t req = {0};
+  struct adone d = {0};
+  req.data = &d;
+  assert_int_equal(await(f, &d, tusc_store_open(f->store, &f->loop, &req, id, on_sreq)), 0);
+  return d.up;
+}
+
+static int64_t alen(struct afix *f, const char *id) {
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  tusc_store_req_t req = {0};
+  struct adone d = {0};
+  req.data = &d;
+  assert_int_equal(await(f, &d, tusc_store_get_info(f->store, &f->loop, &req, id, &info, on_sreq)),
+                   0);
+  int64_t n = info.offset;
+  tusc_upload_info_dispose(&info);
+  return n;
+}
+
+static void on_drain_never(void *arg) {
+  (void)arg;
+}
+
+/* One chunk: `ok` false stands for a body that broke off. */
+static int arun_chunk(struct afix *f, const char *id, const char *value, bool trailer,
+                      const char *body, bool ok) {
   tusc_http_header_t hs[2];
   memset(hs, 0, sizeof(hs));
   hs[0].name = trailer ? "Trailer" : "Upload-Checksum";
@@ -161,106 +209,57 @@ static int run_chunk(struct fixture *f, tusc_store_t *store, const char *id, con
   make_request(&req, hs, trailer ? 2 : 1, trailer);
   tusc_verify_t *v = NULL;
   assert_int_equal(tusc_verify_new(&req, &v), 0);
-  assert_non_null(v);
-  tusc_upload_t *up = NULL;
-  assert_int_equal(store->ops->open(store, id, &up), 0);
-  int64_t before = store->ops->info(up)->offset;
-  assert_int_equal(tusc_verify_begin(v, store, up), 0);
+  tusc_upload_t *up = aopen(f, id);
+  int64_t before = tusc_store_info(up)->offset;
+  assert_int_equal(tusc_store_chunk_begin(up, tusc_verify_chunk_flags(v)), 0);
   size_t len = strlen(body);
   /* In two pieces, as a body arrives. */
-  assert_int_equal(tusc_verify_write(v, body, 5), 5);
-  assert_int_equal(tusc_verify_write(v, body + 5, len - 5), (ssize_t)(len - 5));
-  if (store->ops->stage_begin != NULL)
-    assert_int_equal(data_len(f, id), before); /* nothing reached the data file yet */
-  int rc = tusc_verify_body_end(v, &req);
+  assert_int_equal(tusc_store_append(up, body, 5, on_drain_never, NULL), 0);
+  assert_int_equal(tusc_verify_update(v, body, 5), 0);
+  assert_int_equal(tusc_store_append(up, body + 5, len - 5, on_drain_never, NULL), 0);
+  assert_int_equal(tusc_verify_update(v, body + 5, len - 5), 0);
+  int rc = ok ? tusc_verify_body_end(v, &req) : 0;
+  struct adone e = {0};
+  int st = await(f, &e, tusc_verify_end(v, up, before, ok && rc == 0, on_verified, &e));
   if (rc == 0)
-    rc = tusc_verify_commit(v, true);
-  else
-    assert_int_equal(tusc_verify_discard(v), 0);
-  store->ops->close(up);
+    rc = st;
+  assert_int_equal(alen(f, id), rc == 0 && ok ? before + (int64_t)len : before);
+  assert_int_equal(tusc_store_info(up)->offset, rc == 0 && ok ? before + (int64_t)len : before);
+  tusc_store_close(up);
   tusc_verify_free(v);
   return rc;
 }
 
-static void test_staged(void **state) {
-  struct fixture *f = *state;
-  tusc_upload_t *up = new_upload(f, "upload1", 100);
-  f->store->ops->close(up);
+static void test_async_verify(void **state) {
+  struct afix *f = *state;
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  snprintf(info.id, sizeof(info.id), "averify");
+  info.size = 100;
+  tusc_store_req_t req = {0};
+  struct adone d = {0};
+  req.data = &d;
+  assert_int_equal(await(f, &d, tusc_store_create(f->store, &f->loop, &req, &info, on_sreq)), 0);
+  tusc_upload_info_dispose(&info);
   for (int trailer = 0; trailer < 2; trailer++) {
-    int64_t off = data_len(f, "upload1");
-    assert_int_equal(run_chunk(f, f->store, "upload1", SHA1_HELLO, trailer, "hello worle"),
+    assert_int_equal(arun_chunk(f, "averify", SHA1_HELLO, trailer, "hello worle", true),
                      TUSC_ECHECKSUM_MISMATCH);
-    assert_int_equal(data_len(f, "upload1"), off);
-    assert_int_equal(run_chunk(f, f->store, "upload1", CRC_HELLO, trailer, "hello world"), 0);
-    assert_int_equal(data_len(f, "upload1"), off + 11);
+    assert_int_equal(arun_chunk(f, "averify", CRC_HELLO, trailer, "hello world", true), 0);
+    /* Broken off: dropped, whatever the digest. */
+    assert_int_equal(arun_chunk(f, "averify", CRC_HELLO, trailer, "hello world", false), 0);
   }
-  /* Trailer mode with a malformed trailer: dropped. */
-  assert_int_equal(run_chunk(f, f->store, "upload1", "sha1 nope", true, "hello world"),
+  assert_int_equal(arun_chunk(f, "averify", "sha1 nope", true, "hello world", true),
                    TUSC_EINVALID_CHECKSUM);
-  assert_int_equal(data_len(f, "upload1"), 4 + 22);
-  /* No side file anywhere: data + .info only. */
-  assert_int_equal(files_in_tree(f->dir), 2);
-}
-
-static void test_unstaged_truncates_back(void **state) {
-  struct fixture *f = *state;
-  tusc_upload_t *up = new_upload(f, "upload2", 100);
-  f->store->ops->close(up);
-  /* The same store object seen through a table without staging, like a backend that
-   * cannot stage. */
-  const tusc_store_ops_t *staging = f->store->ops;
-  f->store->ops = &f->plain_ops;
-  for (int trailer = 0; trailer < 2; trailer++) {
-    int64_t off = data_len(f, "upload2");
-    assert_int_equal(run_chunk(f, f->store, "upload2", SHA1_HELLO, trailer, "hello worle"),
-                     TUSC_ECHECKSUM_MISMATCH);
-    assert_int_equal(data_len(f, "upload2"), off);
-    assert_int_equal(run_chunk(f, f->store, "upload2", SHA1_HELLO, trailer, "hello world"), 0);
-    assert_int_equal(data_len(f, "upload2"), off + 11);
-  }
-  f->store->ops = staging;
-}
-
-static void test_stage_ops(void **state) {
-  struct fixture *f = *state;
-  tusc_upload_t *up = new_upload(f, "upload3", 10);
-  const tusc_store_ops_t *ops = f->store->ops;
-  assert_int_equal(ops->stage_write(up, "x", 1), TUSC_EINVALID_ARGUMENT); /* not begun */
-  assert_int_equal(ops->stage_begin(up), 0);
-  assert_int_equal(ops->stage_write(up, "abc", 3), 3);
-  /* 4 stored + 3 staged + 4 would pass the length of 10. */
-  assert_int_equal(ops->stage_write(up, "defg", 4), TUSC_EUPLOAD_SIZE_EXCEEDED);
-  char buf[8] = {0};
-  assert_int_equal(ops->stage_read(up, 1, buf, sizeof(buf)), 2);
-  assert_memory_equal(buf, "bc", 2);
-  /* Begin again drops what was staged. */
-  assert_int_equal(ops->stage_begin(up), 0);
-  assert_int_equal(ops->stage_read(up, 0, buf, sizeof(buf)), 0);
-  assert_int_equal(ops->stage_write(up, "xyz", 3), 3);
-  assert_int_equal(ops->stage_commit(up), 0);
-  assert_int_equal(ops->info(up)->offset, 7);
-  assert_int_equal(ops->stage_commit(up), TUSC_EINVALID_ARGUMENT); /* nothing staged now */
-  assert_int_equal(ops->stage_begin(up), 0);
-  assert_int_equal(ops->stage_write(up, "q", 1), 1);
-  ops->stage_discard(up);
-  ops->stage_discard(up);
-  assert_int_equal(ops->info(up)->offset, 7);
-  assert_int_equal(ops->stage_begin(up), 0);
-  assert_int_equal(ops->stage_write(up, "r", 1), 1);
-  ops->close(up); /* drops the staged byte too */
-  assert_int_equal(data_len(f, "upload3"), 7);
-  assert_int_equal(ops->open(f->store, "upload3", &up), 0);
-  assert_int_equal(ops->read(up, 0, buf, sizeof(buf)), 7);
-  assert_memory_equal(buf, "0123xyz", 7);
-  ops->close(up);
+  assert_int_equal(alen(f, "averify"), 22);
+  if (f->file)
+    assert_int_equal(files_in_tree(f->dir), 2); /* no side file left: data + .info */
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_new_from_head),
-      cmocka_unit_test_setup_teardown(test_staged, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_unstaged_truncates_back, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_stage_ops, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_async_verify, asetup_file, ateardown),
+      cmocka_unit_test_setup_teardown(test_async_verify, asetup_mem, ateardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

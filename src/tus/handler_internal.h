@@ -2,7 +2,7 @@
  * handler_internal — what the files of the tus handler share: the per-request state
  * (tus_request_t), the process and worker objects, and the functions one file calls in
  * another. Not a public API: only the handler files in src/tus include it (other
- * front-ends such as ietf.c use the narrow reqapi.h instead).
+ * front-ends such as the IETF glue, ietf_req.c, use the narrow reqapi.h instead).
  *
  * The handler by concern:
  *   handler.c   routing, authentication, aborts, the tus/worker objects, the way back to
@@ -47,6 +47,7 @@
 #include "tus/expire.h"
 #include "tus/handler.h"
 #include "tus/ietf.h"
+#include "tus/ietf_req.h"
 #include "tus/location.h"
 #include "tus/reqapi.h"
 #include "tus/verify.h"

@@ -6,13 +6,11 @@
  * later) are understood. Draft responses carry Upload-Draft-Interop-Version and no
  * Tus-Resumable.
  *
- * Two layers:
- *   - pure helpers (header parsing and formatting; no I/O, thread-safe), unit-tested;
- *   - glue called by the tus handler files (handler_internal.h) on the request's loop:
- *     detection, routing, offset retrieval, and hooks at the points where the shared
- *     creation / append flow must behave the draft's way (104 interim response,
- *     completing a deferred upload, extra response headers). It reaches the handler
- *     only through reqapi.h.
+ This file is the draft's protocol logic: header parsing and formatting and the
+ * upload state an answer reports (no I/O, no handler; thread-safe, unit-tested). The
+ * request glue that drives the handler's flows the draft's way (detection, routing,
+ * the 104 interim response, completing a deferred upload, extra response headers)
+ * belongs to the tus handler module: tus/ietf_req.h.
  *
  * Upload state maps onto the tus store: "complete" (Upload-Complete: ?1) is a known
  * length equal to the offset. Upload-Complete: ?1 on a request whose length is not yet
@@ -27,7 +25,6 @@
 
 #include "http/http.h"
 #include "store/store.h"
-#include "tus/reqapi.h"
 
 #define TUSC_IETF_VERSION_MIN 3
 #define TUSC_IETF_VERSION_MAX 8
@@ -86,38 +83,23 @@ long tusc_ietf_disposition_filename(const char *s, size_t len, char *out, size_t
  * length or -1 when it does not fit. */
 int tusc_ietf_format_limit(int64_t max_size, char *out, size_t cap);
 
-/* --- glue for the tus handler files ----------------------------------------------- */
+/* --- upload state for the answers ------------------------------------------------ */
 
-/* Marks the request as a draft request when the flag is on and it carries
- * Upload-Draft-Interop-Version (version -1 when that header is unusable). */
-void tusc_ietf_detect(tusc_tus_req_t *st);
+/* An upload whose length is known and reached. */
+bool tusc_ietf_state_complete(int64_t offset, int64_t size);
 
-/* Answers a draft request for the collection (`is_collection`) or for the upload
- * whose percent-encoded ID is raw[0..raw_len). Returns false, without touching the
- * request, for methods the tus path serves as well (GET downloads). */
-bool tusc_ietf_handle(tusc_tus_req_t *st, enum tusc_http_method method, bool is_collection,
-                      const char *raw, size_t raw_len);
+/* Remembers the upload's state after this request for the draft's answer headers. */
+void tusc_ietf_note_state(tusc_ietf_req_t *ietf, const tusc_upload_info_t *info);
 
-/* Draft headers for a response being built (called by the handler's response_init in
- * place of Tus-Resumable). */
-void tusc_ietf_response_headers(tusc_tus_req_t *st, tusc_http_response_t *resp, int status);
-
-/* Extra headers of a draft OPTIONS answer (Accept-Patch). */
-void tusc_ietf_options(tusc_tus_req_t *st, tusc_http_response_t *resp);
-
-/* The upload now exists (before any body byte is read): sends the 104 interim response
- * and remembers the state for the final answer. */
-void tusc_ietf_created(tusc_tus_req_t *st, const tusc_upload_info_t *info);
-
-/* At the end of a body phase, before the answer. `result` is the request's outcome so
- * far (0 = every byte stored); `work_result` the result of the last thread-pool call.
- * Returns true when the caller must save the info (the request completed an upload of
- * unknown length: info->size was just set) and call this again afterwards; may set
- * *result (a completion that does not match the declared length). */
 /* A request met the upload at another offset than it claimed: records the state met
  * (under the upload's lock) for the draft's 409, which tells where to resume. */
 void tusc_ietf_note_conflict(tusc_ietf_req_t *ietf, const tusc_upload_info_t *info);
 
+/* At the end of a body phase, before the answer. `result` is the request's outcome so
+ * far (0 = every byte stored); `work_result` the result of the last store call.
+ * Returns true when the caller must save the info (the request completed an upload of
+ * unknown length: info->size was just set) and call this again afterwards; may set
+ * *result (a completion that does not match the declared length). */
 bool tusc_ietf_chunk_end(tusc_ietf_req_t *ietf, tusc_upload_info_t *info, bool aborted,
                          int work_result, int *result);
 

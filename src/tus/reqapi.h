@@ -1,6 +1,6 @@
 /*
  * reqapi — the narrow request API that other protocol front-ends inside src/tus (the
- * IETF draft, ietf.c) use to reuse the tus handler's request machinery instead of
+ * IETF draft's glue, ietf_req.c) use to reuse the tus handler's request machinery instead of
  * copying it: building and ending responses, and the creation / append / termination
  * flows with their store calls on the thread pool, lock handling, body streaming and
  * fsync before the answer. Not a public API: only files in src/tus include it. It

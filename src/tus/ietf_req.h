@@ -1,0 +1,39 @@
+/*
+ * ietf_req — the IETF draft's request glue, part of the tus handler module (the files
+ * that share handler_internal.h): called by the handler files on the request's loop,
+ * it drives the shared creation / append / termination flows the draft's way and
+ * reaches the handler through reqapi.h. The draft's pure logic is tus/ietf.h.
+ */
+#ifndef TUSC_TUS_IETF_REQ_H
+#define TUSC_TUS_IETF_REQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "http/http.h"
+#include "store/store.h"
+#include "tus/ietf.h"
+#include "tus/reqapi.h"
+
+/* Marks the request as a draft request when the flag is on and it carries
+ * Upload-Draft-Interop-Version (version -1 when that header is unusable). */
+void tusc_ietf_detect(tusc_tus_req_t *st);
+
+/* Answers a draft request for the collection (`is_collection`) or for the upload
+ * whose percent-encoded ID is raw[0..raw_len). Returns false, without touching the
+ * request, for methods the tus path serves as well (GET downloads). */
+bool tusc_ietf_handle(tusc_tus_req_t *st, enum tusc_http_method method, bool is_collection,
+                      const char *raw, size_t raw_len);
+
+/* Draft headers for a response being built (called by the handler's response_init in
+ * place of Tus-Resumable). */
+void tusc_ietf_response_headers(tusc_tus_req_t *st, tusc_http_response_t *resp, int status);
+
+/* Extra headers of a draft OPTIONS answer (Accept-Patch). */
+void tusc_ietf_options(tusc_tus_req_t *st, tusc_http_response_t *resp);
+
+/* The upload now exists (before any body byte is read): sends the 104 interim response
+ * and remembers the state for the final answer. */
+void tusc_ietf_created(tusc_tus_req_t *st, const tusc_upload_info_t *info);
+
+#endif

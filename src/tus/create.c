@@ -340,7 +340,7 @@ static void post_opened(tus_request_t *st) {
   int rc = st->work_result;
   st->work_result = 0;
   if (rc < 0) {
-    release_lock(st);
+    tus_release_lock(st);
     tus_respond_error(st, rc == TUSC_ENOT_FOUND ? TUSC_EINTERNAL : rc);
     return;
   }
@@ -402,7 +402,7 @@ static void post_created(tus_request_t *st) {
   }
   /* An empty upload is finished at once: its finish hooks run on the chunk path. */
   if (st->with_body || (empty && tus_finish_hooks_on(st))) {
-    lock_upload(st, post_locked);
+    tus_lock_upload(st, post_locked);
     return;
   }
   tusc_http_response_t resp;

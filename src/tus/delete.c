@@ -50,7 +50,7 @@ static void upload_terminated(tus_request_t *st) {
 static void stop_terminated(tus_request_t *st) {
   int rc = st->work_result;
   st->work_result = 0;
-  release_lock(st);
+  tus_release_lock(st);
   if (rc == 0) {
     upload_terminated(st);
   } else {
@@ -81,7 +81,7 @@ void tus_stop_terminate(tus_request_t *st) {
 static void delete_done(tus_request_t *st) {
   int rc = st->work_result;
   st->work_result = 0;
-  release_lock(st);
+  tus_release_lock(st);
   if (rc == 0)
     upload_terminated(st);
   if (st->aborted) {
@@ -106,7 +106,7 @@ static void delete_pre_done(tus_request_t *st) {
   else if (st->hook_resp->reject_termination)
     err = TUSC_EUPLOAD_TERMINATION_REJECTED;
   if (err < 0) {
-    release_lock(st);
+    tus_release_lock(st);
     tus_respond_error(st, err);
     return;
   }
@@ -117,7 +117,7 @@ static void delete_loaded(tus_request_t *st) {
   int rc = st->work_result;
   st->work_result = 0;
   if (rc < 0) {
-    release_lock(st);
+    tus_release_lock(st);
     tus_respond_store_error(st, rc);
     return;
   }
@@ -138,7 +138,7 @@ static void delete_locked(tus_request_t *st) {
 }
 
 static void delete_exists(tus_request_t *st) {
-  lock_upload(st, delete_locked);
+  tus_lock_upload(st, delete_locked);
 }
 
 void tus_do_delete(tus_request_t *st) {

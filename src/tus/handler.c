@@ -1,8 +1,9 @@
 /*
  * handler — the tus 1.0 protocol on top of the http layer (see handler.h): routing,
  * authentication, aborts, the tus and worker objects, the way back to the loop
- * (tus_defer, tus_store_step) and the upload locks. The methods, hook glue and concatenation jobs live in the files listed
- * in handler_internal.h, which also holds the request state they share.
+ * (tus_defer, tus_store_step) and the upload locks. The methods, hook glue, concatenation
+ * jobs and the IETF draft's glue live in the files listed in handler_internal.h, which
+ * also holds the request state they share.
  *
  * Every request gets a tus_request_t (req->handler_data) that lives until the one
  * respond call that ends the request; it is freed right after that call, so nothing
@@ -50,24 +51,6 @@
 #include "tus/location.h"
 #include "tus/verify.h"
 
-/* The names the thread-pool and lock sections below still use, kept so that those
- * sections stay as they were (they are being rewritten on other branches). `unused`:
- * clang warns about an unused static inline in a .c file. */
-static inline __attribute__((unused)) tusc_store_t *store_of(const tus_request_t *st) {
-  return tus_store_of(st);
-}
-static inline __attribute__((unused)) void respond_error(tus_request_t *st, int err) {
-  tus_respond_error(st, err);
-}
-static inline __attribute__((unused)) void respond_store_error(tus_request_t *st, int err) {
-  tus_respond_store_error(st, err);
-}
-static inline __attribute__((unused)) void chunk_finish(tus_request_t *st, bool leave_callback) {
-  tus_chunk_finish(st, leave_callback);
-}
-
-/* --- small helpers --------------------------------------------------------------- */
-
 static enum tusc_http_method method_from_name(const char *s, size_t len) {
   static const struct {
     const char *name;
@@ -107,7 +90,7 @@ static void respond_unauthorized(tus_request_t *st) {
   tus_respond_text(st, &resp, body);
 }
 
-/* --- thread pool ----------------------------------------------------------------- */
+/* --- back to the loop: deferred steps and store completions -------------------------- */
 
 static void on_work(uv_work_t *work) {
   (void)work; /* only a way back to the loop in a later turn */
@@ -160,7 +143,7 @@ void tus_store_started(tus_request_t *st, int rc) {
 /* --- locks ----------------------------------------------------------------------- */
 
 /* Another request wants the lock (on this loop). A body being read stops now; any
- * other phase ends soon on its own and then releases. chunk_finish(st, true) never
+ * other phase ends soon on its own and then releases. tus_chunk_finish(st, true) never
  * frees st or lets go of the lock before returning. */
 static void on_release_requested(tusc_lock_req_t *req) {
   tus_request_t *st = req->data;
@@ -168,7 +151,7 @@ static void on_release_requested(tusc_lock_req_t *req) {
   if (st->phase == PH_BODY) {
     tusc_http_body_pause(st->req);
     st->result = TUSC_EUPLOAD_INTERRUPTED;
-    chunk_finish(st, true);
+    tus_chunk_finish(st, true);
   }
 }
 
@@ -182,7 +165,7 @@ static void lock_got(tusc_lock_req_t *req, int status) {
   st->phase = PH_RUN;
   if (status < 0) {
     /* No lock file for an ID means no such upload (TUSC_EINVALID_ID → 404). */
-    respond_store_error(st, status == UV_ECANCELED && st->aborted ? st->abort_err : status);
+    tus_respond_store_error(st, status == UV_ECANCELED && st->aborted ? st->abort_err : status);
     return;
   }
   st->lock_held = true;
@@ -193,7 +176,7 @@ static void lock_got(tusc_lock_req_t *req, int status) {
  * most -acquire-lock-timeout, then runs `next`. Answers the request itself on failure
  * or timeout. A free lock is taken at once (next runs before this returns), so that
  * body bytes that came with the head are not set aside by the http layer meanwhile. */
-void lock_upload(tus_request_t *st, step_fn next) {
+void tus_lock_upload(tus_request_t *st, step_fn next) {
   const tusc_config_t *cfg = tus_cfg_of(st);
   tusc_lock_t *lock = st->w->tus->lock;
   st->after_lock = next;
@@ -207,13 +190,13 @@ void lock_upload(tus_request_t *st, step_fn next) {
   int64_t timeout = cfg->acquire_lock_timeout_ms > 0 ? cfg->acquire_lock_timeout_ms : 0;
   int rc = tusc_lock_acquire(lock, st->w->loop, &st->lock_req, st->id, timeout, lock_got);
   if (rc < 0) {
-    respond_error(st, rc);
+    tus_respond_error(st, rc);
     return;
   }
   st->phase = PH_LOCK_WAIT;
 }
 
-void release_lock(tus_request_t *st) {
+void tus_release_lock(tus_request_t *st) {
   if (st->lock_held) {
     tusc_lock_release(&st->lock_req);
     st->lock_held = false;

@@ -215,8 +215,8 @@ void tus_store_started(tus_request_t *st, int rc);
 /* Takes the upload's exclusive lock, asking a current holder to let go and waiting at
  * most -acquire-lock-timeout, then runs `next` (at once when the lock is free). Answers
  * the request itself on failure or timeout. */
-void lock_upload(tus_request_t *st, step_fn next);
-void release_lock(tus_request_t *st);
+void tus_lock_upload(tus_request_t *st, step_fn next);
+void tus_release_lock(tus_request_t *st);
 
 /* --- req.c: helpers, state, responses, lookups ------------------------------------- */
 

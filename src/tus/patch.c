@@ -196,7 +196,7 @@ static void chunk_done(tus_request_t *st) {
   tusc_store_close(st->upload);
   st->upload = NULL;
   /* Released before answering so that the client's next PATCH finds it free. */
-  release_lock(st);
+  tus_release_lock(st);
   if (partial_done) {
     /* Finals waiting for this partial (concatenation-unfinished) are assembled in the
      * background; the PATCH answers at once. */
@@ -531,7 +531,7 @@ static void patch_opened(tus_request_t *st) {
   int rc = st->work_result;
   st->work_result = 0;
   if (rc < 0) {
-    release_lock(st);
+    tus_release_lock(st);
     tus_respond_store_error(st, rc);
     return;
   }
@@ -566,7 +566,7 @@ static void patch_opened(tus_request_t *st) {
       tusc_ietf_note_conflict(&st->ietf, info); /* the draft's 409 says where to resume */
     tusc_store_close(st->upload);
     st->upload = NULL;
-    release_lock(st);
+    tus_release_lock(st);
     tus_respond_error(st, rc);
     return;
   }
@@ -579,7 +579,7 @@ static void patch_locked(tus_request_t *st) {
 }
 
 static void patch_exists(tus_request_t *st) {
-  lock_upload(st, patch_locked);
+  tus_lock_upload(st, patch_locked);
 }
 
 void tus_do_patch(tus_request_t *st) {

@@ -15,6 +15,8 @@
  *              a concat job runs; after_work always comes back, also after an abort
  *   BODY       PATCH bytes stream from on_body into tusc_store_append; when the store
  *              answers "full" the body is paused until its drain callback
+ *   DRAIN      the body has ended while the store was full: the bytes held back wait
+ *              for the drain callback, then the chunk ends (tus keeps what arrived)
  *   STREAM     a GET download writes 64 KiB at a time, the next read after write_cb
  *   AUTH       a password check waits for its loop's hashing slot or hashes (auth.h);
  *              an abort drops a waiting one, a hashing one comes back
@@ -571,6 +573,9 @@ static void on_abort(tusc_http_request_t *req, int err, void *ctx) {
     /* Keep what reached the file: make it durable, release, answer (discarded). */
     st->result = err;
     tus_chunk_finish(st, true);
+    break;
+  case PH_DRAIN:
+    /* The body has ended already; the store's drain comes back and ends the chunk. */
     break;
   case PH_LOCK_WAIT:
     /* lock_got comes back with UV_ECANCELED and answers. */

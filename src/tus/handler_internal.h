@@ -82,7 +82,7 @@ struct tusc_tus_worker_s {
   size_t bg_jobs;          /* concat jobs and background finish hooks that come back here */
 };
 
-enum phase { PH_RUN = 0, PH_LOCK_WAIT, PH_WORK, PH_BODY, PH_STREAM, PH_HOOK, PH_AUTH };
+enum phase { PH_RUN = 0, PH_LOCK_WAIT, PH_WORK, PH_BODY, PH_DRAIN, PH_STREAM, PH_HOOK, PH_AUTH };
 enum op { OP_NONE = 0, OP_POST, OP_PATCH, OP_DELETE, OP_GET };
 
 typedef void (*step_fn)(tus_request_t *st);

@@ -25,6 +25,7 @@
 #include "tus/headers.h"
 
 static void chunk_done(tus_request_t *st);
+static int store_feed(tus_request_t *st, const char *data, size_t len, size_t *taken);
 static void send_interim(tus_request_t *st);
 
 /* --- post-receive progress ------------------------------------------------------- */
@@ -255,6 +256,22 @@ static void held_drop(tus_request_t *st) {
  * returning, so callers inside an http callback are safe; with `leave_callback` false a
  * request without a chunk may answer at once. */
 void tus_chunk_finish(tus_request_t *st, bool leave_callback) {
+  if (st->held != NULL && st->held_off < st->held_len && st->chunk_open) {
+    /* Bytes that arrived while the store was full were received like the rest and are
+     * kept like them (tus keeps what arrived of a cut body): offer them once more, and
+     * if the store is still full, end the chunk from its drain callback. */
+    size_t taken = 0;
+    int rc = store_feed(st, st->held + st->held_off, st->held_len - st->held_off, &taken);
+    st->held_off += taken;
+    if (rc == TUSC_ESTORE_FULL) {
+      st->phase = PH_DRAIN;
+      if (st->timer_init && tus_cfg_of(st)->min_upload_rate > 0)
+        uv_timer_stop(&st->timer);
+      return;
+    }
+    if (rc != 0 && st->result == 0)
+      st->result = rc;
+  }
   progress_end(st);
   if (st->timer_init && tus_cfg_of(st)->min_upload_rate > 0)
     uv_timer_stop(&st->timer);
@@ -431,6 +448,11 @@ static int store_feed(tus_request_t *st, const char *data, size_t len, size_t *t
 /* The store has room again: the held bytes go first, then the body resumes. */
 static void on_store_drain(void *arg) {
   tus_request_t *st = arg;
+  if (st->phase == PH_DRAIN) {
+    /* Not inside an http callback: the chunk may end and the request answer now. */
+    tus_chunk_finish(st, false);
+    return;
+  }
   if (st->phase != PH_BODY || st->held == NULL)
     return;
   size_t taken = 0;

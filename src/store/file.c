@@ -898,8 +898,8 @@ enum req_kind {
   K_CONCAT
 };
 
-/* req->state */
-enum { RS_IDLE = 0, RS_QUEUED, RS_POOL };
+/* req->state; RS_DEFERRED: done on the loop, its completion waits for a later turn */
+enum { RS_IDLE = 0, RS_QUEUED, RS_POOL, RS_DEFERRED };
 /* req->flags bit (apart from the caller's): the job writes up->wbuf before its work */
 #define FLUSH_FIRST 0x100
 
@@ -940,6 +940,7 @@ static void run_store_req(tusc_pool_job_t *job) {
 static void done_store_req(tusc_pool_job_t *job, int status) {
   tusc_store_req_t *req = req_of(job);
   req->state = RS_IDLE;
+  /* A deferred completion is never cancelled (fa_cancel), so its work's result stands. */
   int rc = status < 0 ? status : req->result;
   if (rc == 0 && req->kind == K_OPEN) {
     tusc_upload_t *up = req->upload;
@@ -967,14 +968,39 @@ static int submit_store_req(tusc_store_req_t *req, int kind) {
   return rc;
 }
 
+/* get_info and open run on the loop thread and only their completion waits for a later
+ * turn (store/defer.h), as these reads did before the store became asynchronous: they
+ * read one small .info file and stat or open the data file, all in the page cache for
+ * any live upload, which costs less than the two thread hops of a pool job (a small
+ * upload's PATCH would pay two of them before its first byte). The pool keeps what
+ * blocks for real: writes and fsync, create, terminate, directory walks, copies.
+ * The completion is queued first, so a refusal (TUSC_ESTORE_BUSY) leaves nothing done;
+ * the work then runs at once, before the call returns and before any later turn. */
+static int inline_store_req(tusc_store_req_t *req, int kind) {
+  file_store_t *fs = (file_store_t *)req->store;
+  req->kind = kind;
+  req->upload = NULL;
+  req->ids = NULL;
+  req->id_count = 0;
+  int rc = tusc_store_pool_submit(&fs->pool, req->loop, &req->job, NULL, done_store_req, false);
+  if (rc != 0)
+    return rc;
+  req->state = RS_DEFERRED;
+  if (kind == K_GET_INFO)
+    req->result = load(fs, req->id, req->info, NULL);
+  else
+    req->result = fs_open(req->store, req->id, &req->upload);
+  return 0;
+}
+
 static int fa_get_info(tusc_store_req_t *req) {
-  return submit_store_req(req, K_GET_INFO);
+  return inline_store_req(req, K_GET_INFO);
 }
 static int fa_create(tusc_store_req_t *req) {
   return submit_store_req(req, K_CREATE);
 }
 static int fa_open(tusc_store_req_t *req) {
-  return submit_store_req(req, K_OPEN);
+  return inline_store_req(req, K_OPEN);
 }
 static int fa_terminate(tusc_store_req_t *req) {
   return submit_store_req(req, K_TERMINATE);
@@ -1378,7 +1404,8 @@ static int fa_concat(tusc_store_req_t *req) {
 
 static int fa_cancel(tusc_store_req_t *req) {
   if (req->state != RS_POOL || req->up != NULL)
-    return UV_EBUSY; /* an upload's requests run in order and soon; let them */
+    return UV_EBUSY; /* an upload's requests run in order and soon, a deferred one has
+                      * done its work already; let them complete */
   return tusc_store_pool_cancel(&req->job);
 }
 

@@ -56,25 +56,59 @@ typedef struct file_store_s {
 struct append_buf {
   char *data; /* APPEND_BUF bytes of their own mapping, or NULL */
   size_t len;
+  size_t touched; /* pages of the mapping ever written, in bytes: its resident part */
 };
 
 /* The buffers are mappings of their own, not heap memory: given back whole when an
  * upload goes idle, so thousands of quiet connections keep no pages of them (freed heap
- * pages of a burst of uploads would stay resident). */
+ * pages of a burst of uploads would stay resident).
+ *
+ * Mapping, faulting in and unmapping (a TLB shootdown on every core running one of our
+ * threads) cost more than writing a small upload, so each loop thread keeps released
+ * buffers for its next uploads, bounded by what they hold resident: at most
+ * BUF_SPARE_BYTES touched bytes in all (a buffer of which more was touched is unmapped),
+ * so a loop thread's spares cost at most 2 MiB whatever the load, and a burst of small
+ * uploads (dozens open at once per loop) reuses them. Buffers are taken and released
+ * on loop threads only. This cache is the file store's only mutable state outside its
+ * objects; what a thread holds at its exit stays mapped until the process ends. */
+#define BUF_SPARE_MAX 64
+#define BUF_SPARE_BYTES (2 * 1024 * 1024)
+
+static _Thread_local struct {
+  struct append_buf bufs[BUF_SPARE_MAX];
+  int n;
+  size_t bytes; /* touched bytes of the spares */
+} loop_spare_bufs;
+
 static int buf_get(struct append_buf *b) {
+  if (loop_spare_bufs.n > 0) {
+    *b = loop_spare_bufs.bufs[--loop_spare_bufs.n];
+    loop_spare_bufs.bytes -= b->touched;
+    b->len = 0;
+    return 0;
+  }
   void *p = mmap(NULL, APPEND_BUF, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED)
     return TUSC_ENOMEM;
   b->data = p;
   b->len = 0;
+  b->touched = 0;
   return 0;
 }
 
 static void buf_release(struct append_buf *b) {
-  if (b->data != NULL)
-    munmap(b->data, APPEND_BUF);
+  if (b->data != NULL) {
+    if (loop_spare_bufs.n < BUF_SPARE_MAX &&
+        b->touched <= BUF_SPARE_BYTES - loop_spare_bufs.bytes) {
+      loop_spare_bufs.bytes += b->touched;
+      loop_spare_bufs.bufs[loop_spare_bufs.n++] = *b;
+    } else {
+      munmap(b->data, APPEND_BUF);
+    }
+  }
   b->data = NULL;
   b->len = 0;
+  b->touched = 0;
 }
 
 struct tusc_upload_s {
@@ -1369,6 +1403,8 @@ static int fa_append(tusc_upload_t *up, const void *data, size_t len, tusc_store
     return TUSC_ENOMEM;
   memcpy(b->data + b->len, data, len);
   b->len += len;
+  if (b->len > b->touched)
+    b->touched = (b->len + 4095) & ~(size_t)4095; /* whole pages are resident */
   up->taken += (int64_t)len;
   if (!up->writing && !up->running) {
     if (b->len == APPEND_BUF) {

@@ -67,11 +67,13 @@ struct append_buf {
  * threads) cost more than writing a small upload, so each loop thread keeps released
  * buffers for its next uploads, bounded by what they hold resident: at most
  * BUF_SPARE_BYTES touched bytes in all (a buffer of which more was touched is unmapped),
- * so a loop thread's spares cost at most 2 MiB whatever the load, and a burst of small
- * uploads (dozens open at once per loop) reuses them. Buffers are taken and released
- * on loop threads only. This cache is the file store's only mutable state outside its
- * objects; what a thread holds at its exit stays mapped until the process ends. */
-#define BUF_SPARE_MAX 64
+ * and at most BUF_SPARE_MAX of them (so a loop thread's spares cost at most 2 MiB
+ * whatever the load, and at most 128 KiB after a burst of idle connections that each
+ * sent a few bytes: figure (c) of bench/), and a burst of small uploads (dozens open at
+ * once per loop) reuses them. Buffers are taken and released on loop threads only.
+ * This cache is the file store's only mutable state outside its objects; what a thread
+ * holds at its exit stays mapped until the process ends. */
+#define BUF_SPARE_MAX 32
 #define BUF_SPARE_BYTES (2 * 1024 * 1024)
 
 static _Thread_local struct {

@@ -56,25 +56,61 @@ typedef struct file_store_s {
 struct append_buf {
   char *data; /* APPEND_BUF bytes of their own mapping, or NULL */
   size_t len;
+  size_t touched; /* pages of the mapping ever written, in bytes: its resident part */
 };
 
 /* The buffers are mappings of their own, not heap memory: given back whole when an
  * upload goes idle, so thousands of quiet connections keep no pages of them (freed heap
- * pages of a burst of uploads would stay resident). */
+ * pages of a burst of uploads would stay resident).
+ *
+ * Mapping, faulting in and unmapping (a TLB shootdown on every core running one of our
+ * threads) cost more than writing a small upload, so each loop thread keeps released
+ * buffers for its next uploads, bounded by what they hold resident: at most
+ * BUF_SPARE_BYTES touched bytes in all (a buffer of which more was touched is unmapped),
+ * and at most BUF_SPARE_MAX of them (so a loop thread's spares cost at most 2 MiB
+ * whatever the load, and at most 128 KiB after a burst of idle connections that each
+ * sent a few bytes: figure (c) of bench/), and a burst of small uploads (dozens open at
+ * once per loop) reuses them. Buffers are taken and released on loop threads only.
+ * This cache is the file store's only mutable state outside its objects; what a thread
+ * holds at its exit stays mapped until the process ends. */
+#define BUF_SPARE_MAX 32
+#define BUF_SPARE_BYTES (2 * 1024 * 1024)
+
+static _Thread_local struct {
+  struct append_buf bufs[BUF_SPARE_MAX];
+  int n;
+  size_t bytes; /* touched bytes of the spares */
+} loop_spare_bufs;
+
 static int buf_get(struct append_buf *b) {
+  if (loop_spare_bufs.n > 0) {
+    *b = loop_spare_bufs.bufs[--loop_spare_bufs.n];
+    loop_spare_bufs.bytes -= b->touched;
+    b->len = 0;
+    return 0;
+  }
   void *p = mmap(NULL, APPEND_BUF, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED)
     return TUSC_ENOMEM;
   b->data = p;
   b->len = 0;
+  b->touched = 0;
   return 0;
 }
 
 static void buf_release(struct append_buf *b) {
-  if (b->data != NULL)
-    munmap(b->data, APPEND_BUF);
+  if (b->data != NULL) {
+    if (loop_spare_bufs.n < BUF_SPARE_MAX &&
+        b->touched <= BUF_SPARE_BYTES - loop_spare_bufs.bytes) {
+      loop_spare_bufs.bytes += b->touched;
+      loop_spare_bufs.bufs[loop_spare_bufs.n++] = *b;
+    } else {
+      munmap(b->data, APPEND_BUF);
+    }
+  }
   b->data = NULL;
   b->len = 0;
+  b->touched = 0;
 }
 
 struct tusc_upload_s {
@@ -882,7 +918,9 @@ static int fs_stage_commit(tusc_upload_t *up) {
   return rc;
 }
 
-/* --- the asynchronous interface: today's blocking code, run on the pool ------------- */
+/* --- the asynchronous interface: the blocking code above, run on the pool, except
+ * get_info, open (inline_store_req) and a small unsynced chunk end (INLINE_TAIL_MAX),
+ * which run on the loop and complete a turn later ----------------------------------- */
 
 enum req_kind {
   K_GET_INFO = 1,
@@ -898,8 +936,8 @@ enum req_kind {
   K_CONCAT
 };
 
-/* req->state */
-enum { RS_IDLE = 0, RS_QUEUED, RS_POOL };
+/* req->state; RS_DEFERRED: done on the loop, its completion waits for a later turn */
+enum { RS_IDLE = 0, RS_QUEUED, RS_POOL, RS_DEFERRED };
 /* req->flags bit (apart from the caller's): the job writes up->wbuf before its work */
 #define FLUSH_FIRST 0x100
 
@@ -940,6 +978,7 @@ static void run_store_req(tusc_pool_job_t *job) {
 static void done_store_req(tusc_pool_job_t *job, int status) {
   tusc_store_req_t *req = req_of(job);
   req->state = RS_IDLE;
+  /* A deferred completion is never cancelled (fa_cancel), so its work's result stands. */
   int rc = status < 0 ? status : req->result;
   if (rc == 0 && req->kind == K_OPEN) {
     tusc_upload_t *up = req->upload;
@@ -967,14 +1006,39 @@ static int submit_store_req(tusc_store_req_t *req, int kind) {
   return rc;
 }
 
+/* get_info and open run on the loop thread and only their completion waits for a later
+ * turn (store/defer.h), as these reads did before the store became asynchronous: they
+ * read one small .info file and stat or open the data file, all in the page cache for
+ * any live upload, which costs less than the two thread hops of a pool job (a small
+ * upload's PATCH would pay two of them before its first byte). The pool keeps what
+ * blocks for real: writes and fsync, create, terminate, directory walks, copies.
+ * The completion is queued first, so a refusal (TUSC_ESTORE_BUSY) leaves nothing done;
+ * the work then runs at once, before the call returns and before any later turn. */
+static int inline_store_req(tusc_store_req_t *req, int kind) {
+  file_store_t *fs = (file_store_t *)req->store;
+  req->kind = kind;
+  req->upload = NULL;
+  req->ids = NULL;
+  req->id_count = 0;
+  int rc = tusc_store_pool_submit(&fs->pool, req->loop, &req->job, NULL, done_store_req, false);
+  if (rc != 0)
+    return rc;
+  req->state = RS_DEFERRED;
+  if (kind == K_GET_INFO)
+    req->result = load(fs, req->id, req->info, NULL);
+  else
+    req->result = fs_open(req->store, req->id, &req->upload);
+  return 0;
+}
+
 static int fa_get_info(tusc_store_req_t *req) {
-  return submit_store_req(req, K_GET_INFO);
+  return inline_store_req(req, K_GET_INFO);
 }
 static int fa_create(tusc_store_req_t *req) {
   return submit_store_req(req, K_CREATE);
 }
 static int fa_open(tusc_store_req_t *req) {
-  return submit_store_req(req, K_OPEN);
+  return inline_store_req(req, K_OPEN);
 }
 static int fa_terminate(tusc_store_req_t *req) {
   return submit_store_req(req, K_TERMINATE);
@@ -1252,6 +1316,15 @@ static void on_tick(uv_timer_t *timer) {
     kick(up);
 }
 
+/* Without fsync, a chunk_end(KEEP) that finds at most this many bytes still buffered
+ * (a small upload's whole body, or the tail of a slow one) and nothing on the pool
+ * writes them on the loop and completes a loop turn later (store/defer.h), as tusc
+ * wrote every body before the store became asynchronous: such a pwrite only copies
+ * into the page cache, cheaper than the two thread hops of a pool job, which cost a
+ * burst of small uploads about a tenth of its rate. Bigger tails, staged chunks and
+ * everything under -fsync=always (fdatasync) stay on the pool. */
+#define INLINE_TAIL_MAX (64 * 1024)
+
 static int upload_enqueue(tusc_store_req_t *req, int kind) {
   tusc_upload_t *up = req->up;
   if (up->closing || up->loop == NULL)
@@ -1281,8 +1354,17 @@ static int upload_enqueue(tusc_store_req_t *req, int kind) {
   } else {
     b->len = 0;
   }
-  int rc = tusc_store_pool_submit(&up->store->pool, up->loop, &req->job, run_upload_req,
-                                  done_upload_req, true);
+  bool inline_end = kind == K_CHUNK_END && !discard && !up->store->fsync && !up->chunk_staged &&
+                    (!(req->flags & FLUSH_FIRST) || up->buf[up->wbuf].len <= INLINE_TAIL_MAX);
+  int rc = tusc_store_pool_submit(&up->store->pool, up->loop, &req->job,
+                                  inline_end ? NULL : run_upload_req, done_upload_req, true);
+  if (rc == 0 && inline_end) {
+    /* The completion is queued first, so this call never completes the request. */
+    req->state = RS_DEFERRED;
+    up->running = true;
+    run_upload_req(&req->job);
+    return 0;
+  }
   if (rc != 0) {
     if (req->flags & FLUSH_FIRST) {
       up->buf[up->wbuf].len = 0;
@@ -1343,6 +1425,8 @@ static int fa_append(tusc_upload_t *up, const void *data, size_t len, tusc_store
     return TUSC_ENOMEM;
   memcpy(b->data + b->len, data, len);
   b->len += len;
+  if (b->len > b->touched)
+    b->touched = (b->len + 4095) & ~(size_t)4095; /* whole pages are resident */
   up->taken += (int64_t)len;
   if (!up->writing && !up->running) {
     if (b->len == APPEND_BUF) {
@@ -1378,7 +1462,8 @@ static int fa_concat(tusc_store_req_t *req) {
 
 static int fa_cancel(tusc_store_req_t *req) {
   if (req->state != RS_POOL || req->up != NULL)
-    return UV_EBUSY; /* an upload's requests run in order and soon; let them */
+    return UV_EBUSY; /* an upload's requests run in order and soon, a deferred one has
+                      * done its work already; let them complete */
   return tusc_store_pool_cancel(&req->job);
 }
 

@@ -19,6 +19,12 @@ static void on_work(uv_work_t *work) {
     job->run(job);
 }
 
+static void on_deferred(tusc_defer_t *d, int status) {
+  tusc_pool_job_t *job = (tusc_pool_job_t *)(void *)((char *)d - offsetof(tusc_pool_job_t, defer));
+  atomic_fetch_sub(&job->pool->pending, 1);
+  job->done(job, status);
+}
+
 static void on_after_work(uv_work_t *work, int status) {
   tusc_pool_job_t *job = (tusc_pool_job_t *)work;
   atomic_fetch_sub(&job->pool->pending, 1);
@@ -35,13 +41,16 @@ int tusc_store_pool_submit(tusc_store_pool_t *pool, uv_loop_t *loop, tusc_pool_j
   job->pool = pool;
   job->run = run;
   job->done = done;
-  int rc = uv_queue_work(loop, &job->work, on_work, on_after_work);
+  int rc = run != NULL ? uv_queue_work(loop, &job->work, on_work, on_after_work)
+                       : tusc_defer_start(loop, &job->defer, on_deferred);
   if (rc != 0)
     atomic_fetch_sub(&pool->pending, 1);
   return rc;
 }
 
 int tusc_store_pool_cancel(tusc_pool_job_t *job) {
+  if (job->run == NULL)
+    return tusc_defer_cancel(&job->defer);
   return uv_cancel((uv_req_t *)&job->work) == 0 ? 0 : UV_EBUSY;
 }
 

@@ -24,6 +24,8 @@
 
 #include <uv.h>
 
+#include "store/defer.h"
+
 #define TUSC_STORE_POOL_MAX 4096
 
 typedef struct tusc_store_pool_s {
@@ -40,19 +42,21 @@ struct tusc_pool_job_s {
   tusc_store_pool_t *pool;
   tusc_pool_run_fn run;
   tusc_pool_done_fn done;
+  tusc_defer_t defer; /* a job without run: done comes through store/defer.h */
 };
 
 /* max 0 = TUSC_STORE_POOL_MAX. */
 void tusc_store_pool_init(tusc_store_pool_t *pool, unsigned max);
 
-/* Queues job->run on the thread pool (run may be NULL: done only, in a later loop turn).
+/* Queues job->run on the thread pool. run may be NULL: done only, in a later loop turn,
+ * without the thread pool (store/defer.h) — for work the store did on the loop itself.
  * Returns 0 (done will be called), TUSC_ESTORE_BUSY, or libuv's error. */
 int tusc_store_pool_submit(tusc_store_pool_t *pool, uv_loop_t *loop, tusc_pool_job_t *job,
                            tusc_pool_run_fn run, tusc_pool_done_fn done, bool must_run)
     __attribute__((warn_unused_result));
 
-/* Cancels a job whose run has not started: 0 (done follows with UV_ECANCELED) or
- * UV_EBUSY. */
+/* Cancels a job whose run has not started (or, without run, whose done has not run):
+ * 0 (done follows with UV_ECANCELED) or UV_EBUSY. */
 int tusc_store_pool_cancel(tusc_pool_job_t *job);
 
 /* Jobs accepted and not yet done (for tests and shutdown checks). */

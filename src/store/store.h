@@ -8,7 +8,12 @@
  * exactly once, later (never before the call returns), on `loop` — or a negative error,
  * and then the callback never runs. Pointer arguments (IDs, info, buffers) must stay
  * valid until the callback. The store runs its blocking work where it likes (the file
- * store on libuv's thread pool, store/pool.h); the caller never does.
+ * store on libuv's thread pool, store/pool.h); the caller never does. A store may do
+ * cheap work on the loop at once and still call back later (store/defer.h): the file
+ * store reads an upload's small .info and stats or opens its data file there (page
+ * cache for any live upload; a thread hop costs more), and without fsync writes a
+ * chunk's small buffered tail there; writes otherwise, fsync, create, terminate,
+ * directory walks and copies go to the pool.
  *
  * Threads: a store object is shared by all workers and its operations may be started
  * from any loop thread. An open upload (tusc_upload_t) belongs to the loop that opened

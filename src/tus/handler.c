@@ -94,12 +94,8 @@ static void respond_unauthorized(tus_request_t *st) {
 
 /* --- back to the loop: deferred steps and store completions -------------------------- */
 
-static void on_work(uv_work_t *work) {
-  (void)work; /* only a way back to the loop in a later turn */
-}
-
-static void on_after_work(uv_work_t *work, int status) {
-  tus_request_t *st = work->data;
+static void on_deferred(tusc_defer_t *d, int status) {
+  tus_request_t *st = (tus_request_t *)(void *)((char *)d - offsetof(tus_request_t, defer));
   if (status < 0 && st->work_result == 0)
     st->work_result = status;
   st->phase = PH_RUN;
@@ -107,13 +103,11 @@ static void on_after_work(uv_work_t *work, int status) {
 }
 
 void tus_defer(tus_request_t *st, step_fn next) {
-  st->work.data = st;
   st->work_result = 0;
   st->after_work = next;
   st->phase = PH_WORK;
-  int rc = uv_queue_work(st->w->loop, &st->work, on_work, on_after_work);
-  if (rc < 0) {
-    /* Only fails for invalid arguments; go on rather than lose the request. */
+  if (tusc_defer_start(st->w->loop, &st->defer, on_deferred) != 0) {
+    /* Out of memory for the loop's queue; go on rather than lose the request. */
     st->phase = PH_RUN;
     next(st);
   }

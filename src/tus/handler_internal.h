@@ -41,6 +41,7 @@
 #include "hooks/hooks.h"
 #include "http/http.h"
 #include "lock/lock.h"
+#include "store/defer.h"
 #include "store/store.h"
 #include "tus/concat.h"
 #include "tus/cors.h"
@@ -115,7 +116,7 @@ struct tus_request_s {
   step_fn after_lock;
 
   /* store requests and deferred steps (PH_WORK) */
-  uv_work_t work;        /* tus_defer */
+  tusc_defer_t defer;    /* tus_defer */
   tusc_store_req_t sreq; /* tus_store_step: one store request at a time */
   int work_result;
   step_fn after_work;

@@ -58,12 +58,12 @@ Rules.
 
      A directory that is not in LAYERS is reported: place it in the table first.
 
-Known violations. Other branches are removing the last cycles; until they land, ALLOWED
-lists each remaining violation as one edge (from module, to module): the edge that
-closes a cycle, or an upward one, with the cycle named. An allowed edge is left out of
-both checks, so any other cycle or upward edge still fails. An entry whose edge is gone,
-or is no longer against the layers nor on a cycle, is reported as stale, so the table
-only ever shrinks: the lead empties it as those branches land.
+Known violations. ALLOWED (empty now) is where a violation that cannot be removed at
+once is listed, as one edge (from module, to module): the edge that closes a cycle, or
+an upward one, with the cycle named and the plan to remove it. An allowed edge is left
+out of both checks, so any other cycle or upward edge still fails. An entry whose edge
+is gone, or is no longer against the layers nor on a cycle, is reported as stale, so
+the table only ever shrinks.
 """
 
 import bisect

@@ -28,6 +28,7 @@ void tusc_upload_info_dispose(tusc_upload_info_t *info) {
     free(info->partial_uploads[i]);
   free(info->partial_uploads);
   free(info->owner);
+  free(info->store_ref);
   tusc_upload_info_init(info);
 }
 

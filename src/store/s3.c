@@ -1995,7 +1995,72 @@ static void concat_failed(job_t *j, int status);
 
 #define COPY_MAX TUSC_S3_PART_SIZE_MAX
 
+static void concat_begin(job_t *j, int status);
+
+/* A final that holds bytes already (concatenated before) starts again from a fresh
+ * multipart upload: abort the old one (or delete the object), then create. */
+static void concat_fresh_put(job_t *j, int status) {
+  free(j->buf);
+  j->buf = NULL;
+  if (status != 0) {
+    job_finish(j, status);
+    return;
+  }
+  tusc_upload_t *up = j->up;
+  up->completed = false;
+  up->parts = 0;
+  up->tail_no = 0;
+  up->tail_len = 0;
+  concat_begin(j, 0);
+}
+
+static void concat_fresh_made(job_t *j, int status) {
+  tusc_upload_t *up = j->up;
+  if (status != 0) {
+    job_finish(j, status);
+    return;
+  }
+  char *id = strdup(j->s3.upload_id);
+  if (id == NULL) {
+    job_finish(j, TUSC_ENOMEM);
+    return;
+  }
+  free(up->info.store_ref);
+  up->info.store_ref = id;
+  j->buf = info_json(j->st, &up->info, up->P);
+  if (j->buf == NULL) {
+    job_finish(j, TUSC_ENOMEM);
+    return;
+  }
+  tusc_s3_req_t *r = s3_next(j, concat_fresh_put);
+  s3_started(j, tusc_s3_put_object(j->lc->sl, r, up->info.info_path, j->buf, strlen(j->buf),
+                                   "application/json", on_s3_done));
+}
+
+static void concat_fresh_cleared(job_t *j, int status) {
+  if (status != 0 && !is_missing(status)) {
+    job_finish(j, status);
+    return;
+  }
+  tusc_s3_req_t *r = s3_next(j, concat_fresh_made);
+  s3_started(j, tusc_s3_create_multipart(j->lc->sl, r, j->up->info.data_path, NULL, on_s3_done));
+}
+
 static void concat_go(job_t *j, int status) {
+  tusc_upload_t *up = j->up;
+  if (status == 0 && (up->completed || up->parts > 0 || up->tail_no > 0)) {
+    tusc_s3_req_t *r = s3_next(j, concat_fresh_cleared);
+    if (up->completed || up->info.store_ref == NULL)
+      s3_started(j, tusc_s3_delete_object(j->lc->sl, r, up->info.data_path, on_s3_done));
+    else
+      s3_started(j, tusc_s3_abort_multipart(j->lc->sl, r, up->info.data_path, up->info.store_ref,
+                                            on_s3_done));
+    return;
+  }
+  concat_begin(j, status);
+}
+
+static void concat_begin(job_t *j, int status) {
   if (status != 0) {
     job_finish(j, status);
     return;
@@ -2230,7 +2295,7 @@ static int s_concat(tusc_store_req_t *req) {
   tusc_upload_t *up = req->up;
   if (up->lc->sl == NULL)
     return UV_ECANCELED; /* the loop is being detached */
-  if (up->chunk_open || up->closing || up->completed || up->parts > 0)
+  if (up->chunk_open || up->closing)
     return TUSC_EINVALID_ARGUMENT;
   for (size_t i = 0; i < req->n_in; i++)
     if (req->ids_in[i] == NULL || !id_usable(req->ids_in[i]))

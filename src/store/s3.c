@@ -1462,18 +1462,19 @@ static void on_part_sent(tusc_s3_req_t *r, int status) {
       up->err = status;
   }
   bufs_advance(up);
+  struct loop_ctx *lc = up->lc;
   if (up->closing) {
     if (up->busy == 0)
       upload_free(up);
-    ctx_maybe_close(up->lc);
+    ctx_maybe_close(lc);
     return;
   }
   kick_sends(up);
   if (up->end_job != NULL)
     chunk_end_continue(up);
   else
-    call_drain(up); /* last: it may end the chunk */
-  ctx_maybe_close(up->lc);
+    call_drain(up); /* last: it may end the chunk or close the upload */
+  ctx_maybe_close(lc);
 }
 
 static void kick_sends(tusc_upload_t *up) {
@@ -1563,17 +1564,18 @@ static void on_tail_loaded(tusc_s3_req_t *r, int status) {
     up->tail_in_buf = true;
   }
   tusc_s3_req_dispose(&up->tail_req);
+  struct loop_ctx *lc = up->lc;
   if (up->closing) {
     if (up->busy == 0)
       upload_free(up);
-    ctx_maybe_close(up->lc);
+    ctx_maybe_close(lc);
     return;
   }
   if (up->end_job != NULL)
     chunk_end_continue(up);
   else
     call_drain(up);
-  ctx_maybe_close(up->lc);
+  ctx_maybe_close(lc);
 }
 
 static int tail_load(tusc_upload_t *up) {
@@ -1746,7 +1748,11 @@ static void end_store_rest(job_t *j) {
   if (up->tail_first != 0 && up->parts >= up->tail_first)
     (void)push_tail_key(j, up->tail_first); /* absorbed into a stored part */
   if (!up->info.size_is_deferred && up->info.size == end) {
-    complete_start(j, b != NULL && !b->full ? b->data : "", rest, end_completed);
+    /* The last part: the bytes in memory, else the untouched tail object (data NULL). */
+    const char *last = b != NULL && !b->full ? b->data
+                       : up->tail_first != 0 && !up->tail_in_buf ? NULL
+                                                                  : "";
+    complete_start(j, last, rest, end_completed);
     return;
   }
   if (rest == 0 || (up->tail_first != 0 && !up->tail_in_buf)) {

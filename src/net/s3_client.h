@@ -197,7 +197,8 @@ struct tusc_s3_req_s {
   struct tusc_s3_op *op;
 };
 
-/* Zeroes `req`. */
+/* Zeroes `req`. Starting an operation on a request disposes of its previous results
+ * (body, parts) and clears every result field but `data`. */
 void tusc_s3_req_init(tusc_s3_req_t *req);
 /* Frees results the request owns (body, parts); the request can then be reused. */
 void tusc_s3_req_dispose(tusc_s3_req_t *req);

@@ -38,10 +38,11 @@
 #define TOKEN_BYTES 16
 
 /* KEYS: lock, waiters. ARGV: value, lease ms, my channel, mode ('-' no wait, '0' wait,
- * '1' wait and ask), id, waiters ttl ms. Returns {1, 0} taken or {0, pttl}. */
+ * '1' wait and ask), id, waiters ttl ms. Returns {1, 0} taken or {0, pttl}. A winner
+ * does not take its channel out of the waiters: other requests of its loop may still
+ * wait there; a stale entry costs one ignored message and expires with the set. */
 static const char ACQUIRE_LUA[] =
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
-    "  if ARGV[4] ~= '-' then redis.call('SREM', KEYS[2], ARGV[3]) end\n"
     "  return {1, 0}\n"
     "end\n"
     "local ttl = redis.call('PTTL', KEYS[1])\n"

@@ -479,10 +479,9 @@ static void on_sub_disconnect(const redisAsyncContext *ac, int status) {
 /* AUTH and SELECT: a refusal is a configuration error; the connection is dropped and
  * tried again later (so a fixed ACL heals without a restart). */
 static void on_setup_reply(redisAsyncContext *ac, void *reply, void *priv) {
-  (void)priv;
   redisReply *rep = reply;
   if (rep != NULL && rep->type == REDIS_REPLY_ERROR) {
-    tusc_log_event(TUSC_LOG_ERROR, "RedisSetupFailed", "error", rep->str, NULL);
+    note_down(priv, rep->str); /* once per outage, like a refused connection */
     redisAsyncDisconnect(ac);
   }
 }

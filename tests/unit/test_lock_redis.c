@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -66,8 +68,9 @@ static bool sock_answers(const char *path) {
   return ok;
 }
 
-/* Starts redis-server on f->sock and waits (with a deadline) until it accepts. */
-static int redis_start(fixture_t *f) {
+/* Starts redis-server on f->sock (and TCP port `port`, 0 = none, with `pass`, NULL =
+ * none) and waits (with a deadline) until it accepts. */
+static int redis_start_with(fixture_t *f, int port, const char *pass) {
   pid_t pid = fork();
   if (pid < 0)
     return -1;
@@ -77,8 +80,16 @@ static int redis_start(fixture_t *f) {
       dup2(null, 1);
       dup2(null, 2);
     }
-    execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", f->sock, "--save", "",
-           "--appendonly", "no", "--dir", f->dir, (char *)NULL);
+    char port_s[16];
+    snprintf(port_s, sizeof(port_s), "%d", port);
+    if (pass != NULL)
+      execlp("redis-server", "redis-server", "--port", port_s, "--bind", "127.0.0.1",
+             "--unixsocket", f->sock, "--save", "", "--appendonly", "no", "--dir", f->dir,
+             "--requirepass", pass, (char *)NULL);
+    else
+      execlp("redis-server", "redis-server", "--port", port_s, "--bind", "127.0.0.1",
+             "--unixsocket", f->sock, "--save", "", "--appendonly", "no", "--dir", f->dir,
+             (char *)NULL);
     _exit(127);
   }
   f->redis = pid;
@@ -94,6 +105,10 @@ static int redis_start(fixture_t *f) {
     nap_ms(5);
   }
   return -1;
+}
+
+static int redis_start(fixture_t *f) {
+  return redis_start_with(f, 0, NULL);
 }
 
 static void redis_stop(fixture_t *f, int sig) {
@@ -519,6 +534,74 @@ static void test_redis_down_and_back(void **state) {
   tusc_lock_release(&b.req);
 }
 
+/* A free loopback port (outside Ceph's 6800-7300, which the kernel's ephemeral range
+ * does not reach anyway). */
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof(sa);
+  int port = -1;
+  if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+      getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+    port = ntohs(sa.sin_port);
+  close(fd);
+  return port;
+}
+
+/* TCP with a password and a database number: AUTH and SELECT go first; a wrong
+ * password makes acquires fail as unavailable. */
+static void test_tcp_auth_db(void **state) {
+  fixture_t *f = *state;
+  redis_stop(f, SIGTERM);
+  unlink(f->sock);
+  int port = free_port();
+  assert_true(port > 0);
+  assert_int_equal(redis_start_with(f, port, "s3cr%t"), 0);
+
+  char url[128], err[256];
+  snprintf(url, sizeof(url), "redis://:s3cr%%25t@localhost:%d/3", port);
+  tusc_lock_redis_options_t o = {.url = url, .lease_ms = LEASE_MS, .prefix = "t:"};
+  tusc_lock_t *good, *bad;
+  assert_int_equal(tusc_lock_redis_new(&o, &good, err, sizeof(err)), 0);
+  snprintf(url, sizeof(url), "redis://:wrong@127.0.0.1:%d", port);
+  assert_int_equal(tusc_lock_redis_new(&o, &bad, err, sizeof(err)), 0);
+
+  probe_t a;
+  take(f, &a, good, "tcp");
+  redisContext *c = redisConnectUnix(f->sock);
+  assert_non_null(c);
+  redisReply *r = redisCommand(c, "AUTH %s", "s3cr%t");
+  freeReplyObject(r);
+  r = redisCommand(c, "SELECT 3");
+  freeReplyObject(r);
+  r = redisCommand(c, "EXISTS %s", "t:lock:{tcp}");
+  assert_non_null(r);
+  assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+  assert_int_equal(r->integer, 1); /* in database 3, under the prefix */
+  freeReplyObject(r);
+  tusc_lock_release(&a.req);
+
+  probe_t b;
+  probe_init(&b, f, bad);
+  assert_int_equal(acquire(&b, "tcp", 1000), 0);
+  run_until(f, &b.calls);
+  assert_int_equal(b.status, TUSC_ELOCK_UNAVAILABLE);
+
+  /* The lock is free again (the release was compare-and-delete on database 3). */
+  r = redisCommand(c, "EXISTS %s", "t:lock:{tcp}");
+  assert_non_null(r);
+  assert_int_equal(r->integer, 0);
+  freeReplyObject(r);
+  redisFree(c);
+
+  tusc_lock_detach(good, &f->loop);
+  tusc_lock_detach(bad, &f->loop);
+  (void)uv_run(&f->loop, UV_RUN_NOWAIT);
+  run_for(f, 1); /* the close callbacks */
+  tusc_lock_free(good);
+  tusc_lock_free(bad);
+}
+
 /* Detach with nothing held closes everything; a later acquire on the loop starts
  * afresh. */
 static void test_detach_and_again(void **state) {
@@ -544,6 +627,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_lease_lost, setup, teardown),
       cmocka_unit_test_setup_teardown(test_redis_down_and_back, setup, teardown),
       cmocka_unit_test_setup_teardown(test_detach_and_again, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_tcp_auth_db, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -337,7 +337,7 @@ static const struct flag_def flags[] = {
      "redis://[[user]:password@]host[:port][/db] or unix:///path/to.sock[?db=N]. "
      "Unreachable Redis: requests that need a lock get 503.",
      false},
-    {"redis-lock-lease", K_DURATION, G_LOCKS, F(redis_lock_lease_ms), 30, INT64_MAX, MS_PER_S,
+    {"redis-lock-lease", K_DURATION, G_LOCKS, F(redis_lock_lease_ms), 0, INT64_MAX, MS_PER_S,
      NULL, "DURATION",
      "How long a lock outlives an instance that died holding it (renewed every third of it "
      "while held).",
@@ -971,6 +971,10 @@ static int check_combinations(const tusc_config_t *cfg, FILE *err) {
   if (cfg->redis_url != NULL && strncmp(cfg->redis_url, "redis://", 8) != 0 &&
       strncmp(cfg->redis_url, "unix:", 5) != 0) {
     fprintf(err, "flag -redis-url must start with redis:// or unix://\n");
+    return TUSC_CONFIG_EXIT_USAGE;
+  }
+  if (cfg->redis_lock_lease_ms < 30) {
+    fprintf(err, "flag -redis-lock-lease must be at least 30ms\n");
     return TUSC_CONFIG_EXIT_USAGE;
   }
   if (cfg->unix_sock != NULL && cfg->port_file != NULL) {

@@ -79,7 +79,7 @@
   X(STORE_FULL, 503, "ERR_STORE_FULL", "storage cannot take more bytes yet; retry later")   \
   X(STORE_BUSY, 503, "ERR_STORE_BUSY", "too much storage work waiting; retry later")   \
   X(LOCK_UNAVAILABLE, 503, "ERR_LOCK_UNAVAILABLE",                                          \
-    "the upload lock service (Redis) is unreachable; nothing was changed, retry later")    \
+    "the upload lock service (Redis) is unreachable; no bytes were written, retry later")  \
   X(LOCK_LOST, 503, "ERR_LOCK_LOST",                                                        \
     "this server lost the upload's lock lease; ask for the offset and resume")
 

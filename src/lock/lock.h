@@ -126,11 +126,12 @@ void tusc_lock_release(tusc_lock_req_t *req);
  * lock), or UV_EINVAL (not held). Synchronous; on the req's loop. */
 int tusc_lock_check(tusc_lock_req_t *req);
 
-/* The loop is about to end: closes what the backend keeps for `loop` (connections,
- * timers); its close callbacks run in that loop's remaining turns. Call on the loop's
- * thread once none of the loop's reqs is held or pending (what is still being sent,
- * such as a release, is sent first). A later acquire on the loop starts afresh. No-op
- * for backends that keep nothing per loop, and for NULL. */
+/* The loop is about to end: what the backend keeps for `loop` (connections, timers)
+ * closes as soon as none of the loop's reqs is held or pending any more — at once if
+ * none is; their close callbacks run in that loop's remaining turns. Reqs still held or
+ * waiting go on normally until they end. Using the lock on the loop later opens what it
+ * needs again, for just as long. Call on the loop's thread. No-op for backends that
+ * keep nothing per loop, and for NULL. */
 void tusc_lock_detach(tusc_lock_t *lock, uv_loop_t *loop);
 
 /* Frees the backend once every req has ended and the loops that used it have run their

@@ -10,8 +10,9 @@
  *   e.g. gives back a lock that a cancelled acquire got after all.
  * - The req is detached (r->req = NULL, req->impl = NULL) before its last callback or
  *   in release; code here never touches a req after calling its callback.
- * - A context lives from the first acquire on its loop until detach and then until its
- *   connections, timers and rreqs are gone. ctx->cmd / ctx->sub are cleared exactly when
+ * - A context lives from the first acquire on its loop until it is detached and idle
+ *   (no rreq left, not even one waiting for a reply); then it leaves the lock's list and
+ *   is freed once its connections and timers are gone. ctx->cmd / ctx->sub are cleared exactly when
  *   hiredis is about to free them: a failed connect, the disconnect callback, or our own
  *   redisAsyncFree (then ac->data is cleared first so no callback of ours follows).
  */
@@ -110,7 +111,10 @@ struct rctx_s {
   uv_loop_t *loop;
   rctx_t *next;
   redisAsyncContext *cmd, *sub;
-  bool cmd_ready, sub_ready, down_logged, detached, in_detach;
+  bool cmd_ready, sub_ready, down_logged;
+  bool detached; /* tusc_lock_detach ran: close as soon as idle (nreqs == 0) */
+  bool closing;  /* unlinked; connections and timers going */
+  bool in_close;
   uv_timer_t retry, renew;
   int open_timers;
   uint64_t backoff;
@@ -129,8 +133,10 @@ struct rlock_s {
   char *prefix;
   uint64_t lease_ms, margin_ms, renew_ms;
   char lease_s[24], waiters_ttl_s[24];
-  uv_mutex_t mutex; /* guards `loops` */
+  uv_mutex_t mutex; /* guards `loops` and `detached` */
   rctx_t *loops;
+  uv_loop_t **detached; /* loops that were detached: contexts made later close when idle */
+  size_t ndetached, detached_cap;
   atomic_uint_fast64_t acquired, waits, asks_sent, asks_heard, wakeups, lost, connects,
       unavailable;
 };
@@ -354,9 +360,47 @@ static void ctx_connect(rctx_t *ctx);
 static void on_sub_message(redisAsyncContext *ac, void *reply, void *priv);
 
 static void ctx_maybe_free(rctx_t *ctx) {
-  if (ctx->detached && !ctx->in_detach && ctx->cmd == NULL && ctx->sub == NULL &&
+  if (ctx->closing && !ctx->in_close && ctx->cmd == NULL && ctx->sub == NULL &&
       ctx->open_timers == 0 && ctx->nreqs == 0)
     free(ctx);
+}
+
+static void on_ctx_timer_closed(uv_handle_t *handle);
+
+/* A detached context with no req left (not even one waiting for a reply) closes: out
+ * of the lock's list first, so a later acquire on the loop makes a new one. */
+static void ctx_close_if_idle(rctx_t *ctx) {
+  if (!ctx->detached || ctx->closing || ctx->nreqs > 0)
+    return;
+  rlock_t *l = ctx->lock;
+  uv_mutex_lock(&l->mutex);
+  rctx_t **pp = &l->loops;
+  while (*pp != ctx)
+    pp = &(*pp)->next;
+  *pp = ctx->next;
+  uv_mutex_unlock(&l->mutex);
+  ctx->closing = true;
+  ctx->in_close = true;
+  uv_close((uv_handle_t *)&ctx->retry, on_ctx_timer_closed);
+  uv_close((uv_handle_t *)&ctx->renew, on_ctx_timer_closed);
+  if (ctx->sub != NULL) {
+    redisAsyncContext *ac = ctx->sub;
+    ac->data = NULL;
+    ctx->sub = NULL;
+    redisAsyncFree(ac);
+  }
+  if (ctx->cmd != NULL) {
+    redisAsyncContext *ac = ctx->cmd;
+    if (ac->c.flags & REDIS_CONNECTED) {
+      redisAsyncDisconnect(ac); /* its disconnect callback clears ctx->cmd */
+    } else {
+      ac->data = NULL;
+      ctx->cmd = NULL;
+      redisAsyncFree(ac);
+    }
+  }
+  ctx->in_close = false;
+  ctx_maybe_free(ctx);
 }
 
 static void on_ctx_timer_closed(uv_handle_t *handle) {
@@ -370,7 +414,7 @@ static void on_retry_timer(uv_timer_t *timer) {
 }
 
 static void schedule_reconnect(rctx_t *ctx) {
-  if (ctx->detached || uv_is_active((uv_handle_t *)&ctx->retry))
+  if (ctx->closing || uv_is_active((uv_handle_t *)&ctx->retry))
     return;
   uv_timer_start(&ctx->retry, on_retry_timer, ctx->backoff, 0);
   ctx->backoff *= 2;
@@ -379,7 +423,7 @@ static void schedule_reconnect(rctx_t *ctx) {
 }
 
 static void note_down(rctx_t *ctx, const char *errstr) {
-  if (!ctx->down_logged && !ctx->detached) {
+  if (!ctx->down_logged && !ctx->closing) {
     ctx->down_logged = true;
     tusc_log_event(TUSC_LOG_ERROR, "RedisUnavailable", "error", errstr ? errstr : "disconnected",
                    NULL);
@@ -440,7 +484,7 @@ static void on_cmd_disconnect(const redisAsyncContext *ac, int status) {
     return;
   ctx->cmd = NULL;
   ctx->cmd_ready = false;
-  if (ctx->detached) {
+  if (ctx->closing) {
     ctx_maybe_free(ctx);
     return;
   }
@@ -468,7 +512,7 @@ static void on_sub_disconnect(const redisAsyncContext *ac, int status) {
     return;
   ctx->sub = NULL;
   ctx->sub_ready = false;
-  if (ctx->detached) {
+  if (ctx->closing) {
     ctx_maybe_free(ctx);
     return;
   }
@@ -518,7 +562,7 @@ static redisAsyncContext *open_conn(rctx_t *ctx, redisConnectCallback *on_connec
 /* (Re)opens whichever connection is missing; a timer callback or a first use. */
 static void ctx_connect(rctx_t *ctx) {
   rlock_t *l = ctx->lock;
-  if (ctx->detached)
+  if (ctx->closing)
     return;
   if (ctx->cmd == NULL) {
     ctx->cmd = open_conn(ctx, on_cmd_connect, on_cmd_disconnect);
@@ -569,6 +613,8 @@ static rctx_t *ctx_get(rlock_t *l, uv_loop_t *loop) {
   ctx->retry.data = ctx->renew.data = ctx;
   ctx->open_timers = 2;
   uv_mutex_lock(&l->mutex);
+  for (size_t i = 0; i < l->ndetached; i++)
+    ctx->detached = ctx->detached || l->detached[i] == loop;
   ctx->next = l->loops;
   l->loops = ctx;
   uv_mutex_unlock(&l->mutex);
@@ -595,7 +641,7 @@ static void rreq_unref(rreq_t *r) {
   rctx_t *ctx = r->ctx;
   free(r);
   ctx->nreqs--;
-  ctx_maybe_free(ctx);
+  ctx_close_if_idle(ctx);
 }
 
 static void on_rreq_timer_closed(uv_handle_t *handle) {
@@ -921,37 +967,27 @@ static int redis_check(tusc_lock_req_t *req) {
 static void redis_detach(tusc_lock_t *base, uv_loop_t *loop) {
   rlock_t *l = (rlock_t *)base;
   uv_mutex_lock(&l->mutex);
-  rctx_t **pp = &l->loops;
-  while (*pp != NULL && (*pp)->loop != loop)
-    pp = &(*pp)->next;
-  rctx_t *ctx = *pp;
-  if (ctx != NULL)
-    *pp = ctx->next;
+  bool known = false;
+  for (size_t i = 0; i < l->ndetached; i++)
+    known = known || l->detached[i] == loop;
+  if (!known && l->ndetached == l->detached_cap) {
+    size_t cap = l->detached_cap * 2 + 8;
+    uv_loop_t **grown = realloc(l->detached, cap * sizeof(*grown));
+    if (grown != NULL) { /* else: a context made later on this loop stays open */
+      l->detached = grown;
+      l->detached_cap = cap;
+    }
+  }
+  if (!known && l->ndetached < l->detached_cap)
+    l->detached[l->ndetached++] = loop;
+  rctx_t *ctx = l->loops;
+  while (ctx != NULL && ctx->loop != loop)
+    ctx = ctx->next;
   uv_mutex_unlock(&l->mutex);
   if (ctx == NULL)
     return;
   ctx->detached = true;
-  ctx->in_detach = true;
-  uv_close((uv_handle_t *)&ctx->retry, on_ctx_timer_closed);
-  uv_close((uv_handle_t *)&ctx->renew, on_ctx_timer_closed);
-  if (ctx->sub != NULL) {
-    redisAsyncContext *ac = ctx->sub;
-    ac->data = NULL;
-    ctx->sub = NULL;
-    redisAsyncFree(ac);
-  }
-  if (ctx->cmd != NULL) {
-    redisAsyncContext *ac = ctx->cmd;
-    if (ac->c.flags & REDIS_CONNECTED) {
-      redisAsyncDisconnect(ac); /* after the replies still due (releases) */
-    } else {
-      ac->data = NULL;
-      ctx->cmd = NULL;
-      redisAsyncFree(ac);
-    }
-  }
-  ctx->in_detach = false;
-  ctx_maybe_free(ctx);
+  ctx_close_if_idle(ctx);
 }
 
 /* Contexts still attached here are a caller's bug (see lock.h); they are left alone. */
@@ -962,6 +998,7 @@ static void redis_free(tusc_lock_t *base) {
   free(l->user);
   free(l->password);
   free(l->prefix);
+  free(l->detached);
   uv_mutex_destroy(&l->mutex);
   free(l);
 }

@@ -37,8 +37,11 @@
  * own context (made on first use, on that loop's thread): a command connection, a
  * subscriber connection and two timers. Everything of a req happens on its loop, so
  * there is no cross-thread glue. tusc_lock_detach(lock, loop) must run on every loop
- * that used the lock before that loop ends (it closes the context once what was sent
- * has been answered). try_acquire is not offered (UV_EAGAIN): Redis needs a round trip.
+ * that used the lock, when the loop is to end: the context closes once no req of the
+ * loop is held or pending and every reply is in (a release is still sent); a context
+ * made later on a detached loop closes whenever it falls idle. Until then its
+ * connections keep the loop running. try_acquire is not offered (UV_EAGAIN): Redis
+ * needs a round trip.
  */
 #ifndef TUSC_LOCK_REDIS_H
 #define TUSC_LOCK_REDIS_H

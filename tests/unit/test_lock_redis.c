@@ -10,6 +10,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -234,9 +235,11 @@ static void run_for(fixture_t *f, uint64_t ms) {
   (void)uv_run(&f->loop, UV_RUN_NOWAIT);
 }
 
+/* Takes `id`, waiting if needed: a release sent on another lock object's connection
+ * may reach Redis after this acquire. */
 static void take(fixture_t *f, probe_t *p, tusc_lock_t *lock, const char *id) {
   probe_init(p, f, lock);
-  assert_int_equal(acquire(p, id, 0), 0);
+  assert_int_equal(acquire(p, id, DEADLINE_MS / 2), 0);
   run_until(f, &p->calls);
   assert_int_equal(p->status, 0);
 }
@@ -443,7 +446,7 @@ static void test_renewal(void **state) {
   assert_int_equal(a.asked, 0);
   assert_int_equal(stats(f->a).lost, 0);
   tusc_lock_release(&a.req);
-  assert_int_equal(acquire(&b, "long", 0), 0);
+  assert_int_equal(acquire(&b, "long", 5000), 0);
   run_until(f, &b.calls);
   assert_int_equal(b.status, 0);
   tusc_lock_release(&b.req);
@@ -534,6 +537,91 @@ static void test_redis_down_and_back(void **state) {
   tusc_lock_release(&b.req);
 }
 
+/* --- several loops in several threads --------------------------------------------------- */
+
+#define MT_THREADS 3
+#define MT_ROUNDS 40
+
+typedef struct mt_s {
+  fixture_t *f;
+  tusc_lock_t *lock;
+  uv_loop_t loop;
+  uv_timer_t hold;
+  tusc_lock_req_t req;
+  int rounds, failures;
+  bool done; /* the last round released */
+  atomic_int *holders;
+  int overlap;
+} mt_t;
+
+static void mt_got(tusc_lock_req_t *req, int status);
+
+static void mt_next(mt_t *m) {
+  if (m->rounds == MT_ROUNDS)
+    return;
+  if (tusc_lock_acquire(m->lock, &m->loop, &m->req, "mt", DEADLINE_MS, mt_got) != 0)
+    m->failures++;
+}
+
+static void mt_let_go(uv_timer_t *t) {
+  mt_t *m = t->data;
+  atomic_fetch_sub(m->holders, 1);
+  tusc_lock_release(&m->req);
+  m->done = m->rounds == MT_ROUNDS;
+  mt_next(m);
+}
+
+static void mt_got(tusc_lock_req_t *req, int status) {
+  mt_t *m = req->data;
+  if (status != 0) {
+    m->failures++;
+    return;
+  }
+  m->rounds++;
+  if (atomic_fetch_add(m->holders, 1) != 0)
+    m->overlap++;
+  uv_timer_start(&m->hold, mt_let_go, 1, 0); /* hold it a moment */
+}
+
+static void mt_main(void *arg) {
+  mt_t *m = arg;
+  uv_timer_init(&m->loop, &m->hold);
+  m->hold.data = m;
+  m->req.data = m;
+  mt_next(m);
+  while (!m->done && m->failures == 0)
+    uv_run(&m->loop, UV_RUN_ONCE);
+  tusc_lock_detach(m->lock, &m->loop);
+  uv_close((uv_handle_t *)&m->hold, NULL);
+  uv_run(&m->loop, UV_RUN_DEFAULT);
+}
+
+/* Three loops in three threads (two on one lock object) take turns on one ID: each gets
+ * it MT_ROUNDS times, never two at once. */
+static void test_threads(void **state) {
+  fixture_t *f = *state;
+  mt_t m[MT_THREADS];
+  uv_thread_t th[MT_THREADS];
+  atomic_int holders;
+  atomic_init(&holders, 0);
+  memset(m, 0, sizeof(m));
+  for (int i = 0; i < MT_THREADS; i++) {
+    m[i].f = f;
+    m[i].lock = i == 2 ? f->b : f->a;
+    m[i].holders = &holders;
+    assert_int_equal(uv_loop_init(&m[i].loop), 0);
+  }
+  for (int i = 0; i < MT_THREADS; i++)
+    assert_int_equal(uv_thread_create(&th[i], mt_main, &m[i]), 0);
+  for (int i = 0; i < MT_THREADS; i++) {
+    uv_thread_join(&th[i]);
+    assert_int_equal(uv_loop_close(&m[i].loop), 0);
+    assert_int_equal(m[i].failures, 0);
+    assert_int_equal(m[i].rounds, MT_ROUNDS);
+    assert_int_equal(m[i].overlap, 0);
+  }
+}
+
 /* A free loopback port (outside Ceph's 6800-7300, which the kernel's ephemeral range
  * does not reach anyway). */
 static int free_port(void) {
@@ -602,17 +690,26 @@ static void test_tcp_auth_db(void **state) {
   tusc_lock_free(bad);
 }
 
-/* Detach with nothing held closes everything; a later acquire on the loop starts
- * afresh. */
-static void test_detach_and_again(void **state) {
+/* Detach while a lock is held: the loop's context stays until that req ended, then
+ * closes; a later acquire on the loop works and closes again once idle (teardown's
+ * uv_loop_close checks that nothing is left). */
+static void test_detach(void **state) {
   fixture_t *f = *state;
-  probe_t a;
+  probe_t a, b;
   take(f, &a, f->a, "d");
-  tusc_lock_release(&a.req);
   tusc_lock_detach(f->a, &f->loop);
-  tusc_lock_detach(f->a, &f->loop); /* nothing left: no-op */
+  run_for(f, LEASE_MS); /* renewed meanwhile */
+  assert_int_equal(tusc_lock_check(&a.req), 0);
+  probe_init(&b, f, f->b);
+  assert_int_equal(acquire(&b, "d", 0), 0);
+  run_until(f, &b.calls);
+  assert_int_equal(b.status, TUSC_ELOCK_TIMEOUT);
+  tusc_lock_release(&a.req); /* the last req: the context closes (after the reply) */
   take(f, &a, f->a, "d");
   tusc_lock_release(&a.req);
+  tusc_lock_detach(f->a, &f->loop); /* again: no-op */
+  take(f, &b, f->b, "d");
+  tusc_lock_release(&b.req);
 }
 
 int main(void) {
@@ -626,8 +723,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_renewal, setup, teardown),
       cmocka_unit_test_setup_teardown(test_lease_lost, setup, teardown),
       cmocka_unit_test_setup_teardown(test_redis_down_and_back, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_detach_and_again, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_detach, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tcp_auth_db, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -200,3 +200,31 @@ def test_redis_down_503_then_back(redis, tusc):
     assert r.header("Upload-Offset") == str(n), r
     for srv in (a, b):
         assert sha256(srv.download(up).body) == sha256(data)
+
+
+def test_sigterm_with_a_held_lock_releases_it(redis, tusc):
+    """SIGTERM while a PATCH holds the lock: the process exits cleanly (its Redis
+    connections close once the request let go), the bytes stay, and the lock was
+    released in Redis, not left to expire: B gets the upload long before the lease."""
+    a = tusc("-redis-url", redis.url, "-redis-lock-lease", "60s")
+    b = tusc("-redis-url", redis.url, "-redis-lock-lease", "60s", "-acquire-lock-timeout", "50s",
+             upload_dir=a.upload_dir)
+    n = 300_000
+    data = os.urandom(n)
+    up = a.create(length=n)
+    c1 = a.raw(timeout=30)
+    try:
+        c1.send(patch_head(up, 0, n))
+        c1.send(data[:100_000])
+        wait_offset(a, up, 100_000)
+        assert a.stop(sig=signal.SIGTERM) == 0
+    finally:
+        c1.close()
+    off = b.offset(up)
+    assert off == 100_000, off
+    t0 = time.monotonic()
+    r = b.patch(up, off, data[off:])
+    took = time.monotonic() - t0
+    assert r.status == 204, r
+    assert took < 30, f"B waited {took:.1f}s: A's lock was left to expire"
+    assert sha256(b.download(up).body) == sha256(data)

@@ -86,7 +86,11 @@
   X(S3_ACCESS_DENIED, 500, "ERR_INTERNAL_SERVER_ERROR",                                     \
     "S3 denied the request (credentials, signature or permissions)")                        \
   X(S3_UNAVAILABLE, 503, "ERR_STORAGE_UNAVAILABLE", "S3 storage unavailable; retry later")  \
-  X(S3_ERROR, 500, "ERR_INTERNAL_SERVER_ERROR", "S3 request failed")
+  X(S3_ERROR, 500, "ERR_INTERNAL_SERVER_ERROR", "S3 request failed")                       \
+  X(LOCK_UNAVAILABLE, 503, "ERR_LOCK_UNAVAILABLE",                                          \
+    "the upload lock service (Redis) is unreachable; no bytes were written, retry later")  \
+  X(LOCK_LOST, 503, "ERR_LOCK_LOST",                                                        \
+    "this server lost the upload's lock lease; ask for the offset and resume")
 
 enum tusc_error {
   TUSC_E__BASE = -20000,

@@ -636,3 +636,69 @@ def test_expiry_leaves_nothing(cluster_factory):
                       interval=0.2, what="the upload to expire")
     deadline_poll(lambda: c.keys() == [] and c.multipart_uploads() == [], SLOW,
                   interval=0.2, what="nothing left in the bucket")
+
+
+# --- deploy/scale-out as shipped ---------------------------------------------------------
+
+
+def test_deploy_files_run_an_instance(rgw, tusc, tmp_path, monkeypatch):
+    """deploy/scale-out/tusc-scale-out.service's command line with the values of
+    tusc.env (addresses pointed at this test's RGW and a Redis started from redis.conf,
+    password included) runs an instance that stores an upload in the bucket."""
+    deploy = REPO / "deploy" / "scale-out"
+    env = {}
+    for line in (deploy / "tusc.env").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            k, _, v = line.partition("=")
+            env[k.strip()] = v.strip()
+    unit = (deploy / "tusc-scale-out.service").read_text()
+    assert "EnvironmentFile=/etc/tusc/scale-out.env" in unit
+    m = re.search(r"^ExecStart=(.*?)(?<!\\)$", unit.replace("\\\n", " "), re.M)
+    argv = m.group(1).split()
+    used = set(re.findall(r"\$\{(\w+)\}", m.group(1)))
+    assert used <= set(env), f"tusc.env lacks {used - set(env)}"
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"} <= set(env)
+
+    # Redis from the shipped fragment: only the address and the password replaced.
+    password = "pw-" + uuid.uuid4().hex[:8]
+    rport = free_port()
+    conf = (deploy / "redis.conf").read_text()
+    for pat, rep in ((r"^bind .*$", "bind 127.0.0.1"), (r"^port \d+$", f"port {rport}"),
+                     (r"^requirepass \S+$", f"requirepass {password}")):
+        conf, n = re.subn(pat, rep, conf, flags=re.M)
+        assert n == 1, pat
+    (tmp_path / "redis.conf").write_text(conf + f"dir {tmp_path}\n")
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed; run scripts/install-deps.sh test",
+                    pytrace=False)
+    redis = subprocess.Popen(["redis-server", str(tmp_path / "redis.conf")],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline_poll(lambda: redis.poll() is None and port_open(rport), IO_TIMEOUT,
+                      what="redis-server from deploy/scale-out/redis.conf")
+        prefix = "dep" + uuid.uuid4().hex[:10] + "/"
+        env.update(TUSC_LISTEN_HOST="127.0.0.1", TUSC_HAPROXY_CIDR="127.0.0.1/32",
+                   TUSC_S3_BUCKET=rgwmod.BUCKET, TUSC_S3_ENDPOINT=rgw.endpoint,
+                   TUSC_REDIS_URL=f"redis://:{password}@127.0.0.1:{rport}/0",
+                   AWS_ACCESS_KEY_ID=rgwmod.ACCESS_KEY, AWS_SECRET_ACCESS_KEY=rgwmod.SECRET_KEY,
+                   AWS_REGION=rgwmod.REGION)
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+            monkeypatch.setenv(k, env[k])
+        args = [re.sub(r"\$\{(\w+)\}", lambda mm: env[mm.group(1)], a) for a in argv[1:]]
+        args[args.index("-port") + 1] = "0"
+        args[args.index("-s3-object-prefix") + 1] = prefix
+        srv = tusc(start=False, name="deployed")
+        srv.start(command=[srv.command()[0]] + args)
+        data = pattern(3 * 1024 * 1024 + 5, seed=9)
+        path = srv.create(length=len(data))
+        assert srv.patch(path, 0, data).status == 204
+        assert srv.download(path).body == data
+        s3 = rgw.client()
+        assert s3.get_object(Bucket=rgwmod.BUCKET,
+                             Key=prefix + upload_id(path))["Body"].read() == data
+        assert "Using Redis for upload locks" in srv.stderr()
+        assert srv.stop() == 0
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)

@@ -216,10 +216,67 @@ def fig_big():
 # --- (ii) many small uploads ------------------------------------------------------------------
 
 
+def plain_small(rgw, multipart):
+    """RGW's own rate for MANY_N objects of MANY_SIZE from a plain client (boto3, 16
+    threads): one PutObject each, or CreateMultipartUpload + UploadPart +
+    CompleteMultipartUpload each (what a tus upload costs at the least)."""
+    import botocore.auth
+    from botocore.config import Config
+    botocore.auth.S3SigV4Auth._should_sha256_sign_payload = lambda self, request: False
+    threads = 16
+    body = os.urandom(MANY_SIZE)
+    c = rgw.g.client()
+    c = __import__("boto3").client("s3", endpoint_url=rgw.g.endpoint,
+                                   aws_access_key_id=rgwmod.ACCESS_KEY,
+                                   aws_secret_access_key=rgwmod.SECRET_KEY,
+                                   region_name=rgwmod.REGION,
+                                   config=Config(s3={"addressing_style": "path"},
+                                                 max_pool_connections=threads))
+    todo = list(range(MANY_N))
+    lock = threading.Lock()
+    errors = []
+
+    def work():
+        while True:
+            with lock:
+                if not todo:
+                    return
+                i = todo.pop()
+            key = f"small-{multipart}-{i}"
+            try:
+                if multipart:
+                    up = c.create_multipart_upload(Bucket=rgwmod.BUCKET, Key=key)["UploadId"]
+                    et = c.upload_part(Bucket=rgwmod.BUCKET, Key=key, UploadId=up, PartNumber=1,
+                                       Body=body)["ETag"]
+                    c.complete_multipart_upload(Bucket=rgwmod.BUCKET, Key=key, UploadId=up,
+                                                MultipartUpload={"Parts": [
+                                                    {"ETag": et, "PartNumber": 1}]})
+                else:
+                    c.put_object(Bucket=rgwmod.BUCKET, Key=key, Body=body)
+            except Exception as e:  # counted, not fatal: a bench, not a test
+                errors.append(e)
+    t0 = time.monotonic()
+    ths = [threading.Thread(target=work) for _ in range(threads)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    rate = MANY_N / (time.monotonic() - t0)
+    note(f"  plain boto3 ({threads} threads), {'multipart' if multipart else 'PutObject'}: "
+         f"{rate:.1f} objects/s, {len(errors)} errors")
+    return rate
+
+
 def fig_many():
     note(f"(ii) {MANY_N} x {MANY_SIZE >> 10} KiB uploads, {MANY_C} at a time: tusc on S3, "
-         f"local lock and Redis lock")
+         f"local lock and Redis lock; RGW's own rate from a plain client")
     res = {}
+    for kind in ("put", "multipart"):
+        rgw = Rgw()
+        try:
+            res[kind] = plain_small(rgw, kind == "multipart")
+        finally:
+            rgw.stop()
     for kind in ("local", "redis"):
         rgw = Rgw()
         redis = Redis() if kind == "redis" else None
@@ -240,12 +297,12 @@ def fig_many():
 # --- (iii) memory with many concurrent uploads --------------------------------------------------
 
 
-def fig_rss():
+def fig_rss(budget):
     note(f"(iii) {RSS_N} concurrent uploads of {RSS_SIZE >> 20} MiB, parts of "
-         f"{RSS_PART >> 20} MiB, -s3-max-buffer-memory {RSS_BUDGET >> 20} MiB")
+         f"{RSS_PART >> 20} MiB, -s3-max-buffer-memory {budget >> 20} MiB")
     rgw = Rgw()
     try:
-        t = Tusc(rgw, "-s3-part-size", str(RSS_PART), "-s3-max-buffer-memory", str(RSS_BUDGET))
+        t = Tusc(rgw, "-s3-part-size", str(RSS_PART), "-s3-max-buffer-memory", str(budget))
         base = kib(t.proc.pid, "VmRSS")
         peak = [base]
         stop = threading.Event()
@@ -288,19 +345,23 @@ def fig_redis():
     return out
 
 
+def ratio_of(a, b):
+    return f"{a / b:.2f}" if a and b else "n/a"
+
+
 def main():
     t_start = time.monotonic()
     plain = tusc = []
     hwm_big = None
     many = {}
-    rss = None
+    rss = []
     locks = {}
     if "i" in ONLY:
         plain, tusc, hwm_big = fig_big()
     if "ii" in ONLY:
         many = fig_many()
     if "iii" in ONLY:
-        rss = fig_rss()
+        rss = [(b, fig_rss(b)) for b in (RSS_BUDGET // 2, RSS_BUDGET)]
     if "iv" in ONLY:
         locks = fig_redis()
 
@@ -327,15 +388,19 @@ def main():
         f"-s3-concurrent-part-uploads {PAR}) | plain multipart client: {f(best_plain)} "
         f"(boto3, {PART >> 20} MiB parts, {PAR} in parallel) | {ratio} | >= 0.8 |",
         f"| (ii) {MANY_N} x {MANY_SIZE >> 10} KiB uploads, {MANY_C} at a time, uploads/s "
-        f"| local lock: {f(many.get('local'))}; Redis lock: {f(many.get('redis'))} | — | — | — |",
+        f"| local lock: {f(many.get('local'))}; Redis lock: {f(many.get('redis'))} "
+        f"| RGW from a plain client (boto3, 16 threads), objects/s: PutObject "
+        f"{f(many.get('put'))}, multipart create+part+complete {f(many.get('multipart'))} "
+        f"| {ratio_of(many.get('redis'), many.get('multipart'))} (Redis lock / multipart) | — |",
     ]
-    if rss:
-        base, peak, _line = rss
+    for budget, (base, peak, line) in rss:
+        rate = field("per_sec", line or "") or "n/a"
         lines.append(
             f"| (iii) peak RSS, {RSS_N} concurrent uploads of {RSS_SIZE >> 20} MiB "
-            f"({RSS_PART >> 20} MiB parts) | {peak // 1024} MiB (idle {base // 1024} MiB, "
-            f"+{(peak - base) // 1024} MiB) | -s3-max-buffer-memory {RSS_BUDGET >> 20} MiB "
-            f"| {(peak - base) / (RSS_BUDGET >> 10):.2f} of the budget | bounded by the budget |")
+            f"({RSS_PART >> 20} MiB parts; {rate} uploads/s) | {peak // 1024} MiB (idle "
+            f"{base // 1024} MiB, +{(peak - base) // 1024} MiB) | -s3-max-buffer-memory "
+            f"{budget >> 20} MiB | growth = {(peak - base) / (budget >> 10):.2f} x the budget "
+            f"| bounded by the budget (all data: {RSS_N * RSS_SIZE >> 20} MiB) |")
     for k, (v, unit) in locks.items():
         lines.append(f"| (iv) {k.replace('redis_lock_', 'Redis lock, ').replace('_', ' ')} "
                      f"| {v} {unit} | — | — | — |")

@@ -453,21 +453,14 @@ static void job_free(job_t *j) {
   ctx_maybe_close(lc);
 }
 
-/* Ends a job: the caller's callback last (it may close the upload or reuse req). */
+/* Ends a job: the caller's callback last (it may close the upload, start its next
+ * request or reuse req; nothing of the job or the upload is touched after it). */
 static void job_finish(job_t *j, int status) {
   tusc_store_req_t *req = j->req;
-  tusc_upload_t *up = j->up;
-  if (up != NULL)
-    up->busy++; /* kept until the callback returned */
   job_free(j);
   if (req != NULL) {
     req->backend = NULL;
     tusc_store_req_done(req, status);
-  }
-  if (up != NULL) {
-    up->busy--;
-    if (up->closing && up->busy == 0)
-      upload_free(up);
   }
 }
 
@@ -825,6 +818,14 @@ static int s_create(tusc_store_req_t *req) {
   int rc = tusc_s3_part_size_for(st->part_size, info->size_is_deferred ? -1 : info->size, &P);
   if (rc != 0)
     return rc;
+  if (2 * P + TUSC_STORE_APPEND_MAX > st->budget) {
+    /* Its parts would have to grow beyond what -s3-max-buffer-memory can hold. */
+    TUSC_LOG(TUSC_LOG_WARN,
+             "s3: upload %s of %lld bytes needs parts of %lld bytes, more than "
+             "-s3-max-buffer-memory holds (two parts and 256 KiB); refused",
+             info->id, (long long)info->size, (long long)P);
+    return TUSC_EUPLOAD_SIZE_EXCEEDED;
+  }
   if (info->custom_data_path) {
     TUSC_LOG(TUSC_LOG_WARN, "s3: upload %s: a hook's Storage.Path is ignored by the S3 store",
              info->id);

@@ -13,7 +13,6 @@ keeps running, so nothing stored is lost by the outage itself.
 """
 import hashlib
 import http.client
-import shutil
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ import uuid
 
 import pytest
 
+from test_clients import node_clients  # noqa: F401 (a fixture)
 from conftest import (REPO, OCTET, RawConn, assert_error, b64, deadline_poll, random_file,
                       upload_id)
 
@@ -127,10 +127,8 @@ def run_client(cmd, cwd):
 # --- real clients ---------------------------------------------------------------------
 
 
-def test_tus_js_client_chunks(tusc, s3, tmp_path):
-    node = shutil.which("node")
-    assert node is not None and (CLIENTS / "node_modules" / "tus-js-client").is_dir(), \
-        "node and tests/clients/node_modules (npm ci) are needed"
+def test_tus_js_client_chunks(tusc, s3, tmp_path, node_clients):
+    node = node_clients
     src = tmp_path / "f.bin"
     random_file(src, 3 * 1024 * 1024 + 12345)
     data = src.read_bytes()
@@ -369,16 +367,23 @@ def test_bad_checksum_changes_nothing(tusc, s3, size):
 
 
 def test_part_10001_refused(tusc, s3):
+    """Parts of one upload are all the same size and at most 10,000: a declared length
+    that would need part 10,001 grows the parts, unless -s3-max-buffer-memory cannot
+    hold two of those (then 413); -max-size grows the store's parts up front."""
     p = MIN_PART
-    srv = tusc(*s3.flags(part=p))
+    budget = 2 * p + 256 * 1024
+    srv = tusc(*s3.flags("-s3-max-buffer-memory", str(budget), part=p))
     r = srv.request("POST", "/files/", {"Upload-Length": str(10000 * p + 1)})
-    assert_error(r, 413)
+    assert_error(r, 413, "ERR_UPLOAD_SIZE_EXCEEDED")
     r = srv.request("POST", "/files/", {"Upload-Length": str(10000 * p)})
     assert r.status == 201, r
-    # With -max-size the parts grow so that it fits in 10,000 of them.
     srv2 = tusc(*s3.flags("-max-size", str(10000 * p + 1), part=p), name="grown")
     r = srv2.request("POST", "/files/", {"Upload-Length": str(10000 * p + 1)})
     assert r.status == 201, r
+    import json
+    loc = r.header("Location")
+    info = json.loads(s3.get(s3.prefix + loc.rsplit("/", 1)[-1] + ".info"))
+    assert info["Storage"]["PartSize"] == p + 1
 
 
 def test_real_5mib_minimum(tusc, s3, tmp_path):

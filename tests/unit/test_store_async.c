@@ -592,10 +592,14 @@ static tusc_store_t *other_instance(fixture_t *f) {
   return st;
 }
 
+/* Both stores leave the loop (so that running it to the end closes the other one's
+ * handles), then the fixture's store comes back. */
 static void other_free(fixture_t *f, tusc_store_t *st) {
   tusc_store_detach_loop(st, &f->loop);
+  tusc_store_detach_loop(f->store, &f->loop);
   uv_run(&f->loop, UV_RUN_DEFAULT);
   tusc_store_free(st);
+  assert_int_equal(tusc_store_attach_loop(f->store, &f->loop), 0);
 }
 
 /* Parts, a tail between chunks, a resume by another instance from S3 alone, an
@@ -621,8 +625,9 @@ static void test_s3_resume(void **state) {
   assert_int_equal(chunk_end(f, up, TUSC_STORE_KEEP), 0);
   assert_int_equal(tusc_store_info(up)->offset, 350001);
   close_upload(f, up);
-  other_free(f, f->store);
+  tusc_store_t *other = f->store;
   f->store = mine;
+  other_free(f, other);
 
   assert_int_equal(stored_offset(f, "res"), 350001);
   up = open_upload(f, "res");

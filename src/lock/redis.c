@@ -548,6 +548,8 @@ static redisAsyncContext *open_conn(rctx_t *ctx, redisConnectCallback *on_connec
     return NULL;
   }
   ac->data = ctx;
+  if (l->path == NULL)
+    (void)redisEnableKeepAlive(&ac->c); /* notice a dead peer on an idle connection */
   redisAsyncSetConnectCallback(ac, on_connect);
   redisAsyncSetDisconnectCallback(ac, on_disconnect);
   if (l->password != NULL) {
@@ -700,6 +702,34 @@ static void send_release(rreq_t *r) {
 
 static void on_acquire_reply(redisAsyncContext *ac, void *reply, void *priv);
 
+/* Drops the command connection (a reply is overdue: Redis hangs, or a half-open TCP
+ * connection after a partition): every command in flight ends with a NULL reply, and
+ * the connection is made again. */
+static void drop_cmd(rctx_t *ctx) {
+  redisAsyncContext *ac = ctx->cmd;
+  if (ac == NULL)
+    return;
+  bool connected = (ac->c.flags & REDIS_CONNECTED) != 0;
+  if (!connected) { /* no disconnect callback will come */
+    ac->data = NULL;
+    ctx->cmd = NULL;
+    ctx->cmd_ready = false;
+  }
+  note_down(ctx, "no reply in time");
+  redisAsyncFree(ac); /* connected: on_cmd_disconnect does the rest */
+  if (!connected)
+    schedule_reconnect(ctx);
+}
+
+static void on_reply_timeout(uv_timer_t *timer) {
+  rreq_t *r = timer->data;
+  if (r->state != RS_ACQ)
+    return;
+  drop_cmd(r->ctx); /* r's reply comes now, as NULL: TUSC_ELOCK_UNAVAILABLE */
+  if (r->state == RS_ACQ)
+    end_now(r, TUSC_ELOCK_UNAVAILABLE);
+}
+
 /* Sends the acquire script; ask: publish a release request to the holder. */
 static int send_acquire(rreq_t *r, bool ask) {
   rctx_t *ctx = r->ctx;
@@ -716,6 +746,7 @@ static int send_acquire(rreq_t *r, bool ask) {
     atomic_fetch_add(&l->asks_sent, 1);
   r->refs++;
   r->state = RS_ACQ;
+  uv_timer_start(&r->timer, on_reply_timeout, TUSC_LOCK_REDIS_REPLY_TIMEOUT_MS, 0);
   return 0;
 }
 
@@ -764,6 +795,7 @@ static void on_acquire_reply(redisAsyncContext *ac, void *reply, void *priv) {
     return;
   }
   r->refs--; /* the req's timer still holds r */
+  uv_timer_stop(&r->timer);
   if (got == 1) {
     hold(r);
     r->cb(r->req, 0);

@@ -690,6 +690,34 @@ static void test_tcp_auth_db(void **state) {
   tusc_lock_free(bad);
 }
 
+/* Redis hangs (SIGSTOP): an acquire gets no reply and ends as unavailable after
+ * TUSC_LOCK_REDIS_REPLY_TIMEOUT_MS; once Redis runs again, the lock works again (the
+ * dropped connection was made again). */
+static void test_redis_hangs(void **state) {
+  fixture_t *f = *state;
+  probe_t a;
+  take(f, &a, f->a, "warm"); /* connections up */
+  tusc_lock_release(&a.req);
+  assert_int_equal(kill(f->redis, SIGSTOP), 0);
+  probe_init(&a, f, f->a);
+  assert_int_equal(acquire(&a, "hang", 0), 0);
+  run_until(f, &a.calls);
+  assert_int_equal(a.status, TUSC_ELOCK_UNAVAILABLE);
+  assert_int_equal(kill(f->redis, SIGCONT), 0);
+  /* The script sent before may still run now: "hang" can stay taken for one lease.
+   * Until the connection is made again, acquires fail at once: try every 20ms. */
+  probe_init(&a, f, f->a);
+  uint64_t end = now_ms() + DEADLINE_MS;
+  do {
+    assert_int_equal(acquire(&a, "hang", 2 * LEASE_MS), 0);
+    run_until(f, &a.calls);
+    if (a.status == TUSC_ELOCK_UNAVAILABLE)
+      run_for(f, 20);
+  } while (a.status == TUSC_ELOCK_UNAVAILABLE && now_ms() < end);
+  assert_int_equal(a.status, 0);
+  tusc_lock_release(&a.req);
+}
+
 /* Detach while a lock is held: the loop's context stays until that req ended, then
  * closes; a later acquire on the loop works and closes again once idle (teardown's
  * uv_loop_close checks that nothing is left). */
@@ -724,6 +752,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_lease_lost, setup, teardown),
       cmocka_unit_test_setup_teardown(test_redis_down_and_back, setup, teardown),
       cmocka_unit_test_setup_teardown(test_detach, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_redis_hangs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tcp_auth_db, setup, teardown),
       cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
   };

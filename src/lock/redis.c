@@ -651,6 +651,20 @@ static void on_rreq_timer_closed(uv_handle_t *handle) {
 }
 
 /* Detaches the req and lets the timer go; r stays until its commands are answered. */
+static void drop_cmd(rctx_t *ctx);
+
+static void on_drain_timeout(uv_timer_t *timer) {
+  drop_cmd(timer->data);
+}
+
+/* A detached context whose reqs all ended may still wait for replies (a release): if
+ * they do not come in time (a hung Redis), the connection is dropped, so the loop can
+ * end. The renew timer serves: nothing is held. */
+static void ctx_check_drain(rctx_t *ctx) {
+  if (ctx->detached && !ctx->closing && ctx->head == NULL && ctx->nreqs > 0)
+    uv_timer_start(&ctx->renew, on_drain_timeout, TUSC_LOCK_REDIS_REPLY_TIMEOUT_MS, 0);
+}
+
 static tusc_lock_req_t *rreq_detach(rreq_t *r) {
   tusc_lock_req_t *req = r->req;
   if (r->state == RS_HELD)
@@ -660,6 +674,7 @@ static tusc_lock_req_t *rreq_detach(rreq_t *r) {
   req->impl = NULL;
   list_remove(r);
   uv_close((uv_handle_t *)&r->timer, on_rreq_timer_closed);
+  ctx_check_drain(r->ctx);
   return req;
 }
 
@@ -768,7 +783,7 @@ static void hold(rreq_t *r) {
   rlock_t *l = ctx->lock;
   r->state = RS_HELD;
   r->valid_until = r->sent_ms + l->lease_ms - l->margin_ms;
-  if (ctx->nheld++ == 0 && !uv_is_active((uv_handle_t *)&ctx->renew))
+  if (ctx->nheld++ == 0) /* (also ends a detached context's drain timer: a req lives) */
     uv_timer_start(&ctx->renew, on_renew_tick, l->renew_ms, l->renew_ms);
   atomic_fetch_add(&l->acquired, 1);
 }
@@ -860,6 +875,13 @@ static void on_renew_tick(uv_timer_t *timer) {
     return;
   }
   uint64_t now = mono_ms();
+  /* A renewal unanswered for a whole period: the connection hangs; make it again. */
+  for (rreq_t *r = ctx->head; r != NULL; r = r->next) {
+    if (r->state == RS_HELD && r->renewing && now - r->renew_sent_ms >= l->renew_ms) {
+      drop_cmd(ctx);
+      break;
+    }
+  }
   for (rreq_t *r = ctx->head; r != NULL; r = r->next) {
     if (r->state != RS_HELD || r->renewing || ctx->cmd == NULL)
       continue;
@@ -1020,6 +1042,8 @@ static void redis_detach(tusc_lock_t *base, uv_loop_t *loop) {
     return;
   ctx->detached = true;
   ctx_close_if_idle(ctx);
+  if (!ctx->closing)
+    ctx_check_drain(ctx);
 }
 
 /* Contexts still attached here are a caller's bug (see lock.h); they are left alone. */

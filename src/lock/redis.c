@@ -548,6 +548,8 @@ static redisAsyncContext *open_conn(rctx_t *ctx, redisConnectCallback *on_connec
     return NULL;
   }
   ac->data = ctx;
+  if (l->path == NULL)
+    (void)redisEnableKeepAlive(&ac->c); /* notice a dead peer on an idle connection */
   redisAsyncSetConnectCallback(ac, on_connect);
   redisAsyncSetDisconnectCallback(ac, on_disconnect);
   if (l->password != NULL) {
@@ -649,6 +651,20 @@ static void on_rreq_timer_closed(uv_handle_t *handle) {
 }
 
 /* Detaches the req and lets the timer go; r stays until its commands are answered. */
+static void drop_cmd(rctx_t *ctx);
+
+static void on_drain_timeout(uv_timer_t *timer) {
+  drop_cmd(timer->data);
+}
+
+/* A detached context whose reqs all ended may still wait for replies (a release): if
+ * they do not come in time (a hung Redis), the connection is dropped, so the loop can
+ * end. The renew timer serves: nothing is held. */
+static void ctx_check_drain(rctx_t *ctx) {
+  if (ctx->detached && !ctx->closing && ctx->head == NULL && ctx->nreqs > 0)
+    uv_timer_start(&ctx->renew, on_drain_timeout, TUSC_LOCK_REDIS_REPLY_TIMEOUT_MS, 0);
+}
+
 static tusc_lock_req_t *rreq_detach(rreq_t *r) {
   tusc_lock_req_t *req = r->req;
   if (r->state == RS_HELD)
@@ -658,6 +674,7 @@ static tusc_lock_req_t *rreq_detach(rreq_t *r) {
   req->impl = NULL;
   list_remove(r);
   uv_close((uv_handle_t *)&r->timer, on_rreq_timer_closed);
+  ctx_check_drain(r->ctx);
   return req;
 }
 
@@ -700,6 +717,34 @@ static void send_release(rreq_t *r) {
 
 static void on_acquire_reply(redisAsyncContext *ac, void *reply, void *priv);
 
+/* Drops the command connection (a reply is overdue: Redis hangs, or a half-open TCP
+ * connection after a partition): every command in flight ends with a NULL reply, and
+ * the connection is made again. */
+static void drop_cmd(rctx_t *ctx) {
+  redisAsyncContext *ac = ctx->cmd;
+  if (ac == NULL)
+    return;
+  bool connected = (ac->c.flags & REDIS_CONNECTED) != 0;
+  if (!connected) { /* no disconnect callback will come */
+    ac->data = NULL;
+    ctx->cmd = NULL;
+    ctx->cmd_ready = false;
+  }
+  note_down(ctx, "no reply in time");
+  redisAsyncFree(ac); /* connected: on_cmd_disconnect does the rest */
+  if (!connected)
+    schedule_reconnect(ctx);
+}
+
+static void on_reply_timeout(uv_timer_t *timer) {
+  rreq_t *r = timer->data;
+  if (r->state != RS_ACQ)
+    return;
+  drop_cmd(r->ctx); /* r's reply comes now, as NULL: TUSC_ELOCK_UNAVAILABLE */
+  if (r->state == RS_ACQ)
+    end_now(r, TUSC_ELOCK_UNAVAILABLE);
+}
+
 /* Sends the acquire script; ask: publish a release request to the holder. */
 static int send_acquire(rreq_t *r, bool ask) {
   rctx_t *ctx = r->ctx;
@@ -716,6 +761,7 @@ static int send_acquire(rreq_t *r, bool ask) {
     atomic_fetch_add(&l->asks_sent, 1);
   r->refs++;
   r->state = RS_ACQ;
+  uv_timer_start(&r->timer, on_reply_timeout, TUSC_LOCK_REDIS_REPLY_TIMEOUT_MS, 0);
   return 0;
 }
 
@@ -737,7 +783,7 @@ static void hold(rreq_t *r) {
   rlock_t *l = ctx->lock;
   r->state = RS_HELD;
   r->valid_until = r->sent_ms + l->lease_ms - l->margin_ms;
-  if (ctx->nheld++ == 0 && !uv_is_active((uv_handle_t *)&ctx->renew))
+  if (ctx->nheld++ == 0) /* (also ends a detached context's drain timer: a req lives) */
     uv_timer_start(&ctx->renew, on_renew_tick, l->renew_ms, l->renew_ms);
   atomic_fetch_add(&l->acquired, 1);
 }
@@ -764,6 +810,7 @@ static void on_acquire_reply(redisAsyncContext *ac, void *reply, void *priv) {
     return;
   }
   r->refs--; /* the req's timer still holds r */
+  uv_timer_stop(&r->timer);
   if (got == 1) {
     hold(r);
     r->cb(r->req, 0);
@@ -828,6 +875,13 @@ static void on_renew_tick(uv_timer_t *timer) {
     return;
   }
   uint64_t now = mono_ms();
+  /* A renewal unanswered for a whole period: the connection hangs; make it again. */
+  for (rreq_t *r = ctx->head; r != NULL; r = r->next) {
+    if (r->state == RS_HELD && r->renewing && now - r->renew_sent_ms >= l->renew_ms) {
+      drop_cmd(ctx);
+      break;
+    }
+  }
   for (rreq_t *r = ctx->head; r != NULL; r = r->next) {
     if (r->state != RS_HELD || r->renewing || ctx->cmd == NULL)
       continue;
@@ -988,6 +1042,8 @@ static void redis_detach(tusc_lock_t *base, uv_loop_t *loop) {
     return;
   ctx->detached = true;
   ctx_close_if_idle(ctx);
+  if (!ctx->closing)
+    ctx_check_drain(ctx);
 }
 
 /* Contexts still attached here are a caller's bug (see lock.h); they are left alone. */

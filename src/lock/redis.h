@@ -29,7 +29,8 @@
  * between tusc and Redis beyond lease/10.
  *
  * Redis unreachable: an acquire ends with TUSC_ELOCK_UNAVAILABLE (503), nothing is
- * changed. Each loop's connections reconnect by themselves with a backoff from
+ * changed; so does one whose script got no reply within TUSC_LOCK_REDIS_REPLY_TIMEOUT_MS
+ * (the connection is then dropped and made again; TCP connections also use keepalive). Each loop's connections reconnect by themselves with a backoff from
  * TUSC_LOCK_REDIS_RETRY_MIN_MS to TUSC_LOCK_REDIS_RETRY_MAX_MS. A host name in the URL
  * is resolved once, by tusc_lock_redis_new, so nothing on a loop waits for DNS.
  *
@@ -54,6 +55,9 @@
 #define TUSC_LOCK_REDIS_LEASE_MS 10000 /* default lease */
 #define TUSC_LOCK_REDIS_RETRY_MIN_MS 50
 #define TUSC_LOCK_REDIS_RETRY_MAX_MS 2000
+/* An acquire whose script got no reply for this long ends with TUSC_ELOCK_UNAVAILABLE and
+ * its connection is made again (a hung Redis, a half-open connection). */
+#define TUSC_LOCK_REDIS_REPLY_TIMEOUT_MS 3000
 
 typedef struct tusc_lock_redis_options_s {
   /* redis://[[user]:password@]host[:port][/db], unix:///path/to.sock[?db=N&password=P],

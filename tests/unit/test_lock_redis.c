@@ -204,6 +204,11 @@ static void on_guard(uv_timer_t *t) {
   *(bool *)t->data = true;
 }
 
+static void on_guard_stop(uv_timer_t *t) {
+  *(bool *)t->data = true;
+  uv_stop(t->loop);
+}
+
 /* Runs the loop until *counter >= want; fails the test after DEADLINE_MS. */
 static void run_until_count(fixture_t *f, const int *counter, int want) {
   uv_timer_t guard;
@@ -690,6 +695,59 @@ static void test_tcp_auth_db(void **state) {
   tusc_lock_free(bad);
 }
 
+/* Redis hangs (SIGSTOP): an acquire gets no reply and ends as unavailable after
+ * TUSC_LOCK_REDIS_REPLY_TIMEOUT_MS; once Redis runs again, the lock works again (the
+ * dropped connection was made again). */
+static void test_redis_hangs(void **state) {
+  fixture_t *f = *state;
+  probe_t a;
+  take(f, &a, f->a, "warm"); /* connections up */
+  tusc_lock_release(&a.req);
+  assert_int_equal(kill(f->redis, SIGSTOP), 0);
+  probe_init(&a, f, f->a);
+  assert_int_equal(acquire(&a, "hang", 0), 0);
+  run_until(f, &a.calls);
+  assert_int_equal(a.status, TUSC_ELOCK_UNAVAILABLE);
+  assert_int_equal(kill(f->redis, SIGCONT), 0);
+  /* The script sent before may still run now: "hang" can stay taken for one lease.
+   * Until the connection is made again, acquires fail at once: try every 20ms. */
+  probe_init(&a, f, f->a);
+  uint64_t end = now_ms() + DEADLINE_MS;
+  do {
+    assert_int_equal(acquire(&a, "hang", 2 * LEASE_MS), 0);
+    run_until(f, &a.calls);
+    if (a.status == TUSC_ELOCK_UNAVAILABLE)
+      run_for(f, 20);
+  } while (a.status == TUSC_ELOCK_UNAVAILABLE && now_ms() < end);
+  assert_int_equal(a.status, 0);
+  tusc_lock_release(&a.req);
+
+  /* A loop that ends while Redis hangs: its release gets no reply, yet after detach
+   * the loop runs out (the connection is dropped after the reply timeout). */
+  uv_loop_t l2;
+  assert_int_equal(uv_loop_init(&l2), 0);
+  probe_init(&a, f, f->a);
+  assert_int_equal(tusc_lock_acquire(f->a, &l2, &a.req, "z", 0, on_done), 0);
+  while (a.calls == 0)
+    (void)uv_run(&l2, UV_RUN_ONCE);
+  assert_int_equal(a.status, 0);
+  assert_int_equal(kill(f->redis, SIGSTOP), 0);
+  tusc_lock_release(&a.req);
+  tusc_lock_detach(f->a, &l2);
+  uv_timer_t guard;
+  bool expired = false;
+  assert_int_equal(uv_timer_init(&l2, &guard), 0);
+  guard.data = &expired;
+  assert_int_equal(uv_timer_start(&guard, on_guard_stop, DEADLINE_MS, 0), 0);
+  uv_unref((uv_handle_t *)&guard); /* does not keep the loop running */
+  (void)uv_run(&l2, UV_RUN_DEFAULT);
+  assert_int_equal(kill(f->redis, SIGCONT), 0);
+  assert_false(expired);
+  uv_close((uv_handle_t *)&guard, NULL);
+  (void)uv_run(&l2, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&l2), 0);
+}
+
 /* Detach while a lock is held: the loop's context stays until that req ended, then
  * closes; a later acquire on the loop works and closes again once idle (teardown's
  * uv_loop_close checks that nothing is left). */
@@ -724,6 +782,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_lease_lost, setup, teardown),
       cmocka_unit_test_setup_teardown(test_redis_down_and_back, setup, teardown),
       cmocka_unit_test_setup_teardown(test_detach, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_redis_hangs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tcp_auth_db, setup, teardown),
       cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
   };

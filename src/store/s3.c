@@ -1669,8 +1669,6 @@ static void end_copy_next(job_t *j, int status);
 static void end_store_rest(job_t *j);
 static void end_tail_put(job_t *j, int status);
 static void end_completed(job_t *j, int status);
-static int stale_visit(tusc_s3_req_t *r, const tusc_s3_object_t *objs, size_t n);
-static void end_stale_listed(job_t *j, int status);
 static void end_finish(job_t *j, int status);
 static void end_refreshed(job_t *j, int status);
 
@@ -1806,32 +1804,6 @@ static void end_completed(job_t *j, int status) {
     up->tail_no = 0;
     up->tail_len = 0;
   }
-  /* Tails this instance does not know of go too: an instance that died after the part
-   * that absorbed its tail was stored, before it deleted the tail, left K.part.<n> with
-   * n <= the parts (stale by its name, so never counted, but never seen again either). */
-  if (keyf(j->key, sizeof(j->key), "%s.part.", up->info.data_path) != 0) {
-    cleanup_start(j, 0, end_finish);
-    return;
-  }
-  tusc_s3_req_t *r = s3_next(j, end_stale_listed);
-  s3_started(j, tusc_s3_list_objects(j->lc->sl, r, j->key, 0, stale_visit, on_s3_done));
-}
-
-static int stale_visit(tusc_s3_req_t *r, const tusc_s3_object_t *objs, size_t n) {
-  job_t *j = r->data;
-  size_t plen = strlen(j->key);
-  for (size_t i = 0; i < n; i++)
-    if (strncmp(objs[i].key, j->key, plen) == 0) {
-      int rc = keys_push(j, objs[i].key, NULL);
-      if (rc != 0)
-        return rc;
-    }
-  return 0;
-}
-
-static void end_stale_listed(job_t *j, int status) {
-  if (status != 0) /* the upload is complete all the same; a leftover is only litter */
-    log_s3("list stale tails", j->up->info.data_path, &j->s3, status);
   cleanup_start(j, 0, end_finish);
 }
 

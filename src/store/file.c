@@ -975,19 +975,22 @@ static void run_store_req(tusc_pool_job_t *job) {
   }
 }
 
+/* An opened upload now belongs to `loop`. */
+static void upload_attach(tusc_upload_t *up, uv_loop_t *loop) {
+  up->loop = loop;
+  if (uv_timer_init(up->loop, &up->tick) == 0) {
+    up->tick.data = up;
+    up->tick_init = true;
+  }
+}
+
 static void done_store_req(tusc_pool_job_t *job, int status) {
   tusc_store_req_t *req = req_of(job);
   req->state = RS_IDLE;
   /* A deferred completion is never cancelled (fa_cancel), so its work's result stands. */
   int rc = status < 0 ? status : req->result;
-  if (rc == 0 && req->kind == K_OPEN) {
-    tusc_upload_t *up = req->upload;
-    up->loop = req->loop;
-    if (uv_timer_init(up->loop, &up->tick) == 0) {
-      up->tick.data = up;
-      up->tick_init = true;
-    }
-  }
+  if (rc == 0 && req->kind == K_OPEN)
+    upload_attach(req->upload, req->loop);
   if (rc != 0 && req->kind == K_OPEN)
     req->upload = NULL;
   tusc_store_req_done(req, rc);
@@ -1033,6 +1036,16 @@ static int inline_store_req(tusc_store_req_t *req, int kind) {
 
 static int fa_get_info(tusc_store_req_t *req) {
   return inline_store_req(req, K_GET_INFO);
+}
+/* The same reads, answered at once (store.h: the fast paths). */
+static int fa_try_get_info(tusc_store_t *store, const char *id, tusc_upload_info_t *info) {
+  return load((file_store_t *)store, id, info, NULL);
+}
+static int fa_try_open(tusc_store_t *store, uv_loop_t *loop, const char *id, tusc_upload_t **out) {
+  int rc = fs_open(store, id, out);
+  if (rc == 0)
+    upload_attach(*out, loop);
+  return rc;
 }
 static int fa_create(tusc_store_req_t *req) {
   return submit_store_req(req, K_CREATE);
@@ -1398,6 +1411,40 @@ static int fa_chunk_begin(tusc_upload_t *up, int flags) {
   return 0;
 }
 
+/* Without fsync, the first INLINE_TAIL_MAX bytes of an unstaged chunk that find nothing
+ * buffered and nothing on the pool are written on the loop straight from the caller's
+ * piece: for the same reason as a small tail at chunk end (a pwrite into the page cache
+ * costs less than a thread hop), and a small upload's body is then never copied into an
+ * append buffer nor makes one resident. Bigger chunks go on through the buffers, so the
+ * loop writes at most INLINE_TAIL_MAX bytes of a chunk. */
+static bool direct_write_ok(const tusc_upload_t *up, size_t len) {
+  return !up->store->fsync && !up->chunk_staged && !upload_busy(up) && up->buf[0].len == 0 &&
+         up->buf[1].len == 0 && up->taken + (int64_t)len <= INLINE_TAIL_MAX;
+}
+
+/* Takes the bytes whatever happens: a write error is the chunk's (write_err, reported by
+ * the next append and by chunk_end) and info->offset counts exactly what landed. */
+static void direct_write(tusc_upload_t *up, const void *data, size_t len) {
+  size_t done = 0;
+  int err = 0;
+  while (done < len) {
+    ssize_t n = pwrite(up->fd, (const char *)data + done, len - done,
+                       (off_t)(up->chunk_start + up->landed + (int64_t)done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      err = n < 0 ? err_from_errno() : -EIO;
+      break;
+    }
+    done += (size_t)n;
+  }
+  up->landed += (int64_t)done;
+  up->info.offset += (int64_t)done;
+  up->taken += (int64_t)len;
+  if (err != 0)
+    up->write_err = err;
+}
+
 static int fa_append(tusc_upload_t *up, const void *data, size_t len, tusc_store_drain_cb drain,
                      void *arg) {
   if (!up->chunk_open)
@@ -1409,6 +1456,10 @@ static int fa_append(tusc_upload_t *up, const void *data, size_t len, tusc_store
   if (!up->info.size_is_deferred && up->info.size >= 0 &&
       up->chunk_start + up->taken + (int64_t)len > up->info.size)
     return TUSC_EUPLOAD_SIZE_EXCEEDED;
+  if (direct_write_ok(up, len)) {
+    direct_write(up, data, len);
+    return 0;
+  }
   struct append_buf *b = &up->buf[up->fill];
   if (b->len + len > APPEND_BUF) {
     if (up->writing || up->running) {
@@ -1494,6 +1545,8 @@ static const tusc_store_async_ops_t file_store_async_ops = {
     .get_info = fa_get_info,
     .create = fa_create,
     .open = fa_open,
+    .try_get_info = fa_try_get_info,
+    .try_open = fa_try_open,
     .terminate = fa_terminate,
     .list = fa_list,
     .wait_add = fa_wait_add,

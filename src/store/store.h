@@ -172,6 +172,9 @@ typedef struct tusc_store_async_ops_s {
   int (*get_info)(tusc_store_req_t *req);
   int (*create)(tusc_store_req_t *req);
   int (*open)(tusc_store_req_t *req);
+  /* Optional fast paths (tusc_store_try_get_info/try_open); NULL = UV_EAGAIN. */
+  int (*try_get_info)(tusc_store_t *store, const char *id, tusc_upload_info_t *info);
+  int (*try_open)(tusc_store_t *store, uv_loop_t *loop, const char *id, tusc_upload_t **out);
   int (*terminate)(tusc_store_req_t *req);
   int (*list)(tusc_store_req_t *req);
   int (*wait_add)(tusc_store_req_t *req);
@@ -195,6 +198,19 @@ typedef struct tusc_store_async_ops_s {
  * success); info->offset is the stored length. TUSC_ENOT_FOUND when there is none. */
 int tusc_store_get_info(tusc_store_t *store, uv_loop_t *loop, tusc_store_req_t *req, const char *id,
                         tusc_upload_info_t *info, tusc_store_cb cb)
+    __attribute__((warn_unused_result));
+
+/* Fast paths, as tusc_lock_try_acquire: get_info and open done now, without a callback,
+ * when the store can tell without waiting (the file store reads an upload's .info and
+ * opens its data file from the page cache). 0: done, exactly as if the asynchronous
+ * call had reported 0 (try_open: *out is the caller's to close). UV_EAGAIN: the store
+ * cannot answer now and nothing was done; start the asynchronous call. Anything else
+ * is the error that call would report (TUSC_ENOT_FOUND, ...). A request handler uses
+ * them so that the bytes that came with a PATCH's head go straight to the store instead
+ * of waiting a loop turn (and being set aside) for the answer. */
+int tusc_store_try_get_info(tusc_store_t *store, const char *id, tusc_upload_info_t *info)
+    __attribute__((warn_unused_result));
+int tusc_store_try_open(tusc_store_t *store, uv_loop_t *loop, const char *id, tusc_upload_t **out)
     __attribute__((warn_unused_result));
 
 /* Creates data and info for info->id (the caller generated and validated it), durable

@@ -487,6 +487,7 @@ int tusc_server_run(const tusc_config_t *cfg) {
       .dir_perms = cfg->dir_perms,
       .file_perms = cfg->file_perms,
       .fsync = cfg->fsync == TUSC_FSYNC_ALWAYS,
+      .allow_absolute_path = cfg->hooks_allow_absolute_path,
   };
   int rc = tusc_file_store_new(&store_opts, &s.store);
   if (rc != 0) {

@@ -28,6 +28,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "store/file_custom.h"
 #include "store/file_path.h"
 #include "store/file_walk.h"
 #include "store/store.h"
@@ -46,6 +47,7 @@ typedef struct file_store_s {
   unsigned dir_perms;
   unsigned file_perms;
   bool fsync;
+  bool allow_absolute_path;
   tusc_store_pool_t pool;
 } file_store_t;
 
@@ -391,6 +393,22 @@ static int make_parents(const file_store_t *fs, const char *path) {
   return 0;
 }
 
+/* info->data_path as a pre-create hook asked for it → the checked absolute path. */
+static int custom_path(const file_store_t *fs, tusc_upload_info_t *info) {
+  char root[PATH_MAX], real[TUSC_PATH_MAX];
+  const char *why = "upload directory unresolvable";
+  int rc = TUSC_EINTERNAL;
+  if (realpath(fs->dir, root) != NULL)
+    rc = tusc_file_custom_path(root, fs->dir_perms, fs->allow_absolute_path, info->data_path, real,
+                               sizeof(real), &why);
+  if (rc != 0) {
+    TUSC_LOG(TUSC_LOG_WARN, "pre-create hook chose Storage.Path \"%s\": %s", info->data_path, why);
+    return rc;
+  }
+  memcpy(info->data_path, real, sizeof(real));
+  return 0;
+}
+
 static int fs_create(tusc_store_t *store, tusc_upload_info_t *info) {
   file_store_t *fs = (file_store_t *)store;
   upload_paths_t p;
@@ -400,6 +418,11 @@ static int fs_create(tusc_store_t *store, tusc_upload_info_t *info) {
   upload_paths_t flat;
   if (flat_paths(fs, info->id, &flat) && is_regular_file(flat.info))
     return -EEXIST;
+  /* Before anything is made, so that a refused path leaves no directory behind. */
+  if (info->custom_data_path && (rc = custom_path(fs, info)) != 0) {
+    info->data_path[0] = '\0';
+    return rc;
+  }
   /* O_EXCL on the data file is what reserves the ID. The shard directories usually
    * exist already, so they are made only when the first attempt says they are not. */
   int fd = open(p.data, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)fs->file_perms);
@@ -413,9 +436,9 @@ static int fs_create(tusc_store_t *store, tusc_upload_info_t *info) {
     return err_from_errno();
   bool custom_made = false;
   if (info->custom_data_path) {
-    /* A pre-create hook chose where the data lives (the caller confined the path).
-     * The empty file at the ID's own place still reserves the ID; O_EXCL refuses an
-     * existing file or a symlink at the chosen name. */
+    /* A pre-create hook chose where the data lives. The empty file at the ID's own
+     * place still reserves the ID; O_EXCL refuses an existing file or a symlink at the
+     * chosen name. */
     int cfd = open(info->data_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
                    (mode_t)fs->file_perms);
     if (cfd < 0) {
@@ -1625,6 +1648,7 @@ int tusc_file_store_new(const tusc_file_store_options_t *opts, tusc_store_t **ou
   fs->dir_perms = opts->dir_perms;
   fs->file_perms = opts->file_perms;
   fs->fsync = opts->fsync;
+  fs->allow_absolute_path = opts->allow_absolute_path;
   *out = &fs->base;
   return 0;
 }

@@ -61,8 +61,10 @@ typedef struct tusc_upload_info_s {
   int64_t modified_ms;           /* data file's last change (mtime), unix ms; 0 = unknown */
   int finish_hooks;              /* TUSC_FINISH_HOOKS_*: "tusc":{"FinishHooks":...} in the .info */
   bool custom_data_path;         /* data_path was chosen by a pre-create hook (ChangeFileInfo
-                                  * Storage.Path): create puts the data file there and the
-                                  * store follows it; "tusc":{"CustomPath":true} */
+                                  * Storage.Path): the caller of create puts the path as the
+                                  * hook gave it in data_path; the file store checks it and
+                                  * makes its parents (file_custom.h), puts the data file
+                                  * there and follows it; "tusc":{"CustomPath":true} */
   char data_path[TUSC_PATH_MAX]; /* absolute path of the data file ("" if none) */
   char info_path[TUSC_PATH_MAX]; /* absolute path of the .info file */
 } tusc_upload_info_t;
@@ -330,6 +332,8 @@ typedef struct tusc_file_store_options_s {
   unsigned dir_perms;  /* e.g. 0775 */
   unsigned file_perms; /* e.g. 0664 */
   bool fsync;          /* false = -fsync=never: skip fsync/fdatasync everywhere */
+  /* -hooks-allow-absolute-path: a pre-create hook's Storage.Path may lie outside dir. */
+  bool allow_absolute_path;
 } tusc_file_store_options_t;
 
 /* The sharded file store (DESIGN.md "File store"). `dir` is made absolute.

@@ -8,14 +8,10 @@
  */
 #include "tus/handler_internal.h"
 
-#include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "common/error.h"
 #include "common/log.h"

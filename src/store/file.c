@@ -294,7 +294,7 @@ static int load(file_store_t *fs, const char *id, tusc_upload_info_t *info, int 
     goto fail;
 
   /* A hook-chosen data file (pre-create Storage.Path) is where its .info says. */
-  const char *data = parsed.custom_data_path && parsed.data_path[0] ? parsed.data_path : p.data;
+  const char *data = parsed.custom_data_path && parsed.data_path ? parsed.data_path : p.data;
   int fd = open(data, (fd_out != NULL ? O_RDWR : O_RDONLY) | O_CLOEXEC);
   if (fd < 0) {
     rc = (errno == ENOENT || errno == ENOTDIR || errno == EISDIR) ? TUSC_ENOT_FOUND
@@ -316,9 +316,12 @@ static int load(file_store_t *fs, const char *id, tusc_upload_info_t *info, int 
   parsed.offset = st.st_size;
   parsed.modified_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
   snprintf(parsed.id, sizeof(parsed.id), "%s", id);
-  if (!parsed.custom_data_path)
-    memcpy(parsed.data_path, p.data, sizeof(p.data));
-  memcpy(parsed.info_path, p.info, sizeof(p.info));
+  if ((!parsed.custom_data_path && tusc_upload_info_set_path(&parsed.data_path, p.data) != 0) ||
+      tusc_upload_info_set_path(&parsed.info_path, p.info) != 0) {
+    rc = TUSC_ENOMEM;
+    close(fd);
+    goto fail;
+  }
   if (fd_out != NULL)
     *fd_out = fd;
   else
@@ -336,6 +339,8 @@ fail:
  * and makes the rename durable. Readers see the old or the new file, never a mix. */
 static int write_info_atomic(const file_store_t *fs, const tusc_upload_info_t *info) {
   char tmp[TUSC_PATH_MAX];
+  if (info->info_path == NULL)
+    return TUSC_EINVALID_ARGUMENT;
   int n = snprintf(tmp, sizeof(tmp), "%s.tmp", info->info_path);
   if (n < 0 || (size_t)n >= sizeof(tmp))
     return -ENAMETOOLONG;
@@ -393,20 +398,25 @@ static int make_parents(const file_store_t *fs, const char *path) {
   return 0;
 }
 
+static void clear_path(char **path) {
+  free(*path);
+  *path = NULL;
+}
+
 /* info->data_path as a pre-create hook asked for it → the checked absolute path. */
 static int custom_path(const file_store_t *fs, tusc_upload_info_t *info) {
   char root[PATH_MAX], real[TUSC_PATH_MAX];
+  const char *want = info->data_path != NULL ? info->data_path : "";
   const char *why = "upload directory unresolvable";
   int rc = TUSC_EINTERNAL;
   if (realpath(fs->dir, root) != NULL)
-    rc = tusc_file_custom_path(root, fs->dir_perms, fs->allow_absolute_path, info->data_path, real,
+    rc = tusc_file_custom_path(root, fs->dir_perms, fs->allow_absolute_path, want, real,
                                sizeof(real), &why);
   if (rc != 0) {
-    TUSC_LOG(TUSC_LOG_WARN, "pre-create hook chose Storage.Path \"%s\": %s", info->data_path, why);
+    TUSC_LOG(TUSC_LOG_WARN, "pre-create hook chose Storage.Path \"%s\": %s", want, why);
     return rc;
   }
-  memcpy(info->data_path, real, sizeof(real));
-  return 0;
+  return tusc_upload_info_set_path(&info->data_path, real);
 }
 
 static int fs_create(tusc_store_t *store, tusc_upload_info_t *info) {
@@ -420,7 +430,7 @@ static int fs_create(tusc_store_t *store, tusc_upload_info_t *info) {
     return -EEXIST;
   /* Before anything is made, so that a refused path leaves no directory behind. */
   if (info->custom_data_path && (rc = custom_path(fs, info)) != 0) {
-    info->data_path[0] = '\0';
+    clear_path(&info->data_path);
     return rc;
   }
   /* O_EXCL on the data file is what reserves the ID. The shard directories usually
@@ -443,7 +453,7 @@ static int fs_create(tusc_store_t *store, tusc_upload_info_t *info) {
                    (mode_t)fs->file_perms);
     if (cfd < 0) {
       rc = err_from_errno();
-      info->data_path[0] = '\0';
+      clear_path(&info->data_path);
       goto fail;
     }
     close(fd);
@@ -456,9 +466,11 @@ static int fs_create(tusc_store_t *store, tusc_upload_info_t *info) {
     rc = err_from_errno();
     goto fail;
   }
-  if (!info->custom_data_path)
-    memcpy(info->data_path, p.data, sizeof(p.data));
-  memcpy(info->info_path, p.info, sizeof(p.info));
+  if ((!info->custom_data_path && tusc_upload_info_set_path(&info->data_path, p.data) != 0) ||
+      tusc_upload_info_set_path(&info->info_path, p.info) != 0) {
+    rc = TUSC_ENOMEM;
+    goto fail;
+  }
   info->offset = 0;
   if (info->created_at == 0)
     info->created_at = (int64_t)time(NULL);
@@ -478,8 +490,8 @@ fail:
   unlink(p.data);
   if (custom_made)
     unlink(info->data_path);
-  info->data_path[0] = '\0';
-  info->info_path[0] = '\0';
+  clear_path(&info->data_path);
+  clear_path(&info->info_path);
   return rc;
 }
 
@@ -622,7 +634,7 @@ static int fs_terminate(tusc_store_t *store, const char *id) {
   bool existed = false;
   tusc_upload_info_t info;
   tusc_upload_info_init(&info);
-  if (read_info(p.info, &info) == 0 && info.custom_data_path && info.data_path[0] != '\0')
+  if (read_info(p.info, &info) == 0 && info.custom_data_path && info.data_path != NULL)
     rc = remove_file(info.data_path, &existed);
   tusc_upload_info_dispose(&info);
   if (rc == 0)
@@ -851,8 +863,8 @@ static int fs_stage_begin(tusc_upload_t *up) {
   }
   up->staged = 0;
   char dir[TUSC_PATH_MAX];
-  const char *slash = strrchr(up->info.data_path, '/');
-  if (slash == NULL)
+  const char *slash = up->info.data_path ? strrchr(up->info.data_path, '/') : NULL;
+  if (slash == NULL || (size_t)(slash - up->info.data_path) >= sizeof(dir))
     return TUSC_EINVALID_ARGUMENT;
   size_t n = slash == up->info.data_path ? 1 : (size_t)(slash - up->info.data_path);
   memcpy(dir, up->info.data_path, n);
@@ -1556,11 +1568,11 @@ static void fa_close(tusc_upload_t *up) {
 static int fa_storage(const tusc_store_t *store, const tusc_upload_info_t *info,
                       tusc_store_kv_t *out, size_t cap) {
   (void)store;
-  if (info->data_path[0] == '\0' || cap < 3)
+  if (info->data_path == NULL || cap < 3)
     return 0;
   out[0] = (tusc_store_kv_t){"Type", "filestore"};
   out[1] = (tusc_store_kv_t){"Path", info->data_path};
-  out[2] = (tusc_store_kv_t){"InfoPath", info->info_path};
+  out[2] = (tusc_store_kv_t){"InfoPath", info->info_path != NULL ? info->info_path : ""};
   return 3;
 }
 

@@ -65,8 +65,10 @@ typedef struct tusc_upload_info_s {
                                   * hook gave it in data_path; the file store checks it and
                                   * makes its parents (file_custom.h), puts the data file
                                   * there and follows it; "tusc":{"CustomPath":true} */
-  char data_path[TUSC_PATH_MAX]; /* absolute path of the data file ("" if none) */
-  char info_path[TUSC_PATH_MAX]; /* absolute path of the .info file */
+  /* The file store's paths, malloc'd at their length (an open upload is kept per idle
+   * connection; tusc_upload_info_set_path): */
+  char *data_path; /* absolute path of the data file, NULL if none */
+  char *info_path; /* absolute path of the .info file, NULL if none */
 } tusc_upload_info_t;
 
 /* Whether pre-finish/post-finish still have to run once offset == size: UNKNOWN for
@@ -78,10 +80,14 @@ enum { TUSC_FINISH_HOOKS_UNKNOWN = 0, TUSC_FINISH_HOOKS_PENDING, TUSC_FINISH_HOO
 void tusc_upload_info_init(tusc_upload_info_t *info);
 void tusc_upload_info_dispose(tusc_upload_info_t *info);
 
+/* Replaces *slot (info->data_path or info->info_path) with a copy of `path`; NULL or ""
+ * clears it. Returns 0 or TUSC_ENOMEM (then *slot is unchanged). */
+int tusc_upload_info_set_path(char **slot, const char *path) __attribute__((warn_unused_result));
+
 /* tusd-compatible compact JSON of the info (ID, Size, SizeIsDeferred, Offset, MetaData,
  * IsPartial, IsFinal, PartialUploads, Storage{Type,Path,InfoPath}) plus tusc's fields
  * under "tusc" (CreatedAt, ExpiresAt, Owner). Size is 0 while deferred and Storage is
- * null while data_path is "" (as tusd). A metadata value that is not UTF-8 appears in
+ * null while data_path is NULL (as tusd). A metadata value that is not UTF-8 appears in
  * MetaData with U+FFFD for each bad byte and exactly in tusc.MetaDataB64 (base64),
  * which from_json prefers. Returns malloc'd text or NULL. */
 char *tusc_upload_info_to_json(const tusc_upload_info_t *info);

@@ -108,12 +108,8 @@ static int pre_create_id(tus_request_t *st, char *id) {
  * custom_data_path); the file store checks it and makes its parent directories in its
  * create job, off the loop. */
 static int pre_create_storage_path(tus_request_t *st, tusc_upload_info_t *info) {
-  const char *want = st->hook_resp->change_storage_path;
-  if (strlen(want) >= sizeof(info->data_path)) {
-    TUSC_LOG(TUSC_LOG_WARN, "pre-create hook chose Storage.Path \"%s\": too long", want);
-    return TUSC_EINTERNAL;
-  }
-  snprintf(info->data_path, sizeof(info->data_path), "%s", want);
+  if (tusc_upload_info_set_path(&info->data_path, st->hook_resp->change_storage_path) != 0)
+    return TUSC_ENOMEM;
   info->custom_data_path = true;
   return 0;
 }

@@ -29,6 +29,7 @@
 #include "http/http.h"
 #include "http/redirect.h"
 #include "lock/local.h"
+#include "lock/redis.h"
 #include "http/metrics_endpoint.h"
 #include "metrics/metrics.h"
 #include "net/connlimit.h"
@@ -67,7 +68,7 @@ struct worker {
 struct server {
   const tusc_config_t *cfg;
   tusc_store_t *store;
-  tusc_lock_t *lock; /* upload locks: the local lock on the file store's lock files */
+  tusc_lock_t *lock; /* upload locks: the local lock on the file store's lock files, or Redis */
   tusc_tus_t *tus;
   tusc_expire_t *expire; /* NULL unless -expire-after */
   tusc_hooks_t *hooks;
@@ -139,6 +140,7 @@ static void on_http_stopped(tusc_http_server_t *http, void *arg) {
     tusc_tus_worker_close(w->tus_worker);
     w->tus_worker = NULL;
   }
+  tusc_lock_detach(w->server->lock, &w->loop); /* Redis: this loop's connections */
   if (!uv_is_closing((uv_handle_t *)&w->stop_async))
     uv_close((uv_handle_t *)&w->stop_async, NULL);
 }
@@ -243,6 +245,7 @@ static void stop_workers(struct server *s) {
 
 static void close_main_handles(struct server *s) {
   tusc_expire_stop(s->expire);
+  tusc_lock_detach(s->lock, &s->loop); /* the sweeper's */
   tusc_metrics_server_stop(s->metrics);
   s->metrics = NULL;
   uv_close((uv_handle_t *)&s->sigterm, NULL);
@@ -411,6 +414,23 @@ static int file_lock_path(void *store, const char *id, char *out, size_t cap) {
   return tusc_file_store_lock_path(store, id, out, cap);
 }
 
+/* -redis-url: a lease in Redis, for several instances on one store; otherwise the
+ * local lock. */
+static int make_lock(struct server *s) {
+  const tusc_config_t *cfg = s->cfg;
+  if (cfg->redis_url == NULL)
+    return tusc_lock_local_new(file_lock_path, s->store, cfg->file_perms, &s->lock);
+  tusc_lock_redis_options_t ropts = {.url = cfg->redis_url, .lease_ms = cfg->redis_lock_lease_ms};
+  char err[512] = "";
+  int rc = tusc_lock_redis_new(&ropts, &s->lock, err, sizeof(err));
+  if (rc != 0)
+    tusc_log_msg(TUSC_LOG_ERROR, "-redis-url: %s", err[0] ? err : tusc_strerror(rc));
+  else
+    tusc_log_msg(TUSC_LOG_INFO, "Using Redis for upload locks (lease %lldms).",
+                 (long long)cfg->redis_lock_lease_ms);
+  return rc;
+}
+
 /* libuv's thread pool serves every blocking job of every worker: fsyncs, creates,
  * info writes, password hashing, sweeps and concatenation copies. Its default of four
  * threads lets four slow fsyncs (a busy disk) hold up every other client, although
@@ -501,7 +521,7 @@ int tusc_server_run(const tusc_config_t *cfg) {
                  (double)cfg->max_size / (1024.0 * 1024.0));
   else
     tusc_log_msg(TUSC_LOG_INFO, "Using 0.00MB as maximum size.");
-  if ((rc = tusc_lock_local_new(file_lock_path, s.store, cfg->file_perms, &s.lock)) != 0 ||
+  if ((rc = make_lock(&s)) != 0 ||
       (rc = tusc_tus_new(cfg, s.store, s.lock, &s.tus)) != 0) {
     tusc_log_msg(TUSC_LOG_ERROR, "cannot start the tus handler: %s", tusc_strerror(rc));
     goto out;

@@ -77,7 +77,11 @@
     "too many failed or pending logins from this address; retry later")                    \
   X(HOOKS_BUSY, 503, "ERR_HOOKS_BUSY", "too many hooks running or waiting; retry later")   \
   X(STORE_FULL, 503, "ERR_STORE_FULL", "storage cannot take more bytes yet; retry later")   \
-  X(STORE_BUSY, 503, "ERR_STORE_BUSY", "too much storage work waiting; retry later")
+  X(STORE_BUSY, 503, "ERR_STORE_BUSY", "too much storage work waiting; retry later")   \
+  X(LOCK_UNAVAILABLE, 503, "ERR_LOCK_UNAVAILABLE",                                          \
+    "the upload lock service (Redis) is unreachable; no bytes were written, retry later")  \
+  X(LOCK_LOST, 503, "ERR_LOCK_LOST",                                                        \
+    "this server lost the upload's lock lease; ask for the offset and resume")
 
 enum tusc_error {
   TUSC_E__BASE = -20000,

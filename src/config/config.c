@@ -63,6 +63,7 @@ enum flag_group {
   G_TIMEOUTS,
   G_S3,
   G_AUTH,
+  G_LOCKS,
   G_GENERAL,
   G__COUNT
 };
@@ -79,6 +80,7 @@ static const char *const group_titles[G__COUNT] = {
     [G_TIMEOUTS] = "Timeouts",
     [G_S3] = "S3 storage (not served yet; accepted for a later release)",
     [G_AUTH] = "Authentication, hosts and proxies",
+    [G_LOCKS] = "Upload locks across instances",
     [G_GENERAL] = "General",
 };
 
@@ -329,6 +331,18 @@ static const struct flag_def flags[] = {
      "not in this list.",
      false},
 
+    /* upload locks across instances (lock/redis.h) */
+    {"redis-url", K_OPTSTRING, G_LOCKS, F(redis_url), 0, 0, 0, NULL, "URL",
+     "Lock uploads in Redis so that several tusc instances can serve them: "
+     "redis://[[user]:password@]host[:port][/db] or unix:///path/to.sock[?db=N]. "
+     "Unreachable Redis: requests that need a lock get 503.",
+     false},
+    {"redis-lock-lease", K_DURATION, G_LOCKS, F(redis_lock_lease_ms), 0, INT64_MAX, MS_PER_S,
+     NULL, "DURATION",
+     "How long a lock outlives an instance that died holding it (renewed every third of it "
+     "while held).",
+     false},
+
     /* general */
     {"help", K_HELP, G_GENERAL, NOFIELD, 0, 0, 0, NULL, NULL, "Print this page and exit (also -h).",
      false},
@@ -401,6 +415,7 @@ static const size_t string_fields[] = {
     F(auth_realm),
     F(allowed_hosts),
     F(trusted_proxies),
+    F(redis_url),
 };
 
 static char **str_field(tusc_config_t *cfg, size_t off) {
@@ -457,6 +472,7 @@ static int set_defaults(tusc_config_t *cfg) {
   cfg->acquire_lock_timeout_ms = 20000;
   cfg->header_timeout_ms = 10000;
   cfg->min_upload_rate_window_ms = 30000;
+  cfg->redis_lock_lease_ms = 10000;
 
   static const struct {
     size_t off;
@@ -950,6 +966,15 @@ static int check_combinations(const tusc_config_t *cfg, FILE *err) {
   }
   if (cfg->s3_endpoint != NULL && cfg->s3_bucket == NULL) {
     fprintf(err, "flag -s3-endpoint needs -s3-bucket\n");
+    return TUSC_CONFIG_EXIT_USAGE;
+  }
+  if (cfg->redis_url != NULL && strncmp(cfg->redis_url, "redis://", 8) != 0 &&
+      strncmp(cfg->redis_url, "unix:", 5) != 0) {
+    fprintf(err, "flag -redis-url must start with redis:// or unix://\n");
+    return TUSC_CONFIG_EXIT_USAGE;
+  }
+  if (cfg->redis_lock_lease_ms < 30) {
+    fprintf(err, "flag -redis-lock-lease must be at least 30ms\n");
     return TUSC_CONFIG_EXIT_USAGE;
   }
   if (cfg->unix_sock != NULL && cfg->port_file != NULL) {

@@ -123,6 +123,10 @@ typedef struct tusc_config_s {
   int64_t header_timeout_ms;    /* whole request head must arrive within; 10000 */
   int64_t min_upload_rate;      /* body bytes/s over the window; 0 = off */
   int64_t min_upload_rate_window_ms; /* 30000 */
+
+  /* upload locks across instances (lock/redis.h) */
+  char *redis_url;             /* NULL = the local lock */
+  int64_t redis_lock_lease_ms; /* 10000 */
 } tusc_config_t;
 
 /* Result of tusc_config_parse besides 0 (= run the server). */

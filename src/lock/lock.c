@@ -38,6 +38,19 @@ void tusc_lock_release(tusc_lock_req_t *req) {
     req->lock->ops->release(req);
 }
 
+int tusc_lock_check(tusc_lock_req_t *req) {
+  if (req == NULL || req->lock == NULL || req->impl == NULL)
+    return UV_EINVAL;
+  if (req->lock->ops->check == NULL)
+    return 0;
+  return req->lock->ops->check(req);
+}
+
+void tusc_lock_detach(tusc_lock_t *lock, uv_loop_t *loop) {
+  if (lock != NULL && loop != NULL && lock->ops->detach != NULL)
+    lock->ops->detach(lock, loop);
+}
+
 void tusc_lock_free(tusc_lock_t *lock) {
   if (lock != NULL)
     lock->ops->free(lock);

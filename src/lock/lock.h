@@ -36,6 +36,13 @@
  *
  * Threads: one tusc_lock_t serves every loop of the process; acquire, cancel and
  * release of one req are called on the thread of its loop. Nothing blocks.
+ *
+ * Leases (optional ops; a backend without them behaves as described): a lock held in a
+ * shared service (lock/redis.h) is a lease that can run out while a holder cannot
+ * renew it. tusc_lock_check() tells a holder, without a loop turn, whether its lease is
+ * still certainly its own; a caller checks it right before it acknowledges or completes
+ * anything. A backend that keeps connections per loop needs tusc_lock_detach() on each
+ * loop that used the lock, before that loop ends.
  */
 #ifndef TUSC_LOCK_H
 #define TUSC_LOCK_H
@@ -76,6 +83,10 @@ typedef struct tusc_lock_ops_s {
   int (*cancel)(tusc_lock_req_t *req);
   void (*release)(tusc_lock_req_t *req);
   void (*free)(tusc_lock_t *lock);
+  /* May be NULL: a held lock cannot be lost (the local lock). */
+  int (*check)(tusc_lock_req_t *req);
+  /* May be NULL: nothing is kept per loop. */
+  void (*detach)(tusc_lock_t *lock, uv_loop_t *loop);
 } tusc_lock_ops_t;
 
 struct tusc_lock_s {
@@ -108,6 +119,20 @@ int tusc_lock_cancel(tusc_lock_req_t *req);
  * an ended one, or one not held yet: cancel that one instead). Another waiting request
  * may get the lock before this returns. */
 void tusc_lock_release(tusc_lock_req_t *req);
+
+/* Is the held lock of `req` still certainly ours? Returns 0 (yes; always, for a backend
+ * that cannot lose a lock), TUSC_ELOCK_LOST (the lease ran out or was taken over, or it
+ * cannot be renewed in time: the caller must not acknowledge what it did under the
+ * lock), or UV_EINVAL (not held). Synchronous; on the req's loop. */
+int tusc_lock_check(tusc_lock_req_t *req);
+
+/* The loop is about to end: what the backend keeps for `loop` (connections, timers)
+ * closes as soon as none of the loop's reqs is held or pending any more — at once if
+ * none is; their close callbacks run in that loop's remaining turns. Reqs still held or
+ * waiting go on normally until they end. Using the lock on the loop later opens what it
+ * needs again, for just as long. Call on the loop's thread. No-op for backends that
+ * keep nothing per loop, and for NULL. */
+void tusc_lock_detach(tusc_lock_t *lock, uv_loop_t *loop);
 
 /* Frees the backend once every req has ended and the loops that used it have run their
  * close callbacks. NULL is a no-op. */

@@ -532,6 +532,13 @@ static void on_assembled(tusc_store_req_t *req, int status) {
  * assembly that crashed midway first, and syncs). */
 static void held_concat(tusc_concat_job_t *job) {
   tusc_upload_info_t *info = tusc_store_info(job->final);
+  /* Lease locks (Redis) must still be ours before the final is completed. */
+  for (size_t i = 0; i < job->locked; i++) {
+    if (tusc_lock_check(&job->reqs[i]) == TUSC_ELOCK_LOST) {
+      held_done(job, TUSC_ELOCK_LOST);
+      return;
+    }
+  }
   job->sreq.data = job;
   int rc = tusc_store_concat(job->final, (const char *const *)info->partial_uploads,
                              info->partial_count, &job->sreq, on_assembled);

@@ -105,6 +105,8 @@ static void delete_pre_done(tus_request_t *st) {
     err = tus_hook_failure(st);
   else if (st->hook_resp->reject_termination)
     err = TUSC_EUPLOAD_TERMINATION_REJECTED;
+  else if (tusc_lock_check(&st->lock_req) == TUSC_ELOCK_LOST)
+    err = TUSC_ELOCK_LOST; /* the hook took longer than the lease (Redis) */
   if (err < 0) {
     tus_release_lock(st);
     tus_respond_error(st, err);

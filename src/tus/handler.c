@@ -160,6 +160,10 @@ static void lock_got(tusc_lock_req_t *req, int status) {
   tus_request_t *st = req->data;
   st->phase = PH_RUN;
   if (status < 0) {
+    if (status == TUSC_ELOCK_UNAVAILABLE) {
+      tus_respond_retry_later(st, status, 1); /* Redis is down; nothing was touched */
+      return;
+    }
     /* No lock file for an ID means no such upload (TUSC_EINVALID_ID → 404). */
     tus_respond_store_error(st, status == UV_ECANCELED && st->aborted ? st->abort_err : status);
     return;

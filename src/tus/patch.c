@@ -183,6 +183,11 @@ static void chunk_done(tus_request_t *st) {
                    st->client, NULL);
     tusc_metrics_upload_finished();
   }
+  /* A lease lock (Redis) must still be ours before anything is acknowledged or
+   * completed: otherwise another instance may have taken the upload over. */
+  if (st->lock_held && st->result == 0 && !st->aborted &&
+      tusc_lock_check(&st->lock_req) == TUSC_ELOCK_LOST)
+    st->result = TUSC_ELOCK_LOST;
   if (finish_hooks_due(st, info)) {
     finish_hooks_run(st);
     return;

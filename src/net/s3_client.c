@@ -1420,6 +1420,16 @@ static void on_done(tusc_curl_xfer_t *xfer, CURLcode res) {
       finish(op, TUSC_ES3_ERROR);
       return;
     }
+    /* A server that hands back the markers it was given would make us loop forever. */
+    if (op->marker1 != NULL && strcmp(op->marker1, op->xml.next1) == 0 &&
+        (op->kind != OP_LIST_UPLOADS ||
+         (op->marker2 != NULL && op->xml.next2 != NULL &&
+          strcmp(op->marker2, op->xml.next2) == 0) ||
+         (op->marker2 == NULL && op->xml.next2 == NULL))) {
+      snprintf(req->message, sizeof(req->message), "S3 list does not advance");
+      finish(op, TUSC_ES3_ERROR);
+      return;
+    }
     free(op->marker1);
     free(op->marker2);
     op->marker1 = op->xml.next1;

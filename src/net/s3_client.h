@@ -206,7 +206,8 @@ void tusc_s3_req_dispose(tusc_s3_req_t *req);
 void tusc_s3_cancel(tusc_s3_loop_t *sl, tusc_s3_req_t *req);
 
 /* Lets a GET paused by its body callback go on; deliveries resume on a later loop turn
- * (never from inside this call). No-op when not paused or not a GET in flight. */
+ * (never from inside this call). No-op when not paused or not a GET in flight. A GET
+ * paused after its last piece may complete (callback) without a resume. */
 void tusc_s3_resume(tusc_s3_loop_t *sl, tusc_s3_req_t *req);
 
 /* Keys are raw S3 keys (UTF-8, any bytes but NUL; '/' kept as a separator); the client
@@ -259,7 +260,9 @@ int tusc_s3_upload_part_copy(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char 
 
 /* CompleteMultipartUpload with parts[0..n) (part_number and etag used; ascending).
  * Result: etag (may be empty with RGW: HEAD the object for the real one). A 200 whose
- * body is an <Error> is an error. */
+ * body is an <Error> is an error. On an aborted upload AWS answers NoSuchUpload, RGW 16
+ * a 500 InternalError "This multipart completion is already in progress"
+ * (TUSC_ES3_UNAVAILABLE): ListParts tells the two apart. */
 int tusc_s3_complete_multipart(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char *key,
                                const char *upload_id, const tusc_s3_part_t *parts, size_t n,
                                tusc_s3_cb cb) __attribute__((warn_unused_result));

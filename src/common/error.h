@@ -77,7 +77,16 @@
     "too many failed or pending logins from this address; retry later")                    \
   X(HOOKS_BUSY, 503, "ERR_HOOKS_BUSY", "too many hooks running or waiting; retry later")   \
   X(STORE_FULL, 503, "ERR_STORE_FULL", "storage cannot take more bytes yet; retry later")   \
-  X(STORE_BUSY, 503, "ERR_STORE_BUSY", "too much storage work waiting; retry later")   \
+  X(STORE_BUSY, 503, "ERR_STORE_BUSY", "too much storage work waiting; retry later")      \
+  X(S3_NO_SUCH_KEY, 404, "ERR_UPLOAD_NOT_FOUND", "S3 object not found")                     \
+  X(S3_NO_SUCH_UPLOAD, 404, "ERR_UPLOAD_NOT_FOUND", "S3 multipart upload not found")        \
+  X(S3_NO_SUCH_BUCKET, 500, "ERR_INTERNAL_SERVER_ERROR", "S3 bucket not found")              \
+  X(S3_ENTITY_TOO_SMALL, 500, "ERR_INTERNAL_SERVER_ERROR",                                  \
+    "S3 part smaller than the provider's minimum part size")                                \
+  X(S3_ACCESS_DENIED, 500, "ERR_INTERNAL_SERVER_ERROR",                                     \
+    "S3 denied the request (credentials, signature or permissions)")                        \
+  X(S3_UNAVAILABLE, 503, "ERR_STORAGE_UNAVAILABLE", "S3 storage unavailable; retry later")  \
+  X(S3_ERROR, 500, "ERR_INTERNAL_SERVER_ERROR", "S3 request failed")                       \
   X(LOCK_UNAVAILABLE, 503, "ERR_LOCK_UNAVAILABLE",                                          \
     "the upload lock service (Redis) is unreachable; no bytes were written, retry later")  \
   X(LOCK_LOST, 503, "ERR_LOCK_LOST",                                                        \

@@ -616,6 +616,25 @@ static void load_info_got(job_t *j, int status) {
                                    parts_visit, on_s3_done));
 }
 
+static int64_t iso8601_seconds(const char *s);
+
+/* K.<anything> objects: the tail's length, and the newest time of the tail and the
+ * .info, which is the upload's last activity (every chunk end writes one of them). */
+static int load_objects_visit(tusc_s3_req_t *r, const tusc_s3_object_t *objs, size_t n) {
+  job_t *j = r->data;
+  for (size_t i = 0; i < n; i++) {
+    bool tail = strcmp(objs[i].key, j->key) == 0;
+    if (!tail && strcmp(objs[i].key, j->info.info_path) != 0)
+      continue;
+    if (tail)
+      j->tail_len = (int64_t)objs[i].size;
+    int64_t t = iso8601_seconds(objs[i].last_modified);
+    if (t > 0 && t * 1000 > j->info.modified_ms)
+      j->info.modified_ms = t * 1000;
+  }
+  return 0;
+}
+
 static void load_parts_done(job_t *j, int status) {
   if (is_missing(status)) {
     /* The multipart upload is gone: completed (the object exists) or lost. */
@@ -627,13 +646,17 @@ static void load_parts_done(job_t *j, int status) {
     j->done(j, status);
     return;
   }
+  /* The tail and the last activity: K.part.<M+1> and K.info with their times. */
   int rc = keyf(j->key, sizeof(j->key), "%s.part.%d", j->info.data_path, j->parts + 1);
+  if (rc == 0)
+    rc = keyf(j->key2, sizeof(j->key2), "%s.", j->info.data_path);
   if (rc != 0) {
     j->done(j, rc);
     return;
   }
+  j->tail_len = -1;
   tusc_s3_req_t *r = s3_next(j, load_tail_headed);
-  s3_started(j, tusc_s3_head_object(j->lc->sl, r, j->key, on_s3_done));
+  s3_started(j, tusc_s3_list_objects(j->lc->sl, r, j->key2, 0, load_objects_visit, on_s3_done));
 }
 
 static void load_object_headed(job_t *j, int status) {
@@ -651,12 +674,8 @@ static void load_object_headed(job_t *j, int status) {
 }
 
 static void load_tail_headed(job_t *j, int status) {
-  if (status == TUSC_ES3_NO_SUCH_KEY)
-    status = 0;
-  else if (status == 0)
-    j->tail_len = (int64_t)j->s3.content_length;
-  if (status == 0 && j->tail_len >= j->P)
-    j->tail_len = 0; /* not ours: a tail is always shorter than a part */
+  if (j->tail_len < 0 || j->tail_len >= j->P)
+    j->tail_len = 0; /* none (or not ours: a tail is always shorter than a part) */
   if (status == 0)
     j->info.offset = (int64_t)j->parts * j->P + j->tail_len;
   j->done(j, status);
@@ -1760,6 +1779,18 @@ static void end_store_rest(job_t *j) {
     /* Nothing new past the last part (or the old tail was never touched). */
     if (rest == 0 && up->tail_no != 0 && up->tail_no <= up->parts)
       up->tail_no = 0, up->tail_len = 0;
+    if (up->taken > 0) {
+      /* No tail to write: the .info, rewritten, records the activity (expiry). */
+      free(j->buf);
+      j->buf = info_json(j->st, &up->info, up->P);
+      if (j->buf != NULL) {
+        j->psize = 0;
+        tusc_s3_req_t *r = s3_next(j, end_tail_put);
+        s3_started(j, tusc_s3_put_object(j->lc->sl, r, up->info.info_path, j->buf,
+                                         strlen(j->buf), "application/json", on_s3_done));
+        return;
+      }
+    }
     end_tail_put(j, 0);
     return;
   }
@@ -1779,6 +1810,10 @@ static void end_store_rest(job_t *j) {
 
 static void end_tail_put(job_t *j, int status) {
   tusc_upload_t *up = j->up;
+  free(j->buf);
+  j->buf = NULL;
+  if (status == 0 && up->taken > 0)
+    up->info.modified_ms = (int64_t)time(NULL) * 1000;
   if (status != 0) {
     log_s3("put tail", j->key, &j->s3, status);
     up->err = status;

@@ -615,6 +615,16 @@ static void test_s3_resume(void **state) {
   assert_int_equal(tusc_store_info(up)->offset, 150000);
   close_upload(f, up);
 
+  /* The last activity comes from S3 too (expiry judges by it). */
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  struct call c;
+  call_init(&c);
+  assert_int_equal(
+      wait_call(f, &c, tusc_store_get_info(f->store, &f->loop, &c.req, "res", &info, on_cb)), 0);
+  assert_true(info.modified_ms >= (info.created_at - 1) * 1000);
+  tusc_upload_info_dispose(&info);
+
   tusc_store_t *mine = f->store;
   f->store = other_instance(f);
   assert_int_equal(stored_offset(f, "res"), 150000);

@@ -1952,11 +1952,16 @@ static void read_go(job_t *j, int status) {
   tusc_store_req_t *req = j->req;
   tusc_upload_t *up = j->up;
   req->nread = 0;
+  int64_t off = req->offset;
   if (req->len == 0) {
-    job_finish(j, 0);
+    /* Asks whether these bytes can be read: not those of an unfinished upload, except
+     * the staged chunk's own. */
+    bool staged_part = up->chunk_open && up->staged && off >= up->chunk_start;
+    job_finish(j, !up->completed && !staged_part && off < up->info.offset
+                      ? TUSC_EUPLOAD_NOT_FINISHED
+                      : 0);
     return;
   }
-  int64_t off = req->offset;
   if (up->chunk_open && up->staged && off >= up->chunk_start) {
     int64_t end = up->chunk_start + up->taken;
     if (off >= end) {

@@ -302,7 +302,9 @@ int tusc_store_chunk_end(tusc_upload_t *up, tusc_store_req_t *req, enum tusc_sto
 
 /* Reads up to `len` bytes at `offset` into buf: req->nread (0 at the end). During a
  * chunk, offsets from where the chunk began read the chunk's bytes appended so far
- * (staged ones too): checksum-trailer hashes them once it knows the algorithm. */
+ * (staged ones too): checksum-trailer hashes them once it knows the algorithm. A store
+ * that cannot read an unfinished upload's bytes (S3) fails with
+ * TUSC_EUPLOAD_NOT_FINISHED, also for len 0, which GET uses to ask before it answers. */
 int tusc_store_read(tusc_upload_t *up, tusc_store_req_t *req, int64_t offset, void *buf, size_t len,
                     tusc_store_cb cb) __attribute__((warn_unused_result));
 

@@ -411,3 +411,33 @@ def test_real_5mib_minimum(tusc, s3, tmp_path):
         assert srv.stop() == 0
     finally:
         g.stop()
+
+
+def test_unfinished_upload_not_readable(tusc, s3):
+    """S3 serves no parts of a multipart upload: GET of an unfinished upload is refused
+    (tusd's s3store does the same), and works once complete."""
+    srv = tusc(*s3.flags())
+    loc = srv.create(length=PART + 10)
+    assert patch(srv, loc, 0, b"x" * 10).status == 204
+    r = srv.download(loc)
+    assert_error(r, 400, "ERR_UPLOAD_NOT_FINISHED")
+    assert patch(srv, loc, 10, b"y" * PART).status == 204
+    assert srv.download(loc).body == b"x" * 10 + b"y" * PART
+
+
+def test_concat_final_before_partials_finish(tusc, s3):
+    """The S3 store keeps no waiting notes; a final made before its partials are done is
+    assembled once they are (HEAD/GET or the partial's finish)."""
+    srv = tusc(*s3.flags())
+    a, b = pattern(100 * 1024, 40), pattern(90 * 1024, 41)
+    la = srv.create(length=len(a), headers={"Upload-Concat": "partial"})
+    lb = srv.create(length=len(b), headers={"Upload-Concat": "partial"})
+    assert patch(srv, la, 0, a).status == 204
+    r = srv.request("POST", "/files/", {"Upload-Concat": f"final;{la} {lb}"})
+    assert r.status == 201, r
+    final = r.header("Location")
+    final = final[final.index("/files/"):]
+    assert patch(srv, lb, 0, b).status == 204
+    deadline_poll(lambda: srv.head(final).header("Upload-Offset") == str(len(a) + len(b)), 30,
+                  what="the final assembled")
+    full_check(srv, s3, final, a + b)

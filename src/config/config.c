@@ -310,9 +310,11 @@ static const struct flag_def flags[] = {
      false},
     {"s3-max-buffer-memory", K_INT64, G_S3, F(s3_max_buffer_memory), 1, INT64_MAX, 0, NULL,
      "BYTES",
-     "Memory for part buffers in the whole process. A PATCH body streams into a part buffer "
-     "and full parts upload while it arrives; once this is used up, reading from clients "
-     "pauses until a part is stored. Must hold at least one part.",
+     "Memory for part buffers in the whole process. A PATCH body streams into part "
+     "buffers and full parts upload while it arrives; each PATCH in progress holds two "
+     "parts and 256 KiB (less when the upload is smaller), and once this is used up, "
+     "reading from further clients pauses until memory is given back. Must hold two "
+     "parts and 256 KiB.",
      false},
     {"s3-concurrent-part-uploads", K_INT, G_S3, F(s3_concurrent_part_uploads), 1, 1000, 0, NULL,
      "N", "Parts of one upload sent to S3 at the same time.", false},
@@ -983,8 +985,9 @@ static int check_combinations(const tusc_config_t *cfg, FILE *err) {
     fprintf(err, "flag -s3-endpoint needs -s3-bucket\n");
     return TUSC_CONFIG_EXIT_USAGE;
   }
-  if (cfg->s3_bucket != NULL && cfg->s3_min_part_size > cfg->s3_max_buffer_memory) {
-    fprintf(err, "flag -s3-max-buffer-memory must hold at least one part (-s3-min-part-size)\n");
+  if (cfg->s3_bucket != NULL && cfg->s3_max_buffer_memory < 2 * cfg->s3_min_part_size + 262144) {
+    fprintf(err, "flag -s3-max-buffer-memory must hold two parts (-s3-min-part-size) and "
+                 "256 KiB\n");
     return TUSC_CONFIG_EXIT_USAGE;
   }
   if (cfg->unix_sock != NULL && cfg->port_file != NULL) {

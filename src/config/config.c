@@ -293,8 +293,11 @@ static const struct flag_def flags[] = {
 
     /* S3 */
     {"s3-bucket", K_OPTSTRING, G_S3, F(s3_bucket), 0, 0, 0, NULL, "NAME",
-     "Store uploads in this S3 bucket (credentials from AWS_ACCESS_KEY_ID, "
-     "AWS_SECRET_ACCESS_KEY, AWS_REGION).",
+     "Store uploads in this S3 bucket instead of -upload-dir. Credentials from "
+     "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, else the shared "
+     "credentials file (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials, profile "
+     "AWS_PROFILE); region from AWS_REGION. Upload locks are then held within this "
+     "process only.",
      false},
     {"s3-endpoint", K_OPTSTRING, G_S3, F(s3_endpoint), 0, 0, 0, NULL, "URL",
      "S3-compatible endpoint (MinIO, Ceph, ...); needs -s3-bucket.", false},

@@ -1636,6 +1636,14 @@ static int s_append(tusc_upload_t *up, const void *data, size_t len, tusc_store_
     if (!up->info.size_is_deferred && up->info.size >= 0 &&
         up->info.size - up->chunk_start + tail < want)
       want = up->info.size - up->chunk_start + tail;
+    if (want > up->st->budget) {
+      /* Parts chosen under a larger -s3-max-buffer-memory than this process has. */
+      TUSC_LOG(TUSC_LOG_ERROR,
+               "s3: upload %s has parts of %lld bytes: -s3-max-buffer-memory must hold two "
+               "of them and 256 KiB",
+               up->info.id, (long long)up->P);
+      return TUSC_EINTERNAL;
+    }
     if (!budget_take(up->st, want)) {
       waiter_add(up);
       return TUSC_ESTORE_FULL;

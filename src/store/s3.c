@@ -54,7 +54,8 @@
  * in memory; parts it already completed stay (S3 cannot remove a part): the offset
  * then counts them, as after an interrupted upload.
  *
- * Reading: a complete upload is read from K with ranged GETs. An unfinished one cannot
+ * Reading: a complete upload is read from K with ranged GETs of READ_AHEAD bytes, kept
+ * for the next pieces of a download (1 MiB per open upload being read). An unfinished one cannot
  * be read (S3 does not serve the parts of a multipart upload):
  * TUSC_EUPLOAD_NOT_FINISHED (400), as tusd's s3store.
  *
@@ -93,6 +94,7 @@
 #define KEY_MAX (TUSC_PATH_MAX + 32)
 #define DEFAULT_BUFFER_MEMORY (INT64_C(512) << 20)
 #define DEFAULT_CONCURRENCY 10
+#define READ_AHEAD (1024 * 1024)
 
 typedef struct s3_store_s s3_store_t;
 typedef struct job_s job_t;
@@ -166,6 +168,9 @@ struct tusc_upload_s {
   unsigned busy;
   bool closing;
   tusc_s3_req_t tail_req;
+  char *rcache; /* read-ahead of a complete upload: READ_AHEAD bytes from rcache_off */
+  size_t rcache_len;
+  int64_t rcache_off;
 };
 
 typedef void (*job_fn)(job_t *j, int status);
@@ -1952,6 +1957,31 @@ static void read_got(job_t *j, int status) {
   job_finish(j, status);
 }
 
+/* Serves req from the read-ahead of a complete upload when it holds req's first byte. */
+static bool read_cached(tusc_upload_t *up, tusc_store_req_t *req) {
+  if (up->rcache_len == 0 || req->offset < up->rcache_off ||
+      req->offset >= up->rcache_off + (int64_t)up->rcache_len)
+    return false;
+  size_t at = (size_t)(req->offset - up->rcache_off);
+  size_t n = up->rcache_len - at < req->len ? up->rcache_len - at : req->len;
+  memcpy(req->buf, up->rcache + at, n);
+  req->nread = n;
+  return true;
+}
+
+static void read_cache_got(job_t *j, int status) {
+  if (status == TUSC_EINVALID_RANGE) {
+    status = 0;
+    j->dst_got = 0;
+  }
+  if (status == 0) {
+    j->up->rcache_len = j->dst_got;
+    if (!read_cached(j->up, j->req))
+      j->req->nread = 0;
+  }
+  job_finish(j, status);
+}
+
 static void read_go(job_t *j, int status) {
   if (status != 0) {
     job_finish(j, status);
@@ -2016,13 +2046,25 @@ static void read_go(job_t *j, int status) {
     job_finish(j, TUSC_EUPLOAD_NOT_FINISHED);
     return;
   }
-  int64_t last = off + (int64_t)req->len - 1;
+  if (read_cached(up, req)) {
+    job_finish(j, 0);
+    return;
+  }
+  /* A download reads in small pieces: one GET fetches READ_AHEAD bytes for the next
+   * ones (a round trip to S3 per piece would set the pace). */
+  if (up->rcache == NULL && (up->rcache = malloc(READ_AHEAD)) == NULL) {
+    job_finish(j, TUSC_ENOMEM);
+    return;
+  }
+  int64_t last = off + READ_AHEAD - 1;
   if (last > up->info.offset - 1)
     last = up->info.offset - 1;
-  j->dst = req->buf;
-  j->dst_len = req->len;
+  up->rcache_len = 0;
+  up->rcache_off = off;
+  j->dst = up->rcache;
+  j->dst_len = READ_AHEAD;
   j->dst_got = 0;
-  tusc_s3_req_t *r = s3_next(j, read_got);
+  tusc_s3_req_t *r = s3_next(j, read_cache_got);
   s3_started(j, tusc_s3_get_object(j->lc->sl, r, up->info.data_path, (uint64_t)off,
                                    (uint64_t)last, read_body, on_s3_done));
 }
@@ -2120,6 +2162,7 @@ static void concat_begin(job_t *j, int status) {
     job_finish(j, status);
     return;
   }
+  j->up->rcache_len = 0; /* the data changes */
   j->ipart = 0;
   j->total = 0;
   j->pno = 0;
@@ -2384,6 +2427,7 @@ static void upload_free(tusc_upload_t *up) {
   budget_give(up->st, up->slot + up->extra);
   tusc_s3_req_dispose(&up->tail_req);
   tusc_upload_info_dispose(&up->info);
+  free(up->rcache);
   free(up);
 }
 

@@ -71,7 +71,7 @@ struct worker {
 struct server {
   const tusc_config_t *cfg;
   tusc_store_t *store;
-  tusc_lock_t *lock; /* upload locks: the local lock (on the file store's lock files) */
+  tusc_lock_t *lock;  /* upload locks: the local lock (on the file store's lock files) */
   bool store_on_main; /* the main loop is attached to the store (tusc_store_attach_loop) */
   tusc_tus_t *tus;
   tusc_expire_t *expire; /* NULL unless -expire-after */
@@ -416,8 +416,8 @@ static int open_s3_store(const tusc_config_t *cfg, tusc_store_t **out) {
       .disable_ssl = cfg->s3_disable_ssl,
       /* tusd forces path-style URLs with a custom endpoint (MinIO, Ceph) and uses
        * virtual-host URLs on AWS. */
-      .path_style = strcmp(style, "path") == 0 || (strcmp(style, "auto") == 0 &&
-                                                   cfg->s3_endpoint != NULL),
+      .path_style =
+          strcmp(style, "path") == 0 || (strcmp(style, "auto") == 0 && cfg->s3_endpoint != NULL),
       .prefix = cfg->s3_object_prefix,
       .part_size = cfg->s3_part_size,
       .min_part_size = cfg->s3_min_part_size,

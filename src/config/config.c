@@ -311,8 +311,7 @@ static const struct flag_def flags[] = {
      "The provider's smallest part (5 MiB on AWS S3); parts are never smaller, except the "
      "last one.",
      false},
-    {"s3-max-buffer-memory", K_INT64, G_S3, F(s3_max_buffer_memory), 1, INT64_MAX, 0, NULL,
-     "BYTES",
+    {"s3-max-buffer-memory", K_INT64, G_S3, F(s3_max_buffer_memory), 1, INT64_MAX, 0, NULL, "BYTES",
      "Memory for part buffers in the whole process. A PATCH body streams into part "
      "buffers and full parts upload while it arrives; each PATCH in progress holds two "
      "parts and 256 KiB (less when the upload is smaller), and once this is used up, "
@@ -390,7 +389,8 @@ static const struct unsupported_def unsupported[] = {
     {"expose-pprof", "pprof is specific to Go programs"},
     {"pprof-*", "pprof is specific to Go programs"},
     {"s3-transfer-acceleration", "S3 transfer acceleration is not implemented"},
-    {"s3-max-buffered-parts", "tusc buffers parts in memory, not on disk; see -s3-max-buffer-memory"},
+    {"s3-max-buffered-parts",
+     "tusc buffers parts in memory, not on disk; see -s3-max-buffer-memory"},
     {"s3-use-minio-sdk", "tusc has its own S3 client; give the MinIO URL with -s3-endpoint"},
     {"filelock-*", "tusc's upload locks do not poll; see -acquire-lock-timeout"},
     {"request-completion-timeout", "tusc stops request work as soon as the client goes away"},

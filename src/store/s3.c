@@ -55,8 +55,8 @@
  * then counts them, as after an interrupted upload.
  *
  * Reading: a complete upload is read from K with ranged GETs of READ_AHEAD bytes, kept
- * for the next pieces of a download (1 MiB per open upload being read). An unfinished one cannot
- * be read (S3 does not serve the parts of a multipart upload):
+ * for the next pieces of a download (1 MiB per open upload being read). An unfinished
+ * one cannot be read (S3 does not serve the parts of a multipart upload):
  * TUSC_EUPLOAD_NOT_FINISHED (400), as tusd's s3store.
  *
  * Concatenation: the final's parts are UploadPartCopy's of the partials (the whole
@@ -106,11 +106,11 @@ struct loop_ctx {
   uv_loop_t *loop;
   tusc_curl_loop_t *curl;
   tusc_s3_loop_t *sl;
-  uv_async_t wake;           /* memory was given back somewhere */
-  atomic_int nwaiters;       /* uploads of this loop waiting for memory */
+  uv_async_t wake;               /* memory was given back somewhere */
+  atomic_int nwaiters;           /* uploads of this loop waiting for memory */
   struct tusc_upload_s *waiters; /* loop only */
-  unsigned inflight;         /* jobs and part sends of this loop; loop only */
-  bool detached;             /* loop only */
+  unsigned inflight;             /* jobs and part sends of this loop; loop only */
+  bool detached;                 /* loop only */
 };
 
 struct s3_store_s {
@@ -150,9 +150,9 @@ struct tusc_upload_s {
 
   bool chunk_open, staged;
   int64_t chunk_start, taken;
-  int first_no;      /* the part the chunk's first byte (or the tail) begins */
-  int next_no;       /* the part the next byte goes to */
-  int tail_first;    /* tail_no at chunk_begin if it begins first_no, else 0 */
+  int first_no;   /* the part the chunk's first byte (or the tail) begins */
+  int next_no;    /* the part the next byte goes to */
+  int tail_first; /* tail_no at chunk_begin if it begins first_no, else 0 */
   bool tail_in_buf, tail_loading;
   int64_t slot, extra, held;
   struct part_buf *bufs, *bufs_last; /* ascending numbers */
@@ -184,7 +184,7 @@ struct job_s {
   tusc_upload_t *up;
   tusc_s3_req_t s3;
   job_fn next;
-  job_fn done;  /* where a sub-sequence (load) goes when finished */
+  job_fn done; /* where a sub-sequence (load) goes when finished */
   tusc_defer_t defer;
   int kind;
   int status;
@@ -519,8 +519,7 @@ static char *info_json(const s3_store_t *st, const tusc_upload_info_t *info, int
     return NULL;
   json_t *storage = json_object();
   char *out = NULL;
-  if (storage != NULL &&
-      json_object_set_new(storage, "Type", json_string("s3store")) == 0 &&
+  if (storage != NULL && json_object_set_new(storage, "Type", json_string("s3store")) == 0 &&
       json_object_set_new(storage, "Bucket", json_string(tusc_s3_bucket(st->s3))) == 0 &&
       json_object_set_new(storage, "Key", json_string(info->data_path)) == 0 &&
       json_object_set_new(storage, "MultipartUpload",
@@ -856,8 +855,7 @@ static int s_create(tusc_store_req_t *req) {
     info->custom_data_path = false;
   }
   if ((rc = keyf(info->data_path, sizeof(info->data_path), "%s%s", st->prefix, info->id)) != 0 ||
-      (rc = keyf(info->info_path, sizeof(info->info_path), "%s%s.info", st->prefix, info->id)) !=
-          0)
+      (rc = keyf(info->info_path, sizeof(info->info_path), "%s%s.info", st->prefix, info->id)) != 0)
     return rc;
   info->offset = 0;
   if (info->created_at == 0)
@@ -926,8 +924,8 @@ static void term_loaded(job_t *j, int status) {
     return;
   }
   tusc_s3_req_t *r = s3_next(j, term_aborted);
-  s3_started(j, tusc_s3_abort_multipart(j->lc->sl, r, j->info.data_path, j->info.store_ref,
-                                        on_s3_done));
+  s3_started(
+      j, tusc_s3_abort_multipart(j->lc->sl, r, j->info.data_path, j->info.store_ref, on_s3_done));
 }
 
 static int term_visit(tusc_s3_req_t *r, const tusc_s3_object_t *objs, size_t n) {
@@ -1129,8 +1127,8 @@ static void sweep_go(job_t *j, int status) {
     return;
   }
   tusc_s3_req_t *r = s3_next(j, sweep_listed);
-  s3_started(j, tusc_s3_list_multipart_uploads(j->lc->sl, r, j->st->prefix, 0, sweep_visit,
-                                               on_s3_done));
+  s3_started(
+      j, tusc_s3_list_multipart_uploads(j->lc->sl, r, j->st->prefix, 0, sweep_visit, on_s3_done));
 }
 
 static void sweep_listed(job_t *j, int status) {
@@ -1234,8 +1232,8 @@ static void complete_start(job_t *j, const char *data, size_t len, job_fn done) 
   j->pno = up->parts + 1;
   if (data != NULL && (len > 0 || up->parts == 0)) {
     tusc_s3_req_t *r = s3_next(j, complete_part_done);
-    s3_started(j, tusc_s3_upload_part(j->lc->sl, r, up->info.data_path, up->info.store_ref,
-                                      j->pno, data, len, on_s3_done));
+    s3_started(j, tusc_s3_upload_part(j->lc->sl, r, up->info.data_path, up->info.store_ref, j->pno,
+                                      data, len, on_s3_done));
     return;
   }
   if (data == NULL && up->tail_no == up->parts + 1 && up->tail_len > 0) {
@@ -1286,9 +1284,9 @@ static void complete_listed(job_t *j, int status) {
   free(j->buf);
   j->buf = (char *)parts;
   tusc_s3_req_t *r = s3_next(j, complete_done);
-  s3_started(j, tusc_s3_complete_multipart(j->lc->sl, r, j->up->info.data_path,
-                                           j->up->info.store_ref, parts, (size_t)j->pno,
-                                           on_s3_done));
+  s3_started(j,
+             tusc_s3_complete_multipart(j->lc->sl, r, j->up->info.data_path, j->up->info.store_ref,
+                                        parts, (size_t)j->pno, on_s3_done));
 }
 
 static void complete_done(job_t *j, int status) {
@@ -1782,9 +1780,9 @@ static void end_store_rest(job_t *j) {
     (void)push_tail_key(j, up->tail_first); /* absorbed into a stored part */
   if (!up->info.size_is_deferred && up->info.size == end) {
     /* The last part: the bytes in memory, else the untouched tail object (data NULL). */
-    const char *last = b != NULL && !b->full ? b->data
+    const char *last = b != NULL && !b->full                     ? b->data
                        : up->tail_first != 0 && !up->tail_in_buf ? NULL
-                                                                  : "";
+                                                                 : "";
     complete_start(j, last, rest, end_completed);
     return;
   }
@@ -1799,8 +1797,8 @@ static void end_store_rest(job_t *j) {
       if (j->buf != NULL) {
         j->psize = 0;
         tusc_s3_req_t *r = s3_next(j, end_tail_put);
-        s3_started(j, tusc_s3_put_object(j->lc->sl, r, up->info.info_path, j->buf,
-                                         strlen(j->buf), "application/json", on_s3_done));
+        s3_started(j, tusc_s3_put_object(j->lc->sl, r, up->info.info_path, j->buf, strlen(j->buf),
+                                         "application/json", on_s3_done));
         return;
       }
     }
@@ -1880,7 +1878,8 @@ static void end_finish(job_t *j, int status) {
     return;
   }
   if (status == 0 && !discard) {
-    up->info.offset = (int64_t)up->parts * up->P + (up->tail_no == up->parts + 1 ? up->tail_len : 0);
+    up->info.offset =
+        (int64_t)up->parts * up->P + (up->tail_no == up->parts + 1 ? up->tail_len : 0);
     job_finish(j, 0);
     return;
   }
@@ -1906,7 +1905,8 @@ static void end_refreshed(job_t *j, int status) {
     up->info.offset = j->info.offset;
   } else {
     /* S3 cannot be asked: count what is known to be stored. */
-    up->info.offset = (int64_t)up->parts * up->P + (up->tail_no == up->parts + 1 ? up->tail_len : 0);
+    up->info.offset =
+        (int64_t)up->parts * up->P + (up->tail_no == up->parts + 1 ? up->tail_len : 0);
   }
   job_finish(j, j->status);
 }
@@ -1995,9 +1995,8 @@ static void read_go(job_t *j, int status) {
     /* Asks whether these bytes can be read: not those of an unfinished upload, except
      * the staged chunk's own. */
     bool staged_part = up->chunk_open && up->staged && off >= up->chunk_start;
-    job_finish(j, !up->completed && !staged_part && off < up->info.offset
-                      ? TUSC_EUPLOAD_NOT_FINISHED
-                      : 0);
+    job_finish(
+        j, !up->completed && !staged_part && off < up->info.offset ? TUSC_EUPLOAD_NOT_FINISHED : 0);
     return;
   }
   if (up->chunk_open && up->staged && off >= up->chunk_start) {
@@ -2065,8 +2064,8 @@ static void read_go(job_t *j, int status) {
   j->dst_len = READ_AHEAD;
   j->dst_got = 0;
   tusc_s3_req_t *r = s3_next(j, read_cache_got);
-  s3_started(j, tusc_s3_get_object(j->lc->sl, r, up->info.data_path, (uint64_t)off,
-                                   (uint64_t)last, read_body, on_s3_done));
+  s3_started(j, tusc_s3_get_object(j->lc->sl, r, up->info.data_path, (uint64_t)off, (uint64_t)last,
+                                   read_body, on_s3_done));
 }
 
 static int s_read(tusc_store_req_t *req) {
@@ -2299,9 +2298,9 @@ static void concat_step(job_t *j, int status) {
       first = TUSC_S3_NO_RANGE;
     j->pos += n;
     tusc_s3_req_t *r = s3_next(j, concat_step);
-    s3_started(j, tusc_s3_upload_part_copy(j->lc->sl, r, j->up->info.data_path,
-                                           j->up->info.store_ref, j->pno, j->key2, first, last,
-                                           on_s3_done));
+    s3_started(j,
+               tusc_s3_upload_part_copy(j->lc->sl, r, j->up->info.data_path, j->up->info.store_ref,
+                                        j->pno, j->key2, first, last, on_s3_done));
     return;
   }
   /* Read into the pending buffer: the whole rest when small, else just enough. */
@@ -2323,8 +2322,8 @@ static void concat_step(job_t *j, int status) {
   uint64_t first = (uint64_t)j->pos, last = (uint64_t)(j->pos + want - 1);
   j->pos += want;
   tusc_s3_req_t *r = s3_next(j, concat_step);
-  s3_started(j, tusc_s3_get_object(j->lc->sl, r, j->key2, first, last, concat_buf_body,
-                                   on_s3_done));
+  s3_started(j,
+             tusc_s3_get_object(j->lc->sl, r, j->key2, first, last, concat_buf_body, on_s3_done));
 }
 
 static void concat_done(job_t *j, int status) {
@@ -2358,8 +2357,8 @@ static void concat_reset_made(job_t *j, int status) {
       j->buf = info_json(j->st, &up->info, up->P);
       if (j->buf != NULL) {
         tusc_s3_req_t *r = s3_next(j, concat_reset_put);
-        s3_started(j, tusc_s3_put_object(j->lc->sl, r, up->info.info_path, j->buf,
-                                         strlen(j->buf), "application/json", on_s3_done));
+        s3_started(j, tusc_s3_put_object(j->lc->sl, r, up->info.info_path, j->buf, strlen(j->buf),
+                                         "application/json", on_s3_done));
         return;
       }
     }
@@ -2385,8 +2384,8 @@ static void concat_failed(job_t *j, int status) {
     return;
   }
   tusc_s3_req_t *r = s3_next(j, concat_reset_aborted);
-  s3_started(j, tusc_s3_abort_multipart(j->lc->sl, r, up->info.data_path, up->info.store_ref,
-                                        on_s3_done));
+  s3_started(
+      j, tusc_s3_abort_multipart(j->lc->sl, r, up->info.data_path, up->info.store_ref, on_s3_done));
 }
 
 static int s_concat(tusc_store_req_t *req) {
@@ -2547,7 +2546,8 @@ int tusc_s3_store_new(const tusc_s3_store_options_t *opts, tusc_store_t **out, c
   st->base.async = &s3_store_ops;
   st->part_size = P;
   st->min_part = opts->min_part_size > 0 ? opts->min_part_size : TUSC_S3_MIN_PART_SIZE;
-  st->conc = opts->concurrent_part_uploads > 0 ? opts->concurrent_part_uploads : DEFAULT_CONCURRENCY;
+  st->conc =
+      opts->concurrent_part_uploads > 0 ? opts->concurrent_part_uploads : DEFAULT_CONCURRENCY;
   st->budget = budget;
   *out = &st->base;
   return 0;

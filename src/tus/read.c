@@ -112,8 +112,8 @@ static void get_opened(tus_request_t *st) {
    * reads of a multipart upload's parts); a read of no bytes asks, so that the answer is
    * an error status rather than a body cut short. */
   if (info->offset > 0 && (info->size_is_deferred || info->offset != info->size)) {
-    tus_store_started(st, tusc_store_read(st->upload, &st->sreq, 0, NULL, 0,
-                                          tus_store_step(st, get_probed)));
+    tus_store_started(
+        st, tusc_store_read(st->upload, &st->sreq, 0, NULL, 0, tus_store_step(st, get_probed)));
     return;
   }
   get_serve(st);

@@ -749,9 +749,11 @@ int main(int argc, char **argv) {
   int failed = 0;
   if (!s3_only) {
     failed += cmocka_run_group_tests_name("file store", file_tests, NULL, NULL);
-    failed += cmocka_run_group_tests_name("file store, -fsync=never", file_nosync_tests, NULL, NULL);
+    failed +=
+        cmocka_run_group_tests_name("file store, -fsync=never", file_nosync_tests, NULL, NULL);
     failed += cmocka_run_group_tests_name("mem store", mem_tests, NULL, NULL);
-    failed += cmocka_run_group_tests_name("mem store, full every 100 kB", mem_full_tests, NULL, NULL);
+    failed +=
+        cmocka_run_group_tests_name("mem store, full every 100 kB", mem_full_tests, NULL, NULL);
   }
   if (getenv("TUSC_S3_ENDPOINT") != NULL) {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)

@@ -182,6 +182,13 @@ def test_small_and_empty_uploads(tusc, s3):
     r = patch(srv, loc, PART + 10, data[PART + 10:], {"Upload-Length": str(len(data))})
     assert r.status == 204, r
     full_check(srv, s3, loc, data)
+    # A length declared equal to what is stored, by an empty PATCH: the tail object
+    # becomes the last part (server-side copy).
+    loc = srv.create(headers={"Upload-Defer-Length": "1"})
+    assert patch(srv, loc, 0, data[:PART + 3]).status == 204
+    r = patch(srv, loc, PART + 3, b"", {"Upload-Length": str(PART + 3)})
+    assert r.status == 204, r
+    full_check(srv, s3, loc, data[:PART + 3])
 
 
 # --- restarts, drops, outages ------------------------------------------------------------

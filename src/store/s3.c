@@ -168,6 +168,8 @@ struct tusc_upload_s {
   unsigned busy;
   bool closing;
   tusc_s3_req_t tail_req;
+  char **stale; /* stale tails seen when opened, deleted by the next chunk end */
+  size_t nstale;
   char *rcache; /* read-ahead of a complete upload: READ_AHEAD bytes from rcache_off */
   size_t rcache_len;
   int64_t rcache_off;
@@ -208,6 +210,9 @@ struct job_s {
   size_t ipart;
   int64_t pos, total, psize;
   int pno;
+  /* load: tails other than the one counted (stale) */
+  char **stale;
+  size_t nstale;
   /* read */
   char *dst;
   size_t dst_len, dst_got;
@@ -448,6 +453,9 @@ static void job_free(job_t *j) {
   free(j->keys);
   free(j->vals);
   free(j->buf);
+  for (size_t i = 0; i < j->nstale; i++)
+    free(j->stale[i]);
+  free(j->stale);
   free(j);
   if (up != NULL) {
     up->busy--;
@@ -575,6 +583,11 @@ static void load_tail_headed(job_t *j, int status);
  * j->tail_len, j->completed; then j->done(j, status). */
 static void load_start(job_t *j, const char *id, job_fn done) {
   j->done = done;
+  for (size_t i = 0; i < j->nstale; i++)
+    free(j->stale[i]);
+  free(j->stale);
+  j->stale = NULL;
+  j->nstale = 0;
   snprintf(j->key2, sizeof(j->key2), "%s", id);
   int rc = keyf(j->key, sizeof(j->key), "%s%s.info", j->st->prefix, id);
   if (rc != 0) {
@@ -626,8 +639,22 @@ static int64_t iso8601_seconds(const char *s);
  * .info, which is the upload's last activity (every chunk end writes one of them). */
 static int load_objects_visit(tusc_s3_req_t *r, const tusc_s3_object_t *objs, size_t n) {
   job_t *j = r->data;
+  size_t klen = strlen(j->info.data_path);
   for (size_t i = 0; i < n; i++) {
     bool tail = strcmp(objs[i].key, j->key) == 0;
+    if (!tail && strncmp(objs[i].key + klen, ".part.", 6) == 0 &&
+        strncmp(objs[i].key, j->info.data_path, klen) == 0) {
+      /* Another tail: absorbed into a part before a crash let it be deleted. */
+      char **g = realloc(j->stale, (j->nstale + 1) * sizeof(*g));
+      if (g == NULL || (g[j->nstale] = strdup(objs[i].key)) == NULL) {
+        if (g != NULL)
+          j->stale = g;
+        return TUSC_ENOMEM;
+      }
+      j->stale = g;
+      j->nstale++;
+      continue;
+    }
     if (!tail && strcmp(objs[i].key, j->info.info_path) != 0)
       continue;
     if (tail)
@@ -735,6 +762,10 @@ static void open_loaded(job_t *j, int status) {
     up->tail_len = j->tail_len;
     up->tail_no = j->tail_len > 0 ? j->parts + 1 : 0;
     tusc_s3_req_init(&up->tail_req);
+    up->stale = j->stale;
+    up->nstale = j->nstale;
+    j->stale = NULL;
+    j->nstale = 0;
     j->req->upload = up;
   }
   job_finish(j, status);
@@ -1341,6 +1372,7 @@ static int push_tail_key(job_t *j, int number) {
 
 static void save_put(job_t *j, int status);
 static void save_completed(job_t *j, int status);
+static void push_stale(job_t *j);
 
 static void save_go(job_t *j, int status) {
   if (status != 0) {
@@ -1373,9 +1405,10 @@ static void save_put(job_t *j, int status) {
 }
 
 static void save_completed(job_t *j, int status) {
-  if (status == 0 && j->up->tail_no > 0) {
-    if (push_tail_key(j, j->up->tail_no) == 0)
+  if (status == 0) {
+    if (j->up->tail_no > 0 && push_tail_key(j, j->up->tail_no) == 0)
       j->up->tail_no = 0;
+    push_stale(j);
     cleanup_start(j, 0, job_finish);
     return;
   }
@@ -1771,8 +1804,21 @@ static void end_copy_next(job_t *j, int status) {
 
 /* Every full part counted: what is left in the last buffer becomes the last part (the
  * upload is complete) or the new tail. */
+/* Hands the stale tails found at open to j's clean-up. */
+static void push_stale(job_t *j) {
+  tusc_upload_t *up = j->up;
+  for (size_t i = 0; i < up->nstale; i++) {
+    (void)keys_push(j, up->stale[i], NULL);
+    free(up->stale[i]);
+  }
+  free(up->stale);
+  up->stale = NULL;
+  up->nstale = 0;
+}
+
 static void end_store_rest(job_t *j) {
   tusc_upload_t *up = j->up;
+  push_stale(j);
   struct part_buf *b = up->bufs_last;
   size_t rest = b != NULL && !b->full ? b->len : 0;
   int64_t end = up->chunk_start + up->taken;
@@ -2427,6 +2473,9 @@ static void upload_free(tusc_upload_t *up) {
   tusc_s3_req_dispose(&up->tail_req);
   tusc_upload_info_dispose(&up->info);
   free(up->rcache);
+  for (size_t i = 0; i < up->nstale; i++)
+    free(up->stale[i]);
+  free(up->stale);
   free(up);
 }
 

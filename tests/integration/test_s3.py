@@ -448,3 +448,40 @@ def test_concat_final_before_partials_finish(tusc, s3):
     deadline_poll(lambda: srv.head(final).header("Upload-Offset") == str(len(a) + len(b)), 30,
                   what="the final assembled")
     full_check(srv, s3, final, a + b)
+
+
+def test_kill_9_mid_patch_loses_no_acknowledged_byte(tusc, s3):
+    """kill -9 while a PATCH streams: what was acknowledged stays, parts stored during
+    the PATCH count once they follow each other, the absorbed tail is not counted twice,
+    and another process resumes to a byte-exact upload."""
+    data = pattern(8 * PART, seed=50)
+    srv = tusc(*s3.flags(), name="victim")
+    loc = srv.create(length=len(data))
+    acked = PART // 2 + 77  # a tail only
+    assert patch(srv, loc, 0, data[:acked]).status == 204
+    c = RawConn(srv.port, timeout=60)
+    c.send(f"PATCH {loc} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
+           f"Content-Type: {OCTET}\r\nUpload-Offset: {acked}\r\n"
+           f"Content-Length: {len(data) - acked}\r\n\r\n")
+    sent = acked + 3 * PART + 1000
+    c.send(data[acked:sent])
+    key = s3.key_of(loc)
+
+    def parts_stored():
+        ups = [u for u in s3.multipart_uploads() if u["Key"] == key]
+        if not ups:
+            return 0
+        r = s3.client.list_parts(Bucket=s3.bucket, Key=key, UploadId=ups[0]["UploadId"])
+        return len(r.get("Parts", []))
+
+    deadline_poll(lambda: parts_stored() >= 2, 30, what="parts stored during the PATCH")
+    srv.proc.kill()
+    srv.proc.wait(timeout=30)
+    srv.expect_exit = -9
+    c.close()
+    srv2 = tusc(*s3.flags(), name="after")
+    off = srv2.offset(loc)
+    assert acked <= off <= sent
+    assert off % PART == 0 or off >= acked  # whole parts, or parts and the old tail
+    assert patch(srv2, loc, off, data[off:]).status == 204
+    full_check(srv2, s3, loc, data)

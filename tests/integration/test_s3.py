@@ -33,19 +33,11 @@ PART = 256 * 1024
 CLIENT_TIMEOUT = 300
 
 
-@pytest.fixture(scope="module")
-def rgw(tmp_path_factory):
-    if not rgwmod.ceph_installed():
-        pytest.fail("Ceph (ceph-mon ceph-osd radosgw) is not installed; "
-                    "see scripts/install-deps.sh", pytrace=False)
-    g = rgwmod.Rgw.start(str(tmp_path_factory.mktemp("rgw")), min_part_size=MIN_PART, quiet=True)
-    yield g
-    g.stop()
-
-
 @pytest.fixture
-def s3(rgw, monkeypatch):
-    """Credentials in the environment tusc inherits, and a fresh prefix."""
+def s3(rgw_factory, monkeypatch):
+    """The session's RGW with a 64 KiB multipart minimum (conftest.py), credentials in
+    the environment tusc inherits, and a fresh prefix."""
+    rgw = rgw_factory(MIN_PART)
     for k, v in rgw.env().items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_SHARED_CREDENTIALS_FILE", raising=False)
@@ -395,29 +387,26 @@ def test_part_10001_refused(tusc, s3):
     assert info["Storage"]["PartSize"] == p + 1
 
 
-def test_real_5mib_minimum(tusc, s3, tmp_path):
-    """AWS's real minimum (a second RGW left at 5 MiB): parts of 5 MiB, a small last
-    part, and a part below the minimum never sent except as the last."""
-    g = rgwmod.Rgw.start(str(tmp_path / "rgw5"), quiet=True)
-    try:
-        five = 5 * 1024 * 1024
-        srv = tusc("-s3-bucket", rgwmod.BUCKET, "-s3-endpoint", g.endpoint,
-                   "-s3-object-prefix", s3.prefix, "-s3-part-size", str(five),
-                   "-s3-min-part-size", str(five))
-        data = pattern(2 * five + 3 * 1024 * 1024, seed=30)
-        loc = srv.create(length=len(data))
-        step = 3 * 1024 * 1024  # chunks that do not line up with parts
-        off = 0
-        while off < len(data):
-            assert patch(srv, loc, off, data[off:off + step]).status == 204
-            off = min(off + step, len(data))
-            assert srv.offset(loc) == off
-        assert srv.download(loc).body == data
-        c = g.client()
-        assert c.get_object(Bucket=rgwmod.BUCKET, Key=s3.key_of(loc))["Body"].read() == data
-        assert srv.stop() == 0
-    finally:
-        g.stop()
+def test_real_5mib_minimum(tusc, s3, rgw):
+    """AWS's real minimum (the session's RGW left at 5 MiB): parts of 5 MiB and a small
+    last part, with chunks that do not line up with parts."""
+    five = 5 * 1024 * 1024
+    srv = tusc("-s3-bucket", rgwmod.BUCKET, "-s3-endpoint", rgw.endpoint,
+               "-s3-object-prefix", s3.prefix, "-s3-part-size", str(five),
+               "-s3-min-part-size", str(five))
+    data = pattern(2 * five + 3 * 1024 * 1024, seed=30)
+    loc = srv.create(length=len(data))
+    step = 3 * 1024 * 1024
+    off = 0
+    while off < len(data):
+        assert patch(srv, loc, off, data[off:off + step]).status == 204
+        off = min(off + step, len(data))
+        assert srv.offset(loc) == off
+    assert srv.download(loc).body == data
+    c = rgw.client()
+    assert c.get_object(Bucket=rgwmod.BUCKET, Key=s3.key_of(loc))["Body"].read() == data
+    etag = c.head_object(Bucket=rgwmod.BUCKET, Key=s3.key_of(loc))["ETag"]
+    assert etag.strip('"').endswith("-3"), etag  # a multipart object of 3 parts
 
 
 def test_unfinished_upload_not_readable(tusc, s3):

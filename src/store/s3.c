@@ -642,9 +642,12 @@ static int load_objects_visit(tusc_s3_req_t *r, const tusc_s3_object_t *objs, si
   size_t klen = strlen(j->info.data_path);
   for (size_t i = 0; i < n; i++) {
     bool tail = strcmp(objs[i].key, j->key) == 0;
-    if (!tail && strncmp(objs[i].key + klen, ".part.", 6) == 0 &&
-        strncmp(objs[i].key, j->info.data_path, klen) == 0) {
-      /* Another tail: absorbed into a part before a crash let it be deleted. */
+    if (!tail && strncmp(objs[i].key, j->info.data_path, klen) == 0 &&
+        (strncmp(objs[i].key + klen, ".part.", 6) == 0 ||
+         strncmp(objs[i].key + klen, ".stage.", 7) == 0)) {
+      /* Another tail (absorbed into a part before a crash let it be deleted) or a stage
+       * object of a chunk a crash cut short: the holder of the upload's lock opens it,
+       * and its next chunk end deletes them. */
       char **g = realloc(j->stale, (j->nstale + 1) * sizeof(*g));
       if (g == NULL || (g[j->nstale] = strdup(objs[i].key)) == NULL) {
         if (g != NULL)

@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <curl/curl.h>
 #include <uv.h>
 
 #include "auth/auth.h"
@@ -35,6 +37,7 @@
 #include "net/connlimit.h"
 #include "net/listener.h"
 #include "net/tls.h"
+#include "store/s3.h"
 #include "store/store.h"
 #include "sys/privileges.h"
 #include "tus/expire.h"
@@ -61,6 +64,7 @@ struct worker {
   tusc_http_server_t *redirect_http;
   tusc_tus_worker_t *tus_worker;
   tusc_hooks_worker_t *hooks_worker; /* NULL without hooks */
+  bool store_attached;
   int start_rc;
   atomic_bool finished;
 };
@@ -68,7 +72,8 @@ struct worker {
 struct server {
   const tusc_config_t *cfg;
   tusc_store_t *store;
-  tusc_lock_t *lock; /* upload locks: the local lock on the file store's lock files, or Redis */
+  tusc_lock_t *lock; /* upload locks: the local lock (on the file store's lock files), or Redis */
+  bool store_on_main; /* the main loop is attached to the store (tusc_store_attach_loop) */
   tusc_tus_t *tus;
   tusc_expire_t *expire; /* NULL unless -expire-after */
   tusc_hooks_t *hooks;
@@ -141,6 +146,11 @@ static void on_http_stopped(tusc_http_server_t *http, void *arg) {
     w->tus_worker = NULL;
   }
   tusc_lock_detach(w->server->lock, &w->loop); /* Redis: this loop's connections */
+  if (w->store_attached) {
+    /* The store's handles on this loop (S3: libcurl's) close before the loop ends. */
+    tusc_store_detach_loop(w->server->store, &w->loop);
+    w->store_attached = false;
+  }
   if (!uv_is_closing((uv_handle_t *)&w->stop_async))
     uv_close((uv_handle_t *)&w->stop_async, NULL);
 }
@@ -179,7 +189,10 @@ static void worker_main(void *arg) {
   }
   uv_async_init(&w->loop, &w->stop_async, on_worker_stop);
   w->stop_async.data = w;
-  rc = tusc_tus_worker_new(s->tus, &w->loop, &w->tus_worker);
+  rc = tusc_store_attach_loop(s->store, &w->loop);
+  w->store_attached = rc == 0;
+  if (rc == 0)
+    rc = tusc_tus_worker_new(s->tus, &w->loop, &w->tus_worker);
   if (rc == 0 && tusc_hooks_active(s->hooks)) {
     tusc_hooks_worker_options_t hopts = {.queue_max = (size_t)cfg->hooks_queue_size};
     rc = tusc_hooks_worker_new(s->hooks, &w->loop, &hopts, &w->hooks_worker);
@@ -246,6 +259,10 @@ static void stop_workers(struct server *s) {
 static void close_main_handles(struct server *s) {
   tusc_expire_stop(s->expire);
   tusc_lock_detach(s->lock, &s->loop); /* the sweeper's */
+  if (s->store_on_main) {
+    tusc_store_detach_loop(s->store, &s->loop);
+    s->store_on_main = false;
+  }
   tusc_metrics_server_stop(s->metrics);
   s->metrics = NULL;
   uv_close((uv_handle_t *)&s->sigterm, NULL);
@@ -371,11 +388,61 @@ static void print_listening(const struct server *s) {
   fflush(stdout);
 }
 
-static int refuse_unbuilt(const tusc_config_t *cfg) {
-  if (cfg->s3_bucket != NULL || cfg->s3_endpoint != NULL || cfg->s3_object_prefix != NULL) {
-    tusc_log_msg(TUSC_LOG_ERROR, "the S3 store (-s3-*) is not available in this build yet");
-    return 2;
+static int open_file_store(const tusc_config_t *cfg, tusc_store_t **out) {
+  tusc_file_store_options_t store_opts = {
+      .dir = cfg->upload_dir,
+      .dir_perms = cfg->dir_perms,
+      .file_perms = cfg->file_perms,
+      .fsync = cfg->fsync == TUSC_FSYNC_ALWAYS,
+      .allow_absolute_path = cfg->hooks_allow_absolute_path,
+  };
+  int rc = tusc_file_store_new(&store_opts, out);
+  if (rc != 0) {
+    tusc_log_msg(TUSC_LOG_ERROR, "cannot open upload directory %s: %s", cfg->upload_dir,
+                 tusc_strerror(rc));
+    return rc;
   }
+  tusc_log_msg(TUSC_LOG_INFO, "Using %s as directory for storage.", cfg->upload_dir);
+  return 0;
+}
+
+/* -s3-bucket: the S3 store. Credentials come from the environment or the shared
+ * credentials file (read here, at start-up). */
+static int open_s3_store(const tusc_config_t *cfg, tusc_store_t **out) {
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    tusc_log_msg(TUSC_LOG_ERROR, "cannot initialise libcurl for the S3 store");
+    return TUSC_EINTERNAL;
+  }
+  const char *style = cfg->s3_addressing != NULL ? cfg->s3_addressing : "auto";
+  tusc_s3_store_options_t opts = {
+      .bucket = cfg->s3_bucket,
+      .endpoint = cfg->s3_endpoint,
+      .disable_ssl = cfg->s3_disable_ssl,
+      /* tusd forces path-style URLs with a custom endpoint (MinIO, Ceph) and uses
+       * virtual-host URLs on AWS. */
+      .path_style =
+          strcmp(style, "path") == 0 || (strcmp(style, "auto") == 0 && cfg->s3_endpoint != NULL),
+      .prefix = cfg->s3_object_prefix,
+      .part_size = cfg->s3_part_size,
+      .min_part_size = cfg->s3_min_part_size,
+      .max_size = cfg->max_size,
+      .max_buffer_memory = cfg->s3_max_buffer_memory,
+      .concurrent_part_uploads = cfg->s3_concurrent_part_uploads,
+  };
+  const char *why = NULL;
+  int rc = tusc_s3_store_new(&opts, out, &why);
+  if (rc != 0) {
+    tusc_log_msg(TUSC_LOG_ERROR, "cannot use S3 bucket %s: %s", cfg->s3_bucket,
+                 why != NULL ? why : tusc_strerror(rc));
+    return rc;
+  }
+  if (cfg->s3_endpoint != NULL)
+    tusc_log_msg(TUSC_LOG_INFO, "Using '%s/%s' as S3 endpoint and bucket for storage.",
+                 cfg->s3_endpoint, cfg->s3_bucket);
+  else
+    tusc_log_msg(TUSC_LOG_INFO, "Using 's3://%s' as S3 bucket for storage.", cfg->s3_bucket);
+  tusc_log_msg(TUSC_LOG_INFO, "S3 parts of %lld bytes; %lld bytes of part buffers.",
+               (long long)tusc_s3_store_part_size(*out), (long long)cfg->s3_max_buffer_memory);
   return 0;
 }
 
@@ -418,8 +485,13 @@ static int file_lock_path(void *store, const char *id, char *out, size_t cap) {
  * local lock. */
 static int make_lock(struct server *s) {
   const tusc_config_t *cfg = s->cfg;
+  /* The file store's lock files make several processes on one directory exclude each
+   * other; the S3 store has none, so its local lock works within this process only
+   * (several instances on one bucket need -redis-url). */
   if (cfg->redis_url == NULL)
-    return tusc_lock_local_new(file_lock_path, s->store, cfg->file_perms, &s->lock);
+    return tusc_lock_local_new(cfg->s3_bucket != NULL ? NULL : file_lock_path,
+                               cfg->s3_bucket != NULL ? NULL : s->store, cfg->file_perms,
+                               &s->lock);
   tusc_lock_redis_options_t ropts = {.url = cfg->redis_url, .lease_ms = cfg->redis_lock_lease_ms};
   char err[512] = "";
   int rc = tusc_lock_redis_new(&ropts, &s->lock, err, sizeof(err));
@@ -456,9 +528,7 @@ int tusc_server_run(const tusc_config_t *cfg) {
   tusc_log_setup(cfg->verbose ? TUSC_LOG_DEBUG : TUSC_LOG_INFO,
                  cfg->log_format != NULL && strcmp(cfg->log_format, "json") == 0 ? TUSC_LOG_JSON
                                                                                  : TUSC_LOG_TEXT);
-  int exit_code = refuse_unbuilt(cfg);
-  if (exit_code != 0)
-    return exit_code;
+  int exit_code;
   size_thread_pool();
   signal(SIGPIPE, SIG_IGN);
   /* Under a file-size limit (systemd LimitFSIZE, ulimit -f) a write past it must fail
@@ -502,20 +572,9 @@ int tusc_server_run(const tusc_config_t *cfg) {
 
   tusc_metrics_init();
 
-  tusc_file_store_options_t store_opts = {
-      .dir = cfg->upload_dir,
-      .dir_perms = cfg->dir_perms,
-      .file_perms = cfg->file_perms,
-      .fsync = cfg->fsync == TUSC_FSYNC_ALWAYS,
-      .allow_absolute_path = cfg->hooks_allow_absolute_path,
-  };
-  int rc = tusc_file_store_new(&store_opts, &s.store);
-  if (rc != 0) {
-    tusc_log_msg(TUSC_LOG_ERROR, "cannot open upload directory %s: %s", cfg->upload_dir,
-                 tusc_strerror(rc));
+  int rc = cfg->s3_bucket != NULL ? open_s3_store(cfg, &s.store) : open_file_store(cfg, &s.store);
+  if (rc != 0)
     goto out;
-  }
-  tusc_log_msg(TUSC_LOG_INFO, "Using %s as directory for storage.", cfg->upload_dir);
   if (cfg->max_size > 0)
     tusc_log_msg(TUSC_LOG_INFO, "Using %.2fMB as maximum size.",
                  (double)cfg->max_size / (1024.0 * 1024.0));
@@ -580,7 +639,8 @@ int tusc_server_run(const tusc_config_t *cfg) {
       tusc_log_msg(TUSC_LOG_ERROR, "cannot drop privileges: %s; refusing to run", err);
       goto out;
     }
-    if ((rc = tusc_privileges_check_dir(cfg->upload_dir, err, sizeof(err))) != 0) {
+    if (cfg->s3_bucket == NULL &&
+        (rc = tusc_privileges_check_dir(cfg->upload_dir, err, sizeof(err))) != 0) {
       tusc_log_msg(TUSC_LOG_ERROR,
                    "upload directory unusable after switching to user %s group %s: %s "
                    "(chown the directory to that user)",
@@ -604,6 +664,12 @@ int tusc_server_run(const tusc_config_t *cfg) {
   uv_signal_start(&s.sighup, on_sighup, SIGHUP);
   uv_signal_start(&s.sigterm, on_signal, SIGTERM);
   uv_signal_start(&s.sigint, on_signal, SIGINT);
+  if ((rc = tusc_store_attach_loop(s.store, &s.loop)) != 0) {
+    tusc_log_msg(TUSC_LOG_ERROR, "cannot attach the store to the main loop: %s", tusc_strerror(rc));
+    close_main_handles(&s);
+    goto out;
+  }
+  s.store_on_main = true;
   if (s.expire != NULL)
     tusc_expire_set_hooks(s.expire, s.hooks);
   if (s.expire != NULL && (rc = tusc_expire_start(s.expire, &s.loop)) != 0)

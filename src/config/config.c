@@ -78,7 +78,7 @@ static const char *const group_titles[G__COUNT] = {
     [G_HOOKS] = "Hooks",
     [G_METRICS] = "Metrics and logging",
     [G_TIMEOUTS] = "Timeouts",
-    [G_S3] = "S3 storage (not served yet; accepted for a later release)",
+    [G_S3] = "S3 storage (-s3-bucket selects it instead of -upload-dir)",
     [G_AUTH] = "Authentication, hosts and proxies",
     [G_LOCKS] = "Upload locks across instances",
     [G_GENERAL] = "General",
@@ -87,6 +87,7 @@ static const char *const group_titles[G__COUNT] = {
 static const char *const tls_modes[] = {"tls12", "tls12-strong", "tls13", NULL};
 static const char *const jwt_algs[] = {"HS256", "RS256", "ES256", NULL};
 static const char *const log_formats[] = {"text", "json", NULL};
+static const char *const s3_addressings[] = {"auto", "path", "virtual", NULL};
 static const char *const fsync_modes[] = {"always", "never", NULL};
 static const char *const hook_events[] = {"pre-create",     "post-create", "post-receive",
                                           "pre-finish",     "post-finish", "pre-terminate",
@@ -294,13 +295,45 @@ static const struct flag_def flags[] = {
 
     /* S3 */
     {"s3-bucket", K_OPTSTRING, G_S3, F(s3_bucket), 0, 0, 0, NULL, "NAME",
-     "Store uploads in this S3 bucket (credentials from AWS_ACCESS_KEY_ID, "
-     "AWS_SECRET_ACCESS_KEY, AWS_REGION).",
+     "Store uploads in this S3 bucket instead of -upload-dir. Credentials from "
+     "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, else the shared "
+     "credentials file (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials, profile "
+     "AWS_PROFILE); region from AWS_REGION. Upload locks are then held within this "
+     "process only.",
      false},
     {"s3-endpoint", K_OPTSTRING, G_S3, F(s3_endpoint), 0, 0, 0, NULL, "URL",
      "S3-compatible endpoint (MinIO, Ceph, ...); needs -s3-bucket.", false},
     {"s3-object-prefix", K_OPTSTRING, G_S3, F(s3_object_prefix), 0, 0, 0, NULL, "PREFIX",
-     "Prefix for object names.", false},
+     "Prefix for object names (e.g. uploads/).", false},
+    {"s3-part-size", K_INT64, G_S3, F(s3_part_size), 1, INT64_C(5) << 30, 0, NULL, "BYTES",
+     "Preferred part size. Every part but the last has the same size (Cloudflare R2 needs "
+     "it); it grows when -max-size would not fit in 10,000 parts.",
+     false},
+    {"s3-min-part-size", K_INT64, G_S3, F(s3_min_part_size), 1, INT64_C(5) << 30, 0, NULL, "BYTES",
+     "The provider's smallest part (5 MiB on AWS S3); parts are never smaller, except the "
+     "last one.",
+     false},
+    {"s3-max-buffer-memory", K_INT64, G_S3, F(s3_max_buffer_memory), 1, INT64_MAX, 0, NULL, "BYTES",
+     "Memory for part buffers in the whole process. A PATCH body streams into part "
+     "buffers and full parts upload while it arrives; each PATCH in progress holds two "
+     "parts and 256 KiB (less when the upload is smaller), and once this is used up, "
+     "reading from further clients pauses until memory is given back. Must hold two "
+     "parts and 256 KiB.",
+     false},
+    {"s3-concurrent-part-uploads", K_INT, G_S3, F(s3_concurrent_part_uploads), 1, 1000, 0, NULL,
+     "N", "Parts of one upload sent to S3 at the same time.", false},
+    {"s3-disable-ssl", K_BOOL, G_S3, F(s3_disable_ssl), 0, 0, 0, NULL, NULL,
+     "Use http:// for an -s3-endpoint given without a scheme (an http:// or https:// "
+     "endpoint is used as written).",
+     false},
+    {"s3-addressing", K_CHOICE, G_S3, F(s3_addressing), 0, 0, 0, s3_addressings, "STYLE",
+     "auto: path-style URLs (http://host/bucket/key) with -s3-endpoint, as tusd, and "
+     "virtual-host URLs (http://bucket.host/key) for AWS; path or virtual forces one.",
+     false},
+    {"s3-disable-content-hashes", K_BOOL, G_S3, F(s3_disable_content_hashes), 0, 0, 0, NULL, NULL,
+     "Accepted for tusd compatibility: tusc sends no content hashes with parts anyway "
+     "(UNSIGNED-PAYLOAD; TLS protects the bytes).",
+     false},
 
     /* authentication, hosts, proxies */
     {"auth-htpasswd", K_OPTSTRING, G_AUTH, F(auth_htpasswd), 0, 0, 0, NULL, "FILE",
@@ -370,12 +403,9 @@ static const struct unsupported_def unsupported[] = {
     {"expose-pprof", "pprof is specific to Go programs"},
     {"pprof-*", "pprof is specific to Go programs"},
     {"s3-transfer-acceleration", "S3 transfer acceleration is not implemented"},
-    {"s3-part-size", "S3 tuning flags are not implemented yet"},
-    {"s3-min-part-size", "S3 tuning flags are not implemented yet"},
-    {"s3-max-buffered-parts", "S3 tuning flags are not implemented yet"},
-    {"s3-disable-content-hashes", "S3 tuning flags are not implemented yet"},
-    {"s3-disable-ssl", "S3 tuning flags are not implemented yet; give an http:// -s3-endpoint"},
-    {"s3-concurrent-part-uploads", "S3 tuning flags are not implemented yet"},
+    {"s3-max-buffered-parts",
+     "tusc buffers parts in memory, not on disk; see -s3-max-buffer-memory"},
+    {"s3-use-minio-sdk", "tusc has its own S3 client; give the MinIO URL with -s3-endpoint"},
     {"filelock-*", "tusc's upload locks do not poll; see -acquire-lock-timeout"},
     {"request-completion-timeout", "tusc stops request work as soon as the client goes away"},
     {"cpuprofile", "profiling flags are specific to Go programs"},
@@ -407,6 +437,7 @@ static const size_t string_fields[] = {
     F(s3_bucket),
     F(s3_endpoint),
     F(s3_object_prefix),
+    F(s3_addressing),
     F(auth_htpasswd),
     F(auth_jwt_key),
     F(auth_jwt_alg),
@@ -473,6 +504,10 @@ static int set_defaults(tusc_config_t *cfg) {
   cfg->header_timeout_ms = 10000;
   cfg->min_upload_rate_window_ms = 30000;
   cfg->redis_lock_lease_ms = 10000;
+  cfg->s3_part_size = INT64_C(50) << 20;
+  cfg->s3_min_part_size = INT64_C(5) << 20;
+  cfg->s3_max_buffer_memory = INT64_C(512) << 20;
+  cfg->s3_concurrent_part_uploads = 10;
 
   static const struct {
     size_t off;
@@ -490,6 +525,7 @@ static int set_defaults(tusc_config_t *cfg) {
       {F(log_format), "text"},
       {F(auth_jwt_alg), "HS256"},
       {F(auth_realm), "tusc"},
+      {F(s3_addressing), "auto"},
   };
   for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
     int rc = set_copy(cfg, strings[i].off, strings[i].value);
@@ -977,6 +1013,11 @@ static int check_combinations(const tusc_config_t *cfg, FILE *err) {
     fprintf(err, "flag -redis-lock-lease must be at least 30ms\n");
     return TUSC_CONFIG_EXIT_USAGE;
   }
+  if (cfg->s3_bucket != NULL && cfg->s3_max_buffer_memory < 2 * cfg->s3_min_part_size + 262144) {
+    fprintf(err, "flag -s3-max-buffer-memory must hold two parts (-s3-min-part-size) and "
+                 "256 KiB\n");
+    return TUSC_CONFIG_EXIT_USAGE;
+  }
   if (cfg->unix_sock != NULL && cfg->port_file != NULL) {
     fprintf(err, "flag -port-file has no meaning with -unix-sock\n");
     return TUSC_CONFIG_EXIT_USAGE;
@@ -1207,8 +1248,8 @@ static const char usage_head[] =
 static const char usage_tail[] =
     "  Not supported (rejected with an explanation)\n"
     "    -hooks-grpc*, -hooks-plugin, -gcs-*, -azure-*, -expose-pprof, -pprof-*,\n"
-    "    -filelock-*, -request-completion-timeout, -s3-transfer-acceleration and the S3\n"
-    "    tuning flags (-s3-part-size, -s3-disable-ssl, ...).\n"
+    "    -filelock-*, -request-completion-timeout, -s3-transfer-acceleration,\n"
+    "    -s3-max-buffered-parts, -s3-use-minio-sdk.\n"
     "\n"
     "SIGNALS\n"
     "    SIGTERM, SIGINT  Stop accepting connections, let requests in flight save their\n"

@@ -99,10 +99,17 @@ typedef struct tusc_config_s {
   int64_t shutdown_timeout_ms;     /* 10000 */
   int64_t acquire_lock_timeout_ms; /* 20000 */
 
-  /* S3 (accepted; a later module) */
+  /* S3 store (store/s3.c): -s3-bucket selects it */
   char *s3_bucket;
   char *s3_endpoint;
   char *s3_object_prefix;
+  int64_t s3_part_size;           /* preferred part size; 50 MiB */
+  int64_t s3_min_part_size;       /* the provider's minimum; 5 MiB */
+  int64_t s3_max_buffer_memory;   /* all part buffers of the process; 512 MiB */
+  int s3_concurrent_part_uploads; /* parts in flight per upload; 10 */
+  bool s3_disable_ssl;            /* http:// for an endpoint given without a scheme */
+  bool s3_disable_content_hashes; /* accepted for tusd; tusc sends no content hashes */
+  char *s3_addressing;            /* "auto" | "path" | "virtual" */
 
   /* authentication and ownership (src/auth); all off by default */
   char *auth_htpasswd;     /* Basic auth against this htpasswd file */

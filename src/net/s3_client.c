@@ -1747,7 +1747,7 @@ int tusc_s3_list_parts(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char *key,
                        tusc_s3_cb cb) {
   if (key == NULL || !valid_upload_id(upload_id))
     return TUSC_EINVALID_ARGUMENT;
-  struct tusc_s3_op *op;
+  struct tusc_s3_op *op = NULL;
   int rc = list_common(sl, req, OP_LIST_PARTS, key, upload_id, NULL, max_parts, cb, &op);
   if (rc < 0)
     return rc;
@@ -1759,7 +1759,7 @@ int tusc_s3_list_objects(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char *pre
                          tusc_s3_objects_visit_cb visit, tusc_s3_cb cb) {
   if (visit == NULL)
     return TUSC_EINVALID_ARGUMENT;
-  struct tusc_s3_op *op;
+  struct tusc_s3_op *op = NULL;
   int rc = list_common(sl, req, OP_LIST_OBJECTS, NULL, NULL, prefix, max_keys, cb, &op);
   if (rc < 0)
     return rc;
@@ -1771,7 +1771,7 @@ int tusc_s3_list_multipart_uploads(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const
                                    int max_uploads, tusc_s3_uploads_visit_cb visit, tusc_s3_cb cb) {
   if (visit == NULL)
     return TUSC_EINVALID_ARGUMENT;
-  struct tusc_s3_op *op;
+  struct tusc_s3_op *op = NULL;
   int rc = list_common(sl, req, OP_LIST_UPLOADS, NULL, NULL, prefix, max_uploads, cb, &op);
   if (rc < 0)
     return rc;

@@ -30,6 +30,7 @@ void tusc_upload_info_dispose(tusc_upload_info_t *info) {
   free(info->owner);
   free(info->data_path);
   free(info->info_path);
+  free(info->store_ref);
   tusc_upload_info_init(info);
 }
 

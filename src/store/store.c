@@ -232,3 +232,24 @@ void tusc_store_free(tusc_store_t *store) {
 void tusc_store_req_done(tusc_store_req_t *req, int status) {
   req->cb(req, status);
 }
+
+int tusc_store_attach_loop(tusc_store_t *store, uv_loop_t *loop) {
+  if (store == NULL || loop == NULL)
+    return TUSC_EINVALID_ARGUMENT;
+  return store->async->attach_loop != NULL ? store->async->attach_loop(store, loop) : 0;
+}
+
+void tusc_store_detach_loop(tusc_store_t *store, uv_loop_t *loop) {
+  if (store != NULL && loop != NULL && store->async->detach_loop != NULL)
+    store->async->detach_loop(store, loop);
+}
+
+int tusc_store_sweep(tusc_store_t *store, uv_loop_t *loop, tusc_store_req_t *req,
+                     int64_t before_unix_s, tusc_store_cb cb) {
+  CHECK_OP(store, sweep);
+  if (req == NULL || cb == NULL || loop == NULL)
+    return TUSC_EINVALID_ARGUMENT;
+  req_prepare(req, store, loop, cb);
+  req->offset = before_unix_s;
+  return store->async->sweep(req);
+}

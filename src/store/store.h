@@ -1,7 +1,8 @@
 /*
  * store — where upload data and upload info live. An interface (table of function
- * pointers) so that backends plug in: the file store (store/file.c) and an in-memory
- * store for tests (store/mem.c) now, S3 later; tus/ sees only this header.
+ * pointers) so that backends plug in: the file store (store/file.c), the S3 store
+ * (store/s3.c) and an in-memory store for tests (store/mem.c); tus/ sees only this
+ * header.
  *
  * Asynchronous, in libuv's contract: every operation that may block takes a
  * caller-owned tusc_store_req_t and a callback, and returns 0 — then the callback runs
@@ -16,7 +17,10 @@
  * directory walks and copies go to the pool.
  *
  * Threads: a store object is shared by all workers and its operations may be started
- * from any loop thread. An open upload (tusc_upload_t) belongs to the loop that opened
+ * from any loop thread. A store that does its I/O on the caller's loop (the S3 store:
+ * one libcurl multi per loop) needs every such loop attached first
+ * (tusc_store_attach_loop) and detached before the loop ends; for the others both are
+ * no-ops. An open upload (tusc_upload_t) belongs to the loop that opened
  * it and to the holder of the upload's lock: its operations are started on that loop,
  * one request at a time except for append, and its info is read and changed on that
  * loop only while no request of the upload is in flight.
@@ -65,10 +69,13 @@ typedef struct tusc_upload_info_s {
                                   * hook gave it in data_path; the file store checks it and
                                   * makes its parents (file_custom.h), puts the data file
                                   * there and follows it; "tusc":{"CustomPath":true} */
-  /* The file store's paths, malloc'd at their length (an open upload is kept per idle
-   * connection; tusc_upload_info_set_path): */
-  char *data_path; /* absolute path of the data file, NULL if none */
-  char *info_path; /* absolute path of the .info file, NULL if none */
+  /* Malloc'd at their length (an open upload is kept per idle connection;
+   * tusc_upload_info_set_path): */
+  char *data_path; /* absolute path of the data file, NULL if none; S3 store: the
+                    * object's key */
+  char *info_path; /* absolute path of the .info file, NULL if none; S3: its key */
+  char *store_ref; /* the backend's own handle of the data, malloc'd, NULL when none (S3
+                    * store: the multipart upload ID); not in tusc_upload_info_to_json */
 } tusc_upload_info_t;
 
 /* Whether pre-finish/post-finish still have to run once offset == size: UNKNOWN for
@@ -162,6 +169,7 @@ struct tusc_store_req_s {
   int result;
   int state;
   tusc_store_req_t *next;
+  void *backend; /* a backend's own state of the request (S3 store: its job) */
 };
 
 /* One pair of an upload's Storage map for hooks (tusd: {"Type":"filestore",
@@ -200,7 +208,29 @@ typedef struct tusc_store_async_ops_s {
   int (*storage)(const tusc_store_t *store, const tusc_upload_info_t *info, tusc_store_kv_t *out,
                  size_t cap);
   void (*free)(tusc_store_t *store);
+  /* Optional (NULL: nothing to do). See tusc_store_attach_loop / _detach_loop / _sweep. */
+  int (*attach_loop)(tusc_store_t *store, uv_loop_t *loop);
+  void (*detach_loop)(tusc_store_t *store, uv_loop_t *loop);
+  int (*sweep)(tusc_store_req_t *req);
 } tusc_store_async_ops_t;
+
+/* Makes `loop` ready for this store's operations; call on the loop's thread before the
+ * first operation started on it (server.c: at worker start, and for the main loop's
+ * expiry sweeper). Returns 0 (also for stores that need nothing) or a negative code. */
+int tusc_store_attach_loop(tusc_store_t *store, uv_loop_t *loop)
+    __attribute__((warn_unused_result));
+
+/* Undoes attach on the loop's thread once no request started on `loop` is in flight
+ * (a request still in flight delays the close to its end): the store's handles on it
+ * close during the loop's next runs, so run the loop until it has no handles. */
+void tusc_store_detach_loop(tusc_store_t *store, uv_loop_t *loop);
+
+/* Optional housekeeping for expiration: removes storage left behind by uploads that are
+ * gone (S3 store: multipart uploads started before `before_unix_s` that no upload's info
+ * names, e.g. after a crash between creating one and writing the .info). Returns
+ * TUSC_ENOT_IMPLEMENTED when the store has nothing of the kind. */
+int tusc_store_sweep(tusc_store_t *store, uv_loop_t *loop, tusc_store_req_t *req,
+                     int64_t before_unix_s, tusc_store_cb cb) __attribute__((warn_unused_result));
 
 /* Reads the info of `id` into `info` (initialised by the caller, replaced only on
  * success); info->offset is the stored length. TUSC_ENOT_FOUND when there is none. */
@@ -295,7 +325,9 @@ int tusc_store_chunk_end(tusc_upload_t *up, tusc_store_req_t *req, enum tusc_sto
 
 /* Reads up to `len` bytes at `offset` into buf: req->nread (0 at the end). During a
  * chunk, offsets from where the chunk began read the chunk's bytes appended so far
- * (staged ones too): checksum-trailer hashes them once it knows the algorithm. */
+ * (staged ones too): checksum-trailer hashes them once it knows the algorithm. A store
+ * that cannot read an unfinished upload's bytes (S3) fails with
+ * TUSC_EUPLOAD_NOT_FINISHED, also for len 0, which GET uses to ask before it answers. */
 int tusc_store_read(tusc_upload_t *up, tusc_store_req_t *req, int64_t offset, void *buf, size_t len,
                     tusc_store_cb cb) __attribute__((warn_unused_result));
 

@@ -64,6 +64,12 @@ struct tusc_expire_s {
   tusc_hooks_worker_t *hw; /* NULL unless post-terminate is enabled; on `loop` */
   bool collect;            /* set before the first sweep: hw was made */
   struct gone *gone;       /* under mutex */
+
+  /* The store's own housekeeping (tusc_store_sweep: the S3 store aborts multipart
+   * uploads no upload names), started from the timer, one at a time, on `loop`. */
+  tusc_store_req_t orphans_req;
+  bool orphans_running;
+  bool orphans_unsupported;
 };
 
 struct gone {
@@ -707,10 +713,31 @@ void tusc_expire_set_hooks(tusc_expire_t *exp, tusc_hooks_t *hooks) {
   exp->hooks = hooks;
 }
 
+static void on_orphans_swept(tusc_store_req_t *req, int status) {
+  tusc_expire_t *exp = req->data;
+  exp->orphans_running = false;
+  if (status != 0)
+    tusc_log_msg(TUSC_LOG_WARN, "expiration: store sweep failed: %s", tusc_strerror(status));
+}
+
+/* Storage older than the expiry that no upload names is removed as well. */
+static void sweep_orphans(tusc_expire_t *exp, int64_t now_ms) {
+  if (exp->orphans_running || exp->orphans_unsupported || atomic_load(&exp->stopping))
+    return;
+  exp->orphans_req.data = exp;
+  int rc = tusc_store_sweep(exp->store, exp->loop, &exp->orphans_req,
+                            (now_ms - exp->expire_after_ms) / 1000, on_orphans_swept);
+  if (rc == 0)
+    exp->orphans_running = true;
+  else if (rc == TUSC_ENOT_IMPLEMENTED)
+    exp->orphans_unsupported = true;
+}
+
 /* Nothing due (the steady state) costs one look at the heap's top. */
 static void on_timer(uv_timer_t *timer) {
   tusc_expire_t *exp = timer->data;
   int64_t now = tusc_expire_now_ms();
+  sweep_orphans(exp, now);
   if (exp->sweep_running || atomic_load(&exp->stopping) || !tusc_expire_due(exp, now))
     return;
   (void)tusc_expire_sweep(exp, exp->loop, now, on_periodic_sweep_done, NULL);

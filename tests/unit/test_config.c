@@ -440,6 +440,57 @@ static void test_unknown_flag(void **state) {
   }
 }
 
+/* The S3 store's tuning flags: parsed, defaulted, and a buffer budget below one part
+ * refused. */
+static void test_s3_flags(void **state) {
+  (void)state;
+  tusc_config_t c;
+  char *argv[] = {"tusc",
+                  "-s3-bucket",
+                  "b",
+                  "-s3-part-size",
+                  "6291456",
+                  "-s3-min-part-size",
+                  "65536",
+                  "-s3-max-buffer-memory",
+                  "1048576",
+                  "-s3-concurrent-part-uploads",
+                  "3",
+                  "-s3-disable-ssl",
+                  "-s3-addressing",
+                  "virtual",
+                  "-s3-disable-content-hashes"};
+  FILE *devnull = fopen("/dev/null", "w");
+  assert_int_equal(
+      tusc_config_parse(&c, (int)(sizeof argv / sizeof argv[0]), argv, devnull, devnull), 0);
+  assert_int_equal(c.s3_part_size, 6291456);
+  assert_int_equal(c.s3_min_part_size, 65536);
+  assert_int_equal(c.s3_max_buffer_memory, 1048576);
+  assert_int_equal(c.s3_concurrent_part_uploads, 3);
+  assert_true(c.s3_disable_ssl);
+  assert_true(c.s3_disable_content_hashes);
+  assert_string_equal(c.s3_addressing, "virtual");
+  tusc_config_dispose(&c);
+
+  char *dflt[] = {"tusc"};
+  assert_int_equal(tusc_config_parse(&c, 1, dflt, devnull, devnull), 0);
+  assert_int_equal(c.s3_part_size, 50 << 20);
+  assert_int_equal(c.s3_min_part_size, 5 << 20);
+  assert_int_equal(c.s3_max_buffer_memory, 512 << 20);
+  assert_int_equal(c.s3_concurrent_part_uploads, 10);
+  assert_false(c.s3_disable_ssl);
+  assert_string_equal(c.s3_addressing, "auto");
+  tusc_config_dispose(&c);
+
+  char *small[] = {"tusc", "-s3-bucket", "b", "-s3-max-buffer-memory", "1000"};
+  assert_int_equal(tusc_config_parse(&c, 5, small, devnull, devnull), TUSC_CONFIG_EXIT_USAGE);
+  tusc_config_dispose(&c);
+  char *badstyle[] = {"tusc", "-s3-addressing", "dns"};
+  assert_int_equal(tusc_config_parse(&c, 3, badstyle, devnull, devnull), TUSC_CONFIG_EXIT_USAGE);
+  tusc_config_dispose(&c);
+  fclose(devnull);
+}
+
 static void test_unsupported_flags(void **state) {
   (void)state;
   static const struct {
@@ -454,7 +505,8 @@ static void test_unsupported_flags(void **state) {
       {{"-expose-pprof"}, "flag -expose-pprof: not supported by tusc ("},
       {{"-pprof-path=/p"}, "flag -pprof-path: not supported by tusc ("},
       {{"-s3-transfer-acceleration"}, "flag -s3-transfer-acceleration: not supported by tusc ("},
-      {{"-s3-part-size", "5"}, "flag -s3-part-size: not supported by tusc ("},
+      {{"-s3-max-buffered-parts", "5"}, "flag -s3-max-buffered-parts: not supported by tusc ("},
+      {{"-s3-use-minio-sdk"}, "flag -s3-use-minio-sdk: not supported by tusc ("},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     struct run r;
@@ -784,6 +836,12 @@ static void test_usage_documents_every_flag(void **state) {
       "-s3-bucket",
       "-s3-endpoint",
       "-s3-object-prefix",
+      "-s3-part-size",
+      "-s3-min-part-size",
+      "-s3-max-buffer-memory",
+      "-s3-concurrent-part-uploads",
+      "-s3-disable-ssl",
+      "-s3-addressing",
       "-help",
       "-version",
       /* defaults shown as an operator would type them */
@@ -845,6 +903,7 @@ int main(void) {
       cmocka_unit_test(test_fsync),
       cmocka_unit_test(test_unknown_flag),
       cmocka_unit_test(test_unsupported_flags),
+      cmocka_unit_test(test_s3_flags),
       cmocka_unit_test(test_bad_values),
       cmocka_unit_test(test_double_dash_ends_flags),
       cmocka_unit_test(test_octal_perms),

@@ -1,6 +1,8 @@
-/* Unit tests for the asynchronous store interface (store/store.h), run unchanged against
- * both implementations — the file store (store/file.c, on libuv's thread pool) and the
- * in-memory store (store/mem.c) — on a real uv loop: round trips, chunks kept and
+/* Unit tests for the asynchronous store interface (store/store.h), run against every
+ * implementation — the file store (store/file.c, on libuv's thread pool), the in-memory
+ * store (store/mem.c) and, when TUSC_S3_ENDPOINT names a real S3 server (ctest's
+ * test_store_async_s3 starts Ceph RGW with tests/s3/rgw.py), the S3 store — on a real
+ * uv loop: round trips, chunks kept and
  * discarded (plain and staged), reading staged bytes back, size limits, "full" answers
  * and their drain callback, concatenation, waiting notes, listing, cancellation, and that
  * no callback ever runs before its call returned. */
@@ -16,22 +18,31 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <curl/curl.h>
 
 #include "testutil.h"
 
 #include "common/error.h"
 #include "store/mem.h"
+#include "store/s3.h"
 #include "store/store.h"
 
 /* FILE_NOSYNC_STORE: the file store without fsync, which ends small chunks on the loop
  * (file.c INLINE_TAIL_MAX): its callbacks must still come later. */
-enum kind { FILE_STORE, FILE_NOSYNC_STORE, MEM_STORE, MEM_FULL_STORE };
+/* S3_STORE: 1 MiB parts, memory for two of them (so that appends answer full);
+ * S3_SMALL: parts of 64 KiB, RGW's lowered minimum, so that every chunk spans parts. */
+enum kind { FILE_STORE, FILE_NOSYNC_STORE, MEM_STORE, MEM_FULL_STORE, S3_STORE, S3_SMALL };
+
+static bool is_s3(int kind) {
+  return kind == S3_STORE || kind == S3_SMALL;
+}
 
 typedef struct fixture_s {
   enum kind kind;
   char dir[64];
   uv_loop_t loop;
   tusc_store_t *store;
+  char prefix[64]; /* S3: every test gets objects of its own */
 } fixture_t;
 
 /* One request and what its callback saw. */
@@ -79,6 +90,28 @@ static int setup_kind(void **state, enum kind kind) {
     tusc_file_store_options_t opts = {
         .dir = f->dir, .dir_perms = 0750, .file_perms = 0640, .fsync = kind == FILE_STORE};
     rc = tusc_file_store_new(&opts, &f->store);
+  } else if (is_s3(kind)) {
+    static int serial;
+    snprintf(f->prefix, sizeof(f->prefix), "t%ld-%d/", (long)getpid(), ++serial);
+    int64_t P = kind == S3_SMALL ? 64 * 1024 : 1024 * 1024;
+    tusc_s3_store_options_t opts = {
+        .bucket = getenv("TUSC_S3_BUCKET"),
+        .endpoint = getenv("TUSC_S3_ENDPOINT"),
+        .path_style = true,
+        .prefix = f->prefix,
+        .part_size = P,
+        .min_part_size = 64 * 1024,
+        .max_buffer_memory = 2 * P + TUSC_STORE_APPEND_MAX,
+        .concurrent_part_uploads = 2,
+    };
+    const char *why = NULL;
+    rc = tusc_s3_store_new(&opts, &f->store, &why);
+    if (rc != 0) {
+      fprintf(stderr, "S3 store: %s\n", why != NULL ? why : tusc_strerror(rc));
+      return -1;
+    }
+    if (tusc_store_attach_loop(f->store, &f->loop) != 0)
+      return -1;
   } else {
     tusc_mem_store_options_t opts = {0};
     if (kind == MEM_FULL_STORE) {
@@ -106,8 +139,21 @@ static int setup_mem_full(void **state) {
   return setup_kind(state, MEM_FULL_STORE);
 }
 
+static int setup_s3(void **state) {
+  return setup_kind(state, S3_STORE);
+}
+static int setup_s3_small(void **state) {
+  return setup_kind(state, S3_SMALL);
+}
+
 static int teardown(void **state) {
   fixture_t *f = *state;
+  if (is_s3(f->kind)) {
+    /* Every buffer given back once idle. */
+    assert_int_equal(tusc_s3_store_buffer_used(f->store), 0);
+    tusc_store_detach_loop(f->store, &f->loop);
+    uv_run(&f->loop, UV_RUN_DEFAULT); /* its curl handles close */
+  }
   tusc_store_free(f->store);
   uv_run(&f->loop, UV_RUN_DEFAULT); /* close callbacks */
   assert_int_equal(uv_loop_close(&f->loop), 0);
@@ -281,12 +327,15 @@ static void test_discard(void **state) {
   for (int flags = 0; flags <= TUSC_STORE_CHUNK_STAGED; flags += TUSC_STORE_CHUNK_STAGED) {
     assert_int_equal(chunk(f, up, flags), 0);
     assert_int_equal(append_pattern(f, up, 7, 300000, 65536, NULL), 0);
-    /* The chunk's bytes read back before it ends (checksum-trailer). */
-    check_pattern(f, up, 5000, 7, 300000);
+    /* The chunk's bytes read back before it ends (checksum-trailer). S3 reads back
+     * staged chunks only: an unfinished upload's bytes are not readable there. */
+    if (!is_s3(f->kind) || flags == TUSC_STORE_CHUNK_STAGED)
+      check_pattern(f, up, 5000, 7, 300000);
     assert_int_equal(chunk_end(f, up, TUSC_STORE_DISCARD), 0);
     assert_int_equal(tusc_store_info(up)->offset, 5000);
     assert_int_equal(stored_offset(f, "disc"), 5000);
-    check_pattern(f, up, 0, 0, 5000);
+    if (!is_s3(f->kind))
+      check_pattern(f, up, 0, 0, 5000);
   }
   close_upload(f, up);
 }
@@ -302,7 +351,16 @@ static void test_staged_keep(void **state) {
   assert_int_equal(chunk_end(f, up, TUSC_STORE_KEEP), 0);
   assert_int_equal(tusc_store_info(up)->offset, 600000);
   assert_int_equal(stored_offset(f, "staged"), 600000);
-  check_pattern(f, up, 0, 0, 600000);
+  if (is_s3(f->kind)) {
+    /* Readable once complete. */
+    assert_int_equal(chunk(f, up, TUSC_STORE_CHUNK_STAGED), 0);
+    assert_int_equal(append_pattern(f, up, 600000, 100000, 65536, NULL), 0);
+    assert_int_equal(chunk_end(f, up, TUSC_STORE_KEEP), 0);
+    assert_int_equal(stored_offset(f, "staged"), 700000);
+    check_pattern(f, up, 0, 0, 700000);
+  } else {
+    check_pattern(f, up, 0, 0, 600000);
+  }
   close_upload(f, up);
 }
 
@@ -444,6 +502,14 @@ static void test_concat(void **state) {
 
 static void test_wait_notes(void **state) {
   fixture_t *f = *state;
+  if (is_s3(f->kind)) {
+    /* The S3 store keeps no waiting notes; tus copes (HEAD/GET assemble the final). */
+    struct call c;
+    call_init(&c);
+    assert_int_equal(tusc_store_wait_add(f->store, &f->loop, &c.req, "part", "fin1", on_cb),
+                     TUSC_ENOT_IMPLEMENTED);
+    return;
+  }
   create(f, "part", 10);
   struct call c;
   call_init(&c);
@@ -523,6 +589,18 @@ static void test_storage_map(void **state) {
   size_t n = tusc_store_storage(f->store, &info, kv, TUSC_STORE_KV_MAX);
   assert_true(n >= 1);
   assert_string_equal(kv[0].key, "Type");
+  if (is_s3(f->kind)) {
+    assert_int_equal(n, 4);
+    assert_string_equal(kv[0].value, "s3store");
+    assert_string_equal(kv[1].key, "Bucket");
+    assert_string_equal(kv[1].value, getenv("TUSC_S3_BUCKET"));
+    assert_string_equal(kv[2].key, "Key");
+    char key[128];
+    snprintf(key, sizeof(key), "%skv", f->prefix);
+    assert_string_equal(kv[2].value, key);
+    assert_string_equal(kv[3].key, "MultipartUpload");
+    assert_true(kv[3].value[0] != '\0');
+  }
   if (f->kind == FILE_STORE || f->kind == FILE_NOSYNC_STORE) {
     assert_int_equal(n, 3);
     assert_string_equal(kv[0].value, "filestore");
@@ -531,6 +609,150 @@ static void test_storage_map(void **state) {
     assert_string_equal(kv[2].key, "InfoPath");
   }
   tusc_upload_info_dispose(&info);
+}
+
+/* ---- S3 only ---- */
+
+/* A second store on the same bucket and prefix: another instance, or this one after a
+ * restart, that knows only what S3 holds. */
+static tusc_store_t *other_instance(fixture_t *f) {
+  tusc_s3_store_options_t opts = {
+      .bucket = getenv("TUSC_S3_BUCKET"),
+      .endpoint = getenv("TUSC_S3_ENDPOINT"),
+      .path_style = true,
+      .prefix = f->prefix,
+      .part_size = 64 * 1024,
+      .min_part_size = 64 * 1024,
+      .max_buffer_memory = 2 * 64 * 1024 + TUSC_STORE_APPEND_MAX,
+  };
+  tusc_store_t *st = NULL;
+  assert_int_equal(tusc_s3_store_new(&opts, &st, NULL), 0);
+  assert_int_equal(tusc_store_attach_loop(st, &f->loop), 0);
+  return st;
+}
+
+/* Both stores leave the loop (so that running it to the end closes the other one's
+ * handles), then the fixture's store comes back. */
+static void other_free(fixture_t *f, tusc_store_t *st) {
+  tusc_store_detach_loop(st, &f->loop);
+  tusc_store_detach_loop(f->store, &f->loop);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  tusc_store_free(st);
+  assert_int_equal(tusc_store_attach_loop(f->store, &f->loop), 0);
+}
+
+/* Parts, a tail between chunks, a resume by another instance from S3 alone, an
+ * interrupted chunk keeping what it stored, completion and reading back. */
+static void test_s3_resume(void **state) {
+  fixture_t *f = *state;
+  enum { LEN = 1000000 };
+  create(f, "res", LEN);
+  tusc_upload_t *up = open_upload(f, "res");
+  assert_int_equal(chunk(f, up, 0), 0);
+  assert_int_equal(append_pattern(f, up, 0, 150000, 65536, NULL), 0); /* 2 parts + tail */
+  assert_int_equal(chunk_end(f, up, TUSC_STORE_KEEP), 0);
+  assert_int_equal(tusc_store_info(up)->offset, 150000);
+  close_upload(f, up);
+
+  /* The last activity comes from S3 too (expiry judges by it). */
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  struct call c;
+  call_init(&c);
+  assert_int_equal(
+      wait_call(f, &c, tusc_store_get_info(f->store, &f->loop, &c.req, "res", &info, on_cb)), 0);
+  assert_true(info.modified_ms >= (info.created_at - 1) * 1000);
+  tusc_upload_info_dispose(&info);
+
+  tusc_store_t *mine = f->store;
+  f->store = other_instance(f);
+  assert_int_equal(stored_offset(f, "res"), 150000);
+  up = open_upload(f, "res");
+  assert_int_equal(tusc_store_info(up)->offset, 150000);
+  assert_int_equal(chunk(f, up, 0), 0);
+  assert_int_equal(append_pattern(f, up, 150000, 200001, 10000, NULL), 0); /* odd sizes */
+  assert_int_equal(chunk_end(f, up, TUSC_STORE_KEEP), 0);
+  assert_int_equal(tusc_store_info(up)->offset, 350001);
+  close_upload(f, up);
+  tusc_store_t *other = f->store;
+  f->store = mine;
+  other_free(f, other);
+
+  assert_int_equal(stored_offset(f, "res"), 350001);
+  up = open_upload(f, "res");
+  assert_int_equal(chunk(f, up, 0), 0);
+  assert_int_equal(append_pattern(f, up, 350001, LEN - 350001, 65536, NULL), 0);
+  assert_int_equal(chunk_end(f, up, TUSC_STORE_KEEP), 0);
+  assert_int_equal(tusc_store_info(up)->offset, LEN);
+  check_pattern(f, up, 0, 0, LEN);
+  close_upload(f, up);
+  assert_int_equal(stored_offset(f, "res"), LEN);
+}
+
+/* A staged chunk spanning several parts: read back from stage objects and memory,
+ * discarded without a trace (also for another instance), then kept. */
+static void test_s3_staged_parts(void **state) {
+  fixture_t *f = *state;
+  enum { LEN = 400000 };
+  create(f, "stg", LEN);
+  tusc_upload_t *up = open_upload(f, "stg");
+  assert_int_equal(chunk(f, up, 0), 0);
+  assert_int_equal(append_pattern(f, up, 0, 10000, 4096, NULL), 0);
+  assert_int_equal(chunk_end(f, up, TUSC_STORE_KEEP), 0);
+  assert_int_equal(chunk(f, up, TUSC_STORE_CHUNK_STAGED), 0);
+  assert_int_equal(append_pattern(f, up, 10000, 200000, 65536, NULL), 0);
+  check_pattern(f, up, 10000, 10000, 200000);
+  assert_int_equal(stored_offset(f, "stg"), 10000);
+  assert_int_equal(chunk_end(f, up, TUSC_STORE_DISCARD), 0);
+  assert_int_equal(tusc_store_info(up)->offset, 10000);
+  close_upload(f, up);
+  tusc_store_t *other = other_instance(f);
+  tusc_store_t *mine = f->store;
+  f->store = other;
+  assert_int_equal(stored_offset(f, "stg"), 10000);
+  f->store = mine;
+  other_free(f, other);
+
+  up = open_upload(f, "stg");
+  assert_int_equal(chunk(f, up, TUSC_STORE_CHUNK_STAGED), 0);
+  assert_int_equal(append_pattern(f, up, 10000, 200000, 65536, NULL), 0);
+  assert_int_equal(chunk_end(f, up, TUSC_STORE_KEEP), 0);
+  assert_int_equal(tusc_store_info(up)->offset, 210000);
+  assert_int_equal(stored_offset(f, "stg"), 210000);
+  assert_int_equal(chunk(f, up, 0), 0);
+  assert_int_equal(append_pattern(f, up, 210000, LEN - 210000, 65536, NULL), 0);
+  assert_int_equal(chunk_end(f, up, TUSC_STORE_KEEP), 0);
+  check_pattern(f, up, 0, 0, LEN);
+  close_upload(f, up);
+}
+
+/* The memory budget holds one chunk's slot here: a second chunk waits (full) until the
+ * first gives its memory back, then is woken and goes on. */
+static void test_s3_budget(void **state) {
+  fixture_t *f = *state;
+  enum { LEN = 300000 };
+  create(f, "ba", LEN);
+  create(f, "bb", LEN);
+  tusc_upload_t *a = open_upload(f, "ba");
+  tusc_upload_t *b = open_upload(f, "bb");
+  assert_int_equal(chunk(f, a, 0), 0);
+  assert_int_equal(chunk(f, b, 0), 0);
+  assert_int_equal(append_pattern(f, a, 0, 1000, 1000, NULL), 0);
+  struct drain d = {.f = f};
+  char byte = 0;
+  assert_int_equal(tusc_store_append(b, &byte, 1, on_drain, &d), TUSC_ESTORE_FULL);
+  assert_int_equal(append_pattern(f, a, 1000, LEN - 1000, 65536, NULL), 0);
+  assert_int_equal(d.calls, 0);
+  assert_int_equal(chunk_end(f, a, TUSC_STORE_KEEP), 0);
+  for (int i = 0; i < 100000 && d.calls == 0; i++)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_equal(d.calls, 1);
+  assert_int_equal(append_pattern(f, b, 0, LEN, 65536, NULL), 0);
+  assert_int_equal(chunk_end(f, b, TUSC_STORE_KEEP), 0);
+  check_pattern(f, a, 0, 0, LEN);
+  check_pattern(f, b, 0, 0, LEN);
+  close_upload(f, a);
+  close_upload(f, b);
 }
 
 #define STORE_TESTS(setup)                                                                         \
@@ -548,14 +770,40 @@ static void test_storage_map(void **state) {
       cmocka_unit_test_setup_teardown(test_storage_map, setup, teardown),                          \
       cmocka_unit_test_setup_teardown(test_try_paths, setup, teardown)
 
-int main(void) {
+int main(int argc, char **argv) {
+  /* --s3: only the S3 groups (ctest's test_store_async_s3, under tests/s3/rgw.py). */
+  bool s3_only = argc > 1 && strcmp(argv[1], "--s3") == 0;
   const struct CMUnitTest file_tests[] = {STORE_TESTS(setup_file)};
   const struct CMUnitTest file_nosync_tests[] = {STORE_TESTS(setup_file_nosync)};
   const struct CMUnitTest mem_tests[] = {STORE_TESTS(setup_mem)};
   const struct CMUnitTest mem_full_tests[] = {STORE_TESTS(setup_mem_full)};
-  int failed = cmocka_run_group_tests_name("file store", file_tests, NULL, NULL);
-  failed += cmocka_run_group_tests_name("file store, -fsync=never", file_nosync_tests, NULL, NULL);
-  failed += cmocka_run_group_tests_name("mem store", mem_tests, NULL, NULL);
-  failed += cmocka_run_group_tests_name("mem store, full every 100 kB", mem_full_tests, NULL, NULL);
+  const struct CMUnitTest s3_tests[] = {STORE_TESTS(setup_s3)};
+  const struct CMUnitTest s3_small_tests[] = {
+      cmocka_unit_test_setup_teardown(test_round_trip, setup_s3_small, teardown),
+      cmocka_unit_test_setup_teardown(test_full_and_drain, setup_s3_small, teardown),
+      cmocka_unit_test_setup_teardown(test_concat, setup_s3_small, teardown),
+      cmocka_unit_test_setup_teardown(test_s3_resume, setup_s3_small, teardown),
+      cmocka_unit_test_setup_teardown(test_s3_staged_parts, setup_s3_small, teardown),
+      cmocka_unit_test_setup_teardown(test_s3_budget, setup_s3_small, teardown),
+  };
+  int failed = 0;
+  if (!s3_only) {
+    failed += cmocka_run_group_tests_name("file store", file_tests, NULL, NULL);
+    failed +=
+        cmocka_run_group_tests_name("file store, -fsync=never", file_nosync_tests, NULL, NULL);
+    failed += cmocka_run_group_tests_name("mem store", mem_tests, NULL, NULL);
+    failed +=
+        cmocka_run_group_tests_name("mem store, full every 100 kB", mem_full_tests, NULL, NULL);
+  }
+  if (getenv("TUSC_S3_ENDPOINT") != NULL) {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+      return 1;
+    failed += cmocka_run_group_tests_name("S3 store, 1 MiB parts", s3_tests, NULL, NULL);
+    failed += cmocka_run_group_tests_name("S3 store, 64 KiB parts", s3_small_tests, NULL, NULL);
+    curl_global_cleanup();
+  } else if (s3_only) {
+    fprintf(stderr, "TUSC_S3_ENDPOINT is not set: no S3 server to test against\n");
+    return 77; /* skipped */
+  }
   return failed;
 }

@@ -120,6 +120,20 @@ best() { # best VALUES... — the largest, empty if none
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a != "") printf "%.2f", a / b; else print "n/a" }'; }
 
+# round_ratio "A1 A2 …" "B1 B2 …" — median over the rounds of A_i / B_i. The two ran
+# back to back in each round, so a round's ratio cancels what slowed the whole machine
+# then; best-of-rounds compares two lucky moments instead. n/a unless both have the
+# same number of rounds.
+round_ratio() {
+  echo "$1|$2" | awk -F'|' '{
+    na = split($1, a, " "); nb = split($2, b, " ")
+    if (na == 0 || na != nb) { print "n/a"; exit }
+    for (i = 1; i <= na; i++) r[i] = (b[i] > 0) ? a[i] / b[i] : 0
+    for (i = 1; i <= na; i++) for (j = i + 1; j <= na; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+    m = (na % 2) ? r[(na + 1) / 2] : (r[na / 2] + r[na / 2 + 1]) / 2
+    printf "%.2f", m }'
+}
+
 # one_run KIND PORT DIR — OUT = loadgen's line, VAL = its figure. Empties DIR first for
 # raw and big (a few huge files); many keeps what earlier rounds left (see the inode
 # note at the top).
@@ -252,16 +266,27 @@ fi
 
 if [ "$REPEAT" -gt 0 ]; then
   note "(b) $MANY_N x $MANY_SIZE uploads, $MANY_C at a time: tusc -fsync=never, tusc default, @tus/server; $REPEAT rounds, fresh server and dir each"
-  for i in $(seq 1 "$REPEAT"); do
+  b_tusc() {
     fig_fresh TUSC_BV "$WORK/b$i-tusc" "$WORK/b$i-tusc.log" \
       "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/b$i-tusc" -fsync=never
     fig_fresh TUSC_SYNC_BV "$WORK/b$i-tusc-sync" "$WORK/b$i-tusc-sync.log" \
       "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/b$i-tusc-sync"
-    if [ -n "$TUSC_BASE" ]; then
-      fig_fresh BASE_BV "$WORK/b$i-base" "$WORK/b$i-base.log" \
-        "$TUSC_BASE" "${TUSC_ARGS[@]}" -upload-dir "$WORK/b$i-base" -fsync=never
-      fig_fresh BASE_SYNC_BV "$WORK/b$i-base-sync" "$WORK/b$i-base-sync.log" \
-        "$TUSC_BASE" "${TUSC_ARGS[@]}" -upload-dir "$WORK/b$i-base-sync"
+  }
+  b_base() {
+    fig_fresh BASE_BV "$WORK/b$i-base" "$WORK/b$i-base.log" \
+      "$TUSC_BASE" "${TUSC_ARGS[@]}" -upload-dir "$WORK/b$i-base" -fsync=never
+    fig_fresh BASE_SYNC_BV "$WORK/b$i-base-sync" "$WORK/b$i-base-sync.log" \
+      "$TUSC_BASE" "${TUSC_ARGS[@]}" -upload-dir "$WORK/b$i-base-sync"
+  }
+  for i in $(seq 1 "$REPEAT"); do
+    # With TUSC_BASE the two binaries take turns going first, so that neither always
+    # runs right after the other's deletions and writeback.
+    if [ -n "$TUSC_BASE" ] && [ $((i % 2)) = 0 ]; then
+      b_base
+      b_tusc
+    else
+      b_tusc
+      [ -n "$TUSC_BASE" ] && b_base
     fi
     [ "$NODE_OK" = 1 ] && fig_fresh NODE_BV "$WORK/b$i-node" "$WORK/b$i-node.log" \
       env TUS_DIR="$WORK/b$i-node" node "$HERE/node/server.js"
@@ -355,14 +380,14 @@ mkdir -p "$HERE/results"
     echo
     echo "Before/after (TUSC_BASE = $TUSC_BASE, same alternating rounds):"
     echo
-    echo "| figure | before (TUSC_BASE) | after (TUSC_BIN) | after / before |"
-    echo "|---|---|---|---|"
-    echo "| (a) MB/s, -fsync=never | $(or_na "$BASE_A") | $(or_na "$TUSC_A") | $(ratio "$TUSC_A" "$BASE_A") |"
-    echo "| (b) uploads/s, -fsync=never | $(or_na "$BASE_B") | $(or_na "$TUSC_B") | $(ratio "$TUSC_B" "$BASE_B") |"
-    echo "| (b) uploads/s, -fsync=always | $(or_na "$BASE_B_SYNC") | $(or_na "$TUSC_B_SYNC") | $(ratio "$TUSC_B_SYNC" "$BASE_B_SYNC") |"
-    echo "| (c) KiB per idle connection | $(or_na "$BASE_C") | $(or_na "$TUSC_C") | $(ratio "$TUSC_C" "$BASE_C") |"
+    echo "| figure | before (TUSC_BASE), best | after (TUSC_BIN), best | after / before, best | median of the rounds' after / before |"
+    echo "|---|---|---|---|---|"
+    echo "| (a) MB/s, -fsync=never | $(or_na "$BASE_A") | $(or_na "$TUSC_A") | $(ratio "$TUSC_A" "$BASE_A") | $(round_ratio "${TUSC_AV[*]:-}" "${BASE_AV[*]:-}") |"
+    echo "| (b) uploads/s, -fsync=never | $(or_na "$BASE_B") | $(or_na "$TUSC_B") | $(ratio "$TUSC_B" "$BASE_B") | $(round_ratio "${TUSC_BV[*]:-}" "${BASE_BV[*]:-}") |"
+    echo "| (b) uploads/s, -fsync=always | $(or_na "$BASE_B_SYNC") | $(or_na "$TUSC_B_SYNC") | $(ratio "$TUSC_B_SYNC" "$BASE_B_SYNC") | $(round_ratio "${TUSC_SYNC_BV[*]:-}" "${BASE_SYNC_BV[*]:-}") |"
+    echo "| (c) KiB per idle connection | $(or_na "$BASE_C") | $(or_na "$TUSC_C") | $(ratio "$TUSC_C" "$BASE_C") | (one round) |"
     echo
-    echo "All rounds: (a) before ${BASE_AV[*]:-none}; (b) before -fsync=never ${BASE_BV[*]:-none}, default ${BASE_SYNC_BV[*]:-none}."
+    echo "All rounds: (a) before ${BASE_AV[*]:-none}, after ${TUSC_AV[*]:-none}; (b) -fsync=never before ${BASE_BV[*]:-none}, after ${TUSC_BV[*]:-none}; default before ${BASE_SYNC_BV[*]:-none}, after ${TUSC_SYNC_BV[*]:-none}."
     echo "Peak RSS before: (a) $(or_na "$BASE_HWM") KiB, (b) -fsync=never $(or_na "$HWM_BASE_BV") KiB, default $(or_na "$HWM_BASE_SYNC_BV") KiB."
   fi
 } >"$RESULTS"

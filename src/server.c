@@ -394,6 +394,7 @@ static int open_file_store(const tusc_config_t *cfg, tusc_store_t **out) {
       .dir_perms = cfg->dir_perms,
       .file_perms = cfg->file_perms,
       .fsync = cfg->fsync == TUSC_FSYNC_ALWAYS,
+      .allow_absolute_path = cfg->hooks_allow_absolute_path,
   };
   int rc = tusc_file_store_new(&store_opts, out);
   if (rc != 0) {
@@ -419,8 +420,8 @@ static int open_s3_store(const tusc_config_t *cfg, tusc_store_t **out) {
       .disable_ssl = cfg->s3_disable_ssl,
       /* tusd forces path-style URLs with a custom endpoint (MinIO, Ceph) and uses
        * virtual-host URLs on AWS. */
-      .path_style = strcmp(style, "path") == 0 || (strcmp(style, "auto") == 0 &&
-                                                   cfg->s3_endpoint != NULL),
+      .path_style =
+          strcmp(style, "path") == 0 || (strcmp(style, "auto") == 0 && cfg->s3_endpoint != NULL),
       .prefix = cfg->s3_object_prefix,
       .part_size = cfg->s3_part_size,
       .min_part_size = cfg->s3_min_part_size,
@@ -486,7 +487,7 @@ static int make_lock(struct server *s) {
   const tusc_config_t *cfg = s->cfg;
   /* The file store's lock files make several processes on one directory exclude each
    * other; the S3 store has none, so its local lock works within this process only
-   * (several instances on one bucket need the Redis lock). */
+   * (several instances on one bucket need -redis-url). */
   if (cfg->redis_url == NULL)
     return tusc_lock_local_new(cfg->s3_bucket != NULL ? NULL : file_lock_path,
                                cfg->s3_bucket != NULL ? NULL : s->store, cfg->file_perms,

@@ -295,8 +295,11 @@ static const struct flag_def flags[] = {
 
     /* S3 */
     {"s3-bucket", K_OPTSTRING, G_S3, F(s3_bucket), 0, 0, 0, NULL, "NAME",
-     "Store uploads in this S3 bucket (credentials from AWS_ACCESS_KEY_ID, "
-     "AWS_SECRET_ACCESS_KEY, AWS_REGION).",
+     "Store uploads in this S3 bucket instead of -upload-dir. Credentials from "
+     "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, else the shared "
+     "credentials file (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials, profile "
+     "AWS_PROFILE); region from AWS_REGION. Upload locks are then held within this "
+     "process only.",
      false},
     {"s3-endpoint", K_OPTSTRING, G_S3, F(s3_endpoint), 0, 0, 0, NULL, "URL",
      "S3-compatible endpoint (MinIO, Ceph, ...); needs -s3-bucket.", false},
@@ -310,11 +313,12 @@ static const struct flag_def flags[] = {
      "The provider's smallest part (5 MiB on AWS S3); parts are never smaller, except the "
      "last one.",
      false},
-    {"s3-max-buffer-memory", K_INT64, G_S3, F(s3_max_buffer_memory), 1, INT64_MAX, 0, NULL,
-     "BYTES",
-     "Memory for part buffers in the whole process. A PATCH body streams into a part buffer "
-     "and full parts upload while it arrives; once this is used up, reading from clients "
-     "pauses until a part is stored. Must hold at least one part.",
+    {"s3-max-buffer-memory", K_INT64, G_S3, F(s3_max_buffer_memory), 1, INT64_MAX, 0, NULL, "BYTES",
+     "Memory for part buffers in the whole process. A PATCH body streams into part "
+     "buffers and full parts upload while it arrives; each PATCH in progress holds two "
+     "parts and 256 KiB (less when the upload is smaller), and once this is used up, "
+     "reading from further clients pauses until memory is given back. Must hold two "
+     "parts and 256 KiB.",
      false},
     {"s3-concurrent-part-uploads", K_INT, G_S3, F(s3_concurrent_part_uploads), 1, 1000, 0, NULL,
      "N", "Parts of one upload sent to S3 at the same time.", false},
@@ -399,7 +403,8 @@ static const struct unsupported_def unsupported[] = {
     {"expose-pprof", "pprof is specific to Go programs"},
     {"pprof-*", "pprof is specific to Go programs"},
     {"s3-transfer-acceleration", "S3 transfer acceleration is not implemented"},
-    {"s3-max-buffered-parts", "tusc buffers parts in memory, not on disk; see -s3-max-buffer-memory"},
+    {"s3-max-buffered-parts",
+     "tusc buffers parts in memory, not on disk; see -s3-max-buffer-memory"},
     {"s3-use-minio-sdk", "tusc has its own S3 client; give the MinIO URL with -s3-endpoint"},
     {"filelock-*", "tusc's upload locks do not poll; see -acquire-lock-timeout"},
     {"request-completion-timeout", "tusc stops request work as soon as the client goes away"},
@@ -498,11 +503,11 @@ static int set_defaults(tusc_config_t *cfg) {
   cfg->acquire_lock_timeout_ms = 20000;
   cfg->header_timeout_ms = 10000;
   cfg->min_upload_rate_window_ms = 30000;
+  cfg->redis_lock_lease_ms = 10000;
   cfg->s3_part_size = INT64_C(50) << 20;
   cfg->s3_min_part_size = INT64_C(5) << 20;
   cfg->s3_max_buffer_memory = INT64_C(512) << 20;
   cfg->s3_concurrent_part_uploads = 10;
-  cfg->redis_lock_lease_ms = 10000;
 
   static const struct {
     size_t off;
@@ -999,10 +1004,6 @@ static int check_combinations(const tusc_config_t *cfg, FILE *err) {
     fprintf(err, "flag -s3-endpoint needs -s3-bucket\n");
     return TUSC_CONFIG_EXIT_USAGE;
   }
-  if (cfg->s3_bucket != NULL && cfg->s3_min_part_size > cfg->s3_max_buffer_memory) {
-    fprintf(err, "flag -s3-max-buffer-memory must hold at least one part (-s3-min-part-size)\n");
-    return TUSC_CONFIG_EXIT_USAGE;
-  }
   if (cfg->redis_url != NULL && strncmp(cfg->redis_url, "redis://", 8) != 0 &&
       strncmp(cfg->redis_url, "unix:", 5) != 0) {
     fprintf(err, "flag -redis-url must start with redis:// or unix://\n");
@@ -1010,6 +1011,11 @@ static int check_combinations(const tusc_config_t *cfg, FILE *err) {
   }
   if (cfg->redis_lock_lease_ms < 30) {
     fprintf(err, "flag -redis-lock-lease must be at least 30ms\n");
+    return TUSC_CONFIG_EXIT_USAGE;
+  }
+  if (cfg->s3_bucket != NULL && cfg->s3_max_buffer_memory < 2 * cfg->s3_min_part_size + 262144) {
+    fprintf(err, "flag -s3-max-buffer-memory must hold two parts (-s3-min-part-size) and "
+                 "256 KiB\n");
     return TUSC_CONFIG_EXIT_USAGE;
   }
   if (cfg->unix_sock != NULL && cfg->port_file != NULL) {

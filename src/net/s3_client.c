@@ -94,7 +94,8 @@ int tusc_s3_creds_parse(const char *text, size_t len, const char *profile, tusc_
       const char *ns = s + 1, *ne = e - 1;
       trim(&ns, &ne);
       /* ~/.aws/config spells sections "[profile name]"; credentials "[name]". */
-      if ((size_t)(ne - ns) > 8 && strncmp(ns, "profile", 7) == 0 && isspace((unsigned char)ns[7])) {
+      if ((size_t)(ne - ns) > 8 && strncmp(ns, "profile", 7) == 0 &&
+          isspace((unsigned char)ns[7])) {
         ns += 8;
         trim(&ns, &ne);
       }
@@ -118,8 +119,7 @@ int tusc_s3_creds_parse(const char *text, size_t len, const char *profile, tusc_
     else if (span_eq(ks, ke, "region"))
       rc = set_str(&c.region, vs, ve);
   }
-  if (rc == 0 && (c.access_key == NULL || c.secret_key == NULL || !*c.access_key ||
-                  !*c.secret_key))
+  if (rc == 0 && (c.access_key == NULL || c.secret_key == NULL || !*c.access_key || !*c.secret_key))
     rc = TUSC_ES3_NO_SUCH_KEY;
   if (rc < 0) {
     tusc_s3_creds_dispose(&c);
@@ -337,9 +337,8 @@ int tusc_s3_new(const tusc_s3_options_t *o, tusc_s3_t **out) {
     if (s3->session_token == NULL)
       goto out;
   }
-  if (s3->endpoint == NULL || s3->host == NULL || s3->url_base == NULL ||
-      s3->path_prefix == NULL || s3->bucket == NULL || s3->region == NULL ||
-      s3->access_key == NULL || s3->secret_key == NULL)
+  if (s3->endpoint == NULL || s3->host == NULL || s3->url_base == NULL || s3->path_prefix == NULL ||
+      s3->bucket == NULL || s3->region == NULL || s3->access_key == NULL || s3->secret_key == NULL)
     goto out;
   s3->connect_timeout_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000;
   s3->low_speed_bytes = o->low_speed_bytes > 0 ? o->low_speed_bytes : 1;
@@ -428,7 +427,7 @@ struct tusc_s3_op {
   char *owned_send; /* CompleteMultipartUpload's XML */
   /* what came back */
   long status;
-  int fail;        /* a failure decided while receiving (cap, body callback) */
+  int fail; /* a failure decided while receiving (cap, body callback) */
   bool user_paused;
   tusc_s3_body_cb on_body;
   size_t max_len;
@@ -442,8 +441,8 @@ struct tusc_s3_op {
   tusc_s3_objects_visit_cb visit_objects;
   tusc_s3_uploads_visit_cb visit_uploads;
   /* linkage */
-  struct tusc_s3_op *prev, *next;                       /* sl->ops */
-  struct tusc_s3_op *rprev, *rnext, **rlist;            /* a resume list */
+  struct tusc_s3_op *prev, *next;            /* sl->ops */
+  struct tusc_s3_op *rprev, *rnext, **rlist; /* a resume list */
 };
 
 struct tusc_s3_loop_s {
@@ -459,8 +458,7 @@ struct tusc_s3_loop_s {
   void *closed_arg;
 };
 
-int tusc_s3_loop_new(tusc_s3_t *s3, uv_loop_t *loop, tusc_curl_loop_t *curl,
-                     tusc_s3_loop_t **out) {
+int tusc_s3_loop_new(tusc_s3_t *s3, uv_loop_t *loop, tusc_curl_loop_t *curl, tusc_s3_loop_t **out) {
   if (s3 == NULL || loop == NULL || curl == NULL)
     return TUSC_EINVALID_ARGUMENT;
   tusc_s3_loop_t *sl = calloc(1, sizeof(*sl));
@@ -1263,8 +1261,8 @@ static int map_code(const char *code, long status, enum op_kind kind) {
   }
   /* RGW answers NoSuchKey for an upload id it no longer knows (e.g. ListParts after
    * an abort). Not for UploadPartCopy: there NoSuchKey is the source object. */
-  if (err == TUSC_ES3_NO_SUCH_KEY && (kind == OP_LIST_PARTS || kind == OP_UPLOAD_PART ||
-                                      kind == OP_COMPLETE || kind == OP_ABORT))
+  if (err == TUSC_ES3_NO_SUCH_KEY &&
+      (kind == OP_LIST_PARTS || kind == OP_UPLOAD_PART || kind == OP_COMPLETE || kind == OP_ABORT))
     err = TUSC_ES3_NO_SUCH_UPLOAD;
   return err;
 }
@@ -1422,6 +1420,16 @@ static void on_done(tusc_curl_xfer_t *xfer, CURLcode res) {
       finish(op, TUSC_ES3_ERROR);
       return;
     }
+    /* A server that hands back the markers it was given would make us loop forever. */
+    if (op->marker1 != NULL && strcmp(op->marker1, op->xml.next1) == 0 &&
+        (op->kind != OP_LIST_UPLOADS ||
+         (op->marker2 != NULL && op->xml.next2 != NULL &&
+          strcmp(op->marker2, op->xml.next2) == 0) ||
+         (op->marker2 == NULL && op->xml.next2 == NULL))) {
+      snprintf(req->message, sizeof(req->message), "S3 list does not advance");
+      finish(op, TUSC_ES3_ERROR);
+      return;
+    }
     free(op->marker1);
     free(op->marker2);
     op->marker1 = op->xml.next1;
@@ -1490,8 +1498,8 @@ int tusc_s3_get_object(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char *key, 
   return rc;
 }
 
-int tusc_s3_get_object_buf(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char *key,
-                           size_t max_len, tusc_s3_cb cb) {
+int tusc_s3_get_object_buf(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char *key, size_t max_len,
+                           tusc_s3_cb cb) {
   struct tusc_s3_op *op = NULL;
   int rc = get_common(sl, req, OP_GET_BUF, key, TUSC_S3_NO_RANGE, 0, cb, &op);
   if (rc == 0)
@@ -1591,9 +1599,8 @@ int tusc_s3_upload_part_copy(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char 
   }
   char num[16], range[64];
   snprintf(num, sizeof(num), "%d", part_number);
-  struct send_spec sp = {.method = "PUT",
-                         .query = {{"partNumber", num}, {"uploadId", upload_id}},
-                         .nquery = 2};
+  struct send_spec sp = {
+      .method = "PUT", .query = {{"partNumber", num}, {"uploadId", upload_id}}, .nquery = 2};
   sp.extra[sp.nextra++] = (tusc_sigv4_pair_t){"x-amz-copy-source", source};
   if (first != TUSC_S3_NO_RANGE) {
     snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, first, last);
@@ -1748,8 +1755,8 @@ int tusc_s3_list_parts(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char *key,
   return list_start(op);
 }
 
-int tusc_s3_list_objects(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char *prefix,
-                         int max_keys, tusc_s3_objects_visit_cb visit, tusc_s3_cb cb) {
+int tusc_s3_list_objects(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char *prefix, int max_keys,
+                         tusc_s3_objects_visit_cb visit, tusc_s3_cb cb) {
   if (visit == NULL)
     return TUSC_EINVALID_ARGUMENT;
   struct tusc_s3_op *op = NULL;
@@ -1761,8 +1768,7 @@ int tusc_s3_list_objects(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char *pre
 }
 
 int tusc_s3_list_multipart_uploads(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char *prefix,
-                                   int max_uploads, tusc_s3_uploads_visit_cb visit,
-                                   tusc_s3_cb cb) {
+                                   int max_uploads, tusc_s3_uploads_visit_cb visit, tusc_s3_cb cb) {
   if (visit == NULL)
     return TUSC_EINVALID_ARGUMENT;
   struct tusc_s3_op *op = NULL;

@@ -14,8 +14,8 @@
  * with tusc_s3_req_init) and a callback. It returns 0 and then calls `cb` exactly once,
  * later (never before returning), on the loop; or it returns a negative error and never
  * calls back. The request and a body buffer (put, upload_part) must stay valid until
- * the callback; keys, ids and part lists are copied before the call returns. tusc_s3_cancel() stops a request in
- * flight: its callback is then NEVER called (like tusc_curl_loop_remove); after cancel
+ * the callback; keys, ids and part lists are copied before the call returns. tusc_s3_cancel() stops
+ * a request in flight: its callback is then NEVER called (like tusc_curl_loop_remove); after cancel
  * (or after the callback) the request may be reused or freed, after
  * tusc_s3_req_dispose() if it holds results.
  *
@@ -46,10 +46,10 @@
 #include "net/curl_loop.h"
 
 #define TUSC_S3_MAX_PARTS 10000
-#define TUSC_S3_XML_MAX (8u << 20)  /* one response's XML: a 1,000-entry page fits */
-#define TUSC_S3_FREE_HANDLES 16     /* idle easy handles kept per loop */
-#define TUSC_S3_ETAG_MAX 128        /* an ETag with its quotes */
-#define TUSC_S3_UPLOAD_ID_MAX 1024  /* AWS upload ids are ~150 bytes; room to spare */
+#define TUSC_S3_XML_MAX (8u << 20) /* one response's XML: a 1,000-entry page fits */
+#define TUSC_S3_FREE_HANDLES 16    /* idle easy handles kept per loop */
+#define TUSC_S3_ETAG_MAX 128       /* an ETag with its quotes */
+#define TUSC_S3_UPLOAD_ID_MAX 1024 /* AWS upload ids are ~150 bytes; room to spare */
 #define TUSC_S3_CODE_MAX 64
 #define TUSC_S3_MESSAGE_MAX 256
 
@@ -91,8 +91,8 @@ typedef struct {
   const char *bucket; /* required */
   /* true: http://host/bucket/key (RGW, MinIO); false: http://bucket.host/key. */
   bool path_style;
-  const char *access_key; /* required */
-  const char *secret_key; /* required */
+  const char *access_key;    /* required */
+  const char *secret_key;    /* required */
   const char *session_token; /* optional */
   const char *region;        /* NULL: "us-east-1" */
   long connect_timeout_ms;   /* 0: 10 s */
@@ -128,8 +128,8 @@ typedef struct tusc_s3_loop_s tusc_s3_loop_t;
 
 /* A client on `loop` sending through `curl` (which must be on the same loop and outlive
  * the client). Returns 0 or TUSC_ENOMEM. */
-int tusc_s3_loop_new(tusc_s3_t *s3, uv_loop_t *loop, tusc_curl_loop_t *curl,
-                     tusc_s3_loop_t **out) __attribute__((warn_unused_result));
+int tusc_s3_loop_new(tusc_s3_t *s3, uv_loop_t *loop, tusc_curl_loop_t *curl, tusc_s3_loop_t **out)
+    __attribute__((warn_unused_result));
 
 /* Closes the client: every request must be done or cancelled. `closed_cb` (may be NULL)
  * runs once its handles are closed, from the loop; the client is then freed. */
@@ -162,7 +162,7 @@ typedef struct {
 } tusc_s3_object_t;
 
 typedef struct {
-  const char *key;       /* valid during the visit only */
+  const char *key; /* valid during the visit only */
   const char *upload_id;
   const char *initiated; /* ISO 8601 as S3 sent it */
 } tusc_s3_upload_t;
@@ -170,8 +170,7 @@ typedef struct {
 /* Visit callbacks get one page; return 0 to go on with the next page (if any), 1 to
  * stop (the request succeeds), or a negative error (the request fails with it). */
 typedef int (*tusc_s3_parts_visit_cb)(tusc_s3_req_t *req, const tusc_s3_part_t *parts, size_t n);
-typedef int (*tusc_s3_objects_visit_cb)(tusc_s3_req_t *req, const tusc_s3_object_t *objs,
-                                        size_t n);
+typedef int (*tusc_s3_objects_visit_cb)(tusc_s3_req_t *req, const tusc_s3_object_t *objs, size_t n);
 typedef int (*tusc_s3_uploads_visit_cb)(tusc_s3_req_t *req, const tusc_s3_upload_t *ups, size_t n);
 
 struct tusc_s3_op; /* private */
@@ -181,14 +180,14 @@ struct tusc_s3_req_s {
 
   /* Results, valid in the callback (and until dispose/reuse). */
   int status;
-  long http_status; /* last response's status; 0 if none came */
-  char s3_code[TUSC_S3_CODE_MAX];     /* S3's <Code>, "" if none */
-  char message[TUSC_S3_MESSAGE_MAX];  /* S3's <Message> or curl's error, for logs */
-  char etag[TUSC_S3_ETAG_MAX];        /* put, upload_part(_copy), complete, head, get */
+  long http_status;                      /* last response's status; 0 if none came */
+  char s3_code[TUSC_S3_CODE_MAX];        /* S3's <Code>, "" if none */
+  char message[TUSC_S3_MESSAGE_MAX];     /* S3's <Message> or curl's error, for logs */
+  char etag[TUSC_S3_ETAG_MAX];           /* put, upload_part(_copy), complete, head, get */
   char upload_id[TUSC_S3_UPLOAD_ID_MAX]; /* create_multipart */
-  uint64_t content_length;            /* head, get: the object's (or range's) length */
-  uint64_t object_size;               /* head; get with a range: from Content-Range */
-  char *body;                         /* get_buf: malloc'd, NUL-terminated; req owns it */
+  uint64_t content_length;               /* head, get: the object's (or range's) length */
+  uint64_t object_size;                  /* head; get with a range: from Content-Range */
+  char *body;                            /* get_buf: malloc'd, NUL-terminated; req owns it */
   size_t body_len;
   tusc_s3_part_t *parts; /* list_parts without a visitor: ascending; req owns it */
   size_t nparts;
@@ -207,7 +206,8 @@ void tusc_s3_req_dispose(tusc_s3_req_t *req);
 void tusc_s3_cancel(tusc_s3_loop_t *sl, tusc_s3_req_t *req);
 
 /* Lets a GET paused by its body callback go on; deliveries resume on a later loop turn
- * (never from inside this call). No-op when not paused or not a GET in flight. */
+ * (never from inside this call). No-op when not paused or not a GET in flight. A GET
+ * paused after its last piece may complete (callback) without a resume. */
 void tusc_s3_resume(tusc_s3_loop_t *sl, tusc_s3_req_t *req);
 
 /* Keys are raw S3 keys (UTF-8, any bytes but NUL; '/' kept as a separator); the client
@@ -228,8 +228,8 @@ int tusc_s3_get_object(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char *key, 
 
 /* GetObject into memory (small objects such as <id>.info): req->body/body_len. A body
  * longer than max_len fails with TUSC_ES3_ERROR ("too large"). */
-int tusc_s3_get_object_buf(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char *key,
-                           size_t max_len, tusc_s3_cb cb) __attribute__((warn_unused_result));
+int tusc_s3_get_object_buf(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char *key, size_t max_len,
+                           tusc_s3_cb cb) __attribute__((warn_unused_result));
 
 /* HeadObject. Results: content_length (= object_size), etag. A missing key:
  * TUSC_ES3_NO_SUCH_KEY (HEAD has no error body). */
@@ -260,7 +260,9 @@ int tusc_s3_upload_part_copy(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char 
 
 /* CompleteMultipartUpload with parts[0..n) (part_number and etag used; ascending).
  * Result: etag (may be empty with RGW: HEAD the object for the real one). A 200 whose
- * body is an <Error> is an error. */
+ * body is an <Error> is an error. On an aborted upload AWS answers NoSuchUpload, RGW 16
+ * a 500 InternalError "This multipart completion is already in progress"
+ * (TUSC_ES3_UNAVAILABLE): ListParts tells the two apart. */
 int tusc_s3_complete_multipart(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char *key,
                                const char *upload_id, const tusc_s3_part_t *parts, size_t n,
                                tusc_s3_cb cb) __attribute__((warn_unused_result));
@@ -280,8 +282,8 @@ int tusc_s3_list_parts(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char *key,
 
 /* ListObjectsV2 under `prefix` (NULL or "" for all), every page (continuation-token),
  * max_keys per page (0: 1,000), each page to `visit` (required). */
-int tusc_s3_list_objects(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char *prefix,
-                         int max_keys, tusc_s3_objects_visit_cb visit, tusc_s3_cb cb)
+int tusc_s3_list_objects(tusc_s3_loop_t *sl, tusc_s3_req_t *req, const char *prefix, int max_keys,
+                         tusc_s3_objects_visit_cb visit, tusc_s3_cb cb)
     __attribute__((warn_unused_result));
 
 /* ListMultipartUploads under `prefix`, every page (key-marker, upload-id-marker),

@@ -249,8 +249,7 @@ static bool valid_date(const char *d) {
 /* Canonical request, plus the signed-headers list the Authorization header repeats. */
 static int canonical(const tusc_sigv4_request_t *req, char **creq, char **signed_headers) {
   if (req->method == NULL || req->path == NULL || req->path[0] != '/' ||
-      req->payload_hash == NULL || (req->nquery > 0 && req->query == NULL) ||
-      req->headers == NULL)
+      req->payload_hash == NULL || (req->nquery > 0 && req->query == NULL) || req->headers == NULL)
     return TUSC_EINVALID_ARGUMENT;
   struct sbuf b = {0}, hdrs = {0}, sl = {0};
   char *query = NULL;
@@ -306,12 +305,12 @@ void tusc_sigv4_sha256_hex(const void *data, size_t len, char hex[TUSC_SIGV4_HAS
 }
 
 static bool valid_key(const tusc_sigv4_key_t *key) {
-  return key != NULL && key->access_key != NULL && key->secret_key != NULL &&
-         key->region != NULL && key->service != NULL;
+  return key != NULL && key->access_key != NULL && key->secret_key != NULL && key->region != NULL &&
+         key->service != NULL;
 }
 
-static int string_to_sign(const tusc_sigv4_key_t *key, const tusc_sigv4_request_t *req,
-                          char **sts, char **signed_headers) {
+static int string_to_sign(const tusc_sigv4_key_t *key, const tusc_sigv4_request_t *req, char **sts,
+                          char **signed_headers) {
   if (!valid_key(key) || !valid_date(req->amz_date))
     return TUSC_EINVALID_ARGUMENT;
   char *creq = NULL;
@@ -371,8 +370,7 @@ int tusc_sigv4_sign(const tusc_sigv4_key_t *key, const tusc_sigv4_request_t *req
   bool ok = hmac(k0, slen + 4, req->amz_date, 8, k) &&
             hmac(k, sizeof(k), key->region, strlen(key->region), k) &&
             hmac(k, sizeof(k), key->service, strlen(key->service), k) &&
-            hmac(k, sizeof(k), "aws4_request", 12, k) &&
-            hmac(k, sizeof(k), sts, strlen(sts), sig);
+            hmac(k, sizeof(k), "aws4_request", 12, k) && hmac(k, sizeof(k), sts, strlen(sts), sig);
   OPENSSL_cleanse(k0, slen + 4);
   OPENSSL_cleanse(k, sizeof(k));
   free(k0);

@@ -51,8 +51,8 @@ typedef struct {
 } tusc_sigv4_pair_t;
 
 typedef struct {
-  const char *method;            /* "GET", "PUT", ... */
-  const char *path;              /* encoded path as sent, starting with '/' */
+  const char *method;             /* "GET", "PUT", ... */
+  const char *path;               /* encoded path as sent, starting with '/' */
   const tusc_sigv4_pair_t *query; /* raw names/values; order does not matter */
   size_t nquery;
   const tusc_sigv4_pair_t *headers; /* every header to sign, any case, any order */

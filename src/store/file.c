@@ -28,6 +28,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "store/file_custom.h"
 #include "store/file_path.h"
 #include "store/file_walk.h"
 #include "store/store.h"
@@ -46,6 +47,7 @@ typedef struct file_store_s {
   unsigned dir_perms;
   unsigned file_perms;
   bool fsync;
+  bool allow_absolute_path;
   tusc_store_pool_t pool;
 } file_store_t;
 
@@ -292,7 +294,7 @@ static int load(file_store_t *fs, const char *id, tusc_upload_info_t *info, int 
     goto fail;
 
   /* A hook-chosen data file (pre-create Storage.Path) is where its .info says. */
-  const char *data = parsed.custom_data_path && parsed.data_path[0] ? parsed.data_path : p.data;
+  const char *data = parsed.custom_data_path && parsed.data_path ? parsed.data_path : p.data;
   int fd = open(data, (fd_out != NULL ? O_RDWR : O_RDONLY) | O_CLOEXEC);
   if (fd < 0) {
     rc = (errno == ENOENT || errno == ENOTDIR || errno == EISDIR) ? TUSC_ENOT_FOUND
@@ -314,9 +316,12 @@ static int load(file_store_t *fs, const char *id, tusc_upload_info_t *info, int 
   parsed.offset = st.st_size;
   parsed.modified_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
   snprintf(parsed.id, sizeof(parsed.id), "%s", id);
-  if (!parsed.custom_data_path)
-    memcpy(parsed.data_path, p.data, sizeof(p.data));
-  memcpy(parsed.info_path, p.info, sizeof(p.info));
+  if ((!parsed.custom_data_path && tusc_upload_info_set_path(&parsed.data_path, p.data) != 0) ||
+      tusc_upload_info_set_path(&parsed.info_path, p.info) != 0) {
+    rc = TUSC_ENOMEM;
+    close(fd);
+    goto fail;
+  }
   if (fd_out != NULL)
     *fd_out = fd;
   else
@@ -334,6 +339,8 @@ fail:
  * and makes the rename durable. Readers see the old or the new file, never a mix. */
 static int write_info_atomic(const file_store_t *fs, const tusc_upload_info_t *info) {
   char tmp[TUSC_PATH_MAX];
+  if (info->info_path == NULL)
+    return TUSC_EINVALID_ARGUMENT;
   int n = snprintf(tmp, sizeof(tmp), "%s.tmp", info->info_path);
   if (n < 0 || (size_t)n >= sizeof(tmp))
     return -ENAMETOOLONG;
@@ -391,6 +398,27 @@ static int make_parents(const file_store_t *fs, const char *path) {
   return 0;
 }
 
+static void clear_path(char **path) {
+  free(*path);
+  *path = NULL;
+}
+
+/* info->data_path as a pre-create hook asked for it → the checked absolute path. */
+static int custom_path(const file_store_t *fs, tusc_upload_info_t *info) {
+  char root[PATH_MAX], real[TUSC_PATH_MAX];
+  const char *want = info->data_path != NULL ? info->data_path : "";
+  const char *why = "upload directory unresolvable";
+  int rc = TUSC_EINTERNAL;
+  if (realpath(fs->dir, root) != NULL)
+    rc = tusc_file_custom_path(root, fs->dir_perms, fs->allow_absolute_path, want, real,
+                               sizeof(real), &why);
+  if (rc != 0) {
+    TUSC_LOG(TUSC_LOG_WARN, "pre-create hook chose Storage.Path \"%s\": %s", want, why);
+    return rc;
+  }
+  return tusc_upload_info_set_path(&info->data_path, real);
+}
+
 static int fs_create(tusc_store_t *store, tusc_upload_info_t *info) {
   file_store_t *fs = (file_store_t *)store;
   upload_paths_t p;
@@ -400,6 +428,11 @@ static int fs_create(tusc_store_t *store, tusc_upload_info_t *info) {
   upload_paths_t flat;
   if (flat_paths(fs, info->id, &flat) && is_regular_file(flat.info))
     return -EEXIST;
+  /* Before anything is made, so that a refused path leaves no directory behind. */
+  if (info->custom_data_path && (rc = custom_path(fs, info)) != 0) {
+    clear_path(&info->data_path);
+    return rc;
+  }
   /* O_EXCL on the data file is what reserves the ID. The shard directories usually
    * exist already, so they are made only when the first attempt says they are not. */
   int fd = open(p.data, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)fs->file_perms);
@@ -413,14 +446,14 @@ static int fs_create(tusc_store_t *store, tusc_upload_info_t *info) {
     return err_from_errno();
   bool custom_made = false;
   if (info->custom_data_path) {
-    /* A pre-create hook chose where the data lives (the caller confined the path).
-     * The empty file at the ID's own place still reserves the ID; O_EXCL refuses an
-     * existing file or a symlink at the chosen name. */
+    /* A pre-create hook chose where the data lives. The empty file at the ID's own
+     * place still reserves the ID; O_EXCL refuses an existing file or a symlink at the
+     * chosen name. */
     int cfd = open(info->data_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
                    (mode_t)fs->file_perms);
     if (cfd < 0) {
       rc = err_from_errno();
-      info->data_path[0] = '\0';
+      clear_path(&info->data_path);
       goto fail;
     }
     close(fd);
@@ -433,9 +466,11 @@ static int fs_create(tusc_store_t *store, tusc_upload_info_t *info) {
     rc = err_from_errno();
     goto fail;
   }
-  if (!info->custom_data_path)
-    memcpy(info->data_path, p.data, sizeof(p.data));
-  memcpy(info->info_path, p.info, sizeof(p.info));
+  if ((!info->custom_data_path && tusc_upload_info_set_path(&info->data_path, p.data) != 0) ||
+      tusc_upload_info_set_path(&info->info_path, p.info) != 0) {
+    rc = TUSC_ENOMEM;
+    goto fail;
+  }
   info->offset = 0;
   if (info->created_at == 0)
     info->created_at = (int64_t)time(NULL);
@@ -455,8 +490,8 @@ fail:
   unlink(p.data);
   if (custom_made)
     unlink(info->data_path);
-  info->data_path[0] = '\0';
-  info->info_path[0] = '\0';
+  clear_path(&info->data_path);
+  clear_path(&info->info_path);
   return rc;
 }
 
@@ -599,7 +634,7 @@ static int fs_terminate(tusc_store_t *store, const char *id) {
   bool existed = false;
   tusc_upload_info_t info;
   tusc_upload_info_init(&info);
-  if (read_info(p.info, &info) == 0 && info.custom_data_path && info.data_path[0] != '\0')
+  if (read_info(p.info, &info) == 0 && info.custom_data_path && info.data_path != NULL)
     rc = remove_file(info.data_path, &existed);
   tusc_upload_info_dispose(&info);
   if (rc == 0)
@@ -828,8 +863,8 @@ static int fs_stage_begin(tusc_upload_t *up) {
   }
   up->staged = 0;
   char dir[TUSC_PATH_MAX];
-  const char *slash = strrchr(up->info.data_path, '/');
-  if (slash == NULL)
+  const char *slash = up->info.data_path ? strrchr(up->info.data_path, '/') : NULL;
+  if (slash == NULL || (size_t)(slash - up->info.data_path) >= sizeof(dir))
     return TUSC_EINVALID_ARGUMENT;
   size_t n = slash == up->info.data_path ? 1 : (size_t)(slash - up->info.data_path);
   memcpy(dir, up->info.data_path, n);
@@ -975,19 +1010,22 @@ static void run_store_req(tusc_pool_job_t *job) {
   }
 }
 
+/* An opened upload now belongs to `loop`. */
+static void upload_attach(tusc_upload_t *up, uv_loop_t *loop) {
+  up->loop = loop;
+  if (uv_timer_init(up->loop, &up->tick) == 0) {
+    up->tick.data = up;
+    up->tick_init = true;
+  }
+}
+
 static void done_store_req(tusc_pool_job_t *job, int status) {
   tusc_store_req_t *req = req_of(job);
   req->state = RS_IDLE;
   /* A deferred completion is never cancelled (fa_cancel), so its work's result stands. */
   int rc = status < 0 ? status : req->result;
-  if (rc == 0 && req->kind == K_OPEN) {
-    tusc_upload_t *up = req->upload;
-    up->loop = req->loop;
-    if (uv_timer_init(up->loop, &up->tick) == 0) {
-      up->tick.data = up;
-      up->tick_init = true;
-    }
-  }
+  if (rc == 0 && req->kind == K_OPEN)
+    upload_attach(req->upload, req->loop);
   if (rc != 0 && req->kind == K_OPEN)
     req->upload = NULL;
   tusc_store_req_done(req, rc);
@@ -1033,6 +1071,16 @@ static int inline_store_req(tusc_store_req_t *req, int kind) {
 
 static int fa_get_info(tusc_store_req_t *req) {
   return inline_store_req(req, K_GET_INFO);
+}
+/* The same reads, answered at once (store.h: the fast paths). */
+static int fa_try_get_info(tusc_store_t *store, const char *id, tusc_upload_info_t *info) {
+  return load((file_store_t *)store, id, info, NULL);
+}
+static int fa_try_open(tusc_store_t *store, uv_loop_t *loop, const char *id, tusc_upload_t **out) {
+  int rc = fs_open(store, id, out);
+  if (rc == 0)
+    upload_attach(*out, loop);
+  return rc;
 }
 static int fa_create(tusc_store_req_t *req) {
   return submit_store_req(req, K_CREATE);
@@ -1398,6 +1446,40 @@ static int fa_chunk_begin(tusc_upload_t *up, int flags) {
   return 0;
 }
 
+/* Without fsync, the first INLINE_TAIL_MAX bytes of an unstaged chunk that find nothing
+ * buffered and nothing on the pool are written on the loop straight from the caller's
+ * piece: for the same reason as a small tail at chunk end (a pwrite into the page cache
+ * costs less than a thread hop), and a small upload's body is then never copied into an
+ * append buffer nor makes one resident. Bigger chunks go on through the buffers, so the
+ * loop writes at most INLINE_TAIL_MAX bytes of a chunk. */
+static bool direct_write_ok(const tusc_upload_t *up, size_t len) {
+  return !up->store->fsync && !up->chunk_staged && !upload_busy(up) && up->buf[0].len == 0 &&
+         up->buf[1].len == 0 && up->taken + (int64_t)len <= INLINE_TAIL_MAX;
+}
+
+/* Takes the bytes whatever happens: a write error is the chunk's (write_err, reported by
+ * the next append and by chunk_end) and info->offset counts exactly what landed. */
+static void direct_write(tusc_upload_t *up, const void *data, size_t len) {
+  size_t done = 0;
+  int err = 0;
+  while (done < len) {
+    ssize_t n = pwrite(up->fd, (const char *)data + done, len - done,
+                       (off_t)(up->chunk_start + up->landed + (int64_t)done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      err = n < 0 ? err_from_errno() : -EIO;
+      break;
+    }
+    done += (size_t)n;
+  }
+  up->landed += (int64_t)done;
+  up->info.offset += (int64_t)done;
+  up->taken += (int64_t)len;
+  if (err != 0)
+    up->write_err = err;
+}
+
 static int fa_append(tusc_upload_t *up, const void *data, size_t len, tusc_store_drain_cb drain,
                      void *arg) {
   if (!up->chunk_open)
@@ -1409,6 +1491,10 @@ static int fa_append(tusc_upload_t *up, const void *data, size_t len, tusc_store
   if (!up->info.size_is_deferred && up->info.size >= 0 &&
       up->chunk_start + up->taken + (int64_t)len > up->info.size)
     return TUSC_EUPLOAD_SIZE_EXCEEDED;
+  if (direct_write_ok(up, len)) {
+    direct_write(up, data, len);
+    return 0;
+  }
   struct append_buf *b = &up->buf[up->fill];
   if (b->len + len > APPEND_BUF) {
     if (up->writing || up->running) {
@@ -1482,11 +1568,11 @@ static void fa_close(tusc_upload_t *up) {
 static int fa_storage(const tusc_store_t *store, const tusc_upload_info_t *info,
                       tusc_store_kv_t *out, size_t cap) {
   (void)store;
-  if (info->data_path[0] == '\0' || cap < 3)
+  if (info->data_path == NULL || cap < 3)
     return 0;
   out[0] = (tusc_store_kv_t){"Type", "filestore"};
   out[1] = (tusc_store_kv_t){"Path", info->data_path};
-  out[2] = (tusc_store_kv_t){"InfoPath", info->info_path};
+  out[2] = (tusc_store_kv_t){"InfoPath", info->info_path != NULL ? info->info_path : ""};
   return 3;
 }
 
@@ -1494,6 +1580,8 @@ static const tusc_store_async_ops_t file_store_async_ops = {
     .get_info = fa_get_info,
     .create = fa_create,
     .open = fa_open,
+    .try_get_info = fa_try_get_info,
+    .try_open = fa_try_open,
     .terminate = fa_terminate,
     .list = fa_list,
     .wait_add = fa_wait_add,
@@ -1572,6 +1660,7 @@ int tusc_file_store_new(const tusc_file_store_options_t *opts, tusc_store_t **ou
   fs->dir_perms = opts->dir_perms;
   fs->file_perms = opts->file_perms;
   fs->fsync = opts->fsync;
+  fs->allow_absolute_path = opts->allow_absolute_path;
   *out = &fs->base;
   return 0;
 }

@@ -120,9 +120,11 @@ static int visit_info(struct walk *w, int dirfd, const char *dir, const char *na
     goto out;
   info.offset = (int64_t)st.st_size;
   info.modified_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
-  snprintf(info.data_path, sizeof(info.data_path), "%s", here);
-  n = snprintf(info.info_path, sizeof(info.info_path), "%s/%s", dir, name);
-  if (n < 0 || (size_t)n >= sizeof(info.info_path))
+  char info_path[TUSC_PATH_MAX];
+  n = snprintf(info_path, sizeof(info_path), "%s/%s", dir, name);
+  if (n < 0 || (size_t)n >= sizeof(info_path) ||
+      tusc_upload_info_set_path(&info.data_path, here) != 0 ||
+      tusc_upload_info_set_path(&info.info_path, info_path) != 0)
     goto out;
   rc = w->visit(&info, w->arg);
 out:

@@ -28,8 +28,19 @@ void tusc_upload_info_dispose(tusc_upload_info_t *info) {
     free(info->partial_uploads[i]);
   free(info->partial_uploads);
   free(info->owner);
+  free(info->data_path);
+  free(info->info_path);
   free(info->store_ref);
   tusc_upload_info_init(info);
+}
+
+int tusc_upload_info_set_path(char **slot, const char *path) {
+  char *copy = NULL;
+  if (path != NULL && path[0] != '\0' && (copy = strdup(path)) == NULL)
+    return TUSC_ENOMEM;
+  free(*slot);
+  *slot = copy;
+  return 0;
 }
 
 /* A JSON string of `s` with invalid bytes replaced by U+FFFD. */
@@ -108,7 +119,7 @@ char *tusc_upload_info_to_json(const tusc_upload_info_t *info) {
     goto out;
 
   json_t *storage;
-  if (info->data_path[0] != '\0') {
+  if (info->data_path != NULL) {
     storage = json_object();
     if (storage == NULL)
       goto out;
@@ -176,7 +187,7 @@ static bool get_bool(json_t *obj, const char *key, bool *out) {
   return true;
 }
 
-static bool copy_path(json_t *obj, const char *key, char *out) {
+static bool copy_path(json_t *obj, const char *key, char **out) {
   json_t *v = json_object_get(obj, key);
   if (v == NULL || json_is_null(v))
     return true;
@@ -185,8 +196,7 @@ static bool copy_path(json_t *obj, const char *key, char *out) {
   size_t len = json_string_length(v);
   if (len >= TUSC_PATH_MAX || memchr(json_string_value(v), '\0', len) != NULL)
     return false;
-  memcpy(out, json_string_value(v), len + 1);
-  return true;
+  return tusc_upload_info_set_path(out, json_string_value(v)) == 0;
 }
 
 static int parse_root(json_t *root, tusc_upload_info_t *info) {
@@ -253,8 +263,8 @@ static int parse_root(json_t *root, tusc_upload_info_t *info) {
 
   json_t *storage = json_object_get(root, "Storage");
   if (storage != NULL && !json_is_null(storage)) {
-    if (!json_is_object(storage) || !copy_path(storage, "Path", info->data_path) ||
-        !copy_path(storage, "InfoPath", info->info_path))
+    if (!json_is_object(storage) || !copy_path(storage, "Path", &info->data_path) ||
+        !copy_path(storage, "InfoPath", &info->info_path))
       return TUSC_EINTERNAL;
   }
 

@@ -54,8 +54,9 @@
  * in memory; parts it already completed stay (S3 cannot remove a part): the offset
  * then counts them, as after an interrupted upload.
  *
- * Reading: a complete upload is read from K with ranged GETs. An unfinished one cannot
- * be read (S3 does not serve the parts of a multipart upload):
+ * Reading: a complete upload is read from K with ranged GETs of READ_AHEAD bytes, kept
+ * for the next pieces of a download (1 MiB per open upload being read). An unfinished
+ * one cannot be read (S3 does not serve the parts of a multipart upload):
  * TUSC_EUPLOAD_NOT_FINISHED (400), as tusd's s3store.
  *
  * Concatenation: the final's parts are UploadPartCopy's of the partials (the whole
@@ -93,6 +94,7 @@
 #define KEY_MAX (TUSC_PATH_MAX + 32)
 #define DEFAULT_BUFFER_MEMORY (INT64_C(512) << 20)
 #define DEFAULT_CONCURRENCY 10
+#define READ_AHEAD (1024 * 1024)
 
 typedef struct s3_store_s s3_store_t;
 typedef struct job_s job_t;
@@ -104,11 +106,11 @@ struct loop_ctx {
   uv_loop_t *loop;
   tusc_curl_loop_t *curl;
   tusc_s3_loop_t *sl;
-  uv_async_t wake;           /* memory was given back somewhere */
-  atomic_int nwaiters;       /* uploads of this loop waiting for memory */
+  uv_async_t wake;               /* memory was given back somewhere */
+  atomic_int nwaiters;           /* uploads of this loop waiting for memory */
   struct tusc_upload_s *waiters; /* loop only */
-  unsigned inflight;         /* jobs and part sends of this loop; loop only */
-  bool detached;             /* loop only */
+  unsigned inflight;             /* jobs and part sends of this loop; loop only */
+  bool detached;                 /* loop only */
 };
 
 struct s3_store_s {
@@ -148,9 +150,9 @@ struct tusc_upload_s {
 
   bool chunk_open, staged;
   int64_t chunk_start, taken;
-  int first_no;      /* the part the chunk's first byte (or the tail) begins */
-  int next_no;       /* the part the next byte goes to */
-  int tail_first;    /* tail_no at chunk_begin if it begins first_no, else 0 */
+  int first_no;   /* the part the chunk's first byte (or the tail) begins */
+  int next_no;    /* the part the next byte goes to */
+  int tail_first; /* tail_no at chunk_begin if it begins first_no, else 0 */
   bool tail_in_buf, tail_loading;
   int64_t slot, extra, held;
   struct part_buf *bufs, *bufs_last; /* ascending numbers */
@@ -166,6 +168,11 @@ struct tusc_upload_s {
   unsigned busy;
   bool closing;
   tusc_s3_req_t tail_req;
+  char **stale; /* stale tails seen when opened, deleted by the next chunk end */
+  size_t nstale;
+  char *rcache; /* read-ahead of a complete upload: READ_AHEAD bytes from rcache_off */
+  size_t rcache_len;
+  int64_t rcache_off;
 };
 
 typedef void (*job_fn)(job_t *j, int status);
@@ -179,7 +186,7 @@ struct job_s {
   tusc_upload_t *up;
   tusc_s3_req_t s3;
   job_fn next;
-  job_fn done;  /* where a sub-sequence (load) goes when finished */
+  job_fn done; /* where a sub-sequence (load) goes when finished */
   tusc_defer_t defer;
   int kind;
   int status;
@@ -203,6 +210,9 @@ struct job_s {
   size_t ipart;
   int64_t pos, total, psize;
   int pno;
+  /* load: tails other than the one counted (stale) */
+  char **stale;
+  size_t nstale;
   /* read */
   char *dst;
   size_t dst_len, dst_got;
@@ -231,6 +241,19 @@ static int keyf(char *out, size_t cap, const char *fmt, ...) {
   int n = vsnprintf(out, cap, fmt, ap);
   va_end(ap);
   return n < 0 || (size_t)n >= cap ? TUSC_EINVALID_ID : 0;
+}
+
+/* info->data_path = K and info->info_path = K.info of upload `id`. */
+static int set_keys(const s3_store_t *st, tusc_upload_info_t *info, const char *id) {
+  char key[KEY_MAX];
+  int rc = keyf(key, sizeof(key), "%s%s", st->prefix, id);
+  if (rc == 0 && tusc_upload_info_set_path(&info->data_path, key) != 0)
+    rc = TUSC_ENOMEM;
+  if (rc == 0)
+    rc = keyf(key, sizeof(key), "%s%s.info", st->prefix, id);
+  if (rc == 0 && tusc_upload_info_set_path(&info->info_path, key) != 0)
+    rc = TUSC_ENOMEM;
+  return rc;
 }
 
 static bool has_suffix(const char *s, const char *suffix) {
@@ -443,6 +466,9 @@ static void job_free(job_t *j) {
   free(j->keys);
   free(j->vals);
   free(j->buf);
+  for (size_t i = 0; i < j->nstale; i++)
+    free(j->stale[i]);
+  free(j->stale);
   free(j);
   if (up != NULL) {
     up->busy--;
@@ -514,8 +540,7 @@ static char *info_json(const s3_store_t *st, const tusc_upload_info_t *info, int
     return NULL;
   json_t *storage = json_object();
   char *out = NULL;
-  if (storage != NULL &&
-      json_object_set_new(storage, "Type", json_string("s3store")) == 0 &&
+  if (storage != NULL && json_object_set_new(storage, "Type", json_string("s3store")) == 0 &&
       json_object_set_new(storage, "Bucket", json_string(tusc_s3_bucket(st->s3))) == 0 &&
       json_object_set_new(storage, "Key", json_string(info->data_path)) == 0 &&
       json_object_set_new(storage, "MultipartUpload",
@@ -551,9 +576,7 @@ static int parse_info(job_t *j, const char *id, const char *text, size_t len) {
   json_decref(root);
   if (rc == 0) {
     snprintf(j->info.id, sizeof(j->info.id), "%s", id);
-    rc = keyf(j->info.data_path, sizeof(j->info.data_path), "%s%s", j->st->prefix, id);
-    if (rc == 0)
-      rc = keyf(j->info.info_path, sizeof(j->info.info_path), "%s%s.info", j->st->prefix, id);
+    rc = set_keys(j->st, &j->info, id);
   }
   if (rc == TUSC_EINTERNAL)
     TUSC_LOG(TUSC_LOG_ERROR, "s3: malformed upload info %s%s.info", j->st->prefix, id);
@@ -571,6 +594,11 @@ static void load_tail_headed(job_t *j, int status);
  * j->tail_len, j->completed; then j->done(j, status). */
 static void load_start(job_t *j, const char *id, job_fn done) {
   j->done = done;
+  for (size_t i = 0; i < j->nstale; i++)
+    free(j->stale[i]);
+  free(j->stale);
+  j->stale = NULL;
+  j->nstale = 0;
   snprintf(j->key2, sizeof(j->key2), "%s", id);
   int rc = keyf(j->key, sizeof(j->key), "%s%s.info", j->st->prefix, id);
   if (rc != 0) {
@@ -616,6 +644,42 @@ static void load_info_got(job_t *j, int status) {
                                    parts_visit, on_s3_done));
 }
 
+static int64_t iso8601_seconds(const char *s);
+
+/* K.<anything> objects: the tail's length, and the newest time of the tail and the
+ * .info, which is the upload's last activity (every chunk end writes one of them). */
+static int load_objects_visit(tusc_s3_req_t *r, const tusc_s3_object_t *objs, size_t n) {
+  job_t *j = r->data;
+  size_t klen = strlen(j->info.data_path);
+  for (size_t i = 0; i < n; i++) {
+    bool tail = strcmp(objs[i].key, j->key) == 0;
+    if (!tail && strncmp(objs[i].key, j->info.data_path, klen) == 0 &&
+        (strncmp(objs[i].key + klen, ".part.", 6) == 0 ||
+         strncmp(objs[i].key + klen, ".stage.", 7) == 0)) {
+      /* Another tail (absorbed into a part before a crash let it be deleted) or a stage
+       * object of a chunk a crash cut short: the holder of the upload's lock opens it,
+       * and its next chunk end deletes them. */
+      char **g = realloc(j->stale, (j->nstale + 1) * sizeof(*g));
+      if (g == NULL || (g[j->nstale] = strdup(objs[i].key)) == NULL) {
+        if (g != NULL)
+          j->stale = g;
+        return TUSC_ENOMEM;
+      }
+      j->stale = g;
+      j->nstale++;
+      continue;
+    }
+    if (!tail && strcmp(objs[i].key, j->info.info_path) != 0)
+      continue;
+    if (tail)
+      j->tail_len = (int64_t)objs[i].size;
+    int64_t t = iso8601_seconds(objs[i].last_modified);
+    if (t > 0 && t * 1000 > j->info.modified_ms)
+      j->info.modified_ms = t * 1000;
+  }
+  return 0;
+}
+
 static void load_parts_done(job_t *j, int status) {
   if (is_missing(status)) {
     /* The multipart upload is gone: completed (the object exists) or lost. */
@@ -627,13 +691,17 @@ static void load_parts_done(job_t *j, int status) {
     j->done(j, status);
     return;
   }
+  /* The tail and the last activity: K.part.<M+1> and K.info with their times. */
   int rc = keyf(j->key, sizeof(j->key), "%s.part.%d", j->info.data_path, j->parts + 1);
+  if (rc == 0)
+    rc = keyf(j->key2, sizeof(j->key2), "%s.", j->info.data_path);
   if (rc != 0) {
     j->done(j, rc);
     return;
   }
+  j->tail_len = -1;
   tusc_s3_req_t *r = s3_next(j, load_tail_headed);
-  s3_started(j, tusc_s3_head_object(j->lc->sl, r, j->key, on_s3_done));
+  s3_started(j, tusc_s3_list_objects(j->lc->sl, r, j->key2, 0, load_objects_visit, on_s3_done));
 }
 
 static void load_object_headed(job_t *j, int status) {
@@ -651,12 +719,8 @@ static void load_object_headed(job_t *j, int status) {
 }
 
 static void load_tail_headed(job_t *j, int status) {
-  if (status == TUSC_ES3_NO_SUCH_KEY)
-    status = 0;
-  else if (status == 0)
-    j->tail_len = (int64_t)j->s3.content_length;
-  if (status == 0 && j->tail_len >= j->P)
-    j->tail_len = 0; /* not ours: a tail is always shorter than a part */
+  if (j->tail_len < 0 || j->tail_len >= j->P)
+    j->tail_len = 0; /* none (or not ours: a tail is always shorter than a part) */
   if (status == 0)
     j->info.offset = (int64_t)j->parts * j->P + j->tail_len;
   j->done(j, status);
@@ -712,6 +776,10 @@ static void open_loaded(job_t *j, int status) {
     up->tail_len = j->tail_len;
     up->tail_no = j->tail_len > 0 ? j->parts + 1 : 0;
     tusc_s3_req_init(&up->tail_req);
+    up->stale = j->stale;
+    up->nstale = j->nstale;
+    j->stale = NULL;
+    j->nstale = 0;
     j->req->upload = up;
   }
   job_finish(j, status);
@@ -831,9 +899,7 @@ static int s_create(tusc_store_req_t *req) {
              info->id);
     info->custom_data_path = false;
   }
-  if ((rc = keyf(info->data_path, sizeof(info->data_path), "%s%s", st->prefix, info->id)) != 0 ||
-      (rc = keyf(info->info_path, sizeof(info->info_path), "%s%s.info", st->prefix, info->id)) !=
-          0)
+  if ((rc = set_keys(st, info, info->id)) != 0)
     return rc;
   info->offset = 0;
   if (info->created_at == 0)
@@ -902,8 +968,8 @@ static void term_loaded(job_t *j, int status) {
     return;
   }
   tusc_s3_req_t *r = s3_next(j, term_aborted);
-  s3_started(j, tusc_s3_abort_multipart(j->lc->sl, r, j->info.data_path, j->info.store_ref,
-                                        on_s3_done));
+  s3_started(
+      j, tusc_s3_abort_multipart(j->lc->sl, r, j->info.data_path, j->info.store_ref, on_s3_done));
 }
 
 static int term_visit(tusc_s3_req_t *r, const tusc_s3_object_t *objs, size_t n) {
@@ -1105,8 +1171,8 @@ static void sweep_go(job_t *j, int status) {
     return;
   }
   tusc_s3_req_t *r = s3_next(j, sweep_listed);
-  s3_started(j, tusc_s3_list_multipart_uploads(j->lc->sl, r, j->st->prefix, 0, sweep_visit,
-                                               on_s3_done));
+  s3_started(
+      j, tusc_s3_list_multipart_uploads(j->lc->sl, r, j->st->prefix, 0, sweep_visit, on_s3_done));
 }
 
 static void sweep_listed(job_t *j, int status) {
@@ -1210,8 +1276,8 @@ static void complete_start(job_t *j, const char *data, size_t len, job_fn done) 
   j->pno = up->parts + 1;
   if (data != NULL && (len > 0 || up->parts == 0)) {
     tusc_s3_req_t *r = s3_next(j, complete_part_done);
-    s3_started(j, tusc_s3_upload_part(j->lc->sl, r, up->info.data_path, up->info.store_ref,
-                                      j->pno, data, len, on_s3_done));
+    s3_started(j, tusc_s3_upload_part(j->lc->sl, r, up->info.data_path, up->info.store_ref, j->pno,
+                                      data, len, on_s3_done));
     return;
   }
   if (data == NULL && up->tail_no == up->parts + 1 && up->tail_len > 0) {
@@ -1262,9 +1328,9 @@ static void complete_listed(job_t *j, int status) {
   free(j->buf);
   j->buf = (char *)parts;
   tusc_s3_req_t *r = s3_next(j, complete_done);
-  s3_started(j, tusc_s3_complete_multipart(j->lc->sl, r, j->up->info.data_path,
-                                           j->up->info.store_ref, parts, (size_t)j->pno,
-                                           on_s3_done));
+  s3_started(j,
+             tusc_s3_complete_multipart(j->lc->sl, r, j->up->info.data_path, j->up->info.store_ref,
+                                        parts, (size_t)j->pno, on_s3_done));
 }
 
 static void complete_done(job_t *j, int status) {
@@ -1319,6 +1385,7 @@ static int push_tail_key(job_t *j, int number) {
 
 static void save_put(job_t *j, int status);
 static void save_completed(job_t *j, int status);
+static void push_stale(job_t *j);
 
 static void save_go(job_t *j, int status) {
   if (status != 0) {
@@ -1351,9 +1418,10 @@ static void save_put(job_t *j, int status) {
 }
 
 static void save_completed(job_t *j, int status) {
-  if (status == 0 && j->up->tail_no > 0) {
-    if (push_tail_key(j, j->up->tail_no) == 0)
+  if (status == 0) {
+    if (j->up->tail_no > 0 && push_tail_key(j, j->up->tail_no) == 0)
       j->up->tail_no = 0;
+    push_stale(j);
     cleanup_start(j, 0, job_finish);
     return;
   }
@@ -1617,6 +1685,14 @@ static int s_append(tusc_upload_t *up, const void *data, size_t len, tusc_store_
     if (!up->info.size_is_deferred && up->info.size >= 0 &&
         up->info.size - up->chunk_start + tail < want)
       want = up->info.size - up->chunk_start + tail;
+    if (want > up->st->budget) {
+      /* Parts chosen under a larger -s3-max-buffer-memory than this process has. */
+      TUSC_LOG(TUSC_LOG_ERROR,
+               "s3: upload %s has parts of %lld bytes: -s3-max-buffer-memory must hold two "
+               "of them and 256 KiB",
+               up->info.id, (long long)up->P);
+      return TUSC_EINTERNAL;
+    }
     if (!budget_take(up->st, want)) {
       waiter_add(up);
       return TUSC_ESTORE_FULL;
@@ -1741,8 +1817,21 @@ static void end_copy_next(job_t *j, int status) {
 
 /* Every full part counted: what is left in the last buffer becomes the last part (the
  * upload is complete) or the new tail. */
+/* Hands the stale tails found at open to j's clean-up. */
+static void push_stale(job_t *j) {
+  tusc_upload_t *up = j->up;
+  for (size_t i = 0; i < up->nstale; i++) {
+    (void)keys_push(j, up->stale[i], NULL);
+    free(up->stale[i]);
+  }
+  free(up->stale);
+  up->stale = NULL;
+  up->nstale = 0;
+}
+
 static void end_store_rest(job_t *j) {
   tusc_upload_t *up = j->up;
+  push_stale(j);
   struct part_buf *b = up->bufs_last;
   size_t rest = b != NULL && !b->full ? b->len : 0;
   int64_t end = up->chunk_start + up->taken;
@@ -1750,9 +1839,9 @@ static void end_store_rest(job_t *j) {
     (void)push_tail_key(j, up->tail_first); /* absorbed into a stored part */
   if (!up->info.size_is_deferred && up->info.size == end) {
     /* The last part: the bytes in memory, else the untouched tail object (data NULL). */
-    const char *last = b != NULL && !b->full ? b->data
+    const char *last = b != NULL && !b->full                     ? b->data
                        : up->tail_first != 0 && !up->tail_in_buf ? NULL
-                                                                  : "";
+                                                                 : "";
     complete_start(j, last, rest, end_completed);
     return;
   }
@@ -1760,6 +1849,18 @@ static void end_store_rest(job_t *j) {
     /* Nothing new past the last part (or the old tail was never touched). */
     if (rest == 0 && up->tail_no != 0 && up->tail_no <= up->parts)
       up->tail_no = 0, up->tail_len = 0;
+    if (up->taken > 0) {
+      /* No tail to write: the .info, rewritten, records the activity (expiry). */
+      free(j->buf);
+      j->buf = info_json(j->st, &up->info, up->P);
+      if (j->buf != NULL) {
+        j->psize = 0;
+        tusc_s3_req_t *r = s3_next(j, end_tail_put);
+        s3_started(j, tusc_s3_put_object(j->lc->sl, r, up->info.info_path, j->buf, strlen(j->buf),
+                                         "application/json", on_s3_done));
+        return;
+      }
+    }
     end_tail_put(j, 0);
     return;
   }
@@ -1779,6 +1880,10 @@ static void end_store_rest(job_t *j) {
 
 static void end_tail_put(job_t *j, int status) {
   tusc_upload_t *up = j->up;
+  free(j->buf);
+  j->buf = NULL;
+  if (status == 0 && up->taken > 0)
+    up->info.modified_ms = (int64_t)time(NULL) * 1000;
   if (status != 0) {
     log_s3("put tail", j->key, &j->s3, status);
     up->err = status;
@@ -1832,7 +1937,8 @@ static void end_finish(job_t *j, int status) {
     return;
   }
   if (status == 0 && !discard) {
-    up->info.offset = (int64_t)up->parts * up->P + (up->tail_no == up->parts + 1 ? up->tail_len : 0);
+    up->info.offset =
+        (int64_t)up->parts * up->P + (up->tail_no == up->parts + 1 ? up->tail_len : 0);
     job_finish(j, 0);
     return;
   }
@@ -1858,7 +1964,8 @@ static void end_refreshed(job_t *j, int status) {
     up->info.offset = j->info.offset;
   } else {
     /* S3 cannot be asked: count what is known to be stored. */
-    up->info.offset = (int64_t)up->parts * up->P + (up->tail_no == up->parts + 1 ? up->tail_len : 0);
+    up->info.offset =
+        (int64_t)up->parts * up->P + (up->tail_no == up->parts + 1 ? up->tail_len : 0);
   }
   job_finish(j, j->status);
 }
@@ -1909,6 +2016,31 @@ static void read_got(job_t *j, int status) {
   job_finish(j, status);
 }
 
+/* Serves req from the read-ahead of a complete upload when it holds req's first byte. */
+static bool read_cached(tusc_upload_t *up, tusc_store_req_t *req) {
+  if (up->rcache_len == 0 || req->offset < up->rcache_off ||
+      req->offset >= up->rcache_off + (int64_t)up->rcache_len)
+    return false;
+  size_t at = (size_t)(req->offset - up->rcache_off);
+  size_t n = up->rcache_len - at < req->len ? up->rcache_len - at : req->len;
+  memcpy(req->buf, up->rcache + at, n);
+  req->nread = n;
+  return true;
+}
+
+static void read_cache_got(job_t *j, int status) {
+  if (status == TUSC_EINVALID_RANGE) {
+    status = 0;
+    j->dst_got = 0;
+  }
+  if (status == 0) {
+    j->up->rcache_len = j->dst_got;
+    if (!read_cached(j->up, j->req))
+      j->req->nread = 0;
+  }
+  job_finish(j, status);
+}
+
 static void read_go(job_t *j, int status) {
   if (status != 0) {
     job_finish(j, status);
@@ -1917,11 +2049,15 @@ static void read_go(job_t *j, int status) {
   tusc_store_req_t *req = j->req;
   tusc_upload_t *up = j->up;
   req->nread = 0;
+  int64_t off = req->offset;
   if (req->len == 0) {
-    job_finish(j, 0);
+    /* Asks whether these bytes can be read: not those of an unfinished upload, except
+     * the staged chunk's own. */
+    bool staged_part = up->chunk_open && up->staged && off >= up->chunk_start;
+    job_finish(
+        j, !up->completed && !staged_part && off < up->info.offset ? TUSC_EUPLOAD_NOT_FINISHED : 0);
     return;
   }
-  int64_t off = req->offset;
   if (up->chunk_open && up->staged && off >= up->chunk_start) {
     int64_t end = up->chunk_start + up->taken;
     if (off >= end) {
@@ -1968,15 +2104,27 @@ static void read_go(job_t *j, int status) {
     job_finish(j, TUSC_EUPLOAD_NOT_FINISHED);
     return;
   }
-  int64_t last = off + (int64_t)req->len - 1;
+  if (read_cached(up, req)) {
+    job_finish(j, 0);
+    return;
+  }
+  /* A download reads in small pieces: one GET fetches READ_AHEAD bytes for the next
+   * ones (a round trip to S3 per piece would set the pace). */
+  if (up->rcache == NULL && (up->rcache = malloc(READ_AHEAD)) == NULL) {
+    job_finish(j, TUSC_ENOMEM);
+    return;
+  }
+  int64_t last = off + READ_AHEAD - 1;
   if (last > up->info.offset - 1)
     last = up->info.offset - 1;
-  j->dst = req->buf;
-  j->dst_len = req->len;
+  up->rcache_len = 0;
+  up->rcache_off = off;
+  j->dst = up->rcache;
+  j->dst_len = READ_AHEAD;
   j->dst_got = 0;
-  tusc_s3_req_t *r = s3_next(j, read_got);
-  s3_started(j, tusc_s3_get_object(j->lc->sl, r, up->info.data_path, (uint64_t)off,
-                                   (uint64_t)last, read_body, on_s3_done));
+  tusc_s3_req_t *r = s3_next(j, read_cache_got);
+  s3_started(j, tusc_s3_get_object(j->lc->sl, r, up->info.data_path, (uint64_t)off, (uint64_t)last,
+                                   read_body, on_s3_done));
 }
 
 static int s_read(tusc_store_req_t *req) {
@@ -2072,6 +2220,7 @@ static void concat_begin(job_t *j, int status) {
     job_finish(j, status);
     return;
   }
+  j->up->rcache_len = 0; /* the data changes */
   j->ipart = 0;
   j->total = 0;
   j->pno = 0;
@@ -2208,9 +2357,9 @@ static void concat_step(job_t *j, int status) {
       first = TUSC_S3_NO_RANGE;
     j->pos += n;
     tusc_s3_req_t *r = s3_next(j, concat_step);
-    s3_started(j, tusc_s3_upload_part_copy(j->lc->sl, r, j->up->info.data_path,
-                                           j->up->info.store_ref, j->pno, j->key2, first, last,
-                                           on_s3_done));
+    s3_started(j,
+               tusc_s3_upload_part_copy(j->lc->sl, r, j->up->info.data_path, j->up->info.store_ref,
+                                        j->pno, j->key2, first, last, on_s3_done));
     return;
   }
   /* Read into the pending buffer: the whole rest when small, else just enough. */
@@ -2232,8 +2381,8 @@ static void concat_step(job_t *j, int status) {
   uint64_t first = (uint64_t)j->pos, last = (uint64_t)(j->pos + want - 1);
   j->pos += want;
   tusc_s3_req_t *r = s3_next(j, concat_step);
-  s3_started(j, tusc_s3_get_object(j->lc->sl, r, j->key2, first, last, concat_buf_body,
-                                   on_s3_done));
+  s3_started(j,
+             tusc_s3_get_object(j->lc->sl, r, j->key2, first, last, concat_buf_body, on_s3_done));
 }
 
 static void concat_done(job_t *j, int status) {
@@ -2267,8 +2416,8 @@ static void concat_reset_made(job_t *j, int status) {
       j->buf = info_json(j->st, &up->info, up->P);
       if (j->buf != NULL) {
         tusc_s3_req_t *r = s3_next(j, concat_reset_put);
-        s3_started(j, tusc_s3_put_object(j->lc->sl, r, up->info.info_path, j->buf,
-                                         strlen(j->buf), "application/json", on_s3_done));
+        s3_started(j, tusc_s3_put_object(j->lc->sl, r, up->info.info_path, j->buf, strlen(j->buf),
+                                         "application/json", on_s3_done));
         return;
       }
     }
@@ -2294,8 +2443,8 @@ static void concat_failed(job_t *j, int status) {
     return;
   }
   tusc_s3_req_t *r = s3_next(j, concat_reset_aborted);
-  s3_started(j, tusc_s3_abort_multipart(j->lc->sl, r, up->info.data_path, up->info.store_ref,
-                                        on_s3_done));
+  s3_started(
+      j, tusc_s3_abort_multipart(j->lc->sl, r, up->info.data_path, up->info.store_ref, on_s3_done));
 }
 
 static int s_concat(tusc_store_req_t *req) {
@@ -2336,6 +2485,10 @@ static void upload_free(tusc_upload_t *up) {
   budget_give(up->st, up->slot + up->extra);
   tusc_s3_req_dispose(&up->tail_req);
   tusc_upload_info_dispose(&up->info);
+  free(up->rcache);
+  for (size_t i = 0; i < up->nstale; i++)
+    free(up->stale[i]);
+  free(up->stale);
   free(up);
 }
 
@@ -2455,7 +2608,8 @@ int tusc_s3_store_new(const tusc_s3_store_options_t *opts, tusc_store_t **out, c
   st->base.async = &s3_store_ops;
   st->part_size = P;
   st->min_part = opts->min_part_size > 0 ? opts->min_part_size : TUSC_S3_MIN_PART_SIZE;
-  st->conc = opts->concurrent_part_uploads > 0 ? opts->concurrent_part_uploads : DEFAULT_CONCURRENCY;
+  st->conc =
+      opts->concurrent_part_uploads > 0 ? opts->concurrent_part_uploads : DEFAULT_CONCURRENCY;
   st->budget = budget;
   *out = &st->base;
   return 0;

@@ -19,15 +19,15 @@
 #include "store/store.h"
 
 typedef struct tusc_s3_store_options_s {
-  const char *bucket;   /* required */
-  const char *endpoint; /* NULL: AWS (https://s3.<region>.amazonaws.com) */
-  bool disable_ssl;     /* http:// for an endpoint without a scheme */
-  bool path_style;      /* http://host/bucket/key rather than http://bucket.host/key */
-  const char *prefix;   /* object name prefix; NULL = "" */
-  int64_t part_size;    /* preferred; 0 = 50 MiB */
-  int64_t min_part_size; /* the provider's minimum; 0 = 5 MiB */
-  int64_t max_size;     /* -max-size (0: none): parts grow so that it fits 10,000 parts */
-  int64_t max_buffer_memory; /* process-wide bytes of part buffers; 0 = 512 MiB */
+  const char *bucket;          /* required */
+  const char *endpoint;        /* NULL: AWS (https://s3.<region>.amazonaws.com) */
+  bool disable_ssl;            /* http:// for an endpoint without a scheme */
+  bool path_style;             /* http://host/bucket/key rather than http://bucket.host/key */
+  const char *prefix;          /* object name prefix; NULL = "" */
+  int64_t part_size;           /* preferred; 0 = 50 MiB */
+  int64_t min_part_size;       /* the provider's minimum; 0 = 5 MiB */
+  int64_t max_size;            /* -max-size (0: none): parts grow so that it fits 10,000 parts */
+  int64_t max_buffer_memory;   /* process-wide bytes of part buffers; 0 = 512 MiB */
   int concurrent_part_uploads; /* per upload; 0 = 10 */
   /* Credentials; access_key NULL: from the environment or the shared file
    * (tusc_s3_creds_load, at start-up). */

@@ -20,8 +20,8 @@
 #include <stdint.h>
 
 #define TUSC_S3_PARTS_MAX 10000
-#define TUSC_S3_PART_SIZE_MAX (INT64_C(5) << 30)   /* 5 GiB */
-#define TUSC_S3_MIN_PART_SIZE (INT64_C(5) << 20)   /* AWS's minimum, 5 MiB */
+#define TUSC_S3_PART_SIZE_MAX (INT64_C(5) << 30)      /* 5 GiB */
+#define TUSC_S3_MIN_PART_SIZE (INT64_C(5) << 20)      /* AWS's minimum, 5 MiB */
 #define TUSC_S3_PART_SIZE_DEFAULT (INT64_C(50) << 20) /* tusd's preferred part size */
 
 /* The part size for uploads of at most `max_upload` bytes (0: no bound known; the

@@ -36,6 +36,24 @@ int tusc_store_get_info(tusc_store_t *store, uv_loop_t *loop, tusc_store_req_t *
   return store->async->get_info(req);
 }
 
+int tusc_store_try_get_info(tusc_store_t *store, const char *id, tusc_upload_info_t *info) {
+  if (store == NULL || id == NULL || info == NULL)
+    return TUSC_EINVALID_ARGUMENT;
+  if (store->async->try_get_info == NULL)
+    return UV_EAGAIN;
+  return store->async->try_get_info(store, id, info);
+}
+
+int tusc_store_try_open(tusc_store_t *store, uv_loop_t *loop, const char *id,
+                        tusc_upload_t **out) {
+  if (store == NULL || loop == NULL || id == NULL || out == NULL)
+    return TUSC_EINVALID_ARGUMENT;
+  *out = NULL;
+  if (store->async->try_open == NULL)
+    return UV_EAGAIN;
+  return store->async->try_open(store, loop, id, out);
+}
+
 int tusc_store_create(tusc_store_t *store, uv_loop_t *loop, tusc_store_req_t *req,
                       tusc_upload_info_t *info, tusc_store_cb cb) {
   CHECK_OP(store, create);

@@ -65,14 +65,17 @@ typedef struct tusc_upload_info_s {
   int64_t modified_ms;           /* data file's last change (mtime), unix ms; 0 = unknown */
   int finish_hooks;              /* TUSC_FINISH_HOOKS_*: "tusc":{"FinishHooks":...} in the .info */
   bool custom_data_path;         /* data_path was chosen by a pre-create hook (ChangeFileInfo
-                                  * Storage.Path): create puts the data file there and the
-                                  * store follows it; "tusc":{"CustomPath":true} */
-  char data_path[TUSC_PATH_MAX]; /* absolute path of the data file ("" if none); S3
-                                  * store: the object's key */
-  char info_path[TUSC_PATH_MAX]; /* absolute path of the .info file; S3: its key */
-  char *store_ref;               /* the backend's own handle of the data, malloc'd, NULL
-                                  * when none (S3 store: the multipart upload ID); not in
-                                  * tusc_upload_info_to_json */
+                                  * Storage.Path): the caller of create puts the path as the
+                                  * hook gave it in data_path; the file store checks it and
+                                  * makes its parents (file_custom.h), puts the data file
+                                  * there and follows it; "tusc":{"CustomPath":true} */
+  /* Malloc'd at their length (an open upload is kept per idle connection;
+   * tusc_upload_info_set_path): */
+  char *data_path; /* absolute path of the data file, NULL if none; S3 store: the
+                    * object's key */
+  char *info_path; /* absolute path of the .info file, NULL if none; S3: its key */
+  char *store_ref; /* the backend's own handle of the data, malloc'd, NULL when none (S3
+                    * store: the multipart upload ID); not in tusc_upload_info_to_json */
 } tusc_upload_info_t;
 
 /* Whether pre-finish/post-finish still have to run once offset == size: UNKNOWN for
@@ -84,10 +87,14 @@ enum { TUSC_FINISH_HOOKS_UNKNOWN = 0, TUSC_FINISH_HOOKS_PENDING, TUSC_FINISH_HOO
 void tusc_upload_info_init(tusc_upload_info_t *info);
 void tusc_upload_info_dispose(tusc_upload_info_t *info);
 
+/* Replaces *slot (info->data_path or info->info_path) with a copy of `path`; NULL or ""
+ * clears it. Returns 0 or TUSC_ENOMEM (then *slot is unchanged). */
+int tusc_upload_info_set_path(char **slot, const char *path) __attribute__((warn_unused_result));
+
 /* tusd-compatible compact JSON of the info (ID, Size, SizeIsDeferred, Offset, MetaData,
  * IsPartial, IsFinal, PartialUploads, Storage{Type,Path,InfoPath}) plus tusc's fields
  * under "tusc" (CreatedAt, ExpiresAt, Owner). Size is 0 while deferred and Storage is
- * null while data_path is "" (as tusd). A metadata value that is not UTF-8 appears in
+ * null while data_path is NULL (as tusd). A metadata value that is not UTF-8 appears in
  * MetaData with U+FFFD for each bad byte and exactly in tusc.MetaDataB64 (base64),
  * which from_json prefers. Returns malloc'd text or NULL. */
 char *tusc_upload_info_to_json(const tusc_upload_info_t *info);
@@ -181,6 +188,9 @@ typedef struct tusc_store_async_ops_s {
   int (*get_info)(tusc_store_req_t *req);
   int (*create)(tusc_store_req_t *req);
   int (*open)(tusc_store_req_t *req);
+  /* Optional fast paths (tusc_store_try_get_info/try_open); NULL = UV_EAGAIN. */
+  int (*try_get_info)(tusc_store_t *store, const char *id, tusc_upload_info_t *info);
+  int (*try_open)(tusc_store_t *store, uv_loop_t *loop, const char *id, tusc_upload_t **out);
   int (*terminate)(tusc_store_req_t *req);
   int (*list)(tusc_store_req_t *req);
   int (*wait_add)(tusc_store_req_t *req);
@@ -226,6 +236,19 @@ int tusc_store_sweep(tusc_store_t *store, uv_loop_t *loop, tusc_store_req_t *req
  * success); info->offset is the stored length. TUSC_ENOT_FOUND when there is none. */
 int tusc_store_get_info(tusc_store_t *store, uv_loop_t *loop, tusc_store_req_t *req, const char *id,
                         tusc_upload_info_t *info, tusc_store_cb cb)
+    __attribute__((warn_unused_result));
+
+/* Fast paths, as tusc_lock_try_acquire: get_info and open done now, without a callback,
+ * when the store can tell without waiting (the file store reads an upload's .info and
+ * opens its data file from the page cache). 0: done, exactly as if the asynchronous
+ * call had reported 0 (try_open: *out is the caller's to close). UV_EAGAIN: the store
+ * cannot answer now and nothing was done; start the asynchronous call. Anything else
+ * is the error that call would report (TUSC_ENOT_FOUND, ...). A request handler uses
+ * them so that the bytes that came with a PATCH's head go straight to the store instead
+ * of waiting a loop turn (and being set aside) for the answer. */
+int tusc_store_try_get_info(tusc_store_t *store, const char *id, tusc_upload_info_t *info)
+    __attribute__((warn_unused_result));
+int tusc_store_try_open(tusc_store_t *store, uv_loop_t *loop, const char *id, tusc_upload_t **out)
     __attribute__((warn_unused_result));
 
 /* Creates data and info for info->id (the caller generated and validated it), durable
@@ -302,7 +325,9 @@ int tusc_store_chunk_end(tusc_upload_t *up, tusc_store_req_t *req, enum tusc_sto
 
 /* Reads up to `len` bytes at `offset` into buf: req->nread (0 at the end). During a
  * chunk, offsets from where the chunk began read the chunk's bytes appended so far
- * (staged ones too): checksum-trailer hashes them once it knows the algorithm. */
+ * (staged ones too): checksum-trailer hashes them once it knows the algorithm. A store
+ * that cannot read an unfinished upload's bytes (S3) fails with
+ * TUSC_EUPLOAD_NOT_FINISHED, also for len 0, which GET uses to ask before it answers. */
 int tusc_store_read(tusc_upload_t *up, tusc_store_req_t *req, int64_t offset, void *buf, size_t len,
                     tusc_store_cb cb) __attribute__((warn_unused_result));
 
@@ -345,6 +370,8 @@ typedef struct tusc_file_store_options_s {
   unsigned dir_perms;  /* e.g. 0775 */
   unsigned file_perms; /* e.g. 0664 */
   bool fsync;          /* false = -fsync=never: skip fsync/fdatasync everywhere */
+  /* -hooks-allow-absolute-path: a pre-create hook's Storage.Path may lie outside dir. */
+  bool allow_absolute_path;
 } tusc_file_store_options_t;
 
 /* The sharded file store (DESIGN.md "File store"). `dir` is made absolute.

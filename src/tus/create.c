@@ -1,21 +1,17 @@
 /*
  * create — POST (creation, creation-defer-length, concatenation, creation-with-upload)
  * and the creation flow other front-ends use (tusc_tus_req_create): validation, the
- * pre-create hook and what it may change (ID, MetaData, Storage.Path with its directory
- * creation), creating the upload in the store (asynchronously), assembling a final whose partials
- * are complete, then the body (patch.c's chunk path) or the 201. On the request's loop;
- * every path answers the request exactly once.
+ * pre-create hook and what it may change (ID, MetaData, Storage.Path), creating the
+ * upload in the store (asynchronously), assembling a final whose partials are complete,
+ * then the body (patch.c's chunk path) or the 201. On the request's loop; every path
+ * answers the request exactly once.
  */
 #include "tus/handler_internal.h"
 
-#include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -108,129 +104,12 @@ static int pre_create_id(tus_request_t *st, char *id) {
   return 1;
 }
 
-static bool has_suffix(const char *s, size_t n, const char *suffix) {
-  size_t k = strlen(suffix);
-  return n >= k && memcmp(s + n - k, suffix, k) == 0;
-}
-
-static bool path_inside(const char *real, const char *root) {
-  size_t rl = strlen(root);
-  return strcmp(root, "/") == 0 ||
-         (strncmp(real, root, rl) == 0 && (real[rl] == '\0' || real[rl] == '/'));
-}
-
-/* mkdir -p (with -dir-perms) of a Storage.Path's missing parents, as tusd's file store
- * does, but only for a directory spelled under the upload directory: every level is
- * resolved again once it exists, so a symlink (or one raced in) cannot lead the next
- * mkdir outside. Returns NULL, or why the directory cannot be used. */
-static const char *make_storage_parents(const char *root, char *dir, unsigned perms) {
-  size_t rl = strlen(root);
-  if (strncmp(dir, root, rl) != 0 || dir[rl] != '/')
-    return "parent directory missing";
-  for (char *p = dir + rl + 1;; p++) {
-    if (*p != '/' && *p != '\0')
-      continue;
-    char saved = *p, real[PATH_MAX];
-    const char *why = NULL;
-    *p = '\0';
-    if (mkdir(dir, (mode_t)perms) == 0) {
-      if (chmod(dir, (mode_t)perms) != 0)
-        why = "cannot set parent directory permissions";
-    } else if (errno != EEXIST) {
-      why = "cannot create parent directory";
-    }
-    if (why == NULL && (realpath(dir, real) == NULL || !path_inside(real, root)))
-      why = "outside the upload directory";
-    *p = saved;
-    if (why != NULL || saved == '\0')
-      return why;
-  }
-}
-
-/* Whether `rel` (a resolved path under the upload directory) lies where tusc keeps its
- * own files, so that a hook could squat another upload's: the .concat tree of
- * concatenation notes, or a shard tree. Shard paths are <prefix/><ab>/<cd>/<name> for
- * any ID, so two two-character names in a row may be some upload's shard directories,
- * and a two-character name may become one. */
-static bool storage_path_reserved(const char *rel) {
-  size_t prev = 0;
-  for (const char *seg = rel;;) {
-    const char *end = strchr(seg, '/');
-    size_t len = end != NULL ? (size_t)(end - seg) : strlen(seg);
-    if ((seg == rel && len == 7 && memcmp(seg, ".concat", 7) == 0) || (len == 2 && prev == 2))
-      return true;
-    if (end == NULL)
-      return len == 2;
-    prev = len;
-    seg = end + 1;
-  }
-}
-
-/* ChangeFileInfo.Storage.Path: where the data file goes. A relative path is taken
- * under the upload directory. No "." or ".." segments; missing parent directories are
- * made only inside the upload directory; the parent, resolved (symlinks followed), must
- * lie inside the upload directory unless -hooks-allow-absolute-path. The file itself is
- * created with O_EXCL|O_NOFOLLOW. */
+/* ChangeFileInfo.Storage.Path: handed to the store as asked for (store.h,
+ * custom_data_path); the file store checks it and makes its parent directories in its
+ * create job, off the loop. */
 static int pre_create_storage_path(tus_request_t *st, tusc_upload_info_t *info) {
-  const char *want = st->hook_resp->change_storage_path;
-  const tusc_config_t *cfg = tus_cfg_of(st);
-  char root[PATH_MAX], joined[PATH_MAX], parent[PATH_MAX];
-  const char *why = NULL;
-  size_t n = strlen(want);
-  if (n == 0 || want[n - 1] == '/' || has_suffix(want, n, ".info") ||
-      has_suffix(want, n, ".lock") || has_suffix(want, n, ".tmp"))
-    why = "not a file name tusc can use";
-  for (const char *seg = want; why == NULL && *seg != '\0';) {
-    const char *end = strchr(seg, '/');
-    size_t len = end != NULL ? (size_t)(end - seg) : strlen(seg);
-    if ((len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
-      why = "\".\" or \"..\" segment";
-    seg += len + (end != NULL ? 1 : 0);
-  }
-  if (why == NULL && realpath(cfg->upload_dir, root) == NULL)
-    why = "upload directory unresolvable";
-  int w = why == NULL ? snprintf(joined, sizeof(joined), "%s%s%s", want[0] == '/' ? "" : root,
-                                 want[0] == '/' ? "" : "/", want)
-                      : 0;
-  if (why == NULL && (w < 0 || (size_t)w >= sizeof(joined)))
-    why = "too long";
-  /* As spelled first, so that no directory is made there; resolved again below. */
-  size_t rl = strlen(root);
-  if (why == NULL && strcmp(root, "/") != 0 && strncmp(joined, root, rl) == 0 &&
-      joined[rl] == '/' && storage_path_reserved(joined + rl + 1))
-    why = "in tusc's shard or .concat directories";
-  char *slash = why == NULL ? strrchr(joined, '/') : NULL;
-  if (why == NULL) {
-    *slash = '\0';
-    if (realpath(joined[0] != '\0' ? joined : "/", parent) == NULL) {
-      why = errno == ENOENT ? make_storage_parents(root, joined, cfg->dir_perms)
-                            : "parent directory unusable";
-      if (why == NULL && realpath(joined, parent) == NULL)
-        why = "parent directory missing";
-    }
-  }
-  if (why == NULL && !cfg->hooks_allow_absolute_path && !path_inside(parent, root))
-    why = "outside the upload directory (see -hooks-allow-absolute-path)";
-  if (why == NULL) {
-    w = snprintf(info->data_path, sizeof(info->data_path), "%s/%s",
-                 strcmp(parent, "/") == 0 ? "" : parent, slash + 1);
-    if (w < 0 || (size_t)w >= sizeof(info->data_path))
-      why = "too long";
-  }
-  if (why == NULL && path_inside(info->data_path, root)) {
-    const char *rel = info->data_path + (strcmp(root, "/") == 0 ? 0 : strlen(root));
-    char info_path[sizeof(info->data_path) + sizeof(".info")];
-    snprintf(info_path, sizeof(info_path), "%s.info", info->data_path);
-    if (storage_path_reserved(rel + (*rel == '/' ? 1 : 0)))
-      why = "in tusc's shard or .concat directories";
-    else if (access(info_path, F_OK) == 0 || errno != ENOENT)
-      why = "another upload's file";
-  }
-  if (why != NULL) {
-    info->data_path[0] = '\0';
-    TUSC_LOG(TUSC_LOG_WARN, "pre-create hook chose Storage.Path \"%s\": %s", want, why);
-    return TUSC_EINTERNAL;
-  }
+  if (tusc_upload_info_set_path(&info->data_path, st->hook_resp->change_storage_path) != 0)
+    return TUSC_ENOMEM;
   info->custom_data_path = true;
   return 0;
 }

@@ -257,11 +257,11 @@ void tus_looked_free(tus_request_t *st);
 /* st->parts, made on first use (NULL on ENOMEM); freed with the state. */
 tusc_concat_parts_t *tus_parts(tus_request_t *st);
 /* Reads the upload's info into st->looked, then `next` with st->work_result (0 or the
- * store's error). */
+ * store's error) — at once when the store answers without waiting, so call it last. */
 void tus_read_info(tus_request_t *st, step_fn next);
 /* Reads the upload's info (st->looked) and answers 404 for an unknown upload (no lock
  * file is made for it), 403/404 for a foreign one, 410 for an expired one; else runs
- * `next` later. */
+ * `next` (at once when the store answers without waiting: call it last). */
 void tus_upload_exists(tus_request_t *st, step_fn next);
 
 /* --- hookglue.c -------------------------------------------------------------------- */

@@ -601,6 +601,14 @@ static void patch_opened(tus_request_t *st) {
 }
 
 static void patch_locked(tus_request_t *st) {
+  tusc_upload_t *up = NULL;
+  int rc = tusc_store_try_open(tus_store_of(st), st->w->loop, st->id, &up);
+  if (rc != UV_EAGAIN) {
+    st->sreq.upload = up;
+    st->work_result = rc;
+    patch_opened(st);
+    return;
+  }
   tus_store_started(st, tusc_store_open(tus_store_of(st), st->w->loop, &st->sreq, st->id,
                                         tus_store_step(st, patch_opened)));
 }

@@ -81,6 +81,20 @@ static void download_pump(tus_request_t *st) {
   st->read_pending = true;
 }
 
+static void get_serve(tus_request_t *st);
+
+/* After the probe of an unfinished upload: a store that cannot read it says so here,
+ * before any header is sent. */
+static void get_probed(tus_request_t *st) {
+  int rc = st->work_result;
+  st->work_result = 0;
+  if (rc < 0) {
+    tus_respond_store_error(st, rc);
+    return;
+  }
+  get_serve(st);
+}
+
 static void get_opened(tus_request_t *st) {
   int rc = st->work_result;
   st->work_result = 0;
@@ -90,11 +104,24 @@ static void get_opened(tus_request_t *st) {
   }
   st->upload = st->sreq.upload;
   tusc_upload_info_t *info = tusc_store_info(st->upload);
-  int64_t size = info->offset;
   if (tus_expired(st, info)) {
     tus_respond_error(st, TUSC_EGONE);
     return;
   }
+  /* Some stores cannot serve an unfinished upload's bytes (the S3 store: S3 has no
+   * reads of a multipart upload's parts); a read of no bytes asks, so that the answer is
+   * an error status rather than a body cut short. */
+  if (info->offset > 0 && (info->size_is_deferred || info->offset != info->size)) {
+    tus_store_started(
+        st, tusc_store_read(st->upload, &st->sreq, 0, NULL, 0, tus_store_step(st, get_probed)));
+    return;
+  }
+  get_serve(st);
+}
+
+static void get_serve(tus_request_t *st) {
+  tusc_upload_info_t *info = tusc_store_info(st->upload);
+  int64_t size = info->offset;
 
   char content_type[256], disposition[512];
   bool inline_ok = false;

@@ -273,13 +273,19 @@ void tus_read_info(tus_request_t *st, step_fn next) {
     tus_respond_error(st, TUSC_ENOMEM);
     return;
   }
+  int rc = tusc_store_try_get_info(tus_store_of(st), st->id, info);
+  if (rc != UV_EAGAIN) {
+    st->work_result = rc;
+    next(st);
+    return;
+  }
   tus_store_started(st, tusc_store_get_info(tus_store_of(st), st->w->loop, &st->sreq, st->id, info,
                                             tus_store_step(st, next)));
 }
 
 /* Answers 404 for an unknown upload (so that requests for IDs that never existed leave
  * no lock file behind), 403/404 for a foreign one, 410 for an expired one; else runs
- * `next` later. */
+ * `next`, at once when the store answers without waiting (callers call this last). */
 void tus_upload_exists(tus_request_t *st, step_fn next) {
   tusc_upload_info_t *info = looked_info(st);
   if (info == NULL) {
@@ -287,6 +293,12 @@ void tus_upload_exists(tus_request_t *st, step_fn next) {
     return;
   }
   st->after_lookup = next;
+  int rc = tusc_store_try_get_info(tus_store_of(st), st->id, info);
+  if (rc != UV_EAGAIN) {
+    st->work_result = rc;
+    exists_checked(st);
+    return;
+  }
   tus_store_started(st, tusc_store_get_info(tus_store_of(st), st->w->loop, &st->sreq, st->id, info,
                                             tus_store_step(st, exists_checked)));
 }

@@ -552,6 +552,26 @@ def upload_id(upload_path):
 # fixtures and report hooks
 
 
+@pytest.fixture(scope="session")
+def rgw_factory(tmp_path_factory):
+    """A real S3 server (Ceph RGW, tests/s3/rgw.py): rgw_factory(min_part_size) gives
+    the session's RGW with that multipart minimum, started on first use."""
+    import sys
+    sys.path.insert(0, str(REPO / "tests" / "s3"))
+    import rgw as rgw_module
+    if not rgw_module.ceph_installed():
+        pytest.skip("Ceph RGW is not installed (scripts/install-deps.sh test)")
+    pool = rgw_module.RgwPool(tmp_path_factory)
+    yield pool.get
+    pool.stop_all()
+
+
+@pytest.fixture(scope="session")
+def rgw(rgw_factory):
+    """The session's RGW with S3's real 5 MiB multipart minimum."""
+    return rgw_factory(5 * 1024 * 1024)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _binary_exists():
     if not os.access(TUSC_BIN, os.X_OK):

@@ -141,3 +141,30 @@ def test_disk_full_fsize_limit(tusc, tmp_path):
         srv.start()
 
     run_full_disk(srv, restart_unlimited, 6 * 1024 * 1024)
+
+
+def test_disk_full_small_patch_without_fsync(tusc, tmp_path):
+    """With -fsync=never a PATCH's first 64 KiB are written on the event loop straight
+    from the socket's bytes (store/file.c direct_write). A write that fills the disk
+    there keeps exactly what landed: 5xx, the offset is the data file's length, a prefix
+    of what was sent, and the upload resumes once there is room."""
+    cap = 4096 * 512  # ulimit -f 4096 (512-byte blocks in dash)
+    srv = tusc("-fsync=never", start=False)
+    srv.start(["/bin/sh", "-c", 'ulimit -f 4096 && exec "$@"', "tusc"] + srv.command())
+    size = cap + 100 * 1024
+    data = os.urandom(size)
+    path = srv.create(length=size)
+    first = cap - 10 * 1024  # below the cap, through the append buffers
+    r = srv.patch(path, 0, data[:first])
+    assert r.status == 204 and r.header("Upload-Offset") == str(first), r
+    r = srv.patch(path, first, data[first:first + 64 * 1024])  # crosses the cap
+    assert r.status in (507, 500), r
+    off = srv.offset(path)
+    assert off == cap, off
+    stored = srv.data_file(path).read_bytes()
+    assert stored == data[:off]
+    assert srv.stop() == 0
+    srv.start()
+    r = srv.patch(path, off, data[off:])
+    assert r.status == 204 and r.header("Upload-Offset") == str(size), r
+    assert srv.data_file(path).read_bytes() == data

@@ -8,9 +8,11 @@ directory; everything is stopped by PID. Recipe and facts: docs S3-TESTING.md
 interval 0.05; memstore larger than anything a test writes).
 
 Uses:
-  - pytest:   from rgw import Rgw;  rgw = Rgw.start(tmpdir, min_part_size=...);
-              rgw.env() (the variables below); rgw.stop().
-              tests/integration/conftest.py has a session fixture `rgw` built on it.
+  - pytest:   tests/integration/conftest.py's session fixtures: `rgw` (RGW's real
+              5 MiB multipart minimum) and `rgw_factory(min_part_size)` (one RGW per
+              minimum, shared by the session). An Rgw has .endpoint, .port, .env()
+              (the variables below), .client() (boto3, an independent plain S3 client),
+              .stop_radosgw() / .start_radosgw() (an S3 outage), .stop().
   - shell:    python3 tests/s3/rgw.py start DIR [--min-part-size N]  → prints
               `export VAR=value` lines; python3 tests/s3/rgw.py stop DIR.
   - a command: python3 tests/s3/rgw.py run [--min-part-size N] -- CMD ARGS...
@@ -258,7 +260,8 @@ rgw dns name = localhost
             with open(self._path("pids")) as f:
                 for line in f:
                     name, pid = line.split()
-                    pids.append((name, int(pid)))
+                    # A daemon restarted (start_radosgw) keeps only its last pid.
+                    pids = [(n, p) for n, p in pids if n != name] + [(name, int(pid))]
         except OSError:
             return
         deadline = time.monotonic() + STOP_TIMEOUT
@@ -337,6 +340,26 @@ def _pid_alive(pid, proc=None):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+class RgwPool:
+    """One RGW per multipart minimum, started on first use and stopped at the end of a
+    pytest session (tests/integration/conftest.py's `rgw` and `rgw_factory`)."""
+
+    def __init__(self, tmp_path_factory):
+        self.tmp = tmp_path_factory
+        self.started = {}
+
+    def get(self, min_part_size=DEFAULT_MIN_PART):
+        if min_part_size not in self.started:
+            root = self.tmp.mktemp(f"rgw-{min_part_size}")
+            self.started[min_part_size] = Rgw.start(str(root), min_part_size)
+        return self.started[min_part_size]
+
+    def stop_all(self):
+        for r in self.started.values():
+            r.stop()
+        self.started.clear()
 
 
 def main(argv):

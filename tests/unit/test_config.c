@@ -445,13 +445,24 @@ static void test_unknown_flag(void **state) {
 static void test_s3_flags(void **state) {
   (void)state;
   tusc_config_t c;
-  char *argv[] = {"tusc", "-s3-bucket", "b", "-s3-part-size", "6291456", "-s3-min-part-size",
-                  "65536", "-s3-max-buffer-memory", "1048576", "-s3-concurrent-part-uploads", "3",
-                  "-s3-disable-ssl", "-s3-addressing", "virtual", "-s3-disable-content-hashes"};
+  char *argv[] = {"tusc",
+                  "-s3-bucket",
+                  "b",
+                  "-s3-part-size",
+                  "6291456",
+                  "-s3-min-part-size",
+                  "65536",
+                  "-s3-max-buffer-memory",
+                  "1048576",
+                  "-s3-concurrent-part-uploads",
+                  "3",
+                  "-s3-disable-ssl",
+                  "-s3-addressing",
+                  "virtual",
+                  "-s3-disable-content-hashes"};
   FILE *devnull = fopen("/dev/null", "w");
-  assert_int_equal(tusc_config_parse(&c, (int)(sizeof argv / sizeof argv[0]), argv, devnull,
-                                     devnull),
-                   0);
+  assert_int_equal(
+      tusc_config_parse(&c, (int)(sizeof argv / sizeof argv[0]), argv, devnull, devnull), 0);
   assert_int_equal(c.s3_part_size, 6291456);
   assert_int_equal(c.s3_min_part_size, 65536);
   assert_int_equal(c.s3_max_buffer_memory, 1048576);

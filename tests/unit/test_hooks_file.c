@@ -120,8 +120,8 @@ static void sample_upload(tusc_upload_info_t *info) {
   snprintf(info->id, sizeof(info->id), "abcd");
   info->size = 11;
   info->offset = 7;
-  snprintf(info->data_path, sizeof(info->data_path), "/srv/ab/cd/abcd");
-  snprintf(info->info_path, sizeof(info->info_path), "/srv/ab/cd/abcd.info");
+  assert_int_equal(tusc_upload_info_set_path(&info->data_path, "/srv/ab/cd/abcd"), 0);
+  assert_int_equal(tusc_upload_info_set_path(&info->info_path, "/srv/ab/cd/abcd.info"), 0);
   assert_int_equal(tusc_metadata_set(&info->metadata, "filename", "r\xc3\xa9sum\xc3\xa9.txt", 11),
                    0);
 }

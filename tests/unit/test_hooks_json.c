@@ -27,7 +27,7 @@ static void expect_json(enum tusc_hook_event ev, const tusc_upload_info_t *info,
   /* The file store's map, in its order (the builder sorts the keys). */
   tusc_store_kv_t kv[] = {
       {"Type", "filestore"}, {"Path", info->data_path}, {"InfoPath", info->info_path}};
-  size_t n = info->data_path[0] != '\0' ? 3 : 0;
+  size_t n = info->data_path != NULL ? 3 : 0;
   assert_int_equal(tusc_hook_json_request(ev, info, kv, n, req, &got, &len), 0);
   assert_non_null(got);
   assert_int_equal(len, strlen(got));
@@ -42,7 +42,7 @@ static void test_request_pre_create(void **state) {
   tusc_upload_info_init(&info);
   /* Whatever the caller already holds, pre-create announces no ID and no storage. */
   snprintf(info.id, sizeof(info.id), "0123456789abcdef0123456789abcdef");
-  snprintf(info.data_path, sizeof(info.data_path), "/data/01/23/x");
+  assert_int_equal(tusc_upload_info_set_path(&info.data_path, "/data/01/23/x"), 0);
   info.size = 5;
   set_md(&info, "filetype", "text/plain", 10);
   set_md(&info, "filename", "a<b>&c.txt", 10);
@@ -82,10 +82,12 @@ static void test_request_post_finish(void **state) {
   tusc_upload_info_t info;
   tusc_upload_info_init(&info);
   snprintf(info.id, sizeof(info.id), "0123456789abcdef0123456789abcdef");
-  snprintf(info.data_path, sizeof(info.data_path),
-           "/srv/data/01/23/0123456789abcdef0123456789abcdef");
-  snprintf(info.info_path, sizeof(info.info_path),
-           "/srv/data/01/23/0123456789abcdef0123456789abcdef.info");
+  assert_int_equal(tusc_upload_info_set_path(
+                       &info.data_path, "/srv/data/01/23/0123456789abcdef0123456789abcdef"),
+                   0);
+  assert_int_equal(tusc_upload_info_set_path(
+                       &info.info_path, "/srv/data/01/23/0123456789abcdef0123456789abcdef.info"),
+                   0);
   info.size = 11;
   info.offset = 11;
   info.is_final = true;

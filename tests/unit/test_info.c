@@ -56,8 +56,8 @@ static void test_to_json_exact(void **state) {
   info.offset = 2;
   set_md(&info, "filename", "a.txt", 5);
   info.created_at = 1700000000;
-  snprintf(info.data_path, sizeof(info.data_path), "/d/ab/c_/abc");
-  snprintf(info.info_path, sizeof(info.info_path), "/d/ab/c_/abc.info");
+  assert_int_equal(tusc_upload_info_set_path(&info.data_path, "/d/ab/c_/abc"), 0);
+  assert_int_equal(tusc_upload_info_set_path(&info.info_path, "/d/ab/c_/abc.info"), 0);
   char *json = tusc_upload_info_to_json(&info);
   assert_non_null(json);
   assert_string_equal(
@@ -108,8 +108,8 @@ static void test_round_trip(void **state) {
   in.created_at = 1;
   in.expires_at = 4102444800;
   in.owner = strdup("alice@example");
-  snprintf(in.data_path, sizeof(in.data_path), "/up/p/01/23/x");
-  snprintf(in.info_path, sizeof(in.info_path), "/up/p/01/23/x.info");
+  assert_int_equal(tusc_upload_info_set_path(&in.data_path, "/up/p/01/23/x"), 0);
+  assert_int_equal(tusc_upload_info_set_path(&in.info_path, "/up/p/01/23/x.info"), 0);
 
   char *json = tusc_upload_info_to_json(&in);
   assert_non_null(json);

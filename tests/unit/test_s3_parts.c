@@ -66,8 +66,8 @@ static void test_count_and_numbers(void **state) {
     int64_t length;
     int parts; /* -1: refused */
   } counts[] = {
-      {0, 0},          {1, 1},         {5 * MIB - 1, 1}, {5 * MIB, 1}, {5 * MIB + 1, 2},
-      {10 * MIB, 2},   {10000 * 5 * MIB, 10000},        {10000 * 5 * MIB + 1, -1},
+      {0, 0},           {1, 1},        {5 * MIB - 1, 1},         {5 * MIB, 1},
+      {5 * MIB + 1, 2}, {10 * MIB, 2}, {10000 * 5 * MIB, 10000}, {10000 * 5 * MIB + 1, -1},
   };
   for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
     int n = -7;

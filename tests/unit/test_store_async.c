@@ -409,6 +409,45 @@ static void test_not_found_and_terminate(void **state) {
       TUSC_ENOT_FOUND);
 }
 
+/* The fast paths answer at once or say UV_EAGAIN (and then did nothing); what they
+ * answer is what the asynchronous calls report. The file store answers, the in-memory
+ * one always defers (so the handler's asynchronous path stays tested on it). */
+static void test_try_paths(void **state) {
+  fixture_t *f = *state;
+  bool answers = f->kind == FILE_STORE || f->kind == FILE_NOSYNC_STORE;
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  tusc_upload_t *up = (tusc_upload_t *)&info; /* must be reset to NULL */
+  int rc = tusc_store_try_open(f->store, &f->loop, "nope", &up);
+  assert_int_equal(rc, answers ? TUSC_ENOT_FOUND : UV_EAGAIN);
+  assert_null(up);
+  assert_int_equal(tusc_store_try_get_info(f->store, "nope", &info),
+                   answers ? TUSC_ENOT_FOUND : UV_EAGAIN);
+  create(f, "fast", 100);
+  rc = tusc_store_try_get_info(f->store, "fast", &info);
+  if (!answers) {
+    assert_int_equal(rc, UV_EAGAIN);
+    assert_int_equal(tusc_store_try_open(f->store, &f->loop, "fast", &up), UV_EAGAIN);
+    assert_null(up);
+    tusc_upload_info_dispose(&info);
+    return;
+  }
+  assert_int_equal(rc, 0);
+  assert_string_equal(info.id, "fast");
+  assert_int_equal(info.size, 100);
+  assert_int_equal(info.offset, 0);
+  tusc_upload_info_dispose(&info);
+  assert_int_equal(tusc_store_try_open(f->store, &f->loop, "fast", &up), 0);
+  assert_non_null(up);
+  /* The upload is usable on the loop as one from tusc_store_open. */
+  assert_int_equal(chunk(f, up, 0), 0);
+  assert_int_equal(append_pattern(f, up, 0, 100, 30, NULL), 0);
+  assert_int_equal(chunk_end(f, up, TUSC_STORE_KEEP), 0);
+  check_pattern(f, up, 0, 0, 100);
+  close_upload(f, up);
+  assert_int_equal(stored_offset(f, "fast"), 100);
+}
+
 static void test_save_info(void **state) {
   fixture_t *f = *state;
   create(f, "defer", -1);
@@ -615,6 +654,16 @@ static void test_s3_resume(void **state) {
   assert_int_equal(tusc_store_info(up)->offset, 150000);
   close_upload(f, up);
 
+  /* The last activity comes from S3 too (expiry judges by it). */
+  tusc_upload_info_t info;
+  tusc_upload_info_init(&info);
+  struct call c;
+  call_init(&c);
+  assert_int_equal(
+      wait_call(f, &c, tusc_store_get_info(f->store, &f->loop, &c.req, "res", &info, on_cb)), 0);
+  assert_true(info.modified_ms >= (info.created_at - 1) * 1000);
+  tusc_upload_info_dispose(&info);
+
   tusc_store_t *mine = f->store;
   f->store = other_instance(f);
   assert_int_equal(stored_offset(f, "res"), 150000);
@@ -718,7 +767,8 @@ static void test_s3_budget(void **state) {
       cmocka_unit_test_setup_teardown(test_wait_notes, setup, teardown),                           \
       cmocka_unit_test_setup_teardown(test_list, setup, teardown),                                 \
       cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),                               \
-      cmocka_unit_test_setup_teardown(test_storage_map, setup, teardown)
+      cmocka_unit_test_setup_teardown(test_storage_map, setup, teardown),                          \
+      cmocka_unit_test_setup_teardown(test_try_paths, setup, teardown)
 
 int main(int argc, char **argv) {
   /* --s3: only the S3 groups (ctest's test_store_async_s3, under tests/s3/rgw.py). */
@@ -739,9 +789,11 @@ int main(int argc, char **argv) {
   int failed = 0;
   if (!s3_only) {
     failed += cmocka_run_group_tests_name("file store", file_tests, NULL, NULL);
-    failed += cmocka_run_group_tests_name("file store, -fsync=never", file_nosync_tests, NULL, NULL);
+    failed +=
+        cmocka_run_group_tests_name("file store, -fsync=never", file_nosync_tests, NULL, NULL);
     failed += cmocka_run_group_tests_name("mem store", mem_tests, NULL, NULL);
-    failed += cmocka_run_group_tests_name("mem store, full every 100 kB", mem_full_tests, NULL, NULL);
+    failed +=
+        cmocka_run_group_tests_name("mem store, full every 100 kB", mem_full_tests, NULL, NULL);
   }
   if (getenv("TUSC_S3_ENDPOINT") != NULL) {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)

@@ -1,8 +1,9 @@
 """Scale-out (issue 12): three tusc instances on one S3 bucket and one Redis, behind a
 real HAProxy doing plain round-robin. Everything is real and started by the test:
-single-node Ceph RGW (tests/s3/rgw.py, once per module), redis-server on a unix socket,
-three tusc processes (-s3-bucket/-s3-endpoint/-redis-url) on fixed loopback ports (so
-a killed one can come back on its address), and HAProxy configured from
+single-node Ceph RGW (tests/s3/rgw.py; the session's, shared with test_s3.py),
+redis-server on a unix socket, three tusc processes (-s3-bucket/-s3-endpoint/-redis-url)
+on fixed loopback ports (so a killed one can come back on its address), and HAProxy
+configured from
 deploy/scale-out/haproxy.cfg with only the listen address and the server addresses
 substituted. Nothing here is skipped: a missing component fails with what to install.
 
@@ -87,14 +88,14 @@ def pattern(n, seed=0):
 # --- components ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def rgw(tmp_path_factory):
+@pytest.fixture
+def rgw64(request):
+    """The session's RGW with a 64 KiB multipart minimum (conftest's rgw_factory, shared
+    with test_s3.py). Checked first: a missing Ceph fails here instead of skipping."""
     if not rgwmod.ceph_installed():
         pytest.fail("Ceph (ceph-mon ceph-osd radosgw ceph-common) is not installed; "
                     "run scripts/install-deps.sh test", pytrace=False)
-    g = rgwmod.Rgw.start(str(tmp_path_factory.mktemp("rgw")), min_part_size=MIN_PART, quiet=True)
-    yield g
-    g.stop()
+    return request.getfixturevalue("rgw_factory")(MIN_PART)
 
 
 @pytest.fixture
@@ -301,7 +302,8 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster_factory(rgw, redis, tusc, tmp_path, monkeypatch):
+def cluster_factory(rgw64, redis, tusc, tmp_path, monkeypatch):
+    rgw = rgw64
     for k, v in rgw.env().items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_SHARED_CREDENTIALS_FILE", raising=False)
@@ -663,7 +665,7 @@ def test_expiry_leaves_nothing(cluster_factory):
 # --- deploy/scale-out as shipped ---------------------------------------------------------
 
 
-def test_deploy_files_run_an_instance(rgw, tusc, tmp_path, monkeypatch):
+def test_deploy_files_run_an_instance(rgw64, tusc, tmp_path, monkeypatch):
     """deploy/scale-out/tusc-scale-out.service's command line with the values of
     tusc.env (addresses pointed at this test's RGW and a Redis started from redis.conf,
     password included) runs an instance that stores an upload in the bucket."""
@@ -701,7 +703,7 @@ def test_deploy_files_run_an_instance(rgw, tusc, tmp_path, monkeypatch):
                       what="redis-server from deploy/scale-out/redis.conf")
         prefix = "dep" + uuid.uuid4().hex[:10] + "/"
         env.update(TUSC_LISTEN_HOST="127.0.0.1", TUSC_HAPROXY_CIDR="127.0.0.1/32",
-                   TUSC_S3_BUCKET=rgwmod.BUCKET, TUSC_S3_ENDPOINT=rgw.endpoint,
+                   TUSC_S3_BUCKET=rgwmod.BUCKET, TUSC_S3_ENDPOINT=rgw64.endpoint,
                    TUSC_REDIS_URL=f"redis://:{password}@127.0.0.1:{rport}/0",
                    AWS_ACCESS_KEY_ID=rgwmod.ACCESS_KEY, AWS_SECRET_ACCESS_KEY=rgwmod.SECRET_KEY,
                    AWS_REGION=rgwmod.REGION)
@@ -716,7 +718,7 @@ def test_deploy_files_run_an_instance(rgw, tusc, tmp_path, monkeypatch):
         path = srv.create(length=len(data))
         assert srv.patch(path, 0, data).status == 204
         assert srv.download(path).body == data
-        s3 = rgw.client()
+        s3 = rgw64.client()
         assert s3.get_object(Bucket=rgwmod.BUCKET,
                              Key=prefix + upload_id(path))["Body"].read() == data
         assert "Using Redis for upload locks" in srv.stderr()

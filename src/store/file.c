@@ -1446,14 +1446,15 @@ static int fa_chunk_begin(tusc_upload_t *up, int flags) {
   return 0;
 }
 
-/* Without fsync, the first INLINE_TAIL_MAX bytes of an unstaged chunk that find nothing
- * buffered and nothing on the pool are written on the loop straight from the caller's
- * piece: for the same reason as a small tail at chunk end (a pwrite into the page cache
- * costs less than a thread hop), and a small upload's body is then never copied into an
- * append buffer nor makes one resident. Bigger chunks go on through the buffers, so the
- * loop writes at most INLINE_TAIL_MAX bytes of a chunk. */
+/* The first INLINE_TAIL_MAX bytes of an unstaged chunk that find nothing buffered and
+ * nothing on the pool are written on the loop straight from the caller's piece: a
+ * pwrite into the page cache costs less than a thread hop (as for a small tail at chunk
+ * end), and a small upload's body is then never copied into an append buffer nor makes
+ * one resident (64 small uploads at once: 4 MiB less peak RSS). With fsync the
+ * fdatasync stays on the pool, in chunk_end's job. Bigger chunks go on through the
+ * buffers, so the loop writes at most INLINE_TAIL_MAX bytes of a chunk. */
 static bool direct_write_ok(const tusc_upload_t *up, size_t len) {
-  return !up->store->fsync && !up->chunk_staged && !upload_busy(up) && up->buf[0].len == 0 &&
+  return !up->chunk_staged && !upload_busy(up) && up->buf[0].len == 0 &&
          up->buf[1].len == 0 && up->taken + (int64_t)len <= INLINE_TAIL_MAX;
 }
 

@@ -125,7 +125,7 @@ char *tusc_upload_info_to_json(const tusc_upload_info_t *info) {
       goto out;
     if (!put(storage, "Type", json_string("filestore")) ||
         !put(storage, "Path", json_string(info->data_path)) ||
-        !put(storage, "InfoPath", json_string(info->info_path))) {
+        !put(storage, "InfoPath", json_string(info->info_path != NULL ? info->info_path : ""))) {
       json_decref(storage);
       goto out;
     }

@@ -12,9 +12,9 @@
  * store on libuv's thread pool, store/pool.h); the caller never does. A store may do
  * cheap work on the loop at once and still call back later (store/defer.h): the file
  * store reads an upload's small .info and stats or opens its data file there (page
- * cache for any live upload; a thread hop costs more), and without fsync writes a
- * chunk's small buffered tail there; writes otherwise, fsync, create, terminate,
- * directory walks and copies go to the pool.
+ * cache for any live upload; a thread hop costs more), writes a chunk's first 64 KiB
+ * there, and without fsync a chunk's small buffered tail; writes otherwise, fsync,
+ * create, terminate, directory walks and copies go to the pool.
  *
  * Threads: a store object is shared by all workers and its operations may be started
  * from any loop thread. A store that does its I/O on the caller's loop (the S3 store:

@@ -294,6 +294,15 @@ void tus_chunk_finish(tus_request_t *st, bool leave_callback) {
     return;
   }
   st->chunk_open = false;
+  /* Ending the chunk stores what is still buffered and may complete the upload (the S3
+   * store's last part and CompleteMultipartUpload): not with a lease lock (Redis) that
+   * may already be another instance's. The lease check is conservative (lock/redis.h),
+   * so nobody else holds it yet: dropping this chunk's bytes is still safe. */
+  if (st->lock_held && tusc_lock_check(&st->lock_req) == TUSC_ELOCK_LOST) {
+    if (st->result == 0 || st->result == TUSC_EUPLOAD_INTERRUPTED) /* asked to let go */
+      st->result = TUSC_ELOCK_LOST;
+    st->chunk_drop = true;
+  }
   int rc;
   if (st->verify != NULL) {
     /* A checksummed chunk reaches the data only once its digest matched. */

@@ -228,3 +228,31 @@ def test_sigterm_with_a_held_lock_releases_it(redis, tusc):
     assert r.status == 204, r
     assert took < 30, f"B waited {took:.1f}s: A's lock was left to expire"
     assert sha256(b.download(up).body) == sha256(data)
+
+
+def test_lease_taken_over_mid_patch_keeps_nothing_of_the_chunk(redis, tusc):
+    """A lease lost while a PATCH streams (here: the key overwritten behind the holder's
+    back, as if the lease had expired and another instance had taken it): the holder
+    stores nothing more of the chunk and does not acknowledge it: 503 ERR_LOCK_LOST, and
+    the offset is where the chunk began, so that the new holder's writes are not mixed
+    with this one's."""
+    a = tusc("-redis-url", redis.url, "-redis-lock-lease", LEASE)
+    n = 400_000
+    data = os.urandom(n)
+    up = a.create(length=n)
+    assert a.patch(up, 0, data[:1000]).status == 204
+    c = a.raw(timeout=30)
+    try:
+        c.send(patch_head(up, 1000, n - 1000))
+        c.send(data[1000:200_000])
+        wait_offset(a, up, 200_000)
+        key = "tusc:lock:{%s}" % up.rsplit("/", 1)[1]
+        out = subprocess.run(["redis-cli", "-s", redis.sock, "SET", key, "someone-else x"],
+                             capture_output=True, text=True, timeout=10)
+        assert out.stdout.strip() == "OK", out
+        r = final_response(c)
+        assert r is not None, "the PATCH got no response"
+        assert_error(r, 503, "ERR_LOCK_LOST")
+    finally:
+        c.close()
+    assert a.offset(up) == 1000

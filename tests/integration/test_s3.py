@@ -474,3 +474,36 @@ def test_kill_9_mid_patch_loses_no_acknowledged_byte(tusc, s3):
     assert off % PART == 0 or off >= acked  # whole parts, or parts and the old tail
     assert patch(srv2, loc, off, data[off:]).status == 204
     full_check(srv2, s3, loc, data)
+
+
+@pytest.mark.parametrize("version", [3, 8])
+def test_ietf_draft_on_s3(tusc, s3, version):
+    """The resumable-upload draft works on the S3 store as on the file store: an
+    optimistic creation cut mid-body keeps what reached S3, the offset comes back from
+    S3, and the completing append makes the object the representation."""
+    from test_ietf import Draft, draft_headers, is_complete, path_of
+    from conftest import build_request
+    srv = tusc(*s3.flags("-enable-experimental-protocol"))
+    d = Draft(srv, version)
+    data = pattern(3 * PART + 12345, seed=version)
+    sent = PART + 1000  # a full part and a tail
+    head = build_request("POST", srv.base_path, draft_headers(version, True, {
+        "Content-Type": "application/octet-stream"}), b"", content_length=len(data))
+    with srv.raw() as c:
+        c.send(head)
+        i104 = c.read_response("POST")
+        assert i104.status == 104, i104
+        loc = i104.header("Location")
+        c.send(data[:sent])
+    up = path_of(loc)
+    # Every byte that arrived is kept: in a part or in the tail object.
+    h = deadline_poll(lambda: (lambda r: r if r.header("Upload-Offset") == str(sent) else None)(
+        d.head(up)), 30, what="offset after the cut creation")
+    off = sent
+    assert not is_complete(h, version)
+    assert s3.key_of(up) + ".part.2" in s3.keys()
+    r = d.append(up, off, data[off:], complete=True)
+    assert r.status == 204, r
+    assert r.header("Upload-Offset") == str(len(data)), r
+    assert is_complete(r, version)
+    full_check(srv, s3, up, data)

@@ -17,60 +17,26 @@
 
 #include "common/error.h"
 #include "common/id.h"
+#include "common/strbuf.h"
 #include "common/utf8.h"
 
-/* --- output buffer ---------------------------------------------------------------- */
+/* --- JSON on a string buffer ------------------------------------------------------ */
 
-struct jbuf {
-  char *p;
-  size_t len;
-  size_t cap;
-  int err; /* first failure; later appends are no-ops */
-};
-
-static void jb_put(struct jbuf *b, const char *s, size_t n) {
-  if (b->err)
-    return;
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + n + 1)
-      cap *= 2;
-    if (cap > TUSC_HOOK_JSON_MAX) {
-      b->err = TUSC_EINVALID_ARGUMENT;
-      return;
-    }
-    char *p = realloc(b->p, cap);
-    if (!p) {
-      b->err = TUSC_ENOMEM;
-      return;
-    }
-    b->p = p;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = '\0';
-}
-
-static void jb_lit(struct jbuf *b, const char *s) {
-  jb_put(b, s, strlen(s));
-}
-
-static void jb_i64(struct jbuf *b, int64_t v) {
+static void jb_i64(tusc_strbuf_t *b, int64_t v) {
   char tmp[32];
   int n = snprintf(tmp, sizeof(tmp), "%" PRId64, v);
-  jb_put(b, tmp, (size_t)n);
+  tusc_strbuf_add(b, tmp, (size_t)n);
 }
 
-static void jb_bool(struct jbuf *b, bool v) {
-  jb_lit(b, v ? "true" : "false");
+static void jb_bool(tusc_strbuf_t *b, bool v) {
+  tusc_strbuf_str(b, v ? "true" : "false");
 }
 
-static void jb_str(struct jbuf *b, const char *str, size_t n) {
+static void jb_str(tusc_strbuf_t *b, const char *str, size_t n) {
   static const char hex[] = "0123456789abcdef";
   const unsigned char *s = (const unsigned char *)str;
   size_t start = 0, i = 0;
-  jb_put(b, "\"", 1);
+  tusc_strbuf_add(b, "\"", 1);
   while (i < n) {
     unsigned char c = s[i];
     if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&') {
@@ -78,29 +44,29 @@ static void jb_str(struct jbuf *b, const char *str, size_t n) {
       continue;
     }
     if (c < 0x80) {
-      jb_put(b, str + start, i - start);
+      tusc_strbuf_add(b, str + start, i - start);
       char esc[7];
       switch (c) {
       case '"':
-        jb_put(b, "\\\"", 2);
+        tusc_strbuf_add(b, "\\\"", 2);
         break;
       case '\\':
-        jb_put(b, "\\\\", 2);
+        tusc_strbuf_add(b, "\\\\", 2);
         break;
       case '\b':
-        jb_put(b, "\\b", 2);
+        tusc_strbuf_add(b, "\\b", 2);
         break;
       case '\f':
-        jb_put(b, "\\f", 2);
+        tusc_strbuf_add(b, "\\f", 2);
         break;
       case '\n':
-        jb_put(b, "\\n", 2);
+        tusc_strbuf_add(b, "\\n", 2);
         break;
       case '\r':
-        jb_put(b, "\\r", 2);
+        tusc_strbuf_add(b, "\\r", 2);
         break;
       case '\t':
-        jb_put(b, "\\t", 2);
+        tusc_strbuf_add(b, "\\t", 2);
         break;
       default:
         esc[0] = '\\';
@@ -109,7 +75,7 @@ static void jb_str(struct jbuf *b, const char *str, size_t n) {
         esc[3] = '0';
         esc[4] = hex[c >> 4];
         esc[5] = hex[c & 0xF];
-        jb_put(b, esc, 6);
+        tusc_strbuf_add(b, esc, 6);
       }
       i++;
       start = i;
@@ -118,26 +84,26 @@ static void jb_str(struct jbuf *b, const char *str, size_t n) {
     uint32_t cp = 0;
     size_t len = tusc_utf8_seq(s + i, n - i, &cp);
     if (len == 0) {
-      jb_put(b, str + start, i - start);
-      jb_lit(b, "\\ufffd");
+      tusc_strbuf_add(b, str + start, i - start);
+      tusc_strbuf_str(b, "\\ufffd");
       i++;
       start = i;
       continue;
     }
     if (cp == 0x2028 || cp == 0x2029) {
-      jb_put(b, str + start, i - start);
-      jb_lit(b, cp == 0x2028 ? "\\u2028" : "\\u2029");
+      tusc_strbuf_add(b, str + start, i - start);
+      tusc_strbuf_str(b, cp == 0x2028 ? "\\u2028" : "\\u2029");
       i += len;
       start = i;
       continue;
     }
     i += len;
   }
-  jb_put(b, str + start, i - start);
-  jb_put(b, "\"", 1);
+  tusc_strbuf_add(b, str + start, i - start);
+  tusc_strbuf_add(b, "\"", 1);
 }
 
-static void jb_cstr(struct jbuf *b, const char *s) {
+static void jb_cstr(tusc_strbuf_t *b, const char *s) {
   jb_str(b, s ? s : "", s ? strlen(s) : 0);
 }
 
@@ -193,10 +159,10 @@ static int cmp_pair(const void *a, const void *b) {
   return strcmp((*x)->key, (*y)->key);
 }
 
-static int write_headers(struct jbuf *b, const tusc_hook_http_request_t *req) {
+static int write_headers(tusc_strbuf_t *b, const tusc_hook_http_request_t *req) {
   size_t n = req ? req->header_count : 0;
   if (n == 0) {
-    jb_lit(b, "{}");
+    tusc_strbuf_str(b, "{}");
     return 0;
   }
   struct hdr_entry *e = calloc(n, sizeof(*e));
@@ -216,23 +182,23 @@ static int write_headers(struct jbuf *b, const tusc_hook_http_request_t *req) {
     e[i].order = i;
   }
   qsort(e, n, sizeof(*e), cmp_hdr);
-  jb_lit(b, "{");
+  tusc_strbuf_str(b, "{");
   for (size_t i = 0; i < n; i++) {
     bool first_of_name = i == 0 || strcmp(e[i - 1].name, e[i].name) != 0;
     bool last_of_name = i + 1 == n || strcmp(e[i + 1].name, e[i].name) != 0;
     if (first_of_name) {
       if (i > 0)
-        jb_lit(b, ",");
+        tusc_strbuf_str(b, ",");
       jb_cstr(b, e[i].name);
-      jb_lit(b, ":[");
+      tusc_strbuf_str(b, ":[");
     } else {
-      jb_lit(b, ",");
+      tusc_strbuf_str(b, ",");
     }
     jb_cstr(b, e[i].value);
     if (last_of_name)
-      jb_lit(b, "]");
+      tusc_strbuf_str(b, "]");
   }
-  jb_lit(b, "}");
+  tusc_strbuf_str(b, "}");
 out:
   for (size_t i = 0; i < n; i++)
     free(e[i].name);
@@ -240,9 +206,9 @@ out:
   return rc;
 }
 
-static int write_metadata(struct jbuf *b, const tusc_metadata_t *md) {
+static int write_metadata(tusc_strbuf_t *b, const tusc_metadata_t *md) {
   if (md->count == 0) {
-    jb_lit(b, "{}");
+    tusc_strbuf_str(b, "{}");
     return 0;
   }
   const tusc_metadata_pair_t **sorted = calloc(md->count, sizeof(*sorted));
@@ -251,26 +217,26 @@ static int write_metadata(struct jbuf *b, const tusc_metadata_t *md) {
   for (size_t i = 0; i < md->count; i++)
     sorted[i] = &md->pairs[i];
   qsort(sorted, md->count, sizeof(*sorted), cmp_pair);
-  jb_lit(b, "{");
+  tusc_strbuf_str(b, "{");
   for (size_t i = 0; i < md->count; i++) {
     if (i)
-      jb_lit(b, ",");
+      tusc_strbuf_str(b, ",");
     jb_cstr(b, sorted[i]->key);
-    jb_lit(b, ":");
+    tusc_strbuf_str(b, ":");
     if (sorted[i]->value)
       jb_str(b, sorted[i]->value, sorted[i]->value_len);
     else
-      jb_lit(b, "\"\"");
+      tusc_strbuf_str(b, "\"\"");
   }
-  jb_lit(b, "}");
+  tusc_strbuf_str(b, "}");
   free(sorted);
   return 0;
 }
 
 /* Go's net.JoinHostPort: brackets around hosts containing ':'. */
-static void write_remote_addr(struct jbuf *b, const tusc_hook_http_request_t *req) {
+static void write_remote_addr(tusc_strbuf_t *b, const tusc_hook_http_request_t *req) {
   if (!req || !req->remote_ip || !req->remote_ip[0]) {
-    jb_lit(b, "\"\"");
+    tusc_strbuf_str(b, "\"\"");
     return;
   }
   char addr[128];
@@ -286,41 +252,41 @@ int tusc_hook_json_request(enum tusc_hook_event ev, const tusc_upload_info_t *up
   if (!upload || !type[0])
     return TUSC_EINVALID_ARGUMENT;
   bool pre_create = ev == TUSC_HOOK_PRE_CREATE;
-  struct jbuf b = {0};
+  tusc_strbuf_t b = {.max = TUSC_HOOK_JSON_MAX};
   int rc;
 
-  jb_lit(&b, "{\"Type\":");
+  tusc_strbuf_str(&b, "{\"Type\":");
   jb_cstr(&b, type);
-  jb_lit(&b, ",\"Event\":{\"Upload\":{\"ID\":");
+  tusc_strbuf_str(&b, ",\"Event\":{\"Upload\":{\"ID\":");
   jb_cstr(&b, pre_create ? "" : upload->id);
-  jb_lit(&b, ",\"Size\":");
+  tusc_strbuf_str(&b, ",\"Size\":");
   jb_i64(&b, upload->size_is_deferred || upload->size < 0 ? 0 : upload->size);
-  jb_lit(&b, ",\"SizeIsDeferred\":");
+  tusc_strbuf_str(&b, ",\"SizeIsDeferred\":");
   jb_bool(&b, upload->size_is_deferred);
-  jb_lit(&b, ",\"Offset\":");
+  tusc_strbuf_str(&b, ",\"Offset\":");
   jb_i64(&b, upload->offset < 0 ? 0 : upload->offset);
-  jb_lit(&b, ",\"MetaData\":");
+  tusc_strbuf_str(&b, ",\"MetaData\":");
   if ((rc = write_metadata(&b, &upload->metadata)) < 0)
     goto out;
-  jb_lit(&b, ",\"IsPartial\":");
+  tusc_strbuf_str(&b, ",\"IsPartial\":");
   jb_bool(&b, upload->is_partial);
-  jb_lit(&b, ",\"IsFinal\":");
+  tusc_strbuf_str(&b, ",\"IsFinal\":");
   jb_bool(&b, upload->is_final);
-  jb_lit(&b, ",\"PartialUploads\":");
+  tusc_strbuf_str(&b, ",\"PartialUploads\":");
   if (upload->partial_uploads && upload->partial_count > 0) {
-    jb_lit(&b, "[");
+    tusc_strbuf_str(&b, "[");
     for (size_t i = 0; i < upload->partial_count; i++) {
       if (i)
-        jb_lit(&b, ",");
+        tusc_strbuf_str(&b, ",");
       jb_cstr(&b, upload->partial_uploads[i]);
     }
-    jb_lit(&b, "]");
+    tusc_strbuf_str(&b, "]");
   } else {
-    jb_lit(&b, "null");
+    tusc_strbuf_str(&b, "null");
   }
-  jb_lit(&b, ",\"Storage\":");
+  tusc_strbuf_str(&b, ",\"Storage\":");
   if (pre_create || storage == NULL || storage_count == 0) {
-    jb_lit(&b, "null");
+    tusc_strbuf_str(&b, "null");
   } else {
     /* A Go map: keys come out sorted. The maps are a handful of pairs. */
     const tusc_store_kv_t *sorted[TUSC_STORE_KV_MAX];
@@ -333,35 +299,35 @@ int tusc_hook_json_request(enum tusc_hook_event ev, const tusc_upload_info_t *up
       }
       sorted[k] = &storage[i];
     }
-    jb_lit(&b, "{");
+    tusc_strbuf_str(&b, "{");
     for (size_t i = 0; i < n; i++) {
       if (i)
-        jb_lit(&b, ",");
+        tusc_strbuf_str(&b, ",");
       jb_cstr(&b, sorted[i]->key);
-      jb_lit(&b, ":");
+      tusc_strbuf_str(&b, ":");
       jb_cstr(&b, sorted[i]->value);
     }
-    jb_lit(&b, "}");
+    tusc_strbuf_str(&b, "}");
   }
-  jb_lit(&b, "},\"HTTPRequest\":{\"Method\":");
+  tusc_strbuf_str(&b, "},\"HTTPRequest\":{\"Method\":");
   jb_cstr(&b, req ? req->method : "");
-  jb_lit(&b, ",\"URI\":");
+  tusc_strbuf_str(&b, ",\"URI\":");
   jb_cstr(&b, req ? req->uri : "");
-  jb_lit(&b, ",\"RemoteAddr\":");
+  tusc_strbuf_str(&b, ",\"RemoteAddr\":");
   write_remote_addr(&b, req);
-  jb_lit(&b, ",\"Header\":");
+  tusc_strbuf_str(&b, ",\"Header\":");
   if ((rc = write_headers(&b, req)) < 0)
     goto out;
-  jb_lit(&b, "}");
+  tusc_strbuf_str(&b, "}");
   if (req != NULL && req->principal != NULL) {
-    jb_lit(&b, ",\"TuscPrincipal\":");
+    tusc_strbuf_str(&b, ",\"TuscPrincipal\":");
     jb_cstr(&b, req->principal);
   }
   if (req != NULL && req->client_addr != NULL) {
-    jb_lit(&b, ",\"TuscClientAddr\":");
+    tusc_strbuf_str(&b, ",\"TuscClientAddr\":");
     jb_cstr(&b, req->client_addr);
   }
-  jb_lit(&b, "}}");
+  tusc_strbuf_str(&b, "}}");
   rc = b.err;
   if (rc == 0) {
     *out = b.p;

@@ -16,53 +16,11 @@
 #include <openssl/sha.h>
 
 #include "common/error.h"
+#include "common/strbuf.h"
 
 /* Cap of any string built here: a canonical request holds one key, a few headers and
  * the query of one request; 64 KiB is far beyond tusc's. */
 #define SIGV4_TEXT_MAX (64u << 10)
-
-struct sbuf {
-  char *p;
-  size_t len, cap;
-  bool failed;
-};
-
-static void sb_add(struct sbuf *b, const char *s, size_t n) {
-  if (b->failed)
-    return;
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + n + 1)
-      cap *= 2;
-    if (cap > SIGV4_TEXT_MAX) {
-      b->failed = true;
-      return;
-    }
-    char *p = realloc(b->p, cap);
-    if (p == NULL) {
-      b->failed = true;
-      return;
-    }
-    b->p = p;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = '\0';
-}
-
-static void sb_str(struct sbuf *b, const char *s) {
-  sb_add(b, s, strlen(s));
-}
-
-static int sb_finish(struct sbuf *b, char **out) {
-  if (b->failed || b->p == NULL) {
-    free(b->p);
-    return b->failed ? TUSC_ENOMEM : TUSC_EINVALID_ARGUMENT;
-  }
-  *out = b->p;
-  return 0;
-}
 
 static bool unreserved(unsigned char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
@@ -124,7 +82,7 @@ int tusc_sigv4_query_string(const tusc_sigv4_pair_t *query, size_t nquery, char 
     return 0;
   }
   int rc = TUSC_ENOMEM;
-  struct sbuf b = {0};
+  tusc_strbuf_t b = {.max = SIGV4_TEXT_MAX};
   struct enc_pair *pairs = calloc(nquery, sizeof(*pairs));
   if (pairs == NULL)
     return TUSC_ENOMEM;
@@ -138,12 +96,12 @@ int tusc_sigv4_query_string(const tusc_sigv4_pair_t *query, size_t nquery, char 
   qsort(pairs, nquery, sizeof(*pairs), cmp_enc_pair);
   for (size_t i = 0; i < nquery; i++) {
     if (i > 0)
-      sb_add(&b, "&", 1);
-    sb_str(&b, pairs[i].name);
-    sb_add(&b, "=", 1);
-    sb_str(&b, pairs[i].value);
+      tusc_strbuf_add(&b, "&", 1);
+    tusc_strbuf_str(&b, pairs[i].name);
+    tusc_strbuf_add(&b, "=", 1);
+    tusc_strbuf_str(&b, pairs[i].value);
   }
-  rc = sb_finish(&b, out);
+  rc = tusc_strbuf_finish(&b, out);
   b.p = NULL;
 out:
   for (size_t i = 0; i < nquery; i++) {
@@ -172,7 +130,7 @@ static int cmp_header(const void *a, const void *b) {
 }
 
 /* Value trimmed, inner runs of spaces/tabs as one space (AWS's "Trimall"). */
-static void add_trimmed(struct sbuf *b, const char *v) {
+static void add_trimmed(tusc_strbuf_t *b, const char *v) {
   while (*v == ' ' || *v == '\t')
     v++;
   bool space = false;
@@ -182,16 +140,16 @@ static void add_trimmed(struct sbuf *b, const char *v) {
       continue;
     }
     if (space)
-      sb_add(b, " ", 1);
+      tusc_strbuf_add(b, " ", 1);
     space = false;
-    sb_add(b, v, 1);
+    tusc_strbuf_add(b, v, 1);
   }
 }
 
 /* Appends the canonical headers block (each "name:value\n") to `canon` and the
  * signed-headers list ("a;b;c") to `signed_list`. */
-static int build_headers(const tusc_sigv4_request_t *req, struct sbuf *canon,
-                         struct sbuf *signed_list) {
+static int build_headers(const tusc_sigv4_request_t *req, tusc_strbuf_t *canon,
+                         tusc_strbuf_t *signed_list) {
   if (req->nheaders == 0)
     return TUSC_EINVALID_ARGUMENT;
   struct canon_header *hs = calloc(req->nheaders, sizeof(*hs));
@@ -216,20 +174,20 @@ static int build_headers(const tusc_sigv4_request_t *req, struct sbuf *canon,
   for (size_t i = 0; i < req->nheaders; i++) {
     bool same = i > 0 && strcmp(hs[i].name, hs[i - 1].name) == 0;
     if (same) {
-      sb_add(canon, ",", 1);
+      tusc_strbuf_add(canon, ",", 1);
     } else {
       if (i > 0) {
-        sb_add(canon, "\n", 1);
-        sb_add(signed_list, ";", 1);
+        tusc_strbuf_add(canon, "\n", 1);
+        tusc_strbuf_add(signed_list, ";", 1);
       }
-      sb_str(canon, hs[i].name);
-      sb_add(canon, ":", 1);
-      sb_str(signed_list, hs[i].name);
+      tusc_strbuf_str(canon, hs[i].name);
+      tusc_strbuf_add(canon, ":", 1);
+      tusc_strbuf_str(signed_list, hs[i].name);
     }
     add_trimmed(canon, hs[i].value);
   }
-  sb_add(canon, "\n", 1);
-  rc = canon->failed || signed_list->failed ? TUSC_ENOMEM : 0;
+  tusc_strbuf_add(canon, "\n", 1);
+  rc = canon->err != 0 || signed_list->err != 0 ? TUSC_ENOMEM : 0;
 out:
   for (size_t i = 0; i < req->nheaders; i++)
     free(hs[i].name);
@@ -251,7 +209,8 @@ static int canonical(const tusc_sigv4_request_t *req, char **creq, char **signed
   if (req->method == NULL || req->path == NULL || req->path[0] != '/' ||
       req->payload_hash == NULL || (req->nquery > 0 && req->query == NULL) || req->headers == NULL)
     return TUSC_EINVALID_ARGUMENT;
-  struct sbuf b = {0}, hdrs = {0}, sl = {0};
+  tusc_strbuf_t b = {.max = SIGV4_TEXT_MAX}, hdrs = {.max = SIGV4_TEXT_MAX},
+                sl = {.max = SIGV4_TEXT_MAX};
   char *query = NULL;
   int rc = tusc_sigv4_query_string(req->query, req->nquery, &query);
   if (rc < 0)
@@ -259,18 +218,18 @@ static int canonical(const tusc_sigv4_request_t *req, char **creq, char **signed
   rc = build_headers(req, &hdrs, &sl);
   if (rc < 0)
     goto out;
-  sb_str(&b, req->method);
-  sb_add(&b, "\n", 1);
-  sb_str(&b, req->path);
-  sb_add(&b, "\n", 1);
-  sb_str(&b, query);
-  sb_add(&b, "\n", 1);
-  sb_add(&b, hdrs.p, hdrs.len);
-  sb_add(&b, "\n", 1);
-  sb_add(&b, sl.p, sl.len);
-  sb_add(&b, "\n", 1);
-  sb_str(&b, req->payload_hash);
-  if (b.failed || sl.failed) {
+  tusc_strbuf_str(&b, req->method);
+  tusc_strbuf_add(&b, "\n", 1);
+  tusc_strbuf_str(&b, req->path);
+  tusc_strbuf_add(&b, "\n", 1);
+  tusc_strbuf_str(&b, query);
+  tusc_strbuf_add(&b, "\n", 1);
+  tusc_strbuf_add(&b, hdrs.p, hdrs.len);
+  tusc_strbuf_add(&b, "\n", 1);
+  tusc_strbuf_add(&b, sl.p, sl.len);
+  tusc_strbuf_add(&b, "\n", 1);
+  tusc_strbuf_str(&b, req->payload_hash);
+  if (b.err != 0 || sl.err != 0) {
     rc = TUSC_ENOMEM;
     goto out;
   }
@@ -320,18 +279,18 @@ static int string_to_sign(const tusc_sigv4_key_t *key, const tusc_sigv4_request_
   char hash[TUSC_SIGV4_HASH_HEX_LEN];
   tusc_sigv4_sha256_hex(creq, strlen(creq), hash);
   free(creq);
-  struct sbuf b = {0};
-  sb_str(&b, "AWS4-HMAC-SHA256\n");
-  sb_str(&b, req->amz_date);
-  sb_add(&b, "\n", 1);
-  sb_add(&b, req->amz_date, 8);
-  sb_add(&b, "/", 1);
-  sb_str(&b, key->region);
-  sb_add(&b, "/", 1);
-  sb_str(&b, key->service);
-  sb_str(&b, "/aws4_request\n");
-  sb_str(&b, hash);
-  rc = sb_finish(&b, sts);
+  tusc_strbuf_t b = {.max = SIGV4_TEXT_MAX};
+  tusc_strbuf_str(&b, "AWS4-HMAC-SHA256\n");
+  tusc_strbuf_str(&b, req->amz_date);
+  tusc_strbuf_add(&b, "\n", 1);
+  tusc_strbuf_add(&b, req->amz_date, 8);
+  tusc_strbuf_add(&b, "/", 1);
+  tusc_strbuf_str(&b, key->region);
+  tusc_strbuf_add(&b, "/", 1);
+  tusc_strbuf_str(&b, key->service);
+  tusc_strbuf_str(&b, "/aws4_request\n");
+  tusc_strbuf_str(&b, hash);
+  rc = tusc_strbuf_finish(&b, sts);
   if (rc < 0 && signed_headers != NULL) {
     free(*signed_headers);
     *signed_headers = NULL;

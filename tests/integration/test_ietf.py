@@ -652,6 +652,21 @@ def test_server_completes_at_declared_length_early_9(draft_server):
     assert draft_server.download(up).body == b"0123456789"
 
 
+def test_server_completes_creation_early_9(draft_server):
+    d = Draft(draft_server, 9)
+    hs = draft_headers(9, False, {"Upload-Length": "6", "Transfer-Encoding": "chunked"})
+    with draft_server.raw() as c:
+        c.send(build_request("POST", "/files/", hs, b""))
+        c.send(b"6\r\nabcdef\r\n")  # no last chunk
+        final, interim = c.read_final_response("POST")
+    assert [r.status for r in interim] == [104], interim
+    assert final.status == 201, final
+    assert final.header("Location") == interim[0].header("Location"), final
+    assert final.header("Upload-Complete") == "?1", final
+    assert final.header("Upload-Offset") == "6", final
+    assert draft_server.download(path_of(final.header("Location"))).body == b"abcdef"
+
+
 def test_reaching_length_completes_8_at_body_end(draft_server):
     """Interop 8 unchanged: the answer (complete) comes with the end of the body."""
     d = Draft(draft_server, 8)

@@ -64,10 +64,9 @@ void tusc_ietf_response_headers(tusc_tus_req_t *st, tusc_http_response_t *resp, 
      * (tusc_ietf_note_conflict), the offset a retry meets. From -12 on its
      * Upload-Complete is always ?0: the answer is the protocol's, not the resource's. */
     tusc_http_response_headerf(resp, "Upload-Offset", "%lld", (long long)ietf->conflict_offset);
+    bool complete = ietf->version < TUSC_IETF_VERSION_PROBLEMS && ietf->conflict_complete;
     tusc_http_response_header(resp, tusc_ietf_complete_name(ietf->version),
-                              tusc_ietf_complete_value(ietf->version,
-                                                       ietf->version < TUSC_IETF_VERSION_PROBLEMS &&
-                                                           ietf->conflict_complete));
+                              tusc_ietf_complete_value(ietf->version, complete));
   } else if (status >= 400 && ietf->version >= TUSC_IETF_VERSION_PROBLEMS && carries_content(st)) {
     /* -12: an error of the upload protocol itself (not the result of processing the
      * representation) says Upload-Complete: ?0, so that the client follows the draft's

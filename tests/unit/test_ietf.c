@@ -220,9 +220,8 @@ static void test_problem(void **state) {
   assert_int_equal(n, strlen(out));
   assert_non_null(strstr(out, "#inconsistent-upload-length\""));
   char tiny[40];
-  assert_int_equal(tusc_ietf_format_problem(TUSC_IETF_PROBLEM_MISMATCHING_OFFSET, 1, 2, tiny,
-                                            sizeof(tiny)),
-                   -1);
+  assert_int_equal(
+      tusc_ietf_format_problem(TUSC_IETF_PROBLEM_MISMATCHING_OFFSET, 1, 2, tiny, sizeof(tiny)), -1);
   assert_int_equal(
       tusc_ietf_format_problem(TUSC_IETF_PROBLEM_INCONSISTENT_LENGTH, -1, -1, tiny, sizeof(tiny)),
       -1);

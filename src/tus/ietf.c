@@ -7,7 +7,12 @@
  *   5 (-03)      as 4
  *   6 (-04,-05)  appends must be application/partial-upload; Upload-Limit; Upload-Length
  *   7 (-06..-08) as 6
- *   8 (-09..)    creation by any method with content (POST, PUT, PATCH); Accept-Patch
+ *   8 (-09..-11) creation by any method with content (POST, PUT, PATCH); Accept-Patch
+ *   9 (-12)      problem details for a mismatching offset and an inconsistent length;
+ *                the server completes an upload when its declared length is reached and
+ *                answers at once (Upload-Complete: ?1); an append to a completed upload
+ *                gets the final response again when it is valid; errors of the protocol
+ *                itself say Upload-Complete: ?0 (the client may resume)
  *
  * Everything else is shared: an upload created here is an ordinary tus upload (a tus
  * client can HEAD it and the other way round).
@@ -241,6 +246,31 @@ long tusc_ietf_disposition_filename(const char *s, size_t len, char *out, size_t
 int tusc_ietf_format_limit(int64_t max_size, char *out, size_t cap) {
   int n = max_size > 0 ? snprintf(out, cap, "min-size=0, max-size=%lld", (long long)max_size)
                        : snprintf(out, cap, "min-size=0");
+  if (n < 0 || (size_t)n >= cap)
+    return -1;
+  return n;
+}
+
+int tusc_ietf_format_problem(enum tusc_ietf_problem problem, int64_t expected_offset,
+                             int64_t provided_offset, char *out, size_t cap) {
+  int n;
+  if (problem == TUSC_IETF_PROBLEM_MISMATCHING_OFFSET) {
+    n = snprintf(out, cap,
+                 "{\"type\":\"https://iana.org/assignments/http-problem-types#mismatching-upload-"
+                 "offset\",\"title\":\"offset from request does not match offset of resource\"");
+    if (n >= 0 && (size_t)n < cap && expected_offset >= 0)
+      n += snprintf(out + n, cap - (size_t)n, ",\"expected-offset\":%lld",
+                    (long long)expected_offset);
+    if (n >= 0 && (size_t)n < cap && provided_offset >= 0)
+      n += snprintf(out + n, cap - (size_t)n, ",\"provided-offset\":%lld",
+                    (long long)provided_offset);
+    if (n >= 0 && (size_t)n < cap)
+      n += snprintf(out + n, cap - (size_t)n, "}");
+  } else {
+    n = snprintf(out, cap,
+                 "{\"type\":\"https://iana.org/assignments/http-problem-types#inconsistent-upload-"
+                 "length\",\"title\":\"inconsistent length values for upload\"}");
+  }
   if (n < 0 || (size_t)n >= cap)
     return -1;
   return n;

@@ -2,8 +2,8 @@
  * ietf — the IETF draft "Resumable Uploads for HTTP" (draft-ietf-httpbis-resumable-
  * upload), served beside tus 1.0 on the same base path and store when
  * -enable-experimental-protocol is on. A request is a draft request when it carries
- * Upload-Draft-Interop-Version; interop versions 3 (draft -01) to 8 (drafts -09 and
- * later) are understood. Draft responses carry Upload-Draft-Interop-Version and no
+ * Upload-Draft-Interop-Version; interop versions 3 (draft -01) to 9 (draft -12) are
+ * understood. Draft responses carry Upload-Draft-Interop-Version and no
  * Tus-Resumable.
  *
  This file is the draft's protocol logic: header parsing and formatting and the
@@ -27,7 +27,10 @@
 #include "store/store.h"
 
 #define TUSC_IETF_VERSION_MIN 3
-#define TUSC_IETF_VERSION_MAX 8
+#define TUSC_IETF_VERSION_MAX 9
+/* From this interop version on (draft -12): problem details, early completion, the
+ * final response replayed, Upload-Complete: ?0 on the protocol's own errors. */
+#define TUSC_IETF_VERSION_PROBLEMS 9
 #define TUSC_IETF_PARTIAL_UPLOAD "application/partial-upload"
 
 /* Per-request draft state, embedded in the handler's request state. Zeroed = not a
@@ -46,6 +49,7 @@ typedef struct tusc_ietf_req_s {
   int64_t append_offset;  /* an append, between its checks and the shared flow */
   int64_t append_length;
   bool append_complete;
+  bool plain_error;       /* a malformed header: text error, not a draft problem type */
 } tusc_ietf_req_t;
 
 /* --- pure helpers ------------------------------------------------------------------ */
@@ -82,6 +86,17 @@ long tusc_ietf_disposition_filename(const char *s, size_t len, char *out, size_t
 /* Upload-Limit value: "min-size=0" plus ", max-size=N" when max_size > 0. Returns the
  * length or -1 when it does not fit. */
 int tusc_ietf_format_limit(int64_t max_size, char *out, size_t cap);
+
+/* The draft's problem types (RFC 9457), draft -12 section "Problem Types". */
+enum tusc_ietf_problem {
+  TUSC_IETF_PROBLEM_MISMATCHING_OFFSET, /* 409: expected-offset, provided-offset */
+  TUSC_IETF_PROBLEM_INCONSISTENT_LENGTH /* 400 */
+};
+
+/* An application/problem+json body for `problem`; the offsets are used (when >= 0) by
+ * the mismatching-offset type. Returns the length, or -1 when it does not fit. */
+int tusc_ietf_format_problem(enum tusc_ietf_problem problem, int64_t expected_offset,
+                             int64_t provided_offset, char *out, size_t cap);
 
 /* --- upload state for the answers ------------------------------------------------ */
 

@@ -42,6 +42,8 @@ static void limit_header(const tusc_config_t *cfg, tusc_http_response_t *resp) {
     tusc_http_response_header(resp, "Upload-Limit", limit);
 }
 
+static bool carries_content(tusc_tus_req_t *st);
+
 void tusc_ietf_response_headers(tusc_tus_req_t *st, tusc_http_response_t *resp, int status) {
   tusc_ietf_req_t *ietf = tusc_tus_req_ietf(st);
   if (ietf->version > 0)
@@ -59,11 +61,39 @@ void tusc_ietf_response_headers(tusc_tus_req_t *st, tusc_http_response_t *resp, 
       tusc_http_response_headerf(resp, "Upload-Length", "%lld", (long long)ietf->size);
   } else if (status == 409 && ietf->have_conflict) {
     /* The draft's 409 tells the client where to resume: the state met under the lock
-     * (tusc_ietf_note_conflict), the offset a retry meets. */
+     * (tusc_ietf_note_conflict), the offset a retry meets. From -12 on its
+     * Upload-Complete is always ?0: the answer is the protocol's, not the resource's. */
     tusc_http_response_headerf(resp, "Upload-Offset", "%lld", (long long)ietf->conflict_offset);
+    bool complete = ietf->version < TUSC_IETF_VERSION_PROBLEMS && ietf->conflict_complete;
     tusc_http_response_header(resp, tusc_ietf_complete_name(ietf->version),
-                              tusc_ietf_complete_value(ietf->version, ietf->conflict_complete));
+                              tusc_ietf_complete_value(ietf->version, complete));
+  } else if (status >= 400 && ietf->version >= TUSC_IETF_VERSION_PROBLEMS && carries_content(st)) {
+    /* -12: an error of the upload protocol itself (not the result of processing the
+     * representation) says Upload-Complete: ?0, so that the client follows the draft's
+     * retry guidance (409: resume at Upload-Offset; 413: respect Upload-Limit; 429 and
+     * 5xx: retrieve the offset and resume). */
+    tusc_http_response_header(resp, "Upload-Complete", "?0");
   }
+}
+
+/* Requests that create or append (the ones a client may resume). */
+static bool carries_content(tusc_tus_req_t *st) {
+  enum tusc_http_method m = tusc_tus_req_http(st)->method;
+  return m == TUSC_HTTP_POST || m == TUSC_HTTP_PUT || m == TUSC_HTTP_PATCH;
+}
+
+size_t tusc_ietf_problem_body(tusc_tus_req_t *st, int err, char *out, size_t cap) {
+  tusc_ietf_req_t *ietf = tusc_tus_req_ietf(st);
+  int n = -1;
+  if (ietf->version < TUSC_IETF_VERSION_PROBLEMS || ietf->plain_error)
+    return 0;
+  if (err == TUSC_EMISMATCHED_OFFSET)
+    n = tusc_ietf_format_problem(TUSC_IETF_PROBLEM_MISMATCHING_OFFSET,
+                                 ietf->have_conflict ? ietf->conflict_offset : -1,
+                                 ietf->append_offset, out, cap);
+  else if (err == TUSC_EINVALID_UPLOAD_LENGTH)
+    n = tusc_ietf_format_problem(TUSC_IETF_PROBLEM_INCONSISTENT_LENGTH, -1, -1, out, cap);
+  return n > 0 ? (size_t)n : 0;
 }
 
 void tusc_ietf_options(tusc_tus_req_t *st, tusc_http_response_t *resp) {
@@ -82,6 +112,12 @@ static void respond_error(tusc_tus_req_t *st, int err, const char *message) {
   tusc_http_response_t resp;
   tusc_metrics_error(tusc_error_status(err), err);
   tusc_tus_req_response_init(st, &resp, tusc_error_status(err));
+  size_t len = tusc_ietf_problem_body(st, err, body, sizeof(body));
+  if (len > 0) {
+    tusc_http_response_header(&resp, "Content-Type", "application/problem+json");
+    tusc_tus_req_finish(st, &resp, body, len);
+    return;
+  }
   tusc_http_response_header(&resp, "Content-Type", "text/plain; charset=utf-8");
   int n = snprintf(body, sizeof(body), "%s: %s\n", tusc_error_code(err), message);
   tusc_tus_req_finish(st, &resp, body, n > 0 ? (size_t)n : 0);
@@ -153,6 +189,10 @@ static bool read_length(tusc_tus_req_t *st, bool complete, int64_t offset, int64
   size_t len = 0;
   bool dup = false;
   const char *ul = single_header(req, "Upload-Length", &len, &dup);
+  int64_t declared = 0;
+  /* A malformed or repeated header is not an inconsistent length (no problem type). */
+  tusc_tus_req_ietf(st)->plain_error =
+      dup || (ul != NULL && (tusc_sfv_parse_integer(ul, len, &declared) < 0 || declared < 0));
   if (dup || tusc_ietf_request_length(complete, ul, len, body_length(req), offset, length) < 0) {
     respond_error(st, TUSC_EINVALID_UPLOAD_LENGTH,
                   "invalid Upload-Length, or it disagrees with the length of a completing "
@@ -187,6 +227,7 @@ static void do_create(tusc_tus_req_t *st) {
   int64_t length = -1;
   if (!read_complete(st, &complete) || !read_length(st, complete, 0, &length))
     return;
+  tusc_tus_req_ietf(st)->plain_error = false;
   int64_t body = body_length(req);
   if (cfg->max_size > 0 && length > cfg->max_size) {
     respond_error(st, TUSC_EMAX_SIZE_EXCEEDED, NULL);
@@ -303,6 +344,7 @@ static void do_append(tusc_tus_req_t *st) {
   int64_t length = -1;
   if (!read_length(st, complete, offset, &length))
     return;
+  ietf->plain_error = false;
 
   /* Appending to a finished upload is refused before anything is read (the shared flow
    * would answer 413 for the bytes that do not fit). */

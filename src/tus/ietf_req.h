@@ -29,6 +29,11 @@ bool tusc_ietf_handle(tusc_tus_req_t *st, enum tusc_http_method method, bool is_
  * place of Tus-Resumable). */
 void tusc_ietf_response_headers(tusc_tus_req_t *st, tusc_http_response_t *resp, int status);
 
+/* The body of a draft error answer when the client's interop version has a problem type
+ * for `err` (RFC 9457, application/problem+json): writes it into out and returns its
+ * length; 0 when the error keeps tusc's text body. */
+size_t tusc_ietf_problem_body(tusc_tus_req_t *st, int err, char *out, size_t cap);
+
 /* Extra headers of a draft OPTIONS answer (Accept-Patch). */
 void tusc_ietf_options(tusc_tus_req_t *st, tusc_http_response_t *resp);
 

@@ -503,6 +503,17 @@ static int hold_rest(tus_request_t *st, const char *rest, size_t len, bool over)
   return 0;
 }
 
+/* IETF draft -12 (interop 9): once a body of unannounced size (chunked) brings the
+ * upload to its declared length, the server completes the upload and answers at once
+ * (Upload-Complete: ?1) instead of waiting for the end of the body. A checksummed body
+ * is verified whole first, so it waits for its end as before. */
+static bool ietf_reached_length(const tus_request_t *st) {
+  if (st->ietf.version < TUSC_IETF_VERSION_PROBLEMS || !st->req->chunked || st->verify != NULL ||
+      st->limit < 0 || st->written != st->limit)
+    return false;
+  return !tusc_store_info(st->upload)->size_is_deferred;
+}
+
 int tus_on_body(tusc_http_request_t *req, const char *data, size_t len, void *ctx) {
   (void)ctx;
   tus_request_t *st = req->handler_data;
@@ -526,6 +537,12 @@ int tus_on_body(tusc_http_request_t *req, const char *data, size_t len, void *ct
     rc = TUSC_EUPLOAD_SIZE_EXCEEDED;
   if (rc != 0)
     return chunk_stop(st, rc);
+  if (ietf_reached_length(st)) {
+    /* Completed by the server: answer now, read no more of the body (the connection
+     * closes after the answer). Non-zero stops the body; it is not the result. */
+    tus_chunk_finish(st, true);
+    return TUSC_EUPLOAD_INTERRUPTED;
+  }
   return 0;
 }
 

@@ -147,10 +147,16 @@ static void respond_error_header(tus_request_t *st, int err, const char *name, c
   if (err == TUSC_ECHECKSUM_MISMATCH && st->op == OP_POST && st->location != NULL &&
       st->info == NULL)
     tusc_http_response_header(&resp, "Location", st->location);
-  snprintf(body, sizeof(body), "%s: %s\n", tusc_error_code(err), tusc_strerror(err));
   if (status >= 500 || st->aborted)
     TUSC_LOG(TUSC_LOG_WARN, "%s %s from %s: %s", st->req->method_name, st->req->path, st->client,
              tusc_strerror(err));
+  size_t len = st->ietf.version > 0 ? tusc_ietf_problem_body(st, err, body, sizeof(body)) : 0;
+  if (len > 0) { /* the draft's problem type (interop 9 on) */
+    tusc_http_response_header(&resp, "Content-Type", "application/problem+json");
+    tus_finish(st, &resp, body, len);
+    return;
+  }
+  snprintf(body, sizeof(body), "%s: %s\n", tusc_error_code(err), tusc_strerror(err));
   tus_respond_text(st, &resp, body);
 }
 

@@ -1,18 +1,22 @@
 """IETF draft "Resumable Uploads for HTTP" (-enable-experimental-protocol): a raw-socket
-client for interop versions 3 (draft -01) to 8 (drafts -09 and later).
+client for interop versions 3 (draft -01) to 9 (draft -12).
 
 Creation with the 104 interim response seen before the final answer, an interrupted
 body (the client closes mid-body), offset retrieval, append, completion, cancellation;
 400 on malformed Structured Field values, 409 with the right offset, Upload-Limit, and
-what happens to draft requests when the flag is off.
+what happens to draft requests when the flag is off. Interop 9 (draft -12): problem
+details, completion by the server when the declared length is reached, the final
+response replayed, Upload-Complete: ?0 on the protocol's own errors, cancellation of
+an append still in flight.
 """
+import json
 import urllib.parse
 
 import pytest
 
 from conftest import OCTET, RawConn, build_request, deadline_poll, upload_id
 
-VERSIONS = [3, 4, 5, 6, 7, 8]
+VERSIONS = [3, 4, 5, 6, 7, 8, 9]
 PARTIAL = "application/partial-upload"
 
 
@@ -248,7 +252,7 @@ def test_completing_append_must_match_declared_length(draft_server, version):
     assert r.status == 204 and is_complete(r, version), r
 
 
-@pytest.mark.parametrize("version", [6, 7, 8])
+@pytest.mark.parametrize("version", [6, 7, 8, 9])
 def test_append_needs_partial_upload_type(draft_server, version):
     d = Draft(draft_server, version)
     final, _ = d.create(b"", complete=False)
@@ -284,7 +288,7 @@ def test_malformed_complete_on_creation_400(draft_server, header, value):
     assert not r.has("Location")
 
 
-@pytest.mark.parametrize("value", ["abc", "9", "2", "6.0", "-6", '"6"', "6, 7"])
+@pytest.mark.parametrize("value", ["abc", "10", "2", "6.0", "-6", '"6"', "6, 7"])
 def test_bad_interop_version_400(draft_server, value):
     hs = [("Upload-Draft-Interop-Version", value), ("Upload-Complete", "?1")]
     r = draft_server.raw_request(build_request("POST", "/files/", hs, b"abc"), "POST")
@@ -459,7 +463,7 @@ def test_pre_create_hook_sees_draft_creation(tusc, tmp_path):
     assert srv.download("/files/chosen-by-hook").body == b"data"
 
 
-@pytest.mark.parametrize("version", [3, 6, 8])
+@pytest.mark.parametrize("version", [3, 6, 8, 9])
 def test_resume_while_old_append_still_hangs(draft_server, version):
     """The client thinks its append died but the server still holds it open: offset
     retrieval answers at once (no lock), and the new append takes over the upload."""
@@ -537,3 +541,206 @@ def test_interop_3_without_upload_incomplete_is_complete(draft_server):
     final, _ = Draft(draft_server, 4).exchange(
         "POST", "/files/", [("Upload-Draft-Interop-Version", "4")], body)
     assert final.status == 400, final
+
+
+# --- interop 9 (draft -12) ---------------------------------------------------------------
+
+PROBLEM_TYPES = "https://iana.org/assignments/http-problem-types#"
+
+
+def problem(resp):
+    assert resp.header("Content-Type") == "application/problem+json", resp
+    return json.loads(resp.body)
+
+
+@pytest.mark.parametrize("version", [8, 9])
+def test_409_problem_details_from_9(draft_server, version):
+    d = Draft(draft_server, version)
+    final, _ = d.create(b"x" * 10, complete=True)
+    up = path_of(final.header("Location"))
+    r = d.append(up, 25, b"yyy", complete=False)
+    assert r.status == 409, r
+    assert r.header("Upload-Offset") == "10", r
+    if version == 8:  # unchanged: the state met, and a text body
+        assert is_complete(r, 8) and r.error_code() == "ERR_MISMATCHED_OFFSET", r
+        return
+    # -12: a protocol error, so Upload-Complete: ?0 even for a completed upload.
+    assert r.header("Upload-Complete") == "?0", r
+    p = problem(r)
+    assert p["type"] == PROBLEM_TYPES + "mismatching-upload-offset", p
+    assert p["expected-offset"] == 10 and p["provided-offset"] == 25, p
+    assert p["title"], p
+
+
+def test_inconsistent_length_problem_9(draft_server):
+    d = Draft(draft_server, 9)
+    # Upload-Length disagrees with the completing request's Content-Length.
+    final, interim = d.create(b"0123456789", complete=True, extra={"Upload-Length": "5"})
+    assert final.status == 400 and not interim, (final, interim)
+    assert problem(final)["type"] == PROBLEM_TYPES + "inconsistent-upload-length", final
+    assert final.header("Upload-Complete") == "?0", final
+    assert not final.has("Location"), final
+    # A completing append that does not reach the declared length.
+    final, _ = d.create(b"", complete=False, extra={"Upload-Length": "10"})
+    up = path_of(final.header("Location"))
+    r = d.append(up, 0, b"12345", complete=True)
+    assert r.status == 400, r
+    assert problem(r)["type"] == PROBLEM_TYPES + "inconsistent-upload-length", r
+    assert r.header("Upload-Complete") == "?0", r
+    # Another length than the one declared before.
+    r = d.append(up, 0, b"", complete=False, extra={"Upload-Length": "11"})
+    assert r.status == 400, r
+    assert problem(r)["type"] == PROBLEM_TYPES + "inconsistent-upload-length", r
+    # A malformed header is not an inconsistent length: tusc's text error as before.
+    hs = draft_headers(9, False, {"Upload-Length": "x"})
+    r = draft_server.raw_request(build_request("POST", "/files/", hs, b""), "POST")
+    assert r.status == 400 and r.error_code() == "ERR_INVALID_UPLOAD_LENGTH", r
+
+
+def test_completed_upload_replays_final_response_9(draft_server):
+    """No completed-upload problem type in -12: a valid append to a completed upload
+    gets the final response again; one that would add bytes is an inconsistent
+    length."""
+    d = Draft(draft_server, 9)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    done = d.append(up, 0, b"all of it", complete=True)
+    assert done.status == 204 and done.header("Upload-Complete") == "?1", done
+    for complete in (True, False):
+        r = d.append(up, 9, b"", complete=complete)
+        assert r.status == 204, r
+        assert r.header("Upload-Complete") == "?1", r
+        assert r.header("Upload-Offset") == done.header("Upload-Offset") == "9", r
+        assert r.header("Upload-Length") == "9", r
+    r = d.append(up, 9, b"more", complete=False)
+    assert r.status == 400, r
+    assert problem(r)["type"] == PROBLEM_TYPES + "inconsistent-upload-length", r
+    assert r.header("Upload-Complete") == "?0", r
+    assert draft_server.download(up).body == b"all of it"
+
+
+def chunked_append(server, version, up, offset, data):
+    """Starts a chunked append that sends `data` as one chunk and no end of body."""
+    hs = draft_headers(version, False, {"Upload-Offset": str(offset), "Content-Type": PARTIAL,
+                                        "Transfer-Encoding": "chunked"})
+    c = RawConn(server.port)
+    c.send(build_request("PATCH", up, hs, b""))
+    c.send(b"%x\r\n" % len(data) + data + b"\r\n")
+    return c
+
+
+def test_server_completes_at_declared_length_early_9(draft_server):
+    """-12: the server may complete the upload itself; once the declared length is
+    reached it answers at once with Upload-Complete: ?1 without waiting for the end of
+    a body of unannounced size."""
+    d = Draft(draft_server, 9)
+    final, _ = d.create(b"0123", complete=False, extra={"Upload-Length": "10"})
+    assert final.status == 201 and final.header("Upload-Complete") == "?0", final
+    up = path_of(final.header("Location"))
+    c = chunked_append(draft_server, 9, up, 4, b"456789")
+    try:
+        # The body is still open (no last chunk): the answer comes anyway.
+        r, _ = c.read_final_response("PATCH")
+        assert r.status == 204, r
+        assert r.header("Upload-Complete") == "?1", r
+        assert r.header("Upload-Offset") == "10" and r.header("Upload-Length") == "10", r
+        assert r.header("Connection") == "close" or c.closed_by_peer(10), r
+    finally:
+        c.close()
+    h = d.head(up)
+    assert h.header("Upload-Complete") == "?1" and h.header("Upload-Offset") == "10", h
+    assert draft_server.download(up).body == b"0123456789"
+
+
+def test_server_completes_creation_early_9(draft_server):
+    d = Draft(draft_server, 9)
+    hs = draft_headers(9, False, {"Upload-Length": "6", "Transfer-Encoding": "chunked"})
+    with draft_server.raw() as c:
+        c.send(build_request("POST", "/files/", hs, b""))
+        c.send(b"6\r\nabcdef\r\n")  # no last chunk
+        final, interim = c.read_final_response("POST")
+    assert [r.status for r in interim] == [104], interim
+    assert final.status == 201, final
+    assert final.header("Location") == interim[0].header("Location"), final
+    assert final.header("Upload-Complete") == "?1", final
+    assert final.header("Upload-Offset") == "6", final
+    assert draft_server.download(path_of(final.header("Location"))).body == b"abcdef"
+
+
+def test_reaching_length_completes_8_at_body_end(draft_server):
+    """Interop 8 unchanged: the answer (complete) comes with the end of the body."""
+    d = Draft(draft_server, 8)
+    final, _ = d.create(b"0123", complete=False, extra={"Upload-Length": "10"})
+    up = path_of(final.header("Location"))
+    c = chunked_append(draft_server, 8, up, 4, b"456789")
+    try:
+        deadline_poll(lambda: d.head(up).header("Upload-Offset") == "10", 15,
+                      what="the chunk stored")
+        c.send(b"0\r\n\r\n")
+        r, _ = c.read_final_response("PATCH")
+        assert r.status == 204 and is_complete(r, 8), r
+    finally:
+        c.close()
+
+
+def test_options_and_limits_9(tusc):
+    srv = tusc("-enable-experimental-protocol")
+    d = Draft(srv, 9)
+    final, _ = d.exchange("OPTIONS", "/files/", draft_headers(9))
+    assert final.status in (200, 204), final
+    assert final.header("Upload-Limit") == "min-size=0", final  # no limit: min-size=0
+    srv = tusc("-enable-experimental-protocol", "-max-size", "100")
+    d = Draft(srv, 9)
+    final, _ = d.exchange("OPTIONS", "/files/", draft_headers(9))
+    assert final.header("Upload-Limit") == "min-size=0, max-size=100", final
+    # Limit violations: 413 with Upload-Limit, and Upload-Complete: ?0 (the client may
+    # retry smaller, or cancel).
+    final, interim = d.create(b"", complete=False, extra={"Upload-Length": "101"})
+    assert final.status == 413 and not interim, final
+    assert final.header("Upload-Limit") == "min-size=0, max-size=100", final
+    assert final.header("Upload-Complete") == "?0", final
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    r = d.append(up, 0, b"y" * 101, complete=False)
+    assert r.status == 413, r
+    assert r.header("Upload-Limit") == "min-size=0, max-size=100", r
+    assert r.header("Upload-Complete") == "?0", r
+
+
+def test_104_only_for_draft_clients(draft_server):
+    """The 104 goes only to a request that announced an interop version: a request
+    with Upload-Complete alone is a tus request."""
+    hs = [("Upload-Complete", "?1"), ("Tus-Resumable", "1.0.0"), ("Upload-Length", "3"),
+          ("Content-Type", OCTET)]
+    with draft_server.raw() as c:
+        c.send(build_request("POST", "/files/", hs, b"abc"))
+        final, interim = c.read_final_response("POST")
+    assert final.status == 201 and not interim, (final, interim)
+    assert final.header("Tus-Resumable") == "1.0.0", final
+    final, interim = Draft(draft_server, 9).create(b"abc", complete=True)
+    assert [r.status for r in interim] == [104], interim
+    assert interim[0].header("Upload-Draft-Interop-Version") == "9", interim
+
+
+def test_cancel_ends_append_in_flight_9(draft_server):
+    """-12: DELETE terminates a request still appending to the upload (HTTP/1.1: its
+    connection is answered and closed) before it answers."""
+    d = Draft(draft_server, 9)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    hs = draft_headers(9, False, {"Upload-Offset": "0", "Content-Type": PARTIAL})
+    old = RawConn(draft_server.port)
+    try:
+        old.send(build_request("PATCH", up, hs, b"", content_length=100000))
+        old.send(b"w" * 1000)
+        deadline_poll(lambda: d.head(up).header("Upload-Offset") == "1000", 15,
+                      what="bytes of the append in flight")
+        r = d.delete(up)
+        assert r.status == 204, r
+        # The old append was ended: it gets its answer and its connection closes.
+        old_r, _ = old.read_final_response("PATCH")
+        assert old_r.status >= 400, old_r
+        assert old.read_until_close() == b""
+    finally:
+        old.close()
+    assert d.head(up).status == 404

@@ -36,7 +36,8 @@ static void test_version(void **state) {
       {"8", 0, 8},
       {"6;x=1", 0, 6},
       {"2", TUSC_EINVALID_HEADER, 0},
-      {"9", TUSC_EINVALID_HEADER, 0},
+      {"9", 0, 9},
+      {"10", TUSC_EINVALID_HEADER, 0},
       {"0", TUSC_EINVALID_HEADER, 0},
       {"-6", TUSC_EINVALID_HEADER, 0},
       {"6.0", TUSC_EINVALID_HEADER, 0},
@@ -202,11 +203,35 @@ static void test_limit(void **state) {
   assert_int_equal(tusc_ietf_format_limit(5, tiny, sizeof(tiny)), -1);
 }
 
+static void test_problem(void **state) {
+  (void)state;
+  char out[512];
+  int n = tusc_ietf_format_problem(TUSC_IETF_PROBLEM_MISMATCHING_OFFSET, 12500000, 25000000, out,
+                                   sizeof(out));
+  assert_int_equal(n, strlen(out));
+  assert_string_equal(out, "{\"type\":\"https://iana.org/assignments/http-problem-types#"
+                           "mismatching-upload-offset\",\"title\":\"offset from request does "
+                           "not match offset of resource\",\"expected-offset\":12500000,"
+                           "\"provided-offset\":25000000}");
+  n = tusc_ietf_format_problem(TUSC_IETF_PROBLEM_MISMATCHING_OFFSET, -1, 7, out, sizeof(out));
+  assert_non_null(strstr(out, "\"provided-offset\":7}"));
+  assert_null(strstr(out, "expected-offset"));
+  n = tusc_ietf_format_problem(TUSC_IETF_PROBLEM_INCONSISTENT_LENGTH, -1, -1, out, sizeof(out));
+  assert_int_equal(n, strlen(out));
+  assert_non_null(strstr(out, "#inconsistent-upload-length\""));
+  char tiny[40];
+  assert_int_equal(
+      tusc_ietf_format_problem(TUSC_IETF_PROBLEM_MISMATCHING_OFFSET, 1, 2, tiny, sizeof(tiny)), -1);
+  assert_int_equal(
+      tusc_ietf_format_problem(TUSC_IETF_PROBLEM_INCONSISTENT_LENGTH, -1, -1, tiny, sizeof(tiny)),
+      -1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_version), cmocka_unit_test(test_complete),
       cmocka_unit_test(test_length),  cmocka_unit_test(test_disposition),
-      cmocka_unit_test(test_limit),
+      cmocka_unit_test(test_limit),   cmocka_unit_test(test_problem),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,7 +16,7 @@
  * load (missing, unreadable, key and certificate do not match, encrypted key), the
  * old context stays and the reason is logged.
  *
- * Records go through memory BIOs: conn.c keeps owning the socket through libuv, and a
+ * Records go through BIOs of ours (tls.c): conn.c keeps owning the socket through libuv, and a
  * transport only encrypts and decrypts (handshakes included) on the loop, never
  * blocking. Kernel TLS (kTLS) needs OpenSSL to own the socket fd, so it does not
  * apply to this design; see docs/deploy.md.

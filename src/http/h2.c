@@ -28,8 +28,8 @@
 #define H2_CONN_WINDOW (16 * 1024 * 1024)
 #define H2_WRITE_CHUNK (64 * 1024)
 #define H2_WRITES_IN_FLIGHT 4
-/* Rapid reset: streams the client may reset before their answer, beyond two per
- * answered stream. */
+/* Rapid reset: streams the client may reset before their answer is out, beyond two
+ * per answered stream. */
 #define H2_RESET_BUDGET 200
 #define H2_MAX_CONTINUATIONS 8
 
@@ -69,7 +69,6 @@ struct h2_stream {
   struct h2_out *out, *out_tail;
   unsigned later_pending; /* completions queued with conn.c, referring to x.req */
   bool closed;            /* nghttp2 is done with the stream */
-  bool answered;
 };
 
 struct h2_conn {
@@ -403,7 +402,8 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *a
   struct h2_conn *hc = arg;
   if (frame->hd.type == NGHTTP2_RST_STREAM) {
     struct h2_stream *st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
-    if (st != NULL && !st->answered && ++hc->peer_resets > H2_RESET_BUDGET + 2 * hc->answered) {
+    if (st != NULL && !st->local_ended &&
+        ++hc->peer_resets > H2_RESET_BUDGET + 2 * hc->answered) {
       TUSC_LOG(TUSC_LOG_WARN, "h2: too many streams reset by the client; GOAWAY");
       nghttp2_session_terminate_session(s, NGHTTP2_ENHANCE_YOUR_CALM);
     }
@@ -482,7 +482,6 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
 }
 
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *arg) {
-  (void)arg;
   if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
       !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
     return 0;
@@ -490,6 +489,7 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *a
   if (st == NULL)
     return 0;
   st->local_ended = true;
+  ((struct h2_conn *)arg)->answered++;
   /* The answer is out but the request body is not all here: tell the client to stop
    * (RFC 9113 8.1). */
   if (!st->remote_ended)
@@ -725,8 +725,6 @@ static void h2_respond_start(tusc_http_exchange_t *x, tusc_http_response_t *resp
     x->bytes_out += (int64_t)body_len;
   }
   st->submitted = true;
-  st->answered = true;
-  hc->answered++;
   if (submit_head(st, resp, content_length, true, with_data) != 0)
     nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
   tusc_http_response_dispose(resp);
@@ -879,7 +877,8 @@ static size_t h2_feed(tusc_http_conn_t *conn, const char *data, size_t len) {
     /* nghttp2 queued a GOAWAY where it could (flood, protocol error): send it, then
      * close (flush closes once nothing is left to read or write). */
     if (rv != NGHTTP2_ERR_BAD_CLIENT_MAGIC)
-      nghttp2_session_terminate_session(hc->s, rv == NGHTTP2_ERR_FLOODED
+      nghttp2_session_terminate_session(hc->s, rv == NGHTTP2_ERR_FLOODED ||
+                                                       rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
                                                    ? NGHTTP2_ENHANCE_YOUR_CALM
                                                    : NGHTTP2_PROTOCOL_ERROR);
     else

@@ -82,6 +82,7 @@ struct h2_conn {
   bool in_recv;
   bool dead; /* the connection closed */
   bool goaway_sent;
+  bool terminated; /* the last GOAWAY is queued: the session winds down */
 };
 
 struct h2_write {
@@ -186,6 +187,12 @@ static void reap(struct h2_conn *hc) {
         nghttp2_session_set_stream_user_data(hc->s, st->id, NULL);
       stream_free(hc, st);
     }
+  }
+  if (!hc->dead && hc->goaway_sent && !hc->terminated && hc->streams == NULL) {
+    /* A graceful stop: the last stream is done, so the connection ends. */
+    hc->terminated = true;
+    nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
+    want_flush(hc);
   }
   if (hc->dead && hc->streams == NULL && hc->writes == 0)
     conn_release(hc);
@@ -569,8 +576,17 @@ static void flush(struct h2_conn *hc) {
     hc->writes++;
   }
   if (!hc->dead && hc->writes == 0 && !nghttp2_session_want_read(hc->s) &&
-      !nghttp2_session_want_write(hc->s))
-    tusc_http_conn_close(hc->conn); /* after GOAWAY, or the client's */
+      !nghttp2_session_want_write(hc->s)) {
+    /* After GOAWAY (ours or the client's): requests still in the handler's hands will
+     * get no more bytes, so they are aborted like on a dropped connection. */
+    bool in_flight = false;
+    for (struct h2_stream *st = hc->streams; st != NULL; st = st->next)
+      in_flight = in_flight || tusc_http_exchange_handler_owns(&st->x);
+    if (in_flight)
+      tusc_http_conn_fail(hc->conn, TUSC_EUNEXPECTED_EOF);
+    else
+      tusc_http_conn_close(hc->conn);
+  }
 }
 
 /* --- the request API's HTTP/2 side (tusc_http_proto_t) -------------------------------- */
@@ -920,7 +936,14 @@ static size_t h2_read_room(const tusc_http_conn_t *conn) {
 static enum tusc_http_wait h2_wait_state(const tusc_http_conn_t *conn, uint64_t *head_start_ms) {
   (void)head_start_ms;
   const struct h2_conn *hc = conn->req;
-  return hc == NULL || hc->nstreams == 0 ? TUSC_HTTP_WAIT_IDLE : TUSC_HTTP_BUSY;
+  if (hc == NULL || hc->nstreams == 0)
+    return TUSC_HTTP_WAIT_IDLE;
+  /* A body that is wanted and does not come times out as on HTTP/1.1 (any frame of
+   * the connection counts as progress). */
+  for (const struct h2_stream *st = hc->streams; st != NULL; st = st->next)
+    if (st->has_body && !st->remote_ended && deliverable(st))
+      return TUSC_HTTP_WAIT_BODY;
+  return TUSC_HTTP_BUSY;
 }
 
 static void h2_closing(tusc_http_conn_t *conn) {
@@ -980,9 +1003,7 @@ static void h2_stopping(tusc_http_conn_t *conn) {
                           NGHTTP2_NO_ERROR, NULL, 0);
   }
   hc->depth++;
-  if (hc->nstreams == 0) {
-    nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
-  } else if (conn->server->abort_in_flight) {
+  if (conn->server->abort_in_flight) {
     for (struct h2_stream *st = hc->streams; st != NULL; st = st->next)
       tusc_http_exchange_abort(&st->x, TUSC_ESERVER_SHUTDOWN);
   }

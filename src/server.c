@@ -206,6 +206,7 @@ static void worker_main(void *arg) {
         .network_timeout_ms = (uint64_t)cfg->network_timeout_ms,
         .header_timeout_ms = (uint64_t)cfg->header_timeout_ms,
         .connlimit = s->connlimit,
+        .h2c = cfg->enable_h2c,
     };
     rc = tusc_http_server_new(&w->loop, w->fd, &limits, tusc_tus_http_handler(), w->tus_worker,
                               &w->http);
@@ -546,6 +547,7 @@ int tusc_server_run(const tusc_config_t *cfg) {
         .key = cfg->tls_key,
         .mode = cfg->tls_mode,
         .hsts_max_age = cfg->hsts ? cfg->hsts_max_age : -1,
+        .h2 = true,
     };
     char err[1024];
     if (tusc_tls_new(&tls_opts, &s.tls, err, sizeof(err)) != 0) {

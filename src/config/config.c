@@ -121,6 +121,10 @@ static const struct flag_def flags[] = {
      "URL path uploads live under; a leading and trailing '/' are added when missing.", false},
     {"behind-proxy", K_BOOL, G_LISTEN, F(behind_proxy), 0, 0, 0, NULL, NULL,
      "Trust X-Forwarded-Host/-Proto/-Prefix and Forwarded headers from a reverse proxy.", false},
+    {"enable-h2c", K_BOOL, G_LISTEN, F(enable_h2c), 0, 0, 0, NULL, NULL,
+     "Also speak HTTP/2 over cleartext to clients that start with its preface (prior "
+     "knowledge). Over TLS, HTTP/2 is offered by ALPN either way.",
+     false},
     {"show-greeting", K_BOOL, G_LISTEN, F(show_greeting), 0, 0, 0, NULL, NULL,
      "Answer GET on the root path with a short greeting page.", false},
     {"workers", K_INT, G_LISTEN, F(workers), 0, 1024, 0, NULL, "N",

@@ -28,6 +28,7 @@ typedef struct tusc_config_s {
   char *base_path;      /* "/files/", always with leading and trailing '/' */
   bool behind_proxy;
   bool show_greeting;   /* true */
+  bool enable_h2c;      /* HTTP/2 over cleartext by prior knowledge; false */
   int workers;          /* 0 = number of CPUs */
   char *port_file;      /* tusc extra: write the bound port here once listening */
 

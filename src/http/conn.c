@@ -29,10 +29,12 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/timeutil.h"
 #include "metrics/metrics.h"
 #include "net/tls.h"
 
@@ -68,6 +70,16 @@ void tusc_http_conn_peer(tusc_http_conn_t *conn, tusc_http_request_t *req) {
   }
 }
 
+const char *tusc_http_conn_date(tusc_http_conn_t *conn) {
+  tusc_http_server_t *server = conn->server;
+  int64_t now = (int64_t)time(NULL);
+  if (now != server->date_sec) {
+    server->date_sec = now;
+    tusc_http_date(now, server->date);
+  }
+  return server->date;
+}
+
 bool tusc_http_conn_secure(const tusc_http_conn_t *conn) {
   return conn->tr != NULL && conn->tr->ops->secure(conn->tr);
 }
@@ -88,9 +100,9 @@ void tusc_http_conn_head_started(tusc_http_conn_t *conn) {
 }
 
 static void process_pending(tusc_http_conn_t *conn) {
-  conn->server->proto->resume(conn);
+  conn->proto->resume(conn);
   while (conn->pending != NULL && !conn->closing) {
-    size_t n = conn->server->proto->feed(conn, conn->pending + conn->pending_off,
+    size_t n = conn->proto->feed(conn, conn->pending + conn->pending_off,
                                          conn->pending_len - conn->pending_off);
     conn->pending_off += n;
     if (conn->pending_off == conn->pending_len) {
@@ -110,7 +122,7 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   tusc_http_conn_t *conn = handle->data;
   buf->base = conn->server->read_buf;
   buf->len = READ_BUFFER_SIZE;
-  size_t room = conn->server->proto->read_room(conn);
+  size_t room = conn->proto->read_room(conn);
   if (room > 0 && room < READ_BUFFER_SIZE)
     buf->len = room; /* a watched connection holds at most the cap */
 }
@@ -136,7 +148,12 @@ static void on_plaintext(void *arg, const char *data, size_t n) {
     conn->pending_len += n;
     return;
   }
-  size_t used = conn->server->proto->feed(conn, data, n);
+  if (!conn->proto_chosen) {
+    /* The first plaintext byte: the handshake (and ALPN) is done. */
+    conn->proto_chosen = true;
+    conn->proto = tusc_http_pick_proto(conn, data, n);
+  }
+  size_t used = conn->proto->feed(conn, data, n);
   if (!conn->closing && used < n && !conn->lingering) {
     conn->pending = malloc(n - used);
     if (conn->pending == NULL) {
@@ -186,7 +203,7 @@ void tusc_http_conn_update_reading(tusc_http_conn_t *conn) {
     tusc_http_conn_close(conn);
     return;
   }
-  size_t room = conn->server->proto->read_room(conn);
+  size_t room = conn->proto->read_room(conn);
   bool want = conn->lingering || (room == SIZE_MAX ? conn->pending == NULL : room > 0);
   if (want && !conn->reading) {
     if (uv_read_start(&conn->io.stream, on_alloc, on_read) == 0)
@@ -306,7 +323,7 @@ void tusc_http_conn_close(tusc_http_conn_t *conn) {
     conn->tr->ops->close_notify(conn->tr, &conn->io.stream);
   uv_close(&conn->io.handle, on_conn_closed);
   uv_close((uv_handle_t *)&conn->timer, on_conn_closed);
-  conn->server->proto->closing(conn);
+  conn->proto->closing(conn);
 }
 
 /* The handler, if it works on a request, is told (it still ends the request; its
@@ -316,7 +333,7 @@ void tusc_http_conn_fail(tusc_http_conn_t *conn, int err) {
     return;
   conn->failed = true;
   tusc_http_conn_close(conn);
-  conn->server->proto->failed(conn, err);
+  conn->proto->failed(conn, err);
 }
 
 static void on_shutdown(uv_shutdown_t *sreq, int status) {
@@ -356,7 +373,7 @@ static void on_timer(uv_timer_t *timer) {
     return;
   uint64_t now = uv_now(server->loop);
   uint64_t head_start_ms = 0;
-  enum tusc_http_wait waiting = server->proto->wait_state(conn, &head_start_ms);
+  enum tusc_http_wait waiting = conn->proto->wait_state(conn, &head_start_ms);
   uint64_t limit = timeout;
   int action = 0; /* 0 none, 1 close quietly, 2 fail */
   int err = TUSC_EREAD_TIMEOUT;
@@ -526,6 +543,7 @@ static void on_connection(uv_stream_t *listener, int status) {
   if (conn == NULL)
     return;
   conn->server = server;
+  conn->proto = server->proto;
   conn->is_pipe = server->is_pipe;
   int rc = server->is_pipe ? uv_pipe_init(server->loop, &conn->io.pipe, 0)
                            : uv_tcp_init(server->loop, &conn->io.tcp);
@@ -685,7 +703,7 @@ void tusc_http_server_stop(tusc_http_server_t *server, bool abort_in_flight,
     next = conn->next;
     if (conn->closing)
       continue;
-    server->proto->stopping(conn);
+    conn->proto->stopping(conn);
   }
   server_check_done(server);
 }
@@ -717,7 +735,7 @@ bool tusc_http_server_waiting(const tusc_http_server_t *server) {
     if (conn->closing || conn->writes_pending > 0 || conn->pending != NULL)
       return false;
     uint64_t since;
-    if (!conn->lingering && server->proto->wait_state(conn, &since) == TUSC_HTTP_BUSY)
+    if (!conn->lingering && conn->proto->wait_state(conn, &since) == TUSC_HTTP_BUSY)
       return false;
   }
   return true;

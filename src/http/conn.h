@@ -92,6 +92,9 @@ struct tusc_http_conn_s {
   unsigned requests_done; /* responses completed; 0 = the header timeout runs from accept */
   uv_timer_t timer;
   tusc_http_server_t *server;
+  /* The protocol spoken: the server's until the first plaintext bytes, then the one
+   * tusc_http_pick_proto chose (HTTP/2 by ALPN or prior knowledge). */
+  const tusc_http_conn_proto_t *proto;
   tusc_http_conn_t *prev, *next; /* server's list */
   tusc_http_conn_t *kick_next;
   /* The protocol's request being read or answered (h1.c's struct tusc_h1_req_s); NULL
@@ -112,6 +115,7 @@ struct tusc_http_conn_s {
   bool kicked;
   bool lingering;
   bool is_pipe;
+  bool proto_chosen;
 };
 
 struct tusc_http_server_s {
@@ -168,6 +172,12 @@ void tusc_http_conn_head_started(tusc_http_conn_t *conn);
 void tusc_http_conn_request_ended(tusc_http_conn_t *conn, bool close, bool linger);
 /* Peer address and port into req (nothing for unix sockets). */
 void tusc_http_conn_peer(tusc_http_conn_t *conn, tusc_http_request_t *req);
+/* The protocol for a connection whose first plaintext bytes are data[0..len) (after
+ * the TLS handshake, if any). Defined by http/server.c. */
+const tusc_http_conn_proto_t *tusc_http_pick_proto(tusc_http_conn_t *conn, const char *data,
+                                                   size_t len);
+/* The Date header's value now (cached per second per server). */
+const char *tusc_http_conn_date(tusc_http_conn_t *conn);
 /* Whether the client talks TLS to us. */
 bool tusc_http_conn_secure(const tusc_http_conn_t *conn);
 

@@ -66,15 +66,6 @@ static void req_free(struct tusc_h1_req_s *ctx) {
   free(ctx);
 }
 
-static const char *server_date(tusc_http_server_t *server) {
-  int64_t now = (int64_t)time(NULL);
-  if (now != server->date_sec) {
-    server->date_sec = now;
-    tusc_http_date(now, server->date);
-  }
-  return server->date;
-}
-
 /* --- reading a request ------------------------------------------------------------- */
 
 static bool can_parse(const tusc_http_conn_t *conn) {
@@ -318,7 +309,7 @@ static void send_response(struct tusc_h1_req_s *ctx, tusc_http_response_t *resp,
       .close = close,
       .keep_alive_header = !close && req->http_minor == 0,
       .content_length = content_length,
-      .date = server_date(server),
+      .date = tusc_http_conn_date(conn),
   };
   /* Enforced here for every caller: a bodiless answer carries no byte after its head,
    * whatever body it was handed, or the stream's next response would start there. */

@@ -181,6 +181,9 @@ typedef struct tusc_http_limits_s {
   /* Admission of new connections (src/net/connlimit.h); NULL = unlimited. Refused ones
    * get a best-effort "503" and are closed at once. Shared by all servers. */
   struct tusc_connlimit_s *connlimit;
+  /* HTTP/2 by prior knowledge on cleartext connections (-enable-h2c). Over TLS,
+   * HTTP/2 follows ALPN (tusc_tls_options_t.h2). */
+  bool h2c;
 } tusc_http_limits_t;
 
 typedef struct tusc_http_server_s tusc_http_server_t;

@@ -29,6 +29,13 @@ typedef struct tusc_http_head_opts_s {
 char *tusc_http_build_head(const tusc_http_response_t *resp, const tusc_http_head_opts_t *opts,
                            size_t prefix, size_t extra, size_t *head_len);
 
+/* Whether the http layer sets this response header itself (Content-Length unless a
+ * HEAD response keeps the handler's, Connection, Date, Transfer-Encoding, Keep-Alive). */
+bool tusc_http_managed_header(const char *name, bool head_request);
+
+/* The method enum of a method name (TUSC_HTTP_OTHER when not one of ours). */
+enum tusc_http_method tusc_http_method_of(const char *name);
+
 /* Whether a response with this status may carry a body: never 1xx, 204 or 304
  * (RFC 9110 6.4.1); bytes sent after such a head would be read as the next response.
  * (A HEAD request's response has no body either; that is the caller's to add.) */

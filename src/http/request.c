@@ -90,7 +90,7 @@ void tusc_http_exchange_log(const tusc_http_exchange_t *x) {
   else
     snprintf(remote, sizeof(remote), "%s:%d", req->remote_addr, req->remote_port);
   /* Optional fields packed to the front: a NULL key ends the list. */
-  const char *opt[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+  const char *opt[8] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
   size_t n = 0;
   if (x->method != NULL) {
     opt[n++] = "orig_method";
@@ -100,6 +100,10 @@ void tusc_http_exchange_log(const tusc_http_exchange_t *x) {
     opt[n++] = "user";
     opt[n++] = x->user;
   }
+  if (strcmp(x->proto->name, "HTTP/1.1") != 0) {
+    opt[n++] = "proto"; /* only for HTTP/2, so that HTTP/1.1's lines stay as they were */
+    opt[n++] = x->proto->name;
+  }
   if (x->aborted) {
     opt[n++] = "aborted";
     opt[n++] = "true";
@@ -108,7 +112,20 @@ void tusc_http_exchange_log(const tusc_http_exchange_t *x) {
                  x->method != NULL ? x->method : req->method_name, "path",
                  req->path[0] ? req->path : "-", "status", status, "bytes_in", bytes_in,
                  "bytes_out", bytes_out, "duration_ms", duration, "remote", remote, opt[0], opt[1],
-                 opt[2], opt[3], opt[4], opt[5], NULL);
+                 opt[2], opt[3], opt[4], opt[5], opt[6], opt[7], NULL);
+}
+
+enum tusc_http_method tusc_http_method_of(const char *name) {
+  static const struct {
+    const char *name;
+    enum tusc_http_method m;
+  } map[] = {{"GET", TUSC_HTTP_GET},       {"HEAD", TUSC_HTTP_HEAD},     {"POST", TUSC_HTTP_POST},
+             {"PUT", TUSC_HTTP_PUT},       {"PATCH", TUSC_HTTP_PATCH},   {"DELETE", TUSC_HTTP_DELETE},
+             {"OPTIONS", TUSC_HTTP_OPTIONS}};
+  for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+    if (strcmp(name, map[i].name) == 0)
+      return map[i].m;
+  return TUSC_HTTP_OTHER;
 }
 
 /* --- the handler's side: headers ----------------------------------------------------- */

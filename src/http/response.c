@@ -199,7 +199,7 @@ bool tusc_http_status_has_body(int status) {
 }
 
 /* Headers the http layer owns: a handler's copy would contradict the framing. */
-static bool managed_header(const char *name, bool head_request) {
+bool tusc_http_managed_header(const char *name, bool head_request) {
   if (tusc_http_name_eq(name, "Content-Length"))
     return !head_request;
   return tusc_http_name_eq(name, "Connection") || tusc_http_name_eq(name, "Date") ||
@@ -243,7 +243,7 @@ char *tusc_http_build_head(const tusc_http_response_t *resp, const tusc_http_hea
 
   APPEND("HTTP/1.1 %d %s\r\n", status, tusc_http_reason(status));
   for (size_t i = 0; i < resp->header_count; i++) {
-    if (!interim && managed_header(resp->headers[i].name, opts->head_request))
+    if (!interim && tusc_http_managed_header(resp->headers[i].name, opts->head_request))
       continue;
     APPEND("%s: %s\r\n", resp->headers[i].name, resp->headers[i].value);
   }

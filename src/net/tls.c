@@ -50,6 +50,7 @@ struct tusc_tls_s {
   char *mode;
   char hsts[64];
   bool hsts_on;
+  bool h2;
 };
 
 struct tls_transport {
@@ -117,8 +118,21 @@ static int refuse_password(char *buf, int size, int rwflag, void *userdata) {
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                        const unsigned char *in, unsigned int inlen, void *arg) {
   (void)ssl;
-  (void)arg;
+  const tusc_tls_t *tls = arg;
   static const unsigned char h11[] = "http/1.1";
+  static const unsigned char h2[] = "h2";
+  /* The server's preference: h2 whenever the client offers it (and it is on). */
+  for (unsigned int i = 0; tls->h2 && i < inlen;) {
+    unsigned int n = in[i];
+    if (i + 1 + n > inlen)
+      break;
+    if (n == sizeof(h2) - 1 && memcmp(in + i + 1, h2, n) == 0) {
+      *out = in + i + 1;
+      *outlen = (unsigned char)n;
+      return SSL_TLSEXT_ERR_OK;
+    }
+    i += 1 + n;
+  }
   for (unsigned int i = 0; i < inlen;) {
     unsigned int n = in[i];
     if (i + 1 + n > inlen)
@@ -130,7 +144,8 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
     }
     i += 1 + n;
   }
-  /* Only h2 offered: go on without ALPN; such clients fall back to HTTP/1.1. */
+  /* Only h2 offered (and h2 off): go on without ALPN; such clients fall back to
+   * HTTP/1.1. */
   return SSL_TLSEXT_ERR_NOACK;
 }
 
@@ -180,7 +195,7 @@ static SSL_CTX *build_ctx(const tusc_tls_t *tls, char *err, size_t errlen) {
     snprintf(err, errlen, "cannot set the %s ciphers: %s", tls->mode, reason);
     goto fail;
   }
-  SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+  SSL_CTX_set_alpn_select_cb(ctx, alpn_select, (void *)tls);
 
   if (SSL_CTX_use_certificate_chain_file(ctx, tls->certificate) != 1) {
     openssl_reason(reason, sizeof(reason));
@@ -252,6 +267,7 @@ int tusc_tls_new(const tusc_tls_options_t *opts, tusc_tls_t **out, char *err, si
   tls->certificate = opts->certificate ? strdup(opts->certificate) : NULL;
   tls->key = opts->key ? strdup(opts->key) : NULL;
   tls->mode = strdup(mode);
+  tls->h2 = opts->h2;
   if ((opts->certificate && !tls->certificate) || (opts->key && !tls->key) || !tls->mode) {
     free(tls->certificate);
     free(tls->key);
@@ -573,6 +589,18 @@ static void tls_free(tusc_transport_t *base) {
   SSL_free(t->ssl);
   free(t->held);
   free(t);
+}
+
+static const tusc_transport_ops_t tls_ops;
+
+bool tusc_tls_transport_is_h2(const tusc_transport_t *base) {
+  if (base == NULL || base->ops != &tls_ops)
+    return false;
+  const struct tls_transport *t = (const struct tls_transport *)base;
+  const unsigned char *alpn = NULL;
+  unsigned int len = 0;
+  SSL_get0_alpn_selected(t->ssl, &alpn, &len);
+  return len == 2 && memcmp(alpn, "h2", 2) == 0;
 }
 
 static const tusc_transport_ops_t tls_ops = {

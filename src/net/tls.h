@@ -41,6 +41,7 @@ typedef struct tusc_tls_options_s {
   const char *key;         /* PEM private key, unencrypted */
   const char *mode;        /* "tls12" (default when NULL), "tls12-strong", "tls13" */
   int64_t hsts_max_age;    /* seconds; < 0 = send no Strict-Transport-Security */
+  bool h2;                 /* offer HTTP/2 by ALPN ("h2", preferred over "http/1.1") */
 } tusc_tls_options_t;
 
 /* Loads the files and builds the first context. On failure returns a negative code
@@ -61,5 +62,9 @@ void tusc_tls_free(tusc_tls_t *tls);
 
 /* A TLS transport for one accepted connection, using the current context. */
 int tusc_tls_transport_new(tusc_tls_t *tls, tusc_transport_t **out);
+
+/* Whether the handshake of this (TLS) transport chose "h2" by ALPN; false for any
+ * other transport. */
+bool tusc_tls_transport_is_h2(const tusc_transport_t *t);
 
 #endif

@@ -16,6 +16,9 @@
  * left; an input that keeps it from getting there is a hang, which libFuzzer reports
  * through -timeout.
  *
+ * HTTP/2 by prior knowledge is on (-enable-h2c): an input that starts with the h2
+ * preface takes h2.c's path (seeds corpus/http/h2-*), every other one h1.c's.
+ *
  * Fixture URLs (also in http.dict): /files/00000000000000000000000000000001 (10 bytes
  * declared, 5 stored), ...02 (deferred length, 0 stored), ...03 (3 of 3, complete).
  */
@@ -179,7 +182,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 64) != 0)
     die("listen", -errno);
   tusc_http_limits_t limits = {
-      .max_header_size = 8192, .max_header_count = 64, .network_timeout_ms = 2000};
+      .max_header_size = 8192, .max_header_count = 64, .network_timeout_ms = 2000, .h2c = true};
   if ((rc = tusc_http_server_new(&loop, fd, &limits, tusc_tus_http_handler(), worker, &http)) != 0)
     die("http server", rc);
   return 0;

@@ -181,12 +181,20 @@ def test_keep_alive_and_pipelining_over_tls(tusc, pki):
     assert data.count(b"Location: https://") == 3
 
 
-def test_alpn_http11(tusc, pki):
+def test_alpn_prefers_h2_and_keeps_http11(tusc, pki):
     srv = tls_server(tusc, pki)
-    with tls_sock(srv, client_ctx(pki.path("a.crt"), alpn=["h2", "http/1.1"])) as s:
-        assert s.selected_alpn_protocol() == "http/1.1"
-    # A client offering only h2 still gets a connection (no ALPN), speaking HTTP/1.1.
+    # The server prefers h2 whenever the client offers it (test_h2.py speaks it).
+    with tls_sock(srv, client_ctx(pki.path("a.crt"), alpn=["http/1.1", "h2"])) as s:
+        assert s.selected_alpn_protocol() == "h2"
     with tls_sock(srv, client_ctx(pki.path("a.crt"), alpn=["h2"])) as s:
+        assert s.selected_alpn_protocol() == "h2"
+    # A client offering only HTTP/1.1 gets it.
+    with tls_sock(srv, client_ctx(pki.path("a.crt"), alpn=["http/1.1"])) as s:
+        assert s.selected_alpn_protocol() == "http/1.1"
+        s.sendall(b"OPTIONS /files/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 ")
+    # No ALPN at all: HTTP/1.1.
+    with tls_sock(srv, client_ctx(pki.path("a.crt"))) as s:
         assert s.selected_alpn_protocol() is None
         s.sendall(b"OPTIONS /files/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         assert s.recv(100).startswith(b"HTTP/1.1 ")

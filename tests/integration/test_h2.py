@@ -1,0 +1,351 @@
+"""HTTP/2: h2 over TLS by ALPN, h2c by prior knowledge (-enable-h2c, off by default), the
+same handler behind both protocols (access log with proto=HTTP/2.0), many streams on one
+connection (nghttp), a stream reset mid-PATCH keeping its bytes (the window reopens only
+by what the handler took), and the
+per-connection defences (rapid reset, header list size, SETTINGS and CONTINUATION floods).
+
+Attacks use a few hand-built frames (RawH2 below: HPACK literals, no Huffman), since the
+python `h2` package is not installed here."""
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import urllib.parse
+
+import pytest
+
+from conftest import IO_TIMEOUT, OCTET, deadline_poll
+from test_tls import pki, tls_server  # noqa: F401 (pki is a fixture)
+
+CURL = shutil.which("curl")
+NGHTTP = shutil.which("nghttp")
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = (
+    0, 1, 3, 4, 6, 7, 8, 9)
+END_STREAM, END_HEADERS, ACK = 1, 4, 1
+ENHANCE_YOUR_CALM = 0xB
+
+
+def _hint(n, prefix_bits=7):
+    limit = (1 << prefix_bits) - 1
+    if n < limit:
+        return bytes([n])
+    out = [limit]
+    n -= limit
+    while n >= 128:
+        out.append((n & 127) | 128)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def hpack(headers):
+    """Literal header fields without indexing, no Huffman."""
+    out = b""
+    for name, value in headers:
+        n, v = name.encode(), value.encode()
+        out += b"\x00" + _hint(len(n)) + n + _hint(len(v)) + v
+    return out
+
+
+def frame(typ, flags, sid, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([typ, flags]) + struct.pack(">I", sid) + payload
+
+
+class RawH2:
+    """A cleartext HTTP/2 client that speaks only what a test writes."""
+
+    def __init__(self, srv):
+        self.s = socket.create_connection((srv.host, srv.port), timeout=IO_TIMEOUT)
+        self.buf = b""
+        self.s.sendall(PREFACE + frame(SETTINGS, 0, 0))
+        self.authority = f"{srv.host}:{srv.port}"
+
+    def close(self):
+        self.s.close()
+
+    def request_headers(self, sid, method, path, extra=(), end_stream=False):
+        hs = [(":method", method), (":scheme", "http"), (":authority", self.authority),
+              (":path", path), ("tus-resumable", "1.0.0"), *extra]
+        return frame(HEADERS, END_HEADERS | (END_STREAM if end_stream else 0), sid, hpack(hs))
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def read_frame(self):
+        """The next frame, or None at EOF."""
+        while len(self.buf) < 9 or len(self.buf) < 9 + int.from_bytes(self.buf[:3], "big"):
+            try:
+                chunk = self.s.recv(65536)
+            except ConnectionResetError:
+                return None
+            if not chunk:
+                return None
+            self.buf += chunk
+        n = int.from_bytes(self.buf[:3], "big")
+        typ, flags = self.buf[3], self.buf[4]
+        sid = int.from_bytes(self.buf[5:9], "big") & 0x7FFFFFFF
+        payload = self.buf[9:9 + n]
+        self.buf = self.buf[9 + n:]
+        if typ == SETTINGS and not flags & ACK:
+            try:
+                self.s.sendall(frame(SETTINGS, ACK, 0))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server hung up (an attack test); the frames read still count
+        return typ, flags, sid, payload
+
+    def until(self, pred):
+        """Reads frames until pred(frame) is true (returns it) or EOF (returns None)."""
+        while True:
+            f = self.read_frame()
+            if f is None or pred(f):
+                return f
+
+
+def goaway_or_eof(raw):
+    """The GOAWAY's error code, or None when the server just closed."""
+    f = raw.until(lambda f: f[0] == GOAWAY)
+    return None if f is None else int.from_bytes(f[3][4:8], "big")
+
+
+def curl(*args, check=True):
+    p = subprocess.run([CURL, "-sS", "--max-time", str(int(IO_TIMEOUT)), *args],
+                       capture_output=True, timeout=IO_TIMEOUT + 10)
+    if check:
+        assert p.returncode == 0, p.stderr.decode()
+    return p
+
+
+def create(srv, length):
+    r = srv.request("POST", "/files/", {"Upload-Length": str(length)})
+    assert r.status == 201, r
+    return urllib.parse.urlsplit(r.header("Location")).path
+
+
+def offset(srv, path):
+    r = srv.request("HEAD", path)
+    assert r.status == 200, r
+    return int(r.header("Upload-Offset"))
+
+
+def healthy(srv):
+    r = srv.request("OPTIONS", "/files/")
+    assert r.status in (200, 204), r
+
+
+def log_lines(srv, method):
+    return [l for l in srv.all_stderr().splitlines()
+            if "event=ResponseOutgoing" in l and f"method={method}" in l]
+
+
+# --------------------------------------------------------------------------------------
+
+
+def test_h2c_is_off_by_default(tusc):
+    srv = tusc()
+    with socket.create_connection((srv.host, srv.port), timeout=IO_TIMEOUT) as s:
+        s.sendall(PREFACE + frame(SETTINGS, 0, 0))
+        assert s.recv(100).startswith(b"HTTP/1.1 505 ")
+
+
+@pytest.mark.skipif(CURL is None, reason="curl not installed")
+def test_h2c_prior_knowledge_upload(tusc, tmp_path):
+    srv = tusc("-enable-h2c")
+    url = f"http://{srv.host}:{srv.port}"
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    f = tmp_path / "data"
+    f.write_bytes(data)
+    h = ["-H", "Tus-Resumable: 1.0.0"]
+    p = curl("--http2-prior-knowledge", "-i", "-X", "POST", *h, "-H",
+             f"Upload-Length: {len(data)}", url + "/files/")
+    head = p.stdout.decode()
+    assert head.startswith("HTTP/2 201"), head
+    loc = re.search(r"(?im)^location: (\S+)", head).group(1)
+    p = curl("--http2-prior-knowledge", "-i", "-X", "PATCH", *h, "-H", "Upload-Offset: 0", "-H",
+             f"Content-Type: {OCTET}", "--data-binary", f"@{f}", loc)
+    assert p.stdout.decode().startswith("HTTP/2 204"), p.stdout[:300]
+    assert re.search(rf"(?im)^upload-offset: {len(data)}\r?$", p.stdout.decode())
+    p = curl("--http2-prior-knowledge", loc)
+    assert p.stdout == data
+    # The same handler serves HTTP/1.1 on the same port.
+    path = urllib.parse.urlsplit(loc).path
+    assert offset(srv, path) == len(data)
+    lines = log_lines(srv, "PATCH")
+    assert len(lines) == 1 and "proto=HTTP/2.0" in lines[0] and "status=204" in lines[0], lines
+    assert f"bytes_in={len(data)}" in lines[0]
+    assert all("proto=" not in l for l in log_lines(srv, "HEAD")), "HTTP/1.1 lines unchanged"
+
+
+@pytest.mark.skipif(CURL is None, reason="curl not installed")
+def test_h2_over_tls_by_alpn(tusc, pki, tmp_path):  # noqa: F811
+    srv = tls_server(tusc, pki)
+    url = f"https://127.0.0.1:{srv.port}"
+    ca = ["--cacert", pki.path("a.crt")]
+    h = ["-H", "Tus-Resumable: 1.0.0"]
+    p = curl("--http2", *ca, "-i", "-X", "POST", *h, "-H", "Upload-Length: 11", url + "/files/")
+    head = p.stdout.decode()
+    assert head.startswith("HTTP/2 201"), head
+    assert re.search(r"(?im)^strict-transport-security: ", head) or "-hsts" not in srv.args
+    loc = re.search(r"(?im)^location: (\S+)", head).group(1)
+    assert loc.startswith(url + "/files/")
+    p = curl("--http2", *ca, "-i", "-X", "PATCH", *h, "-H", "Upload-Offset: 0", "-H",
+             f"Content-Type: {OCTET}", "--data-binary", "hello world", loc)
+    assert p.stdout.decode().startswith("HTTP/2 204"), p.stdout
+    # A client that offers only HTTP/1.1 still gets it.
+    p = curl("--http1.1", *ca, "-i", loc)
+    assert p.stdout.startswith(b"HTTP/1.1 200") and p.stdout.endswith(b"hello world")
+    assert any("proto=HTTP/2.0" in l for l in log_lines(srv, "PATCH"))
+    gets = log_lines(srv, "GET")
+    assert len(gets) == 1 and "proto=" not in gets[0], gets
+
+
+@pytest.mark.skipif(NGHTTP is None, reason="nghttp (nghttp2-client) not installed")
+def test_twenty_uploads_multiplexed_on_one_connection(tusc, tmp_path):
+    srv = tusc("-enable-h2c")
+    size = 200 * 1024 + 3
+    data = os.urandom(size)
+    f = tmp_path / "data"
+    f.write_bytes(data)
+    paths = [create(srv, size) for _ in range(20)]
+    urls = [f"http://{srv.host}:{srv.port}{p}" for p in paths]
+    # nghttp sends every URI's request at once on one connection; -d makes each a POST,
+    # which X-HTTP-Method-Override turns into the tus PATCH.
+    p = subprocess.run([NGHTTP, "-n", "-s", "-d", str(f), "-H", "X-HTTP-Method-Override: PATCH",
+                        "-H", "Tus-Resumable: 1.0.0", "-H", "Upload-Offset: 0", "-H",
+                        f"Content-Type: {OCTET}", *urls], capture_output=True,
+                       timeout=IO_TIMEOUT * 4)
+    assert p.returncode == 0, p.stderr.decode() + p.stdout.decode()
+    for path in paths:
+        assert offset(srv, path) == size, path
+        got = srv.request("GET", path, tus=False)
+        assert got.body == data
+    lines = [l for l in log_lines(srv, "PATCH") if "proto=HTTP/2.0" in l]
+    assert len(lines) == 20, lines
+    remotes = {re.search(r"remote=(\S+)", l).group(1) for l in lines}
+    assert len(remotes) == 1, remotes  # one connection
+
+
+def test_reset_mid_patch_keeps_the_bytes(tusc):
+    srv = tusc("-enable-h2c")
+    path = create(srv, 1 << 20)
+    raw = RawH2(srv)
+    try:
+        # The server's SETTINGS (stream window) and its connection WINDOW_UPDATE first.
+        f = raw.until(lambda f: f[0] == SETTINGS and not f[1] & ACK)
+        window = 65535
+        for i in range(0, len(f[3]), 6):
+            ident, value = struct.unpack(">HI", f[3][i:i + 6])
+            if ident == 4:
+                window = value
+        assert window > 65535, "a stream window larger than the default"
+        assert raw.until(lambda f: f[0] == WINDOW_UPDATE and f[2] == 0) is not None
+        body = os.urandom(window - 16384)
+        req = raw.request_headers(1, "PATCH", path, [("upload-offset", "0"),
+                                                    ("content-type", OCTET),
+                                                    ("content-length", str(1 << 20))])
+        chunks = b"".join(frame(DATA, 0, 1, body[i:i + 16384]) for i in range(0, len(body), 16384))
+        raw.send(req + chunks)
+        # The window opens again only by what the handler took (half a window at least
+        # before nghttp2 says so): those bytes reached the store.
+        f = raw.until(lambda f: f[0] == WINDOW_UPDATE and f[2] == 1)
+        assert f is not None, "connection closed"
+        acked = int.from_bytes(f[3], "big")
+        raw.send(frame(RST_STREAM, 0, 1, struct.pack(">I", 8)))  # CANCEL
+        deadline_poll(lambda: srv.request("HEAD", path).status == 200 and
+                      acked <= offset(srv, path) <= len(body), IO_TIMEOUT,
+                      what="the reset PATCH's bytes are kept")
+        deadline_poll(lambda: len(log_lines(srv, "PATCH")) == 1, IO_TIMEOUT,
+                      what="the aborted PATCH's access log line")
+        lines = log_lines(srv, "PATCH")
+        assert "aborted=true" in lines[0] and "proto=HTTP/2.0" in lines[0], lines
+        got = srv.request("GET", path, tus=False)
+        assert body.startswith(got.body) and len(got.body) >= acked
+    finally:
+        raw.close()
+    healthy(srv)
+
+
+def test_rapid_reset_gets_goaway(tusc):
+    srv = tusc("-enable-h2c")
+    raw = RawH2(srv)
+    try:
+        burst = b""
+        for i in range(1000):
+            sid = 1 + 2 * i
+            burst += raw.request_headers(sid, "PATCH", "/files/none", [("upload-offset", "0"),
+                                                                       ("content-type", OCTET)])
+            burst += frame(RST_STREAM, 0, sid, struct.pack(">I", 8))
+        try:
+            raw.send(burst)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert goaway_or_eof(raw) == ENHANCE_YOUR_CALM
+    finally:
+        raw.close()
+    healthy(srv)
+    assert "too many streams reset" in srv.all_stderr()
+
+
+def test_header_list_too_large_resets_the_stream(tusc):
+    srv = tusc("-enable-h2c", "-max-header-size", "4096")
+    raw = RawH2(srv)
+    try:
+        raw.send(raw.request_headers(1, "OPTIONS", "/files/", [("x-big", "a" * 8000)],
+                                     end_stream=True))
+        f = raw.until(lambda f: f[2] == 1 and f[0] in (RST_STREAM, HEADERS))
+        assert f is not None and f[0] == RST_STREAM, f
+        # The connection is still good for the next stream.
+        raw.send(raw.request_headers(3, "OPTIONS", "/files/", end_stream=True))
+        f = raw.until(lambda f: f[2] == 3 and f[0] == HEADERS)
+        assert f is not None, "the next stream is answered"
+    finally:
+        raw.close()
+    healthy(srv)
+
+
+def test_settings_flood_is_cut_off(tusc):
+    srv = tusc("-enable-h2c")
+    raw = RawH2(srv)
+    try:
+        try:  # thousands of SETTINGS (each wants an ACK) without reading the ACKs
+            raw.send(frame(SETTINGS, 0, 0) * 20000)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        code = goaway_or_eof(raw)
+        assert code in (None, ENHANCE_YOUR_CALM), code
+    finally:
+        raw.close()
+    healthy(srv)
+
+
+def test_continuation_flood_is_cut_off(tusc):
+    srv = tusc("-enable-h2c")
+    raw = RawH2(srv)
+    try:
+        first = raw.request_headers(1, "OPTIONS", "/files/")
+        first = first[:4] + bytes([0]) + first[5:]  # no END_HEADERS
+        cont = b"".join(frame(CONTINUATION, 0, 1, hpack([("x-c", "v")])) for _ in range(200))
+        try:
+            raw.send(first + cont)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        code = goaway_or_eof(raw)
+        assert code in (None, ENHANCE_YOUR_CALM), code
+    finally:
+        raw.close()
+    healthy(srv)
+
+
+def test_graceful_stop_sends_goaway_to_idle_h2_connections(tusc):
+    srv = tusc("-enable-h2c")
+    raw = RawH2(srv)
+    try:
+        raw.send(raw.request_headers(1, "OPTIONS", "/files/", end_stream=True))
+        assert raw.until(lambda f: f[0] == HEADERS and f[2] == 1) is not None
+        # The connection stays open and idle; stopping the server must not wait for it.
+        assert srv.stop() == 0
+        assert goaway_or_eof(raw) in (None, 0)
+    finally:
+        raw.close()

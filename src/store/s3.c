@@ -737,27 +737,6 @@ static void get_info_loaded(job_t *j, int status) {
   job_finish(j, status);
 }
 
-static void get_info_go(job_t *j, int status) {
-  if (status != 0) {
-    job_finish(j, status);
-    return;
-  }
-  load_start(j, j->req->id, get_info_loaded);
-}
-
-static int s_get_info(tusc_store_req_t *req) {
-  s3_store_t *st = (s3_store_t *)req->store;
-  struct loop_ctx *lc = ctx_of(st, req->loop);
-  if (lc == NULL)
-    return TUSC_EINVALID_ARGUMENT;
-  if (!id_usable(req->id))
-    return TUSC_EINVALID_ID;
-  job_t *j = job_new(req, lc, NULL, K_GET_INFO);
-  if (j == NULL)
-    return TUSC_ENOMEM;
-  return job_start(j, get_info_go);
-}
-
 static void open_loaded(job_t *j, int status) {
   if (status == 0) {
     tusc_upload_t *up = calloc(1, sizeof(*up));
@@ -785,26 +764,36 @@ static void open_loaded(job_t *j, int status) {
   job_finish(j, status);
 }
 
-static void open_go(job_t *j, int status) {
+/* get_info and open: the same reads of S3 (load_start), then kind's own ending. */
+static void load_go(job_t *j, int status) {
   if (status != 0) {
     job_finish(j, status);
     return;
   }
-  load_start(j, j->req->id, open_loaded);
+  load_start(j, j->req->id, j->kind == K_OPEN ? open_loaded : get_info_loaded);
 }
 
-static int s_open(tusc_store_req_t *req) {
+static int start_load(tusc_store_req_t *req, int kind) {
   s3_store_t *st = (s3_store_t *)req->store;
   struct loop_ctx *lc = ctx_of(st, req->loop);
   if (lc == NULL)
     return TUSC_EINVALID_ARGUMENT;
   if (!id_usable(req->id))
     return TUSC_EINVALID_ID;
-  req->upload = NULL;
-  job_t *j = job_new(req, lc, NULL, K_OPEN);
+  if (kind == K_OPEN)
+    req->upload = NULL;
+  job_t *j = job_new(req, lc, NULL, kind);
   if (j == NULL)
     return TUSC_ENOMEM;
-  return job_start(j, open_go);
+  return job_start(j, load_go);
+}
+
+static int s_get_info(tusc_store_req_t *req) {
+  return start_load(req, K_GET_INFO);
+}
+
+static int s_open(tusc_store_req_t *req) {
+  return start_load(req, K_OPEN);
 }
 
 /* --- create ---------------------------------------------------------------------------------- */

@@ -92,6 +92,17 @@ static uint64_t head_timeout(const tusc_http_server_t *server) {
   return h;
 }
 
+uint64_t tusc_http_conn_head_timeout(const tusc_http_server_t *server) {
+  return head_timeout(server);
+}
+
+void tusc_http_conn_deadline(tusc_http_conn_t *conn, uint64_t ms) {
+  if (conn->closing || conn->lingering || ms == 0)
+    return;
+  if (!uv_is_active((uv_handle_t *)&conn->timer) || ms < uv_timer_get_due_in(&conn->timer))
+    uv_timer_start(&conn->timer, on_timer, ms, 0);
+}
+
 void tusc_http_conn_head_started(tusc_http_conn_t *conn) {
   uint64_t ht = head_timeout(conn->server);
   uint64_t nt = conn->server->limits.network_timeout_ms;
@@ -372,6 +383,16 @@ static void on_timer(uv_timer_t *timer) {
   if (conn->closing)
     return;
   uint64_t now = uv_now(server->loop);
+  uint64_t proto_next = 0; /* the protocol's next per-request deadline, 0: none */
+  if (conn->proto->expire != NULL && !conn->lingering) {
+    conn->guard++;
+    proto_next = conn->proto->expire(conn, now);
+    conn->guard--;
+    if (conn->closing) {
+      conn_maybe_free(conn);
+      return;
+    }
+  }
   uint64_t head_start_ms = 0;
   enum tusc_http_wait waiting = conn->proto->wait_state(conn, &head_start_ms);
   uint64_t limit = timeout;
@@ -401,7 +422,8 @@ static void on_timer(uv_timer_t *timer) {
       limit = ht > conn->activity_ms - head_start_ms ? ht - (conn->activity_ms - head_start_ms) : 1;
   }
   if (action == 0 || limit == 0) {
-    uv_timer_start(timer, on_timer, timeout ? timeout : 60000, 0);
+    uint64_t next = timeout ? timeout : 60000;
+    uv_timer_start(timer, on_timer, proto_next && proto_next < next ? proto_next : next, 0);
     return;
   }
   if (now - conn->activity_ms >= limit) {
@@ -412,7 +434,8 @@ static void on_timer(uv_timer_t *timer) {
       tusc_http_conn_fail(conn, err);
     return;
   }
-  uv_timer_start(timer, on_timer, limit - (now - conn->activity_ms), 0);
+  uint64_t next = limit - (now - conn->activity_ms);
+  uv_timer_start(timer, on_timer, proto_next && proto_next < next ? proto_next : next, 0);
 }
 
 static void on_write(uv_write_t *w, int status) {

@@ -76,6 +76,11 @@ typedef struct tusc_http_conn_proto_s {
    * held), 0 for none. A paused body answers 0 (or the watch cap): back-pressure. */
   size_t (*read_room)(const tusc_http_conn_t *conn);
   enum tusc_http_wait (*wait_state)(const tusc_http_conn_t *conn, uint64_t *head_start_ms);
+  /* Optional (a protocol that carries many requests at once): the connection's timer
+   * fired at loop time `now`. The protocol ends those of its requests whose own head or
+   * body timeout has passed (it may fail the whole connection) and returns the ms until
+   * its next such deadline, 0 for none. Never called while lingering. */
+  uint64_t (*expire)(tusc_http_conn_t *conn, uint64_t now);
   /* The connection closes: a request nobody but the protocol knows of is freed. */
   void (*closing)(tusc_http_conn_t *conn);
   /* The connection failed (`err`; UV_EOF: the client went away): responses are dropped
@@ -167,6 +172,12 @@ void tusc_http_conn_update_reading(tusc_http_conn_t *conn);
 void tusc_http_conn_kick(tusc_http_conn_t *conn);
 /* A request's first byte arrived: its head must be whole within the header timeout. */
 void tusc_http_conn_head_started(tusc_http_conn_t *conn);
+/* The protocol has a deadline of its own (proto->expire) `ms` from now: the timer fires
+ * no later than that. */
+void tusc_http_conn_deadline(tusc_http_conn_t *conn, uint64_t ms);
+/* Time allowed for a request head: the smaller non-zero of the header and network
+ * timeouts (0: none). */
+uint64_t tusc_http_conn_head_timeout(const tusc_http_server_t *server);
 /* The protocol freed its request: close (after lingering, when request bytes may
  * still come), or go on with the next one. */
 void tusc_http_conn_request_ended(tusc_http_conn_t *conn, bool close, bool linger);

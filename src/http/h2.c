@@ -60,6 +60,8 @@ struct h2_stream {
   bool bad_head;
   /* request body */
   bool has_body, body_started, paused, refused, remote_ended;
+  uint64_t body_ms; /* loop time of the body's last progress (for its read timeout) */
+  bool reset;       /* we reset the stream (RST_STREAM queued) */
   struct h2_held *held, *held_tail;
   /* response */
   bool submitted;
@@ -80,6 +82,10 @@ struct h2_conn {
   unsigned depth;  /* > 0: our code is on the stack; no freeing of streams or self */
   unsigned peer_resets, answered;
   bool in_recv;
+  /* A header block is arriving (since head_start_ms): nothing else may come on the
+   * connection until it is whole (RFC 9113 6.10), so it has the header timeout. */
+  bool head_open;
+  uint64_t head_start_ms;
   bool dead; /* the connection closed */
   bool goaway_sent;
   bool terminated; /* the last GOAWAY is queued: the session winds down */
@@ -223,6 +229,22 @@ static bool discarding(const struct h2_stream *st) {
   return st->x.responding || st->x.aborted || st->refused || st->x.discard;
 }
 
+/* The handler wants body bytes the client has not sent yet: the body read timeout runs. */
+static bool waiting_body(const struct h2_stream *st) {
+  return st->has_body && !st->remote_ended && !st->closed && !st->reset && deliverable(st);
+}
+
+static uint64_t loop_now(const struct h2_conn *hc) {
+  return uv_now(hc->conn->server->loop);
+}
+
+/* The stream's body clock starts again (it waits for bytes from now on). */
+static void body_progress(struct h2_conn *hc, struct h2_stream *st) {
+  st->body_ms = loop_now(hc);
+  if (waiting_body(st))
+    tusc_http_conn_deadline(hc->conn, hc->conn->server->limits.network_timeout_ms);
+}
+
 static void consume(struct h2_conn *hc, struct h2_stream *st, size_t n) {
   if (!hc->dead && !st->closed)
     nghttp2_session_consume(hc->s, st->id, n);
@@ -269,6 +291,20 @@ static void pump(struct h2_conn *hc, struct h2_stream *st) {
 
 /* --- nghttp2 callbacks ---------------------------------------------------------------- */
 
+static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *arg) {
+  (void)s;
+  struct h2_conn *hc = arg;
+  if (hd->type == NGHTTP2_HEADERS) {
+    hc->head_open = true;
+    hc->head_start_ms = loop_now(hc);
+    uint64_t ht = tusc_http_conn_head_timeout(hc->conn->server);
+    tusc_http_conn_deadline(hc->conn, ht);
+  } else if (hd->type != NGHTTP2_CONTINUATION) {
+    hc->head_open = false; /* a header block nghttp2 dropped ended before this frame */
+  }
+  return 0;
+}
+
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *arg) {
   struct h2_conn *hc = arg;
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
@@ -300,8 +336,11 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
   const tusc_http_limits_t *lim = &hc->conn->server->limits;
   st->head_bytes += namelen + valuelen + 32; /* RFC 9113's accounting */
   if (st->head_bytes > lim->max_header_size || st->nhdrs >= lim->max_header_count) {
+    /* The rest of the block is decoded (HPACK needs it) but not kept; the stream is
+     * reset once the block is whole (on_frame_recv), so the header timeout's clock
+     * (head_open) always stops there. */
     st->bad_head = true;
-    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM this one */
+    return 0;
   }
   if (namelen > 0 && name[0] == ':') {
     char **slot = NULL;
@@ -401,6 +440,7 @@ static void dispatch(struct h2_conn *hc, struct h2_stream *st, bool end_stream) 
   tusc_http_conn_peer(hc->conn, req);
   req->tls = tusc_http_conn_secure(hc->conn);
   hc->conn->activity_ms = uv_now(hc->conn->server->loop);
+  st->body_ms = hc->conn->activity_ms;
   TUSC_LOG(TUSC_LOG_DEBUG, "h2 stream %d: %s %s", (int)st->id, req->method_name, req->target);
   tusc_http_exchange_dispatch(&st->x);
 }
@@ -416,11 +456,24 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *a
     }
     return 0;
   }
+  if (frame->hd.type == NGHTTP2_HEADERS)
+    hc->head_open = false;
   if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
     return 0;
   struct h2_stream *st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
   if (st == NULL)
     return 0;
+  if (frame->hd.type == NGHTTP2_HEADERS && st->bad_head) {
+    if (!st->reset) {
+      st->reset = true;
+      nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    }
+    if (st->x.dispatched) { /* oversized trailers: the handler gets no end of body */
+      st->x.discard = true;
+      tusc_http_exchange_abort(&st->x, TUSC_EBAD_REQUEST);
+    }
+    return 0;
+  }
   bool end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
   if (frame->hd.type == NGHTTP2_HEADERS && !st->x.dispatched) {
     dispatch(hc, st, end_stream);
@@ -443,6 +496,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id,
     return 0;
   }
   hc->conn->activity_ms = uv_now(hc->conn->server->loop);
+  st->body_ms = hc->conn->activity_ms;
   if (discarding(st)) {
     consume(hc, st, len);
     return 0;
@@ -596,6 +650,7 @@ static void h2_body_start(tusc_http_exchange_t *x) {
   if (!st->has_body || st->body_started)
     return;
   st->body_started = true;
+  body_progress(st->hc, st);
   want_flush(st->hc); /* held bytes and the end go out on the idle turn */
 }
 
@@ -609,6 +664,7 @@ static void h2_body_resume(tusc_http_exchange_t *x) {
     return;
   st->paused = false;
   st->hc->conn->activity_ms = uv_now(st->hc->conn->server->loop);
+  body_progress(st->hc, st);
   want_flush(st->hc);
 }
 
@@ -798,9 +854,11 @@ static void h2_respond_end(tusc_http_exchange_t *x) {
   struct h2_conn *hc = st->hc;
   if (!hc->dead && !st->closed && st->submitted && x->streaming)
     nghttp2_session_resume_data(hc->s, st->id);
-  if (!hc->dead && !st->closed && !st->submitted)
+  if (!hc->dead && !st->closed && !st->submitted && !st->reset) {
     /* Dropped (x->discard) or never started: nothing will end the stream otherwise. */
+    st->reset = true;
     nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+  }
   if (hc->dead)
     reap(hc); /* the handler's last touch of the request: freeing it now is safe */
   else
@@ -840,6 +898,7 @@ static struct h2_conn *conn_new(tusc_http_conn_t *conn) {
     free(hc);
     return NULL;
   }
+  nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
   nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
   nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
@@ -936,14 +995,59 @@ static size_t h2_read_room(const tusc_http_conn_t *conn) {
 static enum tusc_http_wait h2_wait_state(const tusc_http_conn_t *conn, uint64_t *head_start_ms) {
   (void)head_start_ms;
   const struct h2_conn *hc = conn->req;
-  if (hc == NULL || hc->nstreams == 0)
+  if (hc == NULL || (hc->nstreams == 0 && !hc->head_open))
     return TUSC_HTTP_WAIT_IDLE;
-  /* A body that is wanted and does not come times out as on HTTP/1.1 (any frame of
-   * the connection counts as progress). */
-  for (const struct h2_stream *st = hc->streams; st != NULL; st = st->next)
-    if (st->has_body && !st->remote_ended && deliverable(st))
-      return TUSC_HTTP_WAIT_BODY;
+  /* Heads and bodies that stall time out per stream (h2_expire). */
   return TUSC_HTTP_BUSY;
+}
+
+/* A stream's body did not come within the read timeout: like HTTP/1.1's dropped
+ * connection for this stream only (the handler keeps what it stored), and the client
+ * is told with RST_STREAM (CANCEL). */
+static void stream_timed_out(struct h2_conn *hc, struct h2_stream *st) {
+  TUSC_LOG(TUSC_LOG_DEBUG, "h2 stream %d: request body timed out", (int)st->id);
+  st->reset = true;
+  st->x.discard = true;
+  drop_held(hc, st);
+  cancel_out(st, UV_ECANCELED);
+  nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+  tusc_http_exchange_abort(&st->x, TUSC_EREAD_TIMEOUT);
+}
+
+static uint64_t h2_expire(tusc_http_conn_t *conn, uint64_t now) {
+  struct h2_conn *hc = conn->req;
+  if (hc == NULL || hc->dead)
+    return 0;
+  uint64_t next = 0;
+  uint64_t ht = tusc_http_conn_head_timeout(conn->server);
+  if (hc->head_open && ht > 0) {
+    if (now - hc->head_start_ms >= ht) {
+      /* Nothing else can arrive before the block ends: the connection is stuck. */
+      TUSC_LOG(TUSC_LOG_DEBUG, "h2: a header block stalled; closing the connection");
+      tusc_http_conn_fail(conn, TUSC_EREAD_TIMEOUT);
+      return 0;
+    }
+    next = ht - (now - hc->head_start_ms);
+  }
+  uint64_t bt = conn->server->limits.network_timeout_ms;
+  if (bt == 0)
+    return next;
+  bool any = false;
+  hc->depth++;
+  for (struct h2_stream *st = hc->streams; st != NULL && !hc->dead; st = st->next) {
+    if (!waiting_body(st))
+      continue;
+    if (now - st->body_ms >= bt) {
+      stream_timed_out(hc, st);
+      any = true;
+    } else if (next == 0 || bt - (now - st->body_ms) < next) {
+      next = bt - (now - st->body_ms);
+    }
+  }
+  hc->depth--;
+  if (any)
+    want_flush(hc); /* the resets go out (and the streams are reaped) on the idle turn */
+  return next;
 }
 
 static void h2_closing(tusc_http_conn_t *conn) {
@@ -1023,6 +1127,7 @@ const tusc_http_conn_proto_t tusc_h2_conn_proto = {
     .resume = h2_resume,
     .read_room = h2_read_room,
     .wait_state = h2_wait_state,
+    .expire = h2_expire,
     .closing = h2_closing_all,
     .failed = h2_failed_all,
     .stopping = h2_stopping,

@@ -12,6 +12,12 @@
  * growing a buffer. Downloads: the connection keeps at most a few writes in flight and
  * a streamed body's chunks are completed as nghttp2 frames them.
  *
+ * Timeouts: a header block that does not end within the header timeout stops the whole
+ * connection (no other frame may come meanwhile), which then fails; a stream whose
+ * body the handler wants and that gets no bytes within -network-timeout is reset
+ * (RST_STREAM CANCEL, on_abort with TUSC_EREAD_TIMEOUT) alone; a connection without
+ * streams has HTTP/1.1's idle timeout.
+ *
  * Limits per connection: 100 concurrent streams, the header list bounded by
  * -max-header-size and -max-header-count, and GOAWAY (ENHANCE_YOUR_CALM) for floods:
  * streams the client resets before their answer beyond a budget (rapid reset,

@@ -12,6 +12,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
 import urllib.parse
 
 import pytest
@@ -349,3 +350,109 @@ def test_graceful_stop_sends_goaway_to_idle_h2_connections(tusc):
         assert goaway_or_eof(raw) in (None, 0)
     finally:
         raw.close()
+
+
+# --- per-stream timeouts ----------------------------------------------------------------
+
+
+def frame_within(raw, pred, seconds, between=None):
+    """Reads frames until pred(frame) (returns it), EOF (None) or `seconds` pass
+    (AssertionError); between() runs each time nothing arrived for a moment (a client
+    that keeps another stream busy)."""
+    end = time.monotonic() + seconds
+    raw.s.settimeout(0.25)
+    try:
+        while time.monotonic() < end:
+            try:
+                f = raw.read_frame()
+            except TimeoutError:
+                if between is not None:
+                    between()
+                continue
+            if f is None or pred(f):
+                return f
+    finally:
+        raw.s.settimeout(IO_TIMEOUT)
+    raise AssertionError(f"no such frame within {seconds}s")
+
+
+def test_stalled_stream_body_is_reset_alone(tusc):
+    """A stream whose body stops is reset after -network-timeout (its bytes kept, like a
+    dropped HTTP/1.1 connection), while another stream on the same connection that keeps
+    sending is not: the read timeout runs per stream, not per connection."""
+    srv = tusc("-enable-h2c", "-network-timeout", "2s")
+    stalled, busy = create(srv, 100_000), create(srv, 100_000)
+    raw = RawH2(srv)
+    try:
+        first = os.urandom(1000)
+        raw.send(raw.request_headers(1, "PATCH", stalled, [("upload-offset", "0"),
+                                                           ("content-type", OCTET),
+                                                           ("content-length", "100000")]) +
+                 frame(DATA, 0, 1, first))
+        raw.send(raw.request_headers(3, "PATCH", busy, [("upload-offset", "0"),
+                                                        ("content-type", OCTET),
+                                                        ("content-length", "100000")]))
+        sent = {"n": 0}
+        piece = b"b" * 100
+
+        def dribble():  # stream 3 makes progress all the time
+            if sent["n"] + len(piece) < 50_000:
+                raw.send(frame(DATA, 0, 3, piece))
+                sent["n"] += len(piece)
+
+        f = frame_within(raw, lambda f: f[0] in (RST_STREAM, GOAWAY) or
+                         (f[0] == HEADERS and f[2] in (1, 3)), 20, dribble)
+        assert f is not None, "the connection was closed"
+        assert f[0] == RST_STREAM and f[2] == 1, f
+        assert int.from_bytes(f[3], "big") == 8  # CANCEL
+        # Stream 3 was kept alive by its bytes: it ends normally on the same connection.
+        rest = b"b" * (100_000 - sent["n"])
+        raw.send(b"".join(frame(DATA, 0, 3, rest[i:i + 16384])
+                          for i in range(0, len(rest), 16384)))
+        raw.send(frame(DATA, END_STREAM, 3))
+        f = raw.until(lambda f: f[2] == 3 and f[0] in (HEADERS, RST_STREAM))
+        assert f is not None and f[0] == HEADERS, f
+        deadline_poll(lambda: offset(srv, busy) == 100_000, IO_TIMEOUT,
+                      what="the busy stream's upload")
+        deadline_poll(lambda: offset(srv, stalled) == len(first), IO_TIMEOUT,
+                      what="the timed-out stream's bytes are kept")
+        deadline_poll(lambda: any("aborted=true" in l and f"path={stalled}" in l
+                                  for l in log_lines(srv, "PATCH")), IO_TIMEOUT,
+                      what="the timed-out PATCH's access log line")
+    finally:
+        raw.close()
+    healthy(srv)
+
+
+def test_idle_h2_connection_closed_by_network_timeout(tusc):
+    """The connection's idle timeout closes an h2 connection without streams (after the
+    last answer), like an idle HTTP/1.1 keep-alive connection."""
+    srv = tusc("-enable-h2c", "-network-timeout", "1s")
+    raw = RawH2(srv)
+    try:
+        raw.send(raw.request_headers(1, "OPTIONS", "/files/", end_stream=True))
+        assert raw.until(lambda f: f[0] == HEADERS and f[2] == 1) is not None
+        t0 = time.monotonic()
+        assert goaway_or_eof(raw) in (None, 0)
+        assert time.monotonic() - t0 < 10
+    finally:
+        raw.close()
+
+
+def test_stalled_header_block_closes_the_connection(tusc):
+    """A header block that does not end (HEADERS without END_HEADERS, no CONTINUATION)
+    stops the whole connection (RFC 9113 6.10: no other frame may come), so the header
+    timeout closes it, as it closes an HTTP/1.1 connection with a partial head."""
+    srv = tusc("-enable-h2c", "-header-timeout", "1s", "-network-timeout", "60s")
+    raw = RawH2(srv)
+    try:
+        raw.send(raw.request_headers(1, "OPTIONS", "/files/", end_stream=True))
+        assert raw.until(lambda f: f[0] == HEADERS and f[2] == 1) is not None
+        head = raw.request_headers(3, "OPTIONS", "/files/", end_stream=True)
+        raw.send(head[:4] + bytes([END_STREAM]) + head[5:])  # no END_HEADERS
+        t0 = time.monotonic()
+        assert goaway_or_eof(raw) in (None, 0, 1, 0xB)
+        assert time.monotonic() - t0 < 10, "the stalled head was not cut by -header-timeout"
+    finally:
+        raw.close()
+    healthy(srv)

@@ -4,7 +4,7 @@
 set -eu
 pkgs="build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libssl-dev libjansson-dev libcurl4-openssl-dev libcrypt-dev zlib1g-dev libexpat1-dev libhiredis-dev libnghttp2-dev"
 if [ "${1:-}" = test ]; then
-  pkgs="$pkgs libcmocka-dev python3-pytest python3-tuspy openssl clang libclang-rt-14-dev"
+  pkgs="$pkgs libcmocka-dev python3-pytest python3-hpack python3-tuspy openssl clang libclang-rt-14-dev"
   pkgs="$pkgs haproxy curl" # deploy/haproxy.cfg in tests/integration/test_haproxy.py; bench/tls.sh
   pkgs="$pkgs nghttp2-client" # tests/integration/test_h2.py: nghttp
   pkgs="$pkgs tmux" # tests/upload/test_upload_tty.py reads tusc-upload's display from a pane

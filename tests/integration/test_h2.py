@@ -15,6 +15,7 @@ import subprocess
 import time
 import urllib.parse
 
+from hpack import Decoder as HpackDecoder
 import pytest
 
 from conftest import IO_TIMEOUT, OCTET, deadline_poll
@@ -63,13 +64,15 @@ class RawH2:
         self.buf = b""
         self.s.sendall(PREFACE + frame(SETTINGS, 0, 0))
         self.authority = f"{srv.host}:{srv.port}"
+        self.decoder = HpackDecoder()  # every header block goes through it, in order
+        self.block = b""
 
     def close(self):
         self.s.close()
 
-    def request_headers(self, sid, method, path, extra=(), end_stream=False):
+    def request_headers(self, sid, method, path, extra=(), end_stream=False, tus=True):
         hs = [(":method", method), (":scheme", "http"), (":authority", self.authority),
-              (":path", path), ("tus-resumable", "1.0.0"), *extra]
+              (":path", path), *([("tus-resumable", "1.0.0")] if tus else []), *extra]
         return frame(HEADERS, END_HEADERS | (END_STREAM if end_stream else 0), sid, hpack(hs))
 
     def send(self, data):
@@ -90,6 +93,15 @@ class RawH2:
         sid = int.from_bytes(self.buf[5:9], "big") & 0x7FFFFFFF
         payload = self.buf[9:9 + n]
         self.buf = self.buf[9 + n:]
+        if typ in (HEADERS, CONTINUATION):
+            self.block += payload
+            if not flags & END_HEADERS:
+                return self.read_frame()
+            fields = self.decoder.decode(self.block)
+            self.block = b""
+            # (type, flags, stream, payload, {lower-case name: value}); the server sends
+            # neither padding nor priority.
+            return HEADERS, flags, sid, payload, {k.lower(): v for k, v in fields}
         if typ == SETTINGS and not flags & ACK:
             try:
                 self.s.sendall(frame(SETTINGS, ACK, 0))

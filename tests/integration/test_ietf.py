@@ -744,3 +744,134 @@ def test_cancel_ends_append_in_flight_9(draft_server):
     finally:
         old.close()
     assert d.head(up).status == 404
+
+
+# --- interop 9 over HTTP/2 ----------------------------------------------------------------
+
+def h2_draft_headers(version, complete=None, extra=()):
+    hs = [("upload-draft-interop-version", str(version))]
+    if complete is not None:
+        hs.append(("upload-complete", "?1" if complete else "?0"))
+    return hs + list(extra)
+
+
+def h2_answer(raw, sid):
+    """The interim heads and the final head (dicts) of stream `sid`."""
+    from test_h2 import HEADERS, RST_STREAM
+    interim = []
+    while True:
+        f = raw.until(lambda f: f[2] == sid and f[0] in (HEADERS, RST_STREAM))
+        assert f is not None, "the connection closed"
+        assert f[0] == HEADERS, f"stream {sid} reset: {f}"
+        if int(f[4][":status"]) >= 200:
+            return interim, f[4]
+        interim.append(f[4])
+
+
+@pytest.fixture
+def h2_draft_server(tusc):
+    return tusc("-enable-experimental-protocol", "-enable-h2c")
+
+
+def test_h2_stream_without_content_length_completes_early_9(h2_draft_server):
+    """An HTTP/2 stream without content-length is a body of unannounced size (HTTP/1.1's
+    chunked): with interop 9 the server completes the upload as soon as the declared
+    length is reached and answers at once, then tells the client to stop
+    (RST_STREAM NO_ERROR); the connection goes on."""
+    from test_h2 import DATA, HEADERS, RST_STREAM, RawH2, frame
+    srv = h2_draft_server
+    d = Draft(srv, 9)
+    final, _ = d.create(b"0123", complete=False, extra={"Upload-Length": "10"})
+    up = path_of(final.header("Location"))
+    raw = RawH2(srv)
+    try:
+        raw.send(raw.request_headers(1, "PATCH", up, h2_draft_headers(
+            9, False, [("upload-offset", "4"), ("content-type", PARTIAL)]), tus=False) +
+                 frame(DATA, 0, 1, b"456789"))  # no END_STREAM: the body stays open
+        _, r = h2_answer(raw, 1)
+        assert r[":status"] == "204", r
+        assert r["upload-complete"] == "?1", r
+        assert r["upload-offset"] == "10" and r["upload-length"] == "10", r
+        f = raw.until(lambda f: f[2] == 1 and f[0] == RST_STREAM)
+        assert f is not None and int.from_bytes(f[3], "big") == 0, f  # NO_ERROR
+        # A creation of unannounced size: the 104 first, then the early 201.
+        raw.send(raw.request_headers(3, "POST", "/files/", h2_draft_headers(
+            9, False, [("upload-length", "6")]), tus=False) + frame(DATA, 0, 3, b"abcdef"))
+        interim, r = h2_answer(raw, 3)
+        assert [i[":status"] for i in interim] == ["104"], interim
+        assert r[":status"] == "201" and r["upload-complete"] == "?1", r
+        assert r["location"] == interim[0]["location"], (r, interim)
+        assert r["upload-offset"] == "6", r
+        created = path_of(r["location"])
+        raw.send(raw.request_headers(5, "OPTIONS", "/files/", end_stream=True))
+        assert raw.until(lambda f: f[2] == 5 and f[0] == HEADERS) is not None
+    finally:
+        raw.close()
+    h = d.head(up)
+    assert h.header("Upload-Complete") == "?1" and h.header("Upload-Offset") == "10", h
+    assert srv.download(up).body == b"0123456789"
+    assert srv.download(created).body == b"abcdef"
+
+
+def test_h2_104_only_for_draft_clients_9(h2_draft_server):
+    """On HTTP/2 too, 104 Upload Resumption Supported (with Location, the interop
+    version and Upload-Limit) goes out as soon as the upload exists, and only to a
+    client that announced an interop version."""
+    from test_h2 import DATA, END_STREAM, RawH2, frame
+    srv = h2_draft_server
+    raw = RawH2(srv)
+    try:
+        # A tus creation with Upload-Complete but no interop version: no 104.
+        raw.send(raw.request_headers(1, "POST", "/files/", [
+            ("upload-complete", "?1"), ("upload-length", "3"), ("content-type", OCTET),
+            ("content-length", "3")]) + frame(DATA, END_STREAM, 1, b"abc"))
+        interim, r = h2_answer(raw, 1)
+        assert r[":status"] == "201" and not interim, (r, interim)
+        assert r["tus-resumable"] == "1.0.0", r
+        # A draft creation whose body has not come yet: the 104 comes before it.
+        raw.send(raw.request_headers(3, "POST", "/files/", h2_draft_headers(
+            9, True, [("content-length", "3")]), tus=False))
+        from test_h2 import HEADERS
+        f = raw.until(lambda f: f[2] == 3 and f[0] == HEADERS)
+        assert f is not None and f[4][":status"] == "104", f
+        assert f[4]["upload-draft-interop-version"] == "9", f
+        assert f[4]["upload-limit"] == "min-size=0", f
+        loc = f[4]["location"]
+        raw.send(frame(DATA, END_STREAM, 3, b"xyz"))
+        interim, r = h2_answer(raw, 3)
+        assert r[":status"] == "201" and r["location"] == loc, r
+        assert r["upload-complete"] == "?1", r
+    finally:
+        raw.close()
+    assert srv.download(path_of(loc)).body == b"xyz"
+
+
+def test_h2_request_cancellation_keeps_bytes_9(h2_draft_server):
+    """-12's request cancellation on HTTP/2: a client that resets its append stream
+    (RST_STREAM CANCEL) mid-body keeps the bytes already stored; offset retrieval
+    reports them and the upload resumes from there."""
+    from test_h2 import DATA, RST_STREAM, RawH2, frame, log_lines
+    import struct
+    srv = h2_draft_server
+    d = Draft(srv, 9)
+    final, _ = d.create(b"", complete=False, extra={"Upload-Length": "5000"})
+    up = path_of(final.header("Location"))
+    first = bytes(range(256)) * 4 + b"x" * 976  # 2000 bytes
+    raw = RawH2(srv)
+    try:
+        raw.send(raw.request_headers(1, "PATCH", up, h2_draft_headers(
+            9, True, [("upload-offset", "0"), ("content-type", PARTIAL),
+                      ("content-length", "5000")]), tus=False) + frame(DATA, 0, 1, first))
+        deadline_poll(lambda: d.head(up).header("Upload-Offset") == "2000", 15,
+                      what="the append's first bytes stored")
+        raw.send(frame(RST_STREAM, 0, 1, struct.pack(">I", 8)))  # CANCEL
+        deadline_poll(lambda: any("aborted=true" in l and "proto=HTTP/2.0" in l
+                                  for l in log_lines(srv, "PATCH")), 15,
+                      what="the cancelled append's end")
+    finally:
+        raw.close()
+    h = d.head(up)
+    assert h.header("Upload-Offset") == "2000" and h.header("Upload-Complete") == "?0", h
+    r = d.append(up, 2000, b"y" * 3000, complete=True)
+    assert r.status == 204 and r.header("Upload-Complete") == "?1", r
+    assert srv.download(up).body == first + b"y" * 3000

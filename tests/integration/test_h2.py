@@ -468,3 +468,116 @@ def test_stalled_header_block_closes_the_connection(tusc):
     finally:
         raw.close()
     healthy(srv)
+
+
+# --- storage back-pressure ---------------------------------------------------------------
+
+
+def pool_thread_in_fifo_open(pid):
+    """Whether a thread of process `pid` waits in open() of a FIFO for a writer."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/wchan") as f:
+                if f.read().strip() == "wait_for_partner":
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+def test_stalled_store_closes_the_stream_window(tusc, monkeypatch):
+    """A store that cannot write shrinks the stream's window instead of buffering: the
+    server grants no WINDOW_UPDATE beyond what the store took (its two append buffers
+    and the inline tail) plus one window, however long the client waits; once the store
+    moves again the window reopens and the upload completes.
+
+    The stall is real and deterministic: libuv's thread pool has one thread
+    (UV_THREADPOOL_SIZE=1), and that thread is parked in open() of a FIFO — a finished
+    partial upload's list of waiting finals (.concat/<shard>/<id>), which the store reads
+    on the pool — until the test opens the FIFO's other end."""
+    monkeypatch.setenv("UV_THREADPOOL_SIZE", "1")
+    srv = tusc("-enable-h2c")
+    r = srv.request("POST", "/files/", {"Upload-Length": "1", "Upload-Concat": "partial"})
+    assert r.status == 201, r
+    pid_ = urllib.parse.urlsplit(r.header("Location")).path.rsplit("/", 1)[1]
+    data_file = next(os.path.join(root, n) for root, _, names in os.walk(srv.upload_dir)
+                     for n in names if n == pid_)
+    fifo = os.path.join(srv.upload_dir, ".concat", os.path.relpath(data_file, srv.upload_dir))
+    os.makedirs(os.path.dirname(fifo), exist_ok=True)
+    os.mkfifo(fifo)
+    released = False
+
+    def release():
+        nonlocal released
+        if not released:
+            released = True
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # EOF: no finals wait
+
+    size = 8 * 1024 * 1024
+    body = os.urandom(size)
+    path = create(srv, size)
+    raw = RawH2(srv)
+    try:
+        # The finished partial sends the pool's one thread into the FIFO.
+        assert srv.patch(urllib.parse.urlsplit(r.header("Location")).path, 0, b"a").status == 204
+        deadline_poll(lambda: pool_thread_in_fifo_open(srv.proc.pid), IO_TIMEOUT,
+                      what="the thread pool parked on the FIFO")
+        f = raw.until(lambda f: f[0] == SETTINGS and not f[1] & ACK)
+        window = 65535
+        for i in range(0, len(f[3]), 6):
+            ident, value = struct.unpack(">HI", f[3][i:i + 6])
+            if ident == 4:
+                window = value
+        raw.send(raw.request_headers(1, "PATCH", path, [("upload-offset", "0"),
+                                                       ("content-type", OCTET),
+                                                       ("content-length", str(size))]))
+        state = {"sent": 0, "credit": window, "conn": 65535}
+
+        def on_frame(f):
+            if f[0] == WINDOW_UPDATE:
+                inc = int.from_bytes(f[3], "big") & 0x7FFFFFFF
+                state["credit" if f[2] == 1 else "conn"] += inc if f[2] in (0, 1) else 0
+            return f[0] in (RST_STREAM, GOAWAY) or (f[0] == HEADERS and f[2] == 1)
+
+        def pump():
+            """Sends what the windows allow; reads what the server says meanwhile."""
+            while state["sent"] < size:
+                n = min(16384, state["credit"], state["conn"], size - state["sent"])
+                if n <= 0:
+                    return None
+                end = END_STREAM if state["sent"] + n == size else 0
+                raw.send(frame(DATA, end, 1, body[state["sent"]:state["sent"] + n]))
+                state["sent"] += n
+                state["credit"] -= n
+                state["conn"] -= n
+            return None
+
+        # Send while the server grants; then wait: a stalled store grants nothing more.
+        raw.s.settimeout(2)
+        while True:
+            pump()
+            try:
+                f = raw.read_frame()
+            except TimeoutError:
+                break  # two seconds without a frame: the windows stay shut
+            assert f is not None and not on_frame(f), f
+        raw.s.settimeout(IO_TIMEOUT)
+        bound = 2 * 1024 * 1024 + 64 * 1024 + window + 64 * 1024
+        assert state["sent"] <= bound, (state, bound)
+        assert state["sent"] < size
+        assert state["credit"] <= 0 or state["conn"] <= 0, state
+        # The store moves again: the window reopens and the upload completes.
+        release()
+        while True:
+            pump()
+            f = raw.read_frame()
+            assert f is not None, "connection closed"
+            if on_frame(f):
+                break
+        assert f[0] == HEADERS and f[4][":status"] == "204", f
+        assert f[4]["upload-offset"] == str(size), f
+    finally:
+        release()
+        raw.close()
+    assert offset(srv, path) == size
+    assert srv.request("GET", path, tus=False).body == body

@@ -1,11 +1,13 @@
 """HTTP/2: h2 over TLS by ALPN, h2c by prior knowledge (-enable-h2c, off by default), the
 same handler behind both protocols (access log with proto=HTTP/2.0), many streams on one
 connection (nghttp), a stream reset mid-PATCH keeping its bytes (the window reopens only
-by what the handler took), and the
-per-connection defences (rapid reset, header list size, SETTINGS and CONTINUATION floods).
+by what the handler took), a stalled store closing the stream window, per-stream body and
+header-block timeouts, the connection's idle timeout, and the per-connection defences
+(rapid reset, header list size, SETTINGS and CONTINUATION floods).
 
-Attacks use a few hand-built frames (RawH2 below: HPACK literals, no Huffman), since the
-python `h2` package is not installed here."""
+Attacks use a few hand-built frames (RawH2 below: HPACK literals, no Huffman, and
+python3-hpack to read the server's heads), since the python `h2` package is not
+installed here."""
 import os
 import re
 import shutil

@@ -875,3 +875,75 @@ def test_h2_request_cancellation_keeps_bytes_9(h2_draft_server):
     r = d.append(up, 2000, b"y" * 3000, complete=True)
     assert r.status == 204 and r.header("Upload-Complete") == "?1", r
     assert srv.download(up).body == first + b"y" * 3000
+
+
+# --- interop 9: retry guidance on 429 and 5xx ----------------------------------------------
+
+
+def test_429_says_upload_complete_0_and_retry_after_9(tusc, tmp_path):
+    """-12's retry guidance: a 429 to a creation or append is the protocol's answer
+    (Upload-Complete: ?0, Retry-After): the client waits and retries."""
+    import base64
+    import socket
+    from test_auth import make_hash
+    users = tmp_path / "users.htpasswd"
+    users.write_text(f"alice:{make_hash('$2y$', 'alice-pw', 5)}\n")
+    srv = tusc("-enable-experimental-protocol", "-auth-htpasswd", str(users))
+
+    def draft_post(pw):
+        auth = "Basic " + base64.b64encode(f"alice:{pw}".encode()).decode()
+        s = socket.create_connection((srv.host, srv.port), timeout=30,
+                                     source_address=("127.0.0.2", 0))
+        c = RawConn.__new__(RawConn)
+        c.sock, c.buf, c.eof = s, b"", False
+        try:
+            c.send(build_request("POST", "/files/", draft_headers(
+                9, True, {"Authorization": auth}), b"abc"))
+            return c.read_final_response("POST")
+        finally:
+            c.close()
+
+    seen = []
+    for i in range(30):  # failed logins until the address is throttled
+        final, interim = draft_post(f"wrong-{i}")
+        seen.append(final.status)
+        if final.status == 429:
+            break
+        assert final.status == 401 and not interim, final
+    assert seen[-1] == 429, seen
+    assert final.header("Upload-Complete") == "?0", final
+    assert final.header("Upload-Draft-Interop-Version") == "9", final
+    assert 1 <= int(final.header("Retry-After")) <= 60, final
+    assert not interim, interim  # nothing was created
+
+
+def test_5xx_says_upload_complete_0_and_offset_resumes_9(tusc):
+    """-12's retry guidance on a server error (a write past RLIMIT_FSIZE: EFBIG, 500):
+    Upload-Complete: ?0, and the client retrieves the offset and resumes from it."""
+    srv = tusc("-enable-experimental-protocol", start=False)
+    srv.start(["/bin/sh", "-c", 'ulimit -f 4096 && exec "$@"', "tusc"] + srv.command())
+    d = Draft(srv, 9)
+    size = 6 * 1024 * 1024
+    data = bytes(range(256)) * (size // 256)
+    final, _ = d.create(b"", complete=False, extra={"Upload-Length": str(size)})
+    up = path_of(final.header("Location"))
+    hs = draft_headers(9, True, {"Upload-Offset": "0", "Content-Type": PARTIAL})
+    with RawConn(srv.port, timeout=60) as c:
+        c.send(build_request("PATCH", up, hs, b"", content_length=size))
+        try:
+            for i in range(0, size, 256 * 1024):
+                c.sock.sendall(data[i:i + 256 * 1024])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        r, _ = c.read_final_response("PATCH")
+    assert 500 <= r.status < 600, r
+    assert r.header("Upload-Complete") == "?0", r
+    assert r.header("Upload-Draft-Interop-Version") == "9", r
+    # Retrieve the offset, then resume (after the operator lifted the limit).
+    off = int(d.head(up).header("Upload-Offset"))
+    assert 0 < off < size, off
+    assert srv.stop() == 0
+    srv.start()
+    r = d.append(up, off, data[off:], complete=True)
+    assert r.status == 204 and r.header("Upload-Complete") == "?1", r
+    assert srv.download(up).body == data

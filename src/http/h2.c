@@ -305,6 +305,18 @@ static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *
   return 0;
 }
 
+/* A header block nghttp2 refused (a stream beyond the limit, invalid fields): it will
+ * not reach on_frame_recv, so its end stops the header clock here. */
+static int on_invalid_frame(nghttp2_session *s, const nghttp2_frame *frame, int lib_error,
+                            void *arg) {
+  (void)s;
+  (void)lib_error;
+  struct h2_conn *hc = arg;
+  if (frame->hd.type == NGHTTP2_HEADERS && (frame->hd.flags & NGHTTP2_FLAG_END_HEADERS))
+    hc->head_open = false;
+  return 0;
+}
+
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *arg) {
   struct h2_conn *hc = arg;
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
@@ -899,6 +911,7 @@ static struct h2_conn *conn_new(tusc_http_conn_t *conn) {
     return NULL;
   }
   nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
+  nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame);
   nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
   nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
@@ -1033,10 +1046,15 @@ static uint64_t h2_expire(tusc_http_conn_t *conn, uint64_t now) {
   if (bt == 0)
     return next;
   bool any = false;
+  /* Streams that keep the connection's window shut (held bytes of paused streams) stop
+   * every other stream's body too: that is not the client's stall. */
+  bool conn_shut = nghttp2_session_get_local_window_size(hc->s) <= 0;
   hc->depth++;
   for (struct h2_stream *st = hc->streams; st != NULL && !hc->dead; st = st->next) {
     if (!waiting_body(st))
       continue;
+    if (conn_shut)
+      st->body_ms = now;
     if (now - st->body_ms >= bt) {
       stream_timed_out(hc, st);
       any = true;

@@ -86,6 +86,10 @@ struct h2_conn {
    * connection until it is whole (RFC 9113 6.10), so it has the header timeout. */
   bool head_open;
   uint64_t head_start_ms;
+  /* Loop time of the last request progress (a stream began or ended, or a write while
+   * streams are open): an idle connection's clock, which PING or SETTINGS frames (and
+   * their acknowledgements) do not reset. */
+  uint64_t progress_ms;
   bool dead; /* the connection closed */
   bool goaway_sent;
   bool terminated; /* the last GOAWAY is queued: the session winds down */
@@ -108,6 +112,10 @@ static void reap(struct h2_conn *hc);
 
 static struct h2_stream *st_of(tusc_http_exchange_t *x) {
   return (struct h2_stream *)x;
+}
+
+static uint64_t loop_now(const struct h2_conn *hc) {
+  return uv_now(hc->conn->server->loop);
 }
 
 static void want_flush(struct h2_conn *hc) {
@@ -192,6 +200,7 @@ static void reap(struct h2_conn *hc) {
       if (!st->closed && !hc->dead)
         nghttp2_session_set_stream_user_data(hc->s, st->id, NULL);
       stream_free(hc, st);
+      hc->progress_ms = loop_now(hc);
     }
   }
   if (!hc->dead && hc->goaway_sent && !hc->terminated && hc->streams == NULL) {
@@ -232,10 +241,6 @@ static bool discarding(const struct h2_stream *st) {
 /* The handler wants body bytes the client has not sent yet: the body read timeout runs. */
 static bool waiting_body(const struct h2_stream *st) {
   return st->has_body && !st->remote_ended && !st->closed && !st->reset && deliverable(st);
-}
-
-static uint64_t loop_now(const struct h2_conn *hc) {
-  return uv_now(hc->conn->server->loop);
 }
 
 /* The stream's body clock starts again (it waits for bytes from now on). */
@@ -296,7 +301,7 @@ static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *
   struct h2_conn *hc = arg;
   if (hd->type == NGHTTP2_HEADERS) {
     hc->head_open = true;
-    hc->head_start_ms = loop_now(hc);
+    hc->head_start_ms = hc->progress_ms = loop_now(hc);
     uint64_t ht = tusc_http_conn_head_timeout(hc->conn->server);
     tusc_http_conn_deadline(hc->conn, ht);
   } else if (hd->type != NGHTTP2_CONTINUATION) {
@@ -584,6 +589,8 @@ static void on_write_done(tusc_http_write_t *base, int status) {
       wr->cb(&st->x.req, status, wr->arg);
   } else {
     hc->writes--;
+    if (hc->nstreams > 0)
+      hc->progress_ms = loop_now(hc);
   }
   free(wr);
   flush(hc);
@@ -903,6 +910,7 @@ static struct h2_conn *conn_new(tusc_http_conn_t *conn) {
   if (hc == NULL)
     return NULL;
   hc->conn = conn;
+  hc->progress_ms = uv_now(conn->server->loop);
   nghttp2_session_callbacks *cbs = NULL;
   nghttp2_option *opt = NULL;
   if (nghttp2_session_callbacks_new(&cbs) != 0 || nghttp2_option_new(&opt) != 0) {
@@ -1031,6 +1039,9 @@ static uint64_t h2_expire(tusc_http_conn_t *conn, uint64_t now) {
   struct h2_conn *hc = conn->req;
   if (hc == NULL || hc->dead)
     return 0;
+  if (hc->nstreams == 0 && !hc->head_open && conn->writes_pending == 0 &&
+      hc->progress_ms < conn->activity_ms)
+    conn->activity_ms = hc->progress_ms; /* idle: frames without a request are no progress */
   uint64_t next = 0;
   uint64_t ht = tusc_http_conn_head_timeout(conn->server);
   if (hc->head_open && ht > 0) {

@@ -16,7 +16,8 @@
  * connection (no other frame may come meanwhile), which then fails; a stream whose
  * body the handler wants and that gets no bytes within -network-timeout is reset
  * (RST_STREAM CANCEL, on_abort with TUSC_EREAD_TIMEOUT) alone; a connection without
- * streams has HTTP/1.1's idle timeout.
+ * streams has HTTP/1.1's idle timeout, counted from its last request progress (PING
+ * and SETTINGS frames do not keep it open).
  *
  * Limits per connection: 100 concurrent streams, the header list bounded by
  * -max-header-size and -max-header-count, and GOAWAY (ENHANCE_YOUR_CALM) for floods:

@@ -453,6 +453,30 @@ def test_idle_h2_connection_closed_by_network_timeout(tusc):
         raw.close()
 
 
+def test_pings_do_not_keep_an_idle_h2_connection_open(tusc):
+    """PING frames carry no request: an h2 connection without streams is closed by
+    -network-timeout however often the client pings (an HTTP/1.1 keep-alive connection
+    cannot be held open without requests either)."""
+    srv = tusc("-enable-h2c", "-network-timeout", "1s")
+    raw = RawH2(srv)
+    try:
+        raw.send(raw.request_headers(1, "OPTIONS", "/files/", end_stream=True))
+        assert raw.until(lambda f: f[0] == HEADERS and f[2] == 1) is not None
+        t0 = time.monotonic()
+
+        def ping():
+            try:
+                raw.send(frame(PING, 0, 0, b"12345678"))
+            except OSError:
+                pass
+
+        f = frame_within(raw, lambda f: f[0] == GOAWAY, 15, ping)
+        assert f is None or int.from_bytes(f[3][4:8], "big") == 0, f
+        assert time.monotonic() - t0 < 10
+    finally:
+        raw.close()
+
+
 def test_stalled_header_block_closes_the_connection(tusc):
     """A header block that does not end (HEADERS without END_HEADERS, no CONTINUATION)
     stops the whole connection (RFC 9113 6.10: no other frame may come), so the header

@@ -511,11 +511,17 @@ def pool_thread_in_fifo_open(pid):
     return False
 
 
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+
+
 def test_stalled_store_closes_the_stream_window(tusc, monkeypatch):
     """A store that cannot write shrinks the stream's window instead of buffering: the
     server grants no WINDOW_UPDATE beyond what the store took (its two append buffers
-    and the inline tail) plus one window, however long the client waits; once the store
-    moves again the window reopens and the upload completes.
+    and the inline tail) plus one window, however long the client waits, and its memory
+    grows by less than half the 8 MiB body; once the store moves again the window
+    reopens and the upload completes.
 
     The stall is real and deterministic: libuv's thread pool has one thread
     (UV_THREADPOOL_SIZE=1), and that thread is parked in open() of a FIFO — a finished
@@ -554,6 +560,7 @@ def test_stalled_store_closes_the_stream_window(tusc, monkeypatch):
             ident, value = struct.unpack(">HI", f[3][i:i + 6])
             if ident == 4:
                 window = value
+        rss_before = rss_kib(srv.proc.pid)
         raw.send(raw.request_headers(1, "PATCH", path, [("upload-offset", "0"),
                                                        ("content-type", OCTET),
                                                        ("content-length", str(size))]))
@@ -592,6 +599,9 @@ def test_stalled_store_closes_the_stream_window(tusc, monkeypatch):
         assert state["sent"] <= bound, (state, bound)
         assert state["sent"] < size
         assert state["credit"] <= 0 or state["conn"] <= 0, state
+        # Nothing beyond those bytes is held: the server grew by less than the body.
+        grown = rss_kib(srv.proc.pid) - rss_before
+        assert grown * 1024 < size // 2, (grown, size)
         # The store moves again: the window reopens and the upload completes.
         release()
         while True:

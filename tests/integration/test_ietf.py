@@ -947,3 +947,37 @@ def test_5xx_says_upload_complete_0_and_offset_resumes_9(tusc):
     r = d.append(up, off, data[off:], complete=True)
     assert r.status == 204 and r.header("Upload-Complete") == "?1", r
     assert srv.download(up).body == data
+
+
+def test_h2_stream_without_content_length_sets_deferred_length(h2_draft_server):
+    """A completing HTTP/2 append without content-length to an upload of unknown length:
+    like a chunked HTTP/1.1 body, the length becomes the final offset once the stream
+    ends (END_STREAM). And a tus PATCH without content-length over HTTP/2 is a body of
+    unannounced size too, stored whole."""
+    from test_h2 import DATA, END_STREAM, RawH2, frame
+    srv = h2_draft_server
+    d = Draft(srv, 9)
+    final, _ = d.create(b"ab", complete=False)
+    up = path_of(final.header("Location"))
+    tus_up = path_of(srv.request("POST", "/files/", {"Upload-Length": "40000"}).header("Location"))
+    tus_body = bytes(range(256)) * 156 + b"t" * 64  # 40000 bytes
+    raw = RawH2(srv)
+    try:
+        raw.send(raw.request_headers(1, "PATCH", up, h2_draft_headers(
+            9, True, [("upload-offset", "2"), ("content-type", PARTIAL)]), tus=False) +
+                 frame(DATA, 0, 1, b"cdef") + frame(DATA, END_STREAM, 1, b"gh"))
+        _, r = h2_answer(raw, 1)
+        assert r[":status"] == "204" and r["upload-complete"] == "?1", r
+        assert r["upload-offset"] == "8" and r["upload-length"] == "8", r
+        raw.send(raw.request_headers(3, "PATCH", tus_up, [("upload-offset", "0"),
+                                                         ("content-type", OCTET)]) +
+                 frame(DATA, 0, 3, tus_body[:16000]) + frame(DATA, 0, 3, tus_body[16000:32000]) +
+                 frame(DATA, END_STREAM, 3, tus_body[32000:]))
+        _, r = h2_answer(raw, 3)
+        assert r[":status"] == "204" and r["upload-offset"] == "40000", r
+    finally:
+        raw.close()
+    h = d.head(up)
+    assert h.header("Upload-Length") == "8" and h.header("Upload-Complete") == "?1", h
+    assert srv.download(up).body == b"abcdefgh"
+    assert srv.download(tus_up).body == tus_body

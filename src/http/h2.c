@@ -68,6 +68,7 @@ struct h2_stream {
   bool local_ended; /* END_STREAM sent */
   char *body;       /* a whole response's body */
   size_t body_len, body_off;
+  uint64_t send_ms; /* loop time the response body last moved (for its write timeout) */
   struct h2_out *out, *out_tail;
   unsigned later_pending; /* completions queued with conn.c, referring to x.req */
   bool closed;            /* nghttp2 is done with the stream */
@@ -693,6 +694,7 @@ static ssize_t read_body(nghttp2_session *s, int32_t stream_id, uint8_t *buf, si
   (void)stream_id;
   (void)arg;
   struct h2_stream *st = source->ptr;
+  st->send_ms = loop_now(st->hc); /* the peer's window let nghttp2 ask */
   if (!st->x.streaming) {
     size_t n = st->body_len - st->body_off;
     if (n > length)
@@ -816,6 +818,9 @@ static void h2_respond_start(tusc_http_exchange_t *x, tusc_http_response_t *resp
     x->bytes_out += (int64_t)body_len;
   }
   st->submitted = true;
+  st->send_ms = loop_now(hc);
+  if (with_data)
+    tusc_http_conn_deadline(hc->conn, hc->conn->server->limits.network_timeout_ms);
   if (submit_head(st, resp, content_length, true, with_data) != 0)
     nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
   tusc_http_response_dispose(resp);
@@ -859,6 +864,10 @@ static void h2_respond_write(tusc_http_exchange_t *x, const void *data, size_t l
   o->len = len;
   o->cb = cb;
   o->arg = arg;
+  if (st->out == NULL) { /* bytes wait for the window from now on */
+    st->send_ms = loop_now(st->hc);
+    tusc_http_conn_deadline(st->hc->conn, st->hc->conn->server->limits.network_timeout_ms);
+  }
   if (st->out_tail)
     st->out_tail->next = o;
   else
@@ -1022,6 +1031,16 @@ static enum tusc_http_wait h2_wait_state(const tusc_http_conn_t *conn, uint64_t 
   return TUSC_HTTP_BUSY;
 }
 
+/* Response bytes wait for the client to open the stream's window (or the connection's):
+ * the write timeout runs. */
+static bool waiting_window(const struct h2_stream *st) {
+  if (!st->submitted || st->local_ended || st->closed || st->reset)
+    return false;
+  if (st->x.streaming)
+    return st->out != NULL;
+  return st->body != NULL && st->body_off < st->body_len;
+}
+
 /* A stream's body did not come within the read timeout: like HTTP/1.1's dropped
  * connection for this stream only (the handler keeps what it stored), and the client
  * is told with RST_STREAM (CANCEL). */
@@ -1033,6 +1052,17 @@ static void stream_timed_out(struct h2_conn *hc, struct h2_stream *st) {
   cancel_out(st, UV_ECANCELED);
   nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
   tusc_http_exchange_abort(&st->x, TUSC_EREAD_TIMEOUT);
+}
+
+/* The client did not open the window for a response within the timeout: the stream is
+ * reset (CANCEL) and the handler's queued writes fail, as when an HTTP/1.1 client stops
+ * reading. */
+static void stream_write_timed_out(struct h2_conn *hc, struct h2_stream *st) {
+  TUSC_LOG(TUSC_LOG_DEBUG, "h2 stream %d: response write timed out", (int)st->id);
+  st->reset = true;
+  st->x.discard = true;
+  cancel_out(st, UV_ETIMEDOUT);
+  nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
 }
 
 static uint64_t h2_expire(tusc_http_conn_t *conn, uint64_t now) {
@@ -1062,20 +1092,33 @@ static uint64_t h2_expire(tusc_http_conn_t *conn, uint64_t now) {
   bool conn_shut = nghttp2_session_get_local_window_size(hc->s) <= 0;
   hc->depth++;
   for (struct h2_stream *st = hc->streams; st != NULL && !hc->dead; st = st->next) {
-    if (!waiting_body(st))
+    uint64_t since;
+    if (waiting_body(st)) {
+      if (conn_shut)
+        st->body_ms = now;
+      since = st->body_ms;
+    } else if (waiting_window(st)) {
+      since = st->send_ms;
+    } else {
       continue;
-    if (conn_shut)
-      st->body_ms = now;
-    if (now - st->body_ms >= bt) {
-      stream_timed_out(hc, st);
+    }
+    if (now - since >= bt) {
+      if (waiting_body(st))
+        stream_timed_out(hc, st);
+      else
+        stream_write_timed_out(hc, st);
       any = true;
-    } else if (next == 0 || bt - (now - st->body_ms) < next) {
-      next = bt - (now - st->body_ms);
+    } else if (next == 0 || bt - (now - since) < next) {
+      next = bt - (now - since);
     }
   }
   hc->depth--;
-  if (any)
-    want_flush(hc); /* the resets go out (and the streams are reaped) on the idle turn */
+  if (any) {
+    /* The resets go out (and the streams are reaped) on the idle turn; the completions
+     * they queued are no stalled write of the connection's. */
+    conn->activity_ms = now;
+    want_flush(hc);
+  }
   return next;
 }
 

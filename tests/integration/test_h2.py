@@ -187,7 +187,9 @@ def test_h2c_prior_knowledge_upload(tusc, tmp_path):
     # The same handler serves HTTP/1.1 on the same port.
     path = urllib.parse.urlsplit(loc).path
     assert offset(srv, path) == len(data)
-    lines = log_lines(srv, "PATCH")
+    # A line is written once the response's last write completed, which may be just
+    # after the client has read it.
+    lines = deadline_poll(lambda: log_lines(srv, "PATCH"), IO_TIMEOUT, what="the PATCH's line")
     assert len(lines) == 1 and "proto=HTTP/2.0" in lines[0] and "status=204" in lines[0], lines
     assert f"bytes_in={len(data)}" in lines[0]
     assert all("proto=" not in l for l in log_lines(srv, "HEAD")), "HTTP/1.1 lines unchanged"
@@ -211,8 +213,9 @@ def test_h2_over_tls_by_alpn(tusc, pki, tmp_path):  # noqa: F811
     # A client that offers only HTTP/1.1 still gets it.
     p = curl("--http1.1", *ca, "-i", loc)
     assert p.stdout.startswith(b"HTTP/1.1 200") and p.stdout.endswith(b"hello world")
-    assert any("proto=HTTP/2.0" in l for l in log_lines(srv, "PATCH"))
-    gets = log_lines(srv, "GET")
+    deadline_poll(lambda: any("proto=HTTP/2.0" in l for l in log_lines(srv, "PATCH")), IO_TIMEOUT,
+                  what="the h2 PATCH's line")
+    gets = deadline_poll(lambda: log_lines(srv, "GET"), IO_TIMEOUT, what="the GET's line")
     assert len(gets) == 1 and "proto=" not in gets[0], gets
 
 
@@ -236,7 +239,9 @@ def test_twenty_uploads_multiplexed_on_one_connection(tusc, tmp_path):
         assert offset(srv, path) == size, path
         got = srv.request("GET", path, tus=False)
         assert got.body == data
-    lines = [l for l in log_lines(srv, "PATCH") if "proto=HTTP/2.0" in l]
+    lines = deadline_poll(lambda: [l for l in log_lines(srv, "PATCH") if "proto=HTTP/2.0" in l]
+                          if len(log_lines(srv, "PATCH")) >= 20 else None, IO_TIMEOUT,
+                          what="20 PATCH lines")
     assert len(lines) == 20, lines
     remotes = {re.search(r"remote=(\S+)", l).group(1) for l in lines}
     assert len(remotes) == 1, remotes  # one connection
@@ -433,6 +438,34 @@ def test_stalled_stream_body_is_reset_alone(tusc):
         deadline_poll(lambda: any("aborted=true" in l and f"path={stalled}" in l
                                   for l in log_lines(srv, "PATCH")), IO_TIMEOUT,
                       what="the timed-out PATCH's access log line")
+    finally:
+        raw.close()
+    healthy(srv)
+
+
+def test_download_the_client_does_not_read_is_reset_alone(tusc):
+    """A response whose stream window the client never opens (here: initial window 0)
+    is reset after -network-timeout, like an HTTP/1.1 client that stops reading; the
+    download's handler gets its writes failed and ends, and the connection goes on."""
+    srv = tusc("-enable-h2c", "-network-timeout", "1s")
+    path = create(srv, 300_000)
+    assert srv.patch(path, 0, os.urandom(300_000)).status == 204
+    raw = RawH2(srv)
+    try:
+        raw.send(frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 0)))  # INITIAL_WINDOW_SIZE 0
+        raw.send(raw.request_headers(1, "GET", path, end_stream=True))
+        f = raw.until(lambda f: f[2] == 1 and f[0] in (HEADERS, RST_STREAM))
+        assert f is not None and f[0] == HEADERS and f[4][":status"] == "200", f
+        t0 = time.monotonic()
+        f = raw.until(lambda f: f[0] in (RST_STREAM, GOAWAY))
+        assert f is not None and f[0] == RST_STREAM and f[2] == 1, f
+        assert int.from_bytes(f[3], "big") == 8  # CANCEL
+        assert time.monotonic() - t0 < 10
+        raw.send(raw.request_headers(3, "OPTIONS", "/files/", end_stream=True))
+        f = raw.until(lambda f: f[2] == 3 and f[0] in (HEADERS, RST_STREAM))
+        assert f is not None and f[0] == HEADERS, f
+        deadline_poll(lambda: len(log_lines(srv, "GET")) == 1, IO_TIMEOUT,
+                      what="the cut download's access log line")
     finally:
         raw.close()
     healthy(srv)

@@ -15,7 +15,9 @@
  * Timeouts: a header block that does not end within the header timeout stops the whole
  * connection (no other frame may come meanwhile), which then fails; a stream whose
  * body the handler wants and that gets no bytes within -network-timeout is reset
- * (RST_STREAM CANCEL, on_abort with TUSC_EREAD_TIMEOUT) alone; a connection without
+ * (RST_STREAM CANCEL, on_abort with TUSC_EREAD_TIMEOUT) alone, and so is one whose
+ * response waits that long for the client to open its window (the handler's writes
+ * fail with UV_ETIMEDOUT); a connection without
  * streams has HTTP/1.1's idle timeout, counted from its last request progress (PING
  * and SETTINGS frames do not keep it open).
  *

@@ -295,5 +295,6 @@ def test_tus_js_client_in_chromium_uses_h2(chromium, tusc, pki, tmp_path,  # noq
     assert sum(int(field(l, "bytes_in")) for l in resumed) == FILES["resumed"], resumed
     assert lines.index(heads[-1]) > lines.index(resumed[0]), "HEAD after the first PATCH"
     # The small and the chunked upload ran at the same time on one connection.
-    remotes = {field(l, "remote") for l in of("PATCH", paths["small"]) + of("PATCH", paths["chunked"])}
+    both = of("PATCH", paths["small"]) + of("PATCH", paths["chunked"])
+    remotes = {field(l, "remote") for l in both}
     assert len(remotes) == 1, remotes

@@ -7,6 +7,7 @@
 #
 #   bench/tls.sh                       # uses build/tusc
 #   TUSC_BIN=... SIZE_MB=1024 REPEAT=5 PAR=4 H2=1 bench/tls.sh
+#   PERF=/tmp/tls.data bench/tls.sh    # also profiles one more round of each side
 #
 # Each round: PAR uploads at once (SIZE_MB/PAR MiB each, so one curl's encryption is
 # not the ceiling): POST with Upload-Length, then one PATCH streaming the whole file
@@ -139,6 +140,19 @@ for r in $(seq "$REPEAT"); do
   fi
   echo "$line" >&2
 done
+if [ -n "${PERF:-}" ]; then # one more round of each side under perf: PERF.plain, PERF.tls
+  command -v perf >/dev/null || { echo "tls.sh: PERF set but no perf" >&2; exit 1; }
+  for side in plain tls; do
+    if [ $side = plain ]; then pp=$plain_pid sch=http port=$plain_port; else pp=$tls_pid sch=https port=$tls_port; fi
+    perf record -q -e cpu-clock -g -p "$pp" -o "$PERF.$side" 2>/dev/null &
+    perf_pid=$!
+    sleep 1 # perf attaches asynchronously; a bench, not a test
+    one_upload "$sch" "$port" "$pp" --http1.1 >/dev/null
+    kill -INT "$perf_pid"
+    wait "$perf_pid" || true
+  done
+  echo "perf: $PERF.plain and $PERF.tls (perf report -i FILE --no-children --sort dso,sym)" >&2
+fi
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 awk -v mb="$SIZE_MB" -v par="$PAR" -v p="$(median "${plains[@]}")" -v t="$(median "${tlss[@]}")" \
   -v cp="$(median "${cplains[@]}")" -v ct="$(median "${ctlss[@]}")" -v ratio="$(median "${ratios[@]}")" \

@@ -1,26 +1,34 @@
 #!/usr/bin/env bash
-# TLS upload throughput as a ratio of plain HTTP: the same tusc build, the same file,
-# the same client (curl), once over http:// and once over https:// (-tls-mode tls12,
-# ECDSA P-256 certificate; the suite tusc negotiates with curl is printed).
+# TLS upload cost as a ratio of plain HTTP: the same tusc build, the same file, the same
+# client (curl), once over http:// and once over https:// (-tls-mode tls12, ECDSA P-256
+# certificate; the suite tusc negotiates is printed), both HTTP/1.1 so that the ratio is
+# about TLS alone. (curl offers h2 by ALPN and tusc accepts it over TLS; H2=1, the
+# default, adds an HTTPS h2 column beside it.)
 #
 #   bench/tls.sh                       # uses build/tusc
-#   TUSC_BIN=... SIZE_MB=1024 REPEAT=3 PAR=4 bench/tls.sh
+#   TUSC_BIN=... SIZE_MB=1024 REPEAT=5 PAR=4 H2=1 bench/tls.sh
+#   PERF=/tmp/tls.data bench/tls.sh    # also profiles one more round of each side
 #
 # Each round: PAR uploads at once (SIZE_MB/PAR MiB each, so one curl's encryption is
 # not the ceiling): POST with Upload-Length, then one PATCH streaming the whole file
-# (curl -T, no Expect: 100-continue); time from the first curl's start to the last 204. Rounds
-# alternate plain/TLS; each side keeps its best. tusc runs with -fsync=never so the
-# figure is about the socket-to-page-cache path, where TLS costs show most. Client and
-# server share this machine's cores, so the client's encryption is paid too, and other
-# load on the machine moves the MB/s figure; the server's own CPU time per GiB (utime +
-# stime from /proc/<pid>/stat around each PATCH) is the steadier measure of what TLS
-# costs tusc.
+# (curl -T, no Expect: 100-continue); time from the first curl's start to the last 204.
+# Rounds alternate plain / TLS (/ h2); the table shows medians. tusc runs with
+# -fsync=never so the figure is about the socket-to-page-cache path, where TLS costs
+# show most. Client and server share this machine's cores, so other load moves MB/s;
+# the server's own CPU time per GiB (utime + stime from /proc/<pid>/stat around each
+# round) is the steadier measure of what TLS costs tusc.
+#
+# The floor: TLS must do everything plain HTTP does plus decrypt every byte, so the best
+# TLS / plain CPU ratio any server can reach on this CPU is (plain + cipher) / plain,
+# with the cipher's own cost per GiB from `openssl speed -decrypt -evp <cipher> -bytes
+# 16384` (one record's worth per call, single core). The script prints that bound.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TUSC_BIN=${TUSC_BIN:-$PWD/build/tusc}
 SIZE_MB=${SIZE_MB:-1024}
-REPEAT=${REPEAT:-3}
+REPEAT=${REPEAT:-5}
 PAR=${PAR:-4}
+H2=${H2:-1}
 BENCH_DIR=${BENCH_DIR:-/var/tmp}
 command -v curl >/dev/null || { echo "tls.sh: needs curl" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "tls.sh: needs openssl" >&2; exit 1; }
@@ -61,29 +69,31 @@ tls_port=$(cat "$work/tls.port")
 hz=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-one_patch() { # scheme port -> http code of the PATCH
-  local scheme=$1 port=$2 ca=() loc
+one_patch() { # scheme port http-version-flag -> "code version" of the PATCH
+  local scheme=$1 port=$2 ver=$3 ca=() loc
   [ "$scheme" = https ] && ca=(--cacert "$work/cert.pem")
-  loc=$(curl -sS "${ca[@]}" -X POST -H "Tus-Resumable: 1.0.0" -H "Upload-Length: $size" \
+  loc=$(curl -sS "${ca[@]}" "$ver" -X POST -H "Tus-Resumable: 1.0.0" -H "Upload-Length: $size" \
     -o /dev/null -w '%header{location}' "$scheme://127.0.0.1:$port/files/")
-  curl -sS "${ca[@]}" -X PATCH -T "$work/data.bin" -H "Expect:" -H "Tus-Resumable: 1.0.0" \
+  curl -sS "${ca[@]}" "$ver" -X PATCH -T "$work/data.bin" -H "Expect:" -H "Tus-Resumable: 1.0.0" \
     -H "Upload-Offset: 0" -H "Content-Type: application/offset+octet-stream" \
-    -o /dev/null -w '%{http_code}' "$loc"
+    -o /dev/null -w '%{http_code} %{http_version}' "$loc"
 }
 
-one_upload() { # scheme port pid -> "seconds server-cpu-seconds"
-  local scheme=$1 port=$2 pid=$3 c0 c1 t0 t1 i cl=()
+one_upload() { # scheme port pid http-version-flag -> "seconds server-cpu-seconds"
+  local scheme=$1 port=$2 pid=$3 ver=$4 c0 c1 t0 t1 i cl=() want=1.1
+  [ "$ver" = --http2 ] && want=2
   c0=$(cpu_ticks "$pid")
   t0=$(date +%s.%N)
   for i in $(seq "$PAR"); do
-    one_patch "$scheme" "$port" >"$work/code.$i" &
+    one_patch "$scheme" "$port" "$ver" >"$work/code.$i" &
     cl+=($!)
   done
   wait "${cl[@]}" || true
   t1=$(date +%s.%N)
   c1=$(cpu_ticks "$pid")
   for i in $(seq "$PAR"); do
-    [ "$(cat "$work/code.$i")" = 204 ] || { echo "tls.sh: PATCH over $scheme answered $(cat "$work/code.$i")" >&2; exit 1; }
+    [ "$(cat "$work/code.$i")" = "204 $want" ] ||
+      { echo "tls.sh: PATCH over $scheme $ver answered $(cat "$work/code.$i")" >&2; exit 1; }
   done
   rm -rf "${work:?}/$([ "$scheme" = https ] && echo tls || echo plain)"/*
   echo "$t0 $t1 $c0 $c1 $hz" | awk '{printf "%.3f %.3f", $2 - $1, ($4 - $3) / $5}'
@@ -91,31 +101,80 @@ one_upload() { # scheme port pid -> "seconds server-cpu-seconds"
 
 suite=$(openssl s_client -connect "127.0.0.1:$tls_port" -CAfile "$work/cert.pem" </dev/null 2>/dev/null |
   awk '/^New, /{print $NF; exit}')
-if [ -d /sys/module/tls ]; then ktls="kernel TLS module loaded (tusc's memory-BIO transport does not use kTLS yet)"
-else ktls="no kernel TLS module (/sys/module/tls absent): kTLS not available, user-space TLS only"; fi
-echo "negotiated with openssl s_client defaults: $suite; $ktls" >&2
+# The kernel offers kTLS when its TCP layer lists the "tls" upper-layer protocol.
+if grep -qw tls /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null; then
+  ktls="kernel TLS available (tcp_available_ulp lists tls), but tusc's BIO transport does not use kTLS"
+else
+  ktls="no kernel TLS: tcp_available_ulp = '$(cat /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null)' (no tls), user-space TLS only"
+fi
+echo "negotiated with openssl s_client and curl defaults: $suite; $ktls" >&2
 
-best_plain=999999
-best_tls=999999
-cpu_plain=999999
-cpu_tls=999999
-min() { awk -v a="$1" -v b="$2" 'BEGIN{print (b < a) ? b : a}'; }
+# The cipher's own decryption cost per GiB on this CPU (one core, 16 KiB records).
+cipher_cost() { # evp-name -> seconds per GiB
+  openssl speed -decrypt -evp "$1" -bytes 16384 -seconds 1 2>/dev/null |
+    awk -v c="$1" 'tolower($1) == tolower(c) { sub(/k$/, "", $2); printf "%.3f %.2f", 1073741824 / ($2 * 1000), $2 / 1e6 }'
+}
+case $suite in
+*CHACHA20*) suite_cipher=chacha20-poly1305 ;;
+*AES_256_GCM* | *AES256-GCM*) suite_cipher=aes-256-gcm ;;
+*) suite_cipher=aes-128-gcm ;;
+esac
+read -r cipher_s cipher_gbs <<<"$(cipher_cost "$suite_cipher")"
+read -r chacha_s chacha_gbs <<<"$(cipher_cost chacha20-poly1305)"
+echo "cipher alone (openssl speed -decrypt, 16 KiB): $suite_cipher ${cipher_gbs} GB/s = ${cipher_s} s/GiB; chacha20-poly1305 ${chacha_gbs} GB/s = ${chacha_s} s/GiB" >&2
+
+plains=() tlss=() h2s=() cplains=() ctlss=() ch2s=() ratios=()
 for r in $(seq "$REPEAT"); do
   sync
-  read -r p pc <<<"$(one_upload http "$plain_port" "$plain_pid")"
+  read -r p pc <<<"$(one_upload http "$plain_port" "$plain_pid" --http1.1)"
   sync
-  read -r t tc <<<"$(one_upload https "$tls_port" "$tls_pid")"
-  echo "round $r: plain ${p}s (server cpu ${pc}s), tls ${t}s (server cpu ${tc}s)" >&2
-  best_plain=$(min "$best_plain" "$p")
-  best_tls=$(min "$best_tls" "$t")
-  cpu_plain=$(min "$cpu_plain" "$pc")
-  cpu_tls=$(min "$cpu_tls" "$tc")
+  read -r t tc <<<"$(one_upload https "$tls_port" "$tls_pid" --http1.1)"
+  line="round $r: plain ${p}s (server cpu ${pc}s), tls ${t}s (server cpu ${tc}s)"
+  plains+=("$p") tlss+=("$t") cplains+=("$pc") ctlss+=("$tc")
+  ratios+=("$(awk -v a="$pc" -v b="$tc" 'BEGIN{printf "%.3f", (a > 0 ? b / a : 0)}')")
+  if [ "$H2" = 1 ]; then
+    sync
+    read -r h hc <<<"$(one_upload https "$tls_port" "$tls_pid" --http2)"
+    line="$line, tls h2 ${h}s (server cpu ${hc}s)"
+    h2s+=("$h") ch2s+=("$hc")
+  fi
+  echo "$line" >&2
 done
-awk -v mb="$SIZE_MB" -v par="$PAR" -v p="$best_plain" -v t="$best_tls" -v cp="$cpu_plain" -v ct="$cpu_tls" 'BEGIN {
-  mp = mb * 1.048576 / p; mt = mb * 1.048576 / t
+if [ -n "${PERF:-}" ]; then # one more round of each side under perf: PERF.plain, PERF.tls
+  command -v perf >/dev/null || { echo "tls.sh: PERF set but no perf" >&2; exit 1; }
+  for side in plain tls; do
+    if [ $side = plain ]; then pp=$plain_pid sch=http port=$plain_port; else pp=$tls_pid sch=https port=$tls_port; fi
+    perf record -q -e cpu-clock -g -p "$pp" -o "$PERF.$side" 2>/dev/null &
+    perf_pid=$!
+    sleep 1 # perf attaches asynchronously; a bench, not a test
+    one_upload "$sch" "$port" "$pp" --http1.1 >/dev/null
+    kill -INT "$perf_pid"
+    wait "$perf_pid" || true
+  done
+  echo "perf: $PERF.plain and $PERF.tls (perf report -i FILE --no-children --sort dso,sym)" >&2
+fi
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+awk -v mb="$SIZE_MB" -v par="$PAR" -v p="$(median "${plains[@]}")" -v t="$(median "${tlss[@]}")" \
+  -v cp="$(median "${cplains[@]}")" -v ct="$(median "${ctlss[@]}")" -v ratio="$(median "${ratios[@]}")" \
+  -v h2="$H2" -v h="$([ "$H2" = 1 ] && median "${h2s[@]}" || echo 0)" \
+  -v ch="$([ "$H2" = 1 ] && median "${ch2s[@]}" || echo 0)" \
+  -v cs="$cipher_s" -v cg="$cipher_gbs" -v cname="$suite_cipher" -v rounds="$REPEAT" 'BEGIN {
   gib = mb / 1024
-  printf "| %d MiB as %d parallel PATCHes | plain HTTP | HTTPS (TLS 1.3) | TLS / plain |\n", mb, par
-  printf "|---|---|---|---|\n"
-  printf "| MB/s (best of rounds) | %.0f | %.0f | %.2f |\n", mp, mt, mt / mp
-  printf "| tusc CPU seconds per GiB (best) | %.2f | %.2f | %.2f |\n", cp / gib, ct / gib, (cp > 0 ? ct / cp : 0)
+  mp = mb * 1.048576 / p; mt = mb * 1.048576 / t
+  hcol = h2 == 1 ? " HTTPS h2 |" : ""; hsep = h2 == 1 ? "---|" : ""
+  printf "| %d MiB as %d parallel PATCHes, median of %d | plain HTTP/1.1 | HTTPS HTTP/1.1 | TLS / plain |%s\n", mb, par, rounds, hcol
+  printf "|---|---|---|---|%s\n", hsep
+  printf "| MB/s | %.0f | %.0f | %.2f |", mp, mt, mt / mp
+  if (h2 == 1) printf " %.0f |", mb * 1.048576 / h
+  printf "\n| tusc CPU seconds per GiB | %.3f | %.3f | %.2f (median of per-round ratios) |", cp / gib, ct / gib, ratio
+  if (h2 == 1) printf " %.3f |", ch / gib
+  printf "\n"
+  pg = cp / gib
+  floor = (pg + cs) / pg
+  printf "| floor: plain + %s alone (%.3f s/GiB) | %.3f | %.3f | %.2f |%s\n", cname, cs, pg, pg + cs, floor, h2 == 1 ? " |" : ""
+  printf "\nTLS / plain CPU: measured %.2f, best possible on this CPU %.2f (plain %.3f s/GiB + %s %.3f s/GiB);\n", ratio, floor, pg, cname, cs
+  printf "tusc above that floor: %.3f s/GiB (OpenSSL record handling, its two copies, scheduling).\n", ct / gib - pg - cs
+  need = 0.3 * pg
+  if (cs > need)
+    printf "1.3x is out of reach here: it would need the cipher at <= 0.3 x %.3f = %.3f s/GiB (%.1f GB/s); this CPU decrypts %s at %.2f GB/s.\n", pg, need, 1.073741824 / need, cname, cg
 }'

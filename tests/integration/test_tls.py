@@ -660,8 +660,20 @@ def negotiated_suite(srv, pki, *args):
     # A client that lists ChaCha20 first (no AES-NI) gets ChaCha20.
     (["-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"],
      "TLS_CHACHA20_POLY1305_SHA256"),
+    (["-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"],
+     "TLS_CHACHA20_POLY1305_SHA256"),
+    # ChaCha20 offered but not first (OpenSSL's default order): the client has AES-NI.
+    (["-ciphersuites",
+      "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"],
+     "TLS_AES_128_GCM_SHA256"),
     (["-ciphersuites", "TLS_AES_256_GCM_SHA384"], "TLS_AES_256_GCM_SHA384"),
     (["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256"],
+     "ECDHE-ECDSA-AES128-GCM-SHA256"),
+    # The same over TLS 1.2: ChaCha20 first wins, ChaCha20 later does not.
+    (["-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256"],
+     "ECDHE-ECDSA-CHACHA20-POLY1305"),
+    (["-tls1_2", "-cipher",
+      "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256"],
      "ECDHE-ECDSA-AES128-GCM-SHA256"),
 ])
 def test_cipher_preference(tusc, pki, args, expect):

@@ -1,0 +1,255 @@
+/*
+ * sync_batch — see sync_batch.h. One lane per (batch, loop) pair that has requests in
+ * flight, in a thread-local list (a worker thread runs one loop). A lane holds the
+ * requests waiting for its next batch and, while a job runs, the batch that job took:
+ * the loop only touches `head`/`tail`/`n`, the pool thread only the list it was given,
+ * so they share nothing but the hand-over in submit and done, which libuv orders.
+ */
+#include "store/sync_batch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/error.h"
+
+typedef struct dir_result_s {
+  const char *path;
+  int rc;
+} dir_result_t;
+
+typedef struct lane_s {
+  tusc_sync_batch_t *batch;
+  uv_loop_t *loop;
+  tusc_sync_req_t *head, *tail; /* waiting for the next batch */
+  unsigned n;
+  tusc_sync_req_t *running; /* the batch the job has */
+  bool busy;                /* a job is on the pool */
+  tusc_pool_job_t job;
+  struct lane_s *next;
+  dir_result_t dirs[TUSC_SYNC_BATCH_MAX * TUSC_SYNC_DIRS];
+} lane_t;
+
+static _Thread_local lane_t *thread_lanes;
+
+void tusc_sync_batch_init(tusc_sync_batch_t *batch, tusc_store_pool_t *pool, unsigned max) {
+  batch->pool = pool;
+  batch->max = max == 0 || max > TUSC_SYNC_BATCH_MAX ? TUSC_SYNC_BATCH_MAX : max;
+  atomic_init(&batch->batches, 0);
+  atomic_init(&batch->batched, 0);
+  atomic_init(&batch->solo, 0);
+  atomic_init(&batch->dir_fsyncs, 0);
+  atomic_init(&batch->dirs_asked, 0);
+}
+
+void tusc_sync_req_init(tusc_sync_req_t *req) {
+  memset(req, 0, sizeof(*req));
+  for (int i = 0; i < TUSC_SYNC_FDS; i++)
+    req->fd[i] = -1;
+}
+
+static int err_from_errno(void) {
+  return errno > 0 ? -errno : TUSC_EINTERNAL;
+}
+
+static int fsync_dir(const char *path) {
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return err_from_errno();
+  int rc = fsync(fd) == 0 ? 0 : err_from_errno();
+  close(fd);
+  return rc;
+}
+
+/* Pool: the four steps of sync_batch.h over `list`; `dirs` has room for every
+ * directory the list names. */
+static void run_list(tusc_sync_batch_t *batch, tusc_sync_req_t *list, dir_result_t *dirs) {
+  unsigned long n_req = 0, asked = 0, issued = 0;
+  for (tusc_sync_req_t *r = list; r != NULL; r = r->next) {
+    n_req++;
+    r->status = 0;
+    for (int i = 0; i < TUSC_SYNC_FDS; i++)
+      if (r->fd[i] >= 0)
+        (void)sync_file_range(r->fd[i], 0, 0, SYNC_FILE_RANGE_WRITE); /* a hint only */
+  }
+  for (tusc_sync_req_t *r = list; r != NULL; r = r->next) {
+    for (int i = 0; i < TUSC_SYNC_FDS; i++) {
+      if (r->fd[i] < 0)
+        continue;
+      if (r->status == 0 && fdatasync(r->fd[i]) != 0)
+        r->status = err_from_errno();
+      if (r->close_fds) {
+        close(r->fd[i]);
+        r->fd[i] = -1;
+      }
+    }
+  }
+  for (tusc_sync_req_t *r = list; r != NULL; r = r->next)
+    if (r->status == 0 && r->rename_from != NULL && rename(r->rename_from, r->rename_to) != 0)
+      r->status = err_from_errno();
+  size_t n_dirs = 0;
+  for (tusc_sync_req_t *r = list; r != NULL; r = r->next) {
+    for (int i = 0; i < TUSC_SYNC_DIRS && r->status == 0; i++) {
+      if (r->dir[i] == NULL)
+        continue;
+      asked++;
+      size_t k = 0;
+      while (k < n_dirs && strcmp(dirs[k].path, r->dir[i]) != 0)
+        k++;
+      if (k == n_dirs) {
+        dirs[k].path = r->dir[i];
+        dirs[k].rc = fsync_dir(r->dir[i]);
+        n_dirs++;
+        issued++;
+      }
+      r->status = dirs[k].rc;
+    }
+  }
+  atomic_fetch_add_explicit(&batch->batched, n_req, memory_order_relaxed);
+  atomic_fetch_add_explicit(&batch->dirs_asked, asked, memory_order_relaxed);
+  atomic_fetch_add_explicit(&batch->dir_fsyncs, issued, memory_order_relaxed);
+}
+
+static lane_t *lane_of_job(tusc_pool_job_t *job) {
+  return (lane_t *)(void *)((char *)job - offsetof(lane_t, job));
+}
+
+static tusc_sync_req_t *req_of_job(tusc_pool_job_t *job) {
+  return (tusc_sync_req_t *)(void *)((char *)job - offsetof(tusc_sync_req_t, job));
+}
+
+static void run_lane(tusc_pool_job_t *job) {
+  lane_t *lane = lane_of_job(job);
+  atomic_fetch_add_explicit(&lane->batch->batches, 1, memory_order_relaxed);
+  run_list(lane->batch, lane->running, lane->dirs);
+}
+
+static void run_solo(tusc_pool_job_t *job) {
+  tusc_sync_req_t *req = req_of_job(job);
+  dir_result_t dirs[TUSC_SYNC_DIRS];
+  run_list(req->batch, req, dirs);
+}
+
+/* Completes `list`, oldest first. status < 0: the job never ran (cancelled or not
+ * started), so nothing was done; the fds are closed as promised. */
+static void complete(tusc_sync_req_t *list, int status) {
+  while (list != NULL) {
+    tusc_sync_req_t *r = list;
+    list = r->next;
+    r->next = NULL;
+    if (status < 0 && r->close_fds) {
+      for (int i = 0; i < TUSC_SYNC_FDS; i++) {
+        if (r->fd[i] >= 0)
+          close(r->fd[i]);
+        r->fd[i] = -1;
+      }
+    }
+    r->cb(r, status < 0 ? status : r->status); /* may start another request */
+  }
+}
+
+static void done_solo(tusc_pool_job_t *job, int status) {
+  complete(req_of_job(job), status);
+}
+
+static void unlist(lane_t *lane) {
+  for (lane_t **p = &thread_lanes; *p != NULL; p = &(*p)->next) {
+    if (*p == lane) {
+      *p = lane->next;
+      return;
+    }
+  }
+}
+
+static void done_lane(tusc_pool_job_t *job, int status);
+
+/* Hands the waiting requests to a new job. */
+static int lane_submit(lane_t *lane) {
+  /* Handed over before the submit: the job may run before it returns. */
+  lane->running = lane->head;
+  int rc = tusc_store_pool_submit(lane->batch->pool, lane->loop, &lane->job, run_lane, done_lane,
+                                  true);
+  if (rc != 0) {
+    lane->running = NULL;
+    return rc;
+  }
+  lane->head = lane->tail = NULL;
+  lane->n = 0;
+  lane->busy = true;
+  return 0;
+}
+
+static void done_lane(tusc_pool_job_t *job, int status) {
+  lane_t *lane = lane_of_job(job);
+  tusc_sync_req_t *list = lane->running;
+  lane->running = NULL;
+  lane->busy = false;
+  /* The next batch starts before this one's callbacks run: those may queue more. */
+  if (lane->head != NULL) {
+    int rc = lane_submit(lane);
+    if (rc != 0) {
+      tusc_sync_req_t *waiting = lane->head;
+      lane->head = lane->tail = NULL;
+      lane->n = 0;
+      complete(waiting, rc); /* later than their start: this is a completion */
+    }
+  }
+  complete(list, status);
+  if (!lane->busy && lane->head == NULL) {
+    unlist(lane);
+    free(lane);
+  }
+}
+
+int tusc_sync_start(tusc_sync_batch_t *batch, uv_loop_t *loop, tusc_sync_req_t *req,
+                    tusc_sync_cb cb) {
+  req->batch = batch;
+  req->loop = loop;
+  req->cb = cb;
+  req->next = NULL;
+  req->status = 0;
+  lane_t *lane = thread_lanes;
+  while (lane != NULL && (lane->batch != batch || lane->loop != loop))
+    lane = lane->next;
+  if (lane != NULL && lane->n >= batch->max) {
+    int rc = tusc_store_pool_submit(batch->pool, loop, &req->job, run_solo, done_solo, false);
+    if (rc == 0)
+      atomic_fetch_add_explicit(&batch->solo, 1, memory_order_relaxed);
+    return rc;
+  }
+  bool fresh = lane == NULL;
+  if (fresh) {
+    lane = malloc(sizeof(*lane));
+    if (lane == NULL)
+      return TUSC_ENOMEM;
+    lane->batch = batch;
+    lane->loop = loop;
+    lane->head = lane->tail = lane->running = NULL;
+    lane->n = 0;
+    lane->busy = false;
+  }
+  if (lane->tail != NULL)
+    lane->tail->next = req;
+  else
+    lane->head = req;
+  lane->tail = req;
+  lane->n++;
+  if (!lane->busy) {
+    int rc = lane_submit(lane);
+    if (rc != 0) {
+      /* Only req can be waiting here: a lane without a job has an empty queue. */
+      lane->head = lane->tail = NULL;
+      lane->n = 0;
+      if (fresh)
+        free(lane);
+      return rc;
+    }
+  }
+  if (fresh) {
+    lane->next = thread_lanes;
+    thread_lanes = lane;
+  }
+  return 0;
+}

@@ -1,0 +1,90 @@
+/*
+ * sync_batch — group commit for the file store: requests that need files or
+ * directories on stable storage (fdatasync, a rename made durable, directory fsync)
+ * queue per loop, and one pool job runs every request that is waiting as a batch, then
+ * completes each of them on that loop. While a batch runs, new requests wait for the
+ * next one; a directory named by several requests of a batch is fsynced once for all.
+ *
+ * A batch runs in this order (the order a crash-safe create needs, file.c):
+ *   1. sync_file_range(SYNC_FILE_RANGE_WRITE) of every fd: the data of the whole batch
+ *      starts going to the disk at once, so the fdatasyncs that follow mostly wait for
+ *      writes already under way instead of issuing one after the other;
+ *   2. fdatasync of every fd (a request whose fd fails fails, the others go on);
+ *   3. the renames of the requests whose fds are durable;
+ *   4. fsync of each distinct directory named by a request that is still good, after
+ *      every rename of the batch, so one fsync makes every new entry in it durable.
+ * A request's callback gets 0 only when all of its steps succeeded.
+ *
+ * Bounds: at most `max` requests wait per loop (and so at most `max` run in a batch).
+ * A request beyond that is not refused and does not wait: it runs alone in a pool job
+ * of its own, as every request did before this module (tusc_sync_batch_stats counts
+ * them). A pool thread never waits for another thread or holds a lock across I/O: the
+ * queues belong to their loop thread and a batch, once taken, to its pool job.
+ *
+ * Threads: tusc_sync_start on a loop thread; the callback on that loop, exactly once,
+ * later (never inside tusc_sync_start), iff it returned 0. The per-loop queues are found
+ * through a thread-local list (the module's only mutable state outside its objects),
+ * allocated while requests are in flight and freed when the loop's queue goes idle.
+ */
+#ifndef TUSC_STORE_SYNC_BATCH_H
+#define TUSC_STORE_SYNC_BATCH_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include <uv.h>
+
+#include "store/pool.h"
+
+/* Requests that may wait per loop for the next batch. */
+#define TUSC_SYNC_BATCH_MAX 256
+#define TUSC_SYNC_FDS 2
+#define TUSC_SYNC_DIRS 3
+
+typedef struct tusc_sync_batch_s {
+  tusc_store_pool_t *pool; /* the store's; batch jobs count in it */
+  unsigned max;
+  /* Statistics, for tests and the bench notes (relaxed atomics: several loops). */
+  atomic_ulong batches;     /* batch jobs run */
+  atomic_ulong batched;     /* requests run in them */
+  atomic_ulong solo;        /* requests run alone: their loop's queue was full */
+  atomic_ulong dir_fsyncs;  /* directory fsyncs issued */
+  atomic_ulong dirs_asked;  /* directory fsyncs requested (more than issued = shared) */
+} tusc_sync_batch_t;
+
+typedef struct tusc_sync_req_s tusc_sync_req_t;
+typedef void (*tusc_sync_cb)(tusc_sync_req_t *req, int status);
+
+/* Caller-owned; the fields below and the strings they point to stay untouched until
+ * the callback. */
+struct tusc_sync_req_s {
+  int fd[TUSC_SYNC_FDS];     /* fdatasync'ed; -1 = none */
+  bool close_fds;            /* the batch closes them after syncing (also on error) */
+  const char *rename_from;   /* NULL = no rename; else renamed to rename_to once */
+  const char *rename_to;     /* the fds are durable */
+  const char *dir[TUSC_SYNC_DIRS]; /* directories fsynced last; NULL = none */
+  void *data;                /* for the caller */
+
+  /* Private. */
+  tusc_sync_batch_t *batch;
+  uv_loop_t *loop;
+  tusc_sync_cb cb;
+  tusc_sync_req_t *next;
+  tusc_pool_job_t job; /* a solo run */
+  int status;
+};
+
+/* pool: the store's pool, which batch jobs are submitted to (and counted in). max 0 =
+ * TUSC_SYNC_BATCH_MAX. */
+void tusc_sync_batch_init(tusc_sync_batch_t *batch, tusc_store_pool_t *pool, unsigned max);
+
+/* Resets req's private part and its inputs to "nothing to do" (fds -1, no paths). */
+void tusc_sync_req_init(tusc_sync_req_t *req);
+
+/* Queues req for the next batch of `loop` (or, when that queue is full, runs it alone).
+ * Returns 0 (cb(req, status) follows on `loop`) or a negative code from the pool (then
+ * nothing was done, and fds are not closed). */
+int tusc_sync_start(tusc_sync_batch_t *batch, uv_loop_t *loop, tusc_sync_req_t *req,
+                    tusc_sync_cb cb) __attribute__((warn_unused_result));
+
+#endif

@@ -148,6 +148,7 @@ struct tusc_upload_s {
   uv_timer_t tick; /* starts a write after the loop turn that appended */
   bool tick_init;
   tusc_sync_req_t sync; /* a chunk end's fdatasync in the store's batch */
+  unsigned long sync_since; /* the batch's error epoch when the chunk began */
 };
 
 /* A create with fsync: the pool job makes the files without syncing them, then the
@@ -488,6 +489,7 @@ static int custom_path(const file_store_t *fs, tusc_upload_info_t *info) {
  * directories they share are fsynced once (sync_batch.h). */
 static int fs_create(tusc_store_t *store, tusc_upload_info_t *info, create_sync_t *cs) {
   file_store_t *fs = (file_store_t *)store;
+  unsigned long since = tusc_sync_batch_epoch(&fs->sync);
   if (cs != NULL)
     cs->n_new_dirs = 0;
   upload_paths_t p;
@@ -551,6 +553,7 @@ static int fs_create(tusc_store_t *store, tusc_upload_info_t *info, create_sync_
     if (rc != 0)
       goto fail;
     tusc_sync_req_init(&cs->sync);
+    cs->sync.since = since;
     cs->sync.fd[0] = fd;
     cs->sync.fd[1] = tmp_fd;
     cs->sync.close_fds = true;
@@ -758,6 +761,8 @@ int tusc_file_store_lock_path(tusc_store_t *store, const char *id, char *out, si
 }
 
 static void fs_free(tusc_store_t *store) {
+  if (store != NULL)
+    tusc_sync_batch_dispose(&((file_store_t *)store)->sync);
   free(store);
 }
 
@@ -1458,6 +1463,7 @@ static void on_chunk_synced(tusc_sync_req_t *sync, int status) {
 
 static int start_chunk_sync(tusc_upload_t *up, tusc_store_req_t *req) {
   tusc_sync_req_init(&up->sync);
+  up->sync.since = up->sync_since;
   up->sync.fd[0] = up->fd;
   up->sync.data = req;
   int rc = tusc_sync_start(&up->store->sync, up->loop, &up->sync, on_chunk_synced);
@@ -1619,6 +1625,7 @@ static int fa_chunk_begin(tusc_upload_t *up, int flags) {
   up->drain = NULL;
   up->chunk_open = true;
   up->chunk_staged = (flags & TUSC_STORE_CHUNK_STAGED) != 0;
+  up->sync_since = tusc_sync_batch_epoch(&up->store->sync);
   return 0;
 }
 
@@ -1835,6 +1842,12 @@ int tusc_file_store_new(const tusc_file_store_options_t *opts, tusc_store_t **ou
   fs->base.async = &file_store_async_ops;
   tusc_store_pool_init(&fs->pool, 0);
   tusc_sync_batch_init(&fs->sync, &fs->pool, 0);
+  if (opts->fsync) {
+    /* Group commit may sync the whole filesystem in one syncfs (sync_batch.h). */
+    int root_fd = open(resolved, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd >= 0 && tusc_sync_batch_use_syncfs(&fs->sync, root_fd) != 0)
+      TUSC_LOG(TUSC_LOG_INFO, "store: kernel's syncfs reports no errors; syncing per file");
+  }
   fs->dir_perms = opts->dir_perms;
   fs->file_perms = opts->file_perms;
   fs->fsync = opts->fsync;

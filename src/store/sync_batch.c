@@ -9,8 +9,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "common/error.h"
@@ -42,6 +44,39 @@ void tusc_sync_batch_init(tusc_sync_batch_t *batch, tusc_store_pool_t *pool, uns
   atomic_init(&batch->solo, 0);
   atomic_init(&batch->dir_fsyncs, 0);
   atomic_init(&batch->dirs_asked, 0);
+  atomic_init(&batch->syncfs_calls, 0);
+  batch->fs_fd = -1;
+  atomic_init(&batch->syncfs_busy, false);
+  atomic_init(&batch->epoch, 0);
+}
+
+/* syncfs reports writeback errors since Linux 5.8 (before, it returned 0 whatever
+ * happened, so its callers could not tell a lost write). */
+static bool syncfs_reports_errors(void) {
+  struct utsname u;
+  unsigned major = 0, minor = 0;
+  if (uname(&u) != 0 || sscanf(u.release, "%u.%u", &major, &minor) != 2)
+    return false;
+  return major > 5 || (major == 5 && minor >= 8);
+}
+
+int tusc_sync_batch_use_syncfs(tusc_sync_batch_t *batch, int fd) {
+  if (!syncfs_reports_errors()) {
+    close(fd);
+    return UV_ENOTSUP;
+  }
+  batch->fs_fd = fd;
+  return 0;
+}
+
+void tusc_sync_batch_dispose(tusc_sync_batch_t *batch) {
+  if (batch->fs_fd >= 0)
+    close(batch->fs_fd);
+  batch->fs_fd = -1;
+}
+
+unsigned long tusc_sync_batch_epoch(tusc_sync_batch_t *batch) {
+  return atomic_load(&batch->epoch);
 }
 
 void tusc_sync_req_init(tusc_sync_req_t *req) {
@@ -63,6 +98,34 @@ static int fsync_dir(const char *path) {
   return rc;
 }
 
+/* One syncfs of the batch's filesystem; the caller holds syncfs_busy. An error bumps
+ * the epoch (sync_batch.h: it may concern other batches' requests too). */
+static int whole_fs_sync(tusc_sync_batch_t *batch) {
+  atomic_fetch_add_explicit(&batch->syncfs_calls, 1, memory_order_relaxed);
+  if (syncfs(batch->fs_fd) == 0)
+    return 0;
+  int rc = err_from_errno();
+  atomic_fetch_add(&batch->epoch, 1);
+  return rc;
+}
+
+/* After a syncfs step: fails the good requests of `list` when it failed or when the
+ * epoch moved since they began. */
+static void settle(tusc_sync_batch_t *batch, tusc_sync_req_t *list, int rc) {
+  unsigned long now = atomic_load(&batch->epoch);
+  for (tusc_sync_req_t *r = list; r != NULL; r = r->next)
+    if (r->status == 0 && (rc != 0 || r->since != now))
+      r->status = rc != 0 ? rc : -EIO;
+}
+
+/* Pool: step 2 of sync_batch.h for one fd. */
+static int fd_durable(int fd, bool whole_fs) {
+  if (!whole_fs)
+    return fdatasync(fd) == 0 ? 0 : err_from_errno();
+  unsigned flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+  return sync_file_range(fd, 0, 0, flags) == 0 ? 0 : err_from_errno();
+}
+
 /* Pool: the four steps of sync_batch.h over `list`; `dirs` has room for every
  * directory the list names. */
 static void run_list(tusc_sync_batch_t *batch, tusc_sync_req_t *list, dir_result_t *dirs) {
@@ -74,14 +137,29 @@ static void run_list(tusc_sync_batch_t *batch, tusc_sync_req_t *list, dir_result
       if (r->fd[i] >= 0)
         (void)sync_file_range(r->fd[i], 0, 0, SYNC_FILE_RANGE_WRITE); /* a hint only */
   }
+  bool whole_fs = false;
+  if (batch->fs_fd >= 0 && n_req >= TUSC_SYNC_SYNCFS_MIN) {
+    bool expected = false;
+    whole_fs = atomic_compare_exchange_strong(&batch->syncfs_busy, &expected, true);
+  }
   for (tusc_sync_req_t *r = list; r != NULL; r = r->next) {
     for (int i = 0; i < TUSC_SYNC_FDS; i++) {
       if (r->fd[i] < 0)
         continue;
-      if (r->status == 0 && fdatasync(r->fd[i]) != 0)
-        r->status = err_from_errno();
-      if (r->close_fds) {
+      if (r->status == 0)
+        r->status = fd_durable(r->fd[i], whole_fs);
+      if (r->close_fds && !whole_fs) {
         close(r->fd[i]);
+        r->fd[i] = -1;
+      }
+    }
+  }
+  if (whole_fs) {
+    settle(batch, list, whole_fs_sync(batch));
+    for (tusc_sync_req_t *r = list; r != NULL; r = r->next) {
+      for (int i = 0; i < TUSC_SYNC_FDS && r->close_fds; i++) {
+        if (r->fd[i] >= 0)
+          close(r->fd[i]);
         r->fd[i] = -1;
       }
     }
@@ -89,6 +167,7 @@ static void run_list(tusc_sync_batch_t *batch, tusc_sync_req_t *list, dir_result
   for (tusc_sync_req_t *r = list; r != NULL; r = r->next)
     if (r->status == 0 && r->rename_from != NULL && rename(r->rename_from, r->rename_to) != 0)
       r->status = err_from_errno();
+  /* The distinct directories of the good requests, then their syncs. */
   size_t n_dirs = 0;
   for (tusc_sync_req_t *r = list; r != NULL; r = r->next) {
     for (int i = 0; i < TUSC_SYNC_DIRS && r->status == 0; i++) {
@@ -98,14 +177,34 @@ static void run_list(tusc_sync_batch_t *batch, tusc_sync_req_t *list, dir_result
       size_t k = 0;
       while (k < n_dirs && strcmp(dirs[k].path, r->dir[i]) != 0)
         k++;
-      if (k == n_dirs) {
-        dirs[k].path = r->dir[i];
-        dirs[k].rc = fsync_dir(r->dir[i]);
-        n_dirs++;
-        issued++;
-      }
+      if (k == n_dirs)
+        dirs[n_dirs++] = (dir_result_t){r->dir[i], 1};
+    }
+  }
+  if (whole_fs && n_dirs >= TUSC_SYNC_SYNCFS_MIN) {
+    int rc = whole_fs_sync(batch);
+    for (size_t k = 0; k < n_dirs; k++)
+      dirs[k].rc = rc;
+  } else {
+    for (size_t k = 0; k < n_dirs; k++) {
+      dirs[k].rc = fsync_dir(dirs[k].path);
+      issued++;
+    }
+  }
+  if (whole_fs)
+    atomic_store(&batch->syncfs_busy, false);
+  unsigned long now = atomic_load(&batch->epoch);
+  for (tusc_sync_req_t *r = list; r != NULL; r = r->next) {
+    for (int i = 0; i < TUSC_SYNC_DIRS && r->status == 0; i++) {
+      if (r->dir[i] == NULL)
+        continue;
+      size_t k = 0;
+      while (strcmp(dirs[k].path, r->dir[i]) != 0)
+        k++;
       r->status = dirs[k].rc;
     }
+    if (whole_fs && r->status == 0 && r->since != now)
+      r->status = -EIO; /* a syncfs error in its time: maybe its inodes */
   }
   atomic_fetch_add_explicit(&batch->batched, n_req, memory_order_relaxed);
   atomic_fetch_add_explicit(&batch->dirs_asked, asked, memory_order_relaxed);

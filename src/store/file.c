@@ -163,6 +163,7 @@ typedef struct create_sync_s {
   int n_new_dirs;
   char data[TUSC_PATH_MAX]; /* the ID's own data file (unlinked on failure) */
   bool custom_made;         /* info->data_path is a hook-chosen file made now */
+  bool made;                /* fs_create succeeded: the files exist */
 } create_sync_t;
 
 /* Where an upload's files are (or would be). */
@@ -552,7 +553,6 @@ static int fs_create(tusc_store_t *store, tusc_upload_info_t *info, create_sync_
       rc = write_info_tmp(fs, info, cs->tmp, false, &tmp_fd);
     if (rc != 0)
       goto fail;
-    tusc_sync_req_init(&cs->sync);
     cs->sync.since = since;
     cs->sync.fd[0] = fd;
     cs->sync.fd[1] = tmp_fd;
@@ -565,6 +565,7 @@ static int fs_create(tusc_store_t *store, tusc_upload_info_t *info, create_sync_
       cs->sync.dir[1 + i] = cs->new_dirs[i];
     snprintf(cs->data, sizeof(cs->data), "%s", p.data);
     cs->custom_made = custom_made;
+    cs->made = true;
     return 0;
   }
   if (fs->fsync && fdatasync(fd) != 0) {
@@ -1083,17 +1084,8 @@ static void run_store_req(tusc_pool_job_t *job) {
   case K_GET_INFO:
     req->result = load(fs, req->id, req->info, NULL);
     break;
-  case K_CREATE:
-    if (fs->fsync) {
-      create_sync_t *cs = malloc(sizeof(*cs));
-      req->result = cs != NULL ? fs_create(req->store, req->info, cs) : TUSC_ENOMEM;
-      if (req->result == 0)
-        req->backend = cs; /* done_store_req starts its sync */
-      else
-        free(cs);
-    } else {
-      req->result = fs_create(req->store, req->info, NULL);
-    }
+  case K_CREATE: /* without fsync; with it, fa_create goes through the sync batch */
+    req->result = fs_create(req->store, req->info, NULL);
     break;
   case K_OPEN:
     req->result = fs_open(req->store, req->id, &req->upload);
@@ -1136,10 +1128,20 @@ static void create_undo(create_sync_t *cs, tusc_upload_info_t *info) {
   clear_path(&info->info_path);
 }
 
-static void on_create_synced(tusc_sync_req_t *sync, int status) {
-  create_sync_t *cs = (create_sync_t *)(void *)((char *)sync - offsetof(create_sync_t, sync));
+static create_sync_t *create_of(tusc_sync_req_t *sync) {
+  return (create_sync_t *)(void *)((char *)sync - offsetof(create_sync_t, sync));
+}
+
+/* Pool, step 0 of the sync batch: the create's files, not yet synced. */
+static int create_prepare(tusc_sync_req_t *sync) {
   tusc_store_req_t *req = sync->data;
-  if (status != 0)
+  return fs_create(req->store, req->info, create_of(sync));
+}
+
+static void on_create_synced(tusc_sync_req_t *sync, int status) {
+  create_sync_t *cs = create_of(sync);
+  tusc_store_req_t *req = sync->data;
+  if (status != 0 && cs->made)
     create_undo(cs, req->info);
   free(cs);
   req->backend = NULL;
@@ -1152,21 +1154,6 @@ static void done_store_req(tusc_pool_job_t *job, int status) {
   req->state = RS_IDLE;
   /* A deferred completion is never cancelled (fa_cancel), so its work's result stands. */
   int rc = status < 0 ? status : req->result;
-  if (req->kind == K_CREATE && req->backend != NULL) {
-    create_sync_t *cs = req->backend;
-    cs->sync.data = req;
-    rc = tusc_sync_start(&((file_store_t *)req->store)->sync, req->loop, &cs->sync,
-                         on_create_synced);
-    if (rc == 0) {
-      req->state = RS_SYNC;
-      return;
-    }
-    for (int i = 0; i < TUSC_SYNC_FDS; i++)
-      close(cs->sync.fd[i]);
-    create_undo(cs, req->info);
-    free(cs);
-    req->backend = NULL;
-  }
   if (rc == 0 && req->kind == K_OPEN)
     upload_attach(req->upload, req->loop);
   if (rc != 0 && req->kind == K_OPEN)
@@ -1226,8 +1213,33 @@ static int fa_try_open(tusc_store_t *store, uv_loop_t *loop, const char *id, tus
     upload_attach(*out, loop);
   return rc;
 }
+/* With fsync, a create is one request of the store's sync batch, which makes its files
+ * (create_prepare, on the pool) and then makes them durable together with the other
+ * waiting creates and chunk ends: one pool job for the lot. */
 static int fa_create(tusc_store_req_t *req) {
-  return submit_store_req(req, K_CREATE);
+  file_store_t *fs = (file_store_t *)req->store;
+  if (!fs->fsync)
+    return submit_store_req(req, K_CREATE);
+  create_sync_t *cs = malloc(sizeof(*cs));
+  if (cs == NULL)
+    return TUSC_ENOMEM;
+  tusc_sync_req_init(&cs->sync);
+  cs->sync.prepare = create_prepare;
+  cs->sync.data = req;
+  cs->made = false;
+  req->kind = K_CREATE;
+  req->upload = NULL;
+  req->ids = NULL;
+  req->id_count = 0;
+  req->backend = cs;
+  int rc = tusc_sync_start(&fs->sync, req->loop, &cs->sync, on_create_synced);
+  if (rc != 0) {
+    free(cs);
+    req->backend = NULL;
+    return rc;
+  }
+  req->state = RS_SYNC;
+  return 0;
 }
 static int fa_open(tusc_store_req_t *req) {
   return inline_store_req(req, K_OPEN);

@@ -132,7 +132,7 @@ static void run_list(tusc_sync_batch_t *batch, tusc_sync_req_t *list, dir_result
   unsigned long n_req = 0, asked = 0, issued = 0;
   for (tusc_sync_req_t *r = list; r != NULL; r = r->next) {
     n_req++;
-    r->status = 0;
+    r->status = r->prepare != NULL ? r->prepare(r) : 0;
     for (int i = 0; i < TUSC_SYNC_FDS; i++)
       if (r->fd[i] >= 0)
         (void)sync_file_range(r->fd[i], 0, 0, SYNC_FILE_RANGE_WRITE); /* a hint only */

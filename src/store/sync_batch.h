@@ -6,6 +6,8 @@
  * next one; a directory named by several requests of a batch is fsynced once for all.
  *
  * A batch runs in this order (the order a crash-safe create needs, file.c):
+ *   0. each request's `prepare`, if it has one (the file store makes a new upload's
+ *      files there, so that a create costs one pool job, shared, not two);
  *   1. sync_file_range(SYNC_FILE_RANGE_WRITE) of every fd: the data of the whole batch
  *      starts going to the disk at once;
  *   2. the fds made durable, in one of two ways:
@@ -91,6 +93,10 @@ struct tusc_sync_req_s {
   unsigned long since;       /* tusc_sync_batch_epoch when the caller began changing
                               * what this request makes durable (0 = at the start) */
   void *data;                /* for the caller */
+  /* Optional, run on the pool thread first (step 0): fills in the fields above and
+   * returns 0, or returns an error having left no fd open (the request then fails
+   * with it and nothing else is done for it). */
+  int (*prepare)(tusc_sync_req_t *req);
 
   /* Private. */
   tusc_sync_batch_t *batch;

@@ -9,6 +9,11 @@
  * An existing flat tusd directory (<dir>/<id>, <dir>/<id>.info) is served as well:
  * readers look at the sharded path first, then the flat one.
  *
+ * Durability (docs/durability.md): with fsync, a create's files and a chunk end's
+ * bytes are made durable by the store's sync batch (store/sync_batch.h, group commit)
+ * before the callback; the order that keeps a crash from leaving a named but empty
+ * .info or an entry without its inode is at fs_create.
+ *
  * Invariants: every ID is checked (tusc_id_valid plus the reserved suffixes below)
  * before any path is built from it; the store object is immutable after
  * tusc_file_store_new, so any thread may use it; an upload handle belongs to the holder
@@ -554,6 +559,7 @@ static int fs_create(tusc_store_t *store, tusc_upload_info_t *info, create_sync_
     if (rc != 0)
       goto fail;
     cs->sync.since = since;
+    cs->sync.other_fs = custom_made; /* a hook's Storage.Path may be anywhere */
     cs->sync.fd[0] = fd;
     cs->sync.fd[1] = tmp_fd;
     cs->sync.close_fds = true;
@@ -1476,6 +1482,7 @@ static void on_chunk_synced(tusc_sync_req_t *sync, int status) {
 static int start_chunk_sync(tusc_upload_t *up, tusc_store_req_t *req) {
   tusc_sync_req_init(&up->sync);
   up->sync.since = up->sync_since;
+  up->sync.other_fs = up->info.custom_data_path;
   up->sync.fd[0] = up->fd;
   up->sync.data = req;
   int rc = tusc_sync_start(&up->store->sync, up->loop, &up->sync, on_chunk_synced);

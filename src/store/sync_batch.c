@@ -147,7 +147,7 @@ static void run_list(tusc_sync_batch_t *batch, tusc_sync_req_t *list, dir_result
       if (r->fd[i] < 0)
         continue;
       if (r->status == 0)
-        r->status = fd_durable(r->fd[i], whole_fs);
+        r->status = fd_durable(r->fd[i], whole_fs && !r->other_fs);
       if (r->close_fds && !whole_fs) {
         close(r->fd[i]);
         r->fd[i] = -1;

@@ -87,6 +87,8 @@ typedef void (*tusc_sync_cb)(tusc_sync_req_t *req, int status);
 struct tusc_sync_req_s {
   int fd[TUSC_SYNC_FDS];     /* fdatasync'ed; -1 = none */
   bool close_fds;            /* the batch closes them after syncing (also on error) */
+  bool other_fs;             /* the fds may be on another filesystem than the batch's
+                              * syncfs fd: always fdatasync'ed */
   const char *rename_from;   /* NULL = no rename; else renamed to rename_to once */
   const char *rename_to;     /* the fds are durable */
   const char *dir[TUSC_SYNC_DIRS]; /* directories fsynced last; NULL = none */

@@ -3,7 +3,9 @@
  * one loop turn share batches (a batch at a time per loop, the rest wait for the next);
  * a directory named by a whole batch is fsynced once; a full queue runs the overflow
  * alone instead of refusing or blocking; renames happen only after their fds synced;
- * a failing step fails only the requests it belongs to; fds are closed when asked. */
+ * a failing step (prepare included) fails only the requests it belongs to; fds are
+ * closed when asked; syncfs mode syncs a batch with one syncfs and fails requests that
+ * a syncfs error may concern (the error epoch). */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -178,14 +180,35 @@ static void test_full_queue_runs_alone(void **state) {
   assert_int_equal(atomic_load(&f->batch.batches), 2);
 }
 
+static int prepare_calls;
+
+static int prepare_fails(tusc_sync_req_t *req) {
+  (void)req;
+  prepare_calls++;
+  return -ENOSPC;
+}
+
 static void test_failures_stay_with_their_request(void **state) {
   fixture_t *f = *state;
   tusc_sync_batch_init(&f->batch, &f->pool, 0);
   char missing_dir[128];
   snprintf(missing_dir, sizeof(missing_dir), "%s/no-such-dir", f->dir);
-  static struct call calls[4];
+  static struct call calls[5];
   for (int i = 0; i < 4; i++)
     prepare(f, &calls[i], i, f->dir);
+  /* 4: its prepare step fails: nothing else may be done for it (its rename would
+   * succeed). */
+  memset(&calls[4], 0, sizeof(calls[4]));
+  tusc_sync_req_init(&calls[4].req);
+  int fd4 = make_file(f, "i4.tmp");
+  close(fd4);
+  snprintf(calls[4].from, sizeof(calls[4].from), "%s/i4.tmp", f->dir);
+  snprintf(calls[4].to, sizeof(calls[4].to), "%s/i4", f->dir);
+  calls[4].req.rename_from = calls[4].from;
+  calls[4].req.rename_to = calls[4].to;
+  calls[4].req.prepare = prepare_fails;
+  calls[4].req.data = &calls[4];
+  prepare_calls = 0;
   /* 1: its temp file is gone, so the rename fails. */
   char tmp1[128];
   snprintf(tmp1, sizeof(tmp1), "%s/i1.tmp", f->dir);
@@ -196,9 +219,9 @@ static void test_failures_stay_with_their_request(void **state) {
   close(calls[3].req.fd[0]);
   calls[3].req.fd[0] = 1000;
   calls[3].req.close_fds = false;
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < 5; i++)
     start(f, &calls[i]);
-  run_until_done(f, calls, 4);
+  run_until_done(f, calls, 5);
   assert_int_equal(calls[0].status, 0);
   assert_true(exists(f, "i0"));
   assert_int_equal(calls[1].status, -ENOENT);
@@ -208,7 +231,10 @@ static void test_failures_stay_with_their_request(void **state) {
   assert_false(exists(f, "i3"));
   assert_true(exists(f, "i3.tmp"));
   close(calls[3].req.fd[1]);
-  for (int i = 0; i < 4; i++)
+  assert_int_equal(calls[4].status, -ENOSPC);
+  assert_int_equal(prepare_calls, 1);
+  assert_false(exists(f, "i4"));
+  for (int i = 0; i < 5; i++)
     assert_int_equal(calls[i].calls, 1);
 }
 

@@ -1,9 +1,11 @@
 /*
  * sync_batch — see sync_batch.h. One lane per (batch, loop) pair that has requests in
  * flight, in a thread-local list (a worker thread runs one loop). A lane holds the
- * requests waiting for its next batch and, while a job runs, the batch that job took:
- * the loop only touches `head`/`tail`/`n`, the pool thread only the list it was given,
- * so they share nothing but the hand-over in submit and done, which libuv orders.
+ * requests waiting for its next batch and TUSC_SYNC_JOBS slots, each the batch one job
+ * took: the loop only touches `head`/`tail`/`n` and the slots' flags, a pool thread only
+ * the list its slot was given, so they share nothing but the hand-over in submit and
+ * done, which libuv orders. A request finding a free slot starts a job at once (light
+ * load: no waiting); with every slot busy, requests gather for the next free one.
  */
 #include "store/sync_batch.h"
 
@@ -22,17 +24,26 @@ typedef struct dir_result_s {
   int rc;
 } dir_result_t;
 
-typedef struct lane_s {
+typedef struct lane_s lane_t;
+
+/* One of a lane's batch jobs. */
+typedef struct slot_s {
+  tusc_pool_job_t job;
+  lane_t *lane;
+  tusc_sync_req_t *list; /* the batch the job has */
+  bool busy;             /* the job is on the pool */
+  dir_result_t dirs[TUSC_SYNC_BATCH_MAX * TUSC_SYNC_DIRS];
+} slot_t;
+
+struct lane_s {
   tusc_sync_batch_t *batch;
   uv_loop_t *loop;
   tusc_sync_req_t *head, *tail; /* waiting for the next batch */
   unsigned n;
-  tusc_sync_req_t *running; /* the batch the job has */
-  bool busy;                /* a job is on the pool */
-  tusc_pool_job_t job;
+  unsigned n_busy; /* slots on the pool */
   struct lane_s *next;
-  dir_result_t dirs[TUSC_SYNC_BATCH_MAX * TUSC_SYNC_DIRS];
-} lane_t;
+  slot_t slots[TUSC_SYNC_JOBS];
+};
 
 static _Thread_local lane_t *thread_lanes;
 
@@ -211,18 +222,19 @@ static void run_list(tusc_sync_batch_t *batch, tusc_sync_req_t *list, dir_result
   atomic_fetch_add_explicit(&batch->dir_fsyncs, issued, memory_order_relaxed);
 }
 
-static lane_t *lane_of_job(tusc_pool_job_t *job) {
-  return (lane_t *)(void *)((char *)job - offsetof(lane_t, job));
+static slot_t *slot_of_job(tusc_pool_job_t *job) {
+  return (slot_t *)(void *)((char *)job - offsetof(slot_t, job));
 }
 
 static tusc_sync_req_t *req_of_job(tusc_pool_job_t *job) {
   return (tusc_sync_req_t *)(void *)((char *)job - offsetof(tusc_sync_req_t, job));
 }
 
-static void run_lane(tusc_pool_job_t *job) {
-  lane_t *lane = lane_of_job(job);
-  atomic_fetch_add_explicit(&lane->batch->batches, 1, memory_order_relaxed);
-  run_list(lane->batch, lane->running, lane->dirs);
+static void run_slot(tusc_pool_job_t *job) {
+  slot_t *slot = slot_of_job(job);
+  tusc_sync_batch_t *batch = slot->lane->batch; /* fixed while the lane lives */
+  atomic_fetch_add_explicit(&batch->batches, 1, memory_order_relaxed);
+  run_list(batch, slot->list, slot->dirs);
 }
 
 static void run_solo(tusc_pool_job_t *job) {
@@ -262,29 +274,35 @@ static void unlist(lane_t *lane) {
   }
 }
 
-static void done_lane(tusc_pool_job_t *job, int status);
+static void done_slot(tusc_pool_job_t *job, int status);
 
-/* Hands the waiting requests to a new job. */
+/* Hands the waiting requests to a free slot's job; the caller checked there is one. */
 static int lane_submit(lane_t *lane) {
+  slot_t *slot = &lane->slots[0];
+  while (slot->busy)
+    slot++;
   /* Handed over before the submit: the job may run before it returns. */
-  lane->running = lane->head;
-  int rc = tusc_store_pool_submit(lane->batch->pool, lane->loop, &lane->job, run_lane, done_lane,
+  slot->list = lane->head;
+  int rc = tusc_store_pool_submit(lane->batch->pool, lane->loop, &slot->job, run_slot, done_slot,
                                   true);
   if (rc != 0) {
-    lane->running = NULL;
+    slot->list = NULL;
     return rc;
   }
   lane->head = lane->tail = NULL;
   lane->n = 0;
-  lane->busy = true;
+  slot->busy = true;
+  lane->n_busy++;
   return 0;
 }
 
-static void done_lane(tusc_pool_job_t *job, int status) {
-  lane_t *lane = lane_of_job(job);
-  tusc_sync_req_t *list = lane->running;
-  lane->running = NULL;
-  lane->busy = false;
+static void done_slot(tusc_pool_job_t *job, int status) {
+  slot_t *slot = slot_of_job(job);
+  lane_t *lane = slot->lane;
+  tusc_sync_req_t *list = slot->list;
+  slot->list = NULL;
+  slot->busy = false;
+  lane->n_busy--;
   /* The next batch starts before this one's callbacks run: those may queue more. */
   if (lane->head != NULL) {
     int rc = lane_submit(lane);
@@ -296,7 +314,7 @@ static void done_lane(tusc_pool_job_t *job, int status) {
     }
   }
   complete(list, status);
-  if (!lane->busy && lane->head == NULL) {
+  if (lane->n_busy == 0 && lane->head == NULL) {
     unlist(lane);
     free(lane);
   }
@@ -325,9 +343,14 @@ int tusc_sync_start(tusc_sync_batch_t *batch, uv_loop_t *loop, tusc_sync_req_t *
       return TUSC_ENOMEM;
     lane->batch = batch;
     lane->loop = loop;
-    lane->head = lane->tail = lane->running = NULL;
+    lane->head = lane->tail = NULL;
     lane->n = 0;
-    lane->busy = false;
+    lane->n_busy = 0;
+    for (int i = 0; i < TUSC_SYNC_JOBS; i++) {
+      lane->slots[i].lane = lane;
+      lane->slots[i].list = NULL;
+      lane->slots[i].busy = false;
+    }
   }
   if (lane->tail != NULL)
     lane->tail->next = req;
@@ -335,10 +358,10 @@ int tusc_sync_start(tusc_sync_batch_t *batch, uv_loop_t *loop, tusc_sync_req_t *
     lane->head = req;
   lane->tail = req;
   lane->n++;
-  if (!lane->busy) {
+  if (lane->n_busy < TUSC_SYNC_JOBS) {
     int rc = lane_submit(lane);
     if (rc != 0) {
-      /* Only req can be waiting here: a lane without a job has an empty queue. */
+      /* Only req can be waiting here: a lane with a free slot has an empty queue. */
       lane->head = lane->tail = NULL;
       lane->n = 0;
       if (fresh)

@@ -1,9 +1,9 @@
 /*
  * sync_batch — group commit for the file store: requests that need files or
  * directories on stable storage (fdatasync, a rename made durable, directory fsync)
- * queue per loop, and one pool job runs every request that is waiting as a batch, then
- * completes each of them on that loop. While a batch runs, new requests wait for the
- * next one; a directory named by several requests of a batch is fsynced once for all.
+ * queue per loop, and a pool job runs every request that is waiting as a batch, then
+ * completes each of them on that loop. At most TUSC_SYNC_JOBS batch jobs per loop run
+ * at once; while they do, new requests wait for the next one; a directory named by several requests of a batch is fsynced once for all.
  *
  * A batch runs in this order (the order a crash-safe create needs, file.c):
  *   0. each request's `prepare`, if it has one (the file store makes a new upload's
@@ -58,6 +58,10 @@
 
 /* Requests that may wait per loop for the next batch. */
 #define TUSC_SYNC_BATCH_MAX 256
+/* Batch jobs per loop at once: the next batch gathers while these run. With one, a
+ * request waits for the whole running batch and then for its own; with two, the disk
+ * works on one batch while the files of the next are made. */
+#define TUSC_SYNC_JOBS 2
 /* Fewest requests (or distinct directories) for which a batch uses syncfs. */
 #define TUSC_SYNC_SYNCFS_MIN 4
 #define TUSC_SYNC_FDS 2

@@ -156,9 +156,10 @@ struct tusc_upload_s {
   unsigned long sync_since; /* the batch's error epoch when the chunk began */
 };
 
-/* A create with fsync: the pool job makes the files without syncing them, then the
- * store's sync batch makes them durable (sync_batch.h; why this order is crash-safe:
- * docs/durability.md and the comment at fs_create). Paths live here until then. */
+/* A create with fsync: one request of the store's sync batch, whose job makes the files
+ * without syncing them (create_prepare → fs_create) and then makes them durable with
+ * the rest of the batch (sync_batch.h; why this order is crash-safe: docs/durability.md
+ * and the comment at fs_create). Paths live here until the callback. */
 #define CREATE_NEW_DIRS 2
 typedef struct create_sync_s {
   tusc_sync_req_t sync;

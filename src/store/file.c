@@ -152,7 +152,7 @@ struct tusc_upload_s {
   tusc_store_req_t *q_head, *q_tail;
   uv_timer_t tick; /* starts a write after the loop turn that appended */
   bool tick_init;
-  tusc_sync_req_t sync; /* a chunk end's fdatasync in the store's batch */
+  tusc_sync_req_t sync;     /* a chunk end's fdatasync in the store's batch */
   unsigned long sync_since; /* the batch's error epoch when the chunk began */
 };
 
@@ -163,8 +163,8 @@ struct tusc_upload_s {
 #define CREATE_NEW_DIRS 2
 typedef struct create_sync_s {
   tusc_sync_req_t sync;
-  char tmp[TUSC_PATH_MAX];       /* .info.tmp, renamed over .info by the batch */
-  char shard_dir[TUSC_PATH_MAX]; /* holds the data file's and the .info's entries */
+  char tmp[TUSC_PATH_MAX];                       /* .info.tmp, renamed over .info by the batch */
+  char shard_dir[TUSC_PATH_MAX];                 /* holds the data file's and the .info's entries */
   char new_dirs[CREATE_NEW_DIRS][TUSC_PATH_MAX]; /* parents of shard dirs made now */
   int n_new_dirs;
   char data[TUSC_PATH_MAX]; /* the ID's own data file (unlinked on failure) */
@@ -363,8 +363,8 @@ fail:
 /* Writes the info JSON to `tmp` (<info_path>.tmp). sync: fdatasync it. fd_out: gets
  * the open fd (the caller syncs and closes it), else it is closed here. On an error the
  * temp file is gone. */
-static int write_info_tmp(const file_store_t *fs, const tusc_upload_info_t *info,
-                          const char *tmp, bool sync, int *fd_out) {
+static int write_info_tmp(const file_store_t *fs, const tusc_upload_info_t *info, const char *tmp,
+                          bool sync, int *fd_out) {
   char *json = tusc_upload_info_to_json(info);
   if (json == NULL)
     return TUSC_ENOMEM;
@@ -1470,8 +1470,7 @@ static void done_upload_req(tusc_pool_job_t *job, int status) {
  * a pool job with the other uploads' syncs, instead of a pool job of its own. */
 static bool chunk_sync_batched(const tusc_upload_t *up, const tusc_store_req_t *req) {
   return req->kind == K_CHUNK_END && !(req->flags & TUSC_STORE_DISCARD) && up->store->fsync &&
-         !up->chunk_staged && !(req->flags & FLUSH_FIRST) && up->write_err == 0 &&
-         up->landed > 0;
+         !up->chunk_staged && !(req->flags & FLUSH_FIRST) && up->write_err == 0 && up->landed > 0;
 }
 
 static void on_chunk_synced(tusc_sync_req_t *sync, int status) {
@@ -1533,10 +1532,10 @@ static void kick(tusc_upload_t *up) {
       up->wbuf = up->fill;
       up->fill ^= 1;
     }
-    int rc = chunk_sync_batched(up, req) ? start_chunk_sync(up, req)
-                                         : tusc_store_pool_submit(&up->store->pool, up->loop,
-                                                                  &req->job, run_upload_req,
-                                                                  done_upload_req, true);
+    int rc = chunk_sync_batched(up, req)
+                 ? start_chunk_sync(up, req)
+                 : tusc_store_pool_submit(&up->store->pool, up->loop, &req->job, run_upload_req,
+                                          done_upload_req, true);
     if (rc == 0 && req->state == RS_SYNC)
       return;
     if (rc == 0) {

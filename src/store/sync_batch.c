@@ -283,8 +283,8 @@ static int lane_submit(lane_t *lane) {
     slot++;
   /* Handed over before the submit: the job may run before it returns. */
   slot->list = lane->head;
-  int rc = tusc_store_pool_submit(lane->batch->pool, lane->loop, &slot->job, run_slot, done_slot,
-                                  true);
+  int rc =
+      tusc_store_pool_submit(lane->batch->pool, lane->loop, &slot->job, run_slot, done_slot, true);
   if (rc != 0) {
     slot->list = NULL;
     return rc;

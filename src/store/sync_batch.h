@@ -3,7 +3,8 @@
  * directories on stable storage (fdatasync, a rename made durable, directory fsync)
  * queue per loop, and a pool job runs every request that is waiting as a batch, then
  * completes each of them on that loop. At most TUSC_SYNC_JOBS batch jobs per loop run
- * at once; while they do, new requests wait for the next one; a directory named by several requests of a batch is fsynced once for all.
+ * at once; while they do, new requests wait for the next one. A directory named by
+ * several requests of a batch is fsynced once for all.
  *
  * A batch runs in this order (the order a crash-safe create needs, file.c):
  *   0. each request's `prepare`, if it has one (the file store makes a new upload's
@@ -71,16 +72,16 @@ typedef struct tusc_sync_batch_s {
   tusc_store_pool_t *pool; /* the store's; batch jobs count in it */
   unsigned max;
   /* Statistics, for tests and the bench notes (relaxed atomics: several loops). */
-  atomic_ulong batches;     /* batch jobs run */
-  atomic_ulong batched;     /* requests run in them */
-  atomic_ulong solo;        /* requests run alone: their loop's queue was full */
-  atomic_ulong dir_fsyncs;  /* directory fsyncs issued */
-  atomic_ulong dirs_asked;  /* directory fsyncs requested (more than issued = shared) */
+  atomic_ulong batches;      /* batch jobs run */
+  atomic_ulong batched;      /* requests run in them */
+  atomic_ulong solo;         /* requests run alone: their loop's queue was full */
+  atomic_ulong dir_fsyncs;   /* directory fsyncs issued */
+  atomic_ulong dirs_asked;   /* directory fsyncs requested (more than issued = shared) */
   atomic_ulong syncfs_calls; /* syncfs(2) calls */
   /* syncfs mode: */
-  int fs_fd;                /* on the store's filesystem, -1 = per-fd syncs only */
-  atomic_bool syncfs_busy;  /* a batch is in its syncfs steps */
-  atomic_ulong epoch;       /* syncfs errors so far */
+  int fs_fd;               /* on the store's filesystem, -1 = per-fd syncs only */
+  atomic_bool syncfs_busy; /* a batch is in its syncfs steps */
+  atomic_ulong epoch;      /* syncfs errors so far */
 } tusc_sync_batch_t;
 
 typedef struct tusc_sync_req_s tusc_sync_req_t;
@@ -89,16 +90,16 @@ typedef void (*tusc_sync_cb)(tusc_sync_req_t *req, int status);
 /* Caller-owned; the fields below and the strings they point to stay untouched until
  * the callback. */
 struct tusc_sync_req_s {
-  int fd[TUSC_SYNC_FDS];     /* fdatasync'ed; -1 = none */
-  bool close_fds;            /* the batch closes them after syncing (also on error) */
-  bool other_fs;             /* the fds may be on another filesystem than the batch's
-                              * syncfs fd: always fdatasync'ed */
-  const char *rename_from;   /* NULL = no rename; else renamed to rename_to once */
-  const char *rename_to;     /* the fds are durable */
+  int fd[TUSC_SYNC_FDS];           /* fdatasync'ed; -1 = none */
+  bool close_fds;                  /* the batch closes them after syncing (also on error) */
+  bool other_fs;                   /* the fds may be on another filesystem than the batch's
+                                    * syncfs fd: always fdatasync'ed */
+  const char *rename_from;         /* NULL = no rename; else renamed to rename_to once */
+  const char *rename_to;           /* the fds are durable */
   const char *dir[TUSC_SYNC_DIRS]; /* directories fsynced last; NULL = none */
-  unsigned long since;       /* tusc_sync_batch_epoch when the caller began changing
-                              * what this request makes durable (0 = at the start) */
-  void *data;                /* for the caller */
+  unsigned long since;             /* tusc_sync_batch_epoch when the caller began changing
+                                    * what this request makes durable (0 = at the start) */
+  void *data;                      /* for the caller */
   /* Optional, run on the pool thread first (step 0): fills in the fields above and
    * returns 0, or returns an error having left no fd open (the request then fails
    * with it and nothing else is done for it). */

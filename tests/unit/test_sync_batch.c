@@ -58,8 +58,7 @@ static void on_synced(tusc_sync_req_t *req, int status) {
 
 static int setup(void **state) {
   fixture_t *f = calloc(1, sizeof(*f));
-  if (f == NULL || test_tmpdir(f->dir, sizeof(f->dir), "syncb") != 0 ||
-      uv_loop_init(&f->loop) != 0)
+  if (f == NULL || test_tmpdir(f->dir, sizeof(f->dir), "syncb") != 0 || uv_loop_init(&f->loop) != 0)
     return -1;
   tusc_store_pool_init(&f->pool, 0);
   completed = 0;
@@ -250,9 +249,8 @@ static void on_chained(tusc_sync_req_t *req, int status) {
   int next = (int)(c - chained) + 1;
   if (next < 3) {
     prepare(chain_f, &chained[next], next, chain_f->dir);
-    assert_int_equal(tusc_sync_start(&chain_f->batch, &chain_f->loop, &chained[next].req,
-                                     on_chained),
-                     0);
+    assert_int_equal(
+        tusc_sync_start(&chain_f->batch, &chain_f->loop, &chained[next].req, on_chained), 0);
     chained[next].returned = true;
   }
 }

@@ -9,6 +9,11 @@
  * An existing flat tusd directory (<dir>/<id>, <dir>/<id>.info) is served as well:
  * readers look at the sharded path first, then the flat one.
  *
+ * Durability (docs/durability.md): with fsync, a create's files and a chunk end's
+ * bytes are made durable by the store's sync batch (store/sync_batch.h, group commit)
+ * before the callback; the order that keeps a crash from leaving a named but empty
+ * .info or an entry without its inode is at fs_create.
+ *
  * Invariants: every ID is checked (tusc_id_valid plus the reserved suffixes below)
  * before any path is built from it; the store object is immutable after
  * tusc_file_store_new, so any thread may use it; an upload handle belongs to the holder
@@ -32,6 +37,7 @@
 #include "store/file_path.h"
 #include "store/file_walk.h"
 #include "store/store.h"
+#include "store/sync_batch.h"
 
 /* Longest suffix appended to a data path; a data path is accepted only when it fits. */
 #define TMP_SUFFIX ".info.tmp"
@@ -49,6 +55,7 @@ typedef struct file_store_s {
   bool fsync;
   bool allow_absolute_path;
   tusc_store_pool_t pool;
+  tusc_sync_batch_t sync; /* group commit of creates and chunk ends (fsync on) */
 } file_store_t;
 
 /* Size of each of an upload's two append buffers: one fills on the loop while the other
@@ -145,7 +152,25 @@ struct tusc_upload_s {
   tusc_store_req_t *q_head, *q_tail;
   uv_timer_t tick; /* starts a write after the loop turn that appended */
   bool tick_init;
+  tusc_sync_req_t sync;     /* a chunk end's fdatasync in the store's batch */
+  unsigned long sync_since; /* the batch's error epoch when the chunk began */
 };
+
+/* A create with fsync: one request of the store's sync batch, whose job makes the files
+ * without syncing them (create_prepare → fs_create) and then makes them durable with
+ * the rest of the batch (sync_batch.h; why this order is crash-safe: docs/durability.md
+ * and the comment at fs_create). Paths live here until the callback. */
+#define CREATE_NEW_DIRS 2
+typedef struct create_sync_s {
+  tusc_sync_req_t sync;
+  char tmp[TUSC_PATH_MAX];                       /* .info.tmp, renamed over .info by the batch */
+  char shard_dir[TUSC_PATH_MAX];                 /* holds the data file's and the .info's entries */
+  char new_dirs[CREATE_NEW_DIRS][TUSC_PATH_MAX]; /* parents of shard dirs made now */
+  int n_new_dirs;
+  char data[TUSC_PATH_MAX]; /* the ID's own data file (unlinked on failure) */
+  bool custom_made;         /* info->data_path is a hook-chosen file made now */
+  bool made;                /* fs_create succeeded: the files exist */
+} create_sync_t;
 
 /* Where an upload's files are (or would be). */
 typedef struct upload_paths_s {
@@ -335,15 +360,11 @@ fail:
   return rc;
 }
 
-/* Writes the info JSON to <info_path>.tmp, makes it durable, renames it over the .info
- * and makes the rename durable. Readers see the old or the new file, never a mix. */
-static int write_info_atomic(const file_store_t *fs, const tusc_upload_info_t *info) {
-  char tmp[TUSC_PATH_MAX];
-  if (info->info_path == NULL)
-    return TUSC_EINVALID_ARGUMENT;
-  int n = snprintf(tmp, sizeof(tmp), "%s.tmp", info->info_path);
-  if (n < 0 || (size_t)n >= sizeof(tmp))
-    return -ENAMETOOLONG;
+/* Writes the info JSON to `tmp` (<info_path>.tmp). sync: fdatasync it. fd_out: gets
+ * the open fd (the caller syncs and closes it), else it is closed here. On an error the
+ * temp file is gone. */
+static int write_info_tmp(const file_store_t *fs, const tusc_upload_info_t *info, const char *tmp,
+                          bool sync, int *fd_out) {
   char *json = tusc_upload_info_to_json(info);
   if (json == NULL)
     return TUSC_ENOMEM;
@@ -356,27 +377,62 @@ static int write_info_atomic(const file_store_t *fs, const tusc_upload_info_t *i
   rc = fchmod(fd, (mode_t)fs->file_perms) == 0 ? 0 : err_from_errno();
   if (rc == 0)
     rc = write_all(fd, json, strlen(json));
-  if (rc == 0 && fs->fsync && fsync(fd) != 0)
+  /* fdatasync, not fsync: the inode's size and blocks are what reading it back needs;
+   * only its timestamps are left to writeback. */
+  if (rc == 0 && sync && fdatasync(fd) != 0)
     rc = err_from_errno();
-  if (close(fd) != 0 && rc == 0)
-    rc = err_from_errno();
-  if (rc == 0 && rename(tmp, info->info_path) != 0)
-    rc = err_from_errno();
-  if (rc != 0) {
-    unlink(tmp);
+  if (rc == 0 && fd_out != NULL) {
+    *fd_out = fd;
     goto out;
   }
-  if (fs->fsync)
-    rc = fsync_parent(info->info_path);
+  if (close(fd) != 0 && rc == 0)
+    rc = err_from_errno();
+  if (rc != 0)
+    unlink(tmp);
 out:
   free(json);
   return rc;
 }
 
+static int tmp_path_of(const tusc_upload_info_t *info, char *tmp) {
+  if (info->info_path == NULL)
+    return TUSC_EINVALID_ARGUMENT;
+  int n = snprintf(tmp, TUSC_PATH_MAX, "%s.tmp", info->info_path);
+  if (n < 0 || (size_t)n >= TUSC_PATH_MAX)
+    return -ENAMETOOLONG;
+  return 0;
+}
+
+/* Writes the info JSON to <info_path>.tmp, makes it durable, renames it over the .info
+ * and makes the rename durable. Readers see the old or the new file, never a mix. */
+static int write_info_atomic(const file_store_t *fs, const tusc_upload_info_t *info) {
+  char tmp[TUSC_PATH_MAX];
+  int rc = tmp_path_of(info, tmp);
+  if (rc == 0)
+    rc = write_info_tmp(fs, info, tmp, fs->fsync, NULL);
+  if (rc != 0)
+    return rc;
+  if (rename(tmp, info->info_path) != 0) {
+    rc = err_from_errno();
+    unlink(tmp);
+    return rc;
+  }
+  return fs->fsync ? fsync_parent(info->info_path) : 0;
+}
+
+/* The directory part of `path` into dir (TUSC_PATH_MAX). */
+static void parent_of(const char *path, char *dir) {
+  const char *slash = strrchr(path, '/');
+  size_t n = slash == NULL ? 0 : slash == path ? 1 : (size_t)(slash - path);
+  memcpy(dir, slash == NULL ? "." : path, slash == NULL ? 1 : n);
+  dir[slash == NULL ? 1 : n] = '\0';
+}
+
 /* mkdir -p of the directories between the store root and `path`'s last component.
  * New directories get exactly dir_perms (chmod, so the umask does not decide), and
- * their parents are fsynced so the new entries survive a crash. */
-static int make_parents(const file_store_t *fs, const char *path) {
+ * their parents are fsynced so the new entries survive a crash: here, or, for the
+ * first CREATE_NEW_DIRS of them when cs is given, by cs's sync batch. */
+static int make_parents(const file_store_t *fs, const char *path, create_sync_t *cs) {
   char buf[TUSC_PATH_MAX];
   size_t root_len = strlen(fs->dir);
   snprintf(buf, sizeof(buf), "%s", path);
@@ -385,7 +441,9 @@ static int make_parents(const file_store_t *fs, const char *path) {
     if (mkdir(buf, (mode_t)fs->dir_perms) == 0) {
       if (chmod(buf, (mode_t)fs->dir_perms) != 0)
         return err_from_errno();
-      if (fs->fsync) {
+      if (fs->fsync && cs != NULL && cs->n_new_dirs < CREATE_NEW_DIRS) {
+        parent_of(buf, cs->new_dirs[cs->n_new_dirs++]);
+      } else if (fs->fsync) {
         int rc = fsync_parent(buf);
         if (rc != 0)
           return rc;
@@ -419,8 +477,28 @@ static int custom_path(const file_store_t *fs, tusc_upload_info_t *info) {
   return tusc_upload_info_set_path(&info->data_path, real);
 }
 
-static int fs_create(tusc_store_t *store, tusc_upload_info_t *info) {
+/* Makes upload info->id: its data file (O_EXCL reserves the ID), shard directories as
+ * needed, and its .info. Durable before it returns when the store has fsync and cs is
+ * NULL; with cs (fsync on), nothing is synced here: the files are left for cs->sync,
+ * which the caller starts, and which alone makes the create durable:
+ *   1. fdatasync of the data file: its inode exists on disk (an empty file's inode is
+ *      all it has; on a filesystem without a journal, e.g. ext4 without one, fsyncing
+ *      the directory writes the entry, not the inode it names);
+ *   2. fdatasync of .info.tmp: the new .info's bytes are on disk before its name;
+ *   3. rename .info.tmp → .info (after 2, so a crash leaves the old name or the whole
+ *      new file, never a named empty or short one);
+ *   4. fsync of the shard directory (both entries: the data file's and the .info's) and
+ *      of the parents of shard directories made now (their entries).
+ * The callback (the 201) comes after all four. A crash before 4 completes may leave a
+ * data file without .info or a stray .info.tmp: neither is an upload (load needs the
+ * .info), no client was told about it, and the ID was random. A crash after 4 leaves
+ * everything the 201 promised. Steps 1-2 of many creates overlap in one batch and the
+ * directories they share are fsynced once (sync_batch.h). */
+static int fs_create(tusc_store_t *store, tusc_upload_info_t *info, create_sync_t *cs) {
   file_store_t *fs = (file_store_t *)store;
+  unsigned long since = tusc_sync_batch_epoch(&fs->sync);
+  if (cs != NULL)
+    cs->n_new_dirs = 0;
   upload_paths_t p;
   int rc = sharded_paths(fs, info->id, &p);
   if (rc != 0)
@@ -437,7 +515,7 @@ static int fs_create(tusc_store_t *store, tusc_upload_info_t *info) {
    * exist already, so they are made only when the first attempt says they are not. */
   int fd = open(p.data, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)fs->file_perms);
   if (fd < 0 && errno == ENOENT) {
-    rc = make_parents(fs, p.data);
+    rc = make_parents(fs, p.data, cs);
     if (rc != 0)
       return rc;
     fd = open(p.data, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)fs->file_perms);
@@ -474,7 +552,30 @@ static int fs_create(tusc_store_t *store, tusc_upload_info_t *info) {
   info->offset = 0;
   if (info->created_at == 0)
     info->created_at = (int64_t)time(NULL);
-  if (fs->fsync && fsync(fd) != 0) {
+  if (cs != NULL) {
+    int tmp_fd = -1;
+    rc = tmp_path_of(info, cs->tmp);
+    if (rc == 0)
+      rc = write_info_tmp(fs, info, cs->tmp, false, &tmp_fd);
+    if (rc != 0)
+      goto fail;
+    cs->sync.since = since;
+    cs->sync.other_fs = custom_made; /* a hook's Storage.Path may be anywhere */
+    cs->sync.fd[0] = fd;
+    cs->sync.fd[1] = tmp_fd;
+    cs->sync.close_fds = true;
+    cs->sync.rename_from = cs->tmp;
+    cs->sync.rename_to = info->info_path;
+    parent_of(p.info, cs->shard_dir);
+    cs->sync.dir[0] = cs->shard_dir;
+    for (int i = 0; i < cs->n_new_dirs; i++)
+      cs->sync.dir[1 + i] = cs->new_dirs[i];
+    snprintf(cs->data, sizeof(cs->data), "%s", p.data);
+    cs->custom_made = custom_made;
+    cs->made = true;
+    return 0;
+  }
+  if (fs->fsync && fdatasync(fd) != 0) {
     rc = err_from_errno();
     goto fail;
   }
@@ -668,6 +769,8 @@ int tusc_file_store_lock_path(tusc_store_t *store, const char *id, char *out, si
 }
 
 static void fs_free(tusc_store_t *store) {
+  if (store != NULL)
+    tusc_sync_batch_dispose(&((file_store_t *)store)->sync);
   free(store);
 }
 
@@ -750,7 +853,7 @@ static int fs_wait_add(tusc_store_t *store, const char *partial_id, const char *
   snprintf(line, sizeof(line), "%s\n", final_id);
   int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, (mode_t)fs->file_perms);
   if (fd < 0 && errno == ENOENT) {
-    rc = make_parents(fs, path);
+    rc = make_parents(fs, path, NULL);
     if (rc != 0)
       return rc;
     fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, (mode_t)fs->file_perms);
@@ -971,8 +1074,9 @@ enum req_kind {
   K_CONCAT
 };
 
-/* req->state; RS_DEFERRED: done on the loop, its completion waits for a later turn */
-enum { RS_IDLE = 0, RS_QUEUED, RS_POOL, RS_DEFERRED };
+/* req->state; RS_DEFERRED: done on the loop, its completion waits for a later turn;
+ * RS_SYNC: in the store's sync batch (too late to cancel) */
+enum { RS_IDLE = 0, RS_QUEUED, RS_POOL, RS_DEFERRED, RS_SYNC };
 /* req->flags bit (apart from the caller's): the job writes up->wbuf before its work */
 #define FLUSH_FIRST 0x100
 
@@ -987,8 +1091,8 @@ static void run_store_req(tusc_pool_job_t *job) {
   case K_GET_INFO:
     req->result = load(fs, req->id, req->info, NULL);
     break;
-  case K_CREATE:
-    req->result = fs_create(req->store, req->info);
+  case K_CREATE: /* without fsync; with it, fa_create goes through the sync batch */
+    req->result = fs_create(req->store, req->info, NULL);
     break;
   case K_OPEN:
     req->result = fs_open(req->store, req->id, &req->upload);
@@ -1019,6 +1123,39 @@ static void upload_attach(tusc_upload_t *up, uv_loop_t *loop) {
   }
 }
 
+/* Loop: a create that failed after its files were made takes them back. Only on this
+ * error path does the loop touch the disk (a few unlinks, no sync). */
+static void create_undo(create_sync_t *cs, tusc_upload_info_t *info) {
+  if (unlink(cs->tmp) != 0 && errno == ENOENT && info->info_path != NULL)
+    unlink(info->info_path); /* renamed already: a directory fsync failed */
+  unlink(cs->data);
+  if (cs->custom_made && info->data_path != NULL)
+    unlink(info->data_path);
+  clear_path(&info->data_path);
+  clear_path(&info->info_path);
+}
+
+static create_sync_t *create_of(tusc_sync_req_t *sync) {
+  return (create_sync_t *)(void *)((char *)sync - offsetof(create_sync_t, sync));
+}
+
+/* Pool, step 0 of the sync batch: the create's files, not yet synced. */
+static int create_prepare(tusc_sync_req_t *sync) {
+  tusc_store_req_t *req = sync->data;
+  return fs_create(req->store, req->info, create_of(sync));
+}
+
+static void on_create_synced(tusc_sync_req_t *sync, int status) {
+  create_sync_t *cs = create_of(sync);
+  tusc_store_req_t *req = sync->data;
+  if (status != 0 && cs->made)
+    create_undo(cs, req->info);
+  free(cs);
+  req->backend = NULL;
+  req->state = RS_IDLE;
+  tusc_store_req_done(req, status);
+}
+
 static void done_store_req(tusc_pool_job_t *job, int status) {
   tusc_store_req_t *req = req_of(job);
   req->state = RS_IDLE;
@@ -1034,6 +1171,7 @@ static void done_store_req(tusc_pool_job_t *job, int status) {
 static int submit_store_req(tusc_store_req_t *req, int kind) {
   file_store_t *fs = (file_store_t *)req->store;
   req->kind = kind;
+  req->backend = NULL;
   req->upload = NULL;
   req->ids = NULL;
   req->id_count = 0;
@@ -1082,8 +1220,33 @@ static int fa_try_open(tusc_store_t *store, uv_loop_t *loop, const char *id, tus
     upload_attach(*out, loop);
   return rc;
 }
+/* With fsync, a create is one request of the store's sync batch, which makes its files
+ * (create_prepare, on the pool) and then makes them durable together with the other
+ * waiting creates and chunk ends: one pool job for the lot. */
 static int fa_create(tusc_store_req_t *req) {
-  return submit_store_req(req, K_CREATE);
+  file_store_t *fs = (file_store_t *)req->store;
+  if (!fs->fsync)
+    return submit_store_req(req, K_CREATE);
+  create_sync_t *cs = malloc(sizeof(*cs));
+  if (cs == NULL)
+    return TUSC_ENOMEM;
+  tusc_sync_req_init(&cs->sync);
+  cs->sync.prepare = create_prepare;
+  cs->sync.data = req;
+  cs->made = false;
+  req->kind = K_CREATE;
+  req->upload = NULL;
+  req->ids = NULL;
+  req->id_count = 0;
+  req->backend = cs;
+  int rc = tusc_sync_start(&fs->sync, req->loop, &cs->sync, on_create_synced);
+  if (rc != 0) {
+    free(cs);
+    req->backend = NULL;
+    return rc;
+  }
+  req->state = RS_SYNC;
+  return 0;
 }
 static int fa_open(tusc_store_req_t *req) {
   return inline_store_req(req, K_OPEN);
@@ -1302,6 +1465,34 @@ static void done_upload_req(tusc_pool_job_t *job, int status) {
   tusc_store_req_done(req, rc); /* last: the callback may close the upload */
 }
 
+/* A chunk end whose bytes have all landed in the data file (no buffered bytes, no side
+ * file) only has to fdatasync it: that goes to the store's sync batch, where it shares
+ * a pool job with the other uploads' syncs, instead of a pool job of its own. */
+static bool chunk_sync_batched(const tusc_upload_t *up, const tusc_store_req_t *req) {
+  return req->kind == K_CHUNK_END && !(req->flags & TUSC_STORE_DISCARD) && up->store->fsync &&
+         !up->chunk_staged && !(req->flags & FLUSH_FIRST) && up->write_err == 0 && up->landed > 0;
+}
+
+static void on_chunk_synced(tusc_sync_req_t *sync, int status) {
+  tusc_store_req_t *req = sync->data;
+  req->result = status;
+  done_upload_req(&req->job, 0);
+}
+
+static int start_chunk_sync(tusc_upload_t *up, tusc_store_req_t *req) {
+  tusc_sync_req_init(&up->sync);
+  up->sync.since = up->sync_since;
+  up->sync.other_fs = up->info.custom_data_path;
+  up->sync.fd[0] = up->fd;
+  up->sync.data = req;
+  int rc = tusc_sync_start(&up->store->sync, up->loop, &up->sync, on_chunk_synced);
+  if (rc != 0)
+    return rc;
+  req->state = RS_SYNC;
+  up->running = true;
+  return 0;
+}
+
 static int submit_write(tusc_upload_t *up) {
   up->wbuf = up->fill;
   up->fill ^= 1;
@@ -1341,8 +1532,12 @@ static void kick(tusc_upload_t *up) {
       up->wbuf = up->fill;
       up->fill ^= 1;
     }
-    int rc = tusc_store_pool_submit(&up->store->pool, up->loop, &req->job, run_upload_req,
-                                    done_upload_req, true);
+    int rc = chunk_sync_batched(up, req)
+                 ? start_chunk_sync(up, req)
+                 : tusc_store_pool_submit(&up->store->pool, up->loop, &req->job, run_upload_req,
+                                          done_upload_req, true);
+    if (rc == 0 && req->state == RS_SYNC)
+      return;
     if (rc == 0) {
       req->state = RS_POOL;
       up->running = true;
@@ -1402,6 +1597,12 @@ static int upload_enqueue(tusc_store_req_t *req, int kind) {
   } else {
     b->len = 0;
   }
+  if (chunk_sync_batched(up, req)) {
+    int rc = start_chunk_sync(up, req);
+    if (rc != 0)
+      req->state = RS_IDLE;
+    return rc;
+  }
   bool inline_end = kind == K_CHUNK_END && !discard && !up->store->fsync && !up->chunk_staged &&
                     (!(req->flags & FLUSH_FIRST) || up->buf[up->wbuf].len <= INLINE_TAIL_MAX);
   int rc = tusc_store_pool_submit(&up->store->pool, up->loop, &req->job,
@@ -1443,6 +1644,7 @@ static int fa_chunk_begin(tusc_upload_t *up, int flags) {
   up->drain = NULL;
   up->chunk_open = true;
   up->chunk_staged = (flags & TUSC_STORE_CHUNK_STAGED) != 0;
+  up->sync_since = tusc_sync_batch_epoch(&up->store->sync);
   return 0;
 }
 
@@ -1658,6 +1860,13 @@ int tusc_file_store_new(const tusc_file_store_options_t *opts, tusc_store_t **ou
   }
   fs->base.async = &file_store_async_ops;
   tusc_store_pool_init(&fs->pool, 0);
+  tusc_sync_batch_init(&fs->sync, &fs->pool, 0);
+  if (opts->fsync) {
+    /* Group commit may sync the whole filesystem in one syncfs (sync_batch.h). */
+    int root_fd = open(resolved, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd >= 0 && tusc_sync_batch_use_syncfs(&fs->sync, root_fd) != 0)
+      TUSC_LOG(TUSC_LOG_INFO, "store: kernel's syncfs reports no errors; syncing per file");
+  }
   fs->dir_perms = opts->dir_perms;
   fs->file_perms = opts->file_perms;
   fs->fsync = opts->fsync;

@@ -290,8 +290,8 @@ SMALL_KILLS = 4
 
 
 def small_client(port, jobs, results, progress, stop):
-    """Takes (index, data) jobs; per upload: POST, then one PATCH of the whole body
-    (half the uploads: two PATCHes). Any error: HEAD and go on from the offset the
+    """Takes (index, data) jobs; per upload: POST (every third one with the first part
+    as its body), then one PATCH of the whole body (half the uploads: two PATCHes). Any error: HEAD and go on from the offset the
     server reports; a create that never got its 201 is simply made again. Records
     every acknowledgement in results[index] as ("created", path) / ("ack", offset)."""
     while not stop.is_set():
@@ -305,12 +305,20 @@ def small_client(port, jobs, results, progress, stop):
         while not stop.is_set():
             try:
                 if path is None:
+                    # A third of the uploads are created with their first part as the
+                    # body (creation-with-upload): the create's syncs and the chunk's
+                    # fdatasync then go through the batch back to back.
+                    with_body = i % 3 == 0
                     st, hs = tus_request(port, "POST", "/files/",
-                                         {"Upload-Length": str(len(data))})
+                                         {"Upload-Length": str(len(data)),
+                                          **({"Content-Type": OCTET} if with_body else {})},
+                                         data[:split] if with_body else None)
                     if st != 201:
                         continue  # 503 while the store restarts: ask again
                     path = urllib.parse.urlsplit(hs["Location"]).path
                     log.append(("created", path))
+                    if with_body:
+                        log.append(("ack", int(hs["Upload-Offset"])))
                     progress.add(1)
                 st, hs = tus_request(port, "HEAD", path)
                 assert st == 200, (i, path, st, hs)

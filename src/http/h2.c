@@ -24,8 +24,12 @@
 #include "net/tls.h"
 
 #define H2_MAX_STREAMS 100
-#define H2_STREAM_WINDOW (256 * 1024)
+/* Receive windows (see h2.h's memory bound): a stream's must keep a fast upload's
+ * pipe full between WINDOW_UPDATEs (sent after half a window), the connection's lets
+ * 16 paused streams hold their whole window before the others stall. */
+#define H2_STREAM_WINDOW (1024 * 1024)
 #define H2_CONN_WINDOW (16 * 1024 * 1024)
+#define H2_HELD_PIECE (64 * 1024)
 #define H2_WRITE_CHUNK (64 * 1024)
 #define H2_WRITES_IN_FLIGHT 4
 /* Rapid reset: streams the client may reset before their answer is out, beyond two
@@ -33,9 +37,12 @@
 #define H2_RESET_BUDGET 200
 #define H2_MAX_CONTINUATIONS 8
 
+/* Held body bytes: consecutive DATA frames share a piece of at least H2_HELD_PIECE
+ * bytes, so holding a window costs a few allocations, not one per frame (nor one
+ * allocation's overhead per byte of a flood of tiny frames). */
 struct h2_held {
   struct h2_held *next;
-  size_t len, off;
+  size_t len, cap;
   char data[];
 };
 
@@ -269,7 +276,7 @@ static void drop_held(struct h2_conn *hc, struct h2_stream *st) {
   while (st->held) {
     struct h2_held *h = st->held;
     st->held = h->next;
-    consume(hc, st, h->len - h->off);
+    consume(hc, st, h->len);
     free(h);
   }
   st->held_tail = NULL;
@@ -286,7 +293,7 @@ static void pump(struct h2_conn *hc, struct h2_stream *st) {
     st->held = h->next;
     if (st->held == NULL)
       st->held_tail = NULL;
-    deliver(hc, st, h->data + h->off, h->len - h->off);
+    deliver(hc, st, h->data, h->len);
     free(h);
   }
   if (discarding(st))
@@ -524,18 +531,22 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id,
     return 0;
   }
   /* Paused or not started: held, unacknowledged; the window bounds it. */
-  struct h2_held *h = malloc(sizeof(*h) + len);
-  if (h == NULL)
-    return NGHTTP2_ERR_CALLBACK_FAILURE;
-  h->next = NULL;
-  h->len = len;
-  h->off = 0;
-  memcpy(h->data, data, len);
-  if (st->held_tail)
-    st->held_tail->next = h;
-  else
-    st->held = h;
-  st->held_tail = h;
+  struct h2_held *h = st->held_tail;
+  if (h == NULL || h->cap - h->len < len) {
+    size_t cap = len > H2_HELD_PIECE ? len : H2_HELD_PIECE;
+    if ((h = malloc(sizeof(*h) + cap)) == NULL)
+      return NGHTTP2_ERR_CALLBACK_FAILURE;
+    h->next = NULL;
+    h->len = 0;
+    h->cap = cap;
+    if (st->held_tail)
+      st->held_tail->next = h;
+    else
+      st->held = h;
+    st->held_tail = h;
+  }
+  memcpy(h->data + h->len, data, len);
+  h->len += len;
   return 0;
 }
 

@@ -11,7 +11,8 @@
  * that stream's window (H2_STREAM_WINDOW, 1 MiB), so a slow store closes the window
  * instead of growing a buffer. Per connection the held bytes are at most
  * min(streams × 1 MiB, the 16 MiB connection window), plus one partly filled 64 KiB
- * piece per holding stream. The 1 MiB stream window keeps one upload's loopback
+ * piece per holding stream and, while any stream is open, up to 1 MiB of emptied
+ * pieces kept for reuse (freeing and faulting them in again cost more than the copy). The 1 MiB stream window keeps one upload's loopback
  * stream full (with 256 KiB the client waited on WINDOW_UPDATEs); nghttp2 sends a
  * WINDOW_UPDATE once half a window is consumed. Downloads: the connection keeps at most a few writes in flight and
  * a streamed body's chunks are completed as nghttp2 frames them.

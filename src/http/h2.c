@@ -24,18 +24,26 @@
 #include "net/tls.h"
 
 #define H2_MAX_STREAMS 100
-#define H2_STREAM_WINDOW (256 * 1024)
+/* Receive windows (see h2.h's memory bound): a stream's must keep a fast upload's
+ * pipe full between WINDOW_UPDATEs (sent after half a window), the connection's lets
+ * 16 paused streams hold their whole window before the others stall. */
+#define H2_STREAM_WINDOW (1024 * 1024)
 #define H2_CONN_WINDOW (16 * 1024 * 1024)
-#define H2_WRITE_CHUNK (64 * 1024)
+#define H2_HELD_PIECE (64 * 1024)
+#define H2_WRITE_CHUNK (64 * 1024) /* a write is cut after this many bytes */
+#define H2_WRITE_MIN 512
 #define H2_WRITES_IN_FLIGHT 4
 /* Rapid reset: streams the client may reset before their answer is out, beyond two
  * per answered stream. */
 #define H2_RESET_BUDGET 200
 #define H2_MAX_CONTINUATIONS 8
 
+/* Held body bytes: consecutive DATA frames share a piece of at least H2_HELD_PIECE
+ * bytes, so holding a window costs a few allocations, not one per frame (nor one
+ * allocation's overhead per byte of a flood of tiny frames). */
 struct h2_held {
   struct h2_held *next;
-  size_t len, off;
+  size_t len, cap;
   char data[];
 };
 
@@ -91,6 +99,11 @@ struct h2_conn {
    * streams are open): an idle connection's clock, which PING or SETTINGS frames (and
    * their acknowledgements) do not reset. */
   uint64_t progress_ms;
+  /* Emptied held pieces kept for the next ones, at most a stream window's worth (a
+   * paused upload holds and drains all the time; freeing and faulting the pages in again
+   * cost more than the copy); freed when the connection has no stream. */
+  struct h2_held *spare;
+  unsigned nspare;
   bool dead; /* the connection closed */
   bool goaway_sent;
   bool terminated; /* the last GOAWAY is queued: the session winds down */
@@ -113,6 +126,25 @@ static void reap(struct h2_conn *hc);
 
 static struct h2_stream *st_of(tusc_http_exchange_t *x) {
   return (struct h2_stream *)x;
+}
+
+static void held_free(struct h2_conn *hc, struct h2_held *h) {
+  if (h->cap == H2_HELD_PIECE && hc->nspare < H2_STREAM_WINDOW / H2_HELD_PIECE) {
+    h->next = hc->spare;
+    hc->spare = h;
+    hc->nspare++;
+  } else {
+    free(h);
+  }
+}
+
+static void spare_free(struct h2_conn *hc) {
+  while (hc->spare != NULL) {
+    struct h2_held *h = hc->spare;
+    hc->spare = h->next;
+    free(h);
+  }
+  hc->nspare = 0;
 }
 
 static uint64_t loop_now(const struct h2_conn *hc) {
@@ -168,7 +200,7 @@ static void stream_free(struct h2_conn *hc, struct h2_stream *st) {
   while (st->held) {
     struct h2_held *h = st->held;
     st->held = h->next;
-    free(h);
+    held_free(hc, h);
   }
   free(st->body);
   free(st);
@@ -185,6 +217,7 @@ static bool freeable(const struct h2_stream *st) {
 
 static void conn_release(struct h2_conn *hc) {
   tusc_http_conn_t *conn = hc->conn;
+  spare_free(hc);
   nghttp2_session_del(hc->s);
   conn->req = NULL;
   free(hc);
@@ -204,6 +237,8 @@ static void reap(struct h2_conn *hc) {
       hc->progress_ms = loop_now(hc);
     }
   }
+  if (hc->streams == NULL)
+    spare_free(hc); /* an idle connection holds no body memory */
   if (!hc->dead && hc->goaway_sent && !hc->terminated && hc->streams == NULL) {
     /* A graceful stop: the last stream is done, so the connection ends. */
     hc->terminated = true;
@@ -269,8 +304,8 @@ static void drop_held(struct h2_conn *hc, struct h2_stream *st) {
   while (st->held) {
     struct h2_held *h = st->held;
     st->held = h->next;
-    consume(hc, st, h->len - h->off);
-    free(h);
+    consume(hc, st, h->len);
+    held_free(hc, h);
   }
   st->held_tail = NULL;
 }
@@ -286,8 +321,8 @@ static void pump(struct h2_conn *hc, struct h2_stream *st) {
     st->held = h->next;
     if (st->held == NULL)
       st->held_tail = NULL;
-    deliver(hc, st, h->data + h->off, h->len - h->off);
-    free(h);
+    deliver(hc, st, h->data, h->len);
+    held_free(hc, h);
   }
   if (discarding(st))
     drop_held(hc, st);
@@ -524,18 +559,27 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id,
     return 0;
   }
   /* Paused or not started: held, unacknowledged; the window bounds it. */
-  struct h2_held *h = malloc(sizeof(*h) + len);
-  if (h == NULL)
-    return NGHTTP2_ERR_CALLBACK_FAILURE;
-  h->next = NULL;
-  h->len = len;
-  h->off = 0;
-  memcpy(h->data, data, len);
-  if (st->held_tail)
-    st->held_tail->next = h;
-  else
-    st->held = h;
-  st->held_tail = h;
+  struct h2_held *h = st->held_tail;
+  if (h == NULL || h->cap - h->len < len) {
+    size_t cap = len > H2_HELD_PIECE ? len : H2_HELD_PIECE;
+    if (cap == H2_HELD_PIECE && hc->spare != NULL) {
+      h = hc->spare;
+      hc->spare = h->next;
+      hc->nspare--;
+    } else if ((h = malloc(sizeof(*h) + cap)) == NULL) {
+      return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    h->next = NULL;
+    h->len = 0;
+    h->cap = cap;
+    if (st->held_tail)
+      st->held_tail->next = h;
+    else
+      st->held = h;
+    st->held_tail = h;
+  }
+  memcpy(h->data + h->len, data, len);
+  h->len += len;
   return 0;
 }
 
@@ -604,7 +648,7 @@ static void flush(struct h2_conn *hc) {
     return;
   while (hc->writes < H2_WRITES_IN_FLIGHT && !hc->dead) {
     struct h2_write *wr = NULL;
-    size_t len = 0;
+    size_t len = 0, cap = 0;
     for (;;) {
       const uint8_t *data = NULL;
       ssize_t n = nghttp2_session_mem_send(hc->s, &data);
@@ -615,24 +659,25 @@ static void flush(struct h2_conn *hc) {
       }
       if (n == 0)
         break;
-      if (wr == NULL) {
-        size_t cap = (size_t)n > H2_WRITE_CHUNK ? (size_t)n : H2_WRITE_CHUNK;
-        wr = malloc(sizeof(*wr) + cap);
-        if (wr == NULL) {
-          tusc_http_conn_fail(hc->conn, UV_ENOMEM);
-          return;
-        }
-        memset(wr, 0, sizeof(*wr));
-        wr->hc = hc;
-        wr->base.done = on_write_done;
-      } else if (len + (size_t)n > H2_WRITE_CHUNK) {
-        struct h2_write *bigger = realloc(wr, sizeof(*wr) + len + (size_t)n);
+      if (len + (size_t)n > cap) {
+        /* Sized to what is sent (mostly a WINDOW_UPDATE or a small response head), so
+         * that a write does not take and give back 64 KiB of heap each time. */
+        size_t want = cap < H2_WRITE_MIN ? H2_WRITE_MIN : 2 * cap;
+        if (want < len + (size_t)n)
+          want = len + (size_t)n;
+        struct h2_write *bigger = realloc(wr, sizeof(*wr) + want);
         if (bigger == NULL) {
           free(wr);
           tusc_http_conn_fail(hc->conn, UV_ENOMEM);
           return;
         }
+        if (wr == NULL) {
+          memset(bigger, 0, sizeof(*bigger));
+          bigger->hc = hc;
+          bigger->base.done = on_write_done;
+        }
         wr = bigger;
+        cap = want;
       }
       memcpy(wr->data + len, data, (size_t)n);
       len += (size_t)n;

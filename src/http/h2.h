@@ -8,8 +8,14 @@
  * Back-pressure: request bodies are acknowledged to the peer (WINDOW_UPDATE, through
  * nghttp2_session_consume with automatic window updates off) only once the handler has
  * taken them; what arrives while a stream is paused or not started is held, at most
- * that stream's window (H2_STREAM_WINDOW), so a slow store closes the window instead of
- * growing a buffer. Downloads: the connection keeps at most a few writes in flight and
+ * that stream's window (H2_STREAM_WINDOW, 1 MiB), so a slow store closes the window
+ * instead of growing a buffer. Per connection the held bytes are at most
+ * min(streams × 1 MiB, the 16 MiB connection window), plus one partly filled 64 KiB
+ * piece per holding stream and, while any stream is open, up to 1 MiB of emptied
+ * pieces kept for reuse (freeing and faulting them in again cost more than the copy).
+ * The 1 MiB stream window keeps one upload's loopback stream full (with 256 KiB the
+ * client waited on WINDOW_UPDATEs); nghttp2 sends a WINDOW_UPDATE once half a window
+ * is consumed. Downloads: the connection keeps at most a few writes in flight and
  * a streamed body's chunks are completed as nghttp2 frames them.
  *
  * Timeouts: a header block that does not end within the header timeout stops the whole

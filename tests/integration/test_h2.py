@@ -247,6 +247,62 @@ def test_twenty_uploads_multiplexed_on_one_connection(tusc, tmp_path):
     assert len(remotes) == 1, remotes  # one connection
 
 
+def test_windows_keep_a_big_upload_flowing_in_few_window_updates(tusc):
+    """The server's SETTINGS give each stream a 1 MiB window and its first WINDOW_UPDATE
+    makes the connection's 16 MiB (the memory bound h2.h states: what a paused stream
+    holds is at most its window), and the window comes back in steps of at least half a
+    window, not one WINDOW_UPDATE per DATA frame: a 4 MiB body sent as 16 KiB frames
+    gets at most 8 stream WINDOW_UPDATEs (not 256)."""
+    srv = tusc("-enable-h2c")
+    size = 4 * 1024 * 1024
+    body = os.urandom(size)
+    path = create(srv, size)
+    raw = RawH2(srv)
+    try:
+        f = raw.until(lambda f: f[0] == SETTINGS and not f[1] & ACK)
+        settings = dict(struct.unpack(">HI", f[3][i:i + 6]) for i in range(0, len(f[3]), 6))
+        assert settings.get(4) == 1024 * 1024, settings  # SETTINGS_INITIAL_WINDOW_SIZE
+        assert settings.get(3) == 100, settings  # SETTINGS_MAX_CONCURRENT_STREAMS
+        f = raw.until(lambda f: f[0] == WINDOW_UPDATE and f[2] == 0)
+        assert f is not None
+        conn = 65535 + (int.from_bytes(f[3], "big") & 0x7FFFFFFF)
+        assert conn == 16 * 1024 * 1024, conn
+        raw.send(raw.request_headers(1, "PATCH", path, [("upload-offset", "0"),
+                                                       ("content-type", OCTET),
+                                                       ("content-length", str(size))]))
+        state = {"sent": 0, "credit": settings[4], "conn": conn}
+        updates = []
+        while True:
+            while state["sent"] < size:
+                n = min(16384, state["credit"], state["conn"], size - state["sent"])
+                if n <= 0:
+                    break
+                end = END_STREAM if state["sent"] + n == size else 0
+                raw.send(frame(DATA, end, 1, body[state["sent"]:state["sent"] + n]))
+                state["sent"] += n
+                state["credit"] -= n
+                state["conn"] -= n
+            f = raw.read_frame()
+            assert f is not None, "connection closed"
+            if f[0] == WINDOW_UPDATE:
+                inc = int.from_bytes(f[3], "big") & 0x7FFFFFFF
+                if f[2] == 1:
+                    updates.append(inc)
+                    state["credit"] += inc
+                else:
+                    state["conn"] += inc
+                continue
+            assert f[0] == HEADERS and f[2] == 1, f
+            break
+        assert f[4][":status"] == "204", f
+        assert f[4]["upload-offset"] == str(size), f
+        assert updates and min(updates) >= 512 * 1024, updates
+        assert len(updates) <= 8, updates
+    finally:
+        raw.close()
+    assert srv.request("GET", path, tus=False).body == body
+
+
 def test_reset_mid_patch_keeps_the_bytes(tusc):
     srv = tusc("-enable-h2c")
     path = create(srv, 1 << 20)
@@ -549,12 +605,14 @@ def rss_kib(pid):
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
 
 
-def test_stalled_store_closes_the_stream_window(tusc, monkeypatch):
+@pytest.mark.parametrize("frame_size", [16384, 8], ids=["16KiB-frames", "8B-frames"])
+def test_stalled_store_closes_the_stream_window(tusc, monkeypatch, frame_size):
     """A store that cannot write shrinks the stream's window instead of buffering: the
     server grants no WINDOW_UPDATE beyond what the store took (its two append buffers
     and the inline tail) plus one window, however long the client waits, and its memory
     grows by less than half the 8 MiB body; once the store moves again the window
-    reopens and the upload completes.
+    reopens and the upload completes. With 8-byte DATA frames too: the bytes the server
+    holds cost what they weigh, not an allocation per frame.
 
     The stall is real and deterministic: libuv's thread pool has one thread
     (UV_THREADPOOL_SIZE=1), and that thread is parked in open() of a FIFO — a finished
@@ -605,17 +663,19 @@ def test_stalled_store_closes_the_stream_window(tusc, monkeypatch):
                 state["credit" if f[2] == 1 else "conn"] += inc if f[2] in (0, 1) else 0
             return f[0] in (RST_STREAM, GOAWAY) or (f[0] == HEADERS and f[2] == 1)
 
-        def pump():
+        def pump(fs=frame_size):
             """Sends what the windows allow; reads what the server says meanwhile."""
+            frames = []
             while state["sent"] < size:
-                n = min(16384, state["credit"], state["conn"], size - state["sent"])
+                n = min(fs, state["credit"], state["conn"], size - state["sent"])
                 if n <= 0:
-                    return None
+                    break
                 end = END_STREAM if state["sent"] + n == size else 0
-                raw.send(frame(DATA, end, 1, body[state["sent"]:state["sent"] + n]))
+                frames.append(frame(DATA, end, 1, body[state["sent"]:state["sent"] + n]))
                 state["sent"] += n
                 state["credit"] -= n
                 state["conn"] -= n
+            raw.send(b"".join(frames))
             return None
 
         # Send while the server grants; then wait: a stalled store grants nothing more.
@@ -638,7 +698,7 @@ def test_stalled_store_closes_the_stream_window(tusc, monkeypatch):
         # The store moves again: the window reopens and the upload completes.
         release()
         while True:
-            pump()
+            pump(16384)
             f = raw.read_frame()
             assert f is not None, "connection closed"
             if on_frame(f):

@@ -211,15 +211,6 @@ static bool is_regular_file(const char *path) {
   return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-static int fsync_path(const char *path) {
-  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    return err_from_errno();
-  int rc = fsync(fd) == 0 ? 0 : err_from_errno();
-  close(fd);
-  return rc;
-}
-
 static int fsync_parent(const char *path) {
   char dir[TUSC_PATH_MAX];
   const char *slash = strrchr(path, '/');
@@ -228,7 +219,7 @@ static int fsync_parent(const char *path) {
   size_t n = slash == path ? 1 : (size_t)(slash - path);
   memcpy(dir, path, n);
   dir[n] = '\0';
-  return fsync_path(dir);
+  return tusc_sync_dir(dir);
 }
 
 static int write_all(int fd, const char *buf, size_t len) {

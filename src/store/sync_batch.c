@@ -100,7 +100,7 @@ static int err_from_errno(void) {
   return errno > 0 ? -errno : TUSC_EINTERNAL;
 }
 
-static int fsync_dir(const char *path) {
+int tusc_sync_dir(const char *path) {
   int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0)
     return err_from_errno();
@@ -198,7 +198,7 @@ static void run_list(tusc_sync_batch_t *batch, tusc_sync_req_t *list, dir_result
       dirs[k].rc = rc;
   } else {
     for (size_t k = 0; k < n_dirs; k++) {
-      dirs[k].rc = fsync_dir(dirs[k].path);
+      dirs[k].rc = tusc_sync_dir(dirs[k].path);
       issued++;
     }
   }

@@ -132,6 +132,10 @@ unsigned long tusc_sync_batch_epoch(tusc_sync_batch_t *batch);
 /* Resets req's private part and its inputs to "nothing to do" (fds -1, no paths). */
 void tusc_sync_req_init(tusc_sync_req_t *req);
 
+/* fsync of the directory `path`, here and now (any thread; blocks on the disk):
+ * 0 or a negative errno. */
+int tusc_sync_dir(const char *path);
+
 /* Queues req for the next batch of `loop` (or, when that queue is full, runs it alone).
  * Returns 0 (cb(req, status) follows on `loop`) or a negative code from the pool (then
  * nothing was done, and fds are not closed). */

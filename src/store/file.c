@@ -150,8 +150,10 @@ struct tusc_upload_s {
   tusc_store_drain_cb drain;
   void *drain_arg;
   tusc_store_req_t *q_head, *q_tail;
-  uv_timer_t tick; /* starts a write after the loop turn that appended */
+  uv_timer_t tick; /* starts a write after the loop turn that appended, or drops the
+                    * buffers of an upload idle for BUF_IDLE_MS (idle_armed) */
   bool tick_init;
+  bool idle_armed;
   tusc_sync_req_t sync;     /* a chunk end's fdatasync in the store's batch */
   unsigned long sync_since; /* the batch's error epoch when the chunk began */
 };
@@ -1266,6 +1268,7 @@ static int fa_wait_take(tusc_store_req_t *req) {
  * buffered itself, in the same job. At most one pool job per upload runs at a time. */
 
 static void kick(tusc_upload_t *up);
+static void on_tick(uv_timer_t *timer);
 
 static void on_tick_closed(uv_handle_t *handle) {
   fs_close(handle->data);
@@ -1289,6 +1292,28 @@ static bool upload_busy(const tusc_upload_t *up) {
 static void bufs_drop(tusc_upload_t *up) {
   for (int i = 0; i < 2; i++)
     buf_release(&up->buf[i]);
+}
+
+/* A write that leaves the upload with nothing buffered does not drop the buffers at
+ * once: a stream slower than the disk (curl's h2 upload) empties them between two reads
+ * every few milliseconds, and dropping and mapping them again cost a munmap and 256
+ * page faults per MiB. They go when no byte came for this long (the tick timer, then
+ * unreferenced so that it keeps no loop alive), so a client that went quiet still
+ * holds none after a moment. */
+#define BUF_IDLE_MS 100
+
+static void bufs_drop_later(tusc_upload_t *up) {
+  if (up->buf[0].data == NULL && up->buf[1].data == NULL)
+    return;
+  if (!up->tick_init) {
+    bufs_drop(up);
+    return;
+  }
+  if (uv_is_active((uv_handle_t *)&up->tick) && !up->idle_armed)
+    return; /* a write is due after this turn; its completion comes back here */
+  up->idle_armed = true;
+  uv_timer_start(&up->tick, on_tick, BUF_IDLE_MS, 0);
+  uv_unref((uv_handle_t *)&up->tick);
 }
 
 /* Pool: writes buffer up->wbuf where the chunk's next bytes belong (the side file of a
@@ -1344,7 +1369,7 @@ static void done_write(tusc_pool_job_t *job, int status) {
   }
   kick(up);
   if (!upload_busy(up) && up->buf[up->fill].len == 0)
-    bufs_drop(up); /* an idle upload (a client that went quiet) holds no buffer */
+    bufs_drop_later(up); /* an idle upload (a client that went quiet) holds no buffer */
   tusc_store_drain_cb drain = up->drain;
   if (drain != NULL) {
     up->drain = NULL;
@@ -1546,8 +1571,18 @@ static void kick(tusc_upload_t *up) {
 
 static void on_tick(uv_timer_t *timer) {
   tusc_upload_t *up = timer->data;
-  if (!up->closing)
-    kick(up);
+  bool idle = up->idle_armed;
+  up->idle_armed = false;
+  uv_ref((uv_handle_t *)timer);
+  if (up->closing)
+    return;
+  kick(up);
+  if (!upload_busy(up) && up->buf[up->fill].len == 0) {
+    if (idle)
+      bufs_drop(up);
+    else
+      bufs_drop_later(up);
+  }
 }
 
 /* Without fsync, a chunk_end(KEEP) that finds at most this many bytes still buffered
@@ -1713,7 +1748,9 @@ static int fa_append(tusc_upload_t *up, const void *data, size_t len, tusc_store
       int rc = submit_write(up);
       if (rc != 0 && up->write_err == 0)
         up->write_err = rc;
-    } else if (up->tick_init && !uv_is_active((uv_handle_t *)&up->tick)) {
+    } else if (up->tick_init && (!uv_is_active((uv_handle_t *)&up->tick) || up->idle_armed)) {
+      up->idle_armed = false;
+      uv_ref((uv_handle_t *)&up->tick);
       uv_timer_start(&up->tick, on_tick, 0, 0); /* after this loop turn */
     }
   }

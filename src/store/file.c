@@ -1259,7 +1259,7 @@ static int fa_wait_take(tusc_store_req_t *req) {
 
 /* --- an upload's requests and buffered writes ---------------------------------------- */
 
-/* Appended bytes wait in one of two buffers (allocated when needed, dropped when empty):
+/* Appended bytes wait in one of two buffers (allocated when needed, dropped when idle):
  * `fill` takes appends on the loop while the other may be written by a pool job. A
  * write starts when the loop has finished its turn (the `tick` timer), so that the
  * pieces of one read and an immediately following chunk_end share one pool job; or at

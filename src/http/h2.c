@@ -369,6 +369,35 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
   return 0;
 }
 
+/* Appends a copy of name/value (NUL-terminated, one allocation) to the stream's
+ * headers: 0 or TUSC_ENOMEM. */
+static int push_header(struct h2_stream *st, const char *name, size_t namelen,
+                       const char *value, size_t valuelen, bool trailer) {
+  if (st->nhdrs == st->cap_hdrs) {
+    size_t cap = st->cap_hdrs ? st->cap_hdrs * 2 : 16;
+    tusc_http_header_t *h = realloc(st->hdrs, cap * sizeof(*h));
+    if (h == NULL)
+      return TUSC_ENOMEM;
+    st->hdrs = h;
+    st->cap_hdrs = cap;
+  }
+  char *mem = malloc(namelen + valuelen + 2);
+  if (mem == NULL)
+    return TUSC_ENOMEM;
+  memcpy(mem, name, namelen);
+  mem[namelen] = '\0';
+  memcpy(mem + namelen + 1, value, valuelen);
+  mem[namelen + 1 + valuelen] = '\0';
+  st->hdrs[st->nhdrs++] = (tusc_http_header_t){.name = mem,
+                                               .value = mem + namelen + 1,
+                                               .name_len = namelen,
+                                               .value_len = valuelen,
+                                               .trailer = trailer};
+  st->x.req.headers = st->hdrs;
+  st->x.req.header_count = st->nhdrs;
+  return 0;
+}
+
 static char *dup_n(const uint8_t *p, size_t n) {
   char *s = malloc(n + 1);
   if (s != NULL) {
@@ -407,54 +436,17 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
       return NGHTTP2_ERR_CALLBACK_FAILURE;
     return 0;
   }
-  if (st->nhdrs == st->cap_hdrs) {
-    size_t cap = st->cap_hdrs ? st->cap_hdrs * 2 : 16;
-    tusc_http_header_t *h = realloc(st->hdrs, cap * sizeof(*h));
-    if (h == NULL)
-      return NGHTTP2_ERR_CALLBACK_FAILURE;
-    st->hdrs = h;
-    st->cap_hdrs = cap;
-  }
-  char *mem = malloc(namelen + valuelen + 2);
-  if (mem == NULL)
-    return NGHTTP2_ERR_CALLBACK_FAILURE;
-  memcpy(mem, name, namelen);
-  mem[namelen] = '\0';
-  memcpy(mem + namelen + 1, value, valuelen);
-  mem[namelen + 1 + valuelen] = '\0';
-  st->hdrs[st->nhdrs++] = (tusc_http_header_t){.name = mem,
-                                               .value = mem + namelen + 1,
-                                               .name_len = namelen,
-                                               .value_len = valuelen,
-                                               .trailer = st->x.dispatched};
-  st->x.req.headers = st->hdrs;
-  st->x.req.header_count = st->nhdrs;
-  return 0;
+  return push_header(st, (const char *)name, namelen, (const char *)value, valuelen,
+                     st->x.dispatched) == 0
+             ? 0
+             : NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
 /* Adds Host from :authority when the client sent none (h2 clients usually don't). */
 static int add_host(struct h2_stream *st) {
   if (st->authority == NULL || tusc_http_header(&st->x.req, "Host") != NULL)
     return 0;
-  size_t n = strlen(st->authority);
-  if (st->nhdrs == st->cap_hdrs) {
-    size_t cap = st->cap_hdrs ? st->cap_hdrs * 2 : 4;
-    tusc_http_header_t *h = realloc(st->hdrs, cap * sizeof(*h));
-    if (h == NULL)
-      return TUSC_ENOMEM;
-    st->hdrs = h;
-    st->cap_hdrs = cap;
-  }
-  char *mem = malloc(n + 6);
-  if (mem == NULL)
-    return TUSC_ENOMEM;
-  memcpy(mem, "host", 5);
-  memcpy(mem + 5, st->authority, n + 1);
-  st->hdrs[st->nhdrs++] = (tusc_http_header_t){
-      .name = mem, .value = mem + 5, .name_len = 4, .value_len = n, .trailer = false};
-  st->x.req.headers = st->hdrs;
-  st->x.req.header_count = st->nhdrs;
-  return 0;
+  return push_header(st, "host", 4, st->authority, strlen(st->authority), false);
 }
 
 static void dispatch(struct h2_conn *hc, struct h2_stream *st, bool end_stream) {

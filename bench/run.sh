@@ -257,7 +257,7 @@ want a || REPEAT_A=0
 want b || REPEAT=0
 
 if [ "$REPEAT_A" -gt 0 ]; then
-  note "(a) $BIG_SIZE in $BIG_CHUNK PATCHes: raw socket → file, tusc -fsync=never, @tus/server; $REPEAT_A rounds"
+  note "(a) $BIG_SIZE in $BIG_CHUNK PATCHes: raw socket → file, tusc -fsync=never, @tus/server${TUSD_BIN:+, tusd}; $REPEAT_A rounds"
   start_server tusc "$WORK/a-tusc.log" "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/a-tusc" -fsync=never
   TUSC_PID=$SERVER_PID TUSC_PORT=$SERVER_PORT
   NODE_PID= NODE_PORT=
@@ -293,7 +293,7 @@ if [ "$REPEAT_A" -gt 0 ]; then
 fi
 
 if [ "$REPEAT" -gt 0 ]; then
-  note "(b) $MANY_N x $MANY_SIZE uploads, $MANY_C at a time: tusc -fsync=never, tusc default, @tus/server; $REPEAT rounds, fresh server and dir each"
+  note "(b) $MANY_N x $MANY_SIZE uploads, $MANY_C at a time: tusc -fsync=never, tusc default, @tus/server${TUSD_BIN:+, tusd}; $REPEAT rounds, fresh server and dir each"
   b_tusc() {
     fig_fresh TUSC_BV "$WORK/b$i-tusc" "$WORK/b$i-tusc.log" \
       "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/b$i-tusc" -fsync=never
@@ -361,7 +361,8 @@ if want c; then
     note "(c) tusd default flags, $IDLE_K idle connections"
     start_server tusd "$WORK/tusd-idle.log" "$TUSD_BIN" "${TUSD_ARGS[@]}" -upload-dir "$WORK/tusd"
     TUSD_PID=$SERVER_PID
-    bench_idle "$TUSD_PID" "$SERVER_PORT"; TUSD_C=$RESULT TUSD_C_DETAIL=$IDLE_DETAIL
+    bench_idle "$TUSD_PID" "$SERVER_PORT" || note "  idle: the tusd run failed"
+    TUSD_C=$RESULT TUSD_C_DETAIL=$IDLE_DETAIL
     stop_server "$TUSD_PID"
     rm -rf "$WORK/tusd"
   fi
@@ -441,12 +442,12 @@ mkdir -p "$HERE/results"
     echo
     echo "| figure | tusc, median | tusd, median | tusc / tusd, median of the rounds' ratios | best: tusc / tusd |"
     echo "|---|---|---|---|---|"
-    echo "| (a) MB/s, tusc -fsync=never | $(or_na "$(median "${TUSC_AV[@]}")") | $(or_na "$(median "${TUSD_AV[@]}")") | $(round_ratio "${TUSC_AV[*]:-}" "${TUSD_AV[*]:-}") | $(or_na "$TUSC_A") / $(or_na "$(best "${TUSD_AV[@]}")") |"
-    echo "| (b) uploads/s, tusc -fsync=never | $(or_na "$(median "${TUSC_BV[@]}")") | $(or_na "$(median "${TUSD_BV[@]}")") | $(round_ratio "${TUSC_BV[*]:-}" "${TUSD_BV[*]:-}") | $(or_na "$TUSC_B") / $(or_na "$(best "${TUSD_BV[@]}")") |"
-    echo "| (b) uploads/s, tusc default (durable) | $(or_na "$(median "${TUSC_SYNC_BV[@]}")") | $(or_na "$(median "${TUSD_BV[@]}")") | $(round_ratio "${TUSC_SYNC_BV[*]:-}" "${TUSD_BV[*]:-}") | $(or_na "$TUSC_B_SYNC") / $(or_na "$(best "${TUSD_BV[@]}")") |"
-    echo "| (c) KiB per idle connection | $(or_na "$TUSC_C") | $(or_na "$TUSD_C") | $(ratio "$TUSD_C" "$TUSC_C")× less (one round) | |"
+    want a && echo "| (a) MB/s, tusc -fsync=never | $(or_na "$(median "${TUSC_AV[@]}")") | $(or_na "$(median "${TUSD_AV[@]}")") | $(round_ratio "${TUSC_AV[*]:-}" "${TUSD_AV[*]:-}") | $(or_na "$TUSC_A") / $(or_na "$(best "${TUSD_AV[@]}")") |"
+    want b && echo "| (b) uploads/s, tusc -fsync=never | $(or_na "$(median "${TUSC_BV[@]}")") | $(or_na "$(median "${TUSD_BV[@]}")") | $(round_ratio "${TUSC_BV[*]:-}" "${TUSD_BV[*]:-}") | $(or_na "$TUSC_B") / $(or_na "$(best "${TUSD_BV[@]}")") |"
+    want b && echo "| (b) uploads/s, tusc default (durable) | $(or_na "$(median "${TUSC_SYNC_BV[@]}")") | $(or_na "$(median "${TUSD_BV[@]}")") | $(round_ratio "${TUSC_SYNC_BV[*]:-}" "${TUSD_BV[*]:-}") | $(or_na "$TUSC_B_SYNC") / $(or_na "$(best "${TUSD_BV[@]}")") |"
+    want c && echo "| (c) KiB per idle connection | $(or_na "$TUSC_C") | $(or_na "$TUSD_C") | tusd / tusc: $(ratio "$TUSD_C" "$TUSC_C") (one round) | |"
     echo
-    echo "All rounds: (a) tusd ${TUSD_AV[*]:-none} MB/s; (b) tusd ${TUSD_BV[*]:-none} uploads/s. (c) tusd $(or_na "$TUSD_C_DETAIL")."
+    echo "All rounds: (a) tusd ${TUSD_AV[*]:-none} MB/s; (b) tusd ${TUSD_BV[*]:-none} uploads/s. (c) tusd $(or_na "${TUSD_C_DETAIL:-}")."
     echo "Peak RSS (VmHWM) of tusd: (a) $(or_na "$TUSD_HWM") KiB, (b) $(or_na "$HWM_TUSD_BV") KiB."
   fi
 } >"$RESULTS"

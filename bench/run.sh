@@ -111,6 +111,8 @@ stop_server() {
   PIDS=("${keep[@]}")
 }
 
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
@@ -231,13 +233,20 @@ fig() {
 }
 
 # fig_fresh NAME DIR LOG CMD... — (b) round on a server started just for it, on an
-# upload dir of its own (see the inode note at the top); tracks peak RSS in HWM_NAME
+# upload dir of its own (see the inode note at the top); tracks peak RSS in HWM_NAME and
+# the server's CPU seconds (utime + stime) during the run in array CPU_NAME
 fig_fresh() {
-  local name=$1 dir=$2 log=$3 hwm
+  local name=$1 dir=$2 log=$3 hwm c0 n
   shift 3
   mkdir -p "$dir"
   start_server "$name" "$log" "$@"
+  n=$(eval "echo \${#$name[@]}")
+  c0=$(cpu_ticks "$SERVER_PID")
   fig "$name" many "$SERVER_PORT" "$dir"
+  if [ "$(eval "echo \${#$name[@]}")" -gt "$n" ]; then
+    local -n cpus="CPU_$name"
+    cpus+=("$(awk -v a="$c0" -v b="$(cpu_ticks "$SERVER_PID")" -v hz="$HZ" 'BEGIN { printf "%.2f", (b - a) / hz }')")
+  fi
   hwm=$(hwm_kib "$SERVER_PID")
   local -n peak="HWM_$name"
   [ -n "$peak" ] && [ "$peak" -ge "$hwm" ] || peak=$hwm
@@ -249,6 +258,7 @@ BASE_AV=() BASE_BV=() BASE_SYNC_BV=()
 HWM_TUSC_BV= HWM_TUSC_SYNC_BV= HWM_NODE_BV= TUSC_HWM= NODE_HWM=
 HWM_BASE_BV= HWM_BASE_SYNC_BV= BASE_HWM=
 TUSD_AV=() TUSD_BV=() HWM_TUSD_BV= TUSD_HWM=
+CPU_TUSC_BV=() CPU_TUSC_SYNC_BV=() CPU_NODE_BV=() CPU_BASE_BV=() CPU_BASE_SYNC_BV=() CPU_TUSD_BV=()
 # tusd with its defaults (base path /files/, no fsync); it logs every request to stdout,
 # which start_server sends to a file as for the others
 TUSD_ARGS=(-host 127.0.0.1 -port 0)
@@ -445,9 +455,11 @@ mkdir -p "$HERE/results"
     want a && echo "| (a) MB/s, tusc -fsync=never | $(or_na "$(median "${TUSC_AV[@]}")") | $(or_na "$(median "${TUSD_AV[@]}")") | $(round_ratio "${TUSC_AV[*]:-}" "${TUSD_AV[*]:-}") | $(or_na "$TUSC_A") / $(or_na "$(best "${TUSD_AV[@]}")") |"
     want b && echo "| (b) uploads/s, tusc -fsync=never | $(or_na "$(median "${TUSC_BV[@]}")") | $(or_na "$(median "${TUSD_BV[@]}")") | $(round_ratio "${TUSC_BV[*]:-}" "${TUSD_BV[*]:-}") | $(or_na "$TUSC_B") / $(or_na "$(best "${TUSD_BV[@]}")") |"
     want b && echo "| (b) uploads/s, tusc default (durable) | $(or_na "$(median "${TUSC_SYNC_BV[@]}")") | $(or_na "$(median "${TUSD_BV[@]}")") | $(round_ratio "${TUSC_SYNC_BV[*]:-}" "${TUSD_BV[*]:-}") | $(or_na "$TUSC_B_SYNC") / $(or_na "$(best "${TUSD_BV[@]}")") |"
+    want b && echo "| (b) server CPU s per 1,000 uploads, tusc -fsync=never | $(or_na "$(median "${CPU_TUSC_BV[@]}" | awk -v n="$MANY_N" '{ printf "%.3f", $1 * 1000 / n }')") | $(or_na "$(median "${CPU_TUSD_BV[@]}" | awk -v n="$MANY_N" '{ printf "%.3f", $1 * 1000 / n }')") | tusd / tusc: $(round_ratio "${CPU_TUSD_BV[*]:-}" "${CPU_TUSC_BV[*]:-}") | |"
+    want b && echo "| (b) server CPU s per 1,000 uploads, tusc default | $(or_na "$(median "${CPU_TUSC_SYNC_BV[@]}" | awk -v n="$MANY_N" '{ printf "%.3f", $1 * 1000 / n }')") | (as above) | tusd / tusc: $(round_ratio "${CPU_TUSD_BV[*]:-}" "${CPU_TUSC_SYNC_BV[*]:-}") | |"
     want c && echo "| (c) KiB per idle connection | $(or_na "$TUSC_C") | $(or_na "$TUSD_C") | tusd / tusc: $(ratio "$TUSD_C" "$TUSC_C") (one round) | |"
     echo
-    echo "All rounds: (a) tusd ${TUSD_AV[*]:-none} MB/s; (b) tusd ${TUSD_BV[*]:-none} uploads/s. (c) tusd $(or_na "${TUSD_C_DETAIL:-}")."
+    echo "All rounds: (a) tusd ${TUSD_AV[*]:-none} MB/s; (b) tusd ${TUSD_BV[*]:-none} uploads/s; server CPU s per round: tusc -fsync=never ${CPU_TUSC_BV[*]:-none}, tusc default ${CPU_TUSC_SYNC_BV[*]:-none}, tusd ${CPU_TUSD_BV[*]:-none}. (c) tusd $(or_na "${TUSD_C_DETAIL:-}")."
     echo "Peak RSS (VmHWM) of tusd: (a) $(or_na "$TUSD_HWM") KiB, (b) $(or_na "$HWM_TUSD_BV") KiB."
   fi
 } >"$RESULTS"

@@ -81,7 +81,8 @@ FSTYPE=$(findmnt -n -o FSTYPE -T "$WORK" 2>/dev/null || stat -f -c %T "$WORK")
 listen_port() { ss -Hltnp 2>/dev/null | sed -n "s/^.*:\([0-9][0-9]*\) .*pid=$1,.*$/\1/p" | head -n 1; }
 
 # start_server NAME LOG CMD... — starts CMD in the background, waits for its
-# "listening on HOST:PORT" line (or, for tusd, for its listening socket), sets
+# "listening on HOST:PORT" line (or, with TUSD_BIN set, for its listening socket:
+# tusd 1.x prints no real port), sets
 # SERVER_PID and SERVER_PORT.
 start_server() {
   local name=$1 log=$2

@@ -13,6 +13,9 @@
 #   TUSC_BASE  a second tusc binary (e.g. a release build of the commit before a
 #              change): it runs as one more contender in the same alternating rounds,
 #              and the table gets a before/after section
+#   TUSD_BIN   a tusd binary (not built here): one more contender in (a), (b) and (c),
+#              run with its default flags (it never fsyncs); the table gets a tusd
+#              section with medians and per-round ratios
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -30,6 +33,7 @@ REPEAT=${REPEAT:-3}
 BENCH_DIR=${BENCH_DIR:-/var/tmp}
 SKIP_NODE=${SKIP_NODE:-0}
 TUSC_BASE=${TUSC_BASE:-}
+TUSD_BIN=${TUSD_BIN:-}
 RESULTS=$HERE/results/latest.md
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -38,6 +42,8 @@ note() { echo "bench: $*" >&2; }
 [ -x "$LOADGEN" ] || die "no loadgen at $LOADGEN (run make -C bench loadgen)"
 [ -x "$TUSC_BIN" ] || die "no tusc binary at $TUSC_BIN (run make build)"
 [ -z "$TUSC_BASE" ] || [ -x "$TUSC_BASE" ] || die "no tusc binary at TUSC_BASE=$TUSC_BASE"
+[ -z "$TUSD_BIN" ] || [ -x "$TUSD_BIN" ] || die "no tusd binary at TUSD_BIN=$TUSD_BIN"
+[ -z "$TUSD_BIN" ] || command -v ss >/dev/null || die "TUSD_BIN needs ss (iproute2) to find tusd's port"
 
 # 2000 idle connections need 2000+ descriptors in the server and in loadgen.
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
@@ -70,8 +76,14 @@ FSTYPE=$(findmnt -n -o FSTYPE -T "$WORK" 2>/dev/null || stat -f -c %T "$WORK")
 
 # ---- helpers ------------------------------------------------------------------------
 
+# listen_port PID — the TCP port PID listens on (tusd 1.x prints the port it was given,
+# 0, not the one it got)
+listen_port() { ss -Hltnp 2>/dev/null | sed -n "s/^.*:\([0-9][0-9]*\) .*pid=$1,.*$/\1/p" | head -n 1; }
+
 # start_server NAME LOG CMD... — starts CMD in the background, waits for its
-# "listening on HOST:PORT" line, sets SERVER_PID and SERVER_PORT.
+# "listening on HOST:PORT" line (or, with TUSD_BIN set, for its listening socket:
+# tusd 1.x prints no real port), sets
+# SERVER_PID and SERVER_PORT.
 start_server() {
   local name=$1 log=$2
   shift 2
@@ -82,6 +94,7 @@ start_server() {
   local i
   for i in $(seq 1 200); do
     SERVER_PORT=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\).*/\1/p' "$log" | head -n 1)
+    [ -z "$SERVER_PORT" ] && [ -n "$TUSD_BIN" ] && SERVER_PORT=$(listen_port "$SERVER_PID")
     [ -n "$SERVER_PORT" ] && return 0
     kill -0 "$SERVER_PID" 2>/dev/null || break
     sleep 0.05
@@ -99,6 +112,8 @@ stop_server() {
   PIDS=("${keep[@]}")
 }
 
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
@@ -116,6 +131,11 @@ fresh_dir() {
 best() { # best VALUES... — the largest, empty if none
   [ $# -gt 0 ] || return 0
   printf '%s\n' "$@" | sort -g | tail -n 1
+}
+
+median() { # median VALUES... — empty if none
+  [ $# -gt 0 ] || return 0
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a != "") printf "%.2f", a / b; else print "n/a" }'; }
@@ -214,13 +234,20 @@ fig() {
 }
 
 # fig_fresh NAME DIR LOG CMD... — (b) round on a server started just for it, on an
-# upload dir of its own (see the inode note at the top); tracks peak RSS in HWM_NAME
+# upload dir of its own (see the inode note at the top); tracks peak RSS in HWM_NAME and
+# the server's CPU seconds (utime + stime) during the run in array CPU_NAME
 fig_fresh() {
-  local name=$1 dir=$2 log=$3 hwm
+  local name=$1 dir=$2 log=$3 hwm c0 n
   shift 3
   mkdir -p "$dir"
   start_server "$name" "$log" "$@"
+  n=$(eval "echo \${#$name[@]}")
+  c0=$(cpu_ticks "$SERVER_PID")
   fig "$name" many "$SERVER_PORT" "$dir"
+  if [ "$(eval "echo \${#$name[@]}")" -gt "$n" ]; then
+    local -n cpus="CPU_$name"
+    cpus+=("$(awk -v a="$c0" -v b="$(cpu_ticks "$SERVER_PID")" -v hz="$HZ" 'BEGIN { printf "%.2f", (b - a) / hz }')")
+  fi
   hwm=$(hwm_kib "$SERVER_PID")
   local -n peak="HWM_$name"
   [ -n "$peak" ] && [ "$peak" -ge "$hwm" ] || peak=$hwm
@@ -231,12 +258,17 @@ RAW_V=() TUSC_AV=() NODE_AV=() TUSC_BV=() TUSC_SYNC_BV=() NODE_BV=()
 BASE_AV=() BASE_BV=() BASE_SYNC_BV=()
 HWM_TUSC_BV= HWM_TUSC_SYNC_BV= HWM_NODE_BV= TUSC_HWM= NODE_HWM=
 HWM_BASE_BV= HWM_BASE_SYNC_BV= BASE_HWM=
+TUSD_AV=() TUSD_BV=() HWM_TUSD_BV= TUSD_HWM=
+CPU_TUSC_BV=() CPU_TUSC_SYNC_BV=() CPU_NODE_BV=() CPU_BASE_BV=() CPU_BASE_SYNC_BV=() CPU_TUSD_BV=()
+# tusd with its defaults (base path /files/, no fsync); it logs every request to stdout,
+# which start_server sends to a file as for the others
+TUSD_ARGS=(-host 127.0.0.1 -port 0)
 want() { case " $ONLY " in *" $1 "*) return 0 ;; esac; return 1; }
 want a || REPEAT_A=0
 want b || REPEAT=0
 
 if [ "$REPEAT_A" -gt 0 ]; then
-  note "(a) $BIG_SIZE in $BIG_CHUNK PATCHes: raw socket → file, tusc -fsync=never, @tus/server; $REPEAT_A rounds"
+  note "(a) $BIG_SIZE in $BIG_CHUNK PATCHes: raw socket → file, tusc -fsync=never, @tus/server${TUSD_BIN:+, tusd}; $REPEAT_A rounds"
   start_server tusc "$WORK/a-tusc.log" "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/a-tusc" -fsync=never
   TUSC_PID=$SERVER_PID TUSC_PORT=$SERVER_PORT
   NODE_PID= NODE_PORT=
@@ -249,6 +281,11 @@ if [ "$REPEAT_A" -gt 0 ]; then
     start_server base "$WORK/a-base.log" "$TUSC_BASE" "${TUSC_ARGS[@]}" -upload-dir "$WORK/a-base" -fsync=never
     BASE_PID=$SERVER_PID BASE_PORT=$SERVER_PORT
   fi
+  TUSD_PID= TUSD_PORT=
+  if [ -n "$TUSD_BIN" ]; then
+    start_server tusd "$WORK/a-tusd.log" "$TUSD_BIN" "${TUSD_ARGS[@]}" -upload-dir "$WORK/a-tusd"
+    TUSD_PID=$SERVER_PID TUSD_PORT=$SERVER_PORT
+  fi
   for i in $(seq 1 "$REPEAT_A"); do
     # the receiver's read size that suits this machine best is not known: try both
     fig RAW_V raw64K 0 "$WORK/raw"
@@ -256,7 +293,9 @@ if [ "$REPEAT_A" -gt 0 ]; then
     fig TUSC_AV big "$TUSC_PORT" "$WORK/a-tusc"
     [ -n "$BASE_PID" ] && fig BASE_AV big "$BASE_PORT" "$WORK/a-base"
     [ -n "$NODE_PID" ] && fig NODE_AV big "$NODE_PORT" "$WORK/a-node"
+    [ -n "$TUSD_PID" ] && fig TUSD_AV big "$TUSD_PORT" "$WORK/a-tusd"
   done
+  [ -n "$TUSD_PID" ] && TUSD_HWM=$(hwm_kib "$TUSD_PID") && stop_server "$TUSD_PID"
   TUSC_HWM=$(hwm_kib "$TUSC_PID")
   [ -n "$NODE_PID" ] && NODE_HWM=$(hwm_kib "$NODE_PID")
   [ -n "$BASE_PID" ] && BASE_HWM=$(hwm_kib "$BASE_PID") && stop_server "$BASE_PID"
@@ -265,7 +304,7 @@ if [ "$REPEAT_A" -gt 0 ]; then
 fi
 
 if [ "$REPEAT" -gt 0 ]; then
-  note "(b) $MANY_N x $MANY_SIZE uploads, $MANY_C at a time: tusc -fsync=never, tusc default, @tus/server; $REPEAT rounds, fresh server and dir each"
+  note "(b) $MANY_N x $MANY_SIZE uploads, $MANY_C at a time: tusc -fsync=never, tusc default, @tus/server${TUSD_BIN:+, tusd}; $REPEAT rounds, fresh server and dir each"
   b_tusc() {
     fig_fresh TUSC_BV "$WORK/b$i-tusc" "$WORK/b$i-tusc.log" \
       "$TUSC_BIN" "${TUSC_ARGS[@]}" -upload-dir "$WORK/b$i-tusc" -fsync=never
@@ -278,7 +317,13 @@ if [ "$REPEAT" -gt 0 ]; then
     fig_fresh BASE_SYNC_BV "$WORK/b$i-base-sync" "$WORK/b$i-base-sync.log" \
       "$TUSC_BASE" "${TUSC_ARGS[@]}" -upload-dir "$WORK/b$i-base-sync"
   }
+  b_tusd() {
+    fig_fresh TUSD_BV "$WORK/b$i-tusd" "$WORK/b$i-tusd.log" \
+      "$TUSD_BIN" "${TUSD_ARGS[@]}" -upload-dir "$WORK/b$i-tusd"
+  }
   for i in $(seq 1 "$REPEAT"); do
+    # tusd goes first in even rounds, last in odd ones
+    [ -n "$TUSD_BIN" ] && [ $((i % 2)) = 0 ] && b_tusd
     # With TUSC_BASE the two binaries take turns going first, so that neither always
     # runs right after the other's deletions and writeback.
     if [ -n "$TUSC_BASE" ] && [ $((i % 2)) = 0 ]; then
@@ -290,6 +335,7 @@ if [ "$REPEAT" -gt 0 ]; then
     fi
     [ "$NODE_OK" = 1 ] && fig_fresh NODE_BV "$WORK/b$i-node" "$WORK/b$i-node.log" \
       env TUS_DIR="$WORK/b$i-node" node "$HERE/node/server.js"
+    [ -n "$TUSD_BIN" ] && [ $((i % 2)) = 1 ] && b_tusd
   done
 fi
 RAW_A=$(best "${RAW_V[@]}")
@@ -319,6 +365,17 @@ if want c; then
     bench_idle "$BASE_PID" "$SERVER_PORT"; BASE_C=$RESULT
     stop_server "$BASE_PID"
     rm -rf "$WORK/base"
+  fi
+
+  TUSD_C= TUSD_C_DETAIL=
+  if [ -n "$TUSD_BIN" ]; then
+    note "(c) tusd default flags, $IDLE_K idle connections"
+    start_server tusd "$WORK/tusd-idle.log" "$TUSD_BIN" "${TUSD_ARGS[@]}" -upload-dir "$WORK/tusd"
+    TUSD_PID=$SERVER_PID
+    bench_idle "$TUSD_PID" "$SERVER_PORT" || note "  idle: the tusd run failed"
+    TUSD_C=$RESULT TUSD_C_DETAIL=$IDLE_DETAIL
+    stop_server "$TUSD_PID"
+    rm -rf "$WORK/tusd"
   fi
 
   if [ "$NODE_OK" = 1 ]; then
@@ -389,6 +446,22 @@ mkdir -p "$HERE/results"
     echo
     echo "All rounds: (a) before ${BASE_AV[*]:-none}, after ${TUSC_AV[*]:-none}; (b) -fsync=never before ${BASE_BV[*]:-none}, after ${TUSC_BV[*]:-none}; default before ${BASE_SYNC_BV[*]:-none}, after ${TUSC_SYNC_BV[*]:-none}."
     echo "Peak RSS before: (a) $(or_na "$BASE_HWM") KiB, (b) -fsync=never $(or_na "$HWM_BASE_BV") KiB, default $(or_na "$HWM_BASE_SYNC_BV") KiB."
+  fi
+  if [ -n "$TUSD_BIN" ]; then
+    echo
+    echo "tusd (TUSD_BIN = $TUSD_BIN, $("$TUSD_BIN" -version 2>/dev/null | head -n 1), default flags: never fsyncs), same alternating rounds:"
+    echo
+    echo "| figure | tusc, median | tusd, median | tusc / tusd, median of the rounds' ratios | best: tusc / tusd |"
+    echo "|---|---|---|---|---|"
+    want a && echo "| (a) MB/s, tusc -fsync=never | $(or_na "$(median "${TUSC_AV[@]}")") | $(or_na "$(median "${TUSD_AV[@]}")") | $(round_ratio "${TUSC_AV[*]:-}" "${TUSD_AV[*]:-}") | $(or_na "$TUSC_A") / $(or_na "$(best "${TUSD_AV[@]}")") |"
+    want b && echo "| (b) uploads/s, tusc -fsync=never | $(or_na "$(median "${TUSC_BV[@]}")") | $(or_na "$(median "${TUSD_BV[@]}")") | $(round_ratio "${TUSC_BV[*]:-}" "${TUSD_BV[*]:-}") | $(or_na "$TUSC_B") / $(or_na "$(best "${TUSD_BV[@]}")") |"
+    want b && echo "| (b) uploads/s, tusc default (durable) | $(or_na "$(median "${TUSC_SYNC_BV[@]}")") | $(or_na "$(median "${TUSD_BV[@]}")") | $(round_ratio "${TUSC_SYNC_BV[*]:-}" "${TUSD_BV[*]:-}") | $(or_na "$TUSC_B_SYNC") / $(or_na "$(best "${TUSD_BV[@]}")") |"
+    want b && echo "| (b) server CPU s per 1,000 uploads, tusc -fsync=never | $(or_na "$(median "${CPU_TUSC_BV[@]}" | awk -v n="$MANY_N" '{ printf "%.3f", $1 * 1000 / n }')") | $(or_na "$(median "${CPU_TUSD_BV[@]}" | awk -v n="$MANY_N" '{ printf "%.3f", $1 * 1000 / n }')") | tusd / tusc: $(round_ratio "${CPU_TUSD_BV[*]:-}" "${CPU_TUSC_BV[*]:-}") | |"
+    want b && echo "| (b) server CPU s per 1,000 uploads, tusc default | $(or_na "$(median "${CPU_TUSC_SYNC_BV[@]}" | awk -v n="$MANY_N" '{ printf "%.3f", $1 * 1000 / n }')") | (as above) | tusd / tusc: $(round_ratio "${CPU_TUSD_BV[*]:-}" "${CPU_TUSC_SYNC_BV[*]:-}") | |"
+    want c && echo "| (c) KiB per idle connection | $(or_na "$TUSC_C") | $(or_na "$TUSD_C") | tusd / tusc: $(ratio "$TUSD_C" "$TUSC_C") (one round) | |"
+    echo
+    echo "All rounds: (a) tusd ${TUSD_AV[*]:-none} MB/s; (b) tusd ${TUSD_BV[*]:-none} uploads/s; server CPU s per round: tusc -fsync=never ${CPU_TUSC_BV[*]:-none}, tusc default ${CPU_TUSC_SYNC_BV[*]:-none}, tusd ${CPU_TUSD_BV[*]:-none}. (c) tusd $(or_na "${TUSD_C_DETAIL:-}")."
+    echo "Peak RSS (VmHWM) of tusd: (a) $(or_na "$TUSD_HWM") KiB, (b) $(or_na "$HWM_TUSD_BV") KiB."
   fi
 } >"$RESULTS"
 echo

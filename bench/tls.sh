@@ -8,6 +8,8 @@
 #   bench/tls.sh                       # uses build/tusc
 #   TUSC_BIN=... SIZE_MB=1024 REPEAT=5 PAR=4 H2=1 bench/tls.sh
 #   PERF=/tmp/tls.data bench/tls.sh    # also profiles one more round of each side
+#   TUSD_BIN=/path/to/tusd bench/tls.sh  # adds tusd (default flags, -tls-mode tls12) plain
+#                                        # and over TLS to the same rounds (HTTP/1.1)
 #
 # Each round: PAR uploads at once (SIZE_MB/PAR MiB each, so one curl's encryption is
 # not the ceiling): POST with Upload-Length, then one PATCH streaming the whole file
@@ -29,10 +31,12 @@ SIZE_MB=${SIZE_MB:-1024}
 REPEAT=${REPEAT:-5}
 PAR=${PAR:-4}
 H2=${H2:-1}
+TUSD_BIN=${TUSD_BIN:-}
 BENCH_DIR=${BENCH_DIR:-/var/tmp}
 command -v curl >/dev/null || { echo "tls.sh: needs curl" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "tls.sh: needs openssl" >&2; exit 1; }
 [ -x "$TUSC_BIN" ] || { echo "tls.sh: no tusc at $TUSC_BIN (make build)" >&2; exit 1; }
+[ -z "$TUSD_BIN" ] || [ -x "$TUSD_BIN" ] || { echo "tls.sh: no tusd at TUSD_BIN=$TUSD_BIN" >&2; exit 1; }
 
 work=$(mktemp -d "$BENCH_DIR/tusc-tls-bench.XXXXXX")
 pids=()
@@ -66,6 +70,30 @@ plain_port=$(cat "$work/plain.port")
 start_tusc tls -tls-certificate "$work/cert.pem" -tls-key "$work/key.pem"
 tls_pid=${pids[1]}
 tls_port=$(cat "$work/tls.port")
+
+# tusd (optional): its port is read from the socket table, since tusd 1.x prints the
+# port it was given (0), not the one it got
+start_tusd() { # name extra-flags... -> sets TUSD_PORT; pid appended to pids
+  local name=$1 port=
+  shift
+  mkdir -p "$work/$name"
+  "$TUSD_BIN" -host 127.0.0.1 -port 0 -upload-dir "$work/$name" "$@" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 200); do
+    port=$(ss -Hltnp 2>/dev/null | sed -n "s/^.*:\([0-9][0-9]*\) .*pid=$!,.*$/\1/p" | head -n 1)
+    [ -n "$port" ] && { TUSD_PORT=$port; return 0; }
+    sleep 0.05
+  done
+  echo "tls.sh: tusd ($name) did not start: $(cat "$work/$name.log")" >&2
+  exit 1
+}
+if [ -n "$TUSD_BIN" ]; then
+  command -v ss >/dev/null || { echo "tls.sh: TUSD_BIN needs ss (iproute2)" >&2; exit 1; }
+  start_tusd tusdplain
+  tusdplain_pid=${pids[-1]} tusdplain_port=$TUSD_PORT
+  start_tusd tusdtls -tls-certificate "$work/cert.pem" -tls-key "$work/key.pem"
+  tusdtls_pid=${pids[-1]} tusdtls_port=$TUSD_PORT
+fi
 hz=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
@@ -79,8 +107,9 @@ one_patch() { # scheme port http-version-flag -> "code version" of the PATCH
     -o /dev/null -w '%{http_code} %{http_version}' "$loc"
 }
 
-one_upload() { # scheme port pid http-version-flag -> "seconds server-cpu-seconds"
-  local scheme=$1 port=$2 pid=$3 ver=$4 c0 c1 t0 t1 i cl=() want=1.1
+one_upload() { # scheme port pid http-version-flag [upload-dir] -> "seconds server-cpu-seconds"
+  local scheme=$1 port=$2 pid=$3 ver=$4 dir=${5:-} c0 c1 t0 t1 i cl=() want=1.1
+  [ -n "$dir" ] || dir=$([ "$scheme" = https ] && echo tls || echo plain)
   [ "$ver" = --http2 ] && want=2
   c0=$(cpu_ticks "$pid")
   t0=$(date +%s.%N)
@@ -95,7 +124,7 @@ one_upload() { # scheme port pid http-version-flag -> "seconds server-cpu-second
     [ "$(cat "$work/code.$i")" = "204 $want" ] ||
       { echo "tls.sh: PATCH over $scheme $ver answered $(cat "$work/code.$i")" >&2; exit 1; }
   done
-  rm -rf "${work:?}/$([ "$scheme" = https ] && echo tls || echo plain)"/*
+  rm -rf "${work:?}/$dir"/*
   echo "$t0 $t1 $c0 $c1 $hz" | awk '{printf "%.3f %.3f", $2 - $1, ($4 - $3) / $5}'
 }
 
@@ -124,6 +153,7 @@ read -r chacha_s chacha_gbs <<<"$(cipher_cost chacha20-poly1305)"
 echo "cipher alone (openssl speed -decrypt, 16 KiB): $suite_cipher ${cipher_gbs} GB/s = ${cipher_s} s/GiB; chacha20-poly1305 ${chacha_gbs} GB/s = ${chacha_s} s/GiB" >&2
 
 plains=() tlss=() h2s=() cplains=() ctlss=() ch2s=() ratios=()
+dplains=() dtlss=() dcplains=() dctlss=() dratios=()
 for r in $(seq "$REPEAT"); do
   sync
   read -r p pc <<<"$(one_upload http "$plain_port" "$plain_pid" --http1.1)"
@@ -137,6 +167,15 @@ for r in $(seq "$REPEAT"); do
     read -r h hc <<<"$(one_upload https "$tls_port" "$tls_pid" --http2)"
     line="$line, tls h2 ${h}s (server cpu ${hc}s)"
     h2s+=("$h") ch2s+=("$hc")
+  fi
+  if [ -n "$TUSD_BIN" ]; then
+    sync
+    read -r dp dpc <<<"$(one_upload http "$tusdplain_port" "$tusdplain_pid" --http1.1 tusdplain)"
+    sync
+    read -r dt dtc <<<"$(one_upload https "$tusdtls_port" "$tusdtls_pid" --http1.1 tusdtls)"
+    line="$line; tusd plain ${dp}s (cpu ${dpc}s), tusd tls ${dt}s (cpu ${dtc}s)"
+    dplains+=("$dp") dtlss+=("$dt") dcplains+=("$dpc") dctlss+=("$dtc")
+    dratios+=("$(awk -v a="$dpc" -v b="$dtc" 'BEGIN{printf "%.3f", (a > 0 ? b / a : 0)}')")
   fi
   echo "$line" >&2
 done
@@ -178,3 +217,20 @@ awk -v mb="$SIZE_MB" -v par="$PAR" -v p="$(median "${plains[@]}")" -v t="$(media
   if (cs > need)
     printf "1.3x is out of reach here: it would need the cipher at <= 0.3 x %.3f = %.3f s/GiB (%.1f GB/s); this CPU decrypts %s at %.2f GB/s.\n", pg, need, 1.073741824 / need, cname, cg
 }'
+if [ -n "$TUSD_BIN" ]; then
+  dsuite=$(openssl s_client -connect "127.0.0.1:$tusdtls_port" -CAfile "$work/cert.pem" </dev/null 2>/dev/null |
+    awk '/^New, /{print $NF; exit}')
+  awk -v mb="$SIZE_MB" -v par="$PAR" -v rounds="$REPEAT" -v ver="$("$TUSD_BIN" -version 2>/dev/null | head -n 1)" \
+    -v suite="$dsuite" -v p="$(median "${dplains[@]}")" -v t="$(median "${dtlss[@]}")" \
+    -v cp="$(median "${dcplains[@]}")" -v ct="$(median "${dctlss[@]}")" -v ratio="$(median "${dratios[@]}")" \
+    -v tp="$(median "${cplains[@]}")" -v tt="$(median "${ctlss[@]}")" -v tratio="$(median "${ratios[@]}")" 'BEGIN {
+    gib = mb / 1024
+    printf "\ntusd (%s, default flags, -tls-mode tls12, negotiated %s; HTTP/1.1 both), same rounds:\n\n", ver, suite
+    printf "| %d MiB as %d parallel PATCHes, median of %d | plain HTTP/1.1 | HTTPS HTTP/1.1 | TLS / plain (median of per-round ratios) |\n", mb, par, rounds
+    printf "|---|---|---|---|\n"
+    printf "| tusd MB/s | %.0f | %.0f | %.2f |\n", mb * 1.048576 / p, mb * 1.048576 / t, p / t
+    printf "| tusd CPU seconds per GiB | %.3f | %.3f | %.2f |\n", cp / gib, ct / gib, ratio
+    printf "| tusc CPU seconds per GiB (above) | %.3f | %.3f | %.2f |\n", tp / gib, tt / gib, tratio
+    printf "| tusc / tusd CPU per GiB | %.2f | %.2f | |\n", tp / cp, tt / ct
+  }'
+fi

@@ -243,9 +243,11 @@ long tusc_ietf_disposition_filename(const char *s, size_t len, char *out, size_t
   return plain_len;
 }
 
-int tusc_ietf_format_limit(int64_t max_size, char *out, size_t cap) {
+int tusc_ietf_format_limit(int64_t max_size, int64_t max_age, char *out, size_t cap) {
   int n = max_size > 0 ? snprintf(out, cap, "min-size=0, max-size=%lld", (long long)max_size)
                        : snprintf(out, cap, "min-size=0");
+  if (n >= 0 && (size_t)n < cap && max_age >= 0)
+    n += snprintf(out + n, cap - (size_t)n, ", max-age=%lld", (long long)max_age);
   if (n < 0 || (size_t)n >= cap)
     return -1;
   return n;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/error.h"
 #include "metrics/metrics.h"
@@ -36,9 +37,27 @@ static const char *single_header(const tusc_http_request_t *req, const char *nam
   return v;
 }
 
-static void limit_header(const tusc_config_t *cfg, tusc_http_response_t *resp) {
-  char limit[64];
-  if (tusc_ietf_format_limit(cfg->max_size, limit, sizeof(limit)) > 0)
+/* Upload-Limit. Its max-age (draft -06 on) is the upload resource's remaining lifetime
+ * (draft -12, "Limits"): the seconds to the upload's expiry on answers that know the
+ * upload (ietf->expires_s), the configured -expire-after on OPTIONS (the lifetime an
+ * upload created now gets), and absent where the upload never expires (finished, or
+ * expiration off) or is not known (most errors). Seconds are rounded down, so that the
+ * end it implies is never later than the real one. */
+static void limit_header(tusc_tus_req_t *st, tusc_http_response_t *resp) {
+  const tusc_config_t *cfg = tusc_tus_req_config(st);
+  const tusc_ietf_req_t *ietf = tusc_tus_req_ietf(st);
+  int64_t max_age = -1;
+  if (ietf->version >= TUSC_IETF_VERSION_MAX_AGE && cfg->expire_after_ms > 0) {
+    if (tusc_tus_req_http(st)->method == TUSC_HTTP_OPTIONS) {
+      max_age = cfg->expire_after_ms / 1000;
+    } else if (ietf->expires_s > 0) {
+      max_age = ietf->expires_s - (int64_t)time(NULL);
+      if (max_age < 0)
+        max_age = 0;
+    }
+  }
+  char limit[96];
+  if (tusc_ietf_format_limit(cfg->max_size, max_age, limit, sizeof(limit)) > 0)
     tusc_http_response_header(resp, "Upload-Limit", limit);
 }
 
@@ -48,7 +67,7 @@ void tusc_ietf_response_headers(tusc_tus_req_t *st, tusc_http_response_t *resp, 
   tusc_ietf_req_t *ietf = tusc_tus_req_ietf(st);
   if (ietf->version > 0)
     tusc_http_response_headerf(resp, "Upload-Draft-Interop-Version", "%d", ietf->version);
-  limit_header(tusc_tus_req_config(st), resp);
+  limit_header(st, resp);
   if (ietf->version <= 0)
     return;
   if (status >= 200 && status < 300 && ietf->have_state) {
@@ -127,13 +146,14 @@ void tusc_ietf_created(tusc_tus_req_t *st, const tusc_upload_info_t *info) {
   tusc_ietf_req_t *ietf = tusc_tus_req_ietf(st);
   tusc_ietf_note_state(ietf, info);
   ietf->emit_offset = true;
+  ietf->expires_s = tusc_tus_req_expires_s(st, info, true);
   /* 104 Upload Resumption Supported: from here on a client that loses the connection
    * mid-body knows where to resume. */
   tusc_http_response_t interim;
   tusc_http_response_init(&interim, 104);
   tusc_http_response_header(&interim, "Location", tusc_tus_req_location(st));
   tusc_http_response_headerf(&interim, "Upload-Draft-Interop-Version", "%d", ietf->version);
-  limit_header(tusc_tus_req_config(st), &interim);
+  limit_header(st, &interim);
   tusc_http_send_interim(tusc_tus_req_http(st), &interim);
 }
 
@@ -284,6 +304,7 @@ static void head_found(tusc_tus_req_t *st, const tusc_upload_info_t *info) {
   tusc_http_response_t resp;
   /* Offset retrieval reports the stored state, so it needs no per-request note. */
   ietf->have_state = false;
+  ietf->expires_s = tusc_tus_req_expires_s(st, info, false);
   tusc_tus_req_response_init(st, &resp, 204);
   tusc_http_response_header(&resp, "Cache-Control", "no-store");
   tusc_http_response_headerf(&resp, "Upload-Offset", "%lld", (long long)info->offset);

@@ -218,6 +218,7 @@ static void chunk_done(tus_request_t *st) {
     return;
   }
   tusc_http_response_t resp;
+  st->ietf.expires_s = expires;
   tus_response_init(st, &resp, st->op == OP_POST ? 201 : 204);
   if (st->op == OP_POST)
     tusc_http_response_header(&resp, "Location", st->location);

@@ -357,6 +357,10 @@ int tusc_tus_req_set_id(tusc_tus_req_t *st, const char *id) {
 void tusc_tus_req_location_input(tusc_tus_req_t *st, tusc_location_input_t *in) {
   (void)tus_location_input(st, in);
 }
+int64_t tusc_tus_req_expires_s(tusc_tus_req_t *st, const tusc_upload_info_t *info,
+                               bool touched) {
+  return tus_expires_s(st, info, touched);
+}
 void tusc_tus_req_response_init(tusc_tus_req_t *st, tusc_http_response_t *resp, int status) {
   tus_response_init(st, resp, status);
 }

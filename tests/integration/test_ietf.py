@@ -981,3 +981,115 @@ def test_h2_stream_without_content_length_sets_deferred_length(h2_draft_server):
     assert h.header("Upload-Length") == "8" and h.header("Upload-Complete") == "?1", h
     assert srv.download(up).body == b"abcdefgh"
     assert srv.download(tus_up).body == tus_body
+
+
+# --- Upload-Limit max-age (draft -06 on: interop 7+) --------------------------------------
+
+
+def limit_members(value):
+    """An Upload-Limit dictionary of integers as a dict (what tusc sends)."""
+    out = {}
+    for member in value.split(","):
+        k, _, v = member.strip().partition("=")
+        out[k] = int(v)
+    return out
+
+
+def assert_max_age(resp, low, high, header="Upload-Limit"):
+    lim = limit_members(resp.header(header) if hasattr(resp, "header") else resp[header.lower()])
+    assert "max-age" in lim and low <= lim["max-age"] <= high, (lim, resp)
+    return lim
+
+
+@pytest.mark.parametrize("version", [7, 8, 9])
+def test_upload_limit_max_age(tusc, version):
+    """-12 "Limits": max-age is the remaining lifetime of the upload resource. With
+    -expire-after, OPTIONS announces the lifetime a new upload gets, and every answer
+    about an unfinished upload (104, 201, HEAD, append) the seconds left until it
+    expires; a finished upload never expires, so its answers carry none."""
+    srv = tusc("-enable-experimental-protocol", "-expire-after", "1h", "-max-size", "100")
+    d = Draft(srv, version)
+    final, _ = d.exchange("OPTIONS", "/files/", draft_headers(version))
+    assert final.header("Upload-Limit") == "min-size=0, max-size=100, max-age=3600", final
+    final, interim = d.create(b"abc", complete=False, extra={"Upload-Length": "10"})
+    assert final.status == 201 and [i.status for i in interim] == [104], (final, interim)
+    assert assert_max_age(interim[0], 3598, 3600)["max-size"] == 100
+    assert_max_age(final, 3598, 3600)
+    up = path_of(final.header("Location"))
+    h = d.head(up)
+    assert h.status == 204, h
+    assert_max_age(h, 3598, 3600)
+    r = d.append(up, 3, b"defg", complete=False)
+    assert r.status == 204 and not is_complete(r, version), r
+    assert_max_age(r, 3598, 3600)
+    r = d.append(up, 7, b"hij", complete=True)
+    assert r.status == 204 and is_complete(r, version), r
+    assert r.header("Upload-Limit") == "min-size=0, max-size=100", r
+    h = d.head(up)
+    assert h.header("Upload-Limit") == "min-size=0, max-size=100", h
+    # Created complete: never expires.
+    final, interim = d.create(b"whole", complete=True)
+    assert final.status == 201 and final.header("Upload-Limit") == "min-size=0, max-size=100"
+
+
+def test_upload_limit_max_age_counts_down(tusc):
+    """max-age is the time left, not the configured lifetime: an idle upload's max-age
+    shrinks, and the end it implies never moves earlier (-12: SHOULD NOT decrease)."""
+    import time
+    srv = tusc("-enable-experimental-protocol", "-expire-after", "4s")
+    d = Draft(srv, 9)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    t0 = time.monotonic()
+    first = assert_max_age(final, 3, 4)["max-age"]
+    h = deadline_poll(lambda: (lambda r: r if limit_members(r.header("Upload-Limit"))
+                               .get("max-age", 99) < first else None)(d.head(up)),
+                      10, what="max-age to count down")
+    left = limit_members(h.header("Upload-Limit"))["max-age"]
+    assert t0 + first + 1 >= time.monotonic() + left, (first, left)
+    # Writing bytes is activity: the lifetime starts again.
+    r = d.append(up, 0, b"x", complete=False)
+    assert_max_age(r, 3, 4)
+
+
+@pytest.mark.parametrize("version", [3, 6])
+def test_upload_limit_no_max_age_before_7(tusc, version):
+    """Drafts before -06 (interop 3-6) have no max-age member: their answers stay as
+    they were."""
+    srv = tusc("-enable-experimental-protocol", "-expire-after", "1h")
+    d = Draft(srv, version)
+    final, _ = d.exchange("OPTIONS", "/files/", draft_headers(version))
+    assert final.header("Upload-Limit") == "min-size=0", final
+    final, interim = d.create(b"abc", complete=False)
+    assert final.header("Upload-Limit") == "min-size=0", final
+    assert interim[0].header("Upload-Limit") == "min-size=0", interim
+    assert d.head(path_of(final.header("Location"))).header("Upload-Limit") == "min-size=0"
+
+
+def test_upload_limit_without_expiration_has_no_max_age(draft_server):
+    d = Draft(draft_server, 9)
+    final, _ = d.exchange("OPTIONS", "/files/", draft_headers(9))
+    assert final.header("Upload-Limit") == "min-size=0", final
+    final, _ = d.create(b"abc", complete=False)
+    assert final.header("Upload-Limit") == "min-size=0", final
+
+
+def test_h2_upload_limit_max_age_9(tusc):
+    """The same max-age on HTTP/2: the 104 and the 201 of a creation, OPTIONS."""
+    from test_h2 import DATA, END_STREAM, RawH2, frame
+    srv = tusc("-enable-experimental-protocol", "-enable-h2c", "-expire-after", "1h")
+    raw = RawH2(srv)
+    try:
+        raw.send(raw.request_headers(1, "OPTIONS", "/files/", h2_draft_headers(9),
+                                     end_stream=True, tus=False))
+        interim, r = h2_answer(raw, 1)
+        assert r["upload-limit"] == "min-size=0, max-age=3600", r
+        raw.send(raw.request_headers(3, "POST", "/files/", h2_draft_headers(
+            9, False, [("content-length", "3")]), tus=False) + frame(DATA, END_STREAM, 3, b"abc"))
+        interim, r = h2_answer(raw, 3)
+        assert r[":status"] == "201", r
+        assert [i[":status"] for i in interim] == ["104"], interim
+        assert_max_age(interim[0], 3598, 3600)
+        assert_max_age(r, 3598, 3600)
+    finally:
+        raw.close()

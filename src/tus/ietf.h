@@ -31,6 +31,8 @@
 /* From this interop version on (draft -12): problem details, early completion, the
  * final response replayed, Upload-Complete: ?0 on the protocol's own errors. */
 #define TUSC_IETF_VERSION_PROBLEMS 9
+/* From this interop version on (draft -04): Content-Digest verified (RFC 9530). */
+#define TUSC_IETF_VERSION_DIGESTS 6
 /* From this interop version on (draft -06): Upload-Limit's max-age member. */
 #define TUSC_IETF_VERSION_MAX_AGE 7
 #define TUSC_IETF_PARTIAL_UPLOAD "application/partial-upload"

@@ -222,6 +222,22 @@ static bool read_length(tusc_tus_req_t *st, bool complete, int64_t offset, int64
   return true;
 }
 
+/* Content-Digest (draft -04 on, "Content Digests"): the content of a creation or an
+ * append is verified against it and not appended when it does not match. Answers 400
+ * itself on failure (a malformed digest, or a request without content whose digest is
+ * not that of no bytes). */
+
+static bool read_digest(tusc_tus_req_t *st) {
+  if (tusc_tus_req_ietf(st)->version < TUSC_IETF_VERSION_DIGESTS)
+    return true;
+  int rc = tusc_tus_req_content_digest(st);
+  if (rc < 0) {
+    respond_error(st, rc, NULL);
+    return false;
+  }
+  return true;
+}
+
 static int add_metadata(tusc_tus_req_t *st, tusc_metadata_t *md) {
   tusc_http_request_t *req = tusc_tus_req_http(st);
   size_t len = 0;
@@ -248,6 +264,8 @@ static void do_create(tusc_tus_req_t *st) {
   if (!read_complete(st, &complete) || !read_length(st, complete, 0, &length))
     return;
   tusc_tus_req_ietf(st)->plain_error = false;
+  if (!read_digest(st))
+    return;
   int64_t body = body_length(req);
   if (cfg->max_size > 0 && length > cfg->max_size) {
     respond_error(st, TUSC_EMAX_SIZE_EXCEEDED, NULL);
@@ -366,6 +384,8 @@ static void do_append(tusc_tus_req_t *st) {
   if (!read_length(st, complete, offset, &length))
     return;
   ietf->plain_error = false;
+  if (!read_digest(st))
+    return;
 
   /* Appending to a finished upload is refused before anything is read (the shared flow
    * would answer 413 for the bytes that do not fit). */

@@ -37,6 +37,15 @@ typedef struct tusc_verify_s tusc_verify_t;
 int tusc_verify_new(const tusc_http_request_t *req, tusc_verify_t **out)
     __attribute__((warn_unused_result));
 
+/* The IETF draft's content digest (draft -12 "Content Digests", RFC 9530): verifies
+ * the request content against its `Content-Digest` header (sha-512 or sha-256; several
+ * field lines form one Dictionary) the same way as a checksum: staged, kept only on a
+ * match. Sets *out to NULL when the request carries none tusc can check. A mismatch
+ * ends as TUSC_EDIGEST_MISMATCH (400) instead of TUSC_ECHECKSUM_MISMATCH (460).
+ * Errors: TUSC_EINVALID_DIGEST (400), TUSC_ENOMEM. */
+int tusc_verify_new_digest(const tusc_http_request_t *req, tusc_verify_t **out)
+    __attribute__((warn_unused_result));
+
 /* The body arrived whole: in trailer mode reads and parses the Upload-Checksum
  * trailer. Returns 0 or TUSC_EINVALID_CHECKSUM / TUSC_ECHECKSUM_ALGORITHM. */
 int tusc_verify_body_end(tusc_verify_t *v, const tusc_http_request_t *req);
@@ -56,7 +65,7 @@ int tusc_verify_chunk_flags(const tusc_verify_t *v);
 int tusc_verify_update(tusc_verify_t *v, const void *data, size_t len);
 
 /* A request without a body: the digest must be that of no bytes. Returns 0,
- * TUSC_ECHECKSUM_MISMATCH or TUSC_EINVALID_CHECKSUM. Pure. */
+ * TUSC_ECHECKSUM_MISMATCH (TUSC_EDIGEST_MISMATCH) or TUSC_EINVALID_CHECKSUM. Pure. */
 int tusc_verify_empty(tusc_verify_t *v);
 
 typedef void (*tusc_verify_cb)(tusc_verify_t *v, int status, void *arg);

@@ -1093,3 +1093,189 @@ def test_h2_upload_limit_max_age_9(tusc):
         assert_max_age(r, 3598, 3600)
     finally:
         raw.close()
+
+
+# --- Content-Digest (draft -04 on: interop 6+; RFC 9530) ----------------------------------
+
+
+def content_digest(data, *algos):
+    import base64
+    import hashlib
+    names = {"sha-256": "sha256", "sha-512": "sha512", "md5": "md5"}
+    return ", ".join(f"{a}=:{base64.b64encode(hashlib.new(names[a], data).digest()).decode()}:"
+                     for a in algos or ("sha-256",))
+
+
+@pytest.mark.parametrize("version", [6, 8, 9])
+def test_content_digest_append(draft_server, version):
+    """-12 "Content Digests": an append whose content does not match its Content-Digest
+    is not appended (the offset stays, the client resends); a matching one is. sha-256
+    and sha-512 are checked (sha-512 when both are sent); other algorithms are
+    ignored."""
+    d = Draft(draft_server, version)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    r = d.append(up, 0, b"hello ", complete=False,
+                 extra={"Content-Digest": content_digest(b"hello ", "sha-256")})
+    assert r.status == 204 and r.header("Upload-Offset") == "6", r
+    # A corrupted chunk: 400, nothing of it kept.
+    r = d.append(up, 6, b"wOrld", complete=True,
+                 extra={"Content-Digest": content_digest(b"world", "sha-512")})
+    assert r.status == 400 and "ERR_DIGEST_MISMATCH" in r.text, r
+    assert_draft_response(r, version)
+    if version >= 9:
+        assert r.header("Upload-Complete") == "?0", r  # the protocol's error: resume
+    h = d.head(up)
+    assert h.header("Upload-Offset") == "6" and not is_complete(h, version), h
+    # sha-512 is the one checked when both come (here the sha-256 one is stale).
+    both = content_digest(b"world", "sha-512") + ", " + content_digest(b"xxxxx", "sha-256")
+    r = d.append(up, 6, b"world", complete=True, extra={"Content-Digest": both})
+    assert r.status == 204 and is_complete(r, version), r
+    assert draft_server.download(up).body == b"hello world"
+    # Only algorithms tusc does not check (md5 is deprecated by RFC 9530): not verified.
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    r = d.append(up, 0, b"abc", complete=True,
+                 extra={"Content-Digest": content_digest(b"other", "md5")})
+    assert r.status == 204 and is_complete(r, version), r
+
+
+def test_content_digest_creation(draft_server):
+    """A creation with content: on a mismatch the upload exists (its 104 named it) but
+    holds none of the bytes; a matching creation keeps them. A malformed digest, or a
+    digest of no content that is wrong, is refused before anything is created."""
+    d = Draft(draft_server, 9)
+    final, interim = d.create(b"0123456789", complete=False,
+                              extra={"Content-Digest": content_digest(b"0123456780")})
+    assert final.status == 400 and "ERR_DIGEST_MISMATCH" in final.text, final
+    assert final.header("Upload-Complete") == "?0", final
+    assert [i.status for i in interim] == [104], interim
+    up = path_of(interim[0].header("Location"))
+    h = d.head(up)
+    assert h.status == 204 and h.header("Upload-Offset") == "0", h
+    r = d.append(up, 0, b"0123456789", complete=True,
+                 extra={"Content-Digest": content_digest(b"0123456789", "sha-512")})
+    assert r.status == 204 and is_complete(r, 9), r
+    assert draft_server.download(up).body == b"0123456789"
+
+    final, interim = d.create(b"abc", complete=True,
+                              extra={"Content-Digest": content_digest(b"abc", "sha-256")})
+    assert final.status == 201 and is_complete(final, 9), final
+    assert draft_server.download(path_of(final.header("Location"))).body == b"abc"
+
+    for bad in ("sha-256=:AAAA:", "sha-256=" + "a" * 44, "sha-256=:%s" % ("A" * 43),
+                "sha-512=:" + content_digest(b"abc", "sha-256")[9:]):
+        final, interim = d.create(b"abc", complete=True, extra={"Content-Digest": bad})
+        assert final.status == 400 and "ERR_INVALID_DIGEST" in final.text, (bad, final)
+        assert not interim and not final.has("Location"), (bad, final, interim)
+    # No content: checked at once.
+    final, interim = d.create(b"", complete=False,
+                              extra={"Content-Digest": content_digest(b"x")})
+    assert final.status == 400 and "ERR_DIGEST_MISMATCH" in final.text, final
+    assert not interim, interim
+    final, interim = d.create(b"", complete=False, extra={"Content-Digest": content_digest(b"")})
+    assert final.status == 201, final
+
+
+def test_content_digest_ignored_before_6(draft_server):
+    """Drafts before -04 (interop 3-5) have no integrity digests: the field is not
+    looked at, as before."""
+    d = Draft(draft_server, 5)
+    final, _ = d.create(b"abc", complete=True,
+                        extra={"Content-Digest": content_digest(b"xyz")})
+    assert final.status == 201, final
+    final, _ = d.create(b"abc", complete=True, extra={"Content-Digest": "not a dictionary("})
+    assert final.status == 201, final
+
+
+def test_content_digest_chunked_and_interrupted(draft_server):
+    """The digest covers the content whatever its framing (chunked here); a body that
+    does not arrive whole cannot be verified and is dropped, like a tus checksummed
+    chunk, so no unverified byte is acknowledged."""
+    d = Draft(draft_server, 9)
+    final, _ = d.create(b"", complete=False, extra={"Upload-Length": "8"})
+    up = path_of(final.header("Location"))
+    hs = draft_headers(9, False, {"Upload-Offset": "0", "Content-Type": PARTIAL,
+                                  "Transfer-Encoding": "chunked",
+                                  "Content-Digest": content_digest(b"abcd")})
+    with draft_server.raw() as c:
+        c.send(build_request("PATCH", up, hs, b"") + b"2\r\nab\r\n2\r\nXd\r\n0\r\n\r\n")
+        r, _ = c.read_final_response("PATCH")
+    assert r.status == 400 and "ERR_DIGEST_MISMATCH" in r.text, r
+    assert d.head(up).header("Upload-Offset") == "0"
+    with draft_server.raw() as c:
+        c.send(build_request("PATCH", up, hs, b"") + b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n")
+        r, _ = c.read_final_response("PATCH")
+    assert r.status == 204 and r.header("Upload-Offset") == "4", r
+    # Interrupted: the client goes away after half of a digested body.
+    hs = draft_headers(9, True, {"Upload-Offset": "4", "Content-Type": PARTIAL,
+                                 "Content-Length": "4",
+                                 "Content-Digest": content_digest(b"efgh")})
+    with draft_server.raw() as c:
+        c.send(build_request("PATCH", up, hs, b"", content_length=None) + b"ef")
+    deadline_poll(lambda: any("method=PATCH" in l and "status=400" in l and "aborted=true" in l
+                              for l in draft_server.all_stderr().splitlines()), 15,
+                  what="the interrupted append's end")
+    h = d.head(up)
+    assert h.header("Upload-Offset") == "4" and h.header("Upload-Complete") == "?0", h
+    r = d.append(up, 4, b"efgh", complete=True, extra={"Content-Digest": content_digest(b"efgh")})
+    assert r.status == 204 and is_complete(r, 9), r
+    assert draft_server.download(up).body == b"abcdefgh"
+
+
+@pytest.mark.skipif(__import__("shutil").which("curl") is None, reason="curl not installed")
+def test_content_digest_curl_h1_and_h2(tusc, tmp_path):
+    """Real clients: curl over HTTP/1.1 and over HTTP/2 (prior knowledge) sending
+    Content-Digest on appends."""
+    import subprocess
+    srv = tusc("-enable-experimental-protocol", "-enable-h2c")
+    d = Draft(srv, 9)
+    data = bytes(range(256)) * 300
+    f = tmp_path / "data"
+    f.write_bytes(data)
+    for proto in ("--http1.1", "--http2-prior-knowledge"):
+        final, _ = d.create(b"", complete=False)
+        up = path_of(final.header("Location"))
+        url = f"http://{srv.host}:{srv.port}{up}"
+
+        def patch(digest):
+            p = subprocess.run(
+                ["curl", "-sS", "-i", proto, "-X", "PATCH", "-H", "Upload-Draft-Interop-Version: 9",
+                 "-H", "Upload-Complete: ?1", "-H", "Upload-Offset: 0", "-H",
+                 f"Content-Type: {PARTIAL}", "-H", f"Content-Digest: {digest}",
+                 "--data-binary", f"@{f}", url], capture_output=True, timeout=60)
+            assert p.returncode == 0, p.stderr
+            return p.stdout.decode("latin-1")
+        out = patch(content_digest(data[:-1] + b"\0", "sha-256"))
+        assert out.split("\r\n")[0].split()[1] == "400" and "ERR_DIGEST_MISMATCH" in out, out
+        assert d.head(up).header("Upload-Offset") == "0"
+        out = patch(content_digest(data, "sha-256", "sha-512"))
+        assert out.split("\r\n")[0].split()[1] == "204", out
+        assert srv.download(up).body == data
+
+
+def test_h2_content_digest_9(h2_draft_server):
+    """HTTP/2 streams: a mismatching digest drops the stream's content, a matching one
+    keeps it."""
+    from test_h2 import DATA, END_STREAM, RawH2, frame
+    srv = h2_draft_server
+    d = Draft(srv, 9)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    raw = RawH2(srv)
+    try:
+        hs = [("upload-offset", "0"), ("content-type", PARTIAL), ("content-length", "6")]
+        raw.send(raw.request_headers(1, "PATCH", up, h2_draft_headers(
+            9, False, hs + [("content-digest", content_digest(b"abcdeF"))]), tus=False)
+                 + frame(DATA, END_STREAM, 1, b"abcdef"))
+        _, r = h2_answer(raw, 1)
+        assert r[":status"] == "400" and r["upload-complete"] == "?0", r
+        assert d.head(up).header("Upload-Offset") == "0"
+        raw.send(raw.request_headers(3, "PATCH", up, h2_draft_headers(
+            9, False, hs + [("content-digest", content_digest(b"abcdef", "sha-512"))]),
+            tus=False) + frame(DATA, END_STREAM, 3, b"abcdef"))
+        _, r = h2_answer(raw, 3)
+        assert r[":status"] == "204" and r["upload-offset"] == "6", r
+    finally:
+        raw.close()
+    assert srv.download(up).body == b"abcdef"

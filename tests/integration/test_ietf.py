@@ -1279,3 +1279,49 @@ def test_h2_content_digest_9(h2_draft_server):
     finally:
         raw.close()
     assert srv.download(up).body == b"abcdef"
+
+
+# --- OPTIONS * (draft -12 "Limits") ---------------------------------------------------------
+
+
+def test_options_asterisk_answers_like_the_endpoint(tusc):
+    """-12: a server whose resources all create uploads with the same limits SHOULD
+    include Upload-Limit in its answer to OPTIONS for the target "*". tusc serves one
+    upload endpoint, so OPTIONS * from a draft client answers exactly like OPTIONS on
+    the endpoint (Upload-Limit, max-age included); without the draft header it is the
+    tus answer, as on the endpoint. python http.client and curl, HTTP/1.1 and HTTP/2."""
+    import http.client
+    import subprocess
+    srv = tusc("-enable-experimental-protocol", "-enable-h2c", "-max-size", "100",
+               "-expire-after", "1h")
+
+    def h1(target, headers):
+        conn = http.client.HTTPConnection(srv.host, srv.port, timeout=30)
+        try:
+            conn.request("OPTIONS", target, headers=headers)
+            r = conn.getresponse()
+            r.read()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}
+        finally:
+            conn.close()
+
+    draft = {"Upload-Draft-Interop-Version": "9"}
+    status, star = h1("*", draft)
+    _, endpoint = h1("/files/", draft)
+    assert status == 200, (status, star)
+    assert star["upload-limit"] == "min-size=0, max-size=100, max-age=3600", star
+    assert star["upload-draft-interop-version"] == "9", star
+    for k in ("upload-limit", "tus-version", "tus-extension", "tus-max-size", "accept-patch"):
+        assert star.get(k) == endpoint.get(k), (k, star, endpoint)
+    assert "tus-resumable" not in star, star
+    status, plain = h1("*", {})
+    assert status == 200 and "upload-limit" not in plain and plain["tus-resumable"] == "1.0.0"
+
+    for proto in ("--http1.1", "--http2-prior-knowledge"):
+        p = subprocess.run(["curl", "-sS", "-i", proto, "--request-target", "*", "-X", "OPTIONS",
+                            "-H", "Upload-Draft-Interop-Version: 7",
+                            f"http://{srv.host}:{srv.port}/"], capture_output=True, timeout=60)
+        out = p.stdout.decode("latin-1")
+        assert p.returncode == 0 and out.split("\r\n")[0].split()[1] == "200", (p.stderr, out)
+        assert "\r\nupload-limit: min-size=0, max-size=100, max-age=3600\r\n" in out.lower(), out
+        assert ("HTTP/2" in out) == (proto != "--http1.1"), out

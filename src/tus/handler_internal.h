@@ -141,6 +141,9 @@ struct tus_request_s {
   bool chunk_open;       /* the store's chunk began and its end has not started */
   bool chunk_drop;       /* end it with DISCARD (an unannounced checksum trailer) */
   bool interim_pending;  /* IETF creation: its 104 goes out when the body starts */
+  bool checkpointing;    /* IETF progress: the chunk is ended and begun again (patch.c) */
+  uint64_t progress104_ms;      /* loop time of the body's start or the last progress 104 */
+  int64_t progress104_written;  /* st->written then */
   char *held;            /* body bytes the store could not take yet (answered "full"):
                           * at most the rest of one body piece, the body is paused */
   size_t held_len, held_off, held_cap;

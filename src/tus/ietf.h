@@ -31,6 +31,10 @@
 /* From this interop version on (draft -12): problem details, early completion, the
  * final response replayed, Upload-Complete: ?0 on the protocol's own errors. */
 #define TUSC_IETF_VERSION_PROBLEMS 9
+/* Progress 104 interim responses with Upload-Offset while a body streams: the drafts
+ * have them since -03, tusc sends them to interop 9 (-12) clients only. */
+#define TUSC_IETF_VERSION_PROGRESS 9
+#define TUSC_IETF_PROGRESS_MS 1000 /* at most one progress 104 per second */
 /* From this interop version on (draft -04): Content-Digest verified (RFC 9530). */
 #define TUSC_IETF_VERSION_DIGESTS 6
 /* From this interop version on (draft -06): Upload-Limit's max-age member. */

@@ -157,6 +157,15 @@ void tusc_ietf_created(tusc_tus_req_t *st, const tusc_upload_info_t *info) {
   tusc_http_send_interim(tusc_tus_req_http(st), &interim);
 }
 
+void tusc_ietf_progress(tusc_tus_req_t *st, int64_t offset) {
+  tusc_http_response_t interim;
+  tusc_http_response_init(&interim, 104);
+  tusc_http_response_headerf(&interim, "Upload-Draft-Interop-Version", "%d",
+                             tusc_tus_req_ietf(st)->version);
+  tusc_http_response_headerf(&interim, "Upload-Offset", "%lld", (long long)offset);
+  tusc_http_send_interim(tusc_tus_req_http(st), &interim);
+}
+
 /* --- glue: detection and routing ----------------------------------------------------- */
 
 void tusc_ietf_detect(tusc_tus_req_t *st) {

@@ -329,7 +329,8 @@ static void on_rate_timer(uv_timer_t *timer) {
   tus_request_t *st = timer->data;
   const tusc_config_t *cfg = tus_cfg_of(st);
   if (st->phase != PH_BODY) {
-    uv_timer_stop(timer);
+    if (!st->checkpointing) /* a progress checkpoint: the body goes on after it */
+      uv_timer_stop(timer);
     return;
   }
   int64_t need = cfg->min_upload_rate * cfg->min_upload_rate_window_ms / 1000;
@@ -382,6 +383,8 @@ static void chunk_begun(tus_request_t *st) {
   tusc_log_event(TUSC_LOG_INFO, "ChunkWriteStart", "id", st->id, "offset", offset_s, "size", max_s,
                  "remote", st->client, NULL);
   st->chunk_started = true;
+  st->progress104_ms = uv_now(st->w->loop);
+  st->progress104_written = st->written;
   progress_start(st);
   rate_start(st);
   st->phase = PH_BODY;
@@ -515,6 +518,66 @@ static bool ietf_reached_length(const tus_request_t *st) {
   return !tusc_store_info(st->upload)->size_is_deferred;
 }
 
+/* IETF draft -12 (interop 9): while the content of an append (SHOULD) or a creation
+ * (MAY) is processed, 104 interim responses tell the client the current offset. A
+ * response's Upload-Offset guarantees that those bytes never need to be sent again, so
+ * the offset sent must be durable: the store's chunk is ended (KEEP: written and made
+ * durable, as before a final answer) and a new one begun, with the body paused in
+ * between; then the 104 goes out with the store's offset. At most once a second, only
+ * when bytes arrived since the last one, never for a verified chunk (its bytes count
+ * only once the digest matched at the end) and not where a checkpoint costs a copy
+ * (S3: its tail is stored as an object). */
+static bool progress_104_due(const tus_request_t *st) {
+  return st->ietf.version >= TUSC_IETF_VERSION_PROGRESS && st->verify == NULL &&
+         !st->chunk_drop && st->held_off >= st->held_len &&
+         st->written > st->progress104_written &&
+         uv_now(st->w->loop) - st->progress104_ms >= TUSC_IETF_PROGRESS_MS &&
+         tusc_store_cheap_chunk_checkpoint(st->upload);
+}
+
+static void checkpoint_done(tus_request_t *st) {
+  int rc = st->work_result;
+  st->work_result = 0;
+  st->checkpointing = false;
+  if (rc == 0 && !st->aborted && atomic_load(&st->release_requested))
+    rc = TUSC_EUPLOAD_INTERRUPTED;
+  if (rc == 0 && !st->aborted)
+    rc = tusc_store_chunk_begin(st->upload, 0);
+  if (rc != 0 || st->aborted) {
+    /* The chunk has ended (its bytes kept, durable up to a write error): the body ends
+     * as it would have, with no chunk left to end. */
+    if (rc != 0 && st->result == 0)
+      st->result = rc;
+    tus_chunk_finish(st, false);
+    return;
+  }
+  st->chunk_open = true;
+  st->phase = PH_BODY;
+  st->progress104_ms = uv_now(st->w->loop);
+  st->progress104_written = st->written;
+  tusc_ietf_progress(st, tusc_store_info(st->upload)->offset);
+  tusc_http_body_resume(st->req); /* may deliver the next piece at once */
+}
+
+/* Ends the chunk for a progress 104 (see progress_104_due). Returns 0 (the body is
+ * paused until checkpoint_done) or the store's refusal (the chunk is still open). */
+static int checkpoint_start(tus_request_t *st) {
+  /* A lease lock (Redis) that may be another instance's now: the body's end deals
+   * with it (tus_chunk_finish drops the chunk). */
+  if (st->lock_held && tusc_lock_check(&st->lock_req) == TUSC_ELOCK_LOST)
+    return 0;
+  int rc = tusc_store_chunk_end(st->upload, &st->sreq, TUSC_STORE_KEEP,
+                                tus_store_step(st, checkpoint_done));
+  if (rc != 0) {
+    st->phase = PH_BODY;
+    return rc;
+  }
+  st->chunk_open = false;
+  st->checkpointing = true;
+  tusc_http_body_pause(st->req);
+  return 0;
+}
+
 int tus_on_body(tusc_http_request_t *req, const char *data, size_t len, void *ctx) {
   (void)ctx;
   tus_request_t *st = req->handler_data;
@@ -544,6 +607,8 @@ int tus_on_body(tusc_http_request_t *req, const char *data, size_t len, void *ct
     tus_chunk_finish(st, true);
     return TUSC_EUPLOAD_INTERRUPTED;
   }
+  if (progress_104_due(st) && (rc = checkpoint_start(st)) != 0)
+    return chunk_stop(st, rc);
   return 0;
 }
 

@@ -1325,3 +1325,221 @@ def test_options_asterisk_answers_like_the_endpoint(tusc):
         assert p.returncode == 0 and out.split("\r\n")[0].split()[1] == "200", (p.stderr, out)
         assert "\r\nupload-limit: min-size=0, max-size=100, max-age=3600\r\n" in out.lower(), out
         assert ("HTTP/2" in out) == (proto != "--http1.1"), out
+
+
+# --- progress 104 while a body streams (draft -12, interop 9) -------------------------------
+
+
+def slow_chunked_body(c, method, until, seconds=30, piece=16384):
+    """Sends chunks of a chunked body on RawConn `c`, each after the server said nothing
+    for a moment, collecting the interim responses; stops once until(list of (time,
+    response)) is true (AssertionError after `seconds`). Returns (list, bytes sent)."""
+    import os
+    import select
+    import time
+    got, sent = [], b""
+    end = time.monotonic() + seconds
+    while not until(got):
+        assert time.monotonic() < end, got
+        data = os.urandom(piece)
+        c.send(b"%x\r\n" % len(data) + data + b"\r\n")
+        sent += data
+        readable, _, _ = select.select([c.sock], [], [], 0.05)
+        while readable or c.buf:
+            r = c.read_response(method)
+            assert 100 <= r.status < 200, r
+            got.append((time.monotonic(), r))
+            readable, _, _ = select.select([c.sock], [], [], 0)
+    return got, sent
+
+
+def assert_progress(interim, sent_len, version="9"):
+    """Progress 104s: the interop version, no Location, offsets growing and never past
+    what was sent, at least ~a second apart."""
+    offsets = []
+    for i, (t, r) in enumerate(interim):
+        assert r.status == 104, r
+        assert r.header("Upload-Draft-Interop-Version") == version, r
+        assert not r.has("Location"), r
+        offsets.append(int(r.header("Upload-Offset")))
+        if i > 0:
+            assert t - interim[i - 1][0] > 0.5, interim  # the server: >= 1 s of loop time
+    assert offsets == sorted(set(offsets)) and 0 < offsets[0] and offsets[-1] <= sent_len, offsets
+    return offsets
+
+
+def test_progress_104_during_append_9(draft_server):
+    """-12 "Upload Append": while the content is processed the server SHOULD send 104
+    with the current offset (and no Location). tusc sends one at most each second when
+    bytes arrived, with an offset it has made durable (the draft: an Upload-Offset in a
+    response is a guarantee that those bytes never need to be sent again), so offset
+    retrieval already reports it."""
+    d = Draft(draft_server, 9)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    hs = draft_headers(9, False, {"Upload-Offset": "0", "Content-Type": PARTIAL,
+                                  "Transfer-Encoding": "chunked"})
+    with draft_server.raw() as c:
+        c.send(build_request("PATCH", up, hs, b""))
+        interim, sent = slow_chunked_body(c, "PATCH", lambda got: len(got) >= 2)
+        offsets = assert_progress(interim, len(sent))
+        h = d.head(up)  # (not during a real client's append; here to see the offset)
+        assert int(h.header("Upload-Offset")) >= offsets[-1], (h, offsets)
+        c.send(b"0\r\n\r\n")
+        r, more = c.read_final_response("PATCH")
+    assert r.status == 204 and r.header("Upload-Offset") == str(len(sent)), r
+    assert all(i.status == 104 for i in more), more
+    assert draft_server.download(up).body == sent
+
+
+def test_progress_104_during_creation_9(draft_server):
+    """A creation with content: first the 104 that names the upload (Location), then
+    progress 104s with Upload-Offset only (-12 "Upload Creation": MAY)."""
+    hs = draft_headers(9, False, {"Transfer-Encoding": "chunked"})
+    with draft_server.raw() as c:
+        c.send(build_request("POST", "/files/", hs, b""))
+        interim, sent = slow_chunked_body(c, "POST", lambda got: len(got) >= 3)
+        first = interim[0][1]
+        assert first.status == 104 and first.has("Location") and not first.has("Upload-Offset")
+        assert_progress(interim[1:], len(sent))
+        c.send(b"0\r\n\r\n")
+        r, _ = c.read_final_response("POST")
+    assert r.status == 201 and r.header("Location") == first.header("Location"), r
+    assert draft_server.download(path_of(r.header("Location"))).body == sent
+
+
+@pytest.mark.parametrize("case", ["interop 8", "digest", "tus"])
+def test_no_progress_104(draft_server, case):
+    """No progress 104 to clients of interop 3-8 (tusc's choice: only -12 clients get
+    them), to tus clients, nor for a digested body (its bytes count only once the digest
+    matched at the end)."""
+    import time
+    version = 8 if case == "interop 8" else 9
+    d = Draft(draft_server, version)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    extra = {"Upload-Offset": "0", "Content-Type": PARTIAL, "Transfer-Encoding": "chunked"}
+    if case == "digest":
+        extra["Content-Digest"] = content_digest(b"not what is sent")
+    hs = draft_headers(version, False, extra)
+    if case == "tus":
+        hs = [("Tus-Resumable", "1.0.0"), ("Upload-Offset", "0"), ("Content-Type", OCTET),
+              ("Transfer-Encoding", "chunked")]
+    start = time.monotonic()
+    with draft_server.raw() as c:
+        c.send(build_request("PATCH", up, hs, b""))
+        # Long enough for two progress 104s to an interop 9 client.
+        interim, sent = slow_chunked_body(c, "PATCH",
+                                          lambda got: time.monotonic() - start > 2.5)
+        c.send(b"0\r\n\r\n")
+        r, more = c.read_final_response("PATCH")
+    assert not interim and not more, (interim, more)
+    if case == "digest":
+        assert r.status == 400 and d.head(up).header("Upload-Offset") == "0", r
+    else:
+        assert r.status == 204 and r.header("Upload-Offset") == str(len(sent)), r
+
+
+@pytest.mark.skipif(__import__("shutil").which("curl") is None, reason="curl not installed")
+@pytest.mark.parametrize("proto", ["--http1.1", "--http2-prior-knowledge"])
+def test_progress_104_with_curl(tusc, tmp_path, proto):
+    """curl (rate-limited to make the body last ~3 s) shows the progress 104s and takes
+    the final answer after them, over HTTP/1.1 and HTTP/2."""
+    import os
+    import re
+    import subprocess
+    srv = tusc("-enable-experimental-protocol", "-enable-h2c")
+    d = Draft(srv, 9)
+    data = os.urandom(3 * 1000 * 1000)
+    f = tmp_path / "data"
+    f.write_bytes(data)
+    final, _ = d.create(b"", complete=False, extra={"Upload-Length": str(len(data))})
+    up = path_of(final.header("Location"))
+    p = subprocess.run(
+        ["curl", "-sS", "-i", proto, "--limit-rate", "1000K", "-X", "PATCH",
+         "-H", "Upload-Draft-Interop-Version: 9", "-H", "Upload-Complete: ?1",
+         "-H", "Upload-Offset: 0", "-H", f"Content-Type: {PARTIAL}", "--data-binary", f"@{f}",
+         f"http://{srv.host}:{srv.port}{up}"], capture_output=True, timeout=120)
+    out = p.stdout.decode("latin-1")
+    assert p.returncode == 0, p.stderr
+    heads = [h for h in re.split(r"\r\n\r\n", out) if h.strip()]
+    statuses = [int(h.split()[1]) for h in heads]
+    assert statuses[-1] == 204 and statuses.count(104) >= 1, out
+    assert all(s in (100, 104) for s in statuses[:-1]), statuses
+    offsets = [int(m) for m in re.findall(r"(?im)^upload-offset: (\d+)\r?$", out)]
+    assert offsets == sorted(offsets) and offsets[-1] == len(data), offsets
+    assert srv.download(up).body == data
+
+
+def test_h2_progress_104_9(h2_draft_server):
+    """HTTP/2: progress 104s are interim HEADERS on the append's stream."""
+    import os
+    from test_h2 import DATA, END_STREAM, HEADERS, RawH2, frame, frame_within
+    import time
+    srv = h2_draft_server
+    d = Draft(srv, 9)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    raw = RawH2(srv)
+    sent = []
+    try:
+        raw.send(raw.request_headers(1, "PATCH", up, h2_draft_headers(
+            9, False, [("upload-offset", "0"), ("content-type", PARTIAL)]), tus=False))
+
+        def more():
+            data = os.urandom(16384)
+            sent.append(data)
+            raw.send(frame(DATA, 0, 1, data))
+        got = []
+        for _ in range(2):
+            f = frame_within(raw, lambda f: f[0] == HEADERS and f[2] == 1, 30, between=more)
+            assert f is not None and f[4][":status"] == "104", f
+            assert f[4]["upload-draft-interop-version"] == "9" and "location" not in f[4], f
+            got.append((time.monotonic(), int(f[4]["upload-offset"])))
+        assert 0 < got[0][1] < got[1][1] <= len(b"".join(sent)), got
+        assert got[1][0] - got[0][0] > 0.5, got
+        assert int(d.head(up).header("Upload-Offset")) >= got[1][1]
+        raw.send(frame(DATA, END_STREAM, 1, b""))
+        interim, r = h2_answer(raw, 1)
+        assert r[":status"] == "204" and r["upload-offset"] == str(len(b"".join(sent))), r
+    finally:
+        raw.close()
+    assert srv.download(up).body == b"".join(sent)
+
+
+def test_progress_104_then_interrupted_9(draft_server):
+    """After a progress 104 the client breaks off (or a new append takes the upload
+    over): every acknowledged byte is kept, and the upload resumes from the offset
+    retrieval, which is never behind the last 104."""
+    d = Draft(draft_server, 9)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    hs = draft_headers(9, False, {"Upload-Offset": "0", "Content-Type": PARTIAL,
+                                  "Transfer-Encoding": "chunked"})
+    with draft_server.raw() as c:
+        c.send(build_request("PATCH", up, hs, b""))
+        interim, sent = slow_chunked_body(c, "PATCH", lambda got: len(got) >= 1)
+    acked = assert_progress(interim, len(sent))[-1]
+    h = deadline_poll(lambda: (lambda r: r if "aborted=true" in draft_server.all_stderr()
+                               else None)(d.head(up)), 15, what="the broken-off append's end")
+    offset = int(h.header("Upload-Offset"))
+    assert acked <= offset <= len(sent), (acked, offset)
+    assert draft_server.download(up).body == sent[:offset]
+    # A new append takes over one that is still sending (the draft's concurrency rule).
+    hs = draft_headers(9, False, {"Upload-Offset": str(offset), "Content-Type": PARTIAL,
+                                  "Transfer-Encoding": "chunked"})
+    with draft_server.raw() as c:
+        c.send(build_request("PATCH", up, hs, b""))
+        interim, more = slow_chunked_body(c, "PATCH", lambda got: len(got) >= 1)
+        acked = int(interim[-1][1].header("Upload-Offset"))  # counts from the upload's start
+        assert offset < acked <= offset + len(more), (offset, acked)
+        r = d.append(up, acked, b"", complete=False)  # takes the lock over
+        assert r.status in (204, 409), r
+        r2, _ = c.read_final_response("PATCH")
+        assert r2.status == 400 and "ERR_UPLOAD_INTERRUPTED" in r2.text, r2
+    h = d.head(up)
+    final_offset = int(h.header("Upload-Offset"))
+    assert acked <= final_offset <= offset + len(more), (acked, final_offset)
+    r = d.append(up, final_offset, b"end", complete=True)
+    assert r.status == 204 and is_complete(r, 9), r
+    assert draft_server.download(up).body == (sent[:offset] + more)[:final_offset] + b"end"

@@ -64,6 +64,9 @@ typedef struct tusc_upload_info_s {
   char *owner;                   /* authenticated principal or NULL */
   int64_t modified_ms;           /* data file's last change (mtime), unix ms; 0 = unknown */
   int finish_hooks;              /* TUSC_FINISH_HOOKS_*: "tusc":{"FinishHooks":...} in the .info */
+  char *repr_digest;             /* IETF draft: the Repr-Digest member the creation asked to
+                                  * check once the upload completes ("sha-256=:...:"),
+                                  * NULL when none; "tusc":{"ReprDigest":...} */
   bool custom_data_path;         /* data_path was chosen by a pre-create hook (ChangeFileInfo
                                   * Storage.Path): the caller of create puts the path as the
                                   * hook gave it in data_path; the file store checks it and

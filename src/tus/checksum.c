@@ -5,6 +5,7 @@
 #include "tus/checksum.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -147,6 +148,18 @@ int tusc_checksum_parse_digest_field(const char *value, size_t len, tusc_checksu
     *found = true;
   }
   return 0;
+}
+
+int tusc_checksum_format_digest_field(const tusc_checksum_expect_t *e, char *out, size_t cap) {
+  const char *name = e->algo == TUSC_CHECKSUM_SHA256   ? "sha-256"
+                     : e->algo == TUSC_CHECKSUM_SHA512 ? "sha-512"
+                                                       : NULL;
+  char b64[TUSC_BASE64_ENCODED_SIZE(TUSC_CHECKSUM_DIGEST_MAX)];
+  if (name == NULL || e->digest_len != tusc_checksum_digest_len(e->algo))
+    return -1;
+  tusc_base64_encode(e->digest, e->digest_len, b64);
+  int n = snprintf(out, cap, "%s=:%s:", name, b64);
+  return n < 0 || (size_t)n >= cap ? -1 : n;
 }
 
 static const EVP_MD *evp_of(enum tusc_checksum_algo algo) {

@@ -55,6 +55,10 @@ int tusc_checksum_parse(const char *value, size_t len, tusc_checksum_expect_t *o
 int tusc_checksum_parse_digest_field(const char *value, size_t len, tusc_checksum_expect_t *out,
                                      bool *found) __attribute__((warn_unused_result));
 
+/* The Content-Digest / Repr-Digest member for `e` ("sha-256=:<base64>:"; sha-256 and
+ * sha-512 only). Returns its length, or -1 (another algorithm, or no room). */
+int tusc_checksum_format_digest_field(const tusc_checksum_expect_t *e, char *out, size_t cap);
+
 /* Digest length in bytes of `algo` (0 for an unknown value). */
 size_t tusc_checksum_digest_len(enum tusc_checksum_algo algo);
 

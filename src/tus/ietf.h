@@ -59,6 +59,7 @@ typedef struct tusc_ietf_req_s {
   bool append_complete;
   bool plain_error;       /* a malformed header: text error, not a draft problem type */
   int64_t expires_s;      /* the upload's expiry (unix seconds) for max-age; 0 = none */
+  bool repr_failed;       /* the completed upload's Repr-Digest did not match (deleted) */
 } tusc_ietf_req_t;
 
 /* --- pure helpers ------------------------------------------------------------------ */

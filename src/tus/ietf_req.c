@@ -16,6 +16,7 @@
 #include "metrics/metrics.h"
 #include "tus/headers.h"
 #include "tus/sfv.h"
+#include "tus/verify.h"
 
 /* --- glue: responses ----------------------------------------------------------------- */
 
@@ -91,7 +92,7 @@ void tusc_ietf_response_headers(tusc_tus_req_t *st, tusc_http_response_t *resp, 
      * representation) says Upload-Complete: ?0, so that the client follows the draft's
      * retry guidance (409: resume at Upload-Offset; 413: respect Upload-Limit; 429 and
      * 5xx: retrieve the offset and resume). */
-    tusc_http_response_header(resp, "Upload-Complete", "?0");
+    tusc_http_response_header(resp, "Upload-Complete", ietf->repr_failed ? "?1" : "?0");
   }
 }
 
@@ -247,6 +248,40 @@ static bool read_digest(tusc_tus_req_t *st) {
   return true;
 }
 
+/* Repr-Digest on a creation (draft -04 on, "Representation Digests"): the digest of the
+ * whole representation, checked once the upload is complete (patch.c). Writes the
+ * member tusc checks into out (empty when none) and answers 400 itself on failure. An
+ * upload complete at creation (length 0) is checked at once. */
+
+static bool read_repr_digest(tusc_tus_req_t *st, int64_t length, char *out, size_t cap) {
+  out[0] = '\0';
+  if (tusc_tus_req_ietf(st)->version < TUSC_IETF_VERSION_DIGESTS)
+    return true;
+  tusc_checksum_expect_t expect;
+  bool found = false;
+  if (tusc_verify_digest_field(tusc_tus_req_http(st), "Repr-Digest", &expect, &found) < 0 ||
+      (found && tusc_checksum_format_digest_field(&expect, out, cap) < 0)) {
+    respond_error(st, TUSC_EINVALID_REPR_DIGEST, NULL);
+    return false;
+  }
+  if (found && length == 0) {
+    tusc_checksum_t *c = NULL;
+    int rc = tusc_checksum_new(expect.algo, &c);
+    if (rc == 0)
+      rc = tusc_checksum_verify(c, &expect);
+    tusc_checksum_free(c);
+    if (rc < 0) {
+      respond_error(st, rc == TUSC_ECHECKSUM_MISMATCH ? TUSC_EREPR_DIGEST_MISMATCH : rc,
+                    rc == TUSC_ECHECKSUM_MISMATCH
+                        ? "Repr-Digest does not match the empty representation"
+                        : NULL);
+      return false;
+    }
+    out[0] = '\0'; /* checked: nothing left to check at completion */
+  }
+  return true;
+}
+
 static int add_metadata(tusc_tus_req_t *st, tusc_metadata_t *md) {
   tusc_http_request_t *req = tusc_tus_req_http(st);
   size_t len = 0;
@@ -274,6 +309,9 @@ static void do_create(tusc_tus_req_t *st) {
     return;
   tusc_tus_req_ietf(st)->plain_error = false;
   if (!read_digest(st))
+    return;
+  char repr[192];
+  if (!read_repr_digest(st, length, repr, sizeof(repr)))
     return;
   int64_t body = body_length(req);
   if (cfg->max_size > 0 && length > cfg->max_size) {
@@ -315,6 +353,8 @@ static void do_create(tusc_tus_req_t *st) {
   info->offset = 0;
   info->created_at = (int64_t)time(NULL);
   rc = add_metadata(st, &info->metadata);
+  if (rc == 0 && repr[0] != '\0' && (info->repr_digest = strdup(repr)) == NULL)
+    rc = TUSC_ENOMEM;
   if (rc < 0) {
     tusc_upload_info_dispose(info);
     free(info);

@@ -153,6 +153,104 @@ static bool final_retry(const tus_request_t *st, const tusc_upload_info_t *info)
          !st->req->chunked && tus_finish_hooks_on(st);
 }
 
+/* --- Repr-Digest (IETF draft, "Representation Digests") ---------------------------- */
+
+/* A creation may carry the digest of the whole representation (info->repr_digest,
+ * ietf_req.c). Once a request completes the upload, its bytes are read back (on the
+ * store's pool, 256 KiB at a time) and hashed before the finish hooks and the answer.
+ * -12: if the digests don't match, the server "SHOULD consider the upload failed, not
+ * process the representation further, and signal the failure": the upload is deleted
+ * (no finish hooks; a later request finds nothing) and the request answers 400
+ * ERR_REPR_DIGEST_MISMATCH. Checked once, by the request that completed the upload,
+ * whatever protocol it spoke, also when its client has gone. */
+#define REPR_READ (256 * 1024)
+
+static bool repr_check_due(const tus_request_t *st, const tusc_upload_info_t *info) {
+  return info->repr_digest != NULL && !st->repr_checked && !st->stopped &&
+         (st->result == 0 || st->aborted) && !info->size_is_deferred &&
+         info->offset == info->size && !st->was_complete;
+}
+
+static void repr_read_next(tus_request_t *st);
+
+static void repr_checked(tus_request_t *st, int rc) {
+  tusc_checksum_free(st->repr_hash);
+  st->repr_hash = NULL;
+  free(st->repr_buf);
+  st->repr_buf = NULL;
+  if (rc == TUSC_ECHECKSUM_MISMATCH) {
+    tusc_log_event(TUSC_LOG_INFO, "UploadReprDigestMismatch", "id", st->id, "remote",
+                   st->client, NULL);
+    st->ietf.repr_failed = true;
+    st->stop_err = TUSC_EREPR_DIGEST_MISMATCH;
+    tus_stop_terminate(st);
+    return;
+  }
+  if (rc != 0) {
+    TUSC_LOG(TUSC_LOG_WARN, "upload %s: cannot check its Repr-Digest: %s", st->id,
+             tusc_strerror(rc));
+    if (st->result == 0)
+      st->result = rc;
+  }
+  chunk_done(st);
+}
+
+static void repr_read_done(tus_request_t *st) {
+  int rc = st->work_result;
+  st->work_result = 0;
+  if (rc == 0 && st->sreq.nread == 0)
+    rc = TUSC_EINTERNAL; /* shorter than its length */
+  if (rc == 0)
+    rc = tusc_checksum_update(st->repr_hash, st->repr_buf, st->sreq.nread);
+  if (rc != 0) {
+    repr_checked(st, rc);
+    return;
+  }
+  st->repr_pos += (int64_t)st->sreq.nread;
+  repr_read_next(st);
+}
+
+static void repr_read_next(tus_request_t *st) {
+  int64_t size = tusc_store_info(st->upload)->size;
+  if (st->repr_pos >= size) {
+    tusc_checksum_expect_t expect;
+    bool found = false;
+    int rc = tusc_checksum_parse_digest_field(tusc_store_info(st->upload)->repr_digest,
+                                              strlen(tusc_store_info(st->upload)->repr_digest),
+                                              &expect, &found);
+    if (rc == 0 && !found)
+      rc = TUSC_EINTERNAL;
+    if (rc == 0)
+      rc = tusc_checksum_verify(st->repr_hash, &expect);
+    repr_checked(st, rc);
+    return;
+  }
+  int64_t left = size - st->repr_pos;
+  size_t want = left > REPR_READ ? REPR_READ : (size_t)left;
+  tus_store_started(st, tusc_store_read(st->upload, &st->sreq, st->repr_pos, st->repr_buf, want,
+                                        tus_store_step(st, repr_read_done)));
+}
+
+static void repr_check_start(tus_request_t *st) {
+  st->repr_checked = true;
+  tusc_checksum_expect_t expect;
+  bool found = false;
+  const char *want = tusc_store_info(st->upload)->repr_digest;
+  int rc = tusc_checksum_parse_digest_field(want, strlen(want), &expect, &found);
+  if (rc == 0 && !found)
+    rc = TUSC_EINTERNAL;
+  if (rc == 0)
+    rc = tusc_checksum_new(expect.algo, &st->repr_hash);
+  if (rc == 0 && (st->repr_buf = malloc(REPR_READ)) == NULL)
+    rc = TUSC_ENOMEM;
+  if (rc != 0) {
+    repr_checked(st, rc);
+    return;
+  }
+  st->repr_pos = 0;
+  repr_read_next(st);
+}
+
 /* --- writing a chunk (PATCH and creation-with-upload) ----------------------------- */
 
 static void chunk_done(tus_request_t *st) {
@@ -177,7 +275,7 @@ static void chunk_done(tus_request_t *st) {
     st->chunk_started = false; /* once, also when the finish hooks bring us back */
   }
   if (!info->size_is_deferred && offset == info->size && !st->was_complete &&
-      !st->finish_hooks_ran) {
+      !st->finish_hooks_ran && !st->repr_checked) {
     tus_fmt_i64(size_s, info->size);
     tusc_log_event(TUSC_LOG_INFO, "UploadFinished", "id", st->id, "size", size_s, "remote",
                    st->client, NULL);
@@ -188,6 +286,10 @@ static void chunk_done(tus_request_t *st) {
   if (st->lock_held && st->result == 0 && !st->aborted &&
       tusc_lock_check(&st->lock_req) == TUSC_ELOCK_LOST)
     st->result = TUSC_ELOCK_LOST;
+  if (repr_check_due(st, info)) {
+    repr_check_start(st);
+    return;
+  }
   if (finish_hooks_due(st, info)) {
     finish_hooks_run(st);
     return;

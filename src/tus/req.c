@@ -57,6 +57,8 @@ void tus_state_free(tus_request_t *st) {
   tusc_tus_worker_t *w = st->w;
   tus_hook_state_dispose(st);
   tusc_verify_free(st->verify);
+  tusc_checksum_free(st->repr_hash);
+  free(st->repr_buf);
   if (st->lock_held) {
     tusc_lock_release(&st->lock_req);
     st->lock_held = false;

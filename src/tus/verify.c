@@ -88,14 +88,15 @@ int tusc_verify_new(const tusc_http_request_t *req, tusc_verify_t **out) {
 #define DIGEST_HEADER "Content-Digest"
 #define DIGEST_FIELD_MAX 4096
 
-int tusc_verify_new_digest(const tusc_http_request_t *req, tusc_verify_t **out) {
-  *out = NULL;
+int tusc_verify_digest_field(const tusc_http_request_t *req, const char *name,
+                             tusc_checksum_expect_t *out, bool *found) {
+  *found = false;
   /* Field lines of a Dictionary combine with commas (RFC 9651 §3.2). */
   char field[DIGEST_FIELD_MAX];
   size_t len = 0, lines = 0;
   for (size_t i = 0; i < req->header_count; i++) {
     const tusc_http_header_t *h = &req->headers[i];
-    if (h->trailer || strcasecmp(h->name, DIGEST_HEADER) != 0)
+    if (h->trailer || strcasecmp(h->name, name) != 0)
       continue;
     if (len + h->value_len + 2 > sizeof(field))
       return TUSC_EINVALID_DIGEST;
@@ -108,9 +109,14 @@ int tusc_verify_new_digest(const tusc_http_request_t *req, tusc_verify_t **out) 
   }
   if (lines == 0)
     return 0;
+  return tusc_checksum_parse_digest_field(field, len, out, found);
+}
+
+int tusc_verify_new_digest(const tusc_http_request_t *req, tusc_verify_t **out) {
+  *out = NULL;
   tusc_checksum_expect_t expect;
   bool found = false;
-  int rc = tusc_checksum_parse_digest_field(field, len, &expect, &found);
+  int rc = tusc_verify_digest_field(req, DIGEST_HEADER, &expect, &found);
   if (rc != 0 || !found)
     return rc;
   tusc_verify_t *v = calloc(1, sizeof(*v));

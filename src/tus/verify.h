@@ -26,6 +26,7 @@
 
 #include "http/http.h"
 #include "store/store.h"
+#include "tus/checksum.h"
 
 typedef struct tusc_verify_s tusc_verify_t;
 
@@ -44,6 +45,14 @@ int tusc_verify_new(const tusc_http_request_t *req, tusc_verify_t **out)
  * ends as TUSC_EDIGEST_MISMATCH (400) instead of TUSC_ECHECKSUM_MISMATCH (460).
  * Errors: TUSC_EINVALID_DIGEST (400), TUSC_ENOMEM. */
 int tusc_verify_new_digest(const tusc_http_request_t *req, tusc_verify_t **out)
+    __attribute__((warn_unused_result));
+
+/* Reads the digest field `name` (Content-Digest, Repr-Digest: its header lines joined
+ * into one Dictionary) as tusc_checksum_parse_digest_field does. Returns 0 with *found
+ * false when absent or nothing tusc checks, 0 with *found and *out, or
+ * TUSC_EINVALID_DIGEST. */
+int tusc_verify_digest_field(const tusc_http_request_t *req, const char *name,
+                             tusc_checksum_expect_t *out, bool *found)
     __attribute__((warn_unused_result));
 
 /* The body arrived whole: in trailer mode reads and parses the Upload-Checksum

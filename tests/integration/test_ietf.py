@@ -1543,3 +1543,141 @@ def test_progress_104_then_interrupted_9(draft_server):
     r = d.append(up, final_offset, b"end", complete=True)
     assert r.status == 204 and is_complete(r, 9), r
     assert draft_server.download(up).body == (sent[:offset] + more)[:final_offset] + b"end"
+
+
+# --- Repr-Digest (draft -04 on: interop 6+; -12 "Representation Digests") ----------------
+
+
+def repr_digest(data, algo="sha-256"):
+    return content_digest(data, algo)
+
+
+@pytest.mark.parametrize("algo", ["sha-256", "sha-512"])
+def test_repr_digest_checked_at_completion(draft_server, algo):
+    """A creation's Repr-Digest is the digest of the whole representation: once an append
+    completes the upload, the server checks it. A match completes as usual; the
+    expectation is kept in the upload's info ("tusc":{"ReprDigest":...})."""
+    d = Draft(draft_server, 9)
+    data = bytes(range(256)) * 1000
+    final, _ = d.create(data[:100000], complete=False,
+                        extra={"Upload-Length": str(len(data)), "Repr-Digest": repr_digest(data, algo)})
+    assert final.status == 201, final
+    up = path_of(final.header("Location"))
+    infos = list(draft_server.upload_dir.rglob("*.info"))
+    assert len(infos) == 1
+    assert json.loads(infos[0].read_text())["tusc"]["ReprDigest"] == repr_digest(data, algo)
+    r = d.append(up, 100000, data[100000:], complete=True)
+    assert r.status == 204 and is_complete(r, 9), r
+    assert draft_server.download(up).body == data
+
+
+@pytest.mark.parametrize("version", [6, 9])
+def test_repr_digest_mismatch_deletes_the_upload(draft_server, version):
+    """-12: if the digests don't match the server SHOULD consider the upload failed, not
+    process it further and signal the failure: tusc deletes it and answers 400
+    ERR_REPR_DIGEST_MISMATCH (interop 9: with Upload-Complete: ?1, the result of
+    processing the representation: resuming would not help)."""
+    d = Draft(draft_server, version)
+    final, _ = d.create(b"01234", complete=False,
+                        extra={"Upload-Length": "10", "Repr-Digest": repr_digest(b"0123456789")})
+    up = path_of(final.header("Location"))
+    r = d.append(up, 5, b"5678X", complete=True)
+    assert r.status == 400 and "ERR_REPR_DIGEST_MISMATCH" in r.text, r
+    if version >= 9:
+        assert r.header("Upload-Complete") == "?1", r
+    assert d.head(up).status in (404, 410)
+    assert "event=UploadReprDigestMismatch" in draft_server.all_stderr()
+    assert "event=UploadTerminated" in draft_server.all_stderr()
+
+
+def test_repr_digest_checked_whoever_completes(tusc):
+    """The expectation belongs to the upload: a tus PATCH that completes it, after a
+    restart, is checked too; a creation that carries the whole representation as well."""
+    srv = tusc("-enable-experimental-protocol")
+    d = Draft(srv, 9)
+    final, _ = d.create(b"abc", complete=False,
+                        extra={"Upload-Length": "6", "Repr-Digest": repr_digest(b"abcdef", "sha-512")})
+    up = path_of(final.header("Location"))
+    srv.stop()
+    srv.start()
+    r = srv.request("PATCH", up, {"Upload-Offset": "3", "Content-Type": OCTET}, b"abcxyz"[3:])
+    assert r.status == 400 and r.error_code() == "ERR_REPR_DIGEST_MISMATCH", r
+    assert srv.request("HEAD", up).status in (404, 410)
+    # Whole representation in the creation: checked before the 201.
+    final, interim = d.create(b"hello", complete=True, extra={"Repr-Digest": repr_digest(b"hellO")})
+    assert final.status == 400 and "ERR_REPR_DIGEST_MISMATCH" in final.text, final
+    assert d.head(path_of(interim[0].header("Location"))).status in (404, 410)
+    final, _ = d.create(b"hello", complete=True, extra={"Repr-Digest": repr_digest(b"hello")})
+    assert final.status == 201 and is_complete(final, 9), final
+
+
+def test_repr_digest_refused_or_ignored(draft_server):
+    """A malformed Repr-Digest → 400 before anything is created; an empty representation
+    is checked at once; only other algorithms → nothing to check; interop 3-5 ignore
+    the field."""
+    d = Draft(draft_server, 9)
+    final, interim = d.create(b"", complete=False, extra={"Repr-Digest": "sha-256=:AAAA:"})
+    assert final.status == 400 and "invalid Repr-Digest" in final.text and not interim, final
+    final, interim = d.create(b"", complete=True, extra={"Repr-Digest": repr_digest(b"x")})
+    assert final.status == 400 and "ERR_REPR_DIGEST_MISMATCH" in final.text and not interim
+    final, _ = d.create(b"", complete=True, extra={"Repr-Digest": repr_digest(b"")})
+    assert final.status == 201, final
+    final, _ = d.create(b"abc", complete=True, extra={"Repr-Digest": repr_digest(b"x", "md5")})
+    assert final.status == 201, final
+    final, _ = Draft(draft_server, 5).create(b"abc", complete=True,
+                                             extra={"Repr-Digest": repr_digest(b"x")})
+    assert final.status == 201, final
+
+
+def test_h2_repr_digest_9(h2_draft_server):
+    """HTTP/2: the stream that completes the upload gets the verdict."""
+    from test_h2 import DATA, END_STREAM, RawH2, frame
+    srv = h2_draft_server
+    d = Draft(srv, 9)
+    for body, want in ((b"world", "204"), (b"wOrld", "400")):
+        final, _ = d.create(b"hello ", complete=False,
+                            extra={"Repr-Digest": repr_digest(b"hello world")})
+        up = path_of(final.header("Location"))
+        raw = RawH2(srv)
+        try:
+            raw.send(raw.request_headers(1, "PATCH", up, h2_draft_headers(
+                9, True, [("upload-offset", "6"), ("content-type", PARTIAL),
+                          ("content-length", "5")]), tus=False) + frame(DATA, END_STREAM, 1, body))
+            _, r = h2_answer(raw, 1)
+            assert r[":status"] == want and r["upload-complete"] == "?1", r
+        finally:
+            raw.close()
+        if want == "204":
+            assert srv.download(up).body == b"hello world"
+        else:
+            assert d.head(up).status in (404, 410)
+
+
+def test_repr_digest_mismatch_runs_no_finish_hooks(tusc, tmp_path, monkeypatch):
+    """A representation that fails its Repr-Digest is not processed further: no
+    pre-finish / post-finish, the upload is terminated (post-terminate). A matching one
+    gets its finish hooks as usual."""
+    from test_hooks import HOOKS_DIR, HookLog
+    d_log = tmp_path / "hooklog"
+    d_log.mkdir()
+    monkeypatch.setenv("HOOK_LOG", str(d_log))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    hooklog = HookLog(d_log)
+    srv = tusc("-enable-experimental-protocol", "-hooks-dir", str(HOOKS_DIR),
+               "-hooks-enabled-events=")
+    d = Draft(srv, 9)
+    named = {"Upload-Length": "4", "Repr-Digest": repr_digest(b"abcd"),
+             "Content-Disposition": 'inline; filename="x.bin"'}  # the pre-create hook wants one
+    final, _ = d.create(b"ab", complete=False, extra=named)
+    assert final.status == 201, final
+    bad = path_of(final.header("Location"))
+    r = d.append(bad, 2, b"cX", complete=True)
+    assert r.status == 400 and "ERR_REPR_DIGEST_MISMATCH" in r.text, r
+    hooklog.wait("post-terminate")
+    assert hooklog.entries("pre-finish") == [] and hooklog.entries("post-finish") == []
+    final, _ = d.create(b"ab", complete=False, extra=named)
+    good = path_of(final.header("Location"))
+    r = d.append(good, 2, b"cd", complete=True)
+    assert r.status == 204 and is_complete(r, 9), r
+    (fin,) = hooklog.wait("post-finish")
+    assert len(hooklog.entries("pre-finish")) == 1

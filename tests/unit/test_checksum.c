@@ -161,6 +161,17 @@ static void test_digest_field(void **state) {
   bool found = true;
   assert_int_equal(tusc_checksum_parse_digest_field(NULL, 0, &e, &found), TUSC_EINVALID_DIGEST);
   assert_false(found);
+  /* Formatting gives back what parses to the same digest (Repr-Digest kept in .info). */
+  const char *v = "sha-512=:" SHA512_HELLO ":";
+  assert_int_equal(tusc_checksum_parse_digest_field(v, strlen(v), &e, &found), 0);
+  char out[160];
+  assert_int_equal(tusc_checksum_format_digest_field(&e, out, sizeof(out)), (int)strlen(v));
+  assert_string_equal(out, v);
+  char small[20];
+  assert_int_equal(tusc_checksum_format_digest_field(&e, small, sizeof(small)), -1);
+  e.algo = TUSC_CHECKSUM_MD5;
+  e.digest_len = 16;
+  assert_int_equal(tusc_checksum_format_digest_field(&e, out, sizeof(out)), -1);
 }
 
 static void test_errors_map(void **state) {

@@ -6,7 +6,8 @@
  *   4 (-02)      Upload-Complete
  *   5 (-03)      as 4
  *   6 (-04,-05)  appends must be application/partial-upload; Upload-Limit; Upload-Length;
- *                Content-Digest verified (tus/verify.h)
+ *                Content-Digest verified (tus/verify.h); Repr-Digest checked on completion
+ *                (patch.c)
  *   7 (-06..-08) Upload-Limit's max-age (from -expire-after)
  *   8 (-09..-11) creation by any method with content (POST, PUT, PATCH); Accept-Patch
  *   9 (-12)      problem details for a mismatching offset and an inconsistent length;

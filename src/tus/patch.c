@@ -161,14 +161,25 @@ static bool final_retry(const tus_request_t *st, const tusc_upload_info_t *info)
  * -12: if the digests don't match, the server "SHOULD consider the upload failed, not
  * process the representation further, and signal the failure": the upload is deleted
  * (no finish hooks; a later request finds nothing) and the request answers 400
- * ERR_REPR_DIGEST_MISMATCH. Checked once, by the request that completed the upload,
- * whatever protocol it spoke, also when its client has gone. */
+ * ERR_REPR_DIGEST_MISMATCH. On a match the expectation is dropped from the info
+ * (saved durably), so "repr_digest set on a complete upload" means "not checked yet":
+ * any later append to it (after a crash between the last byte and the check, or one
+ * whose answer failed) checks it first. Whatever protocol the request spoke, also when
+ * its client has gone. */
 #define REPR_READ (256 * 1024)
 
 static bool repr_check_due(const tus_request_t *st, const tusc_upload_info_t *info) {
+  /* Not with a lease lock (Redis) that may be another instance's now: no deletion. */
   return info->repr_digest != NULL && !st->repr_checked && !st->stopped &&
-         (st->result == 0 || st->aborted) && !info->size_is_deferred &&
-         info->offset == info->size && !st->was_complete;
+         st->result != TUSC_ELOCK_LOST && !info->size_is_deferred && info->offset == info->size;
+}
+
+static void repr_saved(tus_request_t *st) {
+  if (st->work_result < 0) /* still marked unchecked on disk: checked again later */
+    TUSC_LOG(TUSC_LOG_WARN, "upload %s: cannot record its checked Repr-Digest: %s", st->id,
+             tusc_strerror(st->work_result));
+  st->work_result = 0;
+  chunk_done(st);
 }
 
 static void repr_read_next(tus_request_t *st);
@@ -191,8 +202,14 @@ static void repr_checked(tus_request_t *st, int rc) {
              tusc_strerror(rc));
     if (st->result == 0)
       st->result = rc;
+    chunk_done(st);
+    return;
   }
-  chunk_done(st);
+  tusc_upload_info_t *info = tusc_store_info(st->upload);
+  free(info->repr_digest);
+  info->repr_digest = NULL;
+  tus_store_started(st,
+                    tusc_store_save_info(st->upload, &st->sreq, tus_store_step(st, repr_saved)));
 }
 
 static void repr_read_done(tus_request_t *st) {

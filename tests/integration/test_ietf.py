@@ -1569,6 +1569,26 @@ def test_repr_digest_checked_at_completion(draft_server, algo):
     r = d.append(up, 100000, data[100000:], complete=True)
     assert r.status == 204 and is_complete(r, 9), r
     assert draft_server.download(up).body == data
+    # Checked: the expectation is gone from the info (present = not checked yet).
+    assert "ReprDigest" not in json.loads(infos[0].read_text())["tusc"]
+
+
+def test_repr_digest_unchecked_complete_upload_checked_later(tusc):
+    """A complete upload whose info still holds a Repr-Digest was never checked (a crash
+    between its last byte and the check): the next append to it checks it first."""
+    srv = tusc("-enable-experimental-protocol")
+    d = Draft(srv, 9)
+    final, _ = d.create(b"abcd", complete=True)
+    up = path_of(final.header("Location"))
+    (info,) = srv.upload_dir.rglob("*.info")
+    srv.stop()
+    doc = json.loads(info.read_text())
+    doc["tusc"]["ReprDigest"] = repr_digest(b"abcX")  # as if the crash came before the check
+    info.write_text(json.dumps(doc))
+    srv.start()
+    r = d.append(up, 4, b"", complete=True)  # -12: a valid append to a completed upload
+    assert r.status == 400 and "ERR_REPR_DIGEST_MISMATCH" in r.text, r
+    assert d.head(up).status in (404, 410)
 
 
 @pytest.mark.parametrize("version", [6, 9])

@@ -134,8 +134,8 @@ int tusc_checksum_parse_digest_field(const char *value, size_t len, tusc_checksu
     size_t want = tusc_checksum_digest_len(active[i].algo);
     tusc_checksum_expect_t e;
     /* Every member we know is checked for form, even the one not verified. */
-    if (m->item.type != TUSC_SFV_BYTES || !decode_sf_bytes(m->item.str, m->item.str_len, want,
-                                                           e.digest))
+    if (m->item.type != TUSC_SFV_BYTES ||
+        !decode_sf_bytes(m->item.str, m->item.str_len, want, e.digest))
       return TUSC_EINVALID_DIGEST;
     e.algo = active[i].algo;
     e.digest_len = want;

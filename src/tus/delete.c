@@ -54,8 +54,7 @@ static void stop_terminated(tus_request_t *st) {
   if (rc == 0) {
     upload_terminated(st);
   } else {
-    TUSC_LOG(TUSC_LOG_WARN, "upload %s: stopped but not deleted: %s", st->id,
-             tusc_strerror(rc));
+    TUSC_LOG(TUSC_LOG_WARN, "upload %s: stopped but not deleted: %s", st->id, tusc_strerror(rc));
   }
   int err = st->stop_err != 0 ? st->stop_err : TUSC_EUPLOAD_STOPPED;
   tus_respond_error(st, st->aborted ? st->abort_err : err);

@@ -146,9 +146,9 @@ struct tus_request_s {
   int64_t repr_pos;
   char *repr_buf;
   struct tusc_checksum_s *repr_hash;
-  int stop_err;          /* tus_stop_terminate answers this (0: ERR_UPLOAD_STOPPED) */
-  uint64_t progress104_ms;      /* loop time of the body's start or the last progress 104 */
-  int64_t progress104_written;  /* st->written then */
+  int stop_err;                /* tus_stop_terminate answers this (0: ERR_UPLOAD_STOPPED) */
+  uint64_t progress104_ms;     /* loop time of the body's start or the last progress 104 */
+  int64_t progress104_written; /* st->written then */
   char *held;            /* body bytes the store could not take yet (answered "full"):
                           * at most the rest of one body piece, the body is paused */
   size_t held_len, held_off, held_cap;

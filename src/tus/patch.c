@@ -190,8 +190,8 @@ static void repr_checked(tus_request_t *st, int rc) {
   free(st->repr_buf);
   st->repr_buf = NULL;
   if (rc == TUSC_ECHECKSUM_MISMATCH) {
-    tusc_log_event(TUSC_LOG_INFO, "UploadReprDigestMismatch", "id", st->id, "remote",
-                   st->client, NULL);
+    tusc_log_event(TUSC_LOG_INFO, "UploadReprDigestMismatch", "id", st->id, "remote", st->client,
+                   NULL);
     st->ietf.repr_failed = true;
     st->stop_err = TUSC_EREPR_DIGEST_MISMATCH;
     tus_stop_terminate(st);
@@ -647,9 +647,8 @@ static bool ietf_reached_length(const tus_request_t *st) {
  * only once the digest matched at the end) and not where a checkpoint costs a copy
  * (S3: its tail is stored as an object). */
 static bool progress_104_due(const tus_request_t *st) {
-  return st->ietf.version >= TUSC_IETF_VERSION_PROGRESS && st->verify == NULL &&
-         !st->chunk_drop && st->held_off >= st->held_len &&
-         st->written > st->progress104_written &&
+  return st->ietf.version >= TUSC_IETF_VERSION_PROGRESS && st->verify == NULL && !st->chunk_drop &&
+         st->held_off >= st->held_len && st->written > st->progress104_written &&
          uv_now(st->w->loop) - st->progress104_ms >= TUSC_IETF_PROGRESS_MS &&
          tusc_store_cheap_chunk_checkpoint(st->upload);
 }

@@ -372,8 +372,7 @@ int tusc_tus_req_content_digest(tusc_tus_req_t *st) {
   }
   return rc;
 }
-int64_t tusc_tus_req_expires_s(tusc_tus_req_t *st, const tusc_upload_info_t *info,
-                               bool touched) {
+int64_t tusc_tus_req_expires_s(tusc_tus_req_t *st, const tusc_upload_info_t *info, bool touched) {
   return tus_expires_s(st, info, touched);
 }
 void tusc_tus_req_response_init(tusc_tus_req_t *st, tusc_http_response_t *resp, int status) {

@@ -46,8 +46,7 @@ void tusc_tus_req_location_input(tusc_tus_req_t *st, tusc_location_input_t *in);
 
 /* The upload's expiry in unix seconds (0: it never expires, or expiration is off);
  * `touched`: bytes were just written, so its last activity is now. */
-int64_t tusc_tus_req_expires_s(tusc_tus_req_t *st, const tusc_upload_info_t *info,
-                               bool touched);
+int64_t tusc_tus_req_expires_s(tusc_tus_req_t *st, const tusc_upload_info_t *info, bool touched);
 
 /* The request's body is to be verified against its Content-Digest (IETF draft, see
  * tusc_verify_new_digest): call before create/append. A request without content is

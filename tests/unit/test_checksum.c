@@ -1,8 +1,8 @@
 /* Unit tests for src/tus/checksum.c: header parsing (table-driven), known digests of
  * every algorithm, streaming in pieces, and mismatch detection. */
 #include <setjmp.h>
-#include <stdbool.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -101,7 +101,7 @@ static void test_parse_rejects(void **state) {
 }
 
 #define SHA256_HELLO "uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek="
-#define SHA512_HELLO                                                                        \
+#define SHA512_HELLO                                                                               \
   "MJ7MSJwS1utMxA9QyQLytNDtd+5RGnx6m808qG1M2G+YndNbxf9JlnDaNCVbRbDP2DDoH2Bdz33FVC6TrpzXbw=="
 
 /* Content-Digest (RFC 9530): a Dictionary of Byte Sequences; sha-512 preferred. */
@@ -120,8 +120,7 @@ static void test_digest_field(void **state) {
       {"sha-512=:" SHA512_HELLO ":,sha-256=:" SHA256_HELLO ":", 0, true, TUSC_CHECKSUM_SHA512},
       /* parameters are allowed; unknown and deprecated algorithms are ignored */
       {"sha-256=:" SHA256_HELLO ":;x=1", 0, true, TUSC_CHECKSUM_SHA256},
-      {"md5=:XrY7u+Ae7tCTyyK7j1rNww==:, sha-256=:" SHA256_HELLO ":", 0, true,
-       TUSC_CHECKSUM_SHA256},
+      {"md5=:XrY7u+Ae7tCTyyK7j1rNww==:, sha-256=:" SHA256_HELLO ":", 0, true, TUSC_CHECKSUM_SHA256},
       {"unixsum=12345, sha-256=:" SHA256_HELLO ":", 0, true, TUSC_CHECKSUM_SHA256},
       /* padding may be left out (RFC 9651 §4.2.7) */
       {"sha-256=:uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek:", 0, true, TUSC_CHECKSUM_SHA256},
@@ -278,9 +277,9 @@ static void test_large_piecewise(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_parse_valid), cmocka_unit_test(test_parse_rejects),
-      cmocka_unit_test(test_errors_map),  cmocka_unit_test(test_known_digests_streamed),
-      cmocka_unit_test(test_mismatch),    cmocka_unit_test(test_large_piecewise),
+      cmocka_unit_test(test_parse_valid),  cmocka_unit_test(test_parse_rejects),
+      cmocka_unit_test(test_errors_map),   cmocka_unit_test(test_known_digests_streamed),
+      cmocka_unit_test(test_mismatch),     cmocka_unit_test(test_large_piecewise),
       cmocka_unit_test(test_digest_field),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

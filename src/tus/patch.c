@@ -2,8 +2,9 @@
  * patch — PATCH and the body path shared with creation-with-upload and IETF appends
  * (tusc_tus_req_append): offset and length checks under the upload's lock, streaming the
  * body into the store (or a checksum verifier), -min-upload-rate, post-receive progress,
- * making the bytes durable before the answer, and the finish hooks when the request
- * completes the upload. On the request's loop; the store's requests call back here
+ * the IETF draft's progress 104s (a durable checkpoint: the chunk ended and begun
+ * again), making the bytes durable before the answer, the IETF draft's Repr-Digest
+ * check and the finish hooks when the request completes the upload. On the request's loop; the store's requests call back here
  * (tus_store_step). Every path releases the lock and answers exactly once.
  *
  * Back-pressure: each body piece goes to tusc_store_append. When the store answers

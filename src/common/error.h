@@ -48,6 +48,12 @@
   X(CHECKSUM_ALGORITHM, 400, "ERR_UNSUPPORTED_CHECKSUM_ALGORITHM",                          \
     "unsupported checksum algorithm")                                                       \
   X(INVALID_CHECKSUM, 400, "ERR_INVALID_CHECKSUM", "invalid Upload-Checksum header")        \
+  X(DIGEST_MISMATCH, 400, "ERR_DIGEST_MISMATCH",                                           \
+    "Content-Digest does not match the request content")                                    \
+  X(INVALID_DIGEST, 400, "ERR_INVALID_DIGEST", "invalid Content-Digest header")             \
+  X(INVALID_REPR_DIGEST, 400, "ERR_INVALID_DIGEST", "invalid Repr-Digest header")           \
+  X(REPR_DIGEST_MISMATCH, 400, "ERR_REPR_DIGEST_MISMATCH",                                  \
+    "Repr-Digest does not match the uploaded representation; the upload was deleted")      \
   X(LOCK_TIMEOUT, 500, "ERR_LOCK_TIMEOUT", "failed to acquire lock before timeout")         \
   X(UNEXPECTED_EOF, 400, "ERR_UNEXPECTED_EOF", "server expected to receive more bytes")     \
   X(READ_TIMEOUT, 500, "ERR_READ_TIMEOUT", "timeout while reading request body")            \

@@ -1828,6 +1828,7 @@ static const tusc_store_async_ops_t file_store_async_ops = {
     .close = fa_close,
     .storage = fa_storage,
     .free = fs_free,
+    .cheap_chunk_checkpoint = true,
 };
 
 /* mkdir -p for the upload directory itself (relative or absolute). */

@@ -28,6 +28,7 @@ void tusc_upload_info_dispose(tusc_upload_info_t *info) {
     free(info->partial_uploads[i]);
   free(info->partial_uploads);
   free(info->owner);
+  free(info->repr_digest);
   free(info->data_path);
   free(info->info_path);
   free(info->store_ref);
@@ -140,6 +141,8 @@ char *tusc_upload_info_to_json(const tusc_upload_info_t *info) {
       !put(tusc, "Owner", info->owner != NULL ? json_string(info->owner) : json_null()))
     goto out;
   if (info->custom_data_path && !put(tusc, "CustomPath", json_true()))
+    goto out;
+  if (info->repr_digest != NULL && !put(tusc, "ReprDigest", json_string(info->repr_digest)))
     goto out;
   if (info->finish_hooks != TUSC_FINISH_HOOKS_UNKNOWN &&
       !put(tusc, "FinishHooks",
@@ -282,6 +285,14 @@ static int parse_root(json_t *root, tusc_upload_info_t *info) {
         return TUSC_ENOMEM;
     }
     info->custom_data_path = json_is_true(json_object_get(tusc, "CustomPath"));
+    json_t *repr = json_object_get(tusc, "ReprDigest");
+    if (repr != NULL && !json_is_null(repr)) {
+      if (!json_is_string(repr))
+        return TUSC_EINTERNAL;
+      info->repr_digest = strdup(json_string_value(repr));
+      if (info->repr_digest == NULL)
+        return TUSC_ENOMEM;
+    }
     json_t *fh = json_object_get(tusc, "FinishHooks");
     if (json_is_string(fh))
       info->finish_hooks = strcmp(json_string_value(fh), "done") == 0 ? TUSC_FINISH_HOOKS_DONE

@@ -545,6 +545,7 @@ static const tusc_store_async_ops_t mem_store_ops = {
     .close = m_close,
     .storage = m_storage,
     .free = m_free,
+    .cheap_chunk_checkpoint = true,
 };
 
 int tusc_mem_store_new(const tusc_mem_store_options_t *opts, tusc_store_t **out) {

@@ -145,6 +145,10 @@ int tusc_store_save_info(tusc_upload_t *up, tusc_store_req_t *req, tusc_store_cb
   return req->store->async->save_info(req);
 }
 
+bool tusc_store_cheap_chunk_checkpoint(const tusc_upload_t *up) {
+  return up != NULL && store_of((tusc_upload_t *)up)->async->cheap_chunk_checkpoint;
+}
+
 int tusc_store_chunk_begin(tusc_upload_t *up, int flags) {
   if (up == NULL)
     return TUSC_EINVALID_ARGUMENT;

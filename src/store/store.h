@@ -64,6 +64,9 @@ typedef struct tusc_upload_info_s {
   char *owner;                   /* authenticated principal or NULL */
   int64_t modified_ms;           /* data file's last change (mtime), unix ms; 0 = unknown */
   int finish_hooks;              /* TUSC_FINISH_HOOKS_*: "tusc":{"FinishHooks":...} in the .info */
+  char *repr_digest;             /* IETF draft: the Repr-Digest member the creation asked to
+                                  * check once the upload completes ("sha-256=:...:"),
+                                  * NULL when none; "tusc":{"ReprDigest":...} */
   bool custom_data_path;         /* data_path was chosen by a pre-create hook (ChangeFileInfo
                                   * Storage.Path): the caller of create puts the path as the
                                   * hook gave it in data_path; the file store checks it and
@@ -212,6 +215,11 @@ typedef struct tusc_store_async_ops_s {
   int (*attach_loop)(tusc_store_t *store, uv_loop_t *loop);
   void (*detach_loop)(tusc_store_t *store, uv_loop_t *loop);
   int (*sweep)(tusc_store_req_t *req);
+  /* True when ending a chunk and beginning the next one mid-body costs no more than
+   * making the bytes durable (file store: an fdatasync; memory store: nothing), so a
+   * caller may do it to acknowledge bytes early (IETF progress 104). False where it
+   * costs a copy (S3: the tail is stored as an object and read back). */
+  bool cheap_chunk_checkpoint;
 } tusc_store_async_ops_t;
 
 /* Makes `loop` ready for this store's operations; call on the loop's thread before the
@@ -314,6 +322,10 @@ int tusc_store_chunk_begin(tusc_upload_t *up, int flags) __attribute__((warn_unu
  * the caller, which must keep what it could not hand over, holds at most one piece. */
 int tusc_store_append(tusc_upload_t *up, const void *buf, size_t len, tusc_store_drain_cb drain,
                       void *arg) __attribute__((warn_unused_result));
+
+/* Whether ending a chunk with KEEP and beginning a new one mid-body is cheap for this
+ * upload's store (see cheap_chunk_checkpoint). Pure. */
+bool tusc_store_cheap_chunk_checkpoint(const tusc_upload_t *up);
 
 /* Ends the chunk. KEEP: every appended byte written (staged bytes moved into the data)
  * and durable unless the store was made without fsync; info->offset then counts them.

@@ -5,6 +5,7 @@
 #include "tus/checksum.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -15,6 +16,7 @@
 
 #include "common/base64.h"
 #include "common/error.h"
+#include "tus/sfv.h"
 
 /* Longest algorithm token we bother to look at; longer ones are unknown by definition. */
 #define ALGO_NAME_MAX 32
@@ -91,6 +93,73 @@ int tusc_checksum_parse(const char *value, size_t len, tusc_checksum_expect_t *o
   memcpy(out->digest, buf, want);
   out->digest_len = want;
   return 0;
+}
+
+/* Decodes a Byte Sequence's base64 (padding optional) of exactly `want` bytes. */
+static bool decode_sf_bytes(const char *b64, size_t len, size_t want, unsigned char *out) {
+  char padded[((TUSC_CHECKSUM_DIGEST_MAX + 2) / 3) * 4];
+  if (len % 4 == 1 || len > sizeof(padded))
+    return false;
+  memcpy(padded, b64, len);
+  while (len % 4 != 0)
+    padded[len++] = '=';
+  if (len != ((want + 2) / 3) * 4)
+    return false;
+  unsigned char buf[TUSC_CHECKSUM_DIGEST_MAX + 3];
+  long n = tusc_base64_decode(padded, len, buf);
+  if (n < 0 || (size_t)n != want)
+    return false;
+  memcpy(out, buf, want);
+  return true;
+}
+
+int tusc_checksum_parse_digest_field(const char *value, size_t len, tusc_checksum_expect_t *out,
+                                     bool *found) {
+  /* Strongest first: the one checked when a client sends both. */
+  static const struct {
+    const char *key;
+    enum tusc_checksum_algo algo;
+  } active[] = {{"sha-512", TUSC_CHECKSUM_SHA512}, {"sha-256", TUSC_CHECKSUM_SHA256}};
+  tusc_sfv_member_t members[16];
+  size_t count = 0;
+  *found = false;
+  if (value == NULL || tusc_sfv_parse_dictionary(value, len, members, 16, &count) < 0)
+    return TUSC_EINVALID_DIGEST;
+  bool have = false;
+  tusc_checksum_expect_t best;
+  for (size_t i = 0; i < sizeof(active) / sizeof(active[0]); i++) {
+    const tusc_sfv_member_t *m = tusc_sfv_dict_get(members, count, active[i].key);
+    if (m == NULL)
+      continue;
+    size_t want = tusc_checksum_digest_len(active[i].algo);
+    tusc_checksum_expect_t e;
+    /* Every member we know is checked for form, even the one not verified. */
+    if (m->item.type != TUSC_SFV_BYTES ||
+        !decode_sf_bytes(m->item.str, m->item.str_len, want, e.digest))
+      return TUSC_EINVALID_DIGEST;
+    e.algo = active[i].algo;
+    e.digest_len = want;
+    if (!have)
+      best = e;
+    have = true;
+  }
+  if (have) {
+    *out = best;
+    *found = true;
+  }
+  return 0;
+}
+
+int tusc_checksum_format_digest_field(const tusc_checksum_expect_t *e, char *out, size_t cap) {
+  const char *name = e->algo == TUSC_CHECKSUM_SHA256   ? "sha-256"
+                     : e->algo == TUSC_CHECKSUM_SHA512 ? "sha-512"
+                                                       : NULL;
+  char b64[TUSC_BASE64_ENCODED_SIZE(TUSC_CHECKSUM_DIGEST_MAX)];
+  if (name == NULL || e->digest_len != tusc_checksum_digest_len(e->algo))
+    return -1;
+  tusc_base64_encode(e->digest, e->digest_len, b64);
+  int n = snprintf(out, cap, "%s=:%s:", name, b64);
+  return n < 0 || (size_t)n >= cap ? -1 : n;
 }
 
 static const EVP_MD *evp_of(enum tusc_checksum_algo algo) {

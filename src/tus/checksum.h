@@ -44,6 +44,21 @@ typedef struct tusc_checksum_expect_s {
 int tusc_checksum_parse(const char *value, size_t len, tusc_checksum_expect_t *out)
     __attribute__((warn_unused_result));
 
+/* Parses a Content-Digest value (RFC 9530 §2: a Structured Field Dictionary whose keys
+ * name algorithms and whose values are Byte Sequences). Of the algorithms RFC 9530
+ * registers as active, sha-512 is preferred over sha-256; other keys (deprecated or
+ * unknown algorithms) are ignored, as RFC 9530 lets a recipient ignore any digest.
+ * Returns 0 with *found false when no member names sha-256 or sha-512 (nothing to
+ * check), 0 with *found true and *out filled, or TUSC_EINVALID_DIGEST for a value that
+ * is not a Dictionary, or a sha-256/sha-512 member that is not a Byte Sequence of the
+ * algorithm's digest length (base64 "=" padding may be left out, RFC 9651 §4.2.7). */
+int tusc_checksum_parse_digest_field(const char *value, size_t len, tusc_checksum_expect_t *out,
+                                     bool *found) __attribute__((warn_unused_result));
+
+/* The Content-Digest / Repr-Digest member for `e` ("sha-256=:<base64>:"; sha-256 and
+ * sha-512 only). Returns its length, or -1 (another algorithm, or no room). */
+int tusc_checksum_format_digest_field(const tusc_checksum_expect_t *e, char *out, size_t cap);
+
 /* Digest length in bytes of `algo` (0 for an unknown value). */
 size_t tusc_checksum_digest_len(enum tusc_checksum_algo algo);
 

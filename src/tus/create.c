@@ -285,6 +285,7 @@ static void post_created(tus_request_t *st) {
     return;
   }
   tusc_http_response_t resp;
+  st->ietf.expires_s = expires;
   tus_response_init(st, &resp, 201);
   tusc_http_response_header(&resp, "Location", st->location);
   if (expires > 0) {

@@ -54,10 +54,10 @@ static void stop_terminated(tus_request_t *st) {
   if (rc == 0) {
     upload_terminated(st);
   } else {
-    TUSC_LOG(TUSC_LOG_WARN, "upload %s: stopped by a hook but not deleted: %s", st->id,
-             tusc_strerror(rc));
+    TUSC_LOG(TUSC_LOG_WARN, "upload %s: stopped but not deleted: %s", st->id, tusc_strerror(rc));
   }
-  tus_respond_error(st, st->aborted ? st->abort_err : TUSC_EUPLOAD_STOPPED);
+  int err = st->stop_err != 0 ? st->stop_err : TUSC_EUPLOAD_STOPPED;
+  tus_respond_error(st, st->aborted ? st->abort_err : err);
 }
 
 static void stop_loaded(tus_request_t *st) {

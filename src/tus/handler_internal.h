@@ -141,6 +141,14 @@ struct tus_request_s {
   bool chunk_open;       /* the store's chunk began and its end has not started */
   bool chunk_drop;       /* end it with DISCARD (an unannounced checksum trailer) */
   bool interim_pending;  /* IETF creation: its 104 goes out when the body starts */
+  bool checkpointing;    /* IETF progress: the chunk is ended and begun again (patch.c) */
+  bool repr_checked;     /* IETF Repr-Digest: the completed upload was read back (patch.c) */
+  int64_t repr_pos;
+  char *repr_buf;
+  struct tusc_checksum_s *repr_hash;
+  int stop_err;                /* tus_stop_terminate answers this (0: ERR_UPLOAD_STOPPED) */
+  uint64_t progress104_ms;     /* loop time of the body's start or the last progress 104 */
+  int64_t progress104_written; /* st->written then */
   char *held;            /* body bytes the store could not take yet (answered "full"):
                           * at most the rest of one body piece, the body is paused */
   size_t held_len, held_off, held_cap;
@@ -330,8 +338,8 @@ void tus_on_body_end(tusc_http_request_t *req, void *ctx);
 /* read.c: ends a streamed download (respond_end) and frees the state. */
 void tus_download_end(tus_request_t *st);
 
-/* delete.c: StopUpload from post-receive: deletes the upload, answers 400
- * ERR_UPLOAD_STOPPED. */
+/* delete.c: StopUpload from post-receive (or a failed Repr-Digest, patch.c): deletes the
+ * upload, answers 400 ERR_UPLOAD_STOPPED (st->stop_err when set). */
 void tus_stop_terminate(tus_request_t *st);
 
 #endif

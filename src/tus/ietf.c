@@ -5,14 +5,17 @@
  *   3 (-01)      Upload-Incomplete (inverted) instead of Upload-Complete
  *   4 (-02)      Upload-Complete
  *   5 (-03)      as 4
- *   6 (-04,-05)  appends must be application/partial-upload; Upload-Limit; Upload-Length
- *   7 (-06..-08) as 6
+ *   6 (-04,-05)  appends must be application/partial-upload; Upload-Limit; Upload-Length;
+ *                Content-Digest verified (tus/verify.h); Repr-Digest checked on completion
+ *                (patch.c)
+ *   7 (-06..-08) Upload-Limit's max-age (from -expire-after)
  *   8 (-09..-11) creation by any method with content (POST, PUT, PATCH); Accept-Patch
  *   9 (-12)      problem details for a mismatching offset and an inconsistent length;
  *                the server completes an upload when its declared length is reached and
  *                answers at once (Upload-Complete: ?1); an append to a completed upload
  *                gets the final response again when it is valid; errors of the protocol
- *                itself say Upload-Complete: ?0 (the client may resume)
+ *                itself say Upload-Complete: ?0 (the client may resume); progress 104s
+ *                with a durable Upload-Offset while a body streams (patch.c)
  *
  * Everything else is shared: an upload created here is an ordinary tus upload (a tus
  * client can HEAD it and the other way round).
@@ -243,9 +246,11 @@ long tusc_ietf_disposition_filename(const char *s, size_t len, char *out, size_t
   return plain_len;
 }
 
-int tusc_ietf_format_limit(int64_t max_size, char *out, size_t cap) {
+int tusc_ietf_format_limit(int64_t max_size, int64_t max_age, char *out, size_t cap) {
   int n = max_size > 0 ? snprintf(out, cap, "min-size=0, max-size=%lld", (long long)max_size)
                        : snprintf(out, cap, "min-size=0");
+  if (n >= 0 && (size_t)n < cap && max_age >= 0)
+    n += snprintf(out + n, cap - (size_t)n, ", max-age=%lld", (long long)max_age);
   if (n < 0 || (size_t)n >= cap)
     return -1;
   return n;

@@ -31,6 +31,14 @@
 /* From this interop version on (draft -12): problem details, early completion, the
  * final response replayed, Upload-Complete: ?0 on the protocol's own errors. */
 #define TUSC_IETF_VERSION_PROBLEMS 9
+/* Progress 104 interim responses with Upload-Offset while a body streams: the drafts
+ * have them since -03, tusc sends them to interop 9 (-12) clients only. */
+#define TUSC_IETF_VERSION_PROGRESS 9
+#define TUSC_IETF_PROGRESS_MS 1000 /* at most one progress 104 per second */
+/* From this interop version on (draft -04): Content-Digest verified (RFC 9530). */
+#define TUSC_IETF_VERSION_DIGESTS 6
+/* From this interop version on (draft -06): Upload-Limit's max-age member. */
+#define TUSC_IETF_VERSION_MAX_AGE 7
 #define TUSC_IETF_PARTIAL_UPLOAD "application/partial-upload"
 
 /* Per-request draft state, embedded in the handler's request state. Zeroed = not a
@@ -50,6 +58,8 @@ typedef struct tusc_ietf_req_s {
   int64_t append_length;
   bool append_complete;
   bool plain_error;       /* a malformed header: text error, not a draft problem type */
+  int64_t expires_s;      /* the upload's expiry (unix seconds) for max-age; 0 = none */
+  bool repr_failed;       /* the completed upload's Repr-Digest did not match (deleted) */
 } tusc_ietf_req_t;
 
 /* --- pure helpers ------------------------------------------------------------------ */
@@ -83,9 +93,10 @@ int tusc_ietf_request_length(bool complete, const char *upload_length, size_t ul
  * usable name (absent, malformed, control characters, too long). */
 long tusc_ietf_disposition_filename(const char *s, size_t len, char *out, size_t cap);
 
-/* Upload-Limit value: "min-size=0" plus ", max-size=N" when max_size > 0. Returns the
- * length or -1 when it does not fit. */
-int tusc_ietf_format_limit(int64_t max_size, char *out, size_t cap);
+/* Upload-Limit value: "min-size=0" plus ", max-size=N" when max_size > 0 and
+ * ", max-age=S" when max_age >= 0 (seconds the upload resource stays available, draft
+ * -06 on). Returns the length or -1 when it does not fit. */
+int tusc_ietf_format_limit(int64_t max_size, int64_t max_age, char *out, size_t cap);
 
 /* The draft's problem types (RFC 9457), draft -12 section "Problem Types". */
 enum tusc_ietf_problem {

@@ -10,11 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/error.h"
 #include "metrics/metrics.h"
 #include "tus/headers.h"
 #include "tus/sfv.h"
+#include "tus/verify.h"
 
 /* --- glue: responses ----------------------------------------------------------------- */
 
@@ -36,9 +38,27 @@ static const char *single_header(const tusc_http_request_t *req, const char *nam
   return v;
 }
 
-static void limit_header(const tusc_config_t *cfg, tusc_http_response_t *resp) {
-  char limit[64];
-  if (tusc_ietf_format_limit(cfg->max_size, limit, sizeof(limit)) > 0)
+/* Upload-Limit. Its max-age (draft -06 on) is the upload resource's remaining lifetime
+ * (draft -12, "Limits"): the seconds to the upload's expiry on answers that know the
+ * upload (ietf->expires_s), the configured -expire-after on OPTIONS (the lifetime an
+ * upload created now gets), and absent where the upload never expires (finished, or
+ * expiration off) or is not known (most errors). Seconds are rounded down, so that the
+ * end it implies is never later than the real one. */
+static void limit_header(tusc_tus_req_t *st, tusc_http_response_t *resp) {
+  const tusc_config_t *cfg = tusc_tus_req_config(st);
+  const tusc_ietf_req_t *ietf = tusc_tus_req_ietf(st);
+  int64_t max_age = -1;
+  if (ietf->version >= TUSC_IETF_VERSION_MAX_AGE && cfg->expire_after_ms > 0) {
+    if (tusc_tus_req_http(st)->method == TUSC_HTTP_OPTIONS) {
+      max_age = cfg->expire_after_ms / 1000;
+    } else if (ietf->expires_s > 0) {
+      max_age = ietf->expires_s - (int64_t)time(NULL);
+      if (max_age < 0)
+        max_age = 0;
+    }
+  }
+  char limit[96];
+  if (tusc_ietf_format_limit(cfg->max_size, max_age, limit, sizeof(limit)) > 0)
     tusc_http_response_header(resp, "Upload-Limit", limit);
 }
 
@@ -48,7 +68,7 @@ void tusc_ietf_response_headers(tusc_tus_req_t *st, tusc_http_response_t *resp, 
   tusc_ietf_req_t *ietf = tusc_tus_req_ietf(st);
   if (ietf->version > 0)
     tusc_http_response_headerf(resp, "Upload-Draft-Interop-Version", "%d", ietf->version);
-  limit_header(tusc_tus_req_config(st), resp);
+  limit_header(st, resp);
   if (ietf->version <= 0)
     return;
   if (status >= 200 && status < 300 && ietf->have_state) {
@@ -72,7 +92,7 @@ void tusc_ietf_response_headers(tusc_tus_req_t *st, tusc_http_response_t *resp, 
      * representation) says Upload-Complete: ?0, so that the client follows the draft's
      * retry guidance (409: resume at Upload-Offset; 413: respect Upload-Limit; 429 and
      * 5xx: retrieve the offset and resume). */
-    tusc_http_response_header(resp, "Upload-Complete", "?0");
+    tusc_http_response_header(resp, "Upload-Complete", ietf->repr_failed ? "?1" : "?0");
   }
 }
 
@@ -127,13 +147,23 @@ void tusc_ietf_created(tusc_tus_req_t *st, const tusc_upload_info_t *info) {
   tusc_ietf_req_t *ietf = tusc_tus_req_ietf(st);
   tusc_ietf_note_state(ietf, info);
   ietf->emit_offset = true;
+  ietf->expires_s = tusc_tus_req_expires_s(st, info, true);
   /* 104 Upload Resumption Supported: from here on a client that loses the connection
    * mid-body knows where to resume. */
   tusc_http_response_t interim;
   tusc_http_response_init(&interim, 104);
   tusc_http_response_header(&interim, "Location", tusc_tus_req_location(st));
   tusc_http_response_headerf(&interim, "Upload-Draft-Interop-Version", "%d", ietf->version);
-  limit_header(tusc_tus_req_config(st), &interim);
+  limit_header(st, &interim);
+  tusc_http_send_interim(tusc_tus_req_http(st), &interim);
+}
+
+void tusc_ietf_progress(tusc_tus_req_t *st, int64_t offset) {
+  tusc_http_response_t interim;
+  tusc_http_response_init(&interim, 104);
+  tusc_http_response_headerf(&interim, "Upload-Draft-Interop-Version", "%d",
+                             tusc_tus_req_ietf(st)->version);
+  tusc_http_response_headerf(&interim, "Upload-Offset", "%lld", (long long)offset);
   tusc_http_send_interim(tusc_tus_req_http(st), &interim);
 }
 
@@ -202,6 +232,56 @@ static bool read_length(tusc_tus_req_t *st, bool complete, int64_t offset, int64
   return true;
 }
 
+/* Content-Digest (draft -04 on, "Content Digests"): the content of a creation or an
+ * append is verified against it and not appended when it does not match. Answers 400
+ * itself on failure (a malformed digest, or a request without content whose digest is
+ * not that of no bytes). */
+
+static bool read_digest(tusc_tus_req_t *st) {
+  if (tusc_tus_req_ietf(st)->version < TUSC_IETF_VERSION_DIGESTS)
+    return true;
+  int rc = tusc_tus_req_content_digest(st);
+  if (rc < 0) {
+    respond_error(st, rc, NULL);
+    return false;
+  }
+  return true;
+}
+
+/* Repr-Digest on a creation (draft -04 on, "Representation Digests"): the digest of the
+ * whole representation, checked once the upload is complete (patch.c). Writes the
+ * member tusc checks into out (empty when none) and answers 400 itself on failure. An
+ * upload complete at creation (length 0) is checked at once. */
+
+static bool read_repr_digest(tusc_tus_req_t *st, int64_t length, char *out, size_t cap) {
+  out[0] = '\0';
+  if (tusc_tus_req_ietf(st)->version < TUSC_IETF_VERSION_DIGESTS)
+    return true;
+  tusc_checksum_expect_t expect;
+  bool found = false;
+  if (tusc_verify_digest_field(tusc_tus_req_http(st), "Repr-Digest", &expect, &found) < 0 ||
+      (found && tusc_checksum_format_digest_field(&expect, out, cap) < 0)) {
+    respond_error(st, TUSC_EINVALID_REPR_DIGEST, NULL);
+    return false;
+  }
+  if (found && length == 0) {
+    tusc_checksum_t *c = NULL;
+    int rc = tusc_checksum_new(expect.algo, &c);
+    if (rc == 0)
+      rc = tusc_checksum_verify(c, &expect);
+    tusc_checksum_free(c);
+    if (rc < 0) {
+      respond_error(st, rc == TUSC_ECHECKSUM_MISMATCH ? TUSC_EREPR_DIGEST_MISMATCH : rc,
+                    rc == TUSC_ECHECKSUM_MISMATCH
+                        ? "Repr-Digest does not match the empty representation"
+                        : NULL);
+      return false;
+    }
+    out[0] = '\0'; /* checked: nothing left to check at completion */
+  }
+  return true;
+}
+
 static int add_metadata(tusc_tus_req_t *st, tusc_metadata_t *md) {
   tusc_http_request_t *req = tusc_tus_req_http(st);
   size_t len = 0;
@@ -228,6 +308,11 @@ static void do_create(tusc_tus_req_t *st) {
   if (!read_complete(st, &complete) || !read_length(st, complete, 0, &length))
     return;
   tusc_tus_req_ietf(st)->plain_error = false;
+  if (!read_digest(st))
+    return;
+  char repr[192];
+  if (!read_repr_digest(st, length, repr, sizeof(repr)))
+    return;
   int64_t body = body_length(req);
   if (cfg->max_size > 0 && length > cfg->max_size) {
     respond_error(st, TUSC_EMAX_SIZE_EXCEEDED, NULL);
@@ -268,6 +353,8 @@ static void do_create(tusc_tus_req_t *st) {
   info->offset = 0;
   info->created_at = (int64_t)time(NULL);
   rc = add_metadata(st, &info->metadata);
+  if (rc == 0 && repr[0] != '\0' && (info->repr_digest = strdup(repr)) == NULL)
+    rc = TUSC_ENOMEM;
   if (rc < 0) {
     tusc_upload_info_dispose(info);
     free(info);
@@ -284,6 +371,7 @@ static void head_found(tusc_tus_req_t *st, const tusc_upload_info_t *info) {
   tusc_http_response_t resp;
   /* Offset retrieval reports the stored state, so it needs no per-request note. */
   ietf->have_state = false;
+  ietf->expires_s = tusc_tus_req_expires_s(st, info, false);
   tusc_tus_req_response_init(st, &resp, 204);
   tusc_http_response_header(&resp, "Cache-Control", "no-store");
   tusc_http_response_headerf(&resp, "Upload-Offset", "%lld", (long long)info->offset);
@@ -345,6 +433,8 @@ static void do_append(tusc_tus_req_t *st) {
   if (!read_length(st, complete, offset, &length))
     return;
   ietf->plain_error = false;
+  if (!read_digest(st))
+    return;
 
   /* Appending to a finished upload is refused before anything is read (the shared flow
    * would answer 413 for the bytes that do not fit). */

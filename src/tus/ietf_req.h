@@ -41,4 +41,9 @@ void tusc_ietf_options(tusc_tus_req_t *st, tusc_http_response_t *resp);
  * and remembers the state for the final answer. */
 void tusc_ietf_created(tusc_tus_req_t *st, const tusc_upload_info_t *info);
 
+/* A progress 104 (draft -12: while the content is processed, 104 with the current
+ * offset; no Location) with Upload-Offset `offset`, which must be durable: a response's
+ * Upload-Offset promises that those bytes never need to be sent again. */
+void tusc_ietf_progress(tusc_tus_req_t *st, int64_t offset);
+
 #endif

@@ -2,8 +2,9 @@
  * patch — PATCH and the body path shared with creation-with-upload and IETF appends
  * (tusc_tus_req_append): offset and length checks under the upload's lock, streaming the
  * body into the store (or a checksum verifier), -min-upload-rate, post-receive progress,
- * making the bytes durable before the answer, and the finish hooks when the request
- * completes the upload. On the request's loop; the store's requests call back here
+ * the IETF draft's progress 104s (a durable checkpoint: the chunk ended and begun
+ * again), making the bytes durable before the answer, the IETF draft's Repr-Digest
+ * check and the finish hooks when the request completes the upload. On the request's loop; the store's requests call back here
  * (tus_store_step). Every path releases the lock and answers exactly once.
  *
  * Back-pressure: each body piece goes to tusc_store_append. When the store answers
@@ -153,6 +154,121 @@ static bool final_retry(const tus_request_t *st, const tusc_upload_info_t *info)
          !st->req->chunked && tus_finish_hooks_on(st);
 }
 
+/* --- Repr-Digest (IETF draft, "Representation Digests") ---------------------------- */
+
+/* A creation may carry the digest of the whole representation (info->repr_digest,
+ * ietf_req.c). Once a request completes the upload, its bytes are read back (on the
+ * store's pool, 256 KiB at a time) and hashed before the finish hooks and the answer.
+ * -12: if the digests don't match, the server "SHOULD consider the upload failed, not
+ * process the representation further, and signal the failure": the upload is deleted
+ * (no finish hooks; a later request finds nothing) and the request answers 400
+ * ERR_REPR_DIGEST_MISMATCH. On a match the expectation is dropped from the info
+ * (saved durably), so "repr_digest set on a complete upload" means "not checked yet":
+ * any later append to it (after a crash between the last byte and the check, or one
+ * whose answer failed) checks it first. Whatever protocol the request spoke, also when
+ * its client has gone. */
+#define REPR_READ (256 * 1024)
+
+static bool repr_check_due(const tus_request_t *st, const tusc_upload_info_t *info) {
+  /* Not with a lease lock (Redis) that may be another instance's now: no deletion. */
+  return info->repr_digest != NULL && !st->repr_checked && !st->stopped &&
+         st->result != TUSC_ELOCK_LOST && !info->size_is_deferred && info->offset == info->size;
+}
+
+static void repr_saved(tus_request_t *st) {
+  if (st->work_result < 0) /* still marked unchecked on disk: checked again later */
+    TUSC_LOG(TUSC_LOG_WARN, "upload %s: cannot record its checked Repr-Digest: %s", st->id,
+             tusc_strerror(st->work_result));
+  st->work_result = 0;
+  chunk_done(st);
+}
+
+static void repr_read_next(tus_request_t *st);
+
+static void repr_checked(tus_request_t *st, int rc) {
+  tusc_checksum_free(st->repr_hash);
+  st->repr_hash = NULL;
+  free(st->repr_buf);
+  st->repr_buf = NULL;
+  if (rc == TUSC_ECHECKSUM_MISMATCH) {
+    tusc_log_event(TUSC_LOG_INFO, "UploadReprDigestMismatch", "id", st->id, "remote", st->client,
+                   NULL);
+    st->ietf.repr_failed = true;
+    st->stop_err = TUSC_EREPR_DIGEST_MISMATCH;
+    tus_stop_terminate(st);
+    return;
+  }
+  if (rc != 0) {
+    TUSC_LOG(TUSC_LOG_WARN, "upload %s: cannot check its Repr-Digest: %s", st->id,
+             tusc_strerror(rc));
+    if (st->result == 0)
+      st->result = rc;
+    chunk_done(st);
+    return;
+  }
+  tusc_upload_info_t *info = tusc_store_info(st->upload);
+  free(info->repr_digest);
+  info->repr_digest = NULL;
+  tus_store_started(st,
+                    tusc_store_save_info(st->upload, &st->sreq, tus_store_step(st, repr_saved)));
+}
+
+static void repr_read_done(tus_request_t *st) {
+  int rc = st->work_result;
+  st->work_result = 0;
+  if (rc == 0 && st->sreq.nread == 0)
+    rc = TUSC_EINTERNAL; /* shorter than its length */
+  if (rc == 0)
+    rc = tusc_checksum_update(st->repr_hash, st->repr_buf, st->sreq.nread);
+  if (rc != 0) {
+    repr_checked(st, rc);
+    return;
+  }
+  st->repr_pos += (int64_t)st->sreq.nread;
+  repr_read_next(st);
+}
+
+static void repr_read_next(tus_request_t *st) {
+  int64_t size = tusc_store_info(st->upload)->size;
+  if (st->repr_pos >= size) {
+    tusc_checksum_expect_t expect;
+    bool found = false;
+    int rc = tusc_checksum_parse_digest_field(tusc_store_info(st->upload)->repr_digest,
+                                              strlen(tusc_store_info(st->upload)->repr_digest),
+                                              &expect, &found);
+    if (rc == 0 && !found)
+      rc = TUSC_EINTERNAL;
+    if (rc == 0)
+      rc = tusc_checksum_verify(st->repr_hash, &expect);
+    repr_checked(st, rc);
+    return;
+  }
+  int64_t left = size - st->repr_pos;
+  size_t want = left > REPR_READ ? REPR_READ : (size_t)left;
+  tus_store_started(st, tusc_store_read(st->upload, &st->sreq, st->repr_pos, st->repr_buf, want,
+                                        tus_store_step(st, repr_read_done)));
+}
+
+static void repr_check_start(tus_request_t *st) {
+  st->repr_checked = true;
+  tusc_checksum_expect_t expect;
+  bool found = false;
+  const char *want = tusc_store_info(st->upload)->repr_digest;
+  int rc = tusc_checksum_parse_digest_field(want, strlen(want), &expect, &found);
+  if (rc == 0 && !found)
+    rc = TUSC_EINTERNAL;
+  if (rc == 0)
+    rc = tusc_checksum_new(expect.algo, &st->repr_hash);
+  if (rc == 0 && (st->repr_buf = malloc(REPR_READ)) == NULL)
+    rc = TUSC_ENOMEM;
+  if (rc != 0) {
+    repr_checked(st, rc);
+    return;
+  }
+  st->repr_pos = 0;
+  repr_read_next(st);
+}
+
 /* --- writing a chunk (PATCH and creation-with-upload) ----------------------------- */
 
 static void chunk_done(tus_request_t *st) {
@@ -177,7 +293,7 @@ static void chunk_done(tus_request_t *st) {
     st->chunk_started = false; /* once, also when the finish hooks bring us back */
   }
   if (!info->size_is_deferred && offset == info->size && !st->was_complete &&
-      !st->finish_hooks_ran) {
+      !st->finish_hooks_ran && !st->repr_checked) {
     tus_fmt_i64(size_s, info->size);
     tusc_log_event(TUSC_LOG_INFO, "UploadFinished", "id", st->id, "size", size_s, "remote",
                    st->client, NULL);
@@ -188,6 +304,10 @@ static void chunk_done(tus_request_t *st) {
   if (st->lock_held && st->result == 0 && !st->aborted &&
       tusc_lock_check(&st->lock_req) == TUSC_ELOCK_LOST)
     st->result = TUSC_ELOCK_LOST;
+  if (repr_check_due(st, info)) {
+    repr_check_start(st);
+    return;
+  }
   if (finish_hooks_due(st, info)) {
     finish_hooks_run(st);
     return;
@@ -218,6 +338,7 @@ static void chunk_done(tus_request_t *st) {
     return;
   }
   tusc_http_response_t resp;
+  st->ietf.expires_s = expires;
   tus_response_init(st, &resp, st->op == OP_POST ? 201 : 204);
   if (st->op == OP_POST)
     tusc_http_response_header(&resp, "Location", st->location);
@@ -328,7 +449,8 @@ static void on_rate_timer(uv_timer_t *timer) {
   tus_request_t *st = timer->data;
   const tusc_config_t *cfg = tus_cfg_of(st);
   if (st->phase != PH_BODY) {
-    uv_timer_stop(timer);
+    if (!st->checkpointing) /* a progress checkpoint: the body goes on after it */
+      uv_timer_stop(timer);
     return;
   }
   int64_t need = cfg->min_upload_rate * cfg->min_upload_rate_window_ms / 1000;
@@ -381,6 +503,8 @@ static void chunk_begun(tus_request_t *st) {
   tusc_log_event(TUSC_LOG_INFO, "ChunkWriteStart", "id", st->id, "offset", offset_s, "size", max_s,
                  "remote", st->client, NULL);
   st->chunk_started = true;
+  st->progress104_ms = uv_now(st->w->loop);
+  st->progress104_written = st->written;
   progress_start(st);
   rate_start(st);
   st->phase = PH_BODY;
@@ -514,6 +638,65 @@ static bool ietf_reached_length(const tus_request_t *st) {
   return !tusc_store_info(st->upload)->size_is_deferred;
 }
 
+/* IETF draft -12 (interop 9): while the content of an append (SHOULD) or a creation
+ * (MAY) is processed, 104 interim responses tell the client the current offset. A
+ * response's Upload-Offset guarantees that those bytes never need to be sent again, so
+ * the offset sent must be durable: the store's chunk is ended (KEEP: written and made
+ * durable, as before a final answer) and a new one begun, with the body paused in
+ * between; then the 104 goes out with the store's offset. At most once a second, only
+ * when bytes arrived since the last one, never for a verified chunk (its bytes count
+ * only once the digest matched at the end) and not where a checkpoint costs a copy
+ * (S3: its tail is stored as an object). */
+static bool progress_104_due(const tus_request_t *st) {
+  return st->ietf.version >= TUSC_IETF_VERSION_PROGRESS && st->verify == NULL && !st->chunk_drop &&
+         st->held_off >= st->held_len && st->written > st->progress104_written &&
+         uv_now(st->w->loop) - st->progress104_ms >= TUSC_IETF_PROGRESS_MS &&
+         tusc_store_cheap_chunk_checkpoint(st->upload);
+}
+
+static void checkpoint_done(tus_request_t *st) {
+  int rc = st->work_result;
+  st->work_result = 0;
+  st->checkpointing = false;
+  if (rc == 0 && !st->aborted && atomic_load(&st->release_requested))
+    rc = TUSC_EUPLOAD_INTERRUPTED;
+  if (rc == 0 && !st->aborted)
+    rc = tusc_store_chunk_begin(st->upload, 0);
+  if (rc != 0 || st->aborted) {
+    /* The chunk has ended (its bytes kept, durable up to a write error): the body ends
+     * as it would have, with no chunk left to end. */
+    if (rc != 0 && st->result == 0)
+      st->result = rc;
+    tus_chunk_finish(st, false);
+    return;
+  }
+  st->chunk_open = true;
+  st->phase = PH_BODY;
+  st->progress104_ms = uv_now(st->w->loop);
+  st->progress104_written = st->written;
+  tusc_ietf_progress(st, tusc_store_info(st->upload)->offset);
+  tusc_http_body_resume(st->req); /* may deliver the next piece at once */
+}
+
+/* Ends the chunk for a progress 104 (see progress_104_due). Returns 0 (the body is
+ * paused until checkpoint_done) or the store's refusal (the chunk is still open). */
+static int checkpoint_start(tus_request_t *st) {
+  /* A lease lock (Redis) that may be another instance's now: the body's end deals
+   * with it (tus_chunk_finish drops the chunk). */
+  if (st->lock_held && tusc_lock_check(&st->lock_req) == TUSC_ELOCK_LOST)
+    return 0;
+  int rc = tusc_store_chunk_end(st->upload, &st->sreq, TUSC_STORE_KEEP,
+                                tus_store_step(st, checkpoint_done));
+  if (rc != 0) {
+    st->phase = PH_BODY;
+    return rc;
+  }
+  st->chunk_open = false;
+  st->checkpointing = true;
+  tusc_http_body_pause(st->req);
+  return 0;
+}
+
 int tus_on_body(tusc_http_request_t *req, const char *data, size_t len, void *ctx) {
   (void)ctx;
   tus_request_t *st = req->handler_data;
@@ -543,6 +726,8 @@ int tus_on_body(tusc_http_request_t *req, const char *data, size_t len, void *ct
     tus_chunk_finish(st, true);
     return TUSC_EUPLOAD_INTERRUPTED;
   }
+  if (progress_104_due(st) && (rc = checkpoint_start(st)) != 0)
+    return chunk_stop(st, rc);
   return 0;
 }
 

@@ -57,6 +57,8 @@ void tus_state_free(tus_request_t *st) {
   tusc_tus_worker_t *w = st->w;
   tus_hook_state_dispose(st);
   tusc_verify_free(st->verify);
+  tusc_checksum_free(st->repr_hash);
+  free(st->repr_buf);
   if (st->lock_held) {
     tusc_lock_release(&st->lock_req);
     st->lock_held = false;
@@ -356,6 +358,22 @@ int tusc_tus_req_set_id(tusc_tus_req_t *st, const char *id) {
 }
 void tusc_tus_req_location_input(tusc_tus_req_t *st, tusc_location_input_t *in) {
   (void)tus_location_input(st, in);
+}
+int tusc_tus_req_content_digest(tusc_tus_req_t *st) {
+  tusc_verify_free(st->verify);
+  st->verify = NULL;
+  int rc = tusc_verify_new_digest(st->req, &st->verify);
+  if (rc == 0 && st->verify != NULL && !st->req->chunked && st->req->content_length <= 0) {
+    /* No content: the digest must be that of no bytes, checked before anything is
+     * created or looked up (a creation without content reads no body). */
+    rc = tusc_verify_empty(st->verify);
+    tusc_verify_free(st->verify);
+    st->verify = NULL;
+  }
+  return rc;
+}
+int64_t tusc_tus_req_expires_s(tusc_tus_req_t *st, const tusc_upload_info_t *info, bool touched) {
+  return tus_expires_s(st, info, touched);
 }
 void tusc_tus_req_response_init(tusc_tus_req_t *st, tusc_http_response_t *resp, int status) {
   tus_response_init(st, resp, status);

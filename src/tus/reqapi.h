@@ -44,6 +44,16 @@ int tusc_tus_req_set_id(tusc_tus_req_t *st, const char *id);
 /* What tusc_location_* need from this request (Host, proxy headers, TLS). */
 void tusc_tus_req_location_input(tusc_tus_req_t *st, tusc_location_input_t *in);
 
+/* The upload's expiry in unix seconds (0: it never expires, or expiration is off);
+ * `touched`: bytes were just written, so its last activity is now. */
+int64_t tusc_tus_req_expires_s(tusc_tus_req_t *st, const tusc_upload_info_t *info, bool touched);
+
+/* The request's body is to be verified against its Content-Digest (IETF draft, see
+ * tusc_verify_new_digest): call before create/append. A request without content is
+ * checked at once. Returns 0 (also when there is no digest to check), or
+ * TUSC_EINVALID_DIGEST / TUSC_EDIGEST_MISMATCH / TUSC_ENOMEM (the caller answers). */
+int tusc_tus_req_content_digest(tusc_tus_req_t *st);
+
 /* A response with the handler's common headers (protocol headers, nosniff, CORS). */
 void tusc_tus_req_response_init(tusc_tus_req_t *st, tusc_http_response_t *resp, int status);
 /* Sends resp (+ body) and frees the state. */

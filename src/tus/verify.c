@@ -16,6 +16,7 @@
 
 struct tusc_verify_s {
   bool trailer;     /* checksum arrives as a trailer */
+  bool digest;      /* Content-Digest (IETF draft): a mismatch is TUSC_EDIGEST_MISMATCH */
   bool have_expect; /* `expect` is known (header, or trailer parsed) */
   tusc_checksum_expect_t expect;
   tusc_checksum_t *hash; /* header mode: running over the body */
@@ -84,6 +85,60 @@ int tusc_verify_new(const tusc_http_request_t *req, tusc_verify_t **out) {
   return 0;
 }
 
+#define DIGEST_HEADER "Content-Digest"
+#define DIGEST_FIELD_MAX 4096
+
+int tusc_verify_digest_field(const tusc_http_request_t *req, const char *name,
+                             tusc_checksum_expect_t *out, bool *found) {
+  *found = false;
+  /* Field lines of a Dictionary combine with commas (RFC 9651 §3.2). */
+  char field[DIGEST_FIELD_MAX];
+  size_t len = 0, lines = 0;
+  for (size_t i = 0; i < req->header_count; i++) {
+    const tusc_http_header_t *h = &req->headers[i];
+    if (h->trailer || strcasecmp(h->name, name) != 0)
+      continue;
+    if (len + h->value_len + 2 > sizeof(field))
+      return TUSC_EINVALID_DIGEST;
+    if (lines++ > 0) {
+      field[len++] = ',';
+      field[len++] = ' ';
+    }
+    memcpy(field + len, h->value, h->value_len);
+    len += h->value_len;
+  }
+  if (lines == 0)
+    return 0;
+  return tusc_checksum_parse_digest_field(field, len, out, found);
+}
+
+int tusc_verify_new_digest(const tusc_http_request_t *req, tusc_verify_t **out) {
+  *out = NULL;
+  tusc_checksum_expect_t expect;
+  bool found = false;
+  int rc = tusc_verify_digest_field(req, DIGEST_HEADER, &expect, &found);
+  if (rc != 0 || !found)
+    return rc;
+  tusc_verify_t *v = calloc(1, sizeof(*v));
+  if (v == NULL)
+    return TUSC_ENOMEM;
+  v->digest = true;
+  v->have_expect = true;
+  v->expect = expect;
+  rc = tusc_checksum_new(v->expect.algo, &v->hash);
+  if (rc != 0) {
+    tusc_verify_free(v);
+    return rc;
+  }
+  *out = v;
+  return 0;
+}
+
+/* The verdict of a digest comparison in the vocabulary of the header it came from. */
+static int verdict_of(const tusc_verify_t *v, int rc) {
+  return v->digest && rc == TUSC_ECHECKSUM_MISMATCH ? TUSC_EDIGEST_MISMATCH : rc;
+}
+
 int tusc_verify_body_end(tusc_verify_t *v, const tusc_http_request_t *req) {
   if (!v->trailer)
     return 0;
@@ -150,7 +205,7 @@ static void end_chunk(tusc_verify_t *v, int verdict) {
 }
 
 static void judge(tusc_verify_t *v) {
-  end_chunk(v, tusc_checksum_verify(v->hash, &v->expect));
+  end_chunk(v, verdict_of(v, tusc_checksum_verify(v->hash, &v->expect)));
 }
 
 static void read_next(tusc_verify_t *v);
@@ -237,5 +292,5 @@ int tusc_verify_empty(tusc_verify_t *v) {
     if (rc != 0)
       return rc;
   }
-  return tusc_checksum_verify(v->hash, &v->expect);
+  return verdict_of(v, tusc_checksum_verify(v->hash, &v->expect));
 }

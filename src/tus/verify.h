@@ -26,6 +26,7 @@
 
 #include "http/http.h"
 #include "store/store.h"
+#include "tus/checksum.h"
 
 typedef struct tusc_verify_s tusc_verify_t;
 
@@ -35,6 +36,23 @@ typedef struct tusc_verify_s tusc_verify_t;
  * header and announced trailer, trailer announced without a chunked body),
  * TUSC_ECHECKSUM_ALGORITHM; TUSC_ENOMEM. */
 int tusc_verify_new(const tusc_http_request_t *req, tusc_verify_t **out)
+    __attribute__((warn_unused_result));
+
+/* The IETF draft's content digest (draft -12 "Content Digests", RFC 9530): verifies
+ * the request content against its `Content-Digest` header (sha-512 or sha-256; several
+ * field lines form one Dictionary) the same way as a checksum: staged, kept only on a
+ * match. Sets *out to NULL when the request carries none tusc can check. A mismatch
+ * ends as TUSC_EDIGEST_MISMATCH (400) instead of TUSC_ECHECKSUM_MISMATCH (460).
+ * Errors: TUSC_EINVALID_DIGEST (400), TUSC_ENOMEM. */
+int tusc_verify_new_digest(const tusc_http_request_t *req, tusc_verify_t **out)
+    __attribute__((warn_unused_result));
+
+/* Reads the digest field `name` (Content-Digest, Repr-Digest: its header lines joined
+ * into one Dictionary) as tusc_checksum_parse_digest_field does. Returns 0 with *found
+ * false when absent or nothing tusc checks, 0 with *found and *out, or
+ * TUSC_EINVALID_DIGEST. */
+int tusc_verify_digest_field(const tusc_http_request_t *req, const char *name,
+                             tusc_checksum_expect_t *out, bool *found)
     __attribute__((warn_unused_result));
 
 /* The body arrived whole: in trailer mode reads and parses the Upload-Checksum
@@ -56,7 +74,7 @@ int tusc_verify_chunk_flags(const tusc_verify_t *v);
 int tusc_verify_update(tusc_verify_t *v, const void *data, size_t len);
 
 /* A request without a body: the digest must be that of no bytes. Returns 0,
- * TUSC_ECHECKSUM_MISMATCH or TUSC_EINVALID_CHECKSUM. Pure. */
+ * TUSC_ECHECKSUM_MISMATCH (TUSC_EDIGEST_MISMATCH) or TUSC_EINVALID_CHECKSUM. Pure. */
 int tusc_verify_empty(tusc_verify_t *v);
 
 typedef void (*tusc_verify_cb)(tusc_verify_t *v, int status, void *arg);

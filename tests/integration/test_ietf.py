@@ -981,3 +981,723 @@ def test_h2_stream_without_content_length_sets_deferred_length(h2_draft_server):
     assert h.header("Upload-Length") == "8" and h.header("Upload-Complete") == "?1", h
     assert srv.download(up).body == b"abcdefgh"
     assert srv.download(tus_up).body == tus_body
+
+
+# --- Upload-Limit max-age (draft -06 on: interop 7+) --------------------------------------
+
+
+def limit_members(value):
+    """An Upload-Limit dictionary of integers as a dict (what tusc sends)."""
+    out = {}
+    for member in value.split(","):
+        k, _, v = member.strip().partition("=")
+        out[k] = int(v)
+    return out
+
+
+def assert_max_age(resp, low, high, header="Upload-Limit"):
+    lim = limit_members(resp.header(header) if hasattr(resp, "header") else resp[header.lower()])
+    assert "max-age" in lim and low <= lim["max-age"] <= high, (lim, resp)
+    return lim
+
+
+@pytest.mark.parametrize("version", [7, 8, 9])
+def test_upload_limit_max_age(tusc, version):
+    """-12 "Limits": max-age is the remaining lifetime of the upload resource. With
+    -expire-after, OPTIONS announces the lifetime a new upload gets, and every answer
+    about an unfinished upload (104, 201, HEAD, append) the seconds left until it
+    expires; a finished upload never expires, so its answers carry none."""
+    srv = tusc("-enable-experimental-protocol", "-expire-after", "1h", "-max-size", "100")
+    d = Draft(srv, version)
+    final, _ = d.exchange("OPTIONS", "/files/", draft_headers(version))
+    assert final.header("Upload-Limit") == "min-size=0, max-size=100, max-age=3600", final
+    final, interim = d.create(b"abc", complete=False, extra={"Upload-Length": "10"})
+    assert final.status == 201 and [i.status for i in interim] == [104], (final, interim)
+    assert assert_max_age(interim[0], 3598, 3600)["max-size"] == 100
+    assert_max_age(final, 3598, 3600)
+    up = path_of(final.header("Location"))
+    h = d.head(up)
+    assert h.status == 204, h
+    assert_max_age(h, 3598, 3600)
+    r = d.append(up, 3, b"defg", complete=False)
+    assert r.status == 204 and not is_complete(r, version), r
+    assert_max_age(r, 3598, 3600)
+    r = d.append(up, 7, b"hij", complete=True)
+    assert r.status == 204 and is_complete(r, version), r
+    assert r.header("Upload-Limit") == "min-size=0, max-size=100", r
+    h = d.head(up)
+    assert h.header("Upload-Limit") == "min-size=0, max-size=100", h
+    # Created complete: never expires.
+    final, interim = d.create(b"whole", complete=True)
+    assert final.status == 201 and final.header("Upload-Limit") == "min-size=0, max-size=100"
+
+
+def test_upload_limit_max_age_counts_down(tusc):
+    """max-age is the time left, not the configured lifetime: an idle upload's max-age
+    shrinks, and the end it implies never moves earlier (-12: SHOULD NOT decrease)."""
+    import time
+    srv = tusc("-enable-experimental-protocol", "-expire-after", "4s")
+    d = Draft(srv, 9)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    t0 = time.monotonic()
+    first = assert_max_age(final, 3, 4)["max-age"]
+    h = deadline_poll(lambda: (lambda r: r if limit_members(r.header("Upload-Limit"))
+                               .get("max-age", 99) < first else None)(d.head(up)),
+                      10, what="max-age to count down")
+    left = limit_members(h.header("Upload-Limit"))["max-age"]
+    assert t0 + first + 1 >= time.monotonic() + left, (first, left)
+    # Writing bytes is activity: the lifetime starts again.
+    r = d.append(up, 0, b"x", complete=False)
+    assert_max_age(r, 3, 4)
+
+
+@pytest.mark.parametrize("version", [3, 6])
+def test_upload_limit_no_max_age_before_7(tusc, version):
+    """Drafts before -06 (interop 3-6) have no max-age member: their answers stay as
+    they were."""
+    srv = tusc("-enable-experimental-protocol", "-expire-after", "1h")
+    d = Draft(srv, version)
+    final, _ = d.exchange("OPTIONS", "/files/", draft_headers(version))
+    assert final.header("Upload-Limit") == "min-size=0", final
+    final, interim = d.create(b"abc", complete=False)
+    assert final.header("Upload-Limit") == "min-size=0", final
+    assert interim[0].header("Upload-Limit") == "min-size=0", interim
+    assert d.head(path_of(final.header("Location"))).header("Upload-Limit") == "min-size=0"
+
+
+def test_upload_limit_without_expiration_has_no_max_age(draft_server):
+    d = Draft(draft_server, 9)
+    final, _ = d.exchange("OPTIONS", "/files/", draft_headers(9))
+    assert final.header("Upload-Limit") == "min-size=0", final
+    final, _ = d.create(b"abc", complete=False)
+    assert final.header("Upload-Limit") == "min-size=0", final
+
+
+def test_h2_upload_limit_max_age_9(tusc):
+    """The same max-age on HTTP/2: the 104 and the 201 of a creation, OPTIONS."""
+    from test_h2 import DATA, END_STREAM, RawH2, frame
+    srv = tusc("-enable-experimental-protocol", "-enable-h2c", "-expire-after", "1h")
+    raw = RawH2(srv)
+    try:
+        raw.send(raw.request_headers(1, "OPTIONS", "/files/", h2_draft_headers(9),
+                                     end_stream=True, tus=False))
+        interim, r = h2_answer(raw, 1)
+        assert r["upload-limit"] == "min-size=0, max-age=3600", r
+        raw.send(raw.request_headers(3, "POST", "/files/", h2_draft_headers(
+            9, False, [("content-length", "3")]), tus=False) + frame(DATA, END_STREAM, 3, b"abc"))
+        interim, r = h2_answer(raw, 3)
+        assert r[":status"] == "201", r
+        assert [i[":status"] for i in interim] == ["104"], interim
+        assert_max_age(interim[0], 3598, 3600)
+        assert_max_age(r, 3598, 3600)
+    finally:
+        raw.close()
+
+
+# --- Content-Digest (draft -04 on: interop 6+; RFC 9530) ----------------------------------
+
+
+def content_digest(data, *algos):
+    import base64
+    import hashlib
+    names = {"sha-256": "sha256", "sha-512": "sha512", "md5": "md5"}
+    return ", ".join(f"{a}=:{base64.b64encode(hashlib.new(names[a], data).digest()).decode()}:"
+                     for a in algos or ("sha-256",))
+
+
+@pytest.mark.parametrize("version", [6, 8, 9])
+def test_content_digest_append(draft_server, version):
+    """-12 "Content Digests": an append whose content does not match its Content-Digest
+    is not appended (the offset stays, the client resends); a matching one is. sha-256
+    and sha-512 are checked (sha-512 when both are sent); other algorithms are
+    ignored."""
+    d = Draft(draft_server, version)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    r = d.append(up, 0, b"hello ", complete=False,
+                 extra={"Content-Digest": content_digest(b"hello ", "sha-256")})
+    assert r.status == 204 and r.header("Upload-Offset") == "6", r
+    # A corrupted chunk: 400, nothing of it kept.
+    r = d.append(up, 6, b"wOrld", complete=True,
+                 extra={"Content-Digest": content_digest(b"world", "sha-512")})
+    assert r.status == 400 and "ERR_DIGEST_MISMATCH" in r.text, r
+    assert_draft_response(r, version)
+    if version >= 9:
+        assert r.header("Upload-Complete") == "?0", r  # the protocol's error: resume
+    h = d.head(up)
+    assert h.header("Upload-Offset") == "6" and not is_complete(h, version), h
+    # sha-512 is the one checked when both come (here the sha-256 one is stale).
+    both = content_digest(b"world", "sha-512") + ", " + content_digest(b"xxxxx", "sha-256")
+    r = d.append(up, 6, b"world", complete=True, extra={"Content-Digest": both})
+    assert r.status == 204 and is_complete(r, version), r
+    assert draft_server.download(up).body == b"hello world"
+    # Only algorithms tusc does not check (md5 is deprecated by RFC 9530): not verified.
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    r = d.append(up, 0, b"abc", complete=True,
+                 extra={"Content-Digest": content_digest(b"other", "md5")})
+    assert r.status == 204 and is_complete(r, version), r
+
+
+def test_content_digest_creation(draft_server):
+    """A creation with content: on a mismatch the upload exists (its 104 named it) but
+    holds none of the bytes; a matching creation keeps them. A malformed digest, or a
+    digest of no content that is wrong, is refused before anything is created."""
+    d = Draft(draft_server, 9)
+    final, interim = d.create(b"0123456789", complete=False,
+                              extra={"Content-Digest": content_digest(b"0123456780")})
+    assert final.status == 400 and "ERR_DIGEST_MISMATCH" in final.text, final
+    assert final.header("Upload-Complete") == "?0", final
+    assert [i.status for i in interim] == [104], interim
+    up = path_of(interim[0].header("Location"))
+    h = d.head(up)
+    assert h.status == 204 and h.header("Upload-Offset") == "0", h
+    r = d.append(up, 0, b"0123456789", complete=True,
+                 extra={"Content-Digest": content_digest(b"0123456789", "sha-512")})
+    assert r.status == 204 and is_complete(r, 9), r
+    assert draft_server.download(up).body == b"0123456789"
+
+    final, interim = d.create(b"abc", complete=True,
+                              extra={"Content-Digest": content_digest(b"abc", "sha-256")})
+    assert final.status == 201 and is_complete(final, 9), final
+    assert draft_server.download(path_of(final.header("Location"))).body == b"abc"
+
+    for bad in ("sha-256=:AAAA:", "sha-256=" + "a" * 44, "sha-256=:%s" % ("A" * 43),
+                "sha-512=:" + content_digest(b"abc", "sha-256")[9:]):
+        final, interim = d.create(b"abc", complete=True, extra={"Content-Digest": bad})
+        assert final.status == 400 and "ERR_INVALID_DIGEST" in final.text, (bad, final)
+        assert not interim and not final.has("Location"), (bad, final, interim)
+    # No content: checked at once.
+    final, interim = d.create(b"", complete=False,
+                              extra={"Content-Digest": content_digest(b"x")})
+    assert final.status == 400 and "ERR_DIGEST_MISMATCH" in final.text, final
+    assert not interim, interim
+    final, interim = d.create(b"", complete=False, extra={"Content-Digest": content_digest(b"")})
+    assert final.status == 201, final
+
+
+def test_content_digest_ignored_before_6(draft_server):
+    """Drafts before -04 (interop 3-5) have no integrity digests: the field is not
+    looked at, as before."""
+    d = Draft(draft_server, 5)
+    final, _ = d.create(b"abc", complete=True,
+                        extra={"Content-Digest": content_digest(b"xyz")})
+    assert final.status == 201, final
+    final, _ = d.create(b"abc", complete=True, extra={"Content-Digest": "not a dictionary("})
+    assert final.status == 201, final
+
+
+def test_content_digest_chunked_and_interrupted(draft_server):
+    """The digest covers the content whatever its framing (chunked here); a body that
+    does not arrive whole cannot be verified and is dropped, like a tus checksummed
+    chunk, so no unverified byte is acknowledged."""
+    d = Draft(draft_server, 9)
+    final, _ = d.create(b"", complete=False, extra={"Upload-Length": "8"})
+    up = path_of(final.header("Location"))
+    hs = draft_headers(9, False, {"Upload-Offset": "0", "Content-Type": PARTIAL,
+                                  "Transfer-Encoding": "chunked",
+                                  "Content-Digest": content_digest(b"abcd")})
+    with draft_server.raw() as c:
+        c.send(build_request("PATCH", up, hs, b"") + b"2\r\nab\r\n2\r\nXd\r\n0\r\n\r\n")
+        r, _ = c.read_final_response("PATCH")
+    assert r.status == 400 and "ERR_DIGEST_MISMATCH" in r.text, r
+    assert d.head(up).header("Upload-Offset") == "0"
+    with draft_server.raw() as c:
+        c.send(build_request("PATCH", up, hs, b"") + b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n")
+        r, _ = c.read_final_response("PATCH")
+    assert r.status == 204 and r.header("Upload-Offset") == "4", r
+    # Interrupted: the client goes away after half of a digested body.
+    hs = draft_headers(9, True, {"Upload-Offset": "4", "Content-Type": PARTIAL,
+                                 "Content-Length": "4",
+                                 "Content-Digest": content_digest(b"efgh")})
+    with draft_server.raw() as c:
+        c.send(build_request("PATCH", up, hs, b"", content_length=None) + b"ef")
+    deadline_poll(lambda: any("method=PATCH" in l and "status=400" in l and "aborted=true" in l
+                              for l in draft_server.all_stderr().splitlines()), 15,
+                  what="the interrupted append's end")
+    h = d.head(up)
+    assert h.header("Upload-Offset") == "4" and h.header("Upload-Complete") == "?0", h
+    r = d.append(up, 4, b"efgh", complete=True, extra={"Content-Digest": content_digest(b"efgh")})
+    assert r.status == 204 and is_complete(r, 9), r
+    assert draft_server.download(up).body == b"abcdefgh"
+
+
+@pytest.mark.skipif(__import__("shutil").which("curl") is None, reason="curl not installed")
+def test_content_digest_curl_h1_and_h2(tusc, tmp_path):
+    """Real clients: curl over HTTP/1.1 and over HTTP/2 (prior knowledge) sending
+    Content-Digest on appends."""
+    import subprocess
+    srv = tusc("-enable-experimental-protocol", "-enable-h2c")
+    d = Draft(srv, 9)
+    data = bytes(range(256)) * 300
+    f = tmp_path / "data"
+    f.write_bytes(data)
+    for proto in ("--http1.1", "--http2-prior-knowledge"):
+        final, _ = d.create(b"", complete=False)
+        up = path_of(final.header("Location"))
+        url = f"http://{srv.host}:{srv.port}{up}"
+
+        def patch(digest):
+            p = subprocess.run(
+                ["curl", "-sS", "-i", proto, "-X", "PATCH", "-H", "Upload-Draft-Interop-Version: 9",
+                 "-H", "Upload-Complete: ?1", "-H", "Upload-Offset: 0", "-H",
+                 f"Content-Type: {PARTIAL}", "-H", f"Content-Digest: {digest}",
+                 "--data-binary", f"@{f}", url], capture_output=True, timeout=60)
+            assert p.returncode == 0, p.stderr
+            return p.stdout.decode("latin-1")
+        out = patch(content_digest(data[:-1] + b"\0", "sha-256"))
+        assert out.split("\r\n")[0].split()[1] == "400" and "ERR_DIGEST_MISMATCH" in out, out
+        assert d.head(up).header("Upload-Offset") == "0"
+        out = patch(content_digest(data, "sha-256", "sha-512"))
+        assert out.split("\r\n")[0].split()[1] == "204", out
+        assert srv.download(up).body == data
+
+
+def test_h2_content_digest_9(h2_draft_server):
+    """HTTP/2 streams: a mismatching digest drops the stream's content, a matching one
+    keeps it."""
+    from test_h2 import DATA, END_STREAM, RawH2, frame
+    srv = h2_draft_server
+    d = Draft(srv, 9)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    raw = RawH2(srv)
+    try:
+        hs = [("upload-offset", "0"), ("content-type", PARTIAL), ("content-length", "6")]
+        raw.send(raw.request_headers(1, "PATCH", up, h2_draft_headers(
+            9, False, hs + [("content-digest", content_digest(b"abcdeF"))]), tus=False)
+                 + frame(DATA, END_STREAM, 1, b"abcdef"))
+        _, r = h2_answer(raw, 1)
+        assert r[":status"] == "400" and r["upload-complete"] == "?0", r
+        assert d.head(up).header("Upload-Offset") == "0"
+        raw.send(raw.request_headers(3, "PATCH", up, h2_draft_headers(
+            9, False, hs + [("content-digest", content_digest(b"abcdef", "sha-512"))]),
+            tus=False) + frame(DATA, END_STREAM, 3, b"abcdef"))
+        _, r = h2_answer(raw, 3)
+        assert r[":status"] == "204" and r["upload-offset"] == "6", r
+    finally:
+        raw.close()
+    assert srv.download(up).body == b"abcdef"
+
+
+# --- OPTIONS * (draft -12 "Limits") ---------------------------------------------------------
+
+
+def test_options_asterisk_answers_like_the_endpoint(tusc):
+    """-12: a server whose resources all create uploads with the same limits SHOULD
+    include Upload-Limit in its answer to OPTIONS for the target "*". tusc serves one
+    upload endpoint, so OPTIONS * from a draft client answers exactly like OPTIONS on
+    the endpoint (Upload-Limit, max-age included); without the draft header it is the
+    tus answer, as on the endpoint. python http.client and curl, HTTP/1.1 and HTTP/2."""
+    import http.client
+    import subprocess
+    srv = tusc("-enable-experimental-protocol", "-enable-h2c", "-max-size", "100",
+               "-expire-after", "1h")
+
+    def h1(target, headers):
+        conn = http.client.HTTPConnection(srv.host, srv.port, timeout=30)
+        try:
+            conn.request("OPTIONS", target, headers=headers)
+            r = conn.getresponse()
+            r.read()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}
+        finally:
+            conn.close()
+
+    draft = {"Upload-Draft-Interop-Version": "9"}
+    status, star = h1("*", draft)
+    _, endpoint = h1("/files/", draft)
+    assert status == 200, (status, star)
+    assert star["upload-limit"] == "min-size=0, max-size=100, max-age=3600", star
+    assert star["upload-draft-interop-version"] == "9", star
+    for k in ("upload-limit", "tus-version", "tus-extension", "tus-max-size", "accept-patch"):
+        assert star.get(k) == endpoint.get(k), (k, star, endpoint)
+    assert "tus-resumable" not in star, star
+    status, plain = h1("*", {})
+    assert status == 200 and "upload-limit" not in plain and plain["tus-resumable"] == "1.0.0"
+
+    for proto in ("--http1.1", "--http2-prior-knowledge"):
+        p = subprocess.run(["curl", "-sS", "-i", proto, "--request-target", "*", "-X", "OPTIONS",
+                            "-H", "Upload-Draft-Interop-Version: 7",
+                            f"http://{srv.host}:{srv.port}/"], capture_output=True, timeout=60)
+        out = p.stdout.decode("latin-1")
+        assert p.returncode == 0 and out.split("\r\n")[0].split()[1] == "200", (p.stderr, out)
+        assert "\r\nupload-limit: min-size=0, max-size=100, max-age=3600\r\n" in out.lower(), out
+        assert ("HTTP/2" in out) == (proto != "--http1.1"), out
+
+
+# --- progress 104 while a body streams (draft -12, interop 9) -------------------------------
+
+
+def slow_chunked_body(c, method, until, seconds=30, piece=16384):
+    """Sends chunks of a chunked body on RawConn `c`, each after the server said nothing
+    for a moment, collecting the interim responses; stops once until(list of (time,
+    response)) is true (AssertionError after `seconds`). Returns (list, bytes sent)."""
+    import os
+    import select
+    import time
+    got, sent = [], b""
+    end = time.monotonic() + seconds
+    while not until(got):
+        assert time.monotonic() < end, got
+        data = os.urandom(piece)
+        c.send(b"%x\r\n" % len(data) + data + b"\r\n")
+        sent += data
+        readable, _, _ = select.select([c.sock], [], [], 0.05)
+        while readable or c.buf:
+            r = c.read_response(method)
+            assert 100 <= r.status < 200, r
+            got.append((time.monotonic(), r))
+            readable, _, _ = select.select([c.sock], [], [], 0)
+    return got, sent
+
+
+def assert_progress(interim, sent_len, version="9"):
+    """Progress 104s: the interop version, no Location, offsets growing and never past
+    what was sent, at least ~a second apart."""
+    offsets = []
+    for i, (t, r) in enumerate(interim):
+        assert r.status == 104, r
+        assert r.header("Upload-Draft-Interop-Version") == version, r
+        assert not r.has("Location"), r
+        offsets.append(int(r.header("Upload-Offset")))
+        if i > 0:
+            assert t - interim[i - 1][0] > 0.5, interim  # the server: >= 1 s of loop time
+    assert offsets == sorted(set(offsets)) and 0 < offsets[0] and offsets[-1] <= sent_len, offsets
+    return offsets
+
+
+def test_progress_104_during_append_9(draft_server):
+    """-12 "Upload Append": while the content is processed the server SHOULD send 104
+    with the current offset (and no Location). tusc sends one at most each second when
+    bytes arrived, with an offset it has made durable (the draft: an Upload-Offset in a
+    response is a guarantee that those bytes never need to be sent again), so offset
+    retrieval already reports it."""
+    d = Draft(draft_server, 9)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    hs = draft_headers(9, False, {"Upload-Offset": "0", "Content-Type": PARTIAL,
+                                  "Transfer-Encoding": "chunked"})
+    with draft_server.raw() as c:
+        c.send(build_request("PATCH", up, hs, b""))
+        interim, sent = slow_chunked_body(c, "PATCH", lambda got: len(got) >= 2)
+        offsets = assert_progress(interim, len(sent))
+        h = d.head(up)  # (not during a real client's append; here to see the offset)
+        assert int(h.header("Upload-Offset")) >= offsets[-1], (h, offsets)
+        c.send(b"0\r\n\r\n")
+        r, more = c.read_final_response("PATCH")
+    assert r.status == 204 and r.header("Upload-Offset") == str(len(sent)), r
+    assert all(i.status == 104 for i in more), more
+    assert draft_server.download(up).body == sent
+
+
+def test_progress_104_during_creation_9(draft_server):
+    """A creation with content: first the 104 that names the upload (Location), then
+    progress 104s with Upload-Offset only (-12 "Upload Creation": MAY)."""
+    hs = draft_headers(9, False, {"Transfer-Encoding": "chunked"})
+    with draft_server.raw() as c:
+        c.send(build_request("POST", "/files/", hs, b""))
+        interim, sent = slow_chunked_body(c, "POST", lambda got: len(got) >= 3)
+        first = interim[0][1]
+        assert first.status == 104 and first.has("Location") and not first.has("Upload-Offset")
+        assert_progress(interim[1:], len(sent))
+        c.send(b"0\r\n\r\n")
+        r, _ = c.read_final_response("POST")
+    assert r.status == 201 and r.header("Location") == first.header("Location"), r
+    assert draft_server.download(path_of(r.header("Location"))).body == sent
+
+
+@pytest.mark.parametrize("case", ["interop 8", "digest", "tus"])
+def test_no_progress_104(draft_server, case):
+    """No progress 104 to clients of interop 3-8 (tusc's choice: only -12 clients get
+    them), to tus clients, nor for a digested body (its bytes count only once the digest
+    matched at the end)."""
+    import time
+    version = 8 if case == "interop 8" else 9
+    d = Draft(draft_server, version)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    extra = {"Upload-Offset": "0", "Content-Type": PARTIAL, "Transfer-Encoding": "chunked"}
+    if case == "digest":
+        extra["Content-Digest"] = content_digest(b"not what is sent")
+    hs = draft_headers(version, False, extra)
+    if case == "tus":
+        hs = [("Tus-Resumable", "1.0.0"), ("Upload-Offset", "0"), ("Content-Type", OCTET),
+              ("Transfer-Encoding", "chunked")]
+    start = time.monotonic()
+    with draft_server.raw() as c:
+        c.send(build_request("PATCH", up, hs, b""))
+        # Long enough for two progress 104s to an interop 9 client.
+        interim, sent = slow_chunked_body(c, "PATCH",
+                                          lambda got: time.monotonic() - start > 2.5)
+        c.send(b"0\r\n\r\n")
+        r, more = c.read_final_response("PATCH")
+    assert not interim and not more, (interim, more)
+    if case == "digest":
+        assert r.status == 400 and d.head(up).header("Upload-Offset") == "0", r
+    else:
+        assert r.status == 204 and r.header("Upload-Offset") == str(len(sent)), r
+
+
+@pytest.mark.skipif(__import__("shutil").which("curl") is None, reason="curl not installed")
+@pytest.mark.parametrize("proto", ["--http1.1", "--http2-prior-knowledge"])
+def test_progress_104_with_curl(tusc, tmp_path, proto):
+    """curl (rate-limited to make the body last ~3 s) shows the progress 104s and takes
+    the final answer after them, over HTTP/1.1 and HTTP/2."""
+    import os
+    import re
+    import subprocess
+    srv = tusc("-enable-experimental-protocol", "-enable-h2c")
+    d = Draft(srv, 9)
+    data = os.urandom(3 * 1000 * 1000)
+    f = tmp_path / "data"
+    f.write_bytes(data)
+    final, _ = d.create(b"", complete=False, extra={"Upload-Length": str(len(data))})
+    up = path_of(final.header("Location"))
+    p = subprocess.run(
+        ["curl", "-sS", "-i", proto, "--limit-rate", "1000K", "-X", "PATCH",
+         "-H", "Upload-Draft-Interop-Version: 9", "-H", "Upload-Complete: ?1",
+         "-H", "Upload-Offset: 0", "-H", f"Content-Type: {PARTIAL}", "--data-binary", f"@{f}",
+         f"http://{srv.host}:{srv.port}{up}"], capture_output=True, timeout=120)
+    out = p.stdout.decode("latin-1")
+    assert p.returncode == 0, p.stderr
+    heads = [h for h in re.split(r"\r\n\r\n", out) if h.strip()]
+    statuses = [int(h.split()[1]) for h in heads]
+    assert statuses[-1] == 204 and statuses.count(104) >= 1, out
+    assert all(s in (100, 104) for s in statuses[:-1]), statuses
+    offsets = [int(m) for m in re.findall(r"(?im)^upload-offset: (\d+)\r?$", out)]
+    assert offsets == sorted(offsets) and offsets[-1] == len(data), offsets
+    assert srv.download(up).body == data
+
+
+def test_h2_progress_104_9(h2_draft_server):
+    """HTTP/2: progress 104s are interim HEADERS on the append's stream."""
+    import os
+    from test_h2 import DATA, END_STREAM, HEADERS, RawH2, frame, frame_within
+    import time
+    srv = h2_draft_server
+    d = Draft(srv, 9)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    raw = RawH2(srv)
+    sent = []
+    try:
+        raw.send(raw.request_headers(1, "PATCH", up, h2_draft_headers(
+            9, False, [("upload-offset", "0"), ("content-type", PARTIAL)]), tus=False))
+
+        def more():
+            data = os.urandom(16384)
+            sent.append(data)
+            raw.send(frame(DATA, 0, 1, data))
+        got = []
+        for _ in range(2):
+            f = frame_within(raw, lambda f: f[0] == HEADERS and f[2] == 1, 30, between=more)
+            assert f is not None and f[4][":status"] == "104", f
+            assert f[4]["upload-draft-interop-version"] == "9" and "location" not in f[4], f
+            got.append((time.monotonic(), int(f[4]["upload-offset"])))
+        assert 0 < got[0][1] < got[1][1] <= len(b"".join(sent)), got
+        assert got[1][0] - got[0][0] > 0.5, got
+        assert int(d.head(up).header("Upload-Offset")) >= got[1][1]
+        raw.send(frame(DATA, END_STREAM, 1, b""))
+        interim, r = h2_answer(raw, 1)
+        assert r[":status"] == "204" and r["upload-offset"] == str(len(b"".join(sent))), r
+    finally:
+        raw.close()
+    assert srv.download(up).body == b"".join(sent)
+
+
+def test_progress_104_then_interrupted_9(draft_server):
+    """After a progress 104 the client breaks off (or a new append takes the upload
+    over): every acknowledged byte is kept, and the upload resumes from the offset
+    retrieval, which is never behind the last 104."""
+    d = Draft(draft_server, 9)
+    final, _ = d.create(b"", complete=False)
+    up = path_of(final.header("Location"))
+    hs = draft_headers(9, False, {"Upload-Offset": "0", "Content-Type": PARTIAL,
+                                  "Transfer-Encoding": "chunked"})
+    with draft_server.raw() as c:
+        c.send(build_request("PATCH", up, hs, b""))
+        interim, sent = slow_chunked_body(c, "PATCH", lambda got: len(got) >= 1)
+    acked = assert_progress(interim, len(sent))[-1]
+    h = deadline_poll(lambda: (lambda r: r if "aborted=true" in draft_server.all_stderr()
+                               else None)(d.head(up)), 15, what="the broken-off append's end")
+    offset = int(h.header("Upload-Offset"))
+    assert acked <= offset <= len(sent), (acked, offset)
+    assert draft_server.download(up).body == sent[:offset]
+    # A new append takes over one that is still sending (the draft's concurrency rule).
+    hs = draft_headers(9, False, {"Upload-Offset": str(offset), "Content-Type": PARTIAL,
+                                  "Transfer-Encoding": "chunked"})
+    with draft_server.raw() as c:
+        c.send(build_request("PATCH", up, hs, b""))
+        interim, more = slow_chunked_body(c, "PATCH", lambda got: len(got) >= 1)
+        acked = int(interim[-1][1].header("Upload-Offset"))  # counts from the upload's start
+        assert offset < acked <= offset + len(more), (offset, acked)
+        r = d.append(up, acked, b"", complete=False)  # takes the lock over
+        assert r.status in (204, 409), r
+        r2, _ = c.read_final_response("PATCH")
+        assert r2.status == 400 and "ERR_UPLOAD_INTERRUPTED" in r2.text, r2
+    h = d.head(up)
+    final_offset = int(h.header("Upload-Offset"))
+    assert acked <= final_offset <= offset + len(more), (acked, final_offset)
+    r = d.append(up, final_offset, b"end", complete=True)
+    assert r.status == 204 and is_complete(r, 9), r
+    assert draft_server.download(up).body == (sent[:offset] + more)[:final_offset] + b"end"
+
+
+# --- Repr-Digest (draft -04 on: interop 6+; -12 "Representation Digests") ----------------
+
+
+def repr_digest(data, algo="sha-256"):
+    return content_digest(data, algo)
+
+
+@pytest.mark.parametrize("algo", ["sha-256", "sha-512"])
+def test_repr_digest_checked_at_completion(draft_server, algo):
+    """A creation's Repr-Digest is the digest of the whole representation: once an append
+    completes the upload, the server checks it. A match completes as usual; the
+    expectation is kept in the upload's info ("tusc":{"ReprDigest":...})."""
+    d = Draft(draft_server, 9)
+    data = bytes(range(256)) * 1000
+    final, _ = d.create(data[:100000], complete=False,
+                        extra={"Upload-Length": str(len(data)), "Repr-Digest": repr_digest(data, algo)})
+    assert final.status == 201, final
+    up = path_of(final.header("Location"))
+    infos = list(draft_server.upload_dir.rglob("*.info"))
+    assert len(infos) == 1
+    assert json.loads(infos[0].read_text())["tusc"]["ReprDigest"] == repr_digest(data, algo)
+    r = d.append(up, 100000, data[100000:], complete=True)
+    assert r.status == 204 and is_complete(r, 9), r
+    assert draft_server.download(up).body == data
+    # Checked: the expectation is gone from the info (present = not checked yet).
+    assert "ReprDigest" not in json.loads(infos[0].read_text())["tusc"]
+
+
+def test_repr_digest_unchecked_complete_upload_checked_later(tusc):
+    """A complete upload whose info still holds a Repr-Digest was never checked (a crash
+    between its last byte and the check): the next append to it checks it first."""
+    srv = tusc("-enable-experimental-protocol")
+    d = Draft(srv, 9)
+    final, _ = d.create(b"abcd", complete=True)
+    up = path_of(final.header("Location"))
+    (info,) = srv.upload_dir.rglob("*.info")
+    srv.stop()
+    doc = json.loads(info.read_text())
+    doc["tusc"]["ReprDigest"] = repr_digest(b"abcX")  # as if the crash came before the check
+    info.write_text(json.dumps(doc))
+    srv.start()
+    r = d.append(up, 4, b"", complete=True)  # -12: a valid append to a completed upload
+    assert r.status == 400 and "ERR_REPR_DIGEST_MISMATCH" in r.text, r
+    assert d.head(up).status in (404, 410)
+
+
+@pytest.mark.parametrize("version", [6, 9])
+def test_repr_digest_mismatch_deletes_the_upload(draft_server, version):
+    """-12: if the digests don't match the server SHOULD consider the upload failed, not
+    process it further and signal the failure: tusc deletes it and answers 400
+    ERR_REPR_DIGEST_MISMATCH (interop 9: with Upload-Complete: ?1, the result of
+    processing the representation: resuming would not help)."""
+    d = Draft(draft_server, version)
+    final, _ = d.create(b"01234", complete=False,
+                        extra={"Upload-Length": "10", "Repr-Digest": repr_digest(b"0123456789")})
+    up = path_of(final.header("Location"))
+    r = d.append(up, 5, b"5678X", complete=True)
+    assert r.status == 400 and "ERR_REPR_DIGEST_MISMATCH" in r.text, r
+    if version >= 9:
+        assert r.header("Upload-Complete") == "?1", r
+    assert d.head(up).status in (404, 410)
+    assert "event=UploadReprDigestMismatch" in draft_server.all_stderr()
+    assert "event=UploadTerminated" in draft_server.all_stderr()
+
+
+def test_repr_digest_checked_whoever_completes(tusc):
+    """The expectation belongs to the upload: a tus PATCH that completes it, after a
+    restart, is checked too; a creation that carries the whole representation as well."""
+    srv = tusc("-enable-experimental-protocol")
+    d = Draft(srv, 9)
+    final, _ = d.create(b"abc", complete=False,
+                        extra={"Upload-Length": "6", "Repr-Digest": repr_digest(b"abcdef", "sha-512")})
+    up = path_of(final.header("Location"))
+    srv.stop()
+    srv.start()
+    r = srv.request("PATCH", up, {"Upload-Offset": "3", "Content-Type": OCTET}, b"abcxyz"[3:])
+    assert r.status == 400 and r.error_code() == "ERR_REPR_DIGEST_MISMATCH", r
+    assert srv.request("HEAD", up).status in (404, 410)
+    # Whole representation in the creation: checked before the 201.
+    final, interim = d.create(b"hello", complete=True, extra={"Repr-Digest": repr_digest(b"hellO")})
+    assert final.status == 400 and "ERR_REPR_DIGEST_MISMATCH" in final.text, final
+    assert d.head(path_of(interim[0].header("Location"))).status in (404, 410)
+    final, _ = d.create(b"hello", complete=True, extra={"Repr-Digest": repr_digest(b"hello")})
+    assert final.status == 201 and is_complete(final, 9), final
+
+
+def test_repr_digest_refused_or_ignored(draft_server):
+    """A malformed Repr-Digest → 400 before anything is created; an empty representation
+    is checked at once; only other algorithms → nothing to check; interop 3-5 ignore
+    the field."""
+    d = Draft(draft_server, 9)
+    final, interim = d.create(b"", complete=False, extra={"Repr-Digest": "sha-256=:AAAA:"})
+    assert final.status == 400 and "invalid Repr-Digest" in final.text and not interim, final
+    final, interim = d.create(b"", complete=True, extra={"Repr-Digest": repr_digest(b"x")})
+    assert final.status == 400 and "ERR_REPR_DIGEST_MISMATCH" in final.text and not interim
+    final, _ = d.create(b"", complete=True, extra={"Repr-Digest": repr_digest(b"")})
+    assert final.status == 201, final
+    final, _ = d.create(b"abc", complete=True, extra={"Repr-Digest": repr_digest(b"x", "md5")})
+    assert final.status == 201, final
+    final, _ = Draft(draft_server, 5).create(b"abc", complete=True,
+                                             extra={"Repr-Digest": repr_digest(b"x")})
+    assert final.status == 201, final
+
+
+def test_h2_repr_digest_9(h2_draft_server):
+    """HTTP/2: the stream that completes the upload gets the verdict."""
+    from test_h2 import DATA, END_STREAM, RawH2, frame
+    srv = h2_draft_server
+    d = Draft(srv, 9)
+    for body, want in ((b"world", "204"), (b"wOrld", "400")):
+        final, _ = d.create(b"hello ", complete=False,
+                            extra={"Repr-Digest": repr_digest(b"hello world")})
+        up = path_of(final.header("Location"))
+        raw = RawH2(srv)
+        try:
+            raw.send(raw.request_headers(1, "PATCH", up, h2_draft_headers(
+                9, True, [("upload-offset", "6"), ("content-type", PARTIAL),
+                          ("content-length", "5")]), tus=False) + frame(DATA, END_STREAM, 1, body))
+            _, r = h2_answer(raw, 1)
+            assert r[":status"] == want and r["upload-complete"] == "?1", r
+        finally:
+            raw.close()
+        if want == "204":
+            assert srv.download(up).body == b"hello world"
+        else:
+            assert d.head(up).status in (404, 410)
+
+
+def test_repr_digest_mismatch_runs_no_finish_hooks(tusc, tmp_path, monkeypatch):
+    """A representation that fails its Repr-Digest is not processed further: no
+    pre-finish / post-finish, the upload is terminated (post-terminate). A matching one
+    gets its finish hooks as usual."""
+    from test_hooks import HOOKS_DIR, HookLog
+    d_log = tmp_path / "hooklog"
+    d_log.mkdir()
+    monkeypatch.setenv("HOOK_LOG", str(d_log))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    hooklog = HookLog(d_log)
+    srv = tusc("-enable-experimental-protocol", "-hooks-dir", str(HOOKS_DIR),
+               "-hooks-enabled-events=")
+    d = Draft(srv, 9)
+    named = {"Upload-Length": "4", "Repr-Digest": repr_digest(b"abcd"),
+             "Content-Disposition": 'inline; filename="x.bin"'}  # the pre-create hook wants one
+    final, _ = d.create(b"ab", complete=False, extra=named)
+    assert final.status == 201, final
+    bad = path_of(final.header("Location"))
+    r = d.append(bad, 2, b"cX", complete=True)
+    assert r.status == 400 and "ERR_REPR_DIGEST_MISMATCH" in r.text, r
+    hooklog.wait("post-terminate")
+    assert hooklog.entries("pre-finish") == [] and hooklog.entries("post-finish") == []
+    final, _ = d.create(b"ab", complete=False, extra=named)
+    good = path_of(final.header("Location"))
+    r = d.append(good, 2, b"cd", complete=True)
+    assert r.status == 204 and is_complete(r, 9), r
+    (fin,) = hooklog.wait("post-finish")
+    assert len(hooklog.entries("pre-finish")) == 1

@@ -2,6 +2,7 @@
  * every algorithm, streaming in pieces, and mismatch detection. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -97,6 +98,79 @@ static void test_parse_rejects(void **state) {
   /* An embedded NUL is not base64. */
   const char nul[] = "md5 XrY7u+Ae\0tCTyyK7j1rNww==";
   assert_int_equal(tusc_checksum_parse(nul, sizeof(nul) - 1, &e), TUSC_EINVALID_CHECKSUM);
+}
+
+#define SHA256_HELLO "uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek="
+#define SHA512_HELLO                                                                               \
+  "MJ7MSJwS1utMxA9QyQLytNDtd+5RGnx6m808qG1M2G+YndNbxf9JlnDaNCVbRbDP2DDoH2Bdz33FVC6TrpzXbw=="
+
+/* Content-Digest (RFC 9530): a Dictionary of Byte Sequences; sha-512 preferred. */
+static void test_digest_field(void **state) {
+  (void)state;
+  static const struct {
+    const char *value;
+    int rc;
+    bool found;
+    enum tusc_checksum_algo algo;
+  } cases[] = {
+      {"sha-256=:" SHA256_HELLO ":", 0, true, TUSC_CHECKSUM_SHA256},
+      {"sha-512=:" SHA512_HELLO ":", 0, true, TUSC_CHECKSUM_SHA512},
+      /* both: the stronger is the one checked, whatever the order */
+      {"sha-256=:" SHA256_HELLO ":, sha-512=:" SHA512_HELLO ":", 0, true, TUSC_CHECKSUM_SHA512},
+      {"sha-512=:" SHA512_HELLO ":,sha-256=:" SHA256_HELLO ":", 0, true, TUSC_CHECKSUM_SHA512},
+      /* parameters are allowed; unknown and deprecated algorithms are ignored */
+      {"sha-256=:" SHA256_HELLO ":;x=1", 0, true, TUSC_CHECKSUM_SHA256},
+      {"md5=:XrY7u+Ae7tCTyyK7j1rNww==:, sha-256=:" SHA256_HELLO ":", 0, true, TUSC_CHECKSUM_SHA256},
+      {"unixsum=12345, sha-256=:" SHA256_HELLO ":", 0, true, TUSC_CHECKSUM_SHA256},
+      /* padding may be left out (RFC 9651 §4.2.7) */
+      {"sha-256=:uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek:", 0, true, TUSC_CHECKSUM_SHA256},
+      /* nothing tusc can check */
+      {"md5=:XrY7u+Ae7tCTyyK7j1rNww==:", 0, false, 0},
+      {"blake3=:AAAA:, unixcksum=42", 0, false, 0},
+      {"", 0, false, 0},
+      /* malformed: not a dictionary, wrong type, wrong length, bad base64 */
+      {"sha-256", TUSC_EINVALID_DIGEST, false, 0}, /* Boolean true */
+      {"sha-256=" SHA256_HELLO, TUSC_EINVALID_DIGEST, false, 0},
+      {"sha-256=\"" SHA256_HELLO "\"", TUSC_EINVALID_DIGEST, false, 0},
+      {"sha-256=:" SHA512_HELLO ":", TUSC_EINVALID_DIGEST, false, 0},
+      {"sha-256=:AAAA:", TUSC_EINVALID_DIGEST, false, 0},
+      {"sha-256=:" SHA256_HELLO, TUSC_EINVALID_DIGEST, false, 0},
+      {"SHA-256=:" SHA256_HELLO ":", TUSC_EINVALID_DIGEST, false, 0}, /* keys are lowercase */
+      {"sha-256=:" SHA256_HELLO ":, sha-512=:AAAA:", TUSC_EINVALID_DIGEST, false, 0},
+      {"sha-256=:uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvze:", TUSC_EINVALID_DIGEST, false, 0},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+    tusc_checksum_expect_t e;
+    bool found = !cases[i].found;
+    int rc = tusc_checksum_parse_digest_field(cases[i].value, strlen(cases[i].value), &e, &found);
+    if (rc != cases[i].rc || found != cases[i].found)
+      fail_msg("case %zu (%s): rc %d found %d", i, cases[i].value, rc, (int)found);
+    if (!found)
+      continue;
+    assert_int_equal(e.algo, cases[i].algo);
+    assert_int_equal(e.digest_len, tusc_checksum_digest_len(cases[i].algo));
+    /* The parsed digest is the one of "hello world". */
+    tusc_checksum_t *c = NULL;
+    assert_int_equal(tusc_checksum_new(e.algo, &c), 0);
+    assert_int_equal(tusc_checksum_update(c, "hello world", 11), 0);
+    assert_int_equal(tusc_checksum_verify(c, &e), 0);
+    tusc_checksum_free(c);
+  }
+  tusc_checksum_expect_t e;
+  bool found = true;
+  assert_int_equal(tusc_checksum_parse_digest_field(NULL, 0, &e, &found), TUSC_EINVALID_DIGEST);
+  assert_false(found);
+  /* Formatting gives back what parses to the same digest (Repr-Digest kept in .info). */
+  const char *v = "sha-512=:" SHA512_HELLO ":";
+  assert_int_equal(tusc_checksum_parse_digest_field(v, strlen(v), &e, &found), 0);
+  char out[160];
+  assert_int_equal(tusc_checksum_format_digest_field(&e, out, sizeof(out)), (int)strlen(v));
+  assert_string_equal(out, v);
+  char small[20];
+  assert_int_equal(tusc_checksum_format_digest_field(&e, small, sizeof(small)), -1);
+  e.algo = TUSC_CHECKSUM_MD5;
+  e.digest_len = 16;
+  assert_int_equal(tusc_checksum_format_digest_field(&e, out, sizeof(out)), -1);
 }
 
 static void test_errors_map(void **state) {
@@ -203,9 +277,10 @@ static void test_large_piecewise(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_parse_valid), cmocka_unit_test(test_parse_rejects),
-      cmocka_unit_test(test_errors_map),  cmocka_unit_test(test_known_digests_streamed),
-      cmocka_unit_test(test_mismatch),    cmocka_unit_test(test_large_piecewise),
+      cmocka_unit_test(test_parse_valid),  cmocka_unit_test(test_parse_rejects),
+      cmocka_unit_test(test_errors_map),   cmocka_unit_test(test_known_digests_streamed),
+      cmocka_unit_test(test_mismatch),     cmocka_unit_test(test_large_piecewise),
+      cmocka_unit_test(test_digest_field),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

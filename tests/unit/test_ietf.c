@@ -184,10 +184,10 @@ static void test_disposition(void **state) {
 static void test_limit(void **state) {
   (void)state;
   char out[64];
-  int n = tusc_ietf_format_limit(0, out, sizeof(out));
+  int n = tusc_ietf_format_limit(0, -1, out, sizeof(out));
   assert_int_equal(n, strlen("min-size=0"));
   assert_string_equal(out, "min-size=0");
-  n = tusc_ietf_format_limit(1048576, out, sizeof(out));
+  n = tusc_ietf_format_limit(1048576, -1, out, sizeof(out));
   assert_string_equal(out, "min-size=0, max-size=1048576");
   assert_int_equal(n, strlen(out));
   /* What we send must parse as the draft's dictionary. */
@@ -200,7 +200,20 @@ static void test_limit(void **state) {
   assert_int_equal(max->item.type, TUSC_SFV_INTEGER);
   assert_int_equal(max->item.integer, 1048576);
   char tiny[8];
-  assert_int_equal(tusc_ietf_format_limit(5, tiny, sizeof(tiny)), -1);
+  assert_int_equal(tusc_ietf_format_limit(5, -1, tiny, sizeof(tiny)), -1);
+  /* max-age (draft -06 on): the seconds the upload stays available, 0 included. */
+  n = tusc_ietf_format_limit(0, 3600, out, sizeof(out));
+  assert_string_equal(out, "min-size=0, max-age=3600");
+  n = tusc_ietf_format_limit(100, 0, out, sizeof(out));
+  assert_string_equal(out, "min-size=0, max-size=100, max-age=0");
+  assert_int_equal(tusc_sfv_parse_dictionary(out, (size_t)n, m, 4, &count), 0);
+  assert_int_equal(count, 3);
+  const tusc_sfv_member_t *age = tusc_sfv_dict_get(m, count, "max-age");
+  assert_non_null(age);
+  assert_int_equal(age->item.type, TUSC_SFV_INTEGER);
+  assert_int_equal(age->item.integer, 0);
+  char small[30]; /* the max-age member does not fit */
+  assert_int_equal(tusc_ietf_format_limit(100, 3600, small, sizeof(small)), -1);
 }
 
 static void test_problem(void **state) {

@@ -108,6 +108,7 @@ static void test_round_trip(void **state) {
   in.created_at = 1;
   in.expires_at = 4102444800;
   in.owner = strdup("alice@example");
+  in.repr_digest = strdup("sha-256=:uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek=:");
   assert_int_equal(tusc_upload_info_set_path(&in.data_path, "/up/p/01/23/x"), 0);
   assert_int_equal(tusc_upload_info_set_path(&in.info_path, "/up/p/01/23/x.info"), 0);
 
@@ -135,6 +136,7 @@ static void test_round_trip(void **state) {
   assert_int_equal(out.created_at, 1);
   assert_int_equal(out.expires_at, 4102444800);
   assert_string_equal(out.owner, "alice@example");
+  assert_string_equal(out.repr_digest, in.repr_digest);
   assert_string_equal(out.data_path, in.data_path);
   assert_string_equal(out.info_path, in.info_path);
   free(json);
@@ -145,6 +147,7 @@ static void test_round_trip(void **state) {
   assert_string_equal(out.id, "z");
   assert_int_equal(out.metadata.count, 0);
   assert_null(out.owner);
+  assert_null(out.repr_digest);
   tusc_upload_info_dispose(&in);
   tusc_upload_info_dispose(&out);
 }
@@ -240,6 +243,7 @@ static void test_parse_malformed(void **state) {
       "{\"PartialUploads\":[1]}",
       "{\"Storage\":\"x\"}",
       "{\"tusc\":{\"Owner\":5}}",
+      "{\"tusc\":{\"ReprDigest\":[]}}",
       "{\"tusc\":{\"CreatedAt\":\"x\"}}",
       "{\"tusc\":{\"MetaDataB64\":{\"k\":\"not base64!\"}}}",
       "{\"ID\":\"a\"",

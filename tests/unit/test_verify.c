@@ -86,6 +86,56 @@ static void test_new_from_head(void **state) {
   }
 }
 
+/* Content-Digest (the IETF draft's digests): several field lines form one Dictionary;
+ * a mismatch speaks of the digest, not of a tus checksum. */
+static void test_new_digest(void **state) {
+  (void)state;
+  static const char sha256_hello[] = "sha-256=:uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek=:";
+  tusc_http_header_t hs[2];
+  memset(hs, 0, sizeof(hs));
+  tusc_http_request_t req;
+  tusc_verify_t *v = NULL;
+  /* none, and one tusc does not check */
+  hs[0].name = "Content-Type";
+  hs[0].value = "x";
+  make_request(&req, hs, 1, false);
+  assert_int_equal(tusc_verify_new_digest(&req, &v), 0);
+  assert_null(v);
+  hs[0].name = "Content-Digest";
+  hs[0].value = "md5=:XrY7u+Ae7tCTyyK7j1rNww==:";
+  make_request(&req, hs, 1, false);
+  assert_int_equal(tusc_verify_new_digest(&req, &v), 0);
+  assert_null(v);
+  /* the sha-256 member on a second field line */
+  hs[1].name = "content-digest";
+  hs[1].value = sha256_hello;
+  make_request(&req, hs, 2, false);
+  assert_int_equal(tusc_verify_new_digest(&req, &v), 0);
+  assert_non_null(v);
+  assert_int_equal(tusc_verify_update(v, "hello world", 11), 0);
+  tusc_verify_free(v);
+  /* a trailer is not the header */
+  hs[0].value = sha256_hello;
+  hs[0].trailer = true;
+  make_request(&req, hs, 1, true);
+  assert_int_equal(tusc_verify_new_digest(&req, &v), 0);
+  assert_null(v);
+  hs[0].trailer = false;
+  /* an empty body whose digest is not that of no bytes */
+  make_request(&req, hs, 1, false);
+  assert_int_equal(tusc_verify_new_digest(&req, &v), 0);
+  assert_int_equal(tusc_verify_empty(v), TUSC_EDIGEST_MISMATCH);
+  tusc_verify_free(v);
+  /* malformed */
+  hs[0].value = "sha-256=:AAAA:";
+  make_request(&req, hs, 1, false);
+  assert_int_equal(tusc_verify_new_digest(&req, &v), TUSC_EINVALID_DIGEST);
+  hs[1].value = "(";
+  hs[0].value = sha256_hello;
+  make_request(&req, hs, 2, false);
+  assert_int_equal(tusc_verify_new_digest(&req, &v), TUSC_EINVALID_DIGEST);
+}
+
 static size_t files_in_tree(const char *dir) {
   char cmd[256];
   snprintf(cmd, sizeof(cmd), "find '%s' -type f | wc -l", dir);
@@ -258,6 +308,7 @@ static void test_async_verify(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_new_from_head),
+      cmocka_unit_test(test_new_digest),
       cmocka_unit_test_setup_teardown(test_async_verify, asetup_file, ateardown),
       cmocka_unit_test_setup_teardown(test_async_verify, asetup_mem, ateardown),
   };

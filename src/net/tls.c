@@ -496,9 +496,9 @@ static int hold_rest(struct tls_transport *t) {
  *   - keys: TLS 1.3 from the traffic secrets OpenSSL reports through the keylog
  *     callback; TLS 1.2 from the session's master secret and the hello randoms.
  *   - sequence numbers: the message callback sees every record header OpenSSL writes
- *     and reads. Counting starts behind the message that switches a direction to the
- *     application keys (TLS 1.3: that side's Finished; TLS 1.2: its ChangeCipherSpec),
- *     so our tickets (TLS 1.3) and the peer's first requests are counted.
+ *     and reads. Counting starts behind each side's Finished message (TLS 1.3: the last
+ *     record under the handshake keys; TLS 1.2: the first under the new keys), so our
+ *     tickets (TLS 1.3) and the peer's first requests are counted.
  * RX switches only at a record boundary with nothing of the peer's left in user space
  * (no cut record in OpenSSL or in `held`); until then tls_read_max() bounds each read to
  * the end of the current record. TX switches only with RX done (OpenSSL never has to
@@ -549,17 +549,17 @@ static void on_record_msg(int write_p, int version, int content_type, const void
     return;
   }
   const unsigned char *p = buf;
-  bool switches = SSL_version(ssl) == TLS1_3_VERSION
-                      ? content_type == SSL3_RT_HANDSHAKE && len > 0 && p[0] == SSL3_MT_FINISHED
-                      : content_type == SSL3_RT_CHANGE_CIPHER_SPEC;
-  if (!switches)
+  if (content_type != SSL3_RT_HANDSHAKE || len == 0 || p[0] != SSL3_MT_FINISHED)
     return;
+  /* TLS 1.3: Finished is the last record under the handshake keys. TLS 1.2: it is the
+   * first under the new keys (sequence number 0), alone in its record. */
+  uint64_t next = SSL_version(ssl) == TLS1_3_VERSION ? 0 : 1;
   if (write_p) {
     t->tx_counting = true;
-    t->tx_seq = 0;
+    t->tx_seq = next;
   } else {
     t->rx_counting = true;
-    t->rx_seq = 0;
+    t->rx_seq = next;
   }
 }
 

@@ -69,6 +69,7 @@ struct tls_transport {
 
   /* kTLS (see "kernel TLS" below). */
   bool ktls_want;    /* still to hand a direction to the kernel */
+  bool ktls_lost;    /* a KeyUpdate went by in user space: the logged secrets are stale */
   bool rx_kernel;    /* the kernel decrypts: input passes bytes through */
   bool tx_kernel;    /* the kernel encrypts: writes pass bytes through */
   bool tx_counting;  /* our application-key records are being counted in tx_seq */
@@ -78,6 +79,7 @@ struct tls_transport {
   unsigned char rec_hdr[5]; /* framing of the ciphertext OpenSSL has taken: */
   size_t rec_hdr_got;       /* bytes of the current record's header seen */
   size_t rec_body_left;     /* bytes of the current record's body still to come */
+  unsigned rx_waits;        /* inputs that ended inside a record after the handshake */
   unsigned char client_secret[EVP_MAX_MD_SIZE]; /* TLS 1.3 traffic secrets (keylog) */
   unsigned char server_secret[EVP_MAX_MD_SIZE];
   size_t client_secret_len, server_secret_len;
@@ -549,7 +551,15 @@ static void on_record_msg(int write_p, int version, int content_type, const void
     return;
   }
   const unsigned char *p = buf;
-  if (content_type != SSL3_RT_HANDSHAKE || len == 0 || p[0] != SSL3_MT_FINISHED)
+  if (content_type != SSL3_RT_HANDSHAKE || len == 0)
+    return;
+  if (p[0] == SSL3_MT_KEY_UPDATE) {
+    /* New traffic secrets that the keylog never shows: the connection stays in user
+     * space (OpenSSL calls this only before the switch). */
+    t->ktls_lost = true;
+    return;
+  }
+  if (p[0] != SSL3_MT_FINISHED)
     return;
   /* TLS 1.3: Finished is the last record under the handshake keys. TLS 1.2: it is the
    * first under the new keys (sequence number 0), alone in its record. */
@@ -619,15 +629,17 @@ static void ktls_try(struct tls_transport *t, uv_stream_t *stream) {
   if (!t->ktls_want || !t->established)
     return;
   uv_os_fd_t fd;
-  if (uv_fileno((uv_handle_t *)stream, &fd) != 0 || stream->type != UV_TCP) {
+  if (t->ktls_lost || uv_fileno((uv_handle_t *)stream, &fd) != 0 || stream->type != UV_TCP) {
     ktls_forget(t);
     return;
   }
   if (!t->rx_kernel) {
     bool boundary = t->rec_hdr_got == 0 && t->rec_body_left == 0 && t->in_len == 0 &&
                     t->held_off == t->held_len && !SSL_has_pending(t->ssl);
-    if (!boundary || !t->rx_counting || !t->tx_counting)
+    if (!boundary || !t->rx_counting || !t->tx_counting) {
+      t->rx_waits += boundary ? 0 : 1;
       return;
+    }
     int rc = tusc_ktls_attach(fd);
     if (rc == 0)
       rc = ktls_install(t, fd, false, t->rx_seq);
@@ -648,8 +660,10 @@ static void ktls_try(struct tls_transport *t, uv_stream_t *stream) {
     t->tx_kernel = true;
   if (t->tx_kernel)
     tusc_metrics_tls_ktls();
-  TUSC_LOG(TUSC_LOG_DEBUG, "kTLS: %s %s: receive in the kernel, send in %s", SSL_get_version(t->ssl),
-           SSL_get_cipher_name(t->ssl), t->tx_kernel ? "the kernel" : "user space");
+  TUSC_LOG(TUSC_LOG_DEBUG, "kTLS: %s %s: receive in the kernel%s, send in %s",
+           SSL_get_version(t->ssl), SSL_get_cipher_name(t->ssl),
+           t->rx_waits > 0 ? " (after reading up to a record boundary)" : "",
+           t->tx_kernel ? "the kernel" : "user space");
   ktls_forget(t);
 }
 

@@ -124,9 +124,40 @@ run_case() {
   echo "RESULT $name suite='$suite' created=$created off1=$off1 patch='$patch' off2=$off2 sha=$sha tx=$((tx1 - tx0)) rx=$((rx1 - rx0)) metric=$((m1 - m0))"
 }
 
+# Exact switch points: Finished and a cut request in one segment (ktls_client.py).
+coalesce() {
+  m0=$(ktls_metric)
+  python3 /ktls_client.py $PORT /etc/tusc/cert.pem $1 $2
+  echo "RESULT coalesce-$1-metric delta=$(($(ktls_metric) - m0))"
+}
+
+# Our close_notify after the switch: the client must read it as one (curl -v shows it).
+close_notify() {
+  $CURL -v --http1.1 -o /dev/null -H 'Connection: close' $URL:$PORT/metrics 2>&1 |
+    grep -c "(IN), TLS alert, close notify" | sed 's/^/RESULT close_notify count=/'
+}
+
+# A client KeyUpdate after the switch: kTLS RX cannot follow it; the connection closes.
+# s_client sends a request, and once the answer is there, a KeyUpdate ("k").
+key_update() {
+  : > /tmp/s_client.out
+  { printf 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'
+    wait_for 60 grep -q "tusc_tls_ktls_connections_total" /tmp/s_client.out
+    printf 'k\n'
+    wait_for 60 grep -q "closing on a record of type 22" /tmp/tusc.log
+  } | timeout 180 openssl s_client -connect 127.0.0.1:$PORT -CAfile /etc/tusc/cert.pem \
+    -tls1_3 -alpn http/1.1 > /tmp/s_client.out 2>&1
+  grep -q "closing on a record of type 22" /tmp/tusc.log
+  echo "RESULT key_update closed=$? alive=$($CURL -o /dev/null -w '%{http_code}' $URL:$PORT/metrics)"
+}
+
 echo "RESULT kernel ulp='$(cat /proc/sys/net/ipv4/tcp_available_ulp)'"
 start_tusc
 __CASES__
+coalesce 1.3 6
+coalesce 1.2 3
+close_notify
+key_update
 stop_tusc auto
 
 start_tusc -tls-ktls off
@@ -168,6 +199,9 @@ def vm_run(tmp_path_factory):
     image = vm.Image()
     image.add_binary(TUSC_BIN, "/bin/tusc")
     image.add_binary(shutil.which("curl") or "/usr/bin/curl", "/usr/bin/curl")
+    image.add_binary(shutil.which("openssl") or "/usr/bin/openssl", "/usr/bin/openssl")
+    image.add_python()
+    image.add_file(Path(vm.__file__).parent / "ktls_client.py", "/ktls_client.py", 0o644)
     image.add_file(d / "cert.pem", "/etc/tusc/cert.pem", 0o644)
     image.add_file(d / "key.pem", "/etc/tusc/key.pem", 0o600)
     image.add_modules(MODULES)
@@ -216,6 +250,32 @@ def test_ktls_upload_download(vm_run, name, opts, suite):
     assert n <= int(r["metric"]) <= n + 1, r
     assert n <= int(r["tx"]) <= n + 1, r
     assert n <= int(r["rx"]) <= n + 1, r
+
+
+@pytest.mark.parametrize("version,rounds", [("1.3", 6), ("1.2", 3)])
+def test_ktls_switch_with_coalesced_records(vm_run, version, rounds):
+    """The client's last handshake flight and a request cut inside a record arrive
+    together: tusc must hand over at the next record boundary, losing no byte."""
+    status, out, res = vm_run
+    r = res.get(f"coalesce-{version}")
+    assert r is not None, out[-6000:]
+    assert r["good"] == str(rounds), (r, res.get(f"coalesce-{version}-fail"))
+    # Two connections a round (upload, download), all in the kernel; plus the scrape.
+    assert 2 * rounds <= int(res[f"coalesce-{version}-metric"]["delta"]) <= 2 * rounds + 1
+    if version == "1.3":  # a handshake whose last read ended inside a record, at least once
+        assert "receive in the kernel (after reading up to a record boundary)" in out
+
+
+def test_ktls_close_notify_sent(vm_run):
+    status, out, res = vm_run
+    assert res["close_notify"]["count"] == "1", out[-6000:]
+
+
+def test_ktls_key_update_closes_cleanly(vm_run):
+    status, out, res = vm_run
+    assert res["key_update"] == {"closed": "0", "alive": "200"}, out[-6000:]
+    # No other record made a kTLS connection fail (the peers' close_notify is a close).
+    assert "closing on a record of type 21" not in out
 
 
 def test_ktls_off_stays_in_user_space(vm_run):

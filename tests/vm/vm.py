@@ -106,6 +106,23 @@ class Image:
                 self.add_file(lib, lib, 0o755)
         return dst or path
 
+    def add_python(self):
+        """The host's python3 with its standard library (sources only, no tests or GUI)."""
+        exe = Path(os.path.realpath("/usr/bin/python3"))  # Debian's, e.g. python3.11
+        self.add_binary(exe, "/usr/bin/python3")
+        stdlib = Path("/usr/lib") / exe.name
+        skip = {"test", "idlelib", "tkinter", "turtledemo", "lib2to3", "ensurepip",
+                "pydoc_data", "__pycache__", "site-packages", "dist-packages"}
+        for path in stdlib.rglob("*"):
+            rel = path.relative_to(stdlib)
+            if skip & set(rel.parts) or rel.parts[0].startswith("config-") or not path.is_file():
+                continue
+            if path.suffix == ".py":
+                self.add_file(path, str(path), 0o644)
+            elif path.suffix == ".so":
+                self.add_binary(path, str(path))
+        return "/usr/bin/python3"
+
     def add_modules(self, names):
         """Kernel modules by name (tls, gcm, ...), each after the modules it depends on."""
         _, mods = kernel()

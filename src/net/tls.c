@@ -25,7 +25,6 @@
 
 #include "common/error.h"
 #include "common/log.h"
-#include "metrics/metrics.h"
 #include "net/ktls.h"
 
 /* tusd's TLS 1.2 suites (Mozilla "intermediate"): ECDHE key exchange, AEAD only. TLS
@@ -54,6 +53,7 @@ struct tusc_tls_s {
   bool hsts_on;
   bool h2;
   bool ktls; /* -tls-ktls auto and the kernel has the tls ULP: hand records to it */
+  void (*on_ktls)(void);
 };
 
 struct tls_transport {
@@ -70,6 +70,7 @@ struct tls_transport {
   /* kTLS (see "kernel TLS" below). */
   bool ktls_want;    /* still to hand a direction to the kernel */
   bool ktls_lost;    /* a KeyUpdate went by in user space: the logged secrets are stale */
+  void (*on_ktls)(void); /* the context's tusc_tls_options_t.on_ktls */
   bool rx_kernel;    /* the kernel decrypts: input passes bytes through */
   bool tx_kernel;    /* the kernel encrypts: writes pass bytes through */
   bool tx_counting;  /* our application-key records are being counted in tx_seq */
@@ -292,6 +293,7 @@ int tusc_tls_new(const tusc_tls_options_t *opts, tusc_tls_t **out, char *err, si
   tls->key = opts->key ? strdup(opts->key) : NULL;
   tls->mode = strdup(mode);
   tls->h2 = opts->h2;
+  tls->on_ktls = opts->on_ktls;
   if (opts->ktls) {
     int probe = tusc_ktls_probe();
     tls->ktls = probe == 0;
@@ -658,8 +660,8 @@ static void ktls_try(struct tls_transport *t, uv_stream_t *stream) {
     TUSC_LOG(TUSC_LOG_DEBUG, "kTLS: send side stays in user space: %s", uv_strerror(rc));
   else
     t->tx_kernel = true;
-  if (t->tx_kernel)
-    tusc_metrics_tls_ktls();
+  if (t->tx_kernel && t->on_ktls != NULL)
+    t->on_ktls();
   TUSC_LOG(TUSC_LOG_DEBUG, "kTLS: %s %s: receive in the kernel%s, send in %s",
            SSL_get_version(t->ssl), SSL_get_cipher_name(t->ssl),
            t->rx_waits > 0 ? " (after reading up to a record boundary)" : "",
@@ -871,6 +873,9 @@ static bool tls_established(const tusc_transport_t *base) {
 
 static void tls_free(tusc_transport_t *base) {
   struct tls_transport *t = (struct tls_transport *)base;
+  /* A connection that closed before its switch still holds the traffic secrets. */
+  OPENSSL_cleanse(t->client_secret, sizeof(t->client_secret));
+  OPENSSL_cleanse(t->server_secret, sizeof(t->server_secret));
   SSL_free(t->ssl);
   free(t->held);
   free(t);
@@ -925,6 +930,7 @@ int tusc_tls_transport_new(tusc_tls_t *tls, tusc_transport_t **out) {
   SSL_set_accept_state(t->ssl);
   if (tls->ktls) {
     t->ktls_want = true;
+    t->on_ktls = tls->on_ktls;
     SSL_set_app_data(t->ssl, t);
     SSL_set_msg_callback(t->ssl, on_record_msg);
     SSL_set_msg_callback_arg(t->ssl, t);

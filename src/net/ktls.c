@@ -67,8 +67,8 @@ static int expand_label(const EVP_MD *md, const unsigned char *secret, size_t se
   int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
   OSSL_PARAM params[] = {
       OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
-      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)(uintptr_t)EVP_MD_get0_name(md),
-                                       0),
+      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST,
+                                       (char *)(uintptr_t)EVP_MD_get0_name(md), 0),
       OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)(uintptr_t)secret, secret_len),
       OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, n),
       OSSL_PARAM_construct_end(),

@@ -68,15 +68,15 @@ struct tls_transport {
   size_t held_off, held_len, held_cap;
 
   /* kTLS (see "kernel TLS" below). */
-  bool ktls_want;    /* still to hand a direction to the kernel */
-  bool ktls_lost;    /* a KeyUpdate went by in user space: the logged secrets are stale */
-  void (*on_ktls)(void); /* the context's tusc_tls_options_t.on_ktls */
-  bool rx_kernel;    /* the kernel decrypts: input passes bytes through */
-  bool tx_kernel;    /* the kernel encrypts: writes pass bytes through */
-  bool tx_counting;  /* our application-key records are being counted in tx_seq */
-  bool rx_counting;  /* the peer's application-key records are counted in rx_seq */
-  uint64_t tx_seq;   /* records written under the application keys so far */
-  uint64_t rx_seq;   /* records read under the application keys so far */
+  bool ktls_want;           /* still to hand a direction to the kernel */
+  bool ktls_lost;           /* a KeyUpdate went by in user space: the logged secrets are stale */
+  void (*on_ktls)(void);    /* the context's tusc_tls_options_t.on_ktls */
+  bool rx_kernel;           /* the kernel decrypts: input passes bytes through */
+  bool tx_kernel;           /* the kernel encrypts: writes pass bytes through */
+  bool tx_counting;         /* our application-key records are being counted in tx_seq */
+  bool rx_counting;         /* the peer's application-key records are counted in rx_seq */
+  uint64_t tx_seq;          /* records written under the application keys so far */
+  uint64_t rx_seq;          /* records read under the application keys so far */
   unsigned char rec_hdr[5]; /* framing of the ciphertext OpenSSL has taken: */
   size_t rec_hdr_got;       /* bytes of the current record's header seen */
   size_t rec_body_left;     /* bytes of the current record's body still to come */

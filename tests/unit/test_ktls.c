@@ -60,14 +60,16 @@ static void test_rfc8448_server(void **state) {
   (void)state;
   check_tls13("a1 1a f9 f0 55 31 f8 56 ad 47 11 6b 45 a9 50 32 82 04 b4 f4 4b fb 6b 3a 4b 4f 1f "
               "3f cb 63 16 43",
-              "9f 02 28 3b 6c 9c 07 ef c2 6b b9 f2 ac 92 e3 56", "cf 78 2b 88 dd 83 54 9a ad f1 e9 84");
+              "9f 02 28 3b 6c 9c 07 ef c2 6b b9 f2 ac 92 e3 56",
+              "cf 78 2b 88 dd 83 54 9a ad f1 e9 84");
 }
 
 static void test_rfc8448_client(void **state) {
   (void)state;
   check_tls13("9e 40 64 6c e7 9a 7f 9d c0 5a f8 88 9b ce 65 52 87 5a fa 0b 06 df 00 87 f7 92 eb "
               "b7 c1 75 04 a5",
-              "17 42 2d da 59 6e d5 d9 ac d8 90 e3 c6 3f 50 51", "5b 78 92 3d ee 08 57 90 33 e5 23 d9");
+              "17 42 2d da 59 6e d5 d9 ac d8 90 e3 c6 3f 50 51",
+              "5b 78 92 3d ee 08 57 90 33 e5 23 d9");
 }
 
 static void test_cipher_names(void **state) {
@@ -198,9 +200,8 @@ static size_t open_record(const tusc_ktls_key_t *k, uint64_t seq, const unsigned
   assert_int_equal(EVP_DecryptInit_ex(ctx, NULL, NULL, k->key, nonce), 1);
   assert_int_equal(EVP_DecryptUpdate(ctx, NULL, &n, aad, (int)aad_len), 1);
   assert_int_equal(EVP_DecryptUpdate(ctx, out, &n, body, (int)ct_len), 1);
-  assert_int_equal(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, 16,
-                                       (void *)(uintptr_t)(body + ct_len)),
-                   1);
+  assert_int_equal(
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, 16, (void *)(uintptr_t)(body + ct_len)), 1);
   if (EVP_DecryptFinal_ex(ctx, out + n, &fin) != 1)
     fail_msg("the derived key does not open the record (seq %llu)", (unsigned long long)seq);
   EVP_CIPHER_CTX_free(ctx);

@@ -21,14 +21,14 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import ssl
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import TUSC_BIN, sanitizer_env, SANITIZER_MARKERS
+from conftest import SANITIZER_MARKERS, TUSC_BIN
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vm"))
 import vm  # noqa: E402

@@ -46,14 +46,15 @@ for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 if [ -z "$missing" ]; then
-  if [ "${1:-}" = test ]; then vm_kernel; fi
+  # Not fatal: without the kernel the VM tests skip (and fail under CI).
+  if [ "${1:-}" = test ]; then vm_kernel || true; fi
   exit 0
 fi
 if [ "$(id -u)" = 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends $missing
-  if [ "${1:-}" = test ]; then vm_kernel; fi
+  if [ "${1:-}" = test ]; then vm_kernel || true; fi
 else
   echo "tusc needs these Debian packages; run:" >&2
   echo "  sudo apt-get install -y$missing" >&2

@@ -130,12 +130,11 @@ one_upload() { # scheme port pid http-version-flag [upload-dir] -> "seconds serv
 
 suite=$(openssl s_client -connect "127.0.0.1:$tls_port" -CAfile "$work/cert.pem" </dev/null 2>/dev/null |
   awk '/^New, /{print $NF; exit}')
-# The kernel offers kTLS when its TCP layer lists the "tls" upper-layer protocol.
-if grep -qw tls /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null; then
-  ktls="kernel TLS available (tcp_available_ulp lists tls), but tusc's BIO transport does not use kTLS"
-else
-  ktls="no kernel TLS: tcp_available_ulp = '$(cat /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null)' (no tls), user-space TLS only"
-fi
+# tusc says at startup whether it hands connections to kernel TLS (-tls-ktls auto): it
+# does when the kernel has the tls module, else TLS stays in user space.
+ktls=$(sed -n 's/.*msg="\(kTLS: [^"]*\)".*/\1/p' "$work/tls.log" | head -n 1)
+[ -n "$ktls" ] || ktls="kTLS: tusc logged nothing about it"
+ktls="$ktls (tcp_available_ulp: '$(cat /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null)')"
 echo "negotiated with openssl s_client and curl defaults: $suite; $ktls" >&2
 
 # The cipher's own decryption cost per GiB on this CPU (one core, 16 KiB records).

@@ -548,6 +548,8 @@ int tusc_server_run(const tusc_config_t *cfg) {
         .mode = cfg->tls_mode,
         .hsts_max_age = cfg->hsts ? cfg->hsts_max_age : -1,
         .h2 = true,
+        .ktls = cfg->tls_ktls == NULL || strcmp(cfg->tls_ktls, "off") != 0,
+        .on_ktls = tusc_metrics_tls_ktls,
     };
     char err[1024];
     if (tusc_tls_new(&tls_opts, &s.tls, err, sizeof(err)) != 0) {

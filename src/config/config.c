@@ -85,6 +85,7 @@ static const char *const group_titles[G__COUNT] = {
 };
 
 static const char *const tls_modes[] = {"tls12", "tls12-strong", "tls13", NULL};
+static const char *const tls_ktls_modes[] = {"auto", "off", NULL};
 static const char *const jwt_algs[] = {"HS256", "RS256", "ES256", NULL};
 static const char *const log_formats[] = {"text", "json", NULL};
 static const char *const s3_addressings[] = {"auto", "path", "virtual", NULL};
@@ -141,6 +142,11 @@ static const struct flag_def flags[] = {
      "tusd's modes: tls12 (TLS 1.2 and 1.3; TLS 1.2 only with ECDHE and AES-GCM or "
      "ChaCha20-Poly1305), tls12-strong (TLS 1.2 only, ECDHE with AES-256-GCM) or tls13 (TLS 1.3 "
      "only).",
+     false},
+    {"tls-ktls", K_CHOICE, G_TLS, F(tls_ktls), 0, 0, 0, tls_ktls_modes, "MODE",
+     "Kernel TLS: auto hands each connection's records to the kernel after the handshake "
+     "when it has the tls module (Linux kTLS; logged at startup, counted in "
+     "tusc_tls_ktls_connections_total), off keeps all TLS in user space.",
      false},
     {"http-redirect-port", K_INT, G_TLS, F(http_redirect_port), 0, 65535, 0, NULL, "PORT",
      "Also listen for plain HTTP on this port and answer every request with a 308 redirect "
@@ -433,6 +439,7 @@ static const size_t string_fields[] = {
     F(tls_certificate),
     F(tls_key),
     F(tls_mode),
+    F(tls_ktls),
     F(run_user),
     F(run_group),
     F(metrics_path),
@@ -525,6 +532,7 @@ static int set_defaults(tusc_config_t *cfg) {
       {F(cors_expose_headers), DEFAULT_CORS_EXPOSE_HEADERS},
       {F(upload_dir), "./data"},
       {F(tls_mode), "tls12"},
+      {F(tls_ktls), "auto"},
       {F(metrics_path), "/metrics"},
       {F(log_format), "text"},
       {F(auth_jwt_alg), "HS256"},

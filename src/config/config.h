@@ -79,6 +79,7 @@ typedef struct tusc_config_s {
   char *tls_certificate;
   char *tls_key;
   char *tls_mode;       /* "tls12" */
+  char *tls_ktls;       /* "auto" (kernel TLS where the kernel has it) or "off" */
   int http_redirect_port; /* 0 = none; else a plain listener answering 308 to https */
   bool hsts;            /* send Strict-Transport-Security on TLS responses */
   int64_t hsts_max_age; /* seconds; 31536000 */

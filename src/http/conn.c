@@ -136,6 +136,11 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   size_t room = conn->proto->read_room(conn);
   if (room > 0 && room < READ_BUFFER_SIZE)
     buf->len = room; /* a watched connection holds at most the cap */
+  if (conn->tr->ops->read_max != NULL) {
+    size_t max = conn->tr->ops->read_max(conn->tr);
+    if (max < buf->len)
+      buf->len = max; /* TLS about to give reading to the kernel: up to a record's end */
+  }
 }
 
 /* Plaintext from the transport (the socket's bytes themselves for plain HTTP). A TLS
@@ -181,6 +186,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   tusc_http_conn_t *conn = stream->data;
   if (nread == 0 || conn->closing)
     return;
+  if (nread < 0 && conn->tr->ops->read_error != NULL)
+    nread = conn->tr->ops->read_error(conn->tr, stream, (int)nread);
   if (conn->lingering) {
     if (nread < 0)
       tusc_http_conn_close(conn);

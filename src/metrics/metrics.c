@@ -56,6 +56,7 @@ static struct {
   atomic_uint_fast64_t uploads_terminated;
   atomic_uint_fast64_t uploads_expired;
   atomic_int_fast64_t connections;
+  atomic_uint_fast64_t tls_ktls;
   atomic_int_fast64_t active_uploads;
   atomic_uint_fast64_t lock_waits;
   atomic_int_fast64_t hook_queue;
@@ -162,6 +163,9 @@ void tusc_metrics_upload_expired(void) {
 }
 void tusc_metrics_connections(int delta) {
   ADD(m.connections, delta);
+}
+void tusc_metrics_tls_ktls(void) {
+  ADD(m.tls_ktls, 1);
 }
 void tusc_metrics_active_uploads(int delta) {
   ADD(m.active_uploads, delta);
@@ -344,6 +348,9 @@ static void render_tusd(struct buf *b) {
            GET(m.uploads_expired));
   gauge1(b, "tusd_connections_open", "Current number of open connections.",
          (double)GET(m.connections));
+  counter1(b, "tusc_tls_ktls_connections_total",
+           "TLS connections whose records the kernel encrypts and decrypts (kTLS).",
+           GET(m.tls_ktls));
 
   tusc_metrics_hook_stats_t hs;
   memset(&hs, 0, sizeof(hs));

@@ -89,6 +89,7 @@ void tusc_metrics_upload_finished(void);
 void tusc_metrics_upload_terminated(void);
 void tusc_metrics_upload_expired(void);      /* the sweeper deleted an expired upload */
 void tusc_metrics_connections(int delta);    /* open connections, +1 / -1 */
+void tusc_metrics_tls_ktls(void);            /* a TLS connection went to kernel TLS */
 void tusc_metrics_active_uploads(int delta); /* requests writing a body, +1 / -1 */
 void tusc_metrics_lock_wait(void);           /* a request had to wait for an upload lock */
 void tusc_metrics_hook_queue(int delta);     /* non-blocking hooks waiting or running */

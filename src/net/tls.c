@@ -25,6 +25,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "net/ktls.h"
 
 /* tusd's TLS 1.2 suites (Mozilla "intermediate"): ECDHE key exchange, AEAD only. TLS
  * 1.3's suites are all AEAD already. */
@@ -51,6 +52,8 @@ struct tusc_tls_s {
   char hsts[64];
   bool hsts_on;
   bool h2;
+  bool ktls; /* -tls-ktls auto and the kernel has the tls ULP: hand records to it */
+  void (*on_ktls)(void);
 };
 
 struct tls_transport {
@@ -63,6 +66,24 @@ struct tls_transport {
   size_t in_len;
   char *held; /* ciphertext the last input left over (a cut record); owned */
   size_t held_off, held_len, held_cap;
+
+  /* kTLS (see "kernel TLS" below). */
+  bool ktls_want;           /* still to hand a direction to the kernel */
+  bool ktls_lost;           /* a KeyUpdate went by in user space: the logged secrets are stale */
+  void (*on_ktls)(void);    /* the context's tusc_tls_options_t.on_ktls */
+  bool rx_kernel;           /* the kernel decrypts: input passes bytes through */
+  bool tx_kernel;           /* the kernel encrypts: writes pass bytes through */
+  bool tx_counting;         /* our application-key records are being counted in tx_seq */
+  bool rx_counting;         /* the peer's application-key records are counted in rx_seq */
+  uint64_t tx_seq;          /* records written under the application keys so far */
+  uint64_t rx_seq;          /* records read under the application keys so far */
+  unsigned char rec_hdr[5]; /* framing of the ciphertext OpenSSL has taken: */
+  size_t rec_hdr_got;       /* bytes of the current record's header seen */
+  size_t rec_body_left;     /* bytes of the current record's body still to come */
+  unsigned rx_waits;        /* inputs that ended inside a record after the handshake */
+  unsigned char client_secret[EVP_MAX_MD_SIZE]; /* TLS 1.3 traffic secrets (keylog) */
+  unsigned char server_secret[EVP_MAX_MD_SIZE];
+  size_t client_secret_len, server_secret_len;
 };
 
 struct tls_write {
@@ -149,6 +170,8 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
   return SSL_TLSEXT_ERR_NOACK;
 }
 
+static void on_keylog(const SSL *ssl, const char *line);
+
 static int check_readable(const char *what, const char *path, char *err, size_t errlen) {
   if (path == NULL || path[0] == '\0') {
     snprintf(err, errlen, "no %s file given", what);
@@ -196,6 +219,8 @@ static SSL_CTX *build_ctx(const tusc_tls_t *tls, char *err, size_t errlen) {
     goto fail;
   }
   SSL_CTX_set_alpn_select_cb(ctx, alpn_select, (void *)tls);
+  if (tls->ktls)
+    SSL_CTX_set_keylog_callback(ctx, on_keylog);
 
   if (SSL_CTX_use_certificate_chain_file(ctx, tls->certificate) != 1) {
     openssl_reason(reason, sizeof(reason));
@@ -268,6 +293,19 @@ int tusc_tls_new(const tusc_tls_options_t *opts, tusc_tls_t **out, char *err, si
   tls->key = opts->key ? strdup(opts->key) : NULL;
   tls->mode = strdup(mode);
   tls->h2 = opts->h2;
+  tls->on_ktls = opts->on_ktls;
+  if (opts->ktls) {
+    int probe = tusc_ktls_probe();
+    tls->ktls = probe == 0;
+    if (probe == 0)
+      tusc_log_msg(TUSC_LOG_INFO, "kTLS: the kernel has TLS; connections hand their records "
+                                  "to it after the handshake");
+    else
+      tusc_log_msg(TUSC_LOG_INFO, "kTLS: not available (%s); TLS stays in user space",
+                   probe == UV_ENOENT ? "this kernel has no tls module" : uv_strerror(probe));
+  } else {
+    tusc_log_msg(TUSC_LOG_INFO, "kTLS: off (-tls-ktls off); TLS stays in user space");
+  }
   if ((opts->certificate && !tls->certificate) || (opts->key && !tls->key) || !tls->mode) {
     free(tls->certificate);
     free(tls->key);
@@ -328,6 +366,26 @@ void tusc_tls_free(tusc_tls_t *tls) {
 
 /* --- borrowing read BIO --------------------------------------------------------------- */
 
+/* Follows the record framing of the ciphertext handed to OpenSSL, so that the kernel
+ * can take over reading exactly at a record boundary. */
+static void track_records(struct tls_transport *t, const unsigned char *p, size_t n) {
+  while (n > 0) {
+    if (t->rec_body_left > 0) {
+      size_t m = n < t->rec_body_left ? n : t->rec_body_left;
+      t->rec_body_left -= m;
+      p += m;
+      n -= m;
+      continue;
+    }
+    t->rec_hdr[t->rec_hdr_got++] = *p++;
+    n--;
+    if (t->rec_hdr_got == sizeof(t->rec_hdr)) {
+      t->rec_body_left = (size_t)t->rec_hdr[3] << 8 | t->rec_hdr[4];
+      t->rec_hdr_got = 0;
+    }
+  }
+}
+
 static int in_bio_read(BIO *bio, char *out, size_t cap, size_t *got) {
   struct tls_transport *t = BIO_get_data(bio);
   size_t n = 0;
@@ -344,6 +402,8 @@ static int in_bio_read(BIO *bio, char *out, size_t cap, size_t *got) {
     t->in_len -= m;
     n += m;
   }
+  if (t->ktls_want)
+    track_records(t, (const unsigned char *)out, n);
   BIO_clear_retry_flags(bio);
   if (n == 0) {
     BIO_set_retry_read(bio); /* "wait for more", not end of file */
@@ -432,6 +492,183 @@ static int hold_rest(struct tls_transport *t) {
   return 0;
 }
 
+/* --- kernel TLS ------------------------------------------------------------------------
+ *
+ * Once the handshake is done, the connection's records can go to the kernel (net/ktls.h):
+ * the socket then carries plaintext and both directions pass through. The kernel needs
+ * the keys and each direction's next record sequence number, exact:
+ *   - keys: TLS 1.3 from the traffic secrets OpenSSL reports through the keylog
+ *     callback; TLS 1.2 from the session's master secret and the hello randoms.
+ *   - sequence numbers: the message callback sees every record header OpenSSL writes
+ *     and reads. Counting starts behind each side's Finished message (TLS 1.3: the last
+ *     record under the handshake keys; TLS 1.2: the first under the new keys), so our
+ *     tickets (TLS 1.3) and the peer's first requests are counted.
+ * RX switches only at a record boundary with nothing of the peer's left in user space
+ * (no cut record in OpenSSL or in `held`); until then tls_read_max() bounds each read to
+ * the end of the current record. TX switches only with RX done (OpenSSL never has to
+ * write again after that, not even an alert for a bad record) and when every byte OpenSSL
+ * produced has reached the socket. Any failure leaves the connection in user space: the
+ * ULP alone changes nothing on the wire, and a direction is the kernel's only once its
+ * setsockopt succeeded. */
+
+static void on_keylog(const SSL *ssl, const char *line) {
+  struct tls_transport *t = SSL_get_app_data(ssl);
+  if (t == NULL || !t->ktls_want)
+    return;
+  unsigned char *to;
+  size_t *to_len;
+  if (strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24) == 0) {
+    to = t->client_secret;
+    to_len = &t->client_secret_len;
+  } else if (strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", 24) == 0) {
+    to = t->server_secret;
+    to_len = &t->server_secret_len;
+  } else {
+    return;
+  }
+  const char *hex = strrchr(line, ' ') + 1;
+  size_t n = strlen(hex);
+  if (n % 2 != 0 || n / 2 > EVP_MAX_MD_SIZE)
+    return;
+  long len = 0;
+  unsigned char *bin = OPENSSL_hexstr2buf(hex, &len);
+  if (bin == NULL) {
+    ERR_clear_error();
+    return;
+  }
+  memcpy(to, bin, (size_t)len);
+  *to_len = (size_t)len;
+  OPENSSL_clear_free(bin, (size_t)len);
+}
+
+static void on_record_msg(int write_p, int version, int content_type, const void *buf, size_t len,
+                          SSL *ssl, void *arg) {
+  (void)version;
+  struct tls_transport *t = arg;
+  if (content_type == SSL3_RT_HEADER) {
+    if (write_p && t->tx_counting)
+      t->tx_seq++;
+    else if (!write_p && t->rx_counting)
+      t->rx_seq++;
+    return;
+  }
+  const unsigned char *p = buf;
+  if (content_type != SSL3_RT_HANDSHAKE || len == 0)
+    return;
+  if (p[0] == SSL3_MT_KEY_UPDATE) {
+    /* New traffic secrets that the keylog never shows: the connection stays in user
+     * space (OpenSSL calls this only before the switch). */
+    t->ktls_lost = true;
+    return;
+  }
+  if (p[0] != SSL3_MT_FINISHED)
+    return;
+  /* TLS 1.3: Finished is the last record under the handshake keys. TLS 1.2: it is the
+   * first under the new keys (sequence number 0), alone in its record. */
+  uint64_t next = SSL_version(ssl) == TLS1_3_VERSION ? 0 : 1;
+  if (write_p) {
+    t->tx_counting = true;
+    t->tx_seq = next;
+  } else {
+    t->rx_counting = true;
+    t->rx_seq = next;
+  }
+}
+
+static void ktls_forget(struct tls_transport *t) {
+  t->ktls_want = false;
+  OPENSSL_cleanse(t->client_secret, sizeof(t->client_secret));
+  OPENSSL_cleanse(t->server_secret, sizeof(t->server_secret));
+  t->client_secret_len = t->server_secret_len = 0;
+  SSL_set_msg_callback(t->ssl, NULL);
+}
+
+/* The keys of one direction (tx: ours, the server's). */
+static int ktls_keys(struct tls_transport *t, bool tx, tusc_ktls_key_t *out) {
+  const SSL_CIPHER *c = SSL_get_current_cipher(t->ssl);
+  if (c == NULL)
+    return UV_EINVAL;
+  int cipher = tusc_ktls_cipher_of_nid(SSL_CIPHER_get_cipher_nid(c));
+  if (cipher < 0)
+    return cipher;
+  const EVP_MD *md = SSL_CIPHER_get_handshake_digest(c);
+  if (SSL_version(t->ssl) == TLS1_3_VERSION) {
+    const unsigned char *secret = tx ? t->server_secret : t->client_secret;
+    size_t len = tx ? t->server_secret_len : t->client_secret_len;
+    if (len == 0)
+      return UV_EINVAL;
+    return tusc_ktls_tls13_key(cipher, md, secret, len, out);
+  }
+  if (SSL_version(t->ssl) != TLS1_2_VERSION)
+    return UV_ENOTSUP;
+  unsigned char master[SSL_MAX_MASTER_KEY_LENGTH], cr[32], sr[32];
+  size_t mlen = SSL_SESSION_get_master_key(SSL_get_session(t->ssl), master, sizeof(master));
+  if (mlen == 0 || SSL_get_client_random(t->ssl, cr, sizeof(cr)) != sizeof(cr) ||
+      SSL_get_server_random(t->ssl, sr, sizeof(sr)) != sizeof(sr))
+    return UV_EINVAL;
+  tusc_ktls_key_t client, server;
+  int rc = tusc_ktls_tls12_keys(cipher, md, master, mlen, cr, sr, &client, &server);
+  OPENSSL_cleanse(master, sizeof(master));
+  if (rc == 0)
+    *out = tx ? server : client;
+  tusc_ktls_key_wipe(&client);
+  tusc_ktls_key_wipe(&server);
+  return rc;
+}
+
+static int ktls_install(struct tls_transport *t, int fd, bool tx, uint64_t seq) {
+  tusc_ktls_key_t k;
+  int rc = ktls_keys(t, tx, &k);
+  if (rc == 0) {
+    rc = tusc_ktls_install(fd, tx, &k, seq);
+    tusc_ktls_key_wipe(&k);
+  }
+  return rc;
+}
+
+/* Hands what it can to the kernel; called after every input and before every write. */
+static void ktls_try(struct tls_transport *t, uv_stream_t *stream) {
+  if (!t->ktls_want || !t->established)
+    return;
+  uv_os_fd_t fd;
+  if (t->ktls_lost || uv_fileno((uv_handle_t *)stream, &fd) != 0 || stream->type != UV_TCP) {
+    ktls_forget(t);
+    return;
+  }
+  if (!t->rx_kernel) {
+    bool boundary = t->rec_hdr_got == 0 && t->rec_body_left == 0 && t->in_len == 0 &&
+                    t->held_off == t->held_len && !SSL_has_pending(t->ssl);
+    if (!boundary || !t->rx_counting || !t->tx_counting) {
+      t->rx_waits += boundary ? 0 : 1;
+      return;
+    }
+    int rc = tusc_ktls_attach(fd);
+    if (rc == 0)
+      rc = ktls_install(t, fd, false, t->rx_seq);
+    if (rc != 0) {
+      TUSC_LOG(TUSC_LOG_DEBUG, "kTLS: receive side stays in user space: %s", uv_strerror(rc));
+      ktls_forget(t);
+      return;
+    }
+    t->rx_kernel = true;
+  }
+  /* Every byte OpenSSL wrote must be in the socket before the kernel encrypts. */
+  if (stream->write_queue_size != 0 || BIO_ctrl_pending(t->wbio) != 0)
+    return;
+  int rc = ktls_install(t, fd, true, t->tx_seq);
+  if (rc != 0)
+    TUSC_LOG(TUSC_LOG_DEBUG, "kTLS: send side stays in user space: %s", uv_strerror(rc));
+  else
+    t->tx_kernel = true;
+  if (t->tx_kernel && t->on_ktls != NULL)
+    t->on_ktls();
+  TUSC_LOG(TUSC_LOG_DEBUG, "kTLS: %s %s: receive in the kernel%s, send in %s",
+           SSL_get_version(t->ssl), SSL_get_cipher_name(t->ssl),
+           t->rx_waits > 0 ? " (after reading up to a record boundary)" : "",
+           t->tx_kernel ? "the kernel" : "user space");
+  ktls_forget(t);
+}
+
 /* --- transport ---------------------------------------------------------------------- */
 
 static void on_tls_write(uv_write_t *w, int status) {
@@ -478,6 +715,11 @@ static int tls_input(tusc_transport_t *base, uv_stream_t *stream, const char *da
                      char *scratch, size_t scratch_len, tusc_transport_deliver_fn deliver,
                      void *arg) {
   struct tls_transport *t = (struct tls_transport *)base;
+  if (t->rx_kernel) {
+    if (len > 0)
+      deliver(arg, data, len);
+    return 0;
+  }
   t->in = data;
   t->in_len = len;
   /* Plaintext goes to scratch[filled] while unread ciphertext may sit further on in the
@@ -537,12 +779,19 @@ static int tls_input(tusc_transport_t *base, uv_stream_t *stream, const char *da
   int frc = flush_out(t, stream, NULL, NULL);
   if (rc == 0 && frc != 0 && frc != UV_EBADF)
     rc = frc;
+  if (rc == 0)
+    ktls_try(t, stream);
   return rc;
 }
 
 static int tls_write(tusc_transport_t *base, uv_stream_t *stream, uv_write_t *req, const char *data,
                      size_t len, uv_write_cb cb) {
   struct tls_transport *t = (struct tls_transport *)base;
+  ktls_try(t, stream);
+  if (t->tx_kernel) {
+    uv_buf_t b = uv_buf_init((char *)(uintptr_t)data, (unsigned)len);
+    return uv_write(req, stream, &b, 1, cb);
+  }
   while (len > 0) {
     int chunk = len > (1 << 30) ? (1 << 30) : (int)len;
     size_t written = 0;
@@ -562,6 +811,13 @@ static void tls_close_notify(tusc_transport_t *base, uv_stream_t *stream) {
   struct tls_transport *t = (struct tls_transport *)base;
   if (!t->established)
     return;
+  if (t->tx_kernel) {
+    /* Best effort as below, and never behind queued data. */
+    uv_os_fd_t fd;
+    if (stream->write_queue_size == 0 && uv_fileno((uv_handle_t *)stream, &fd) == 0)
+      (void)tusc_ktls_send_alert(fd, 1 /* warning */, 0 /* close_notify */);
+    return;
+  }
   if (SSL_shutdown(t->ssl) < 0)
     ERR_clear_error();
   size_t n = BIO_ctrl_pending(t->wbio);
@@ -575,6 +831,37 @@ static void tls_close_notify(tusc_transport_t *base, uv_stream_t *stream) {
   (void)uv_try_write(stream, &b, 1);
 }
 
+/* Until the kernel reads, once the handshake is done: no read past the end of the current
+ * record, so that user space can stop at a record boundary. */
+static size_t tls_read_max(const tusc_transport_t *base) {
+  const struct tls_transport *t = (const struct tls_transport *)base;
+  if (!t->ktls_want || !t->established || t->rx_kernel)
+    return SIZE_MAX;
+  if (t->rec_body_left > 0)
+    return t->rec_body_left;
+  return sizeof(t->rec_hdr) - t->rec_hdr_got;
+}
+
+/* With the kernel reading, a record that is not application data fails read() with EIO:
+ * the peer's close_notify ends the connection like a close; another alert, or a
+ * handshake message (a KeyUpdate, which kTLS receive cannot follow), is an error. */
+static int tls_read_error(tusc_transport_t *base, uv_stream_t *stream, int err) {
+  struct tls_transport *t = (struct tls_transport *)base;
+  uv_os_fd_t fd;
+  if (!t->rx_kernel || err != UV_EIO || uv_fileno((uv_handle_t *)stream, &fd) != 0)
+    return err;
+  int type = 0;
+  unsigned char rec[64];
+  int n = tusc_ktls_recv_control(fd, &type, rec, sizeof(rec));
+  if (n < 0)
+    return err;
+  if (type == 21 && n >= 2 && rec[1] == 0)
+    return UV_EOF;
+  TUSC_LOG(TUSC_LOG_DEBUG, "kTLS: closing on a record of type %d (%s %d)", type,
+           type == 21 ? "alert" : "message", n > 1 ? rec[type == 21 ? 1 : 0] : -1);
+  return UV_EPROTO;
+}
+
 static bool tls_secure(const tusc_transport_t *base) {
   (void)base;
   return true;
@@ -586,6 +873,9 @@ static bool tls_established(const tusc_transport_t *base) {
 
 static void tls_free(tusc_transport_t *base) {
   struct tls_transport *t = (struct tls_transport *)base;
+  /* A connection that closed before its switch still holds the traffic secrets. */
+  OPENSSL_cleanse(t->client_secret, sizeof(t->client_secret));
+  OPENSSL_cleanse(t->server_secret, sizeof(t->server_secret));
   SSL_free(t->ssl);
   free(t->held);
   free(t);
@@ -608,6 +898,8 @@ static const tusc_transport_ops_t tls_ops = {
     .input = tls_input,
     .write = tls_write,
     .close_notify = tls_close_notify,
+    .read_max = tls_read_max,
+    .read_error = tls_read_error,
     .secure = tls_secure,
     .established = tls_established,
     .free = tls_free,
@@ -636,6 +928,13 @@ int tusc_tls_transport_new(tusc_tls_t *tls, tusc_transport_t **out) {
   }
   SSL_set_bio(t->ssl, t->rbio, t->wbio);
   SSL_set_accept_state(t->ssl);
+  if (tls->ktls) {
+    t->ktls_want = true;
+    t->on_ktls = tls->on_ktls;
+    SSL_set_app_data(t->ssl, t);
+    SSL_set_msg_callback(t->ssl, on_record_msg);
+    SSL_set_msg_callback_arg(t->ssl, t);
+  }
   *out = &t->base;
   return 0;
 }

@@ -18,8 +18,13 @@
  *
  * Records go through BIOs of ours (tls.c): conn.c keeps owning the socket through libuv, and a
  * transport only encrypts and decrypts (handshakes included) on the loop, never
- * blocking. Kernel TLS (kTLS) needs OpenSSL to own the socket fd, so it does not
- * apply to this design; see docs/deploy.md.
+ * blocking. Kernel TLS (kTLS, net/ktls.h): with opts.ktls, tusc_tls_new asks once whether
+ * the kernel has the tls module (and logs the answer); if it does, each connection hands
+ * its keys and record sequence numbers to the socket after the handshake, and from then
+ * on the transport passes plaintext through (secure() stays true, ALPN stays). The switch
+ * happens at a record boundary (read_max() bounds the reads until then) and falls back to
+ * user space, per connection and silently, when the kernel refuses (cipher, version).
+ * Counted through opts.on_ktls (tusc_tls_ktls_connections_total). See docs/deploy.md.
  *
  * Threads: tusc_tls_new / reload / free on the main thread; tusc_tls_transport_new
  * from any worker (the context swap is mutex-protected); a transport lives on the
@@ -42,6 +47,9 @@ typedef struct tusc_tls_options_s {
   const char *mode;        /* "tls12" (default when NULL), "tls12-strong", "tls13" */
   int64_t hsts_max_age;    /* seconds; < 0 = send no Strict-Transport-Security */
   bool h2;                 /* offer HTTP/2 by ALPN ("h2", preferred over "http/1.1") */
+  bool ktls;               /* hand records to the kernel (kTLS) where it can: -tls-ktls auto */
+  void (*on_ktls)(void);   /* NULL, or called (on the connection's loop) for each connection
+                              whose both directions went to the kernel: a metric */
 } tusc_tls_options_t;
 
 /* Loads the files and builds the first context. On failure returns a negative code

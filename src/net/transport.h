@@ -16,6 +16,10 @@
  *     `req` is only handed back, never touched, so the caller may embed it anywhere.
  *   - close_notify(): a best-effort, non-blocking goodbye before the socket closes
  *     (TLS close_notify); nothing for plain.
+ *   - read_max() (may be NULL: no bound): the most bytes the next socket read may take;
+ *     a TLS transport about to hand reading to the kernel stops at a record boundary.
+ *   - read_error() (may be NULL): a failed socket read's code, possibly translated (a
+ *     kernel-TLS socket reports the peer's close_notify as EIO; this makes it UV_EOF).
  *   - secure(): whether the peer talks TLS to us (Location uses https then).
  *   - established(): handshake finished (always true for plain).
  *   - free(): after the stream's handle has closed (its write callbacks have all run).
@@ -42,6 +46,8 @@ typedef struct tusc_transport_ops_s {
   int (*write)(tusc_transport_t *t, uv_stream_t *stream, uv_write_t *req, const char *data,
                size_t len, uv_write_cb cb);
   void (*close_notify)(tusc_transport_t *t, uv_stream_t *stream);
+  size_t (*read_max)(const tusc_transport_t *t);
+  int (*read_error)(tusc_transport_t *t, uv_stream_t *stream, int err);
   bool (*secure)(const tusc_transport_t *t);
   bool (*established)(const tusc_transport_t *t);
   void (*free)(tusc_transport_t *t);

@@ -239,6 +239,7 @@ TUSD_FAMILIES = {
     "tusc_request_duration_seconds": "histogram", "tusc_bytes_written_total": "counter",
     "tusc_active_uploads": "gauge", "tusc_lock_waits_total": "counter",
     "tusc_hook_queue_depth": "gauge", "tusc_hook_duration_seconds": "histogram",
+    "tusc_tls_ktls_connections_total": "counter",
 }
 
 

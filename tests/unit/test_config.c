@@ -123,6 +123,7 @@ static void test_defaults(void **state) {
   assert_null(c->tls_certificate);
   assert_null(c->tls_key);
   assert_string_equal(c->tls_mode, "tls12");
+  assert_string_equal(c->tls_ktls, "auto");
   assert_true(c->expose_metrics);
   assert_string_equal(c->metrics_path, "/metrics");
   assert_false(c->verbose);
@@ -285,6 +286,7 @@ static void test_string_flags_map_to_fields(void **state) {
       {"tls-mode", "tls13", offsetof(tusc_config_t, tls_mode)},
       {"redis-url", "unix:///run/redis.sock", offsetof(tusc_config_t, redis_url)},
       {"tls-mode", "tls12-strong", offsetof(tusc_config_t, tls_mode)},
+      {"tls-ktls", "off", offsetof(tusc_config_t, tls_ktls)},
       {"metrics-path", "/m", offsetof(tusc_config_t, metrics_path)},
       {"log-format", "json", offsetof(tusc_config_t, log_format)},
       {"s3-bucket", "bkt", offsetof(tusc_config_t, s3_bucket)},
@@ -546,6 +548,7 @@ static void test_bad_values(void **state) {
       {{"-file-perms", "abc"}, "for flag -file-perms: not an octal number"},
       {{"-file-perms", ""}, "for flag -file-perms: not an octal number"},
       {{"-tls-mode", "tls11"}, "invalid value \"tls11\" for flag -tls-mode: must be one of"},
+      {{"-tls-ktls", "on"}, "invalid value \"on\" for flag -tls-ktls: must be one of"},
       {{"-log-format", "xml"}, "invalid value \"xml\" for flag -log-format: must be one of"},
       {{"-fsync", "sometimes"}, "for flag -fsync: must be one of"},
       {{"-metrics-path", "metrics"}, "for flag -metrics-path: must start with '/'"},

@@ -58,6 +58,7 @@ static void test_counters_move(void **state) {
   tusc_metrics_active_uploads(1);
   tusc_metrics_lock_wait();
   tusc_metrics_hook_queue(2);
+  tusc_metrics_tls_ktls();
   char *after = render();
   struct {
     const char *series;
@@ -71,6 +72,7 @@ static void test_counters_move(void **state) {
       {"tusd_uploads_finished", 1},
       {"tusd_uploads_terminated", 1},
       {"tusd_connections_open", 2},
+      {"tusc_tls_ktls_connections_total", 1},
       {"tusc_active_uploads", 1},
       {"tusc_lock_waits_total", 1},
       {"tusc_hook_queue_depth", 2},

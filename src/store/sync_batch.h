@@ -64,11 +64,15 @@
 
 /* Requests that may wait per store for the next batch. */
 #define TUSC_SYNC_BATCH_MAX 256
-/* Batch jobs per store at once: the next batch gathers while these run. With one, a
- * request waits for the whole running batch and then for its own; with two, the disk
- * works on one batch while the files of the next are made. */
+/* Batch jobs per store at once: the next batch gathers while these run. One is classic
+ * group commit: whatever arrives while a batch syncs waits for the next batch (one
+ * syncfs for all of it); with two, the second job's batch, finding the first in its
+ * syncfs, pays an fdatasync per file instead. Measured (bench/README.md, "one queue per
+ * store"): one is 1.41-1.46x the per-loop batches of before on an upload filesystem of
+ * its own, two 1.04-1.22x; on this machine's shared root filesystem one is 0.85-0.93x,
+ * two 0.90-0.98x. -DTUSC_SYNC_JOBS=2 builds the other. */
 #ifndef TUSC_SYNC_JOBS
-#define TUSC_SYNC_JOBS 2
+#define TUSC_SYNC_JOBS 1
 #endif
 /* Fewest requests (or distinct directories) for which a batch uses syncfs. */
 #define TUSC_SYNC_SYNCFS_MIN 4

@@ -68,9 +68,9 @@
  * group commit: whatever arrives while a batch syncs waits for the next batch (one
  * syncfs for all of it); with two, the second job's batch, finding the first in its
  * syncfs, pays an fdatasync per file instead. Measured (bench/README.md, "one queue per
- * store"): one is 1.41-1.46x the per-loop batches of before on an upload filesystem of
- * its own, two 1.04-1.22x; on this machine's shared root filesystem one is 0.85-0.93x,
- * two 0.90-0.98x. -DTUSC_SYNC_JOBS=2 builds the other. */
+ * store"): one is 1.10-1.46x the per-loop batches of before on an upload filesystem of
+ * its own, two 1.04-1.22x; on this machine's shared root filesystem one is 0.85-1.03x,
+ * two 0.85-0.98x. -DTUSC_SYNC_JOBS=2 builds the other. */
 #ifndef TUSC_SYNC_JOBS
 #define TUSC_SYNC_JOBS 1
 #endif

@@ -1889,7 +1889,11 @@ int tusc_file_store_new(const tusc_file_store_options_t *opts, tusc_store_t **ou
   }
   fs->base.async = &file_store_async_ops;
   tusc_store_pool_init(&fs->pool, 0);
-  tusc_sync_batch_init(&fs->sync, &fs->pool, 0);
+  rc = tusc_sync_batch_init(&fs->sync, &fs->pool, 0);
+  if (rc != 0) {
+    free(fs);
+    return rc;
+  }
   if (opts->fsync) {
     /* Group commit may sync the whole filesystem in one syncfs (sync_batch.h). */
     int root_fd = open(resolved, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

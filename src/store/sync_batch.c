@@ -1,11 +1,18 @@
 /*
- * sync_batch — see sync_batch.h. One lane per (batch, loop) pair that has requests in
- * flight, in a thread-local list (a worker thread runs one loop). A lane holds the
- * requests waiting for its next batch and TUSC_SYNC_JOBS slots, each the batch one job
- * took: the loop only touches `head`/`tail`/`n` and the slots' flags, a pool thread only
- * the list its slot was given, so they share nothing but the hand-over in submit and
- * done, which libuv orders. A request finding a free slot starts a job at once (light
- * load: no waiting); with every slot busy, requests gather for the next free one.
+ * sync_batch — see sync_batch.h. The store's queue (`head`/`tail`/`n`) and its slots'
+ * states are behind the batch's mutex, which every holder keeps only to push, take or
+ * flip a state: no I/O, no waiting, under it. A slot is FREE, RUNNING (its job is on
+ * the pool with `list`, and drains the queue after it) or FINISHING (its run found the
+ * queue empty and returned; its uv_work_t is in use until `done` runs on the loop that
+ * submitted it). A request finding a FREE slot starts a job at once (light load: no
+ * waiting); otherwise it queues, and a RUNNING job takes it after its batch — or,
+ * when it queued behind a FINISHING slot, that slot's `done` restarts the job.
+ *
+ * Finished requests go back to their loop through its mailbox (`post_t`, one per
+ * (store, loop) with requests in flight): the pool thread appends them and wakes the
+ * loop with uv_async_send under the mailbox's mutex, so that once the loop has emptied
+ * the mailbox under that mutex no pool thread still touches it, and the loop may close
+ * it when its last request is back.
  */
 #include "store/sync_batch.h"
 
@@ -19,46 +26,42 @@
 
 #include "common/error.h"
 
-typedef struct dir_result_s {
-  const char *path;
-  int rc;
-} dir_result_t;
+enum { SLOT_FREE = 0, SLOT_RUNNING, SLOT_FINISHING };
 
-typedef struct lane_s lane_t;
-
-/* One of a lane's batch jobs. */
-typedef struct slot_s {
-  tusc_pool_job_t job;
-  lane_t *lane;
-  tusc_sync_req_t *list; /* the batch the job has */
-  bool busy;             /* the job is on the pool */
-  dir_result_t dirs[TUSC_SYNC_BATCH_MAX * TUSC_SYNC_DIRS];
-} slot_t;
-
-struct lane_s {
+typedef struct tusc_sync_post_s post_t;
+struct tusc_sync_post_s {
+  uv_async_t async;
   tusc_sync_batch_t *batch;
   uv_loop_t *loop;
-  tusc_sync_req_t *head, *tail; /* waiting for the next batch */
-  unsigned n;
-  unsigned n_busy; /* slots on the pool */
-  struct lane_s *next;
-  slot_t slots[TUSC_SYNC_JOBS];
+  uv_mutex_t lock;
+  tusc_sync_req_t *head, *tail; /* finished, not yet called back (under lock) */
+  unsigned inflight;            /* started and not called back (loop thread only) */
+  post_t *next;                 /* thread_posts */
 };
 
-static _Thread_local lane_t *thread_lanes;
+static _Thread_local post_t *thread_posts;
 
-void tusc_sync_batch_init(tusc_sync_batch_t *batch, tusc_store_pool_t *pool, unsigned max) {
+int tusc_sync_batch_init(tusc_sync_batch_t *batch, tusc_store_pool_t *pool, unsigned max) {
   batch->pool = pool;
   batch->max = max == 0 || max > TUSC_SYNC_BATCH_MAX ? TUSC_SYNC_BATCH_MAX : max;
+  batch->head = batch->tail = NULL;
+  batch->n = 0;
+  for (int i = 0; i < TUSC_SYNC_JOBS; i++) {
+    batch->slots[i].batch = batch;
+    batch->slots[i].list = NULL;
+    batch->slots[i].state = SLOT_FREE;
+  }
   atomic_init(&batch->batches, 0);
   atomic_init(&batch->batched, 0);
   atomic_init(&batch->solo, 0);
   atomic_init(&batch->dir_fsyncs, 0);
   atomic_init(&batch->dirs_asked, 0);
   atomic_init(&batch->syncfs_calls, 0);
+  atomic_init(&batch->mixed, 0);
   batch->fs_fd = -1;
   atomic_init(&batch->syncfs_busy, false);
   atomic_init(&batch->epoch, 0);
+  return uv_mutex_init(&batch->lock);
 }
 
 /* syncfs reports writeback errors since Linux 5.8 (before, it returned 0 whatever
@@ -84,6 +87,7 @@ void tusc_sync_batch_dispose(tusc_sync_batch_t *batch) {
   if (batch->fs_fd >= 0)
     close(batch->fs_fd);
   batch->fs_fd = -1;
+  uv_mutex_destroy(&batch->lock);
 }
 
 unsigned long tusc_sync_batch_epoch(tusc_sync_batch_t *batch) {
@@ -139,10 +143,12 @@ static int fd_durable(int fd, bool whole_fs) {
 
 /* Pool: the four steps of sync_batch.h over `list`; `dirs` has room for every
  * directory the list names. */
-static void run_list(tusc_sync_batch_t *batch, tusc_sync_req_t *list, dir_result_t *dirs) {
+static void run_list(tusc_sync_batch_t *batch, tusc_sync_req_t *list, tusc_sync_dir_result_t *dirs) {
   unsigned long n_req = 0, asked = 0, issued = 0;
+  bool mixed = false;
   for (tusc_sync_req_t *r = list; r != NULL; r = r->next) {
     n_req++;
+    mixed = mixed || r->post != list->post;
     r->status = r->prepare != NULL ? r->prepare(r) : 0;
     for (int i = 0; i < TUSC_SYNC_FDS; i++)
       if (r->fd[i] >= 0)
@@ -189,7 +195,7 @@ static void run_list(tusc_sync_batch_t *batch, tusc_sync_req_t *list, dir_result
       while (k < n_dirs && strcmp(dirs[k].path, r->dir[i]) != 0)
         k++;
       if (k == n_dirs)
-        dirs[n_dirs++] = (dir_result_t){r->dir[i], 1};
+        dirs[n_dirs++] = (tusc_sync_dir_result_t){r->dir[i], 1};
     }
   }
   if (whole_fs && n_dirs >= TUSC_SYNC_SYNCFS_MIN) {
@@ -218,106 +224,199 @@ static void run_list(tusc_sync_batch_t *batch, tusc_sync_req_t *list, dir_result
       r->status = -EIO; /* a syncfs error in its time: maybe its inodes */
   }
   atomic_fetch_add_explicit(&batch->batched, n_req, memory_order_relaxed);
+  if (mixed)
+    atomic_fetch_add_explicit(&batch->mixed, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&batch->dirs_asked, asked, memory_order_relaxed);
   atomic_fetch_add_explicit(&batch->dir_fsyncs, issued, memory_order_relaxed);
 }
 
-static slot_t *slot_of_job(tusc_pool_job_t *job) {
-  return (slot_t *)(void *)((char *)job - offsetof(slot_t, job));
+/* --- back to the requests' loops ----------------------------------------------------- */
+
+static void close_fds(tusc_sync_req_t *r) {
+  for (int i = 0; i < TUSC_SYNC_FDS && r->close_fds; i++) {
+    if (r->fd[i] >= 0)
+      close(r->fd[i]);
+    r->fd[i] = -1;
+  }
+}
+
+/* Any thread: hands `list` (run, or failed with status < 0 before running: then the
+ * fds are closed as promised and nothing was done) to the mailboxes of its requests'
+ * loops. The requests are the loops' again as soon as they are in: nothing here
+ * touches one after its push. */
+static void deliver(tusc_sync_req_t *list, int status) {
+  while (list != NULL) {
+    tusc_sync_req_t *r = list;
+    list = r->next;
+    r->next = NULL;
+    if (status < 0) {
+      close_fds(r);
+      r->status = status;
+    }
+    post_t *post = r->post;
+    uv_mutex_lock(&post->lock);
+    if (post->tail != NULL)
+      post->tail->next = r;
+    else
+      post->head = r;
+    post->tail = r;
+    /* Under the lock: the loop closes the mailbox only after emptying it under the
+     * lock with nothing in flight, so the handle is alive here. (No I/O: an eventfd
+     * write, and none when a wake-up is pending already.) */
+    (void)uv_async_send(&post->async);
+    uv_mutex_unlock(&post->lock);
+  }
+}
+
+static void free_post(uv_handle_t *h) {
+  post_t *post = h->data;
+  uv_mutex_destroy(&post->lock);
+  free(post);
+}
+
+static void unlist(post_t *post) {
+  for (post_t **p = &thread_posts; *p != NULL; p = &(*p)->next) {
+    if (*p == post) {
+      *p = post->next;
+      return;
+    }
+  }
+}
+
+/* Loop: calls back every finished request of the mailbox, oldest first; closes it once
+ * nothing of its loop is in flight. */
+static void on_post(uv_async_t *async) {
+  post_t *post = async->data;
+  uv_mutex_lock(&post->lock);
+  tusc_sync_req_t *list = post->head;
+  post->head = post->tail = NULL;
+  uv_mutex_unlock(&post->lock);
+  while (list != NULL) {
+    tusc_sync_req_t *r = list;
+    list = r->next;
+    r->next = NULL;
+    post->inflight--;
+    r->cb(r, r->status); /* may start another request (inflight goes up again) */
+  }
+  if (post->inflight == 0) {
+    unlist(post);
+    uv_close((uv_handle_t *)&post->async, free_post);
+  }
+}
+
+/* Loop: the mailbox of (batch, loop), made when missing. */
+static post_t *post_of(tusc_sync_batch_t *batch, uv_loop_t *loop) {
+  post_t *post = thread_posts;
+  while (post != NULL && (post->batch != batch || post->loop != loop))
+    post = post->next;
+  if (post != NULL)
+    return post;
+  post = malloc(sizeof(*post));
+  if (post == NULL)
+    return NULL;
+  if (uv_mutex_init(&post->lock) != 0) {
+    free(post);
+    return NULL;
+  }
+  if (uv_async_init(loop, &post->async, on_post) != 0) {
+    uv_mutex_destroy(&post->lock);
+    free(post);
+    return NULL;
+  }
+  post->async.data = post;
+  post->batch = batch;
+  post->loop = loop;
+  post->head = post->tail = NULL;
+  post->inflight = 0;
+  post->next = thread_posts;
+  thread_posts = post;
+  return post;
+}
+
+/* --- batch jobs ------------------------------------------------------------------------ */
+
+static tusc_sync_slot_t *slot_of_job(tusc_pool_job_t *job) {
+  return (tusc_sync_slot_t *)(void *)((char *)job - offsetof(tusc_sync_slot_t, job));
 }
 
 static tusc_sync_req_t *req_of_job(tusc_pool_job_t *job) {
   return (tusc_sync_req_t *)(void *)((char *)job - offsetof(tusc_sync_req_t, job));
 }
 
+/* Under lock: the whole queue, which is left empty. */
+static tusc_sync_req_t *take_queue(tusc_sync_batch_t *batch) {
+  tusc_sync_req_t *list = batch->head;
+  batch->head = batch->tail = NULL;
+  batch->n = 0;
+  return list;
+}
+
+/* Pool: the slot's batch, then every batch that queued meanwhile, until none did. */
 static void run_slot(tusc_pool_job_t *job) {
-  slot_t *slot = slot_of_job(job);
-  tusc_sync_batch_t *batch = slot->lane->batch; /* fixed while the lane lives */
-  atomic_fetch_add_explicit(&batch->batches, 1, memory_order_relaxed);
-  run_list(batch, slot->list, slot->dirs);
-}
-
-static void run_solo(tusc_pool_job_t *job) {
-  tusc_sync_req_t *req = req_of_job(job);
-  dir_result_t dirs[TUSC_SYNC_DIRS];
-  run_list(req->batch, req, dirs);
-}
-
-/* Completes `list`, oldest first. status < 0: the job never ran (cancelled or not
- * started), so nothing was done; the fds are closed as promised. */
-static void complete(tusc_sync_req_t *list, int status) {
+  tusc_sync_slot_t *slot = slot_of_job(job);
+  tusc_sync_batch_t *batch = slot->batch;
+  tusc_sync_req_t *list = slot->list;
   while (list != NULL) {
-    tusc_sync_req_t *r = list;
-    list = r->next;
-    r->next = NULL;
-    if (status < 0 && r->close_fds) {
-      for (int i = 0; i < TUSC_SYNC_FDS; i++) {
-        if (r->fd[i] >= 0)
-          close(r->fd[i]);
-        r->fd[i] = -1;
-      }
-    }
-    r->cb(r, status < 0 ? status : r->status); /* may start another request */
-  }
-}
-
-static void done_solo(tusc_pool_job_t *job, int status) {
-  complete(req_of_job(job), status);
-}
-
-static void unlist(lane_t *lane) {
-  for (lane_t **p = &thread_lanes; *p != NULL; p = &(*p)->next) {
-    if (*p == lane) {
-      *p = lane->next;
-      return;
-    }
+    atomic_fetch_add_explicit(&batch->batches, 1, memory_order_relaxed);
+    run_list(batch, list, slot->dirs);
+    deliver(list, 0); /* first: their callbacks may bring more for the next batch */
+    uv_mutex_lock(&batch->lock);
+    list = take_queue(batch);
+    slot->list = list;
+    if (list == NULL)
+      slot->state = SLOT_FINISHING;
+    uv_mutex_unlock(&batch->lock);
   }
 }
 
 static void done_slot(tusc_pool_job_t *job, int status);
 
-/* Hands the waiting requests to a free slot's job; the caller checked there is one. */
-static int lane_submit(lane_t *lane) {
-  slot_t *slot = &lane->slots[0];
-  while (slot->busy)
-    slot++;
-  /* Handed over before the submit: the job may run before it returns. */
-  slot->list = lane->head;
-  int rc =
-      tusc_store_pool_submit(lane->batch->pool, lane->loop, &slot->job, run_slot, done_slot, true);
-  if (rc != 0) {
-    slot->list = NULL;
-    return rc;
-  }
-  lane->head = lane->tail = NULL;
-  lane->n = 0;
-  slot->busy = true;
-  lane->n_busy++;
-  return 0;
+/* Loop: puts the slot's job (its list taken, state RUNNING) on the pool, done on
+ * `loop`. On failure everything the slot has, and what queued behind it, fails later
+ * on its loops, and the slot is free again. */
+static void submit_slot(tusc_sync_slot_t *slot, uv_loop_t *loop) {
+  tusc_sync_batch_t *batch = slot->batch;
+  int rc = tusc_store_pool_submit(batch->pool, loop, &slot->job, run_slot, done_slot, true);
+  if (rc == 0)
+    return;
+  uv_mutex_lock(&batch->lock);
+  tusc_sync_req_t *list = slot->list, *waiting = take_queue(batch);
+  slot->list = NULL;
+  slot->state = SLOT_FREE;
+  uv_mutex_unlock(&batch->lock);
+  deliver(list, rc);
+  deliver(waiting, rc);
 }
 
+/* Loop (the one that submitted the job): the slot is free again, unless requests
+ * queued after its run found the queue empty: then the job starts again for them. */
 static void done_slot(tusc_pool_job_t *job, int status) {
-  slot_t *slot = slot_of_job(job);
-  lane_t *lane = slot->lane;
-  tusc_sync_req_t *list = slot->list;
-  slot->list = NULL;
-  slot->busy = false;
-  lane->n_busy--;
-  /* The next batch starts before this one's callbacks run: those may queue more. */
-  if (lane->head != NULL) {
-    int rc = lane_submit(lane);
-    if (rc != 0) {
-      tusc_sync_req_t *waiting = lane->head;
-      lane->head = lane->tail = NULL;
-      lane->n = 0;
-      complete(waiting, rc); /* later than their start: this is a completion */
-    }
-  }
-  complete(list, status);
-  if (lane->n_busy == 0 && lane->head == NULL) {
-    unlist(lane);
-    free(lane);
-  }
+  tusc_sync_slot_t *slot = slot_of_job(job);
+  tusc_sync_batch_t *batch = slot->batch;
+  uv_loop_t *loop = job->work.loop;
+  uv_mutex_lock(&batch->lock);
+  tusc_sync_req_t *never_ran = status < 0 ? slot->list : NULL; /* cancelled */
+  slot->list = take_queue(batch);
+  bool again = slot->list != NULL;
+  slot->state = again ? SLOT_RUNNING : SLOT_FREE; /* FREE: another loop may take it now */
+  uv_mutex_unlock(&batch->lock);
+  deliver(never_ran, status);
+  if (again)
+    submit_slot(slot, loop);
+}
+
+/* A request run alone (the queue was full): completes on its loop by the pool's done. */
+static void run_solo(tusc_pool_job_t *job) {
+  tusc_sync_req_t *req = req_of_job(job);
+  tusc_sync_dir_result_t dirs[TUSC_SYNC_DIRS];
+  run_list(req->batch, req, dirs);
+}
+
+static void done_solo(tusc_pool_job_t *job, int status) {
+  tusc_sync_req_t *r = req_of_job(job);
+  if (status < 0)
+    close_fds(r);
+  r->cb(r, status < 0 ? status : r->status);
 }
 
 int tusc_sync_start(tusc_sync_batch_t *batch, uv_loop_t *loop, tusc_sync_req_t *req,
@@ -327,51 +426,43 @@ int tusc_sync_start(tusc_sync_batch_t *batch, uv_loop_t *loop, tusc_sync_req_t *
   req->cb = cb;
   req->next = NULL;
   req->status = 0;
-  lane_t *lane = thread_lanes;
-  while (lane != NULL && (lane->batch != batch || lane->loop != loop))
-    lane = lane->next;
-  if (lane != NULL && lane->n >= batch->max) {
+  post_t *post = post_of(batch, loop);
+  if (post == NULL)
+    return TUSC_ENOMEM;
+  req->post = post;
+  tusc_sync_slot_t *slot = NULL;
+  bool full = false;
+  uv_mutex_lock(&batch->lock);
+  for (int i = 0; i < TUSC_SYNC_JOBS && slot == NULL; i++)
+    if (batch->slots[i].state == SLOT_FREE)
+      slot = &batch->slots[i];
+  if (slot != NULL) {
+    slot->state = SLOT_RUNNING;
+    slot->list = req;
+  } else if (batch->n >= batch->max) {
+    full = true;
+  } else {
+    if (batch->tail != NULL)
+      batch->tail->next = req;
+    else
+      batch->head = req;
+    batch->tail = req;
+    batch->n++;
+  }
+  uv_mutex_unlock(&batch->lock);
+  if (full) {
+    if (post->inflight == 0) { /* made for this request only */
+      unlist(post);
+      uv_close((uv_handle_t *)&post->async, free_post);
+    }
+    req->post = NULL;
     int rc = tusc_store_pool_submit(batch->pool, loop, &req->job, run_solo, done_solo, false);
     if (rc == 0)
       atomic_fetch_add_explicit(&batch->solo, 1, memory_order_relaxed);
     return rc;
   }
-  bool fresh = lane == NULL;
-  if (fresh) {
-    lane = malloc(sizeof(*lane));
-    if (lane == NULL)
-      return TUSC_ENOMEM;
-    lane->batch = batch;
-    lane->loop = loop;
-    lane->head = lane->tail = NULL;
-    lane->n = 0;
-    lane->n_busy = 0;
-    for (int i = 0; i < TUSC_SYNC_JOBS; i++) {
-      lane->slots[i].lane = lane;
-      lane->slots[i].list = NULL;
-      lane->slots[i].busy = false;
-    }
-  }
-  if (lane->tail != NULL)
-    lane->tail->next = req;
-  else
-    lane->head = req;
-  lane->tail = req;
-  lane->n++;
-  if (lane->n_busy < TUSC_SYNC_JOBS) {
-    int rc = lane_submit(lane);
-    if (rc != 0) {
-      /* Only req can be waiting here: a lane with a free slot has an empty queue. */
-      lane->head = lane->tail = NULL;
-      lane->n = 0;
-      if (fresh)
-        free(lane);
-      return rc;
-    }
-  }
-  if (fresh) {
-    lane->next = thread_lanes;
-    thread_lanes = lane;
-  }
+  post->inflight++; /* called back on this thread, so not before this returns */
+  if (slot != NULL)
+    submit_slot(slot, loop); /* a failure completes req later, with the error */
   return 0;
 }

@@ -1,6 +1,7 @@
-/* Unit tests for store/sync_batch.c (group commit) on a real uv loop and real files:
- * every request completes exactly once and never inside its start; requests started in
- * one loop turn share batches (a batch at a time per loop, the rest wait for the next);
+/* Unit tests for store/sync_batch.c (group commit) on real uv loops and real files:
+ * every request completes exactly once, never inside its start, on the loop that
+ * started it; requests share batches (the store's batch jobs busy, the rest wait for
+ * the next) also when they come from two loops on two threads;
  * a directory named by a whole batch is fsynced once; a full queue runs the overflow
  * alone instead of refusing or blocking; renames happen only after their fds synced;
  * a failing step (prepare included) fails only the requests it belongs to; fds are
@@ -20,6 +21,9 @@
 
 #include <cmocka.h>
 
+#include <stdatomic.h>
+#include <time.h>
+
 #include "testutil.h"
 
 #include "common/error.h"
@@ -33,6 +37,7 @@ typedef struct fixture_s {
   uv_loop_t loop;
   tusc_store_pool_t pool;
   tusc_sync_batch_t batch;
+  bool batch_ready;
 } fixture_t;
 
 /* One request and what its callback saw. */
@@ -43,17 +48,47 @@ struct call {
   int calls;
   int status;
   bool inline_cb;
-  int order; /* completion rank */
+  int order;          /* completion rank on its loop */
+  uv_thread_t owner;  /* the thread that runs the loop it was started on */
+  bool wrong_thread;  /* called back on another thread */
 };
 
-static int completed;
+static _Thread_local int completed;
 
 static void on_synced(tusc_sync_req_t *req, int status) {
   struct call *c = req->data;
+  uv_thread_t self = uv_thread_self();
+  c->wrong_thread = c->wrong_thread || !uv_thread_equal(&self, &c->owner);
   c->calls++;
   c->status = status;
   c->inline_cb = !c->returned;
   c->order = completed++;
+}
+
+static void init_batch(fixture_t *f, unsigned max) {
+  assert_int_equal(tusc_sync_batch_init(&f->batch, &f->pool, max), 0);
+  f->batch_ready = true;
+}
+
+/* The gate: a request whose `prepare` is gate_prepare holds its batch job (and so a
+ * slot) until open_gate, so that what is started meanwhile queues, whatever the pool's
+ * threads' timing: the batches are then known. A test device only: the store's pool
+ * jobs never wait. */
+static atomic_bool gate;
+
+static int gate_prepare(tusc_sync_req_t *req) {
+  (void)req;
+  for (int i = 0; i < 10000 && !atomic_load(&gate); i++) /* 10 s deadline */
+    nanosleep(&(struct timespec){0, 1000000}, NULL);
+  return atomic_load(&gate) ? 0 : -ETIMEDOUT;
+}
+
+static void hold(struct call *c) {
+  c->req.prepare = gate_prepare;
+}
+
+static void open_gate(void) {
+  atomic_store(&gate, true);
 }
 
 static int setup(void **state) {
@@ -62,6 +97,7 @@ static int setup(void **state) {
     return -1;
   tusc_store_pool_init(&f->pool, 0);
   completed = 0;
+  atomic_store(&gate, false);
   *state = f;
   return 0;
 }
@@ -69,7 +105,9 @@ static int setup(void **state) {
 static int teardown(void **state) {
   fixture_t *f = *state;
   assert_int_equal(tusc_store_pool_pending(&f->pool), 0);
-  assert_int_equal(uv_loop_close(&f->loop), 0); /* no lane or handle left behind */
+  assert_int_equal(uv_loop_close(&f->loop), 0); /* no mailbox or handle left behind */
+  if (f->batch_ready)
+    tusc_sync_batch_dispose(&f->batch);
   test_rm_rf(f->dir);
   free(f);
   return 0;
@@ -108,6 +146,7 @@ static void prepare(fixture_t *f, struct call *c, int i, const char *dir) {
   c->req.rename_to = c->to;
   c->req.dir[0] = dir;
   c->req.data = c;
+  c->owner = uv_thread_self();
 }
 
 static void start(fixture_t *f, struct call *c) {
@@ -116,12 +155,14 @@ static void start(fixture_t *f, struct call *c) {
   assert_int_equal(c->calls, 0);
 }
 
+/* Until every call is back and the batch jobs are done (a job's `done` may come after
+ * its last request's callback). */
 static void run_until_done(fixture_t *f, struct call *calls, int n) {
   for (;;) {
     int done = 0;
     for (int i = 0; i < n; i++)
       done += calls[i].calls > 0;
-    if (done == n)
+    if (done == n && tusc_store_pool_pending(&f->pool) == 0)
       break;
     uv_run(&f->loop, UV_RUN_ONCE);
   }
@@ -130,19 +171,23 @@ static void run_until_done(fixture_t *f, struct call *calls, int n) {
 
 static void test_batches_share_directory_fsync(void **state) {
   fixture_t *f = *state;
-  tusc_sync_batch_init(&f->batch, &f->pool, 0);
+  init_batch(f, 0);
   static struct call calls[N_REQ];
   for (int i = 0; i < N_REQ; i++) {
     prepare(f, &calls[i], i, f->dir);
+    if (i < TUSC_SYNC_JOBS)
+      hold(&calls[i]);
     start(f, &calls[i]);
   }
+  open_gate();
   run_until_done(f, calls, N_REQ);
   for (int i = 0; i < N_REQ; i++) {
     assert_int_equal(calls[i].calls, 1);
     assert_int_equal(calls[i].status, 0);
     assert_false(calls[i].inline_cb);
+    assert_false(calls[i].wrong_thread);
     if (i > TUSC_SYNC_JOBS) /* one batch: first come, first completed */
-      assert_int_equal(calls[i].order, calls[i - 1].order + 1);
+      assert_true(calls[i].order > calls[i - 1].order);
     char name[32];
     snprintf(name, sizeof(name), "i%d", i);
     assert_true(exists(f, name));
@@ -152,8 +197,8 @@ static void test_batches_share_directory_fsync(void **state) {
       assert_int_equal(calls[i].req.fd[k], -1); /* closed */
   }
   /* The first TUSC_SYNC_JOBS requests started a job each at once; the others waited
-   * for the next free one, all in one batch: one directory fsync per job instead of
-   * one per request. */
+   * and the first job to finish its batch took them all as its next: one directory
+   * fsync per batch instead of one per request. */
   assert_int_equal(atomic_load(&f->batch.batched), N_REQ);
   assert_int_equal(atomic_load(&f->batch.batches), TUSC_SYNC_JOBS + 1);
   assert_int_equal(atomic_load(&f->batch.solo), 0);
@@ -163,12 +208,15 @@ static void test_batches_share_directory_fsync(void **state) {
 
 static void test_full_queue_runs_alone(void **state) {
   fixture_t *f = *state;
-  tusc_sync_batch_init(&f->batch, &f->pool, 4);
+  init_batch(f, 4);
   static struct call calls[10];
   for (int i = 0; i < 10; i++) {
     prepare(f, &calls[i], i, f->dir);
+    if (i < TUSC_SYNC_JOBS)
+      hold(&calls[i]);
     start(f, &calls[i]);
   }
+  open_gate();
   run_until_done(f, calls, 10);
   for (int i = 0; i < 10; i++) {
     assert_int_equal(calls[i].calls, 1);
@@ -191,7 +239,7 @@ static int prepare_fails(tusc_sync_req_t *req) {
 
 static void test_failures_stay_with_their_request(void **state) {
   fixture_t *f = *state;
-  tusc_sync_batch_init(&f->batch, &f->pool, 0);
+  init_batch(f, 0);
   char missing_dir[128];
   snprintf(missing_dir, sizeof(missing_dir), "%s/no-such-dir", f->dir);
   static struct call calls[5];
@@ -209,6 +257,7 @@ static void test_failures_stay_with_their_request(void **state) {
   calls[4].req.rename_to = calls[4].to;
   calls[4].req.prepare = prepare_fails;
   calls[4].req.data = &calls[4];
+  calls[4].owner = uv_thread_self();
   prepare_calls = 0;
   /* 1: its temp file is gone, so the rename fails. */
   char tmp1[128];
@@ -258,7 +307,7 @@ static void on_chained(tusc_sync_req_t *req, int status) {
 static void test_start_from_callback(void **state) {
   fixture_t *f = *state;
   chain_f = f;
-  tusc_sync_batch_init(&f->batch, &f->pool, 0);
+  init_batch(f, 0);
   prepare(f, &chained[0], 0, f->dir);
   assert_int_equal(tusc_sync_start(&f->batch, &f->loop, &chained[0].req, on_chained), 0);
   chained[0].returned = true;
@@ -282,13 +331,16 @@ static void use_syncfs(fixture_t *f) {
 
 static void test_syncfs_batch(void **state) {
   fixture_t *f = *state;
-  tusc_sync_batch_init(&f->batch, &f->pool, 0);
+  init_batch(f, 0);
   use_syncfs(f);
   static struct call calls[8];
   for (int i = 0; i < 8; i++) {
     prepare(f, &calls[i], i, f->dir);
+    if (i < TUSC_SYNC_JOBS)
+      hold(&calls[i]);
     start(f, &calls[i]);
   }
+  open_gate();
   run_until_done(f, calls, 8);
   for (int i = 0; i < 8; i++) {
     assert_int_equal(calls[i].calls, 1);
@@ -306,7 +358,6 @@ static void test_syncfs_batch(void **state) {
   assert_int_equal(atomic_load(&f->batch.batches), TUSC_SYNC_JOBS + 1);
   assert_int_equal(atomic_load(&f->batch.syncfs_calls), 1);
   assert_int_equal(atomic_load(&f->batch.dir_fsyncs), TUSC_SYNC_JOBS + 1);
-  tusc_sync_batch_dispose(&f->batch);
 }
 
 /* A syncfs error (the epoch moved) after a request began fails it, even though its own
@@ -314,20 +365,197 @@ static void test_syncfs_batch(void **state) {
  * syncfs and are not failed by it. */
 static void test_syncfs_error_epoch(void **state) {
   fixture_t *f = *state;
-  tusc_sync_batch_init(&f->batch, &f->pool, 0);
+  init_batch(f, 0);
   use_syncfs(f);
   static struct call calls[8];
   for (int i = 0; i < 8; i++) {
     prepare(f, &calls[i], i, f->dir);
     calls[i].req.since = tusc_sync_batch_epoch(&f->batch);
+    if (i < TUSC_SYNC_JOBS)
+      hold(&calls[i]);
   }
   atomic_store(&f->batch.epoch, 1); /* as if a syncfs had failed meanwhile */
   for (int i = 0; i < 8; i++)
     start(f, &calls[i]);
+  open_gate();
   run_until_done(f, calls, 8);
   for (int i = 0; i < 8; i++) /* the first ones synced per fd */
     assert_int_equal(calls[i].status, i < TUSC_SYNC_JOBS ? 0 : -EIO);
-  tusc_sync_batch_dispose(&f->batch);
+}
+
+/* Two loops on two threads, one store. Loop B runs on a thread of its own: it starts
+ * its requests, says so, and runs until they are all back (its mailbox closes with the
+ * last, so uv_run returns and the loop closes clean). */
+typedef struct side_s {
+  fixture_t *f;
+  uv_loop_t loop;
+  struct call *calls;
+  int n;
+  int first; /* file names from here */
+  uv_sem_t started;
+  int close_rc;
+  int start_rc;
+  /* The chained stress: how many more times each call restarts from its callback. */
+  int rounds;
+  int restarts_left[16];
+} side_t;
+
+static void start_side(side_t *b) {
+  b->start_rc = 0;
+  for (int i = 0; i < b->n; i++) {
+    prepare(b->f, &b->calls[i], b->first + i, b->f->dir);
+    int rc = tusc_sync_start(&b->f->batch, &b->loop, &b->calls[i].req, on_synced);
+    b->calls[i].returned = true;
+    if (rc != 0 || b->calls[i].calls != 0)
+      b->start_rc = rc != 0 ? rc : -1;
+  }
+}
+
+static void side_b_main(void *arg) {
+  side_t *b = arg;
+  completed = 0;
+  b->close_rc = uv_loop_init(&b->loop);
+  if (b->close_rc == 0)
+    start_side(b);
+  uv_sem_post(&b->started);
+  if (b->close_rc != 0)
+    return;
+  uv_run(&b->loop, UV_RUN_DEFAULT);
+  b->close_rc = uv_loop_close(&b->loop);
+}
+
+static void test_two_loops_share_a_batch(void **state) {
+  fixture_t *f = *state;
+  init_batch(f, 0);
+  enum { PER_SIDE = 6 };
+  static struct call a_calls[TUSC_SYNC_JOBS + PER_SIDE], b_calls[PER_SIDE];
+  /* Loop A: the first TUSC_SYNC_JOBS hold every batch job, the rest queue. */
+  for (int i = 0; i < TUSC_SYNC_JOBS + PER_SIDE; i++) {
+    prepare(f, &a_calls[i], i, f->dir);
+    if (i < TUSC_SYNC_JOBS)
+      hold(&a_calls[i]);
+    start(f, &a_calls[i]);
+  }
+  /* Loop B queues behind them, from its own thread. */
+  side_t b = {.f = f, .calls = b_calls, .n = PER_SIDE, .first = 100};
+  assert_int_equal(uv_sem_init(&b.started, 0), 0);
+  uv_thread_t tb;
+  assert_int_equal(uv_thread_create(&tb, side_b_main, &b), 0);
+  uv_sem_wait(&b.started);
+  assert_int_equal(b.start_rc, 0);
+  open_gate();
+  run_until_done(f, a_calls, TUSC_SYNC_JOBS + PER_SIDE);
+  assert_int_equal(uv_thread_join(&tb), 0);
+  uv_sem_destroy(&b.started);
+  assert_int_equal(b.close_rc, 0); /* B's mailbox closed with its last request */
+  for (int i = 0; i < TUSC_SYNC_JOBS + PER_SIDE; i++) {
+    assert_int_equal(a_calls[i].calls, 1);
+    assert_int_equal(a_calls[i].status, 0);
+    assert_false(a_calls[i].inline_cb);
+    assert_false(a_calls[i].wrong_thread);
+  }
+  for (int i = 0; i < PER_SIDE; i++) {
+    assert_int_equal(b_calls[i].calls, 1);
+    assert_int_equal(b_calls[i].status, 0);
+    assert_false(b_calls[i].inline_cb);
+    assert_false(b_calls[i].wrong_thread); /* on B's thread, not A's or a pool's */
+    if (i > 0)
+      assert_true(b_calls[i].order > b_calls[i - 1].order);
+    char name[32];
+    snprintf(name, sizeof(name), "i%d", 100 + i);
+    assert_true(exists(f, name));
+  }
+  /* The held jobs ran one request each; the first to finish took both loops' waiting
+   * requests as one batch: one directory fsync for the twelve of them. */
+  assert_int_equal(atomic_load(&f->batch.batches), TUSC_SYNC_JOBS + 1);
+  assert_int_equal(atomic_load(&f->batch.batched), TUSC_SYNC_JOBS + 2 * PER_SIDE);
+  assert_int_equal(atomic_load(&f->batch.mixed), 1);
+  assert_int_equal(atomic_load(&f->batch.dir_fsyncs), TUSC_SYNC_JOBS + 1);
+}
+
+/* Stress: both loops keep 8 requests each in flight, every callback starting its
+ * request again, so that batch jobs finish, restart and hand back while both loops
+ * submit (the races of the queue, the slots and the mailboxes; ASan watches). */
+static void on_restart(tusc_sync_req_t *req, int status);
+
+static side_t *side_of_call(struct call *c);
+static side_t *stress_sides[2];
+
+static void restart(side_t *s, struct call *c) {
+  tusc_sync_req_init(&c->req);
+  c->req.dir[0] = s->f->dir;
+  c->req.data = c;
+  c->returned = false;
+  int rc = tusc_sync_start(&s->f->batch, &s->loop, &c->req, on_restart);
+  if (rc != 0)
+    c->status = rc;
+  c->returned = true;
+}
+
+static side_t *side_of_call(struct call *c) {
+  for (int k = 0; k < 2; k++)
+    if (c >= stress_sides[k]->calls && c < stress_sides[k]->calls + stress_sides[k]->n)
+      return stress_sides[k];
+  return NULL;
+}
+
+static void on_restart(tusc_sync_req_t *req, int status) {
+  struct call *c = req->data;
+  uv_thread_t self = uv_thread_self();
+  c->wrong_thread = c->wrong_thread || !uv_thread_equal(&self, &c->owner);
+  c->inline_cb = c->inline_cb || !c->returned;
+  c->calls++;
+  if (status != 0)
+    c->status = status;
+  side_t *s = side_of_call(c);
+  int i = (int)(c - s->calls);
+  if (s->restarts_left[i]-- > 0)
+    restart(s, c);
+}
+
+static void stress_main(void *arg) {
+  side_t *s = arg;
+  s->close_rc = uv_loop_init(&s->loop);
+  if (s->close_rc != 0)
+    return;
+  for (int i = 0; i < s->n; i++) {
+    memset(&s->calls[i], 0, sizeof(s->calls[i]));
+    s->calls[i].owner = uv_thread_self();
+    s->restarts_left[i] = s->rounds - 1;
+    restart(s, &s->calls[i]);
+  }
+  uv_run(&s->loop, UV_RUN_DEFAULT);
+  s->close_rc = uv_loop_close(&s->loop);
+}
+
+static void test_two_loops_stress(void **state) {
+  fixture_t *f = *state;
+  init_batch(f, 0);
+  enum { PER = 8, ROUNDS = 60 };
+  static struct call calls[2][PER];
+  static side_t sides[2];
+  uv_thread_t t[2];
+  for (int k = 0; k < 2; k++) {
+    sides[k] = (side_t){.f = f, .calls = calls[k], .n = PER, .rounds = ROUNDS};
+    stress_sides[k] = &sides[k];
+  }
+  for (int k = 0; k < 2; k++)
+    assert_int_equal(uv_thread_create(&t[k], stress_main, &sides[k]), 0);
+  for (int k = 0; k < 2; k++)
+    assert_int_equal(uv_thread_join(&t[k]), 0);
+  /* The batch jobs' last `done`s run on whichever loop submitted them, before it ends. */
+  assert_int_equal(tusc_store_pool_pending(&f->pool), 0);
+  for (int k = 0; k < 2; k++) {
+    assert_int_equal(sides[k].close_rc, 0);
+    for (int i = 0; i < PER; i++) {
+      assert_int_equal(calls[k][i].calls, ROUNDS);
+      assert_int_equal(calls[k][i].status, 0);
+      assert_false(calls[k][i].inline_cb);
+      assert_false(calls[k][i].wrong_thread);
+    }
+  }
+  assert_int_equal(atomic_load(&f->batch.batched), 2 * PER * ROUNDS);
+  assert_int_equal(atomic_load(&f->batch.solo), 0);
 }
 
 int main(void) {
@@ -338,6 +566,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_start_from_callback, setup, teardown),
       cmocka_unit_test_setup_teardown(test_syncfs_batch, setup, teardown),
       cmocka_unit_test_setup_teardown(test_syncfs_error_epoch, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_two_loops_share_a_batch, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_two_loops_stress, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

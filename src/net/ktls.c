@@ -228,15 +228,21 @@ int tusc_ktls_install(int fd, bool tx, const tusc_ktls_key_t *k, uint64_t seq) {
   return rc;
 }
 
+/* One buffer plus room for one record-type control message (a byte). */
+static void record_msg(struct msghdr *msg, struct iovec *iov, char *control, size_t cap) {
+  memset(msg, 0, sizeof(*msg));
+  memset(control, 0, cap);
+  msg->msg_iov = iov;
+  msg->msg_iovlen = 1;
+  msg->msg_control = control;
+  msg->msg_controllen = cap;
+}
+
 int tusc_ktls_recv_control(int fd, int *type, unsigned char *data, size_t cap) {
   char control[CMSG_SPACE(sizeof(unsigned char))];
   struct iovec iov = {.iov_base = data, .iov_len = cap};
   struct msghdr msg;
-  memset(&msg, 0, sizeof(msg));
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
+  record_msg(&msg, &iov, control, sizeof(control));
   ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT);
   if (n < 0)
     return -errno;
@@ -250,14 +256,9 @@ int tusc_ktls_recv_control(int fd, int *type, unsigned char *data, size_t cap) {
 int tusc_ktls_send_alert(int fd, uint8_t level, uint8_t description) {
   unsigned char alert[2] = {level, description};
   char control[CMSG_SPACE(sizeof(unsigned char))];
-  memset(control, 0, sizeof(control));
   struct iovec iov = {.iov_base = alert, .iov_len = sizeof(alert)};
   struct msghdr msg;
-  memset(&msg, 0, sizeof(msg));
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
+  record_msg(&msg, &iov, control, sizeof(control));
   struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
   c->cmsg_level = SOL_TLS;
   c->cmsg_type = TLS_SET_RECORD_TYPE;

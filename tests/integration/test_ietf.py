@@ -1330,6 +1330,12 @@ def test_options_asterisk_answers_like_the_endpoint(tusc):
 # --- progress 104 while a body streams (draft -12, interop 9) -------------------------------
 
 
+def chunked_append_headers(offset):
+    """Headers of an interop 9 append at `offset` whose body streams chunked, open-ended."""
+    return draft_headers(9, False, {"Upload-Offset": str(offset), "Content-Type": PARTIAL,
+                                    "Transfer-Encoding": "chunked"})
+
+
 def slow_chunked_body(c, method, until, seconds=30, piece=16384):
     """Sends chunks of a chunked body on RawConn `c`, each after the server said nothing
     for a moment, collecting the interim responses; stops once until(list of (time,
@@ -1377,8 +1383,7 @@ def test_progress_104_during_append_9(draft_server):
     d = Draft(draft_server, 9)
     final, _ = d.create(b"", complete=False)
     up = path_of(final.header("Location"))
-    hs = draft_headers(9, False, {"Upload-Offset": "0", "Content-Type": PARTIAL,
-                                  "Transfer-Encoding": "chunked"})
+    hs = chunked_append_headers(0)
     with draft_server.raw() as c:
         c.send(build_request("PATCH", up, hs, b""))
         interim, sent = slow_chunked_body(c, "PATCH", lambda got: len(got) >= 2)
@@ -1514,8 +1519,7 @@ def test_progress_104_then_interrupted_9(draft_server):
     d = Draft(draft_server, 9)
     final, _ = d.create(b"", complete=False)
     up = path_of(final.header("Location"))
-    hs = draft_headers(9, False, {"Upload-Offset": "0", "Content-Type": PARTIAL,
-                                  "Transfer-Encoding": "chunked"})
+    hs = chunked_append_headers(0)
     with draft_server.raw() as c:
         c.send(build_request("PATCH", up, hs, b""))
         interim, sent = slow_chunked_body(c, "PATCH", lambda got: len(got) >= 1)
@@ -1526,8 +1530,7 @@ def test_progress_104_then_interrupted_9(draft_server):
     assert acked <= offset <= len(sent), (acked, offset)
     assert draft_server.download(up).body == sent[:offset]
     # A new append takes over one that is still sending (the draft's concurrency rule).
-    hs = draft_headers(9, False, {"Upload-Offset": str(offset), "Content-Type": PARTIAL,
-                                  "Transfer-Encoding": "chunked"})
+    hs = chunked_append_headers(offset)
     with draft_server.raw() as c:
         c.send(build_request("PATCH", up, hs, b""))
         interim, more = slow_chunked_body(c, "PATCH", lambda got: len(got) >= 1)

@@ -3,7 +3,8 @@
  *
  * Files of one upload, all in one shard directory:
  *   <dir>/<shard path>            data; its length is the offset
- *   <dir>/<shard path>.info       tusd FileInfo JSON, replaced atomically by rename
+ *   <dir>/<shard path>.info       tusd FileInfo JSON: written in place at create,
+ *                                 replaced atomically by rename after that
  *   <dir>/<shard path>.info.tmp   the next .info while it is being written
  *   <dir>/<shard path>.lock       flock(2) target of lock/
  * An existing flat tusd directory (<dir>/<id>, <dir>/<id>.info) is served as well:
@@ -11,8 +12,8 @@
  *
  * Durability (docs/durability.md): with fsync, a create's files and a chunk end's
  * bytes are made durable by the store's sync batch (store/sync_batch.h, group commit)
- * before the callback; the order that keeps a crash from leaving a named but empty
- * .info or an entry without its inode is at fs_create.
+ * before the callback; why what a crash leaves of an unacknowledged create is no
+ * upload is at fs_create.
  *
  * Invariants: every ID is checked (tusc_id_valid plus the reserved suffixes below)
  * before any path is built from it; the store object is immutable after
@@ -165,7 +166,6 @@ struct tusc_upload_s {
 #define CREATE_NEW_DIRS 2
 typedef struct create_sync_s {
   tusc_sync_req_t sync;
-  char tmp[TUSC_PATH_MAX];                       /* .info.tmp, renamed over .info by the batch */
   char shard_dir[TUSC_PATH_MAX];                 /* holds the data file's and the .info's entries */
   char new_dirs[CREATE_NEW_DIRS][TUSC_PATH_MAX]; /* parents of shard dirs made now */
   int n_new_dirs;
@@ -286,9 +286,14 @@ static int read_info(const char *path, tusc_upload_info_t *info) {
       goto out;
     }
   }
+  /* A create writes its .info in place (fs_create): one cut short by a crash is empty,
+   * short or zeros, and was never acknowledged. So, as for the walk (file_walk.h), an
+   * .info that does not parse is no upload. */
   rc = tusc_upload_info_from_json(buf, len, info);
-  if (rc != 0)
-    TUSC_LOG(TUSC_LOG_ERROR, "store: malformed upload info %s", path);
+  if (rc != 0) {
+    TUSC_LOG(TUSC_LOG_WARN, "store: %s is not an upload's info (a create cut short?)", path);
+    rc = TUSC_ENOT_FOUND;
+  }
 out:
   free(buf);
   close(fd);
@@ -311,6 +316,11 @@ static int load(file_store_t *fs, const char *id, tusc_upload_info_t *info, int 
   if (rc != 0)
     goto fail;
 
+  /* An .info naming another upload is not this one's (file_walk.h: the same rule). */
+  if (parsed.id[0] != '\0' && strcmp(parsed.id, id) != 0) {
+    rc = TUSC_ENOT_FOUND;
+    goto fail;
+  }
   /* A hook-chosen data file (pre-create Storage.Path) is where its .info says. */
   const char *data = parsed.custom_data_path && parsed.data_path ? parsed.data_path : p.data;
   int fd = open(data, (fd_out != NULL ? O_RDWR : O_RDONLY) | O_CLOEXEC);
@@ -353,16 +363,16 @@ fail:
   return rc;
 }
 
-/* Writes the info JSON to `tmp` (<info_path>.tmp). sync: fdatasync it. fd_out: gets
- * the open fd (the caller syncs and closes it), else it is closed here. On an error the
- * temp file is gone. */
-static int write_info_tmp(const file_store_t *fs, const tusc_upload_info_t *info, const char *tmp,
-                          bool sync, int *fd_out) {
+/* Writes the info JSON to `path` (created or truncated). sync: fdatasync it. fd_out:
+ * gets the open fd (the caller syncs and closes it), else it is closed here. On an
+ * error the file is gone. */
+static int write_info_file(const file_store_t *fs, const tusc_upload_info_t *info,
+                           const char *path, bool sync, int *fd_out) {
   char *json = tusc_upload_info_to_json(info);
   if (json == NULL)
     return TUSC_ENOMEM;
   int rc;
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)fs->file_perms);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)fs->file_perms);
   if (fd < 0) {
     rc = err_from_errno();
     goto out;
@@ -381,7 +391,7 @@ static int write_info_tmp(const file_store_t *fs, const tusc_upload_info_t *info
   if (close(fd) != 0 && rc == 0)
     rc = err_from_errno();
   if (rc != 0)
-    unlink(tmp);
+    unlink(path);
 out:
   free(json);
   return rc;
@@ -402,7 +412,7 @@ static int write_info_atomic(const file_store_t *fs, const tusc_upload_info_t *i
   char tmp[TUSC_PATH_MAX];
   int rc = tmp_path_of(info, tmp);
   if (rc == 0)
-    rc = write_info_tmp(fs, info, tmp, fs->fsync, NULL);
+    rc = write_info_file(fs, info, tmp, fs->fsync, NULL);
   if (rc != 0)
     return rc;
   if (rename(tmp, info->info_path) != 0) {
@@ -471,22 +481,22 @@ static int custom_path(const file_store_t *fs, tusc_upload_info_t *info) {
 }
 
 /* Makes upload info->id: its data file (O_EXCL reserves the ID), shard directories as
- * needed, and its .info. Durable before it returns when the store has fsync and cs is
- * NULL; with cs (fsync on), nothing is synced here: the files are left for cs->sync,
- * which the caller starts, and which alone makes the create durable:
- *   1. fdatasync of the data file: its inode exists on disk (an empty file's inode is
- *      all it has; on a filesystem without a journal, e.g. ext4 without one, fsyncing
- *      the directory writes the entry, not the inode it names);
- *   2. fdatasync of .info.tmp: the new .info's bytes are on disk before its name;
- *   3. rename .info.tmp → .info (after 2, so a crash leaves the old name or the whole
- *      new file, never a named empty or short one);
- *   4. fsync of the shard directory (both entries: the data file's and the .info's) and
- *      of the parents of shard directories made now (their entries).
- * The callback (the 201) comes after all four. A crash before 4 completes may leave a
- * data file without .info or a stray .info.tmp: neither is an upload (load needs the
- * .info), no client was told about it, and the ID was random. A crash after 4 leaves
- * everything the 201 promised. Steps 1-2 of many creates overlap in one batch and the
- * directories they share are fsynced once (sync_batch.h). */
+ * needed, and its .info, written in place. With cs (fsync on), nothing is synced here:
+ * the files are left for cs->sync, which the caller starts, and which alone makes the
+ * create durable, in one step (one syncfs, or fdatasyncs and directory fsyncs in no
+ * particular order): the data file's inode (on a filesystem without a journal, e.g.
+ * ext4 without one, fsyncing a directory writes its entries, not the inodes they
+ * name), the .info's bytes, the shard directory's two entries and the entries of
+ * shard directories made now. The callback (the 201) comes after all of it.
+ *
+ * Why no .info.tmp + rename here (updates have one, write_info_atomic): a crash before
+ * the callback may leave any part of the above on disk and the rest not, so an .info
+ * that is missing, empty, short or zeros, or a data file missing. None of these is an
+ * upload: load and the walk need a whole .info (read_info) and the data file. No
+ * client was told the ID, which was random or a hook's, so nobody is owed it. A
+ * crash after the callback leaves everything the 201 promised. Without the rename the
+ * .info's bytes need not be on disk before its name, which saves a batch its second
+ * flush (docs/durability.md). */
 static int fs_create(tusc_store_t *store, tusc_upload_info_t *info, create_sync_t *cs) {
   file_store_t *fs = (file_store_t *)store;
   unsigned long since = tusc_sync_batch_epoch(&fs->sync);
@@ -545,38 +555,26 @@ static int fs_create(tusc_store_t *store, tusc_upload_info_t *info, create_sync_
   info->offset = 0;
   if (info->created_at == 0)
     info->created_at = (int64_t)time(NULL);
-  if (cs != NULL) {
-    int tmp_fd = -1;
-    rc = tmp_path_of(info, cs->tmp);
-    if (rc == 0)
-      rc = write_info_tmp(fs, info, cs->tmp, false, &tmp_fd);
-    if (rc != 0)
-      goto fail;
-    cs->sync.since = since;
-    cs->sync.other_fs = custom_made; /* a hook's Storage.Path may be anywhere */
-    cs->sync.fd[0] = fd;
-    cs->sync.fd[1] = tmp_fd;
-    cs->sync.close_fds = true;
-    cs->sync.rename_from = cs->tmp;
-    cs->sync.rename_to = info->info_path;
-    parent_of(p.info, cs->shard_dir);
-    cs->sync.dir[0] = cs->shard_dir;
-    for (int i = 0; i < cs->n_new_dirs; i++)
-      cs->sync.dir[1 + i] = cs->new_dirs[i];
-    snprintf(cs->data, sizeof(cs->data), "%s", p.data);
-    cs->custom_made = custom_made;
-    cs->made = true;
-    return 0;
-  }
-  if (fs->fsync && fdatasync(fd) != 0) {
-    rc = err_from_errno();
-    goto fail;
-  }
-  /* Also fsyncs the shard directory, which holds the data file's entry too. */
-  rc = write_info_atomic(fs, info);
+  int info_fd = -1;
+  rc = write_info_file(fs, info, info->info_path, false, cs != NULL ? &info_fd : NULL);
   if (rc != 0)
     goto fail;
-  close(fd);
+  if (cs == NULL) { /* no fsync */
+    close(fd);
+    return 0;
+  }
+  cs->sync.since = since;
+  cs->sync.other_fs = custom_made; /* a hook's Storage.Path may be anywhere */
+  cs->sync.fd[0] = fd;
+  cs->sync.fd[1] = info_fd;
+  cs->sync.close_fds = true;
+  parent_of(p.info, cs->shard_dir);
+  cs->sync.dir[0] = cs->shard_dir;
+  for (int i = 0; i < cs->n_new_dirs; i++)
+    cs->sync.dir[1 + i] = cs->new_dirs[i];
+  snprintf(cs->data, sizeof(cs->data), "%s", p.data);
+  cs->custom_made = custom_made;
+  cs->made = true;
   return 0;
 
 fail:
@@ -1119,8 +1117,8 @@ static void upload_attach(tusc_upload_t *up, uv_loop_t *loop) {
 /* Loop: a create that failed after its files were made takes them back. Only on this
  * error path does the loop touch the disk (a few unlinks, no sync). */
 static void create_undo(create_sync_t *cs, tusc_upload_info_t *info) {
-  if (unlink(cs->tmp) != 0 && errno == ENOENT && info->info_path != NULL)
-    unlink(info->info_path); /* renamed already: a directory fsync failed */
+  if (info->info_path != NULL)
+    unlink(info->info_path);
   unlink(cs->data);
   if (cs->custom_made && info->data_path != NULL)
     unlink(info->data_path);

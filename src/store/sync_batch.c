@@ -141,8 +141,8 @@ static int fd_durable(int fd, bool whole_fs) {
   return sync_file_range(fd, 0, 0, flags) == 0 ? 0 : err_from_errno();
 }
 
-/* Pool: the four steps of sync_batch.h over `list`; `dirs` has room for every
- * directory the list names. */
+/* Pool: the steps of sync_batch.h over `list`; `dirs` has room for every directory
+ * the list names. */
 static void run_list(tusc_sync_batch_t *batch, tusc_sync_req_t *list, tusc_sync_dir_result_t *dirs) {
   unsigned long n_req = 0, asked = 0, issued = 0;
   bool mixed = false;
@@ -180,11 +180,11 @@ static void run_list(tusc_sync_batch_t *batch, tusc_sync_req_t *list, tusc_sync_
         r->fd[i] = -1;
       }
     }
+    atomic_store(&batch->syncfs_busy, false);
   }
-  for (tusc_sync_req_t *r = list; r != NULL; r = r->next)
-    if (r->status == 0 && r->rename_from != NULL && rename(r->rename_from, r->rename_to) != 0)
-      r->status = err_from_errno();
-  /* The distinct directories of the good requests, then their syncs. */
+  /* Directories: in syncfs mode the syncfs wrote their entries (made before it, in
+   * step 0 or by the caller). Else each distinct one of the good requests is fsynced
+   * once, for all the requests that name it. */
   size_t n_dirs = 0;
   for (tusc_sync_req_t *r = list; r != NULL; r = r->next) {
     for (int i = 0; i < TUSC_SYNC_DIRS && r->status == 0; i++) {
@@ -194,34 +194,13 @@ static void run_list(tusc_sync_batch_t *batch, tusc_sync_req_t *list, tusc_sync_
       size_t k = 0;
       while (k < n_dirs && strcmp(dirs[k].path, r->dir[i]) != 0)
         k++;
-      if (k == n_dirs)
-        dirs[n_dirs++] = (tusc_sync_dir_result_t){r->dir[i], 1};
+      if (k == n_dirs && !whole_fs) {
+        dirs[n_dirs++] = (tusc_sync_dir_result_t){r->dir[i], tusc_sync_dir(r->dir[i])};
+        issued++;
+      }
+      if (k < n_dirs)
+        r->status = dirs[k].rc;
     }
-  }
-  if (whole_fs && n_dirs >= TUSC_SYNC_SYNCFS_MIN) {
-    int rc = whole_fs_sync(batch);
-    for (size_t k = 0; k < n_dirs; k++)
-      dirs[k].rc = rc;
-  } else {
-    for (size_t k = 0; k < n_dirs; k++) {
-      dirs[k].rc = tusc_sync_dir(dirs[k].path);
-      issued++;
-    }
-  }
-  if (whole_fs)
-    atomic_store(&batch->syncfs_busy, false);
-  unsigned long now = atomic_load(&batch->epoch);
-  for (tusc_sync_req_t *r = list; r != NULL; r = r->next) {
-    for (int i = 0; i < TUSC_SYNC_DIRS && r->status == 0; i++) {
-      if (r->dir[i] == NULL)
-        continue;
-      size_t k = 0;
-      while (strcmp(dirs[k].path, r->dir[i]) != 0)
-        k++;
-      r->status = dirs[k].rc;
-    }
-    if (whole_fs && r->status == 0 && r->since != now)
-      r->status = -EIO; /* a syncfs error in its time: maybe its inodes */
   }
   atomic_fetch_add_explicit(&batch->batched, n_req, memory_order_relaxed);
   if (mixed)

@@ -1,13 +1,13 @@
 /*
  * sync_batch — group commit for the file store: requests that need files or
- * directories on stable storage (fdatasync, a rename made durable, directory fsync)
- * join ONE queue per store (shared by every event loop), and pool jobs run every
+ * directories on stable storage (fdatasync, directory fsync) join ONE queue per store
+ * (shared by every event loop), and pool jobs run every
  * request that is waiting as a batch, then hand each request back to its own loop. At
  * most TUSC_SYNC_JOBS batch jobs of a store run at once; each, after its batch, takes
  * whatever queued meanwhile and runs it too, until the queue is empty. A directory
  * named by several requests of a batch is fsynced once for all.
  *
- * A batch runs in this order (the order a crash-safe create needs, file.c):
+ * A batch runs in this order:
  *   0. each request's `prepare`, if it has one (the file store makes a new upload's
  *      files there, so that a create costs one pool job, shared, not two);
  *   1. sync_file_range(SYNC_FILE_RANGE_WRITE) of every fd: the data of the whole batch
@@ -22,10 +22,12 @@
  *        and metadata block (or commits the journal) and flushes the disk cache once
  *        for the whole batch. Each fdatasync costs a cache flush (about 70 us on this
  *        machine's disk even when the file is clean), which is what a batch saves.
- *   3. the renames of the requests whose fds are durable;
- *   4. the directories of the requests still good, after every rename of the batch:
- *      each distinct one fsynced once, or, in syncfs mode with TUSC_SYNC_SYNCFS_MIN
- *      distinct ones or more, one more syncfs.
+ *   3. the directories of the requests still good: in syncfs mode nothing more (the
+ *      syncfs of step 2 wrote their entries, made before it); else each distinct one
+ *      fsynced once for every request that names it.
+ * Nothing is ordered between one request's fds and its directories: a request whose
+ * files must reach the disk before a name does (a rename) syncs them itself first.
+ * So a batch costs one syncfs, or one fdatasync per fd and one fsync per directory.
  * A request's callback gets 0 only when all of its steps succeeded.
  *
  * syncfs reports a writeback error to one caller only (the errseq of the fd it is
@@ -126,9 +128,8 @@ struct tusc_sync_req_s {
   bool close_fds;                  /* the batch closes them after syncing (also on error) */
   bool other_fs;                   /* the fds may be on another filesystem than the batch's
                                     * syncfs fd: always fdatasync'ed */
-  const char *rename_from;         /* NULL = no rename; else renamed to rename_to once */
-  const char *rename_to;           /* the fds are durable */
-  const char *dir[TUSC_SYNC_DIRS]; /* directories fsynced last; NULL = none */
+  const char *dir[TUSC_SYNC_DIRS]; /* directories fsynced; NULL = none; on the batch's
+                                    * filesystem (syncfs mode relies on it) */
   unsigned long since;             /* tusc_sync_batch_epoch when the caller began changing
                                     * what this request makes durable (0 = at the start) */
   void *data;                      /* for the caller */

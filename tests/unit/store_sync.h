@@ -173,7 +173,11 @@ static inline void ss_close(tusc_upload_t *up) {
   uv_run(ss_loop(), UV_RUN_NOWAIT); /* close callbacks */
 }
 
+/* A request's callback may come before the end of the pool job that ran it (a sync
+ * batch's job hands its requests back first): the loop runs until those are done too,
+ * as the server's loops do before it frees its store. */
 static inline void ss_free(tusc_store_t *s) {
+  uv_run(ss_loop(), UV_RUN_DEFAULT);
   tusc_store_free(s);
 }
 

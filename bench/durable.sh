@@ -12,6 +12,11 @@
 #                  journal (this machine's root): its inode allocator skips inodes deleted
 #                  in the last minutes (recently_deleted), which makes the run after a
 #                  deletion CPU-bound. Mind the space: 192 MB per run.
+#   FRESH_FS=ext4  each run on a filesystem of its own, new for the run: an image file
+#                  under $DIR (so on the real disk) made with mkfs.ext4 (FRESH_FS=nojournal:
+#                  without a journal, like this machine's root), loop-mounted, removed
+#                  after the run (needs root). Nothing recently deleted, and no other
+#                  program's dirty pages in a syncfs: what docs/deploy.md recommends.
 #   MIXED=1        a 2 GiB upload (64 MiB chunks) runs beside the small ones
 #   N=3000 LOADGEN=bench/build/loadgen
 # Every process it starts is stopped by PID; its directories are removed on exit.
@@ -25,12 +30,23 @@ shift
 BINS=("$@")
 OUT=$(mktemp)
 MADE=()
-cleanup() { rm -rf "${MADE[@]}" "$OUT"; }
+MOUNTS=()
+cleanup() {
+  for m in "${MOUNTS[@]}"; do umount "$m" 2>/dev/null; done
+  rm -rf "${MADE[@]}" "$OUT"
+}
 trap cleanup EXIT
 run() { # round bin mode
   local r=$1 bin=$2 mode=$3 d port bpid= pid extra=
   d=$(mktemp -d "$DIR/tusc-durable.XXXXXX")
   MADE+=("$d")
+  if [ -n "${FRESH_FS:-}" ]; then
+    local opts=()
+    [ "$FRESH_FS" = nojournal ] && opts=(-O ^has_journal)
+    truncate -s 4G "$d.img" && MADE+=("$d.img")
+    mkfs.ext4 -q -F "${opts[@]}" "$d.img" >/dev/null && mount -o loop "$d.img" "$d" || exit 1
+    MOUNTS+=("$d")
+  fi
   port=$((12000 + RANDOM % 8000))
   sync
   [ "$mode" = never ] && extra=-fsync=never
@@ -45,7 +61,11 @@ run() { # round bin mode
   kill "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
   echo "r=$r $(basename "$bin") $mode cpu_s=${cpu:-?} $res" | tee -a "$OUT"
-  [ -n "${KEEP:-}" ] || rm -rf "$d"
+  if [ -n "${FRESH_FS:-}" ]; then
+    umount "$d" && rm -f "$d.img"
+  elif [ -z "${KEEP:-}" ]; then
+    rm -rf "$d"
+  fi
 }
 n=${#BINS[@]}
 for r in $(seq "$R"); do

@@ -155,7 +155,10 @@ def check(port, seed, acks_path):
             body = plan(seed, up["i"])[0]
             if data != body[:len(data)]:
                 extra += 1
-                say(f"EXTRA {path} bytes past offset {top} differ (have {len(data)})")
+                diff = next(k for k in range(len(data)) if k >= len(body) or data[k] != body[k])
+                say(f"EXTRA {path} bytes past offset {top} differ (have {len(data)} of "
+                    f"{len(body)}, first difference at {diff}, zeros from there: "
+                    f"{not data[diff:].strip(bytes(1))})")
     say(f"CHECK-SUMMARY uploads={len(uploads)} offsets={offsets} lost_uploads={lost_uploads}"
         f" lost_offsets={lost_offsets} extra_mismatch={extra}")
 

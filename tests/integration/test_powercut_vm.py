@@ -315,4 +315,4 @@ def run_case(tmp, flavour, mode, fsync, case_seed, rng, kill_after):
         # the control: nothing synced, nothing flushed, the cut keeps no unflushed
         # write: the uploads acknowledged are gone
         assert res["lost_uploads"] > 0, ("the negative control lost nothing: the test "
-                                         f"cannot see a missing sync", res)
+                                         "cannot see a missing sync", res)

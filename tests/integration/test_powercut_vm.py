@@ -290,9 +290,14 @@ def run_case(tmp, flavour, mode, fsync, case_seed, rng, kill_after):
     rc, out = e2fsck(fs, "-fn")
     print(f"VM 2: {time.monotonic() - t1:.0f} s; e2fsck -fn after recovery: status {rc}"
           f"\n{out[-2000:]}")
+    lost = [line for line in text2.splitlines() if "LOST " in line]
     for line in text2.splitlines():
-        if re.search(r"(LOST|EXTRA|CHECK-SUMMARY|DMESG|TUSCLOG|TUSC-STATUS)", line):
+        if re.search(r"(EXTRA|CHECK-SUMMARY|DMESG|TUSCLOG|TUSC-STATUS)", line):
             print(line)
+    for line in lost[:10]:
+        print(line)
+    if len(lost) > 10:
+        print(f"... {len(lost) - 10} more LOST lines")
 
     assert status == 0, text2[-8000:]
     res = summary(text2)

@@ -13,6 +13,7 @@ if [ "${1:-}" = test ]; then
   pkgs="$pkgs time" # GNU time: CPU and peak RSS in bench/upload_bench.py
   pkgs="$pkgs ceph-mon ceph-osd radosgw ceph-common python3-boto3" # tests/s3/rgw.py: a real S3 server
   pkgs="$pkgs qemu-system-x86 busybox-static" # tests/vm/vm.py: kTLS tests in a VM (tests/integration/test_ktls_vm.py)
+  pkgs="$pkgs e2fsprogs" # tests/integration/test_powercut_vm.py: mkfs.ext4 and e2fsck on the power-cut disk images
   command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
   command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
 fi

@@ -12,12 +12,18 @@ which scripts/install-deps.sh test fills: boot/vmlinuz-* and lib/modules/*/ unde
     image.add_binary("/usr/bin/curl")
     image.add_modules(["tls", "gcm"])
     status, out = image.run("curl --version", timeout=300)
+
+Image.start() returns a Machine instead, whose console the caller reads line by line
+and which it may kill at any moment; nbd_drive() attaches a disk served over NBD (for
+instance nbd_disk.NbdDisk, a disk whose unflushed writes a power cut loses).
 """
 import os
+import queue
 import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 KERNEL_DIR = Path(os.environ.get("TUSC_VM_KERNEL_DIR", "/var/cache/tusc-vm"))
@@ -178,10 +184,19 @@ class Image:
         entry("TRAILER!!!", 0)
         return bytes(out)
 
-    def run(self, script, timeout=600, memory_mb=1024, cpus=2):
+    def run(self, script, timeout=600, memory_mb=1024, cpus=2, drives=()):
         """Boots the VM, runs `script` (busybox sh) as root with lo up and the modules
         loaded, and returns (exit status, console output). The status is None when the
-        VM died or timed out before the script ended."""
+        VM died or timed out before the script ended. `drives`: see start()."""
+        with self.start(script, memory_mb=memory_mb, cpus=cpus, drives=drives) as machine:
+            return machine.wait(timeout)
+
+    def start(self, script, memory_mb=1024, cpus=2, drives=()):
+        """Boots the VM running `script` and returns at once a Machine, to read the
+        console line by line as it comes and to kill the VM (pull its plug) at any
+        moment. `drives`: qemu -drive option strings (nbd_drive()), the guest's
+        /dev/vda, /dev/vdb, ... in order (it needs the virtio_pci and virtio_blk
+        modules)."""
         insmods = "\n".join(f"insmod {m} || echo 'insmod {m} failed'" for m in self.modules)
         init = f"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -200,25 +215,87 @@ poweroff -f
 """
         self.add_bytes("/vm-script.sh", script, 0o755)
         vmlinuz, _ = kernel()
-        with tempfile.TemporaryDirectory(prefix="tusc-vm-") as tmp:
-            initrd = Path(tmp) / "initrd.cpio"
-            initrd.write_bytes(self._cpio(init))
-            cmd = [QEMU, "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", str(cpus),
-                   "-m", str(memory_mb), "-nographic", "-no-reboot", "-nodefaults",
-                   "-serial", "stdio", "-kernel", str(vmlinuz), "-initrd", str(initrd),
-                   "-append", "console=ttyS0 quiet panic=-1 loglevel=3"]
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT)
-            try:
-                out, _ = proc.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, _ = proc.communicate()
-                out += f"\n[vm.py: no end after {timeout} s, killed]\n".encode()
-        text = out.decode(errors="replace").replace("\r\n", "\n")
+        tmp = tempfile.TemporaryDirectory(prefix="tusc-vm-")
+        initrd = Path(tmp.name) / "initrd.cpio"
+        initrd.write_bytes(self._cpio(init))
+        cmd = [QEMU, "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", str(cpus),
+               "-m", str(memory_mb), "-nographic", "-no-reboot", "-nodefaults",
+               "-serial", "stdio", "-kernel", str(vmlinuz), "-initrd", str(initrd),
+               "-append", "console=ttyS0 quiet panic=-1 loglevel=3"]
+        for d in drives:
+            cmd += ["-drive", d]
+        return Machine(cmd, tmp)
+
+
+def nbd_drive(socket_path, export="disk"):
+    """A -drive for Image.start(): a virtio disk served by an NBD server on a unix
+    socket, with a write cache the guest must flush (cache=writeback: qemu passes the
+    guest's flushes on as NBD_CMD_FLUSH)."""
+    if "," in str(socket_path):
+        raise ValueError(f"a comma in {socket_path} would end qemu's option")
+    return (f"file=nbd+unix:///{export}?socket={socket_path},format=raw,if=virtio,"
+            f"cache=writeback")
+
+
+class Machine:
+    """A running VM: its console as lines (readline), kill(), wait(). A context manager
+    that kills the VM, if still running, on exit."""
+
+    def __init__(self, cmd, tmp):
+        self._tmp = tmp
+        self._lines = queue.Queue()
+        self._text = []
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").replace("\r", "")
+            self._text.append(line)
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)  # end of the console
+
+    def readline(self, timeout):
+        """The next console line (without its newline), None at the console's end;
+        TimeoutError when none comes within `timeout` seconds."""
+        try:
+            return self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no console line within {timeout} s") from None
+
+    def kill(self):
+        """Pulls the plug: SIGKILL, and waits for qemu to be gone."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._reader.join()
+
+    def wait(self, timeout):
+        """Waits for the VM to end (killing it after `timeout` s); (exit status of the
+        script or None, whole console output)."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self._text.append(f"\n[vm.py: no end after {timeout} s, killed]\n")
+        self._reader.join()
+        text = self.text()
         status = None
         for line in text.splitlines():
             if line.startswith(STATUS_MARK):
                 status = int(line[len(STATUS_MARK):])
         return status, text
 
+    def text(self):
+        """The console output so far."""
+        return "".join(self._text)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+        self.proc.stdout.close()
+        self._tmp.cleanup()

@@ -1,11 +1,11 @@
 /*
  * sync_batch — group commit for the file store: requests that need files or
  * directories on stable storage (fdatasync, directory fsync) join ONE queue per store
- * (shared by every event loop), and pool jobs run every
- * request that is waiting as a batch, then hand each request back to its own loop. At
- * most TUSC_SYNC_JOBS batch jobs of a store run at once; each, after its batch, takes
- * whatever queued meanwhile and runs it too, until the queue is empty. A directory
- * named by several requests of a batch is fsynced once for all.
+ * (shared by every event loop), and pool jobs run every request that is waiting as a
+ * batch, then hand each request back to its own loop. At most TUSC_SYNC_JOBS batch
+ * jobs of a store run at once; each, after its batch, takes whatever queued meanwhile
+ * and runs it too, until the queue is empty. A directory named by several requests of
+ * a batch is fsynced once for all.
  *
  * A batch runs in this order:
  *   0. each request's `prepare`, if it has one (the file store makes a new upload's

@@ -69,15 +69,6 @@ tail -c +$((HALF + 1)) /tmp/body > /tmp/half2
 SIZE=$((MIB * 1048576))
 echo "RESULT body sha=$(sha256sum < /tmp/body | cut -d' ' -f1)"
 
-# Waits (with a deadline) for a condition given as a command.
-wait_for() {
-  end=$(($(date +%s) + $1)); shift
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$end" ] || return 1
-    usleep 50000
-  done
-}
-
 start_tusc() {
   rm -rf /tmp/port /tmp/data; mkdir -p /tmp/data
   ASAN_OPTIONS=detect_leaks=1 tusc -host 127.0.0.1 -port 0 -port-file /tmp/port \

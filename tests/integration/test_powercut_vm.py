@@ -90,14 +90,6 @@ echo 360000 > /proc/sys/vm/dirty_writeback_centisecs
 mkdir -p /mnt
 mount -t ext4 -o __MOUNTOPTS__ /dev/vda /mnt || { echo "MOUNT-FAILED"; dmesg | tail -20; exit 1; }
 
-wait_for() {
-  end=$(($(date +%s) + $1)); shift
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$end" ] || return 1
-    usleep 50000
-  done
-}
-
 start_tusc() {
   rm -f /tmp/port
   ASAN_OPTIONS=detect_leaks=$1 tusc -host 127.0.0.1 -port 0 -port-file /tmp/port \

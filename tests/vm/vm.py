@@ -30,6 +30,15 @@ KERNEL_DIR = Path(os.environ.get("TUSC_VM_KERNEL_DIR", "/var/cache/tusc-vm"))
 QEMU = "qemu-system-x86_64"
 BUSYBOX = "/bin/busybox"
 STATUS_MARK = "TUSC-VM-STATUS="
+# In every VM: `wait_for SECONDS COMMAND...` runs COMMAND (quietly) until it succeeds,
+# at most SECONDS long; exits 1 when it never did.
+WAIT_FOR = b"""#!/bin/busybox sh
+end=$(($(date +%s) + $1)); shift
+until "$@" >/dev/null 2>&1; do
+  [ "$(date +%s)" -lt "$end" ] || exit 1
+  usleep 50000
+done
+"""
 
 
 def kernel():
@@ -92,6 +101,7 @@ class Image:
         self.links = {}   # vm path -> target
         self.modules = []  # vm paths of .ko files, in load order
         self.add_file(BUSYBOX, "/bin/busybox", 0o755)
+        self.add_bytes("/bin/wait_for", WAIT_FOR, 0o755)
 
     def add_file(self, src, dst=None, mode=None):
         src = Path(src)
